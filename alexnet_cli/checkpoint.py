@@ -1,0 +1,114 @@
+"""Checkpoints: what `alexnet train` writes and every other command reads (CLI.md).
+
+A checkpoint is a plain dict saved with `torch.save` and read back with
+`torch.load(..., weights_only=True)`: tensors, numbers, strings, lists and dicts only, so
+loading one never runs code. Keys:
+
+- "format": "alexnet-cli/checkpoint", "version": 1
+- "model": the single-device state_dict (`conv1.weight` .. `fc8.bias`), whatever parallel
+  mode trained it
+- "classes": the wnids; "class_names": readable names (may equal the wnids)
+- "mean_image": float32 tensor (256, 256, 3), the training mean that was subtracted
+- "config": {"recipe": str, "model": ModelConfig fields, "train": TrainConfig fields, ...}
+- training state, only in checkpoints written by `train`: "optimizer", "trainer" (epoch,
+  step, position in the epoch, schedule, RNG states), "metrics"
+
+A bare state_dict in the same layout also loads (`load_model`): the network is then
+inferred from its shapes, with the paper's defaults for everything else.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alexnet_cli.config import ModelConfig, model_config_from_dict, resolve_model_config
+from alexnet_cli.errors import CheckpointError
+from alexnet_cli.model import AlexNet
+
+FORMAT = "alexnet-cli/checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a temporary file in the same folder, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint or a bare state_dict with weights_only=True; never unpickles code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(f"{path}: refused: it holds Python objects{what} that only unpickling code "
+                              "could load; alexnet loads weights only (weights_only=True)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (a {type(data).__name__}, expected a dict)")
+    if "model" not in data and "conv1.weight" in data:
+        data = {"model": data}
+    if "model" not in data or "conv1.weight" not in data["model"]:
+        raise CheckpointError(f"{path}: no AlexNet weights in it (expected keys conv1.weight .. fc8.bias)")
+    return data
+
+
+def infer_model_config(state_dict: dict[str, torch.Tensor]) -> ModelConfig:
+    """The paper's network sized to a bare state_dict: classes from fc8, columns from conv1."""
+    num_classes = state_dict["fc8.weight"].shape[0]
+    columns = 2 if state_dict["conv1.weight"].shape[0] == 96 else 1
+    return resolve_model_config("paper", num_classes=num_classes, columns=columns)
+
+
+@dataclass
+class LoadedModel:
+    model: AlexNet
+    classes: list[str]
+    class_names: list[str]
+    mean_image: torch.Tensor | None   # (256, 256, 3) float32, None for a bare state_dict
+    config: dict[str, Any]             # the checkpoint's "config" (empty for a bare state_dict)
+    path: Path
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the network a checkpoint was trained with, from the file alone, in eval mode."""
+    data = load_checkpoint(path)
+    state = data["model"]
+    config = data.get("config") or {}
+    try:
+        model_config = (model_config_from_dict(config["model"]) if "model" in config
+                        else infer_model_config(state))
+        model = AlexNet(config=model_config)
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit the network they describe ({str(exc).splitlines()[0]})") from None
+    n = model_config.num_classes
+    classes = list(data.get("classes") or [str(i) for i in range(n)])
+    if len(classes) != n:
+        raise CheckpointError(f"{path}: lists {len(classes)} classes but its last layer has {n} outputs")
+    mean = data.get("mean_image")
+    return LoadedModel(model.to(device).eval(), classes, list(data.get("class_names") or classes),
+                       None if mean is None else mean.float(), config, Path(path))

@@ -1,0 +1,1 @@
+"""The `alexnet` command: one module per subcommand, wired together in `app.py`."""

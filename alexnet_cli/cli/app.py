@@ -1,0 +1,83 @@
+"""The root of the `alexnet` command: it only wires the subcommands together and holds
+the one error boundary.
+
+Error boundary: a subcommand raises; `AlexnetGroup.invoke` turns the exception into one
+`Error: ...` line on stderr and exit code 1. Usage errors (typer's) keep exit code 2.
+`--debug` or ALEXNET_DEBUG=1 lets the traceback through.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from alexnet_cli import __version__
+from alexnet_cli.cli import summary
+from alexnet_cli.cli.common import err_console
+from alexnet_cli.errors import AlexnetError
+
+
+def _debug_wanted(ctx: typer.Context) -> bool:
+    return bool(ctx.meta.get("alexnet.debug")) or os.environ.get("ALEXNET_DEBUG", "") not in ("", "0")
+
+
+class AlexnetGroup(TyperGroup):
+    """A typer group whose `invoke` is the CLI's one error boundary."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.TyperException, typer.Exit, typer.Abort):  # usage errors (exit 2), exits
+            raise
+        except KeyboardInterrupt:
+            err_console.print("Error: interrupted", style="bold red", highlight=False)
+            raise typer.Exit(130)
+        except Exception as exc:  # the boundary: everything else becomes one line
+            if _debug_wanted(ctx):
+                raise
+            if isinstance(exc, AlexnetError):
+                message = str(exc)
+            else:
+                message = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
+            message = " ".join(message.split()) or type(exc).__name__
+            err_console.print(f"Error: {message}", style="bold red", highlight=False, markup=False,
+                              soft_wrap=True)
+            raise typer.Exit(1)
+
+
+app = typer.Typer(
+    cls=AlexnetGroup,
+    name="alexnet",
+    help="Reproduce AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) on your own ImageNet.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"alexnet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")] = False,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    """Reproduce AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) on your own ImageNet."""
+    ctx.meta["alexnet.debug"] = debug
+
+
+app.command("summary")(summary.summary)
+
+
+def main() -> None:
+    app()

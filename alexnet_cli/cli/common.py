@@ -1,0 +1,40 @@
+"""What every subcommand shares: the consoles, the progress reporter, JSON output and
+the option types defined once.
+
+Human-readable output goes to stdout through `console`; progress bars and log lines go to
+stderr through `err_console`, so that `--json` leaves exactly one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from alexnet_cli.progress import ConsoleReporter
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def reporter() -> ConsoleReporter:
+    """Progress on stderr: a bar on a terminal, a log line every few seconds otherwise."""
+    return ConsoleReporter(err_console)
+
+
+def print_json(data: Any) -> None:
+    """Print one JSON document on stdout, nothing else."""
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+# Options that several subcommands share, defined once.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda when available).")]
+ExistingPath = Annotated[Path, typer.Argument(exists=True, help="An existing path.")]
+ExistingDir = Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A prepared data folder (alexnet prep's OUT).")]
+ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False)]

@@ -1,0 +1,148 @@
+"""Every number of the recipe in one place: the paper's defaults, each with its section,
+and the authors' released code (cuda-convnet, layers-145.cfg / layer-params-145.cfg) as a
+second preset.
+
+A recipe is a named preset of plain config fields (`RECIPES`); every field stays its own
+option, so `resolve_model_config("code", lrn_alpha_over_n=False)` is the code's network
+with the paper's LRN. The resolved configs are written into every run folder and every
+checkpoint, and the network is rebuilt from them alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+from alexnet_cli.errors import AlexnetError
+
+RECIPE_NAMES = ("paper", "code")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network (paper section 4). Defaults are the paper's text."""
+
+    num_classes: int = 1000           # ILSVRC's 1000 classes; user data sets often have fewer
+    columns: int = 2                  # 4.2: two GPU columns = groups=2; 1 = one column, half the kernels
+    activation: str = "relu"          # 3.1: ReLU; "tanh" for the figure-1 comparison
+    lrn: bool = True                  # 3.3: response normalisation after conv1 and conv2
+    lrn_size: int = 5                 # 3.3: n = 5 adjacent kernel maps
+    lrn_k: float = 2.0                # 3.3: k = 2
+    lrn_alpha: float = 1e-4           # 3.3: alpha = 1e-4
+    lrn_beta: float = 0.75            # 3.3: beta = 0.75
+    lrn_alpha_over_n: bool = False    # paper: alpha used as written; code (and torch/Caffe): alpha / n
+    pool_kernel: int = 3              # 3.4: overlapping pooling, z = 3
+    pool_stride: int = 2              # 3.4: s = 2 ("--pool 2" gives the non-overlapping 2/2)
+    dropout: float = 0.5              # 4.2: dropout 0.5 on fc6 and fc7
+    conv1_order: str = "paper"        # paper: conv, ReLU, LRN, pool; code: conv, LRN, pool, ReLU
+    within_map_norm: bool = False     # code only: 5x5 within-map normalisation after conv2's LRN
+    conv1_padding: str = "paper"      # paper: pad 2 all round; code: none, 3-pixel right/bottom overhang
+    init_std: float = 0.01            # 5: weights N(0, 0.01)
+    init_std_conv345: float = 0.01    # code: 0.03 in conv3-conv5
+    bias_fill: float = 1.0            # 5: biases 1 in conv2, conv4, conv5, fc6, fc7 (Caffe uses 0.1)
+
+    def __post_init__(self) -> None:
+        _check_choice("activation", self.activation, ("relu", "tanh"))
+        _check_choice("conv1_order", self.conv1_order, ("paper", "code"))
+        _check_choice("conv1_padding", self.conv1_padding, ("paper", "code"))
+        _check_choice("columns", self.columns, (1, 2))
+        if self.num_classes < 2:
+            raise AlexnetError(f"num_classes must be at least 2, got {self.num_classes}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise AlexnetError(f"dropout must be in [0, 1), got {self.dropout}")
+        if (self.pool_kernel, self.pool_stride) not in ((3, 2), (2, 2)):
+            raise AlexnetError("pooling must be 3/2 (overlapping, the paper's) or 2/2 (the ablation)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The learning recipe (paper sections 5 and 6). Defaults are the paper's text."""
+
+    epochs: int = 90                  # 6: "roughly 90 cycles"
+    batch_size: int = 128             # 6: batch 128
+    lr: float = 0.01                  # 6: 0.01 for all layers
+    momentum: float = 0.9             # 6: momentum 0.9
+    weight_decay: float = 5e-4        # 6: weight decay 0.0005
+    lr_schedule: str = "plateau"      # 6: divide by 10 when validation error stops improving; "code": fixed drops
+    plateau_patience: int = 2         # epochs without a better validation top-1 before a drop (paper: unstated)
+    max_lr_drops: int = 3             # 6: "reduced three times prior to termination"
+    bias_lr_mult: float = 1.0         # code: biases learn at 2x the weights' initial rate
+    bias_weight_decay: bool = True    # code: no weight decay on biases
+    pca_aug: bool = True              # 4.1: PCA colour augmentation
+    pca_std: float = 0.1              # 4.1: alpha ~ N(0, 0.1)
+    pca_scale: str = "paper"          # paper: lambda of [0,1] pixels; code: sqrt(lambda_255) * 0.1, then / 1.1
+    aug_chunk: int = 1                # 4.1: per image; code: one crop offset and flip per 32 images
+    mean_crop: str = "crop"           # crop of (image - mean image); code: centre 224 of the mean from every crop
+
+    def __post_init__(self) -> None:
+        _check_choice("lr_schedule", self.lr_schedule, ("plateau", "code", "code2010"))
+        _check_choice("pca_scale", self.pca_scale, ("paper", "code"))
+        _check_choice("mean_crop", self.mean_crop, ("crop", "center"))
+        if self.epochs < 1 or self.batch_size < 1 or self.aug_chunk < 1:
+            raise AlexnetError("epochs, batch size and augmentation chunk must be positive")
+        if self.lr <= 0:
+            raise AlexnetError(f"learning rate must be positive, got {self.lr}")
+
+
+# The released code's choices (SPEC.md "Where the original code differs"); every other
+# field keeps the paper's default.
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {"model": {}, "train": {}},
+    "code": {
+        "model": {
+            "lrn_alpha_over_n": True,
+            "conv1_order": "code",
+            "within_map_norm": True,
+            "conv1_padding": "code",
+            "init_std_conv345": 0.03,
+        },
+        "train": {
+            "epochs": 91,
+            "lr_schedule": "code",
+            "bias_lr_mult": 2.0,
+            "bias_weight_decay": False,
+            "pca_scale": "code",
+            "aug_chunk": 32,
+            "mean_crop": "center",
+        },
+    },
+}
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise AlexnetError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def _resolve(cls, recipe: str, part: str, overrides: dict[str, Any]):
+    _check_choice("recipe", recipe, RECIPE_NAMES)
+    known = {f.name for f in fields(cls)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise AlexnetError(f"unknown {part} option(s): {', '.join(sorted(unknown))}")
+    values = {**RECIPES[recipe][part], **{k: v for k, v in overrides.items() if v is not None}}
+    return cls(**values)
+
+
+def resolve_model_config(recipe: str = "paper", **overrides: Any) -> ModelConfig:
+    """The recipe's network, with `overrides` (None means: keep the recipe's value)."""
+    return _resolve(ModelConfig, recipe, "model", overrides)
+
+
+def resolve_train_config(recipe: str = "paper", **overrides: Any) -> TrainConfig:
+    """The recipe's training settings, with `overrides` (None means: keep the recipe's value)."""
+    return _resolve(TrainConfig, recipe, "train", overrides)
+
+
+def to_dict(config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """Rebuild a ModelConfig from a checkpoint's plain data (unknown keys are an error)."""
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise AlexnetError(f"checkpoint's model config has unknown fields: {', '.join(sorted(unknown))}")
+    return ModelConfig(**data)

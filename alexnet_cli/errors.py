@@ -1,0 +1,22 @@
+"""Errors meant for the user: the CLI prints their message as one `Error:` line, exit 1.
+
+Library code raises `AlexnetError` (or a subclass) for anything the user can fix:
+bad files, missing inputs, inconsistent options. Anything else is a bug and, outside
+`--debug`, is still reported in one line, with the exception type.
+"""
+
+
+class AlexnetError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+
+class DataError(AlexnetError):
+    """Missing, corrupt or inconsistent data (images, shards, manifest, pca.json)."""
+
+
+class CheckpointError(AlexnetError):
+    """A checkpoint that cannot be loaded safely or does not fit the data."""
+
+
+class TrainingDiverged(AlexnetError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

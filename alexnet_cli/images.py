@@ -1,0 +1,59 @@
+"""Reading one image file the way `alexnet prep` does (paper section 2): any mode to RGB,
+shorter side to 256, the central 256x256 patch.
+
+`predict` and `neighbors` use the same function on the user's own images, so a query goes
+through exactly the preprocessing of the training data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from alexnet_cli.errors import DataError
+
+SIZE = 256  # paper section 2: rescale the shorter side to 256, take the central 256x256
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Grayscale, CMYK, palette and alpha images become 8-bit RGB."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        arr = (arr / max(arr.max(), 1.0) * 255.0).round().astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    return img.convert("RGB")
+
+
+def resize_center_crop(img: Image.Image, size: int = SIZE) -> np.ndarray:
+    """Shorter side -> `size` (bilinear, antialiased), then the central size x size patch."""
+    w, h = img.size
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def load_image(path: str | Path, size: int = SIZE) -> np.ndarray:
+    """An image file as uint8 (size, size, 3) RGB. Raises DataError on anything undecodable."""
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG" and img.mode in ("RGB", "L"):
+                # decode at the smallest DCT scale that keeps the shorter side >= 2 * size:
+                # several times faster, and the antialiased resize that follows hides it
+                w, h = img.size
+                img.draft(img.mode, (max(1, w * 2 * size // min(w, h)), max(1, h * 2 * size // min(w, h))))
+            img.load()
+            return resize_center_crop(to_rgb(img), size)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None

@@ -1,0 +1,147 @@
+"""The network of the paper (section 4, figure 2), and of the authors' released code.
+
+Two columns (one per GTX 580 in 2012) are grouped convolutions (groups=2) in conv2, conv4
+and conv5, channel order [column A, column B]; conv3 and the fully connected layers see
+both columns. The state_dict holds `conv1`..`conv5`, `fc6`..`fc8` and nothing else: the
+normalisation layers have no parameters. This file is pure: no prints, no I/O.
+
+Shapes below are for the default network and a batch of B 224x224 crops.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alexnet_cli.config import ModelConfig, resolve_model_config
+
+
+def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                        groups: int = 1) -> torch.Tensor:
+    """The paper's LRN (3.3): b_i = a_i / (k + alpha * sum_{|j-i|<=size/2} a_j^2)^beta.
+
+    `alpha` is used as given: pass alpha / size for torch's, Caffe's and cuda-convnet's
+    variant. The window is clipped at the edges of each of the `groups` columns, so the
+    normalisation never crosses from column A into column B.
+    """
+    b, c, h, w = x.shape
+    sq = x.square().reshape(b * groups, 1, c // groups, h, w)
+    half = size // 2
+    # a sum over `size` neighbouring maps = average pool over the channel axis, times size
+    window = F.avg_pool3d(F.pad(sq, (0, 0, 0, 0, half, size - 1 - half)), (size, 1, 1), stride=1)
+    denom = (k + alpha * size * window).pow(beta).reshape(b, c, h, w)
+    return x / denom
+
+
+class LocalResponseNorm(nn.Module):
+    """Cross-map response normalisation, per column (paper 3.3; `alpha_over_n` for the code's)."""
+
+    def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int, alpha_over_n: bool):
+        super().__init__()
+        self.size, self.beta, self.k, self.groups = size, beta, k, groups
+        self.alpha = alpha / size if alpha_over_n else alpha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, alpha={self.alpha:g}, beta={self.beta}, k={self.k}, groups={self.groups}"
+
+
+class WithinMapNorm(nn.Module):
+    """The released code's extra layer after conv2's LRN (layers-145.cfg, `rnorm` type):
+    b = a / (k + alpha/size^2 * sum_{size x size window} a^2)^beta, zeros beyond the borders."""
+
+    def __init__(self, size: int = 5, alpha: float = 0.001, beta: float = 0.75, k: float = 1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean_sq = F.avg_pool2d(x.square(), self.size, stride=1, padding=self.size // 2, count_include_pad=True)
+        return x / (self.k + self.alpha * mean_sq).pow(self.beta)  # alpha/size^2 * sum = alpha * mean
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, alpha={self.alpha:g}/{self.size ** 2}, beta={self.beta}, k={self.k}"
+
+
+def layer_widths(columns: int) -> dict[str, int]:
+    """Kernels per layer. One column has half the kernels except conv5 and the fc layers
+    (paper 4.2, footnote: so that both nets have about the same number of parameters)."""
+    half = 2 if columns == 1 else 1
+    return {"conv1": 96 // half, "conv2": 256 // half, "conv3": 384 // half, "conv4": 384 // half,
+            "conv5": 256, "fc6": 4096, "fc7": 4096}
+
+
+class AlexNet(nn.Module):
+    """AlexNet for 224x224 crops. `AlexNet(num_classes=1000)` is the paper's network;
+    `recipe="code"` the released code's; any ModelConfig field is a keyword override."""
+
+    def __init__(self, num_classes: int | None = None, *, recipe: str = "paper",
+                 config: ModelConfig | None = None, **overrides):
+        super().__init__()
+        if config is None:
+            config = resolve_model_config(recipe, num_classes=num_classes, **overrides)
+        elif num_classes is not None or overrides:
+            raise TypeError("pass either config or num_classes/overrides, not both")
+        self.config = c = config
+        w, g = layer_widths(c.columns), c.columns
+        # conv1: the paper pads 2 all round (224 -> 55); the code pads nothing and lets the
+        # last window overhang the right/bottom edge by 3 pixels (zeros), also 55x55.
+        self.conv1_pad = (0, 3, 0, 3) if c.conv1_padding == "code" else None
+        self.conv1 = nn.Conv2d(3, w["conv1"], 11, stride=4, padding=2 if self.conv1_pad is None else 0)
+        self.conv2 = nn.Conv2d(w["conv1"], w["conv2"], 5, padding=2, groups=g)
+        self.conv3 = nn.Conv2d(w["conv2"], w["conv3"], 3, padding=1)           # both columns
+        self.conv4 = nn.Conv2d(w["conv3"], w["conv4"], 3, padding=1, groups=g)
+        self.conv5 = nn.Conv2d(w["conv4"], w["conv5"], 3, padding=1, groups=g)
+        self.fc6 = nn.Linear(w["conv5"] * 6 * 6, w["fc6"])
+        self.fc7 = nn.Linear(w["fc6"], w["fc7"])
+        self.fc8 = nn.Linear(w["fc7"], c.num_classes)
+
+        self.act = nn.ReLU(inplace=True) if c.activation == "relu" else nn.Tanh()
+        lrn = dict(size=c.lrn_size, alpha=c.lrn_alpha, beta=c.lrn_beta, k=c.lrn_k, alpha_over_n=c.lrn_alpha_over_n)
+        self.lrn1 = LocalResponseNorm(groups=g, **lrn) if c.lrn else nn.Identity()
+        self.lrn2 = LocalResponseNorm(groups=g, **lrn) if c.lrn else nn.Identity()
+        self.rnorm2 = WithinMapNorm() if c.within_map_norm else nn.Identity()
+        self.pool1 = nn.MaxPool2d(c.pool_kernel, c.pool_stride)
+        self.pool2 = nn.MaxPool2d(c.pool_kernel, c.pool_stride)
+        self.pool5 = nn.MaxPool2d(c.pool_kernel, c.pool_stride)
+        self.drop6 = nn.Dropout(c.dropout)
+        self.drop7 = nn.Dropout(c.dropout)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Paper section 5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7
+        ("accelerates the early stages of learning by providing the ReLUs with positive
+        inputs"), 0 elsewhere. The code uses std 0.03 in conv3-conv5."""
+        c = self.config
+        for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+            layer = getattr(self, name)
+            layer.weight.normal_(0.0, c.init_std_conv345 if name in ("conv3", "conv4", "conv5") else c.init_std)
+            layer.bias.fill_(c.bias_fill if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0)
+
+    def conv_block1(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv1_pad is not None:
+            x = F.pad(x, self.conv1_pad)                           # (B, 3, 227, 227)
+        x = self.conv1(x)                                          # (B, 96, 55, 55)
+        if self.config.conv1_order == "code":                      # LRN sees the raw conv1 output
+            return self.act(self.pool1(self.lrn1(x)))              # (B, 96, 27, 27)
+        return self.pool1(self.lrn1(self.act(x)))                  # (B, 96, 27, 27)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The five convolutional layers: (B, 3, 224, 224) -> (B, 9216)."""
+        x = self.conv_block1(x)                                    # (B, 96, 27, 27)
+        x = self.pool2(self.rnorm2(self.lrn2(self.act(self.conv2(x)))))  # (B, 256, 13, 13)
+        x = self.act(self.conv3(x))                                # (B, 384, 13, 13)
+        x = self.act(self.conv4(x))                                # (B, 384, 13, 13)
+        x = self.pool5(self.act(self.conv5(x)))                    # (B, 256, 6, 6)
+        return torch.flatten(x, 1)                                 # (B, 9216)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """fc7 after its ReLU, before dropout: the 4096-d feature of the paper's figure 4."""
+        x = self.drop6(self.act(self.fc6(self.features(x))))      # (B, 4096)
+        return self.act(self.fc7(x))                               # (B, 4096)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc8(self.drop7(self.embed(x)))                 # (B, num_classes) logits

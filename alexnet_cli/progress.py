@@ -1,0 +1,102 @@
+"""Progress reporting for long jobs, without tying the library to a terminal.
+
+Library functions take a `Reporter` (default: `NullReporter`, silent). The CLI passes a
+`ConsoleReporter`, which draws a rich progress bar (rate and ETA) on a terminal and, when
+stderr is not a terminal, logs a plain line every few seconds instead.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator, Protocol
+
+
+class Task(Protocol):
+    def advance(self, n: float = 1, **info: object) -> None: ...
+
+
+class Reporter(Protocol):
+    def task(self, description: str, total: float | None, unit: str = "it") -> "contextmanager[Task]": ...
+
+    def log(self, message: str) -> None: ...
+
+
+class _NullTask:
+    def advance(self, n: float = 1, **info: object) -> None:
+        pass
+
+
+class NullReporter:
+    """Reports nothing: the default for library calls."""
+
+    @contextmanager
+    def task(self, description: str, total: float | None, unit: str = "it") -> Iterator[_NullTask]:
+        yield _NullTask()
+
+    def log(self, message: str) -> None:
+        pass
+
+
+class _RichTask:
+    def __init__(self, progress, task_id, unit: str):
+        self._progress, self._id, self._unit = progress, task_id, unit
+
+    def advance(self, n: float = 1, **info: object) -> None:
+        extra = "  ".join(f"{k} {_fmt(v)}" for k, v in info.items())
+        self._progress.update(self._id, advance=n, info=extra)
+        speed = self._progress._tasks[self._id].speed  # None until two samples exist
+        if speed is not None:
+            self._progress.update(self._id, rate=f"{speed:,.1f} {self._unit}/s")
+
+
+class _LogTask:
+    """Plain log lines every `every` seconds, for logs and pipes."""
+
+    def __init__(self, console, description: str, total: float | None, unit: str, every: float):
+        self._console, self._desc, self._total, self._unit = console, description, total, unit
+        self._every, self._done = every, 0.0
+        self._t0 = self._last = time.perf_counter()
+
+    def advance(self, n: float = 1, **info: object) -> None:
+        self._done += n
+        now = time.perf_counter()
+        finished = self._total is not None and self._done >= self._total
+        if now - self._last < self._every and not finished:
+            return
+        self._last = now
+        rate = self._done / max(now - self._t0, 1e-9)
+        of = f"/{self._total:g}" if self._total is not None else ""
+        extra = "".join(f" {k}={_fmt(v)}" for k, v in info.items())
+        self._console.print(f"{self._desc}: {self._done:g}{of} {self._unit} ({rate:.1f} {self._unit}/s){extra}",
+                            highlight=False, soft_wrap=True)
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+class ConsoleReporter:
+    """Rich progress bars on a terminal; periodic log lines otherwise."""
+
+    def __init__(self, console, log_every: float = 10.0):
+        self.console = console
+        self.log_every = log_every
+
+    @contextmanager
+    def task(self, description: str, total: float | None, unit: str = "it"):
+        if not self.console.is_terminal:
+            yield _LogTask(self.console, description, total, unit, self.log_every)
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
+                   TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+        with Progress(*columns, console=self.console) as progress:
+            task_id = progress.add_task(description, total=total, info="", rate="")
+            yield _RichTask(progress, task_id, unit)
+
+    def log(self, message: str) -> None:
+        self.console.print(message, highlight=False, soft_wrap=True)
