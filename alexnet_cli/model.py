@@ -73,6 +73,23 @@ def layer_widths(columns: int) -> dict[str, int]:
             "conv5": 256, "fc6": 4096, "fc7": 4096}
 
 
+def stage_modules(c: ModelConfig, groups: int) -> dict[str, nn.Module]:
+    """The parameter-free stages: activation, normalisations, pooling, dropout. `groups` is the
+    number of columns that one module spans (2 in the single-device net, 1 inside a column)."""
+    lrn = dict(size=c.lrn_size, alpha=c.lrn_alpha, beta=c.lrn_beta, k=c.lrn_k, alpha_over_n=c.lrn_alpha_over_n)
+    return {
+        "act": nn.ReLU(inplace=True) if c.activation == "relu" else nn.Tanh(),
+        "lrn1": LocalResponseNorm(groups=groups, **lrn) if c.lrn else nn.Identity(),
+        "lrn2": LocalResponseNorm(groups=groups, **lrn) if c.lrn else nn.Identity(),
+        "rnorm2": WithinMapNorm() if c.within_map_norm else nn.Identity(),
+        "pool1": nn.MaxPool2d(c.pool_kernel, c.pool_stride),
+        "pool2": nn.MaxPool2d(c.pool_kernel, c.pool_stride),
+        "pool5": nn.MaxPool2d(c.pool_kernel, c.pool_stride),
+        "drop6": nn.Dropout(c.dropout),
+        "drop7": nn.Dropout(c.dropout),
+    }
+
+
 class AlexNet(nn.Module):
     """AlexNet for 224x224 crops. `AlexNet(num_classes=1000)` is the paper's network;
     `recipe="code"` the released code's; any ModelConfig field is a keyword override."""
@@ -98,16 +115,8 @@ class AlexNet(nn.Module):
         self.fc7 = nn.Linear(w["fc6"], w["fc7"])
         self.fc8 = nn.Linear(w["fc7"], c.num_classes)
 
-        self.act = nn.ReLU(inplace=True) if c.activation == "relu" else nn.Tanh()
-        lrn = dict(size=c.lrn_size, alpha=c.lrn_alpha, beta=c.lrn_beta, k=c.lrn_k, alpha_over_n=c.lrn_alpha_over_n)
-        self.lrn1 = LocalResponseNorm(groups=g, **lrn) if c.lrn else nn.Identity()
-        self.lrn2 = LocalResponseNorm(groups=g, **lrn) if c.lrn else nn.Identity()
-        self.rnorm2 = WithinMapNorm() if c.within_map_norm else nn.Identity()
-        self.pool1 = nn.MaxPool2d(c.pool_kernel, c.pool_stride)
-        self.pool2 = nn.MaxPool2d(c.pool_kernel, c.pool_stride)
-        self.pool5 = nn.MaxPool2d(c.pool_kernel, c.pool_stride)
-        self.drop6 = nn.Dropout(c.dropout)
-        self.drop7 = nn.Dropout(c.dropout)
+        for name, module in stage_modules(c, groups=g).items():
+            setattr(self, name, module)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -129,10 +138,14 @@ class AlexNet(nn.Module):
             return self.act(self.pool1(self.lrn1(x)))              # (B, 96, 27, 27)
         return self.pool1(self.lrn1(self.act(x)))                  # (B, 96, 27, 27)
 
+    def conv_block2(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.lrn2(self.act(self.conv2(x)))                     # (B, 256, 27, 27)
+        return self.pool2(self.rnorm2(x))                          # (B, 256, 13, 13)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The five convolutional layers: (B, 3, 224, 224) -> (B, 9216)."""
         x = self.conv_block1(x)                                    # (B, 96, 27, 27)
-        x = self.pool2(self.rnorm2(self.lrn2(self.act(self.conv2(x)))))  # (B, 256, 13, 13)
+        x = self.conv_block2(x)                                    # (B, 256, 13, 13)
         x = self.act(self.conv3(x))                                # (B, 384, 13, 13)
         x = self.act(self.conv4(x))                                # (B, 384, 13, 13)
         x = self.pool5(self.act(self.conv5(x)))                    # (B, 256, 6, 6)

@@ -43,8 +43,9 @@ class _RichTask:
         self._progress, self._id, self._unit = progress, task_id, unit
 
     def advance(self, n: float = 1, **info: object) -> None:
-        extra = "  ".join(f"{k} {_fmt(v)}" for k, v in info.items())
-        self._progress.update(self._id, advance=n, info=extra)
+        if info:
+            self._progress.update(self._id, info="  ".join(f"{k} {_fmt(v)}" for k, v in info.items()))
+        self._progress.update(self._id, advance=n)
         speed = self._progress._tasks[self._id].speed  # None until two samples exist
         if speed is not None:
             self._progress.update(self._id, rate=f"{speed:,.1f} {self._unit}/s")

@@ -1,0 +1,95 @@
+"""The paper's update rule (section 5) and the parameter groups of both recipes.
+
+The paper writes momentum SGD with the learning rate and the weight decay INSIDE the velocity:
+
+    v <- 0.9 v - 0.0005 * lr * w - lr * grad        w <- w + v
+
+torch.optim.SGD keeps the learning rate outside: b <- 0.9 b + (grad + 0.0005 w), w <- w - lr b.
+With a constant lr the two are the same (v = -lr b). When the lr drops they differ: torch's
+buffer b is rescaled by the NEW lr at the next step, so the momentum carried over shrinks at
+once by 10x; the paper's v keeps the velocity accumulated at the old rate, which decays as
+0.9^t over the next steps. `PaperSGD` implements the paper's rule exactly, with torch's
+`_foreach` kernels so that it costs the same as SGD(foreach=True).
+
+Its state is one velocity tensor per parameter, stored by parameter NAME (`velocity_state`),
+in the single-device layout, so a checkpoint resumes in any parallel mode.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from alexnet_cli.config import TrainConfig
+
+
+class PaperSGD(torch.optim.Optimizer):
+    """v <- momentum * v - lr * (weight_decay * w + grad);  w <- w + v   (paper section 5)."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            lr, wd, mom = group["lr"], group["weight_decay"], group["momentum"]
+            grads = [p.grad for p in params]
+            velocities = []
+            for p in params:
+                state = self.state[p]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                velocities.append(state["velocity"])
+            torch._foreach_mul_(velocities, mom)                          # v <- m v
+            if wd != 0.0 and lr != 0.0:
+                torch._foreach_add_(velocities, params, alpha=-lr * wd)   # v -= lr wd w
+            if lr != 0.0:
+                torch._foreach_add_(velocities, grads, alpha=-lr)         # v -= lr grad
+            torch._foreach_add_(params, velocities)                       # w <- w + v
+        return None
+
+
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+
+def param_groups(named_params: dict[str, list[nn.Parameter]], cfg: TrainConfig) -> list[dict]:
+    """One group per parameter name (`conv1.weight`, `conv1.bias`, ...), so the schedule can set
+    each layer's rate (the code freezes conv1 alone). `named_params` maps a single-device name to
+    the tensors that hold it (one, or one per column in model-parallel mode). Biases get
+    `bias_lr_mult` x the rate and no weight decay when `bias_weight_decay` is off (the code)."""
+    groups = []
+    for name, tensors in named_params.items():
+        is_bias = name.endswith(".bias")
+        groups.append({
+            "params": tensors, "name": name,
+            "lr": base_lr(name, cfg),
+            "momentum": cfg.momentum,
+            "weight_decay": 0.0 if (is_bias and not cfg.bias_weight_decay) else cfg.weight_decay,
+        })
+    return groups
+
+
+def base_lr(name: str, cfg: TrainConfig) -> float:
+    return cfg.lr * (cfg.bias_lr_mult if name.endswith(".bias") else 1.0)
+
+
+def velocity_state(optimizer: PaperSGD, merge) -> dict[str, torch.Tensor]:
+    """The velocities by single-device parameter name; `merge` joins per-column tensors."""
+    out = {}
+    for group in optimizer.param_groups:
+        vs = [optimizer.state[p]["velocity"] if "velocity" in optimizer.state[p] else torch.zeros_like(p)
+              for p in group["params"]]
+        out[group["name"]] = merge(vs).detach().cpu()
+    return out
+
+
+def load_velocity_state(optimizer: PaperSGD, state: dict[str, torch.Tensor], split) -> None:
+    """Inverse of velocity_state; `split` cuts a single-device tensor into the group's tensors."""
+    for group in optimizer.param_groups:
+        if group["name"] not in state:
+            continue
+        for p, v in zip(group["params"], split(state[group["name"]], group["params"])):
+            optimizer.state[p]["velocity"] = v.to(device=p.device, dtype=p.dtype).clone()

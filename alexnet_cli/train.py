@@ -1,0 +1,446 @@
+"""Training (paper sections 5 and 6): SGD with momentum and weight decay on random crops,
+flips and PCA colour noise; validation after every epoch; the learning-rate schedule.
+
+Three ways to run it (`parallel`):
+- "single": one device, the column split as grouped convolutions;
+- "model":  the paper's two-GPU scheme, column A and column B on two devices (parallel.py);
+- "data":   torch.distributed DDP under torchrun, each rank a slice of every batch.
+
+A run folder holds config.json, metrics.jsonl and checkpoints/{last,best}.pt. `last.pt` holds
+everything needed to continue exactly: weights, velocities, schedule, RNG state, the position
+in the epoch and the partial epoch statistics. The augmentation of step (epoch, batch) is drawn
+from a generator seeded by (seed, rank, epoch, batch) and the loader's order by (seed, epoch),
+so a run killed at any moment and resumed ends with the same weights (bitwise on the CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alexnet_cli import __version__
+from alexnet_cli.augment import TrainAugment
+from alexnet_cli.checkpoint import load_checkpoint, save_checkpoint
+from alexnet_cli.config import ModelConfig, TrainConfig, to_dict
+from alexnet_cli.distributed import DistInfo, init_distributed, launched_by_torchrun
+from alexnet_cli.errors import AlexnetError, TrainingDiverged
+from alexnet_cli.evaluate import evaluate_model
+from alexnet_cli.loader import ShardLoader
+from alexnet_cli.metrics import TopKMeter
+from alexnet_cli.model import AlexNet
+from alexnet_cli.optim import PaperSGD, load_velocity_state, param_groups, velocity_state
+from alexnet_cli.parallel import ColumnParallelAlexNet
+from alexnet_cli.pca import read_pca
+from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.runlog import MetricsLog, write_json_atomic
+from alexnet_cli.schedule import Schedule
+from alexnet_cli.shards import read_manifest, read_mean_image
+
+PARALLEL_MODES = ("auto", "single", "model", "data")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (not what to learn): devices, logging, checkpoints, speed switches."""
+
+    device: str | None = None         # None: cuda when available, else cpu
+    parallel: str = "auto"            # auto: data under torchrun, model with two --devices, else single
+    devices: tuple[str, ...] = ()     # model mode: the devices of column A and column B
+    seed: int = 0
+    resume: bool = False
+    max_steps: int | None = None      # stop after this many optimizer steps in total
+    save_every: int | None = None     # also write last.pt every N steps (always at epoch ends)
+    log_every: int = 50               # steps between log lines (each costs one host sync)
+    bf16: bool = True                 # bf16 autocast on CUDA (ignored on the CPU)
+    channels_last: bool = True        # NHWC activations on CUDA: faster convolutions
+    compile: bool = False             # torch.compile the network
+    workers: int | None = None        # loader workers (None: the loader's default)
+    val_split: str = "val"
+    stuck_steps: int = 2000           # warn when the loss stays at chance this many steps
+    tensorboard: bool = False
+
+
+def resolve_parallel(run: RunOptions) -> str:
+    """The documented rule for `--parallel auto`: data under torchrun (WORLD_SIZE > 1); model
+    when two --devices are given; otherwise single."""
+    if run.parallel not in PARALLEL_MODES:
+        raise AlexnetError(f"--parallel must be one of {', '.join(PARALLEL_MODES)}; got {run.parallel!r}")
+    if run.parallel != "auto":
+        return run.parallel
+    if launched_by_torchrun():
+        return "data"
+    return "model" if len(run.devices) == 2 else "single"
+
+
+def default_device(device: str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AlexnetError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    return dev
+
+
+def step_seed(seed: int, rank: int, epoch: int, batch: int) -> int:
+    """A distinct, reproducible seed for the augmentation of one step of one rank."""
+    return ((seed * 1_000_003 + rank) * 1_000_033 + epoch) * 1_000_037 + batch & (2**63 - 1)
+
+
+@dataclass
+class Position:
+    """Where a run stands: the next batch to train is `batch` of `epoch`; `step` were done."""
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+class Trainer:
+    """Holds one run's state; `fit()` trains it to the end (or to --max-steps)."""
+
+    def __init__(self, data_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
+                 run: RunOptions, recipe: str, progress: Reporter):
+        self.data_dir, self.out_dir = Path(data_dir), Path(out_dir)
+        self.train_cfg, self.run, self.recipe, self.progress = train_cfg, run, recipe, progress
+        self.mode = resolve_parallel(run)
+        self._setup_devices()
+        self.manifest = read_manifest(self.data_dir)
+        self.model_cfg = _fit_classes(model_cfg, len(self.manifest.classes))
+        self._setup_data()
+        self._setup_model()
+        self.schedule = Schedule(train_cfg, list(self.named_params))
+        self.pos = Position()
+        self.best_top1 = math.inf
+        self.stats = _EpochStats(self.model_cfg.num_classes, self.device)
+        self.log = MetricsLog(self.out_dir, enabled=self.dist.is_main, tensorboard=run.tensorboard)
+
+    # ----------------------------------------------------------------- setup
+    def _setup_devices(self) -> None:
+        run = self.run
+        if self.mode == "model":
+            if len(run.devices) != 2:
+                raise AlexnetError("--parallel model needs two devices: --devices cuda:0,cuda:1 (or cpu,cpu)")
+            self.devices = tuple(default_device(d) for d in run.devices)
+            self.device = self.devices[0]
+        else:
+            self.device = default_device(run.device)
+        self.dist = init_distributed(self.device.type) if self.mode == "data" else DistInfo()
+        if self.mode == "data" and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if self.mode == "data" and self.train_cfg.batch_size % self.dist.world_size:
+            raise AlexnetError(f"--batch-size {self.train_cfg.batch_size} is the global batch; it must divide "
+                               f"by the {self.dist.world_size} processes")
+        self.cuda = self.device.type == "cuda"
+
+    def _setup_data(self) -> None:
+        d, cfg, run = self.dist, self.train_cfg, self.run
+        self.train_loader = ShardLoader(self.data_dir, "train", cfg.batch_size // d.world_size, shuffle=True,
+                                        seed=run.seed, drop_last=True, rank=d.rank, world_size=d.world_size,
+                                        device=self.device, workers=run.workers)
+        if len(self.train_loader) == 0:
+            raise AlexnetError(f"the training split has fewer images than one batch of {cfg.batch_size}")
+        self.val_loader = None
+        if run.val_split in self.manifest.splits and self.manifest.splits[run.val_split].count > 0:
+            self.val_loader = ShardLoader(self.data_dir, run.val_split, max(cfg.batch_size // d.world_size, 1),
+                                          shuffle=False, drop_last=False, rank=d.rank, world_size=d.world_size,
+                                          device=self.device, workers=run.workers)
+        self.mean_image = torch.from_numpy(read_mean_image(self.data_dir)).float()   # (256, 256, 3)
+        eig = {}
+        if cfg.pca_aug:
+            pca = read_pca(self.data_dir)
+            eig = dict(eigenvalues=torch.tensor(pca.eigenvalues, dtype=torch.float32),
+                       eigenvectors=torch.tensor(pca.eigenvectors, dtype=torch.float32))
+        self.augment = TrainAugment(self.mean_image.to(self.device), pca_std=cfg.pca_std, pca_scale=cfg.pca_scale,
+                                    chunk=cfg.aug_chunk, mean_crop=cfg.mean_crop,
+                                    **{k: v.to(self.device) for k, v in eig.items()})
+
+    def _setup_model(self) -> None:
+        torch.manual_seed(self.run.seed)                     # the same initial weights on every rank
+        model = AlexNet(config=self.model_cfg)
+        self.single = model                                  # the module whose state_dict is saved
+        if self.mode == "model":
+            self.net = ColumnParallelAlexNet(model, self.devices)
+            self.named_params = self.net.named_param_lists()
+        else:
+            model.to(self.device)
+            if self.cuda and self.run.channels_last:
+                model.to(memory_format=torch.channels_last)
+            self.named_params = {n: [p] for n, p in model.named_parameters()}
+            self.net = model
+            if self.mode == "data":
+                ids = [self.device.index] if self.cuda else None
+                self.net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.forward = torch.compile(self.net) if self.run.compile else self.net
+        self.optimizer = PaperSGD(param_groups(self.named_params, self.train_cfg), lr=self.train_cfg.lr,
+                                  momentum=self.train_cfg.momentum, weight_decay=self.train_cfg.weight_decay)
+        # dropout masks differ per rank, reproducibly
+        torch.manual_seed(self.run.seed * 7919 + 1 + self.dist.rank)
+
+    # ------------------------------------------------------------ state I/O
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The single-device state_dict, whatever the parallel mode (CLI.md)."""
+        if self.mode == "model":
+            return self.net.single_state_dict()
+        return {k: v.detach().cpu() for k, v in self.single.state_dict().items()}
+
+    def config_dict(self) -> dict[str, Any]:
+        run = dataclasses.asdict(self.run)
+        run["parallel"] = self.mode
+        return {"recipe": self.recipe, "model": to_dict(self.model_cfg), "train": to_dict(self.train_cfg),
+                "run": run, "data": str(self.data_dir), "world_size": self.dist.world_size,
+                "alexnet_cli": __version__, "torch": str(torch.__version__)}
+
+    def payload(self) -> dict[str, Any]:
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.model_state(),
+            "classes": list(self.manifest.classes), "class_names": list(self.manifest.class_names),
+            "mean_image": self.mean_image.clone(), "config": self.config_dict(),
+            "optimizer": {"velocity": velocity_state(self.optimizer, _merge)},
+            "trainer": {"epoch": self.pos.epoch, "batch": self.pos.batch, "step": self.pos.step,
+                        "schedule": self.schedule.state_dict(), "best_top1": self.best_top1, "rng": rng,
+                        "stats": self.stats.state_dict(), "metrics_offset": self.log.offset()},
+        }
+
+    def save(self, best: bool = False) -> None:
+        if not self.dist.is_main:
+            return
+        payload = self.payload()
+        save_checkpoint(self.out_dir / "checkpoints" / "last.pt", payload)
+        if best:
+            save_checkpoint(self.out_dir / "checkpoints" / "best.pt", payload)
+
+    def restore(self) -> None:
+        """Continue from RUN/checkpoints/last.pt exactly where it stopped."""
+        path = self.out_dir / "checkpoints" / "last.pt"
+        ckpt = load_checkpoint(path, map_location="cpu")
+        saved = ckpt.get("config", {})
+        for part, cfg in (("model", self.model_cfg), ("train", self.train_cfg)):
+            if saved.get(part) != to_dict(cfg):
+                diff = sorted(k for k, v in to_dict(cfg).items() if saved.get(part, {}).get(k) != v)
+                raise AlexnetError(f"{path} was trained with other {part} settings ({', '.join(diff)}); "
+                                   "resume with the same arguments, or start a new --out")
+        if self.mode == "model":
+            self.net.load_single_state_dict(ckpt["model"])
+        else:
+            self.single.load_state_dict(ckpt["model"])
+        load_velocity_state(self.optimizer, ckpt["optimizer"]["velocity"], _split)
+        t = ckpt["trainer"]
+        self.pos = Position(int(t["epoch"]), int(t["batch"]), int(t["step"]))
+        self.schedule.load_state_dict(t["schedule"])
+        self.best_top1 = float(t["best_top1"])
+        self.stats.load_state_dict(t["stats"])
+        self.log.truncate(int(t["metrics_offset"]))
+        if self.dist.world_size == 1:                       # per-rank RNG is not gathered under DDP
+            torch.set_rng_state(t["rng"]["cpu"])
+            if "cuda" in t["rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(t["rng"]["cuda"])
+
+    # -------------------------------------------------------------- training
+    def fit(self) -> dict[str, Any]:
+        self._prepare_run_dir()
+        cfg = self.train_cfg
+        while self.pos.epoch < cfg.epochs and not self._step_limit_reached():
+            epoch = self.pos.epoch
+            rates = self.schedule.rates(epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = rates.lr[group["name"]]
+            self.train_epoch(epoch, color_noise=rates.color_noise)
+            if self.pos.epoch == epoch:                     # stopped inside the epoch by --max-steps
+                self.save()
+                break
+            self.end_epoch(epoch)
+        self.log.close()
+        best = None if math.isinf(self.best_top1) else self.best_top1
+        return {"epochs": self.pos.epoch, "step": self.pos.step, "best_top1_error": best,
+                "run_dir": str(self.out_dir), "parallel": self.mode, "device": str(self.device)}
+
+    def _prepare_run_dir(self) -> None:
+        last = self.out_dir / "checkpoints" / "last.pt"
+        if self.run.resume and last.exists():
+            self.restore()
+        elif last.exists():
+            raise AlexnetError(f"{self.out_dir} already holds a run; pass --resume to continue it or choose "
+                               "another --out")
+        elif self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.log.truncate(0)
+        if self.dist.is_main:
+            write_json_atomic(self.out_dir / "config.json", self.config_dict())
+
+    def _step_limit_reached(self) -> bool:
+        return self.run.max_steps is not None and self.pos.step >= self.run.max_steps
+
+    def train_epoch(self, epoch: int, *, color_noise: bool) -> None:
+        """Train from the current position to the end of `epoch` (or to --max-steps)."""
+        self.net.train()
+        loader, run = self.train_loader, self.run
+        with self.progress.task(f"epoch {epoch + 1}/{self.train_cfg.epochs}", total=len(loader),
+                                unit="batch") as task:
+            task.advance(self.pos.batch)
+            for batch in loader.epoch(epoch, start_batch=self.pos.batch):
+                gen = torch.Generator(device=self.device).manual_seed(
+                    step_seed(run.seed, self.dist.rank, epoch, self.pos.batch))
+                x = self.augment(batch.images, gen, color_noise=color_noise)   # (B, 3, 224, 224) float32
+                if self.cuda and run.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits, loss = self.train_step(x, batch.labels)
+                self.stats.update(logits, batch.labels, loss)
+                self.pos.batch += 1
+                self.pos.step += 1
+                info = self._maybe_log(epoch) if self.pos.step % run.log_every == 0 else {}
+                task.advance(1, **info)
+                if run.save_every and self.pos.step % run.save_every == 0:
+                    self._check_finite()
+                    self.save()
+                if self._step_limit_reached():
+                    return
+        self.pos.epoch, self.pos.batch = epoch + 1, 0
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.run.bf16):
+            logits = self.forward(x)                                         # (B, C)
+        loss = F.cross_entropy(logits.float(), y.to(logits.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return logits.detach(), loss.detach()
+
+    def _check_finite(self) -> None:
+        if self.stats.nonfinite():                                          # host sync
+            raise TrainingDiverged(
+                f"the loss became NaN or infinite before step {self.pos.step}; stopped. The last good "
+                f"checkpoint is kept in {self.out_dir / 'checkpoints'}. Try a lower --lr.")
+
+    def _maybe_log(self, epoch: int) -> dict[str, Any]:
+        """Every log_every steps: one host sync for the mean loss; NaN guard; stuck warning."""
+        self._check_finite()
+        loss, rate = self.stats.interval(self.run.log_every, self.train_cfg.batch_size)  # host sync
+        chance = math.log(self.model_cfg.num_classes)
+        if self.stats.note_chance(loss, chance, self.run.log_every) >= self.run.stuck_steps:
+            self.stats.warned = True
+            self.progress.log(
+                f"Warning: the loss has stayed at chance (ln {self.model_cfg.num_classes} = {chance:.2f}) for "
+                f"{self.run.stuck_steps} steps. With the paper's bias init of 1 this is common (SPEC.md, init): "
+                "try --bias-init 0.1 or a lower --lr; see the README's troubleshooting.")
+            self.log.write({"kind": "warning", "step": self.pos.step, "message": "loss stuck at chance"})
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.log.write({"kind": "train", "step": self.pos.step, "epoch": epoch, "loss": loss, "lr": lr,
+                        "images_per_s": rate})
+        return {"loss": loss, "img/s": round(rate)}
+
+    def end_epoch(self, epoch: int) -> None:
+        train = self.stats.epoch_result()
+        record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": self.pos.step,
+                                  "train_top1_error": train.top1_error, "train_top5_error": train.topk_error,
+                                  "lr": self.optimizer.param_groups[0]["lr"], "time_s": self.stats.epoch_time()}
+        self._check_finite()
+        monitored = train.top1_error
+        if self.val_loader is not None:
+            val = evaluate_model(self.single if self.mode != "model" else self.net, self.val_loader,
+                                 self.mean_image.to(self.device), crops=1, mean_crop=self.train_cfg.mean_crop,
+                                 bf16=self.run.bf16)
+            record.update(val_top1_error=val.top1_error, val_top5_error=val.top5_error, val_n=val.n)
+            monitored = val.top1_error
+        record["lr_dropped"] = self.schedule.observe(epoch, monitored)
+        improved = monitored < self.best_top1
+        self.best_top1 = min(self.best_top1, monitored)
+        self.log.write(record)
+        self.progress.log(_epoch_line(record))
+        self.stats.reset()
+        self.save(best=improved)
+
+
+def _epoch_line(r: dict[str, Any]) -> str:
+    val = (f"  val top-1 {r['val_top1_error']:.2%} top-5 {r['val_top5_error']:.2%}"
+           if "val_top1_error" in r else "")
+    drop = "  (learning rate divided by 10)" if r["lr_dropped"] else ""
+    return (f"epoch {r['epoch']}: train top-1 {r['train_top1_error']:.2%} top-5 {r['train_top5_error']:.2%}"
+            f"{val}  lr {r['lr']:g}  {r['time_s']:.1f}s{drop}")
+
+
+class _EpochStats:
+    """Training statistics kept on the device (no per-step sync): top-1/top-5 hits of the epoch,
+    the loss summed over the current log interval, a non-finite flag."""
+
+    def __init__(self, num_classes: int, device: torch.device):
+        self.meter = TopKMeter(num_classes, device)
+        self.device = device
+        self.loss_sum = torch.zeros((), device=device)
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.chance_steps, self.warned = 0, False
+        self.t_interval = self.t_epoch = time.perf_counter()
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
+        self.meter.update(logits.float(), labels.to(logits.device))
+        self.loss_sum += loss.to(self.device)
+        self.bad |= ~torch.isfinite(loss.to(self.device))
+
+    def nonfinite(self) -> bool:
+        return bool(self.bad)
+
+    def interval(self, steps: int, batch_size: int) -> tuple[float, float]:
+        """Mean loss over the last `steps` steps and images/s; starts the next interval."""
+        loss = self.loss_sum.item() / steps                                   # host sync
+        now = time.perf_counter()
+        rate = steps * batch_size / max(now - self.t_interval, 1e-9)
+        self.loss_sum.zero_()
+        self.t_interval = now
+        return loss, rate
+
+    def note_chance(self, loss: float, chance: float, steps: int) -> int:
+        """Steps in a row with the loss at chance level; 0 once warned or when learning."""
+        self.chance_steps = self.chance_steps + steps if abs(loss - chance) < 0.05 * chance else 0
+        return 0 if self.warned else self.chance_steps
+
+    def epoch_result(self):
+        return self.meter.result()
+
+    def epoch_time(self) -> float:
+        return time.perf_counter() - self.t_epoch
+
+    def reset(self) -> None:
+        self.meter.counts.zero_()
+        self.t_epoch = self.t_interval = time.perf_counter()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"counts": self.meter.counts.cpu(), "loss_sum": self.loss_sum.cpu(),
+                "chance_steps": self.chance_steps, "warned": self.warned}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.meter.counts.copy_(d["counts"])
+        self.loss_sum.copy_(d["loss_sum"])
+        self.chance_steps, self.warned = int(d["chance_steps"]), bool(d["warned"])
+
+
+def _merge(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.detach().cpu() for t in tensors])
+
+
+def _split(tensor: torch.Tensor, params: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return torch.split(tensor, [p.shape[0] for p in params])
+
+
+def _fit_classes(cfg: ModelConfig, n_data: int) -> ModelConfig:
+    """Size fc8 to the data's classes (the default 1000 follows the data set)."""
+    if cfg.num_classes == n_data:
+        return cfg
+    if cfg.num_classes != ModelConfig.num_classes:
+        raise AlexnetError(f"--num-classes {cfg.num_classes} does not match the data's {n_data} classes")
+    return dataclasses.replace(cfg, num_classes=n_data)
+
+
+def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
+          run: RunOptions = RunOptions(), *, recipe: str = "paper",
+          progress: Reporter = NullReporter()) -> dict[str, Any]:
+    """Train AlexNet on a prepared data folder into `out_dir`; returns a summary of the run."""
+    return Trainer(Path(data_dir), Path(out_dir), model_cfg, train_cfg, run, recipe, progress).fit()
