@@ -62,11 +62,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        what = f" ({found.group(1)})" if found else ""
-        raise CheckpointError(f"{path}: refused: it holds Python objects{what} that only unpickling code "
-                              "could load; alexnet loads weights only (weights_only=True)") from None
+        if not found:
+            raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a torch.save file)") from None
+        raise CheckpointError(f"{path}: refused: it holds Python objects ({found.group(1)}) that only "
+                              "unpickling code could load; alexnet loads weights only (weights_only=True)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a checkpoint (a {type(data).__name__}, expected a dict)")
     if "model" not in data and "conv1.weight" in data:

@@ -2,6 +2,9 @@
 and the authors' released code (cuda-convnet, layers-145.cfg / layer-params-145.cfg) as a
 second preset.
 
+Section numbers are those of SPEC.md (the 2017 Communications of the ACM version; the NIPS
+2012 version numbers every section one lower).
+
 A recipe is a named preset of plain config fields (`RECIPES`); every field stays its own
 option, so `resolve_model_config("code", lrn_alpha_over_n=False)` is the code's network
 with the paper's LRN. The resolved configs are written into every run folder and every
@@ -25,22 +28,22 @@ class ModelConfig:
 
     num_classes: int = 1000           # ILSVRC's 1000 classes; user data sets often have fewer
     columns: int = 2                  # 4.2: two GPU columns = groups=2; 1 = one column, half the kernels
-    activation: str = "relu"          # 3.1: ReLU; "tanh" for the figure-1 comparison
-    lrn: bool = True                  # 3.3: response normalisation after conv1 and conv2
-    lrn_size: int = 5                 # 3.3: n = 5 adjacent kernel maps
-    lrn_k: float = 2.0                # 3.3: k = 2
-    lrn_alpha: float = 1e-4           # 3.3: alpha = 1e-4
-    lrn_beta: float = 0.75            # 3.3: beta = 0.75
+    activation: str = "relu"          # 4.1: ReLU; "tanh" for the figure-1 comparison
+    lrn: bool = True                  # 4.3: response normalisation after conv1 and conv2
+    lrn_size: int = 5                 # 4.3: n = 5 adjacent kernel maps
+    lrn_k: float = 2.0                # 4.3: k = 2
+    lrn_alpha: float = 1e-4           # 4.3: alpha = 1e-4
+    lrn_beta: float = 0.75            # 4.3: beta = 0.75
     lrn_alpha_over_n: bool = False    # paper: alpha used as written; code (and torch/Caffe): alpha / n
-    pool_kernel: int = 3              # 3.4: overlapping pooling, z = 3
-    pool_stride: int = 2              # 3.4: s = 2 ("--pool 2" gives the non-overlapping 2/2)
-    dropout: float = 0.5              # 4.2: dropout 0.5 on fc6 and fc7
+    pool_kernel: int = 3              # 4.4: overlapping pooling, z = 3
+    pool_stride: int = 2              # 4.4: s = 2 ("--pool 2" gives the non-overlapping 2/2)
+    dropout: float = 0.5              # 5.2: dropout 0.5 on fc6 and fc7
     conv1_order: str = "paper"        # paper: conv, ReLU, LRN, pool; code: conv, LRN, pool, ReLU
     within_map_norm: bool = False     # code only: 5x5 within-map normalisation after conv2's LRN
     conv1_padding: str = "paper"      # paper: pad 2 all round; code: none, 3-pixel right/bottom overhang
-    init_std: float = 0.01            # 5: weights N(0, 0.01)
+    init_std: float = 0.01            # 6: weights N(0, 0.01)
     init_std_conv345: float = 0.01    # code: 0.03 in conv3-conv5
-    bias_fill: float = 1.0            # 5: biases 1 in conv2, conv4, conv5, fc6, fc7 (Caffe uses 0.1)
+    bias_fill: float = 1.0            # 6: biases 1 in conv2, conv4, conv5, fc6, fc7 (Caffe uses 0.1)
 
     def __post_init__(self) -> None:
         _check_choice("activation", self.activation, ("relu", "tanh"))
@@ -69,10 +72,10 @@ class TrainConfig:
     max_lr_drops: int = 3             # 6: "reduced three times prior to termination"
     bias_lr_mult: float = 1.0         # code: biases learn at 2x the weights' initial rate
     bias_weight_decay: bool = True    # code: no weight decay on biases
-    pca_aug: bool = True              # 4.1: PCA colour augmentation
-    pca_std: float = 0.1              # 4.1: alpha ~ N(0, 0.1)
+    pca_aug: bool = True              # 5.1: PCA colour augmentation
+    pca_std: float = 0.1              # 5.1: alpha ~ N(0, 0.1)
     pca_scale: str = "paper"          # paper: lambda of [0,1] pixels; code: sqrt(lambda_255) * 0.1, then / 1.1
-    aug_chunk: int = 1                # 4.1: per image; code: one crop offset and flip per 32 images
+    aug_chunk: int = 1                # 5.1: per image; code: one crop offset and flip per 32 images
     mean_crop: str = "crop"           # crop of (image - mean image); code: centre 224 of the mean from every crop
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ from alexnet_cli.config import ModelConfig, resolve_model_config
 
 def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
                         groups: int = 1) -> torch.Tensor:
-    """The paper's LRN (3.3): b_i = a_i / (k + alpha * sum_{|j-i|<=size/2} a_j^2)^beta.
+    """The paper's LRN (4.3): b_i = a_i / (k + alpha * sum_{|j-i|<=size/2} a_j^2)^beta.
 
     `alpha` is used as given: pass alpha / size for torch's, Caffe's and cuda-convnet's
     variant. The window is clipped at the edges of each of the `groups` columns, so the
@@ -35,7 +35,7 @@ def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k
 
 
 class LocalResponseNorm(nn.Module):
-    """Cross-map response normalisation, per column (paper 3.3; `alpha_over_n` for the code's)."""
+    """Cross-map response normalisation, per column (paper 4.3; `alpha_over_n` for the code's)."""
 
     def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int, alpha_over_n: bool):
         super().__init__()
@@ -121,7 +121,7 @@ class AlexNet(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Paper section 5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7
+        """Paper section 6: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7
         ("accelerates the early stages of learning by providing the ReLUs with positive
         inputs"), 0 elsewhere. The code uses std 0.03 in conv3-conv5."""
         c = self.config

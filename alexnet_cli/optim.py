@@ -1,4 +1,4 @@
-"""The paper's update rule (section 5) and the parameter groups of both recipes.
+"""The paper's update rule (section 6) and the parameter groups of both recipes.
 
 The paper writes momentum SGD with the learning rate and the weight decay INSIDE the velocity:
 
@@ -24,7 +24,7 @@ from alexnet_cli.config import TrainConfig
 
 
 class PaperSGD(torch.optim.Optimizer):
-    """v <- momentum * v - lr * (weight_decay * w + grad);  w <- w + v   (paper section 5)."""
+    """v <- momentum * v - lr * (weight_decay * w + grad);  w <- w + v   (paper section 6)."""
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))

@@ -1,6 +1,6 @@
 """Learning-rate schedules: the paper's plateau rule and the released code's fixed drops.
 
-Paper section 5: "divide the learning rate by 10 when the validation error rate stopped
+Paper section 6: "divide the learning rate by 10 when the validation error rate stopped
 improving with the current learning rate ... reduced three times prior to termination".
 The paper does not say how long "stopped improving" is: `plateau_patience` epochs without a
 new best validation top-1 error (default 2; docs/training.md).

@@ -36,7 +36,7 @@ def train(
     max_lr_drops: Annotated[Optional[int], _opt("--max-lr-drops", "plateau: at most this many drops (paper: 3).")] = None,
     bias_lr_mult: Annotated[Optional[float], _opt("--bias-lr-mult", "Biases' rate / weights' initial rate (code: 2).")] = None,
     bias_weight_decay: Annotated[Optional[bool], _opt("--bias-weight-decay/--no-bias-weight-decay", "Weight decay on biases (code: none).")] = None,
-    pca_aug: Annotated[Optional[bool], _opt("--pca-aug/--no-pca-aug", "PCA colour augmentation (paper 4.1); needs DATA/pca.json.")] = None,
+    pca_aug: Annotated[Optional[bool], _opt("--pca-aug/--no-pca-aug", "PCA colour augmentation (paper 5.1); needs DATA/pca.json.")] = None,
     pca_scale: Annotated[Optional[str], _opt("--pca-scale", "paper: eigenvalues of [0,1] pixels; code: 0.1*sqrt(eigenvalues), then /1.1.")] = None,
     aug_chunk: Annotated[Optional[int], _opt("--aug-chunk", "Images sharing one crop offset and flip (paper 1; code 32).")] = None,
     mean_crop: Annotated[Optional[str], _opt("--mean-crop", "crop: crop of (image - mean); center: crop - central mean (code).")] = None,

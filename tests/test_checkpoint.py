@@ -1,0 +1,177 @@
+"""alexnet_cli/checkpoint.py: the format CLI.md promises, loaded with weights_only=True only.
+
+A full checkpoint is about 240 MB (fc6 alone holds 37 M weights), so the round trip writes one
+and removes it; the other tests save state_dicts whose tensors are stride-0 views of a single
+number, which torch.save stores in a few kilobytes and load_state_dict expands to full size.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet_cli.checkpoint import FORMAT, VERSION, load_checkpoint, load_model, save_checkpoint
+from alexnet_cli.config import resolve_model_config, resolve_train_config, to_dict
+from alexnet_cli.errors import CheckpointError
+from alexnet_cli.model import AlexNet
+
+CLASSES = ["n01440764", "n01443537", "n01484850", "n01491361", "n01494475"]
+
+
+def compact_state_dict(model: AlexNet, value: float = 0.5) -> dict[str, torch.Tensor]:
+    """The model's layout, every tensor a stride-0 view of one number: tiny on disk."""
+    return {k: torch.full((1,), value).expand(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def one_column_net() -> AlexNet:
+    return AlexNet(num_classes=7, columns=1)
+
+
+@pytest.fixture(scope="module")
+def two_column_net() -> AlexNet:
+    return AlexNet(num_classes=5)
+
+
+def test_round_trip(tmp_path, two_column_net):
+    torch.manual_seed(0)
+    model = AlexNet(num_classes=5, recipe="code", dropout=0.3)
+    mean = torch.rand(256, 256, 3) * 255
+    config = {"recipe": "code", "model": to_dict(model.config), "train": to_dict(resolve_train_config("code"))}
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    try:
+        save_checkpoint(path, {"model": model.state_dict(), "classes": CLASSES, "class_names": list("abcde"),
+                               "mean_image": mean, "config": config})
+        assert [p.name for p in path.parent.iterdir()] == ["last.pt"]           # no temporary left behind
+        raw = torch.load(path, weights_only=True)                               # plain data only
+        assert (raw["format"], raw["version"]) == (FORMAT, VERSION)
+        loaded = load_model(path)
+    finally:
+        path.unlink(missing_ok=True)
+    assert loaded.model.config == model.config and not loaded.model.training
+    assert loaded.model.config.conv1_order == "code" and loaded.model.config.dropout == 0.3
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+    assert loaded.classes == CLASSES and loaded.class_names == list("abcde")
+    assert loaded.mean_image.dtype == torch.float32 and torch.equal(loaded.mean_image, mean)
+    assert loaded.config == config and loaded.path == path
+
+
+def test_save_replaces_atomically(tmp_path, two_column_net):
+    path = tmp_path / "ckpt.pt"
+    for value in (0.25, 0.75):
+        save_checkpoint(path, {"model": compact_state_dict(two_column_net, value), "classes": CLASSES})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+    assert torch.all(load_model(path).model.fc8.bias == 0.75)
+
+
+@pytest.mark.parametrize("fixture, classes, columns", [("two_column_net", 5, 2), ("one_column_net", 7, 1)])
+def test_bare_state_dict_infers_classes_and_columns(tmp_path, request, fixture, classes, columns):
+    net = request.getfixturevalue(fixture)
+    path = tmp_path / "bare.pt"
+    torch.save(compact_state_dict(net), path)
+    loaded = load_model(path)
+    assert loaded.model.config.num_classes == classes and loaded.model.config.columns == columns
+    assert loaded.model.conv1.out_channels == (96 if columns == 2 else 48)
+    assert loaded.classes == [str(i) for i in range(classes)] and loaded.class_names == loaded.classes
+    assert loaded.mean_image is None and loaded.config == {}
+    assert torch.all(loaded.model.fc6.weight == 0.5)
+
+
+class _Payload:
+    """Unpickling this calls open(marker, "w"): code run by merely loading the file."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_malicious_pickle_is_refused(tmp_path, two_column_net):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": compact_state_dict(two_column_net), "classes": CLASSES, "extra": _Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_model(path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_the_malicious_payload_really_runs_code_when_unpickled(tmp_path):
+    # control for the test above: without weights_only the same kind of file does create its marker
+    marker = tmp_path / "pwned-control"
+    path = tmp_path / "evil-control.pt"
+    torch.save({"extra": _Payload(marker)}, path)
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_plain_pickle_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"model": _Payload(marker)}, protocol=2))
+    with pytest.raises(CheckpointError):
+        load_model(path)
+    assert not marker.exists()
+
+
+def test_truncated_file(tmp_path, two_column_net):
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"model": compact_state_dict(two_column_net), "classes": CLASSES})
+    data = good.read_bytes()
+    for cut in (0, 10, len(data) // 2, len(data) - 30):
+        bad = tmp_path / f"cut{cut}.pt"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match=str(bad.name)):
+            load_model(bad)
+
+
+GARBAGE = [b"not a checkpoint at all\n", bytes(range(256)) * 8]
+
+
+@pytest.mark.parametrize("content", GARBAGE, ids=["text", "binary"])
+def test_corrupt_file(tmp_path, content):
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="corrupt.pt"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("content", GARBAGE, ids=["text", "binary"])
+def test_corrupt_file_is_not_called_malicious(tmp_path, content):
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    assert "refused" not in str(info.value) and "Python objects" not in str(info.value)
+
+
+def test_missing_file_and_wrong_contents(tmp_path, two_column_net):
+    with pytest.raises(CheckpointError, match="no such"):
+        load_model(tmp_path / "absent.pt")
+    not_dict = tmp_path / "list.pt"
+    torch.save([1, 2, 3], not_dict)
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        load_model(not_dict)
+    no_weights = tmp_path / "empty.pt"
+    torch.save({"classes": CLASSES}, no_weights)
+    with pytest.raises(CheckpointError, match="no AlexNet weights"):
+        load_model(no_weights)
+
+
+def test_inconsistent_checkpoints(tmp_path, two_column_net):
+    state = compact_state_dict(two_column_net)
+    wrong_classes = tmp_path / "classes.pt"
+    save_checkpoint(wrong_classes, {"model": state, "classes": CLASSES[:3]})
+    with pytest.raises(CheckpointError, match="3 classes"):
+        load_model(wrong_classes)
+    wrong_config = tmp_path / "config.pt"
+    model_config = to_dict(resolve_model_config("paper", num_classes=5, columns=1))
+    save_checkpoint(wrong_config, {"model": state, "classes": CLASSES, "config": {"model": model_config}})
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(wrong_config)

@@ -1,0 +1,157 @@
+"""The `alexnet` command's frame (CLI.md): help, version, `summary`, exit codes and the one
+error boundary of alexnet_cli/cli/app.py (one `Error:` line, exit 1; usage errors exit 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from alexnet_cli import __version__
+from alexnet_cli.cli import summary as summary_command
+from alexnet_cli.cli.app import app
+from alexnet_cli.errors import AlexnetError
+
+PAPER_NEURONS = {"conv1": 290_400, "conv2": 186_624, "conv3": 64_896, "conv4": 64_896, "conv5": 43_264,
+                 "fc6": 4096, "fc7": 4096, "fc8": 1000}
+PAPER_PARAMS = 60_965_224
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def summary_json(runner: CliRunner, *args: str) -> dict:
+    result = runner.invoke(app, ["summary", "--json", *args])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    return json.loads(result.stdout)           # exactly one JSON document, nothing else on stdout
+
+
+def test_help_lists_summary(runner):
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for word in ("summary", "--debug", "--version"):
+        assert word in result.stdout
+
+
+def test_no_arguments_shows_help(runner):
+    result = runner.invoke(app, [])
+    assert result.exit_code == 2 and "summary" in result.stdout
+
+
+def test_version(runner):
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"alexnet {__version__}"
+
+
+def test_summary_json_has_the_documented_shape(runner):
+    data = summary_json(runner)
+    assert isinstance(data["params"], int) and data["params"] == PAPER_PARAMS
+    for layer in data["layers"]:
+        assert {"name", "output_shape", "neurons", "params"} <= set(layer)
+        assert isinstance(layer["output_shape"], list) and isinstance(layer["neurons"], int)
+    layers = {layer["name"]: layer for layer in data["layers"]}
+    assert {name: layers[name]["neurons"] for name in PAPER_NEURONS} == PAPER_NEURONS
+    assert layers["conv1"]["output_shape"] == [96, 55, 55] and layers["pool5"]["output_shape"] == [256, 6, 6]
+    assert sum(layer["params"] for layer in data["layers"]) == data["params"]
+    assert "rnorm2" not in layers
+
+
+def test_summary_code_recipe_lists_rnorm2(runner):
+    result = runner.invoke(app, ["summary", "--recipe", "code"])
+    assert result.exit_code == 0, result.output
+    assert "rnorm2" in result.stdout and "60,965,224" in result.stdout
+    layers = [layer["name"] for layer in summary_json(runner, "--recipe", "code")["layers"]]
+    assert layers.index("lrn2") < layers.index("rnorm2") < layers.index("pool2")
+
+
+def test_summary_table_for_people(runner):
+    result = runner.invoke(app, ["summary"])
+    assert result.exit_code == 0
+    for text in ("conv1", "fc8", "290,400", "37,752,832", "60,965,224"):
+        assert text in result.stdout
+
+
+def test_summary_ablation_flags(runner):
+    one_column = {layer["name"]: layer for layer in summary_json(runner, "--columns", "1", "--num-classes", "10")["layers"]}
+    assert one_column["conv1"]["output_shape"] == [48, 55, 55]
+    assert one_column["conv5"]["output_shape"] == [256, 13, 13]
+    assert one_column["fc8"]["output_shape"] == [10]
+    no_lrn = [layer["name"] for layer in summary_json(runner, "--no-lrn", "--pool", "2")["layers"]]
+    assert "lrn1" not in no_lrn and "lrn2" not in no_lrn and "pool1" in no_lrn
+
+
+def test_bad_flag_is_a_usage_error(runner):
+    result = runner.invoke(app, ["summary", "--bogus"])
+    assert result.exit_code == 2
+    assert "No such option" in result.stderr and "--bogus" in result.stderr
+    assert result.stdout == ""
+
+
+def test_bad_value_is_one_error_line(runner):
+    result = runner.invoke(app, ["summary", "--pool", "5"])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "pool" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_debug_lets_the_exception_through(runner):
+    result = runner.invoke(app, ["--debug", "summary", "--pool", "5"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, AlexnetError)
+    result = runner.invoke(app, ["summary", "--pool", "5"], env={"ALEXNET_DEBUG": "1"})
+    assert isinstance(result.exception, AlexnetError)
+
+
+def test_unexpected_exception_is_one_line_with_its_type(runner, monkeypatch):
+    def broken(model):
+        raise ValueError("boom\nsecond line")
+
+    monkeypatch.setattr(summary_command, "summarize", broken)
+    result = runner.invoke(app, ["summary"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["Error: ValueError: boom second line (run with --debug for the traceback)"]
+    assert isinstance(runner.invoke(app, ["--debug", "summary"]).exception, ValueError)
+
+
+def test_interrupt_exits_130(runner, monkeypatch):
+    def interrupted(model):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(summary_command, "summarize", interrupted)
+    result = runner.invoke(app, ["summary"])
+    assert result.exit_code == 130 and result.stderr.strip() == "Error: interrupted"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "120"}
+    env.pop("ALEXNET_DEBUG", None)
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_python_dash_m():
+    done = _run(sys.executable, "-m", "alexnet_cli", "--help")
+    assert done.returncode == 0, done.stderr
+    assert "summary" in done.stdout
+
+
+def test_console_script_error_boundary():
+    # a real process: exit status 1, one `Error:` line, no traceback
+    script = Path(sys.executable).parent / "alexnet"
+    if not script.exists():
+        pytest.skip("the package is not installed in this interpreter's environment")
+    failed = _run(str(script), "summary", "--pool", "5")
+    assert failed.returncode == 1 and failed.stdout == ""
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in failed.stderr

@@ -1,0 +1,107 @@
+"""alexnet_cli/config.py: the paper's numbers as defaults, the released code as a preset, and
+overrides on top of either (every recipe field stays its own option)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from alexnet_cli.config import (RECIPE_NAMES, RECIPES, ModelConfig, TrainConfig, model_config_from_dict,
+                                resolve_model_config, resolve_train_config, to_dict)
+from alexnet_cli.errors import AlexnetError
+
+
+def test_paper_model_defaults():
+    c = resolve_model_config("paper")
+    assert c == ModelConfig()
+    assert (c.num_classes, c.columns, c.activation) == (1000, 2, "relu")
+    assert (c.lrn, c.lrn_size, c.lrn_k, c.lrn_alpha, c.lrn_beta) == (True, 5, 2.0, 1e-4, 0.75)
+    assert c.lrn_alpha_over_n is False                      # 3.3: alpha as written
+    assert (c.pool_kernel, c.pool_stride, c.dropout) == (3, 2, 0.5)
+    assert (c.init_std, c.init_std_conv345, c.bias_fill) == (0.01, 0.01, 1.0)
+    assert (c.conv1_order, c.conv1_padding, c.within_map_norm) == ("paper", "paper", False)
+
+
+def test_paper_train_defaults():
+    t = resolve_train_config("paper")
+    assert t == TrainConfig()
+    assert (t.batch_size, t.lr, t.momentum, t.weight_decay, t.epochs) == (128, 0.01, 0.9, 5e-4, 90)
+    assert (t.lr_schedule, t.max_lr_drops) == ("plateau", 3)
+    assert (t.pca_aug, t.pca_std, t.pca_scale) == (True, 0.1, "paper")
+    assert (t.aug_chunk, t.mean_crop, t.bias_lr_mult, t.bias_weight_decay) == (1, "crop", 1.0, True)
+
+
+def test_code_recipe_changes_exactly_its_fields():
+    code, paper = resolve_model_config("code"), resolve_model_config("paper")
+    assert code.lrn_alpha_over_n is True and code.conv1_order == "code" and code.within_map_norm is True
+    assert code.conv1_padding == "code" and code.init_std_conv345 == 0.03
+    changed = {f.name for f in dataclasses.fields(ModelConfig) if getattr(code, f.name) != getattr(paper, f.name)}
+    assert changed == set(RECIPES["code"]["model"])
+    t = resolve_train_config("code")
+    assert (t.epochs, t.lr_schedule, t.bias_lr_mult, t.bias_weight_decay) == (91, "code", 2.0, False)
+    assert (t.pca_scale, t.aug_chunk, t.mean_crop) == ("code", 32, "center")
+    assert (t.lr, t.momentum, t.weight_decay, t.batch_size) == (0.01, 0.9, 5e-4, 128)   # the paper's rule
+
+
+def test_every_preset_names_real_fields():
+    assert set(RECIPES) == set(RECIPE_NAMES)
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for preset in RECIPES.values():
+        assert set(preset["model"]) <= model_fields
+        assert set(preset["train"]) <= train_fields
+
+
+def test_overrides_win_over_the_preset():
+    c = resolve_model_config("code", lrn_alpha_over_n=False, num_classes=10, columns=1)
+    assert (c.lrn_alpha_over_n, c.num_classes, c.columns) == (False, 10, 1)
+    assert c.conv1_order == "code" and c.within_map_norm is True          # the rest of the preset stays
+    t = resolve_train_config("code", aug_chunk=1, lr=0.02)
+    assert (t.aug_chunk, t.lr, t.lr_schedule) == (1, 0.02, "code")
+
+
+def test_none_keeps_the_preset():
+    c = resolve_model_config("code", lrn_alpha_over_n=None, dropout=None, num_classes=None)
+    assert c == resolve_model_config("code")
+    assert resolve_train_config("code", epochs=None, mean_crop=None) == resolve_train_config("code")
+
+
+@pytest.mark.parametrize("overrides", [
+    {"activation": "gelu"}, {"columns": 3}, {"num_classes": 1}, {"dropout": 1.0}, {"dropout": -0.1},
+    {"pool_kernel": 5}, {"pool_kernel": 3, "pool_stride": 3}, {"conv1_order": "other"},
+    {"conv1_padding": "same"}, {"no_such_field": 1},
+])
+def test_bad_model_values_raise(overrides):
+    with pytest.raises(AlexnetError):
+        resolve_model_config("paper", **overrides)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"lr": 0.0}, {"lr": -1.0}, {"epochs": 0}, {"batch_size": 0}, {"aug_chunk": 0},
+    {"lr_schedule": "cosine"}, {"pca_scale": "raw"}, {"mean_crop": "corner"}, {"learning_rate": 0.1},
+])
+def test_bad_train_values_raise(overrides):
+    with pytest.raises(AlexnetError):
+        resolve_train_config("paper", **overrides)
+
+
+def test_unknown_recipe_raises_with_the_choices():
+    with pytest.raises(AlexnetError, match="paper, code"):
+        resolve_model_config("caffe")
+    with pytest.raises(AlexnetError):
+        resolve_train_config("caffe")
+
+
+def test_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        resolve_model_config().lrn = False
+
+
+def test_model_config_round_trips_through_plain_data():
+    c = resolve_model_config("code", num_classes=7, activation="tanh")
+    data = to_dict(c)
+    assert isinstance(data, dict) and data["num_classes"] == 7
+    assert model_config_from_dict(data) == c
+    with pytest.raises(AlexnetError, match="unknown"):
+        model_config_from_dict({**data, "extra": 1})
