@@ -1,0 +1,38 @@
+"""`alexnet features`: the fc7 feature of every image of a split, into one HDF5 file (paper
+section 7.1; the search space of `alexnet neighbors`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from alexnet_cli.cli.common import DeviceOpt, ExistingDir, ExistingFile, JsonOpt, console, print_json, reporter
+from alexnet_cli.features import extract_features
+
+
+def features(
+    checkpoint: ExistingFile,
+    data: ExistingDir,
+    out: Annotated[Path, typer.Option("--out", metavar="FILE.h5", dir_okay=False,
+                                      help="The features file (written as FILE.h5.partial until complete).")],
+    split: Annotated[str, typer.Option("--split", help="Which split of DATA.")] = "train",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 128,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute even if FILE.h5 exists.")] = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Loader workers (default: the loader's).")] = None,
+    device: DeviceOpt = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Store the fc7 feature (after ReLU, centre crop) of every image of a split, as float16.
+
+    The file also holds each image's path and label. Resumable: after an interruption, run the
+    same command again."""
+    info = extract_features(checkpoint, data, out, split=split, batch_size=batch_size, device=device or None,
+                            overwrite=overwrite, workers=workers, progress=reporter())
+    if json_out:
+        print_json({"out": str(info.path), "split": info.split, "count": info.count, "dim": info.dim,
+                    "dtype": "float16", "key": info.key})
+        return
+    console.print(f"{info.path}: {info.count:,} x {info.dim} float16 fc7 features of split '{info.split}' "
+                  f"(network {info.key})", highlight=False)

@@ -1,0 +1,47 @@
+"""`alexnet kernels`: the 96 conv1 kernels as a picture, and each column's colour
+specificity (paper section 7.1, figure 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from alexnet_cli.cli.common import ExistingFile, JsonOpt, console, print_json
+from alexnet_cli.kernels import kernel_report
+
+
+def kernels(
+    checkpoint: ExistingFile,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the kernels here (PNG), as in figure 3.")] = None,
+    scale: Annotated[int, typer.Option("--scale", min=1, help="Screen pixels per kernel pixel (tile = 11 x scale).")] = 4,
+    json_out: JsonOpt = False,
+) -> None:
+    """Draw conv1's kernels (column A above column B) and score how colour-specific each column is.
+
+    The score is the share of a kernel's energy off the grey axis of RGB: 0 for a grey kernel,
+    about 0.67 for random weights. The paper finds column A colour-agnostic, column B colour-specific.
+    """
+    report = kernel_report(checkpoint, out, scale=scale)
+    if json_out:
+        print_json({"checkpoint": str(report.checkpoint), "kernels": report.kernels,
+                    "out": None if report.out is None else str(report.out),
+                    "image_size": None if report.image_size is None else list(report.image_size),
+                    "columns": [{"name": c.name, "kernels": c.kernels, "color_score_mean": c.mean,
+                                 "color_score_median": c.median, "color_scores": c.scores}
+                                for c in report.columns]})
+        return
+    table = Table(title="conv1 colour specificity (share of energy off the grey axis; random init ~ 0.67)",
+                  title_justify="left")
+    for col in ("column", "kernels", "mean", "median"):
+        table.add_column(col, justify="left" if col == "column" else "right")
+    for c in report.columns:
+        table.add_row(c.name, str(c.kernels), f"{c.mean:.3f}", f"{c.median:.3f}")
+    console.print(table)
+    if report.out is not None:
+        w, h = report.image_size
+        console.print(f"wrote {report.out} ({w}x{h})", highlight=False)
+    else:
+        console.print("no picture drawn: pass --out FILE.png", highlight=False)

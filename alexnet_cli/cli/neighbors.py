@@ -1,0 +1,49 @@
+"""`alexnet neighbors`: the training images nearest to each query image in fc7 space (paper
+section 7.1, figure 4 right)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, JsonOpt, console, err_console, print_json,
+                                    reporter)
+from alexnet_cli.neighbors import DEFAULT_K, draw_neighbors, find_neighbors
+
+
+def neighbors(
+    checkpoint: ExistingFile,
+    data: ExistingDir,
+    query: Annotated[list[Path], typer.Option("--query", exists=True, dir_okay=False, metavar="IMAGE",
+                                              help="A query image (repeat for several).")],
+    k: Annotated[int, typer.Option("--k", min=1, help="Neighbours per query.")] = DEFAULT_K,
+    split: Annotated[str, typer.Option("--split", help="The split of DATA to search.")] = "train",
+    features: Annotated[Optional[Path], typer.Option(
+        "--features", exists=True, dir_okay=False, metavar="FILE.h5",
+        help="Features from `alexnet features` (default: computed once, cached beside the shards).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE.png", dir_okay=False,
+                                                help="Draw each query and its neighbours, one row each (figure 4).")] = None,
+    memory_mb: Annotated[float, typer.Option("--memory-mb", min=16, help="Memory budget of the search (MiB).")] = 1024,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass when computing features.")] = 128,
+    device: DeviceOpt = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """The k images of a split nearest to each query by Euclidean distance of their 4096-d fc7
+    features (exact search, streamed from disk)."""
+    results = find_neighbors(checkpoint, data, query, k=k, split=split, features=features, device=device or None,
+                             batch_size=batch_size, memory_mb=memory_mb, progress=reporter())
+    if out is not None:
+        err_console.print(f"figure: {draw_neighbors(results, data, split, out)}", highlight=False)
+    if json_out:
+        print_json([r.to_json() for r in results])
+        return
+    for r in results:
+        table = Table(title=f"{r.query}: {len(r.neighbors)} nearest in '{split}'", title_justify="left")
+        for col, justify in (("#", "right"), ("distance", "right"), ("label", "left"), ("path", "left")):
+            table.add_column(col, justify=justify)
+        for rank, n in enumerate(r.neighbors, 1):
+            table.add_row(str(rank), f"{n.distance:.3f}", n.label_name, n.path)
+        console.print(table)

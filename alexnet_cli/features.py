@@ -1,0 +1,287 @@
+"""The 4096-d fc7 feature of every image of a split, in one HDF5 file (paper section 7.1,
+figure 4 right: neighbours in the space of the last hidden layer).
+
+A feature is fc7 after its ReLU (`AlexNet.embed`) of the centre 224x224 crop of
+(image - mean image), computed in float32 and stored as float16: 8 KiB per image, about
+10 GB for the 1.28 M ImageNet training images.
+
+File format ("alexnet-cli/features", version 1):
+    features     float16 (N, 4096), chunked by CHUNK_ROWS rows; row i = image i of the split
+                 in its global order (the order of read_split_index and of an unshuffled loader)
+    paths        utf-8 strings (N,), relative to the source root, as in the shards
+    labels       int64 (N,)
+    classes, class_names   utf-8 strings, the data's (label = position in classes)
+  attributes: format, version, split, count, dim, done (rows 0..done are written), key (a hash
+  of the weights, the mean image and the mean_crop mode: which network made the features),
+  checkpoint (its path, for information only), layer "fc7", crop "center".
+
+Writing is resumable and atomic: rows go into FILE.partial; after each batch the rows are
+flushed, then `done`; a killed run resumes from `done`; at the end FILE.partial is renamed
+to FILE, so a file at FILE is always complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from alexnet_cli.augment import center_crop
+from alexnet_cli.checkpoint import LoadedModel, load_model
+from alexnet_cli.errors import AlexnetError, CheckpointError, DataError
+from alexnet_cli.evaluate import resolve_device
+from alexnet_cli.loader import Batch, ShardLoader
+from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.shards import Manifest, read_manifest, read_mean_image, read_split_index
+
+FORMAT = "alexnet-cli/features"
+VERSION = 1
+DIM = 4096          # fc7's width (paper section 4)
+CHUNK_ROWS = 256    # HDF5 chunk: 256 rows x 4096 x float16 = 2 MiB, read sequentially by neighbors
+_STR = h5py.string_dtype("utf-8")
+
+
+@dataclass(frozen=True)
+class FeaturesInfo:
+    """What a features file holds, from its attributes."""
+
+    path: Path
+    split: str
+    count: int
+    dim: int
+    done: int
+    key: str             # the network's model_key
+    data_key: str        # the split's data_key: which shards the rows come from
+
+    @property
+    def complete(self) -> bool:
+        return self.done == self.count
+
+    def made_by(self, key: str, split: str, count: int, data: str) -> bool:
+        """Whether these are the features of `split` (`count` images, shards `data`) by network `key`."""
+        return (self.key, self.split, self.count, self.data_key) == (key, split, count, data)
+
+
+@dataclass
+class Encoder:
+    """A network with the preprocessing it was trained with: uint8 images -> fc7 features."""
+
+    model: torch.nn.Module
+    mean_image: torch.Tensor    # float32 (256, 256, 3) on `device`
+    mean_crop: str              # "crop" (paper) or "center" (the released code)
+    key: str                    # model_key(...): names the features this encoder makes
+    device: torch.device
+    checkpoint: str = ""
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 256, 256, 3) on `device` -> float32 (B, 4096), fc7 after its ReLU."""
+        x = center_crop(images, self.mean_image, mean_crop=self.mean_crop)   # (B, 3, 224, 224)
+        return self.model.embed(x).float()                                   # (B, 4096)
+
+
+def model_key(model: torch.nn.Module, mean_image: torch.Tensor, mean_crop: str) -> str:
+    """16 hex digits of a sha256 over everything a feature depends on: the weights (in name
+    order), the mean image and the mean_crop mode. Equal keys = interchangeable features."""
+    h = hashlib.sha256(f"{FORMAT}/{VERSION}/fc7/center/{mean_crop}".encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy())
+    h.update(mean_image.detach().to("cpu", torch.float32).contiguous().numpy())
+    return h.hexdigest()[:16]
+
+
+def load_encoder(checkpoint: str | Path, data_dir: str | Path, device: str | torch.device | None = None) -> Encoder:
+    """The checkpoint's network on `device`; a bare state_dict borrows the data's mean image."""
+    dev = resolve_device(device)
+    loaded: LoadedModel = load_model(checkpoint, dev)
+    mean = loaded.mean_image
+    if mean is None:
+        mean = torch.from_numpy(read_mean_image(data_dir))
+    if tuple(mean.shape) != (256, 256, 3):
+        raise CheckpointError(f"{checkpoint}: mean_image has shape {tuple(mean.shape)}, expected (256, 256, 3)")
+    if loaded.model.fc7.out_features != DIM:
+        raise CheckpointError(f"{checkpoint}: fc7 has {loaded.model.fc7.out_features} units, expected {DIM}")
+    mean_crop = (loaded.config.get("train") or {}).get("mean_crop", "crop")
+    key = model_key(loaded.model, mean, mean_crop)
+    return Encoder(loaded.model, mean.to(dev, torch.float32), mean_crop, key, dev, str(checkpoint))
+
+
+def data_key(manifest: Manifest, split: str) -> str:
+    """16 hex digits naming a split's content: its shards' names, counts and sha256 (from the
+    manifest, so nothing is read): features made from other shards do not match."""
+    info = manifest.split(split)
+    h = hashlib.sha256(split.encode())
+    for i, name in enumerate(info.shards):
+        shard = manifest.shards.get(name)
+        count = info.shard_counts[i] if i < len(info.shard_counts) else -1
+        h.update(f"|{name}:{count}:{shard.sha256 if shard else ''}".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_path(data_dir: str | Path, split: str, key: str) -> Path:
+    """Where `neighbors` caches a split's features: beside the shards, named by the model key."""
+    return Path(data_dir) / f"features-{split}-{key}.h5"
+
+
+def partial_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+# ---------------------------------------------------------------------------- the file format
+
+def create_features_file(path: str | Path, *, paths: Sequence[str], labels: np.ndarray, classes: Sequence[str],
+                         class_names: Sequence[str], split: str, key: str, data: str = "", dim: int = DIM,
+                         checkpoint: str = "") -> None:
+    """An empty features file (done = 0) for len(paths) images; rows are written later."""
+    n = len(paths)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("features", shape=(n, dim), dtype=np.float16,
+                         chunks=(max(1, min(n, CHUNK_ROWS)), dim) if n else None, track_times=False)
+        f.create_dataset("paths", data=np.asarray(list(paths), dtype=object), dtype=_STR, track_times=False)
+        f.create_dataset("labels", data=np.asarray(labels, np.int64).reshape(n), track_times=False)
+        f.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=_STR)
+        f.create_dataset("class_names", data=np.asarray(list(class_names), dtype=object), dtype=_STR)
+        f.attrs.update({"format": FORMAT, "version": VERSION, "split": split, "count": n, "dim": dim,
+                        "done": 0, "key": key, "data_key": data, "checkpoint": checkpoint, "layer": "fc7", "crop": "center"})
+
+
+def read_features_info(path: str | Path) -> FeaturesInfo:
+    """The attributes of a features file; DataError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such features file")
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            a = f.attrs
+            if a.get("format") != FORMAT or "features" not in f:
+                raise DataError(f"{path}: not a features file (write one with `alexnet features`)")
+            if int(a["version"]) > VERSION:
+                raise DataError(f"{path}: features format version {int(a['version'])} is newer than this "
+                                f"alexnet understands ({VERSION})")
+            info = FeaturesInfo(path, str(a["split"]), int(a["count"]), int(a["dim"]), int(a["done"]), str(a["key"]),
+                                str(a.get("data_key", "")))
+            if f["features"].shape != (info.count, info.dim):
+                raise DataError(f"{path}: features have shape {f['features'].shape}, attributes say "
+                                f"({info.count}, {info.dim})")
+            return info
+    except OSError as exc:
+        raise DataError(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0]})") from None
+    except KeyError as exc:
+        raise DataError(f"{path}: a features file without {exc}") from None
+
+
+def read_rows_index(path: str | Path, rows: Sequence[int]) -> tuple[list[str], np.ndarray, list[str]]:
+    """The paths, labels and class names of some rows of a features file (any order)."""
+    rows = np.asarray(rows, np.int64)
+    order = np.unique(rows)                           # h5py wants increasing indices
+    with h5py.File(path, "r", locking=False) as f:
+        paths = f["paths"].asstr()[order] if len(order) else []
+        labels = f["labels"][order] if len(order) else np.zeros(0, np.int64)
+        names = list(f["class_names"].asstr()[:])
+    where = np.searchsorted(order, rows)
+    return [paths[i] for i in where], np.asarray(labels)[where], names
+
+
+# ---------------------------------------------------------------------------- computing features
+
+def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str | Path, *, batch_size: int = 128,
+                   overwrite: bool = False, workers: int | None = None,
+                   progress: Reporter = NullReporter()) -> FeaturesInfo:
+    """Compute the fc7 features of every image of `split` into `out` (see the module doc).
+
+    A complete `out` made by the same network is kept as it is (unless `overwrite`); one made
+    by another network or of another split is an error unless `overwrite`. An interrupted
+    run's FILE.partial is resumed.
+    """
+    if batch_size < 1:
+        raise AlexnetError(f"--batch-size must be positive, got {batch_size}")
+    out, manifest = Path(out), read_manifest(data_dir)
+    count, data = manifest.split(split).count, data_key(manifest, split)
+    want = (encoder.key, split, count, data)              # what a matching file was made from
+    partial = partial_path(out)
+    if out.exists() and not overwrite:
+        info = read_features_info(out)
+        if info.made_by(*want) and info.complete:
+            return info
+        raise DataError(f"{out} holds other features (split {info.split}, {info.count} images, network "
+                        f"{info.key}): pass --overwrite or another --out")
+    if overwrite:
+        partial.unlink(missing_ok=True)
+    done = _resume_point(partial, want, progress)
+    if done is None:
+        paths, labels = read_split_index(data_dir, split)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        create_features_file(partial, paths=paths, labels=labels, classes=manifest.classes,
+                             class_names=manifest.class_names, split=split, key=encoder.key,
+                             data=data, checkpoint=encoder.checkpoint)
+        done = 0
+    if done < count:
+        loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False,
+                             device=encoder.device, workers=workers)
+        _fill(partial, encoder, loader.epoch(0, start_batch=done // batch_size), done, count, progress,
+              f"fc7 features ({split})")
+    os.replace(partial, out)
+    return read_features_info(out)
+
+
+def _resume_point(partial: Path, want: tuple[str, str, int, str], progress: Reporter) -> int | None:
+    """Rows already written in an interrupted run's file, or None to start afresh."""
+    if not partial.exists():
+        return None
+    try:
+        info = read_features_info(partial)
+    except DataError as exc:
+        progress.log(f"starting afresh: {exc}")
+        partial.unlink()
+        return None
+    if not info.made_by(*want):
+        progress.log(f"starting afresh: {partial} was made by another network or for other data")
+        partial.unlink()
+        return None
+    if info.done:
+        progress.log(f"resuming {partial} at image {info.done:,} of {info.count:,}")
+    return info.done
+
+
+def _fill(path: Path, encoder: Encoder, batches: Iterator[Batch], done: int, count: int, progress: Reporter,
+          desc: str) -> None:
+    """Rows done..count of the file from unshuffled `batches` that start at or before row
+    `done`; each batch is flushed before `done` moves past it."""
+    with h5py.File(path, "r+") as f, progress.task(desc, total=count - done, unit="img") as task:
+        rows = f["features"]
+        try:
+            for batch in batches:
+                start = int(batch.indices[0])                         # one host sync per batch
+                skip = max(0, done - start)                           # resuming inside a batch
+                feats = encoder(batch.images[skip:]).to("cpu", torch.float16).numpy()   # (B, 4096)
+                stop = start + skip + len(feats)
+                if int(batch.indices[-1]) != stop - 1:
+                    raise DataError(f"{path}: the loader's batches are not in the split's order")
+                rows[start + skip:stop] = feats
+                f.flush()                                             # the rows first, then `done`
+                f.attrs["done"] = done = stop
+                f.flush()
+                task.advance(len(feats))
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+    if done != count:
+        raise DataError(f"{path}: the loader gave {done} of {count} images")
+
+
+def extract_features(checkpoint: str | Path, data_dir: str | Path, out: str | Path, *, split: str = "train",
+                     batch_size: int = 128, device: str | torch.device | None = None, overwrite: bool = False,
+                     workers: int | None = None, progress: Reporter = NullReporter()) -> FeaturesInfo:
+    """What `alexnet features` does: the fc7 features of every image of `split` into `out`."""
+    encoder = load_encoder(checkpoint, data_dir, device)
+    return write_features(encoder, data_dir, split, out, batch_size=batch_size, overwrite=overwrite,
+                          workers=workers, progress=progress)

@@ -1,0 +1,260 @@
+"""Nearest training images by Euclidean distance of their 4096-d fc7 features (paper section
+7.1, figure 4 right: "the training images whose feature vectors in the last hidden layer
+have the smallest Euclidean distance from" the query's).
+
+The search is exact and streams the features file (alexnet_cli.features) from disk in
+chunks that fit a memory budget, keeping a running top-k per query, so it works for the
+1.28 M ImageNet training images (about 10 GB of float16) on a CPU or a GPU alike. Per chunk:
+
+1. squared distances of every query to every row, |q|^2 - 2 q.x + |x|^2: one matrix product,
+   in float32 (cheap, but it loses digits to cancellation when q and x are close);
+2. the k + MARGIN nearest rows of the chunk by those, re-measured exactly as |q - x|^2;
+3. merged with the running top-k (exact distances only, so the final order is exact).
+
+The query images go through the training data's preprocessing (alexnet_cli.images.load_image,
+as `prep` does) and the same network and centre crop as the stored features; the query
+feature is rounded to float16 like the stored ones.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from alexnet_cli.errors import AlexnetError, CheckpointError, DataError
+from alexnet_cli.features import (Encoder, cache_path, data_key, load_encoder, read_features_info, read_rows_index,
+                                  write_features)
+from alexnet_cli.figures import grid, hstack, labeled_tile, save_png
+from alexnet_cli.images import load_image
+from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.shards import open_shard, read_images, read_labels, read_manifest
+
+DEFAULT_K = 6            # figure 4 (right): each query with six training images
+MARGIN = 8               # extra candidates per chunk re-measured exactly (guards against rounding)
+QUERY_BLOCK = 256        # queries per exact re-measurement, (256, k + MARGIN, 4096) float32 = 14 MiB
+
+
+@dataclass
+class Neighbor:
+    index: int           # row in the features file = position of the image in the split
+    path: str            # relative to the source root, as in the shards
+    label: int
+    label_name: str
+    distance: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "label": self.label_name, "distance": self.distance, "index": self.index,
+                "label_index": self.label}
+
+
+@dataclass
+class QueryResult:
+    query: str           # the image path as given
+    neighbors: list[Neighbor]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"query": self.query, "neighbors": [n.to_json() for n in self.neighbors]}
+
+
+# ---------------------------------------------------------------------------- exact k-NN, streamed
+
+class RunningTopK:
+    """The k nearest rows seen so far for each query, fed one chunk of rows at a time."""
+
+    def __init__(self, queries: torch.Tensor, k: int, margin: int = MARGIN):
+        self.q = queries.float()                                           # (Q, D)
+        self.q_sq = self.q.square().sum(dim=1, keepdim=True)               # (Q, 1)
+        self.k, self.margin = k, margin
+        q = len(queries)
+        self.dist2 = torch.full((q, k), float("inf"), device=queries.device)   # (Q, k) exact, squared
+        self.index = torch.full((q, k), -1, dtype=torch.int64, device=queries.device)
+
+    def update(self, start: int, rows: torch.Tensor) -> None:
+        """Rows start..start+C of the collection: (C, D), any float dtype, on the queries' device."""
+        x = rows.float()                                                   # (C, D)
+        x_sq = torch.linalg.vector_norm(x, dim=1).square()                 # (C,), no (C, D) temporary
+        approx = self.q_sq - 2 * (self.q @ x.T) + x_sq                     # (Q, C)
+        m = min(self.k + self.margin, len(x))
+        cand = approx.topk(m, dim=1, largest=False).indices                # (Q, m)
+        exact = torch.cat([(x[cand[i:i + QUERY_BLOCK]] - self.q[i:i + QUERY_BLOCK, None]).square().sum(dim=2)
+                           for i in range(0, len(cand), QUERY_BLOCK)])     # (Q, m)
+        dist2 = torch.cat([self.dist2, exact], dim=1)                      # (Q, k + m)
+        index = torch.cat([self.index, cand + start], dim=1)
+        best = dist2.topk(self.k, dim=1, largest=False).indices            # (Q, k)
+        self.dist2, self.index = dist2.gather(1, best), index.gather(1, best)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """Distances (Q, k) float32 and row indices (Q, k) int64, nearest first; equal
+        distances in row order. One host sync."""
+        index = self.index.cpu()
+        order = index.argsort(dim=1)                                       # ties: lower row first
+        dist2 = self.dist2.cpu().gather(1, order)
+        index = index.gather(1, order)
+        by_dist = dist2.argsort(dim=1, stable=True)
+        return dist2.gather(1, by_dist).sqrt().numpy(), index.gather(1, by_dist).numpy()
+
+
+def feature_chunks(path: str | Path, rows: int, *, pin: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start, float16 (C, D) host tensor) for consecutive chunks of a features file; the next
+    chunk is read in a background thread while the caller works on this one. Each chunk is
+    only valid until the next is asked for (two buffers take turns)."""
+    with h5py.File(path, "r", locking=False) as f:
+        ds = f["features"]
+        n, dim = ds.shape
+        rows = max(1, min(rows, n))
+        buffers = [torch.empty((rows, dim), dtype=torch.float16, pin_memory=pin) for _ in range(2)]
+
+        def read(slot: int, start: int) -> tuple[int, torch.Tensor]:
+            stop = min(n, start + rows)
+            ds.read_direct(buffers[slot].numpy(), np.s_[start:stop], np.s_[0:stop - start])
+            return start, buffers[slot][:stop - start]
+
+        with ThreadPoolExecutor(1) as pool:
+            starts = list(range(0, n, rows))
+            pending = pool.submit(read, 0, 0) if starts else None
+            for i in range(len(starts)):
+                chunk = pending.result()
+                if i + 1 < len(starts):
+                    pending = pool.submit(read, (i + 1) % 2, starts[i + 1])
+                yield chunk
+
+
+def chunk_rows(memory_mb: float, dim: int, queries: int) -> int:
+    """Rows per chunk so that one chunk's working set fits `memory_mb`: two float16 host
+    buffers, the float16 copy and float32 version on the device, and (Q, C) distances."""
+    per_row = 2 * 2 * dim + 2 * dim + 4 * dim + 3 * 4 * queries
+    return max(1, int(memory_mb * 2**20) // per_row)
+
+
+def nearest(queries: torch.Tensor, features: str | Path, k: int, *, memory_mb: float = 1024,
+            progress: Reporter = NullReporter()) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Euclidean k-NN of `queries` (Q, D) among the rows of a features file, on the
+    queries' device: distances (Q, k) float32 and row indices (Q, k) int64, nearest first."""
+    info = read_features_info(features)
+    if info.count == 0:
+        raise DataError(f"{features}: holds no images to search")
+    if queries.shape[1] != info.dim:
+        raise AlexnetError(f"queries have {queries.shape[1]} dimensions, {features} has {info.dim}")
+    device = queries.device
+    top = RunningTopK(queries, min(k, info.count))
+    rows = chunk_rows(memory_mb, info.dim, len(queries))
+    with progress.task("searching", total=info.count, unit="img") as task:
+        for start, chunk in feature_chunks(features, rows, pin=device.type == "cuda"):
+            top.update(start, chunk.to(device))                           # (C, D) float16 on the device
+            task.advance(len(chunk))
+    return top.result()
+
+
+# ---------------------------------------------------------------------------- the command
+
+def encode_queries(encoder: Encoder, images: Sequence[np.ndarray], batch_size: int = 64) -> torch.Tensor:
+    """uint8 (256, 256, 3) images -> (Q, 4096) float32 on the encoder's device, rounded to
+    float16 as the stored features are."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.stack(images[i:i + batch_size])).to(encoder.device)  # (B, 256, 256, 3)
+        out.append(encoder(batch).half().float())                                      # (B, 4096)
+    return torch.cat(out)
+
+
+def split_features(encoder: Encoder, data_dir: Path, split: str, features: str | Path | None, *,
+                   batch_size: int, workers: int | None, progress: Reporter) -> Path:
+    """The features file to search: `features` after checking it was made by this network from
+    this data, or else the split's cached file (computed once, resumable, atomic)."""
+    manifest = read_manifest(data_dir)
+    count, data = manifest.split(split).count, data_key(manifest, split)
+    if features is None:
+        path = cache_path(data_dir, split, encoder.key)
+        stale = path.exists() and not read_features_info(path).made_by(encoder.key, split, count, data)
+        try:
+            write_features(encoder, data_dir, split, path, batch_size=batch_size, overwrite=stale, workers=workers,
+                           progress=progress)
+        except OSError as exc:
+            raise DataError(f"cannot cache the features of '{split}' in {data_dir} ({exc}): write them elsewhere "
+                            "with `alexnet features ... --out FILE.h5` and pass --features FILE.h5") from None
+        return path
+    info = read_features_info(features)
+    if info.key != encoder.key:
+        raise CheckpointError(f"{features}: made by another network (key {info.key}; {encoder.checkpoint} "
+                              f"has {encoder.key}): features of different networks are not comparable")
+    if not info.made_by(encoder.key, split, count, data):
+        raise DataError(f"{features}: holds the features of split '{info.split}' ({info.count} images) of other "
+                        f"data than {data_dir}'s '{split}' ({count} images)")
+    if not info.complete:
+        raise DataError(f"{features}: incomplete ({info.done} of {info.count} rows): rerun `alexnet features`")
+    return Path(features)
+
+
+def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequence[str | Path], *,
+                   k: int = DEFAULT_K, split: str = "train", features: str | Path | None = None,
+                   device: str | torch.device | None = None, batch_size: int = 128, memory_mb: float = 1024,
+                   workers: int | None = None, progress: Reporter = NullReporter()) -> list[QueryResult]:
+    """What `alexnet neighbors` does: for each query image, its k nearest images of `split`."""
+    if k < 1:
+        raise AlexnetError(f"--k must be at least 1, got {k}")
+    if not queries:
+        raise AlexnetError("give at least one --query image")
+    data_dir = Path(data_dir)
+    images = [load_image(q) for q in queries]                 # unreadable queries fail before any work
+    encoder = load_encoder(checkpoint, data_dir, device)
+    path = split_features(encoder, data_dir, split, features, batch_size=batch_size, workers=workers,
+                          progress=progress)
+    dist, index = nearest(encode_queries(encoder, images), path, k, memory_mb=memory_mb, progress=progress)
+    paths, labels, names = read_rows_index(path, index.ravel())
+    results, j = [], 0
+    for query, row_d, row_i in zip(queries, dist, index):
+        hits = []
+        for d, i in zip(row_d.tolist(), row_i.tolist()):
+            hits.append(Neighbor(i, paths[j], int(labels[j]), names[labels[j]], d))
+            j += 1
+        results.append(QueryResult(str(query), hits))
+    return results
+
+
+# ---------------------------------------------------------------------------- figure 4 (right)
+
+def read_split_images(data_dir: str | Path, split: str, indices: Sequence[int]) -> list[np.ndarray]:
+    """The stored 256x256 images at global positions `indices` of `split`: uint8 (256, 256, 3) each."""
+    manifest = read_manifest(data_dir)
+    info = manifest.split(split)
+    counts = list(info.shard_counts)
+    if len(counts) != len(info.shards):                      # older manifests: ask the shards
+        counts = []
+        for name in info.shards:
+            with open_shard(manifest, name) as f:
+                counts.append(len(read_labels(f)))
+    offsets = np.cumsum([0] + counts)
+    found: dict[int, np.ndarray] = {}
+    for s, name in enumerate(info.shards):
+        wanted = sorted({i for i in indices if offsets[s] <= i < offsets[s + 1]})
+        if wanted:
+            with open_shard(manifest, name) as f:
+                for i in wanted:
+                    j = i - int(offsets[s])
+                    found[i] = read_images(f, j, j + 1)[0]
+    missing = [i for i in indices if i not in found]
+    if missing:
+        raise DataError(f"{data_dir}: split '{split}' has no image {missing[0]} ({offsets[-1]} images)")
+    return [found[i] for i in indices]
+
+
+def draw_neighbors(results: Sequence[QueryResult], data_dir: str | Path, split: str, out: str | Path, *,
+                   thumb: int = 128) -> Path:
+    """Figure 4 (right): one row per query, the query image then its neighbours, nearest first,
+    each captioned with its label and distance."""
+    pictures = read_split_images(data_dir, split, [n.index for r in results for n in r.neighbors])
+    rows, j = [], 0
+    for r in results:
+        tiles = []
+        for n in r.neighbors:
+            tiles.append(labeled_tile(pictures[j], f"{n.label_name} ({n.distance:.2f})", size=thumb))
+            j += 1
+        query = labeled_tile(load_image(r.query), f"query: {Path(r.query).name}", size=thumb)
+        rows.append(hstack([query, hstack(tiles, pad=4)], pad=16))
+    return save_png(grid(rows, 1), out)

@@ -1,0 +1,154 @@
+"""`alexnet features`: the file's shape and contents, resuming after an interruption, keeping
+or refusing an existing file, and the command end to end. Runs on the tiny data's val split
+(16 images) to stay fast on a CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from contextlib import contextmanager
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from alexnet_cli.checkpoint import save_checkpoint
+from alexnet_cli.cli.app import app
+from alexnet_cli.errors import DataError
+from alexnet_cli.features import extract_features, load_encoder, partial_path, read_features_info, write_features
+from alexnet_cli.model import AlexNet
+from alexnet_cli.neighbors import read_split_images
+from alexnet_cli.shards import read_mean_image, read_split_index
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_data, tmp_path_factory):
+    """A randomly initialised 4-class network with the tiny data's mean image."""
+    torch.manual_seed(0)
+    model = AlexNet(num_classes=4)
+    path = tmp_path_factory.mktemp("features_ckpt") / "model.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "classes": ["a", "b", "c", "d"],
+                           "class_names": ["a", "b", "c", "d"],
+                           "mean_image": torch.from_numpy(read_mean_image(tiny_data)),
+                           "config": {"recipe": "paper", "model": dataclasses.asdict(model.config),
+                                      "train": {"mean_crop": "crop"}}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_data, checkpoint):
+    return load_encoder(checkpoint, tiny_data, "cpu")
+
+
+@pytest.fixture(scope="module")
+def clean(tiny_data, checkpoint, tmp_path_factory):
+    """The val split's features from one uninterrupted run of `extract_features`."""
+    out = tmp_path_factory.mktemp("features_clean") / "val.h5"
+    extract_features(checkpoint, tiny_data, out, split="val", batch_size=6, device="cpu")
+    return out
+
+
+class Interrupt:
+    """A progress reporter that stops the run (like Ctrl-C) after `after` batches, and keeps
+    the log lines."""
+
+    def __init__(self, after: int | None = None):
+        self.after, self.batches, self.lines = after, 0, []
+
+    @contextmanager
+    def task(self, description, total, unit="it"):
+        yield self
+
+    def advance(self, n=1, **info):
+        self.batches += 1
+        if self.after is not None and self.batches >= self.after:
+            raise KeyboardInterrupt
+
+    def log(self, message):
+        self.lines.append(message)
+
+
+def _read(path):
+    with h5py.File(path, "r") as f:
+        return (f["features"][:], list(f["paths"].asstr()[:]), f["labels"][:], dict(f.attrs))
+
+
+def test_features_file_holds_fc7_of_every_image_in_split_order(tiny_data, encoder, clean):
+    out = clean
+    info = read_features_info(out)
+    assert (info.count, info.dim, info.done, info.split) == (16, 4096, 16, "val") and info.complete
+    assert not partial_path(out).exists()
+    feats, paths, labels, attrs = _read(out)
+    assert feats.shape == (16, 4096) and feats.dtype == np.float16
+    want_paths, want_labels = read_split_index(tiny_data, "val")
+    assert paths == want_paths and labels.tolist() == want_labels.tolist()
+    # row i = fc7 (after ReLU) of the centre crop of stored image i, as float16
+    assert attrs["key"] == encoder.key and attrs["format"] == "alexnet-cli/features"
+    rows = [0, 7, 15]
+    images = torch.from_numpy(np.stack(read_split_images(tiny_data, "val", rows)))
+    want = encoder(images).numpy()                                         # (3, 4096) float32
+    assert (feats >= 0).all()
+    np.testing.assert_allclose(feats[rows].astype(np.float32), want, rtol=2e-3, atol=1e-3)
+    assert np.abs(feats[0].astype(np.float32) - feats[1]).max() > 1e-2     # images differ
+
+    # a second call finds the complete file and leaves it alone
+    mtime = out.stat().st_mtime_ns
+    again = write_features(encoder, tiny_data, "val", out, batch_size=6)
+    assert again == info and out.stat().st_mtime_ns == mtime
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tiny_data, encoder, clean, tmp_path):
+    out = tmp_path / "val.h5"
+    stop = Interrupt(after=2)
+    with pytest.raises(KeyboardInterrupt):
+        write_features(encoder, tiny_data, "val", out, batch_size=4, progress=stop)
+    assert not out.exists()                                 # only complete files carry the final name
+    part = read_features_info(partial_path(out))
+    assert part.done == 8 and not part.complete
+    written = _read(partial_path(out))[0][:8]
+
+    # resume with another batch size: it restarts inside a batch (rows 6, 7 are skipped)
+    log = Interrupt()
+    info = write_features(encoder, tiny_data, "val", out, batch_size=3, progress=log)
+    assert info.complete and not partial_path(out).exists()
+    assert any("resuming" in line and "8" in line for line in log.lines)
+    assert log.batches == 4                                 # the batches of 3 that start at rows 6, 9, 12, 15
+    resumed, paths, labels, _ = _read(out)
+    np.testing.assert_array_equal(resumed[:8], written)    # kept, not recomputed
+
+    clean_feats, clean_paths, clean_labels, _ = _read(clean)
+    np.testing.assert_allclose(resumed.astype(np.float32), clean_feats.astype(np.float32), rtol=2e-3, atol=1e-3)
+    assert paths == clean_paths and labels.tolist() == clean_labels.tolist()
+
+
+def test_damaged_partial_restarts_and_foreign_file_is_refused(tiny_data, encoder, tmp_path):
+    out = tmp_path / "val.h5"
+    partial_path(out).write_bytes(b"not hdf5 at all")
+    log = Interrupt()
+    info = write_features(encoder, tiny_data, "val", out, batch_size=8, progress=log)
+    assert info.complete and any("starting afresh" in line for line in log.lines)
+
+    with h5py.File(out, "r+") as f:                         # pretend another network made it
+        f.attrs["key"] = "0123456789abcdef"
+    with pytest.raises(DataError, match="--overwrite"):
+        write_features(encoder, tiny_data, "val", out)
+    info = write_features(encoder, tiny_data, "val", out, batch_size=8, overwrite=True)
+    assert info.key != "0123456789abcdef" and info.complete
+
+
+def test_cli_features(tiny_data, checkpoint, tmp_path):
+    out = tmp_path / "f.h5"
+    result = runner.invoke(app, ["features", str(checkpoint), str(tiny_data), "--split", "val", "--out", str(out),
+                                 "--batch-size", "8", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["count"] == 16 and data["dim"] == 4096 and data["out"] == str(out) and data["split"] == "val"
+
+    bad = runner.invoke(app, ["features", str(checkpoint), str(tiny_data), "--split", "test", "--out", str(out)])
+    assert bad.exit_code == 1 and "Error:" in bad.stderr and "no split 'test'" in bad.stderr
+    assert runner.invoke(app, ["features", str(checkpoint), str(tmp_path / "nodata"), "--out", str(out)]).exit_code == 2
+    assert runner.invoke(app, ["features", str(checkpoint), str(tiny_data)]).exit_code == 2   # --out is required

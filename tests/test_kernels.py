@@ -1,0 +1,135 @@
+"""`alexnet kernels`: the colour score on hand-made kernels, the picture's size and block
+layout (figure 3), and the command end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from alexnet_cli.checkpoint import save_checkpoint
+from alexnet_cli.cli.app import app
+from alexnet_cli.kernels import color_specificity, column_scores, draw_kernels
+from alexnet_cli.model import AlexNet
+
+runner = CliRunner()
+
+
+def _block_size(per_column: int, scale: int) -> tuple[int, int]:
+    """One column's block: rows of 16 tiles of 11*scale pixels, `scale` pixels apart."""
+    tile, pad, rows = 11 * scale, scale, -(-per_column // 16)
+    return pad + 16 * (tile + pad), pad + rows * (tile + pad)
+
+
+def _coloured_kernels(n: int, channel: int, seed: int) -> torch.Tensor:
+    """n kernels with positive weights in one channel only (pure red/green/blue tiles), of
+    magnitudes that differ from kernel to kernel."""
+    w = torch.zeros(n, 3, 11, 11)
+    w[:, channel] = torch.rand(n, 11, 11, generator=torch.Generator().manual_seed(seed)) + 0.1
+    return w * torch.arange(1, n + 1).view(n, 1, 1, 1)
+
+
+def test_color_score_grey_single_channel_and_opponent_kernels():
+    g = torch.Generator().manual_seed(0)
+    pattern = torch.randn(5, 1, 11, 11, generator=g)
+    grey = pattern.expand(5, 3, 11, 11)                          # R = G = B everywhere
+    red = torch.cat([pattern, torch.zeros(5, 2, 11, 11)], dim=1)  # one channel only
+    opponent = torch.cat([pattern, -pattern, torch.zeros(5, 1, 11, 11)], dim=1)  # R = -G
+    assert torch.allclose(color_specificity(grey), torch.zeros(5), atol=1e-6)
+    assert torch.allclose(color_specificity(red), torch.full((5,), 2 / 3), atol=1e-6)
+    assert torch.allclose(color_specificity(opponent), torch.ones(5), atol=1e-6)
+    # a grey kernel plus a little colour scores low, but above zero
+    tinted = grey + 0.05 * opponent
+    assert 0 < color_specificity(tinted).max() < 0.01
+    assert color_specificity(torch.zeros(1, 3, 11, 11)).item() == 0.0
+
+
+def test_column_scores_split_grey_column_a_from_coloured_column_b():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(48, 1, 11, 11, generator=g).expand(48, 3, 11, 11)
+    b = torch.randn(48, 3, 11, 11, generator=g)                 # independent channels: about 2/3
+    scores = column_scores(torch.cat([a, b]), columns=2)
+    assert [c.name for c in scores] == ["A", "B"] and [c.kernels for c in scores] == [48, 48]
+    assert scores[0].mean < 1e-6
+    assert 0.55 < scores[1].mean < 0.78 and 0.55 < scores[1].median < 0.78
+    assert len(scores[1].scores) == 48
+
+
+@pytest.mark.parametrize("scale", [1, 3])
+def test_picture_has_column_a_block_above_column_b_block(scale):
+    weights = torch.cat([_coloured_kernels(48, 0, seed=0), _coloured_kernels(48, 1, seed=1)])
+    img = np.asarray(draw_kernels(weights, columns=2, scale=scale))
+    gap = 4 * scale
+    bw, bh = _block_size(48, scale)
+    assert img.shape == (gap + 2 * (bh + gap), gap + bw + gap, 3)
+    tile, pad = 11 * scale, scale
+    for block, channel in ((0, 0), (1, 1)):                     # A is red, B is green
+        top = gap + block * (bh + gap) + pad
+        for i in range(48):
+            r, c = divmod(i, 16)
+            y, x = top + r * (tile + pad), gap + pad + c * (tile + pad)
+            cell = img[y:y + tile, x:x + tile].astype(int)      # (tile, tile, 3)
+            others = [ch for ch in range(3) if ch != channel]
+            assert cell[..., others].max() == 0, (block, i)
+            # each tile is scaled to its own range: the brightest pixel of every kernel is 255
+            assert cell[..., channel].max() == 255 and cell[..., channel].min() > 0, (block, i)
+    between = img[gap + bh:gap + bh + gap]                      # the rows between the two blocks
+    assert (between == 255).all()
+
+
+def test_one_column_network_gives_one_block():
+    img = draw_kernels(_coloured_kernels(48, 2, seed=2), columns=1, scale=2)
+    bw, bh = _block_size(48, 2)
+    assert img.size == (8 + bw + 8, 8 + bh + 8)
+
+
+def _checkpoint(path, columns: int = 2):
+    model = AlexNet(num_classes=4, columns=columns)
+    with torch.no_grad():                      # column A grey, column B coloured
+        n = model.conv1.weight.shape[0] // columns
+        model.conv1.weight[:n] = model.conv1.weight[:n, :1].expand(n, 3, 11, 11).clone()
+    save_checkpoint(path, {"model": model.state_dict(), "classes": ["a", "b", "c", "d"],
+                           "class_names": ["a", "b", "c", "d"], "mean_image": torch.zeros(256, 256, 3),
+                           "config": {"recipe": "paper", "model": dataclasses.asdict(model.config),
+                                      "train": {"mean_crop": "crop"}}})
+    return path
+
+
+def test_cli_kernels_writes_the_picture_and_json_scores(tmp_path):
+    ckpt = _checkpoint(tmp_path / "two.pt")
+    out = tmp_path / "pics" / "kernels.png"
+    result = runner.invoke(app, ["kernels", str(ckpt), "--out", str(out), "--scale", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["kernels"] == 96 and data["out"] == str(out)
+    with Image.open(out) as img:
+        assert list(img.size) == data["image_size"]
+        bw, bh = _block_size(48, 2)
+        assert img.size == (16 + bw, 8 + 2 * (bh + 8))
+    a, b = data["columns"]
+    assert (a["name"], a["kernels"], b["name"], b["kernels"]) == ("A", 48, "B", 48)
+    assert a["color_score_mean"] < 1e-6 and 0.5 < b["color_score_mean"] < 0.8
+    assert len(b["color_scores"]) == 48
+
+    text = runner.invoke(app, ["kernels", str(ckpt)])
+    assert text.exit_code == 0 and "colour specificity" in text.stdout and "--out" in text.stdout
+
+
+def test_cli_kernels_one_column_and_bad_input(tmp_path):
+    ckpt = _checkpoint(tmp_path / "one.pt", columns=1)
+    result = runner.invoke(app, ["kernels", str(ckpt), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [c["name"] for c in data["columns"]] == ["A"] and data["kernels"] == 48 and data["out"] is None
+
+    assert runner.invoke(app, ["kernels", str(tmp_path / "missing.pt")]).exit_code == 2
+    assert runner.invoke(app, ["kernels", str(ckpt), "--scale", "0"]).exit_code == 2
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    bad = runner.invoke(app, ["kernels", str(junk)])
+    assert bad.exit_code == 1 and "Error:" in bad.stderr and "Traceback" not in bad.stderr

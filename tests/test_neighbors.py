@@ -1,0 +1,224 @@
+"""`alexnet neighbors`: the streamed exact k-NN against brute-force NumPy, a stored image used
+as a query coming back first at distance ~0, the JSON and picture of the command, the
+cache beside the shards and the `--features` route."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from alexnet_cli.checkpoint import save_checkpoint
+from alexnet_cli.cli.app import app
+from alexnet_cli.features import cache_path, create_features_file, extract_features, load_encoder
+from alexnet_cli.images import load_image
+from alexnet_cli.model import AlexNet
+from alexnet_cli.neighbors import (RunningTopK, chunk_rows, encode_queries, find_neighbors, nearest,
+                                   read_split_images)
+from alexnet_cli.shards import read_mean_image, read_split_index
+
+runner = CliRunner()
+
+
+def _features_file(path, rows: np.ndarray) -> None:
+    n, dim = rows.shape
+    create_features_file(path, paths=[f"img{i}.png" for i in range(n)], labels=np.arange(n) % 3,
+                         classes=["x", "y", "z"], class_names=["ex", "why", "zed"], split="train", key="k", dim=dim)
+    with h5py.File(path, "r+") as f:
+        f["features"][:] = rows
+        f.attrs["done"] = n
+
+
+def _brute_force(queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    d = np.sqrt(((queries[:, None].astype(np.float64) - rows[None].astype(np.float64)) ** 2).sum(-1))  # (Q, N)
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, idx, 1), idx
+
+
+def test_streamed_search_matches_numpy_brute_force(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = np.abs(rng.standard_normal((700, 64))).astype(np.float16)   # non-negative, like fc7 after ReLU
+    queries = np.abs(rng.standard_normal((9, 64))).astype(np.float32)
+    path = tmp_path / "f.h5"
+    _features_file(path, rows)
+    budget = 0.05                                                       # MiB: chunks of ~90 rows
+    assert 20 < chunk_rows(budget, 64, 9) < 700
+    dist, idx = nearest(torch.from_numpy(queries), path, 7, memory_mb=budget)
+    want_d, want_i = _brute_force(queries, rows, 7)
+    assert dist.shape == idx.shape == (9, 7)
+    np.testing.assert_array_equal(idx, want_i)
+    np.testing.assert_allclose(dist, want_d, rtol=1e-5)
+
+
+def test_exact_duplicates_come_first_at_zero_and_ties_keep_row_order(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = rng.standard_normal((50, 16)).astype(np.float16) * 100      # large values: cancellation-prone
+    rows[30] = rows[4]                                                  # a duplicate of row 4
+    path = tmp_path / "f.h5"
+    _features_file(path, rows)
+    queries = torch.from_numpy(rows[[4, 17]].astype(np.float32))
+    dist, idx = nearest(queries, path, 3, memory_mb=0.01)              # several chunks of a few rows
+    assert idx[0, :2].tolist() == [4, 30] and idx[1, 0] == 17
+    assert dist[0, 0] == 0 and dist[0, 1] == 0 and dist[1, 0] == 0    # exact re-measurement: no rounding residue
+    # asking for more neighbours than rows gives them all, nearest first
+    dist, idx = nearest(queries[:1], path, 80)
+    assert sorted(idx[0].tolist()) == list(range(50)) and (np.diff(dist[0]) >= 0).all()
+
+
+def test_running_top_k_fed_row_by_row_equals_one_chunk():
+    g = torch.Generator().manual_seed(2)
+    rows, q = torch.rand(40, 8, generator=g), torch.rand(3, 8, generator=g)
+    one, many = RunningTopK(q, 5), RunningTopK(q, 5)
+    one.update(0, rows)
+    for i in range(40):
+        many.update(i, rows[i:i + 1])
+    for a, b in zip(one.result(), many.result()):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------- the command
+
+@pytest.fixture(scope="module")
+def data(tiny_data, tmp_path_factory):
+    """A writable copy of the tiny data (the features cache goes beside the shards)."""
+    return shutil.copytree(tiny_data, tmp_path_factory.mktemp("neighbors") / "data")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data, tmp_path_factory):
+    torch.manual_seed(0)
+    model = AlexNet(num_classes=4)
+    path = tmp_path_factory.mktemp("neighbors_ckpt") / "model.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "classes": ["a", "b", "c", "d"],
+                           "class_names": ["a", "b", "c", "d"], "mean_image": torch.from_numpy(read_mean_image(data)),
+                           "config": {"recipe": "paper", "model": dataclasses.asdict(model.config),
+                                      "train": {"mean_crop": "crop"}}})
+    return path
+
+
+def test_stored_image_as_query_comes_back_first_at_distance_zero(data, checkpoint, tiny_tree, tmp_path):
+    """Two ways to query with an image of the split:
+
+    - its ORIGINAL source file: the query goes through load_image (the source JPEG, any size,
+      resized to 256) and the stored feature came from the shard's image. They are the same
+      pixels here because `prep` stores load_image's output unchanged in raw shards (with
+      jpeg shards the stored image is re-encoded, and the distance is small but not ~0);
+    - the shard's own 256x256 image saved as PNG: load_image leaves a 256x256 image as it is,
+      so the pixels match whatever the shard format.
+
+    The distance is then zero up to float16 rounding (both vectors are stored as float16,
+    at most 2^-11 of each element off) and tiny differences of the forward pass between
+    batches of different sizes."""
+    png = tmp_path / "val5.png"
+    Image.fromarray(read_split_images(data, "val", [5])[0]).save(png)
+    source = tiny_tree / read_split_index(data, "val")[0][11]          # val image 11's source file
+    result = runner.invoke(app, ["neighbors", str(checkpoint), str(data), "--split", "val", "--query", str(png),
+                                 "--query", str(source), "--k", "3", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    (a, b) = json.loads(result.stdout)
+    encoder = load_encoder(checkpoint, data, "cpu")
+    norm = encode_queries(encoder, [load_image(png)]).norm().item()
+    for hit, row in ((a, 5), (b, 11)):
+        first, second = hit["neighbors"][:2]
+        assert first["index"] == row
+        assert first["distance"] < 2 ** -10 * norm                     # float16 rounding of both sides
+        assert second["distance"] > 20 * first["distance"] + 1e-3      # and nothing else is that close
+
+
+def test_cli_neighbors_json_picture_and_cache(data, checkpoint, tmp_path):
+    queries = [tmp_path / "q0.png", tmp_path / "q1.png"]
+    for q, row in zip(queries, [2, 13]):
+        Image.fromarray(read_split_images(data, "val", [row])[0]).resize((300, 200)).save(q)
+    out = tmp_path / "fig" / "neighbors.png"
+    args = ["neighbors", str(checkpoint), str(data), "--split", "val", "--k", "4", "--device", "cpu",
+            "--query", str(queries[0]), "--query", str(queries[1])]
+    result = runner.invoke(app, args + ["--json", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+
+    # exactly CLI.md's shape: [{"query", "neighbors": [{"path", "label", "distance", ...}]}]
+    assert [a["query"] for a in answer] == [str(q) for q in queries]
+    manifest = json.loads((data / "manifest.json").read_text())
+    for a in answer:
+        assert len(a["neighbors"]) == 4
+        for n in a["neighbors"]:
+            assert {"path", "label", "distance"} <= set(n) and n["label"] in manifest["class_names"]
+            assert n["path"].startswith("val/")
+
+    # the features were cached beside the shards, keyed by the network, and complete
+    encoder = load_encoder(checkpoint, data, "cpu")
+    cached = cache_path(data, "val", encoder.key)
+    assert cached.is_file() and not cached.with_name(cached.name + ".partial").exists()
+    with h5py.File(cached, "r") as f:
+        stored = f["features"][:]                                       # (16, 4096) float16
+    # the answer is the brute-force nearest neighbours of the queries' features
+    q = encode_queries(encoder, [load_image(p) for p in queries]).numpy()
+    want_d, want_i = _brute_force(q, stored, 4)
+    assert [[n["index"] for n in a["neighbors"]] for a in answer] == want_i.tolist()
+    np.testing.assert_allclose([[n["distance"] for n in a["neighbors"]] for a in answer], want_d, rtol=1e-4)
+
+    # the picture: one row per query, the query then its four neighbours
+    with Image.open(out) as img:
+        assert img.height > 2 * 128 and img.width > 5 * 128
+
+    # a second run reuses the cache; the text output lists the neighbours
+    mtime = cached.stat().st_mtime_ns
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert cached.stat().st_mtime_ns == mtime and answer[0]["neighbors"][0]["path"] in again.stdout
+
+    # --features: the same answer from a given file; a file of another network is refused
+    given = runner.invoke(app, args + ["--json", "--features", str(cached)])
+    assert given.exit_code == 0 and json.loads(given.stdout) == answer
+    foreign = tmp_path / "foreign.h5"
+    shutil.copy(cached, foreign)
+    with h5py.File(foreign, "r+") as f:
+        f.attrs["key"] = "0123456789abcdef"
+    refused = runner.invoke(app, args + ["--features", str(foreign)])
+    assert refused.exit_code == 1 and "another network" in refused.stderr
+
+
+def test_cli_neighbors_bad_input(data, checkpoint, tmp_path):
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"no image here")
+    bad = runner.invoke(app, ["neighbors", str(checkpoint), str(data), "--query", str(junk)])
+    assert bad.exit_code == 1 and "Error:" in bad.stderr and "junk.jpg" in bad.stderr
+    missing = runner.invoke(app, ["neighbors", str(checkpoint), str(data), "--query", str(tmp_path / "none.png")])
+    assert missing.exit_code == 2
+    assert runner.invoke(app, ["neighbors", str(checkpoint), str(data)]).exit_code == 2     # --query is required
+    png = tmp_path / "q.png"
+    Image.new("RGB", (256, 256), (10, 200, 30)).save(png)
+    nosplit = runner.invoke(app, ["neighbors", str(checkpoint), str(data), "--query", str(png), "--split", "test"])
+    assert nosplit.exit_code == 1 and "no split 'test'" in nosplit.stderr
+
+
+@pytest.mark.gpu
+def test_gpu_search_and_features_match_the_cpu(data, checkpoint, tmp_path):
+    rng = np.random.default_rng(3)
+    rows = np.abs(rng.standard_normal((3000, 4096))).astype(np.float16)
+    path = tmp_path / "f.h5"
+    _features_file(path, rows)
+    queries = torch.from_numpy(np.abs(rng.standard_normal((20, 4096))).astype(np.float32))
+    cpu = nearest(queries, path, 6, memory_mb=64)
+    gpu = nearest(queries.cuda(), path, 6, memory_mb=64)               # pinned chunks, several of them
+    np.testing.assert_array_equal(gpu[1], cpu[1])
+    np.testing.assert_allclose(gpu[0], cpu[0], rtol=1e-5)
+
+    # features computed on the GPU (loader, crop and network there) match the CPU's
+    on_gpu = extract_features(checkpoint, data, tmp_path / "gpu.h5", split="val", device="cuda")
+    on_cpu = extract_features(checkpoint, data, tmp_path / "cpu.h5", split="val", device="cpu")
+    assert on_gpu.key == on_cpu.key
+    with h5py.File(on_gpu.path) as g, h5py.File(on_cpu.path) as c:
+        np.testing.assert_allclose(g["features"][:].astype(np.float32), c["features"][:].astype(np.float32),
+                                   rtol=1e-2, atol=1e-2)
+    png = tmp_path / "val3.png"
+    Image.fromarray(read_split_images(data, "val", [3])[0]).save(png)
+    hits = find_neighbors(checkpoint, data, [png], k=4, split="val", device="cuda", features=on_gpu.path)
+    assert hits[0].neighbors[0].index == 3 and hits[0].neighbors[0].distance < 0.05
