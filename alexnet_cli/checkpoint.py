@@ -103,8 +103,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     try:
         model_config = (model_config_from_dict(config["model"]) if "model" in config
                         else infer_model_config(state))
-        model = AlexNet(config=model_config)
-        model.load_state_dict(state)
+        with torch.device("meta"):                 # no random init of 60 M weights to overwrite
+            model = AlexNet(config=model_config)
+        model.load_state_dict(state, assign=True)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit the network they describe ({str(exc).splitlines()[0]})") from None
     n = model_config.num_classes

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, UnidentifiedImageError
 
 from alexnet_cli.errors import DataError
 
@@ -42,8 +42,18 @@ def resize_center_crop(img: Image.Image, size: int = SIZE) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
+class UnreadableImage(DataError):
+    """An image file that cannot be decoded; `reason` says why in a few words
+    ("empty file", "truncated ...", "not an image ...", "undecodable ...")."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
+
+
 def load_image(path: str | Path, size: int = SIZE) -> np.ndarray:
-    """An image file as uint8 (size, size, 3) RGB. Raises DataError on anything undecodable."""
+    """An image file as uint8 (size, size, 3) RGB, whatever its mode or real format (a PNG
+    named .JPEG is read as the PNG it is). Raises UnreadableImage (a DataError) otherwise."""
     try:
         with Image.open(path) as img:
             if img.format == "JPEG" and img.mode in ("RGB", "L"):
@@ -54,6 +64,22 @@ def load_image(path: str | Path, size: int = SIZE) -> np.ndarray:
             img.load()
             return resize_center_crop(to_rgb(img), size)
     except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
+        raise UnreadableImage(path, "no such file") from None
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from None
+        raise UnreadableImage(path, _reason(path, exc)) from None
+
+
+def _reason(path: str | Path, exc: Exception) -> str:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    try:
+        if Path(path).stat().st_size == 0:
+            return "empty file"
+    except OSError:
+        pass
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image (no known image format)"
+    if "truncated" in message.lower() or isinstance(exc, (EOFError, SyntaxError)):
+        return f"truncated ({message})"
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"too large ({message})"
+    return f"undecodable ({message})"

@@ -17,21 +17,62 @@ from torch import nn
 from alexnet_cli.config import ModelConfig, resolve_model_config
 
 
+def _channel_window_sum(t: torch.Tensor, size: int, groups: int) -> torch.Tensor:
+    """sum_{|j-i|<=size/2} t_j over the channels of each of `groups` columns, clipped at their
+    edges: (B, C, H, W) -> (B, C, H, W), in the memory format of `t`."""
+    b, c, h, w = t.shape
+    lo, hi = size // 2, size - 1 - size // 2
+    if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        # NHWC (channels_last on the GPU): channels are innermost, so each pixel's column is
+        # a contiguous row; one pad, then one reduction over a sliding-window view
+        rows = t.permute(0, 2, 3, 1).reshape(b * h * w * groups, c // groups)      # (BHWG, C/G)
+        window = F.pad(rows, (lo, hi)).unfold(1, size, 1).sum(-1)                  # (BHWG, C/G)
+        return window.reshape(b, h, w, c).permute(0, 3, 1, 2)                      # channels_last
+    t5 = t.reshape(b * groups, 1, c // groups, h, w)
+    window = F.avg_pool3d(F.pad(t5, (0, 0, 0, 0, lo, hi)), (size, 1, 1), stride=1)  # mean over the window
+    return (window * size).reshape(b, c, h, w)
+
+
 def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
                         groups: int = 1) -> torch.Tensor:
     """The paper's LRN (4.3): b_i = a_i / (k + alpha * sum_{|j-i|<=size/2} a_j^2)^beta.
 
+    The reference implementation: plain differentiable ops, which torch.compile fuses well.
     `alpha` is used as given: pass alpha / size for torch's, Caffe's and cuda-convnet's
     variant. The window is clipped at the edges of each of the `groups` columns, so the
     normalisation never crosses from column A into column B.
     """
-    b, c, h, w = x.shape
-    sq = x.square().reshape(b * groups, 1, c // groups, h, w)
-    half = size // 2
-    # a sum over `size` neighbouring maps = average pool over the channel axis, times size
-    window = F.avg_pool3d(F.pad(sq, (0, 0, 0, 0, half, size - 1 - half)), (size, 1, 1), stride=1)
-    denom = (k + alpha * size * window).pow(beta).reshape(b, c, h, w)
-    return x / denom
+    return x / (k + alpha * _channel_window_sum(x.square(), size, groups)).pow(beta)
+
+
+class _LRNFunction(torch.autograd.Function):
+    """The same LRN with its gradient written out, for eager mode: it keeps only x and
+    d^-beta (d = k + alpha * window(x^2)) instead of autograd's chain of intermediates.
+
+    dL/dx_j = g_j d_j^-beta - 2 alpha beta x_j sum_{|i-j|<=size/2} g_i x_i d_i^(-beta-1)
+    (the window is symmetric, so its adjoint is the same window sum)."""
+
+    @staticmethod
+    def forward(ctx, x, size: int, alpha: float, beta: float, k: float, groups: int):
+        d = k + alpha * _channel_window_sum(x.square(), size, groups)   # (B, C, H, W)
+        scale = d.pow(-beta)
+        ctx.save_for_backward(x, d, scale)
+        ctx.params = (size, alpha, beta, groups)
+        return x * scale
+
+    @staticmethod
+    def backward(ctx, g):
+        x, d, scale = ctx.saved_tensors
+        size, alpha, beta, groups = ctx.params
+        t = g * x * scale / d                                              # g_i x_i d_i^(-beta-1)
+        grad = g * scale - (2 * alpha * beta) * x * _channel_window_sum(t, size, groups)
+        return grad, None, None, None, None, None
+
+
+def local_response_norm_fused(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                              groups: int = 1) -> torch.Tensor:
+    """`local_response_norm` with a hand-written backward (same values, less memory traffic)."""
+    return _LRNFunction.apply(x, size, alpha, beta, k, groups)
 
 
 class LocalResponseNorm(nn.Module):
@@ -43,7 +84,9 @@ class LocalResponseNorm(nn.Module):
         self.alpha = alpha / size if alpha_over_n else alpha
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups)
+        # eager: the hand-written backward; under torch.compile: the reference ops, which it fuses
+        lrn = local_response_norm if torch.compiler.is_compiling() else local_response_norm_fused
+        return lrn(x, self.size, self.alpha, self.beta, self.k, self.groups)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha:g}, beta={self.beta}, k={self.k}, groups={self.groups}"
@@ -63,6 +106,17 @@ class WithinMapNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha:g}/{self.size ** 2}, beta={self.beta}, k={self.k}"
+
+
+def grouped_conv(conv: nn.Conv2d, x: torch.Tensor, split: bool | None = None) -> torch.Tensor:
+    """conv(x), with a groups=2 layer run as one dense convolution per column when `split`
+    (default: on CUDA, where cuDNN's grouped kernels in bf16 channels_last are 1.5-4x slower
+    than two dense ones; benchmarks/layers.py). Same weights, same values."""
+    if conv.groups == 1 or not (x.is_cuda if split is None else split):
+        return conv(x)
+    xs, ws = x.chunk(conv.groups, 1), conv.weight.chunk(conv.groups, 0)
+    bs = conv.bias.chunk(conv.groups, 0)
+    return torch.cat([F.conv2d(xi, wi, bi, conv.stride, conv.padding) for xi, wi, bi in zip(xs, ws, bs)], 1)
 
 
 def layer_widths(columns: int) -> dict[str, int]:
@@ -139,7 +193,7 @@ class AlexNet(nn.Module):
         return self.pool1(self.lrn1(self.act(x)))                  # (B, 96, 27, 27)
 
     def conv_block2(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.lrn2(self.act(self.conv2(x)))                     # (B, 256, 27, 27)
+        x = self.lrn2(self.act(grouped_conv(self.conv2, x)))       # (B, 256, 27, 27)
         return self.pool2(self.rnorm2(x))                          # (B, 256, 13, 13)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,8 +201,8 @@ class AlexNet(nn.Module):
         x = self.conv_block1(x)                                    # (B, 96, 27, 27)
         x = self.conv_block2(x)                                    # (B, 256, 13, 13)
         x = self.act(self.conv3(x))                                # (B, 384, 13, 13)
-        x = self.act(self.conv4(x))                                # (B, 384, 13, 13)
-        x = self.pool5(self.act(self.conv5(x)))                    # (B, 256, 6, 6)
+        x = self.act(grouped_conv(self.conv4, x))                  # (B, 384, 13, 13)
+        x = self.pool5(self.act(grouped_conv(self.conv5, x)))      # (B, 256, 6, 6)
         return torch.flatten(x, 1)                                 # (B, 9216)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -258,3 +258,46 @@ def test_tanh_ablation():
     with torch.no_grad():
         e = net.embed(torch.randn(2, 3, 224, 224) * 50)
     assert (e < 0).any() and (e.abs() <= 1).all()
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_fused_lrn_equals_reference_values_and_gradients(groups):
+    from alexnet_cli.model import local_response_norm, local_response_norm_fused
+
+    torch.manual_seed(0)
+    x = (torch.randn(2, 8, 5, 4, dtype=torch.float64) * 60).requires_grad_()
+    args = (5, 1e-4, 0.75, 2.0, groups)
+    ref = local_response_norm(x, *args)
+    fused = local_response_norm_fused(x, *args)
+    assert torch.allclose(ref, fused, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref)
+    (g_ref,) = torch.autograd.grad(ref, x, g)
+    (g_fused,) = torch.autograd.grad(fused, x, g)
+    assert torch.allclose(g_ref, g_fused, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: local_response_norm_fused(t, *args), (x[:1, :, :2, :2].detach().clone().requires_grad_(),))
+
+
+def test_lrn_channels_last_path_equals_contiguous():
+    from alexnet_cli.model import local_response_norm, local_response_norm_fused
+
+    torch.manual_seed(1)
+    x = torch.randn(2, 12, 5, 6, dtype=torch.float64) * 60
+    for fn in (local_response_norm, local_response_norm_fused):
+        xc = x.clone().requires_grad_()
+        xl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+        ref, out = fn(xc, 5, 1e-4, 0.75, 2.0, 2), fn(xl, 5, 1e-4, 0.75, 2.0, 2)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(ref, out, rtol=1e-12, atol=1e-12)
+        (g_ref,) = torch.autograd.grad(ref.square().sum(), xc)
+        (g,) = torch.autograd.grad(out.square().sum(), xl)
+        assert torch.allclose(g_ref, g, rtol=1e-10, atol=1e-12)
+
+
+def test_grouped_conv_split_path_equals_groups():
+    from alexnet_cli.model import grouped_conv
+
+    torch.manual_seed(2)
+    conv = torch.nn.Conv2d(8, 6, 3, padding=1, groups=2).double()
+    x = torch.randn(2, 8, 7, 7, dtype=torch.float64)
+    assert torch.allclose(grouped_conv(conv, x, split=True), conv(x), atol=1e-12)
+    assert torch.equal(grouped_conv(conv, x, split=False), conv(x))

@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from alexnet_cli import __version__
-from alexnet_cli.cli import summary
+from alexnet_cli.cli import demo, eval as eval_cmd, features, kernels, neighbors, pca, predict, prep, summary, train
 from alexnet_cli.cli.common import err_console
 from alexnet_cli.errors import AlexnetError
 
@@ -76,7 +76,17 @@ def root(
     ctx.meta["alexnet.debug"] = debug
 
 
+# In the order of the pipeline: data, network, training, evaluation, looking inside.
+app.command("demo")(demo.demo)
+app.command("prep")(prep.prep)
+app.command("pca")(pca.pca)
 app.command("summary")(summary.summary)
+app.command("train")(train.train)
+app.command("eval")(eval_cmd.eval_cmd)
+app.command("predict")(predict.predict_cmd)
+app.command("kernels")(kernels.kernels)
+app.command("features")(features.features)
+app.command("neighbors")(neighbors.neighbors)
 
 
 def main() -> None:

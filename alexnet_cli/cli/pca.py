@@ -1,0 +1,48 @@
+"""`alexnet pca DATA`: eigenvalues and eigenvectors of the training pixels' RGB covariance
+(paper section 4.1; library: alexnet_cli.pca)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from alexnet_cli.cli.common import DeviceOpt, ExistingDir, JsonOpt, console, print_json, reporter
+from alexnet_cli.evaluate import resolve_device
+from alexnet_cli.pca import PcaStats, compute_pca, write_pca
+
+
+def pca(
+    data: ExistingDir,
+    sample: Annotated[Optional[int], typer.Option("--sample", help="Use N training images picked deterministically (default: all).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the --sample subset.")] = 0,
+    device: DeviceOpt = "",
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Reader threads (default: from the core count).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compute the PCA of all training RGB pixels (0-255) and write DATA/pca.json."""
+    if sample is not None and sample < 1:
+        raise typer.BadParameter("must be positive", param_hint="--sample")
+    stats = compute_pca(data, progress=reporter(), sample=sample, seed=seed, device=resolve_device(device),
+                        workers=workers)
+    path = write_pca(data, stats)
+    if json_out:
+        print_json({"path": str(path), "eigenvalues": stats.eigenvalues.tolist(),
+                    "eigenvectors": stats.eigenvectors.tolist(), "scale": "0-255",
+                    "mean_rgb": stats.mean_rgb.tolist(), "pixels": stats.pixels, "images": stats.images})
+        return
+    _print(stats, str(path))
+
+
+def _print(stats: PcaStats, path: str) -> None:
+    table = Table(title=f"PCA of {stats.pixels:,} training pixels ({stats.images:,} images), 0-255 units",
+                  title_justify="left")
+    for col in ("i", "eigenvalue", "std (grey levels)", "eigenvector (R, G, B)"):
+        table.add_column(col, justify="left" if col.startswith("eigenvector") else "right")
+    for i, (value, vector) in enumerate(zip(stats.eigenvalues, stats.eigenvectors.T), start=1):
+        table.add_row(str(i), f"{value:,.2f}", f"{np.sqrt(value):.2f}",
+                      "(" + ", ".join(f"{v:+.4f}" for v in vector) + ")")
+    console.print(table)
+    console.print(f"written to {path}", highlight=False)

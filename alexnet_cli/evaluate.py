@@ -1,0 +1,306 @@
+"""`alexnet eval`: top-1 / top-5 error of one model or an ensemble (paper sections 4.1 and 7).
+
+At test time the network sees either the centre 224x224 crop of (image - mean image) or
+the paper's ten crops (four corners, centre, and their mirrors); its softmax outputs are
+averaged over the crops and, for an ensemble ("5 CNNs", section 7), over the models too.
+
+Two levels:
+- `evaluate_models(members, loader, ...)`: models already in memory over a ShardLoader;
+  the trainer's per-epoch validation calls `evaluate_model` (one member). Counting stays on
+  the device; one host sync at the end. When the loader is one rank of several, the counts
+  are all-reduced so that the whole split is covered exactly once.
+- `evaluate(checkpoints, data_dir, ...)`: the command: loads checkpoints, checks that their
+  classes are the data's, builds the loader, returns an `EvalResult`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from alexnet_cli.augment import test_crops
+from alexnet_cli.checkpoint import LoadedModel, load_model
+from alexnet_cli.errors import AlexnetError, CheckpointError, DataError
+from alexnet_cli.loader import ShardLoader
+from alexnet_cli.metrics import TOP_K, TopKCounts, TopKMeter
+from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.shards import read_manifest, read_mean_image, read_split_index
+
+CROPS = (1, 10)  # paper 4.1: the centre crop, or the four corners + centre and their mirrors
+
+
+@dataclass
+class Member:
+    """One model of an ensemble with the preprocessing it was trained with."""
+
+    model: nn.Module
+    mean_image: torch.Tensor    # float32 (256, 256, 3), 0-255 units
+    mean_crop: str = "crop"      # "crop": crop of (image - mean); "center": the code's centre mean
+
+
+@dataclass
+class Predictions:
+    """Each image's top-k classes and averaged softmax probabilities, in the split's order."""
+
+    indices: np.ndarray   # (N,) int64, position of the image in the split
+    labels: np.ndarray    # (N,) int64, true class
+    top: np.ndarray       # (N, k) int64, class indices, most probable first
+    probs: np.ndarray     # (N, k) float32
+
+
+@dataclass
+class EvalResult:
+    top1_error: float             # fractions in [0, 1]; the table prints percent
+    top5_error: float
+    n: int
+    crops: int
+    counts: TopKCounts            # per-class images and hits
+    predictions: Predictions | None = None
+    classes: list[str] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+    split: str = "val"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"top1_error": self.top1_error, "top5_error": self.top5_error, "n": self.n,
+                "crops": self.crops, "k": self.counts.k, "split": self.split,
+                "checkpoints": self.checkpoints, "models": len(self.checkpoints)}
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """`device`, or cuda when available else cpu; a clear error for an unusable name."""
+    if device is None or device == "":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise AlexnetError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AlexnetError(f"device {device!r} asked for, but CUDA is not available here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise AlexnetError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return dev
+
+
+def check_crops(crops: int) -> int:
+    if crops not in CROPS:
+        raise AlexnetError(f"--crops must be 1 (centre crop) or 10 (the paper's ten crops), got {crops}")
+    return crops
+
+
+@torch.no_grad()
+def average_softmax(members: Sequence[Member], images: torch.Tensor, *, crops: int = 1,
+                    bf16: bool = True) -> torch.Tensor:
+    """Softmax averaged over `crops` test crops and over the members: uint8 (B, 256, 256, 3)
+    -> float32 (B, C). Each member sees crops of its own mean-subtracted image."""
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and images.is_cuda)
+    total = None
+    for m in members:
+        for x in test_crops(images, m.mean_image, crops, mean_crop=m.mean_crop):  # (B, 3, 224, 224)
+            with autocast:
+                logits = m.model(x)                                    # (B, C)
+            p = logits.float().softmax(dim=1)
+            total = p if total is None else total.add_(p)
+    return total / (crops * len(members))
+
+
+@torch.no_grad()
+def evaluate_models(members: Sequence[Member], loader: ShardLoader, *, crops: int = 1, bf16: bool = True,
+                    keep_predictions: bool = False, k: int = TOP_K, num_classes: int | None = None,
+                    progress: Reporter = NullReporter()) -> EvalResult:
+    """Top-1 / top-k error of the averaged softmax of `members` over every batch of `loader`.
+
+    The loader should be unshuffled with drop_last=False. If it is one rank of a
+    torch.distributed group (loader.world_size > 1), every rank must call this; counts
+    (and predictions, if kept) are combined so each rank returns the whole split's result.
+    `num_classes` defaults to the models' fc8 width (needed up front so that a rank with no
+    batch still joins the all-reduce).
+    """
+    check_crops(crops)
+    if not members:
+        raise AlexnetError("no model to evaluate")
+    device = torch.device(getattr(loader, "device", "cpu"))
+    if num_classes is None and hasattr(members[0].model, "fc8"):
+        num_classes = members[0].model.fc8.out_features
+    meter = None if num_classes is None else TopKMeter(num_classes, device, k)
+    kept: list[tuple[torch.Tensor, ...]] = []
+    was_training = [m.model.training for m in members]
+    members = [Member(m.model.eval(), m.mean_image.to(device, torch.float32), m.mean_crop) for m in members]
+    try:
+        with progress.task(f"eval {crops}-crop", total=loader.num_images, unit="img") as task:
+            for batch in loader.epoch(0):
+                probs = average_softmax(members, batch.images, crops=crops, bf16=bf16)  # (B, C)
+                if meter is None:
+                    meter = TopKMeter(probs.shape[1], device, k)
+                meter.update(probs, batch.labels)
+                if keep_predictions:
+                    top = probs.topk(meter.k, dim=1)
+                    kept.append((batch.indices, batch.labels, top.indices, top.values))
+                task.advance(len(batch.labels))
+    finally:
+        for m, training in zip(members, was_training):
+            m.model.train(training)
+    if meter is None:
+        raise DataError("the split holds no images to evaluate")
+    if getattr(loader, "world_size", 1) > 1:
+        meter.all_reduce()
+    counts = meter.result()                                            # the one host sync
+    if counts.total == 0:
+        raise DataError("the split holds no images to evaluate")
+    predictions = _gather_predictions(kept, meter.k, getattr(loader, "world_size", 1)) if keep_predictions else None
+    return EvalResult(top1_error=counts.top1_error, top5_error=counts.topk_error, n=counts.total,
+                      crops=crops, counts=counts, predictions=predictions)
+
+
+def evaluate_model(model: nn.Module, loader: ShardLoader, mean_image: torch.Tensor, *, crops: int = 1,
+                   mean_crop: str = "crop", bf16: bool = True, keep_predictions: bool = False,
+                   num_classes: int | None = None, progress: Reporter = NullReporter()) -> EvalResult:
+    """One model in memory (the trainer's per-epoch validation): see `evaluate_models`."""
+    return evaluate_models([Member(model, mean_image, mean_crop)], loader, crops=crops, bf16=bf16,
+                           keep_predictions=keep_predictions, num_classes=num_classes, progress=progress)
+
+
+def _gather_predictions(kept: list[tuple[torch.Tensor, ...]], k: int, world_size: int) -> Predictions:
+    if kept:
+        parts = [torch.cat(col).cpu().numpy() for col in zip(*kept)]
+    else:
+        parts = [np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, k), np.int64),
+                 np.zeros((0, k), np.float32)]
+    if world_size > 1 and dist.is_available() and dist.is_initialized():
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, parts)
+        parts = [np.concatenate(col) for col in zip(*gathered)]
+    indices, labels, top, probs = parts
+    order = np.argsort(indices, kind="stable")
+    return Predictions(indices[order].astype(np.int64), labels[order].astype(np.int64),
+                       top[order].astype(np.int64), probs[order].astype(np.float32))
+
+
+def check_classes(loaded: LoadedModel, classes: list[str], data_dir: Path) -> None:
+    """The checkpoint must predict the data's classes in the data's order, or the error is
+    meaningless. A bare state_dict (no class list) only has to match in number."""
+    mine = loaded.classes
+    bare = mine == [str(i) for i in range(len(mine))] and not loaded.config
+    if len(mine) != len(classes):
+        raise CheckpointError(f"{loaded.path}: predicts {len(mine)} classes but {data_dir} has {len(classes)}; "
+                              "evaluate a checkpoint on the data it was trained for")
+    if bare or mine == classes:
+        return
+    if sorted(mine) == sorted(classes):
+        i = next(i for i, (a, b) in enumerate(zip(mine, classes)) if a != b)
+        raise CheckpointError(f"{loaded.path}: has the data's classes in another order (class {i} is {mine[i]} "
+                              f"in the checkpoint, {classes[i]} in {data_dir})")
+    missing = [c for c in classes if c not in set(mine)]
+    raise CheckpointError(f"{loaded.path}: its classes are not those of {data_dir} ({len(missing)} of the "
+                          f"data's classes unknown to it, e.g. {', '.join(missing[:3])})")
+
+
+def load_members(checkpoints: Sequence[Path], data_dir: Path, classes: list[str],
+                 device: torch.device) -> list[Member]:
+    """Load each checkpoint on `device`, check its classes; a bare state_dict borrows the data's
+    mean image (it carries none)."""
+    members = []
+    for path in checkpoints:
+        loaded = load_model(path, device)
+        check_classes(loaded, classes, data_dir)
+        mean = loaded.mean_image
+        if mean is None:
+            mean = torch.from_numpy(np.asarray(read_mean_image(data_dir), dtype=np.float32))
+        if tuple(mean.shape) != (256, 256, 3):
+            raise CheckpointError(f"{path}: mean_image has shape {tuple(mean.shape)}, expected (256, 256, 3)")
+        mean_crop = (loaded.config.get("train") or {}).get("mean_crop", "crop")
+        members.append(Member(loaded.model, mean.to(device), mean_crop))
+    return members
+
+
+def evaluate(checkpoints: Sequence[Path], data_dir: Path, *, split: str = "val", crops: int = 1,
+             batch_size: int = 128, device: str | torch.device | None = None, bf16: bool = True,
+             keep_predictions: bool = False, rank: int = 0, world_size: int = 1, workers: int | None = None,
+             progress: Reporter = NullReporter()) -> EvalResult:
+    """Top-1 / top-5 error of the checkpoints' (ensemble's) averaged softmax on `split` of a
+    prepared data folder, with 1 or 10 crops per image."""
+    check_crops(crops)
+    if batch_size < 1:
+        raise AlexnetError(f"--batch-size must be positive, got {batch_size}")
+    if not checkpoints:
+        raise AlexnetError("give at least one checkpoint")
+    dev = resolve_device(device)
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    manifest.split(split)                                  # a clear error naming the splits there are
+    members = load_members(checkpoints, data_dir, manifest.classes, dev)
+    loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False, rank=rank,
+                         world_size=world_size, device=dev, workers=workers)
+    result = evaluate_models(members, loader, crops=crops, bf16=bf16, keep_predictions=keep_predictions,
+                             progress=progress)
+    result.classes, result.class_names = list(manifest.classes), list(manifest.class_names)
+    result.checkpoints, result.split = [str(p) for p in checkpoints], split
+    return result
+
+
+def write_per_class(result: EvalResult, path: str | Path) -> Path:
+    """CSV, one row per class: index, wnid, name, images, top-1 and top-k error (fractions)."""
+    path = Path(path)
+    top1, topk = result.counts.class_errors()
+    k = result.counts.k
+    rows = [[i, wnid, name, int(result.counts.n[i]), _fmt(top1[i]), _fmt(topk[i])]
+            for i, (wnid, name) in enumerate(zip(result.classes, result.class_names))]
+    return _write_csv(path, ["index", "class", "name", "n", "top1_error", f"top{k}_error"], rows)
+
+
+def write_predictions(result: EvalResult, path: str | Path, data_dir: str | Path) -> Path:
+    """Each image's top-k classes and probabilities: JSON Lines for *.jsonl / *.json, else CSV."""
+    if result.predictions is None:
+        raise AlexnetError("no predictions kept: evaluate with keep_predictions=True")
+    path, p = Path(path), result.predictions
+    paths, _ = read_split_index(data_dir, result.split)
+    names = result.classes
+    if path.suffix.lower() in (".jsonl", ".json"):
+        lines = [json.dumps({"index": int(p.indices[i]), "path": paths[p.indices[i]], "label": names[p.labels[i]],
+                             "top": [{"class": names[c], "index": int(c), "prob": round(float(q), 6)}
+                                     for c, q in zip(p.top[i], p.probs[i])]}) + "\n"
+                 for i in range(len(p.indices))]
+        _ensure_parent(path)
+        try:
+            path.write_text("".join(lines), encoding="utf-8")
+        except OSError as exc:
+            raise AlexnetError(f"{path}: cannot write ({exc})") from None
+        return path
+    k = p.top.shape[1]
+    header = ["index", "path", "label"] + [f"{x}{j}" for j in range(1, k + 1) for x in ("class", "prob")]
+    rows = [[int(p.indices[i]), paths[p.indices[i]], names[p.labels[i]]]
+            + [v for c, q in zip(p.top[i], p.probs[i]) for v in (names[c], f"{q:.6f}")]
+            for i in range(len(p.indices))]
+    return _write_csv(path, header, rows)
+
+
+def _fmt(x: float) -> str:
+    return "" if np.isnan(x) else f"{x:.6f}"
+
+
+def _ensure_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AlexnetError(f"{path}: cannot create its folder ({exc})") from None
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
+    _ensure_parent(path)
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+    except OSError as exc:
+        raise AlexnetError(f"{path}: cannot write ({exc})") from None
+    return path

@@ -1,0 +1,274 @@
+"""Finding the images and labels of an ImageNet copy, whatever its layout (SPEC.md "Data").
+
+Supported, found automatically (flags may point at the label files instead):
+
+- training images as `train/<wnid>/*` (any file names, sub-folders allowed);
+- validation as `val/<wnid>/*`, or flat `val/*` labelled by
+  - Kaggle's `LOC_val_solution.csv` (ImageId -> first wnid of PredictionString), or
+  - the devkit's `ILSVRC2012_validation_ground_truth.txt` (one 1-based ILSVRC2012_ID per
+    line, for val files 1, 2, ...) with `meta.mat` mapping ILSVRC2012_ID -> wnid (read by
+    alexnet_cli.matfile, v5 or v7.3), or `--val-synsets FILE`: one wnid per line in
+    ILSVRC2012_ID order (line 1 is ID 1), for when meta.mat is not at hand;
+- all of the above under Kaggle's nested root `ILSVRC/Data/CLS-LOC/`, with the CSVs beside
+  `ILSVRC/` (or anywhere between SRC and the image folders).
+
+Classes are the sorted wnids of `train/` (of the labelled validation images if there is no
+`train/`): class index = position in that order (torchvision's convention). Readable names
+come from `LOC_synset_mapping.txt`, meta.mat's `words` or the --val-synsets file.
+
+Files that cannot be given a label are returned in `Layout.unlabeled` with the reason;
+`prep` reports them as skipped, so every source file is accounted for.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alexnet_cli.errors import DataError
+from alexnet_cli.matfile import read_synsets
+
+SPLITS = ("train", "val")
+LOC_SOLUTION = "LOC_val_solution.csv"
+LOC_MAPPING = "LOC_synset_mapping.txt"
+DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
+DEVKIT_META = "meta.mat"
+NESTED_ROOTS = ("ILSVRC/Data/CLS-LOC", "Data/CLS-LOC", "CLS-LOC")
+_DEVKIT_SUBDIRS = (".", "data", "ILSVRC2012_devkit_t12/data", "ILSVRC2012_devkit_t12", "devkit/data")
+_VAL_NUMBER = re.compile(r"ILSVRC20\d\d_val_0*(\d+)")
+
+EXPECTED = ("expected train/<wnid>/*.JPEG and/or val/ (val/<wnid>/*.JPEG, or flat val/*.JPEG with "
+            f"{LOC_SOLUTION} or the devkit's {DEVKIT_TRUTH} + {DEVKIT_META}), directly in SRC or under "
+            "Kaggle's ILSVRC/Data/CLS-LOC/")
+
+
+@dataclass
+class LabelFiles:
+    """Optional paths that override the automatic search (the `prep` flags)."""
+
+    val_labels: Path | None = None        # LOC_val_solution.csv or the devkit's ground-truth .txt
+    synset_mapping: Path | None = None    # LOC_synset_mapping.txt: "wnid name" per line (names only)
+    devkit_meta: Path | None = None       # the devkit's meta.mat
+    val_synsets: Path | None = None       # one wnid per line in ILSVRC2012_ID order
+
+
+@dataclass
+class Layout:
+    name: str                                           # e.g. "train folders, val LOC csv"
+    source: Path                                        # SRC as given
+    image_root: Path                                    # the folder holding train/ and val/
+    classes: list[str]                                  # sorted wnids
+    class_names: dict[str, str]
+    splits: dict[str, list[tuple[str, str]]]            # split -> sorted [(path relative to SRC, wnid)]
+    unlabeled: dict[str, list[dict]] = field(default_factory=dict)  # split -> [{"path", "reason"}]
+
+
+def find_layout(src: str | Path, splits: list[str] | None = None, labels: LabelFiles | None = None) -> Layout:
+    """Find the images, labels and classes of the ImageNet copy at `src`."""
+    src = Path(src)
+    labels = labels or LabelFiles()
+    if not src.is_dir():
+        raise DataError(f"{src}: not a folder")
+    image_root = _image_root(src)
+    if image_root is None:
+        raise DataError(f"{src}: no ImageNet layout found: {EXPECTED}")
+    present = [s for s in SPLITS if (image_root / s).is_dir()]
+    wanted = list(splits) if splits else present
+    for s in wanted:
+        if s not in SPLITS:
+            raise DataError(f"unknown split '{s}' (splits: {', '.join(SPLITS)})")
+        if s not in present:
+            raise DataError(f"{image_root}: no {s}/ folder (found: {', '.join(present) or 'none'}); {EXPECTED}")
+    search = _search_dirs(src, image_root)
+    names = _read_mapping(labels.synset_mapping or _find(search, LOC_MAPPING))
+    classes = _class_dirs(image_root / "train") if "train" in present else []
+    out = Layout(name="", source=src, image_root=image_root, classes=classes, class_names=names, splits={})
+    kinds = []
+    for s in wanted:
+        entries, unlabeled, kind = _list_split(src, image_root / s, s, search, labels, names)
+        out.splits[s], out.unlabeled[s] = entries, unlabeled
+        kinds.append(f"{s} {kind}")
+    if not out.classes:
+        out.classes = sorted({w for entries in out.splits.values() for _, w in entries})
+    if not out.classes:
+        raise DataError(f"{src}: found no class folders and no labelled images; {EXPECTED}")
+    _drop_unknown_classes(out)
+    nested = image_root != src
+    out.name = ("kaggle root " if nested else "") + ", ".join(kinds)
+    out.class_names = {w: out.class_names.get(w, w) for w in out.classes}
+    return out
+
+
+def _image_root(src: Path) -> Path | None:
+    for rel in (".", *NESTED_ROOTS):
+        root = src / rel
+        if any((root / s).is_dir() for s in SPLITS):
+            return src if rel == "." else root
+    return None
+
+
+def _search_dirs(src: Path, image_root: Path) -> list[Path]:
+    """Where label files may sit: SRC, the image root and every folder between them."""
+    dirs = [src]
+    for part in image_root.relative_to(src).parts:
+        dirs.append(dirs[-1] / part)
+    return dirs
+
+
+def _find(search: list[Path], name: str) -> Path | None:
+    for d in search:
+        for sub in _DEVKIT_SUBDIRS:
+            p = d / sub / name
+            if p.is_file():
+                return p
+    return None
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def _walk_files(folder: Path) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        files.extend(Path(dirpath) / f for f in filenames)
+    return files
+
+
+def _rel(src: Path, path: Path) -> str:
+    return os.path.relpath(path, src).replace(os.sep, "/")
+
+
+def _list_split(src: Path, folder: Path, split: str, search: list[Path], labels: LabelFiles,
+                names: dict[str, str]) -> tuple[list[tuple[str, str]], list[dict], str]:
+    """The labelled files of one split, the unlabeled ones with a reason, and the kind of layout."""
+    subdirs = _class_dirs(folder)
+    top = sorted(e.name for e in os.scandir(folder) if e.is_file())
+    if split == "train" or subdirs:
+        entries = [(_rel(src, p), w) for w in subdirs for p in _walk_files(folder / w)]
+        unlabeled = [{"path": _rel(src, folder / f), "reason": "not inside a class folder"} for f in top]
+        return sorted(entries), unlabeled, "folders"
+    label_of, kind = _flat_val_labels(search, labels, names)
+    entries, unlabeled = [], []
+    for f in top:
+        wnid = label_of(f)
+        if wnid is None:
+            unlabeled.append({"path": _rel(src, folder / f), "reason": f"no label for it in the {kind}"})
+        else:
+            entries.append((_rel(src, folder / f), wnid))
+    return sorted(entries), unlabeled, kind
+
+
+def _flat_val_labels(search: list[Path], labels: LabelFiles, names: dict[str, str]):
+    """A function file name -> wnid (or None) for a flat val/ folder, and the source's name."""
+    given = labels.val_labels
+    if given is not None:
+        if not given.is_file():
+            raise DataError(f"{given}: no such label file")
+        kind = "LOC csv" if _looks_like_loc(given) else "devkit ground truth"
+        path = given
+    elif (path := _find(search, LOC_SOLUTION)) is not None:
+        kind = "LOC csv"
+    elif (path := _find(search, DEVKIT_TRUTH)) is not None:
+        kind = "devkit ground truth"
+    else:
+        raise DataError(f"val/ is flat (no class folders) and no labels were found: put {LOC_SOLUTION} "
+                        f"or the devkit's {DEVKIT_TRUTH} (+ {DEVKIT_META}) beside it, or pass --val-labels FILE")
+    if kind == "LOC csv":
+        by_id = _read_loc_solution(path)
+        return (lambda f: by_id.get(Path(f).stem)), f"LOC csv ({path.name})"
+    truth = _read_ground_truth(path)
+    id_to_wnid = _devkit_synsets(path, search, labels, names)
+    def label(f: str) -> str | None:
+        m = _VAL_NUMBER.search(f)
+        if not m:
+            return None
+        n = int(m.group(1))
+        if not 1 <= n <= len(truth):
+            return None
+        return id_to_wnid.get(truth[n - 1])
+
+    return label, f"devkit ground truth ({path.name})"
+
+
+def _looks_like_loc(path: Path) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return "," in f.readline()
+
+
+def _read_loc_solution(path: Path) -> dict[str, str]:
+    out = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.reader(f):
+            if len(row) < 2 or row[0] == "ImageId" or not row[1].split():
+                continue
+            out[row[0].strip()] = row[1].split()[0]
+    if not out:
+        raise DataError(f"{path}: no labels in it (expected rows 'ImageId,wnid x y x y ...')")
+    return out
+
+
+def _read_ground_truth(path: Path) -> list[int]:
+    try:
+        return [int(line) for line in path.read_text().split()]
+    except ValueError:
+        raise DataError(f"{path}: expected one integer ILSVRC2012_ID per line") from None
+
+
+def _devkit_synsets(truth: Path, search: list[Path], labels: LabelFiles, names: dict[str, str]) -> dict[int, str]:
+    """ILSVRC2012_ID -> wnid, from --val-synsets or meta.mat; also fills `names`."""
+    if labels.val_synsets is not None:
+        ids = {}
+        for i, line in enumerate(labels.val_synsets.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                wnid, _, name = line.strip().partition(" ")
+                ids[i] = wnid
+                if name.strip():
+                    names.setdefault(wnid, name.strip())
+        return ids
+    meta = labels.devkit_meta or _find([truth.parent, *search], DEVKIT_META)
+    if meta is None:
+        raise DataError(f"{truth.name} needs the devkit's {DEVKIT_META} to map ILSVRC2012_IDs to wnids: pass "
+                        "--devkit-meta FILE, or --val-synsets FILE (one wnid per line in ILSVRC2012_ID order)")
+    ids = {}
+    for s in read_synsets(meta):
+        try:
+            sid, wnid = int(s["ILSVRC2012_ID"]), str(s["WNID"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{meta}: synsets lack ILSVRC2012_ID/WNID; use --val-synsets FILE") from None
+        ids[sid] = wnid
+        if isinstance(s.get("words"), str) and s["words"]:
+            names.setdefault(wnid, s["words"])
+    return ids
+
+
+def _read_mapping(path: Path | None) -> dict[str, str]:
+    """LOC_synset_mapping.txt: "n01440764 tench, Tinca tinca" per line -> {wnid: name}."""
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise DataError(f"{path}: no such synset mapping file")
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        wnid, _, name = line.strip().partition(" ")
+        if wnid:
+            out[wnid] = name.strip() or wnid
+    return out
+
+
+def _drop_unknown_classes(layout: Layout) -> None:
+    """Validation images whose wnid has no training folder cannot be scored: skip them."""
+    known = set(layout.classes)
+    for s, entries in layout.splits.items():
+        bad = [(p, w) for p, w in entries if w not in known]
+        if bad:
+            if len(bad) == len(entries):
+                raise DataError(f"none of the {s} labels ({bad[0][1]}, ...) is a class of train/: wrong label "
+                                "files? (for the devkit, check meta.mat or --val-synsets)")
+            layout.splits[s] = [(p, w) for p, w in entries if w in known]
+            layout.unlabeled[s] += [{"path": p, "reason": f"class {w} is not among the training classes"}
+                                    for p, w in bad]

@@ -1,0 +1,293 @@
+"""The shard loader: batches of uint8 images for training and evaluation, read from the
+HDF5 shards of `alexnet prep` (schema in shards.py) and handed over on the device.
+
+The order of an epoch is a pure function of (seed, epoch), whatever the number of workers:
+
+1. the split's blocks (runs of `block_size` images, the HDF5 chunks) are permuted;
+2. the resulting stream is cut into windows of `buffer_blocks` blocks' worth of images and
+   each window is permuted, so that a batch mixes images from many blocks (prep already
+   stores the training split in a hashed, class-mixed order);
+3. with `world_size` > 1, rank r takes the r-th contiguous slice of that stream: the ranks
+   are disjoint and together cover every image (with drop_last they all get the same number
+   of batches, as DistributedDataParallel needs);
+4. batches are consecutive runs of `batch_size` images of the rank's slice, so
+   `epoch(e, start_batch=k)` resumes exactly where batch k of a full epoch begins.
+
+`shuffle=False` skips 1 and 2: the split's global order (that of `read_split_index`).
+
+Workers are threads: raw shards are read with positional reads of the (unfiltered) HDF5
+chunks, which release the GIL; JPEG shards are decoded by PIL, which releases it too. A
+producer thread keeps a queue of a few finished batches in pinned memory, so the consumer
+does not wait; copies to CUDA are non_blocking. Data stays uint8 until it is on the device.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator
+
+import h5py
+import numpy as np
+import torch
+
+from alexnet_cli.errors import DataError
+from alexnet_cli.shards import (IMAGE_SHAPE, Manifest, check_shard_file, open_shard, read_images, read_labels,
+                                read_manifest, verify_shards)
+
+IMAGE_BYTES = int(np.prod(IMAGE_SHAPE))
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor    # uint8 (B, 256, 256, 3) RGB, on the loader's device
+    labels: torch.Tensor    # int64 (B,), on the device
+    indices: torch.Tensor   # int64 (B,), global position of each image in the split
+
+
+def default_workers() -> int:
+    """Reader threads: enough to overlap I/O and JPEG decoding, leaving cores to the trainer."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+class _ShardReader:
+    """Reads runs of images of one split's shards: raw by chunk offsets, jpeg through h5py."""
+
+    def __init__(self, manifest: Manifest, names: list[str]):
+        self.manifest, self.names = manifest, names
+        self.paths = [check_shard_file(manifest, n) for n in names]
+        self.labels, self.chunks, self.counts = [], [], []     # chunks: (rows per chunk, file offsets) or None
+        for name in names:
+            with open_shard(manifest, name) as f:
+                labels = read_labels(f)
+                self.labels.append(labels)
+                self.counts.append(len(labels))
+                self.chunks.append(_chunk_offsets(f) if manifest.format == "raw" else None)
+        self.block = manifest.block_size
+
+    def read(self, shard: int, start: int, stop: int, out: np.ndarray, rows: np.ndarray) -> None:
+        """Images start..stop of shard `shard`: image start + j goes to out[rows[j]], or
+        nowhere if rows[j] < 0. Raw shards: one scatter read (preadv) per chunk touched."""
+        chunks = self.chunks[shard]
+        if chunks is None:
+            with open_shard(self.manifest, self.names[shard]) as f:
+                read_images(f, start, stop, out, rows)
+            return
+        rows_per_chunk, offsets = chunks
+        path = self.paths[shard]
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise DataError(f"shard {path} cannot be opened ({exc}): run `alexnet prep` again") from None
+        scratch = None
+        try:
+            i = start
+            while i < stop:
+                c, within = divmod(i, rows_per_chunk)
+                n = min(stop, (c + 1) * rows_per_chunk) - i
+                views = []
+                for r in rows[i - start:i - start + n]:
+                    if r < 0:  # not wanted (another rank's, or before a resume point)
+                        scratch = scratch if scratch is not None else np.empty(IMAGE_BYTES, np.uint8)
+                        views.append(memoryview(scratch))
+                    else:
+                        views.append(memoryview(out[r].reshape(-1)))
+                if os.preadv(fd, views, offsets[c] + within * IMAGE_BYTES) != n * IMAGE_BYTES:
+                    raise DataError(f"shard {path} is truncated (images {i}..{i + n} are missing): "
+                                    "run `alexnet prep` again")
+                i += n
+        finally:
+            os.close(fd)
+
+
+def _chunk_offsets(f: h5py.File) -> tuple[int, list[int]] | None:
+    """(images per chunk, file offset of each chunk) of a raw shard's unfiltered images, or
+    None if they are filtered (then h5py reads them)."""
+    d = f["images"]
+    if d.chunks is None or d.compression or d.fletcher32 or d.shuffle or d.scaleoffset:
+        return None
+    try:
+        infos = [d.id.get_chunk_info(i) for i in range(d.id.get_num_chunks())]
+    except (AttributeError, OSError, RuntimeError):
+        return None
+    by_row = {info.chunk_offset[0]: info.byte_offset for info in infos if info.filter_mask == 0}
+    rows = range(0, d.shape[0], d.chunks[0])
+    if any(r not in by_row for r in rows):
+        return None
+    return d.chunks[0], [by_row[r] for r in rows]
+
+
+class ShardLoader:
+    """Batches of one split, in an order fixed by (seed, epoch); see the module doc.
+
+    Every shard's size is checked against the manifest when the loader is made (a truncated
+    shard is named at once); `verify=True` also checks every shard's sha256 (a full read).
+    `Batch.indices` stay on the CPU (they index `read_split_index`'s lists)."""
+
+    def __init__(self, data_dir, split: str, batch_size: int, *, shuffle: bool, seed: int = 0,
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                 device: str | torch.device = "cpu", workers: int | None = None,
+                 buffer_blocks: int = 8, prefetch: int = 4, verify: bool = False):
+        if batch_size < 1:
+            raise DataError(f"batch size must be positive, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} is not in 0..{world_size - 1}")
+        self.manifest = read_manifest(data_dir)
+        if verify:  # a full read of every shard: sha256 against the manifest
+            bad = verify_shards(data_dir, split)
+            if bad:
+                raise DataError(f"shard(s) {', '.join(bad)} of {data_dir} do not match the sha256 in its manifest "
+                                "(damaged): run `alexnet prep` again")
+        self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
+        self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
+        self.device = torch.device(device)
+        self.workers = workers or default_workers()
+        self.prefetch = max(1, prefetch)
+        self.reader = _ShardReader(self.manifest, self.manifest.split(split).shards)
+        self.labels = np.concatenate(self.reader.labels) if self.reader.labels else np.zeros(0, np.int64)
+        self.starts = np.cumsum([0, *self.reader.counts])                   # global index of each shard's first image
+        block = self.reader.block
+        self.blocks = [(k, s, min(s + block, c)) for k, c in enumerate(self.reader.counts) for s in range(0, c, block)]
+        self.window = max(1, buffer_blocks) * block                          # images per shuffle window
+        total = len(self.labels)
+        self.lo = rank * total // world_size                                 # this rank's slice of the stream
+        hi = (rank + 1) * total // world_size
+        if drop_last:
+            hi = self.lo + (total // world_size) // batch_size * batch_size  # equal on every rank
+        self.num_images = hi - self.lo
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank."""
+        return -(-self.num_images // self.batch_size)
+
+    # ------------------------------------------------------------------ the order
+
+    def _stream(self, epoch: int) -> tuple[list[tuple[int, int, int]], np.ndarray]:
+        """The epoch's blocks in stream order and the stream position where each begins."""
+        blocks = self.blocks
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(blocks))
+            blocks = [blocks[i] for i in order]
+        starts = np.cumsum([0, *(b[2] - b[1] for b in blocks)])
+        return blocks, starts
+
+    def _window(self, epoch: int, blocks, starts: np.ndarray, w: int, lo: int, hi: int):
+        """Stream positions lo..hi (inside window w), permuted within the window, as (uint8
+        images, labels, global indices). Each image is read straight into its batch slot."""
+        a, b = w * self.window, min((w + 1) * self.window, int(starts[-1]))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch, w]).permutation(b - a)[lo - a:hi - a]
+        else:
+            order = np.arange(lo - a, hi - a)                               # window-relative positions
+        slot = np.full(b - a, -1, np.int64)
+        slot[order] = np.arange(hi - lo)                                    # where each position goes
+        images = np.empty((hi - lo, *IMAGE_SHAPE), np.uint8)                # (n, 256, 256, 3)
+        index = np.empty(hi - lo, np.int64)
+        pos, k = a, bisect.bisect_right(starts, a) - 1
+        while pos < b:  # the window's blocks (or parts of them), in stream order
+            shard, s, e = blocks[k]
+            s0 = s + (pos - int(starts[k]))
+            n = min(e - s0, b - pos)
+            rows = slot[pos - a:pos - a + n]
+            if (rows >= 0).any():
+                self.reader.read(shard, s0, s0 + n, images, rows)
+                index[rows[rows >= 0]] = np.arange(s0, s0 + n)[rows >= 0] + self.starts[shard]
+            pos, k = pos + n, k + 1
+        return images, self.labels[index], index
+
+    def _windows(self, epoch: int, start: int) -> list[tuple[int, int, int]]:
+        """(window, lo, hi) covering this rank's stream positions from `start` on."""
+        lo, hi = self.lo + start, self.lo + self.num_images
+        out = []
+        for w in range(lo // self.window, -(-hi // self.window)):
+            a, b = max(lo, w * self.window), min(hi, (w + 1) * self.window)
+            if a < b:
+                out.append((w, a, b))
+        return out
+
+    # ------------------------------------------------------------------ the epoch
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        """The batches of `epoch` for this rank, from batch `start_batch` on."""
+        start = min(start_batch * self.batch_size, self.num_images)
+        stop = threading.Event()
+        out: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        producer = threading.Thread(target=self._produce, args=(epoch, start, out, stop), daemon=True,
+                                    name=f"ShardLoader-{self.split}-e{epoch}")
+        producer.start()
+        try:
+            while True:
+                item = out.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                images, labels, index = item
+                yield Batch(images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True),
+                            index)
+        finally:
+            stop.set()
+            while producer.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    out.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+
+    def _produce(self, epoch: int, start: int, out: queue.Queue, stop: threading.Event) -> None:
+        """Producer thread: windows from the worker threads, in order, cut into batches."""
+        try:
+            blocks, starts = self._stream(epoch)
+            pin = self.device.type == "cuda"
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="ShardLoader") as pool:
+                pending: list[Future] = []
+                todo = iter(self._windows(epoch, start))
+                parts, have = [], 0
+                while True:
+                    while len(pending) < self.workers + 1 and (w := next(todo, None)) is not None:
+                        pending.append(pool.submit(self._window, epoch, blocks, starts, *w))
+                    if not pending or stop.is_set():
+                        break
+                    parts.append(pending.pop(0).result())
+                    have += len(parts[-1][1])
+                    while have >= self.batch_size:
+                        parts, have = self._emit(parts, self.batch_size, pin, out, stop), have - self.batch_size
+                for f in pending:
+                    f.cancel()
+                if have and not stop.is_set():
+                    self._emit(parts, have, pin, out, stop)
+            _put(out, None, stop)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            _put(out, exc, stop)
+
+    def _emit(self, parts: list, n: int, pin: bool, out: queue.Queue, stop: threading.Event) -> list:
+        """Put the first n images of `parts` on the queue as one batch; return the rest."""
+        images = torch.empty((n, *IMAGE_SHAPE), dtype=torch.uint8, pin_memory=pin)   # (B, 256, 256, 3)
+        labels = torch.empty(n, dtype=torch.int64, pin_memory=pin)
+        index = torch.empty(n, dtype=torch.int64)
+        i, rest = 0, []
+        for p_images, p_labels, p_index in parts:
+            if i >= n:
+                rest.append((p_images, p_labels, p_index))
+                continue
+            take = min(n - i, len(p_labels))
+            images[i:i + take] = torch.from_numpy(p_images[:take])
+            labels[i:i + take] = torch.from_numpy(p_labels[:take])
+            index[i:i + take] = torch.from_numpy(p_index[:take])
+            if take < len(p_labels):
+                rest.append((p_images[take:], p_labels[take:], p_index[take:]))
+            i += take
+        _put(out, (images, labels, index), stop)
+        return rest
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue

@@ -1,0 +1,150 @@
+"""`alexnet pca`: PCA of the RGB pixel values of the training set (paper section 4.1).
+
+One streaming pass over the training shards (the shard loader, in order) accumulates the
+pixel count, the channel sums and the 3x3 sums of outer products. Each batch's sums are
+exact integers in float64 (products of values <= 255; a batch stays far below 2^53) and are
+added up as Python ints, so the result does not depend on the order, the batch size or the
+device the sums ran on. Covariance = E[x x^T] -
+E[x] E[x]^T in 0-255 units; its eigen-decomposition goes to `pca.json` (CLI.md):
+eigenvalues descending, COLUMN i of eigenvectors is the eigenvector of eigenvalue i.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alexnet_cli.errors import DataError
+from alexnet_cli.loader import ShardLoader
+from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.shards import open_shard, read_images, read_manifest, write_atomic
+
+PCA_FILE = "pca.json"
+
+
+@dataclass
+class PcaStats:
+    eigenvalues: np.ndarray     # (3,) descending, 0-255 units (variances)
+    eigenvectors: np.ndarray    # (3, 3); COLUMN i is the eigenvector of eigenvalues[i]
+    mean_rgb: np.ndarray | None = None   # (3,) the pixel mean the covariance is centred on
+    pixels: int = 0                      # how many pixels it was computed over
+    images: int = 0
+
+
+class PixelMoments:
+    """Exact running sums of pixel values and their outer products."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.s = [0, 0, 0]
+        self.ss = [[0] * 3 for _ in range(3)]
+
+    def add(self, pixels: np.ndarray | torch.Tensor) -> None:
+        """`pixels`: uint8 (..., 3) RGB, a NumPy array or a tensor on any device."""
+        flat = torch.as_tensor(pixels).reshape(-1, 3)                  # (P, 3)
+        for i in range(0, len(flat), 2 ** 24):  # partial sums stay exact integers (< 2^53)
+            x = flat[i:i + 2 ** 24].double()
+            s, ss = x.sum(dim=0).tolist(), (x.T @ x).tolist()          # (3,), (3, 3); a device sync
+            self.n += len(x)
+            for a in range(3):
+                self.s[a] += int(s[a])
+                for b in range(3):
+                    self.ss[a][b] += int(ss[a][b])
+
+    def covariance(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean (3,), covariance (3, 3)) in 0-255 units, population normalisation."""
+        if self.n == 0:
+            raise DataError("no training pixels to compute the PCA over")
+        n = self.n
+        mean = np.array([v / n for v in self.s])
+        # exact integer numerators: n * sum(x_i x_j) - sum(x_i) sum(x_j)
+        cov = np.array([[(n * self.ss[i][j] - self.s[i] * self.s[j]) / (n * n) for j in range(3)]
+                        for i in range(3)])
+        return mean, cov
+
+
+def eigen(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues descending and eigenvectors as columns; each vector's sign is fixed so
+    that its largest-magnitude component is negative (the usual ImageNet convention, p1 ~
+    (-0.57, -0.58, -0.58)), which makes the output deterministic."""
+    values, vectors = np.linalg.eigh(cov)                      # ascending
+    order = np.argsort(values)[::-1]
+    values, vectors = np.clip(values[order], 0.0, None), vectors[:, order]
+    for i in range(3):
+        if vectors[np.argmax(np.abs(vectors[:, i])), i] > 0:
+            vectors[:, i] = -vectors[:, i]
+    return values, vectors
+
+
+def compute_pca(data_dir: str | Path, progress: Reporter = NullReporter(), sample: int | None = None,
+                seed: int = 0, device: str | torch.device = "cpu", workers: int | None = None) -> PcaStats:
+    """PCA of all training pixels, read by the shard loader and summed on `device` (the sums
+    are exact, so every device gives the same result); or of `sample` images picked
+    deterministically by `seed`."""
+    manifest = read_manifest(data_dir)
+    split = manifest.split("train")
+    moments = PixelMoments()
+    if sample:
+        picks = _sample(split.shard_counts, sample, seed)
+        total = sum(len(p) for p in picks)
+        with progress.task("pca", total=total, unit="img") as task:
+            for name, rows in zip(split.shards, picks):
+                with open_shard(manifest, name) as f:
+                    for i in rows:
+                        moments.add(read_images(f, int(i), int(i) + 1))       # (1, 256, 256, 3)
+                        task.advance(1)
+    else:
+        loader = ShardLoader(data_dir, "train", 128, shuffle=False, device=device, workers=workers)
+        total = loader.num_images
+        with progress.task("pca", total=total, unit="img") as task:
+            for batch in loader.epoch(0):
+                moments.add(batch.images)                                      # (B, 256, 256, 3)
+                task.advance(len(batch.images))
+    mean, cov = moments.covariance()
+    values, vectors = eigen(cov)
+    return PcaStats(values, vectors, mean, moments.n, total)
+
+
+def _sample(counts: list[int], sample: int, seed: int) -> list[np.ndarray]:
+    """`sample` distinct images of the split, as sorted indices per shard."""
+    total = sum(counts)
+    chosen = np.sort(np.random.default_rng(seed).choice(total, size=min(sample, total), replace=False))
+    bounds = np.cumsum([0, *counts])
+    return [chosen[(chosen >= bounds[k]) & (chosen < bounds[k + 1])] - bounds[k] for k in range(len(counts))]
+
+
+def write_pca(data_dir: str | Path, stats: PcaStats) -> Path:
+    """Write `pca.json` (CLI.md) atomically; returns its path."""
+    path = Path(data_dir) / PCA_FILE
+    data = {"eigenvalues": [float(v) for v in stats.eigenvalues],
+            "eigenvectors": [[float(v) for v in row] for row in stats.eigenvectors],
+            "scale": "0-255",
+            "columns_are_eigenvectors": True,
+            "mean_rgb": None if stats.mean_rgb is None else [float(v) for v in stats.mean_rgb],
+            "pixels": int(stats.pixels), "images": int(stats.images)}
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    return path
+
+
+def read_pca(data_dir: str | Path) -> PcaStats:
+    """The PCA that `alexnet pca` wrote; DataError if it is missing or malformed."""
+    path = Path(data_dir) / PCA_FILE
+    if not path.is_file():
+        raise DataError(f"{path} not found: run `alexnet pca {Path(data_dir)}` first (or train with --no-pca-aug)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        values = np.asarray(data["eigenvalues"], np.float64)
+        vectors = np.asarray(data["eigenvectors"], np.float64)
+        scale = data.get("scale", "0-255")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is corrupt ({exc}): run `alexnet pca` again") from None
+    if values.shape != (3,) or vectors.shape != (3, 3) or scale != "0-255":
+        raise DataError(f"{path}: expected 3 eigenvalues, a 3x3 eigenvector matrix and scale 0-255: "
+                        "run `alexnet pca` again")
+    mean = data.get("mean_rgb")
+    return PcaStats(values, vectors, None if mean is None else np.asarray(mean, np.float64),
+                    int(data.get("pixels", 0)), int(data.get("images", 0)))

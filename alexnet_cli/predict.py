@@ -1,0 +1,98 @@
+"""`alexnet predict`: the top-k classes of the user's own images (paper section 7.1, figure 4
+left), through exactly the preprocessing of the training data: any image mode to RGB, shorter
+side to 256, the central 256x256 patch (alexnet_cli.images, as `prep`), then the centre crop
+of (image - mean image) or the average softmax of the ten test crops (section 4.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from alexnet_cli.checkpoint import LoadedModel, load_model
+from alexnet_cli.errors import AlexnetError, CheckpointError
+from alexnet_cli.evaluate import Member, average_softmax, check_crops, resolve_device
+from alexnet_cli.figures import grid, hbar_chart, hstack, labeled_tile, save_png
+from alexnet_cli.images import load_image
+from alexnet_cli.shards import read_manifest, read_mean_image
+
+
+@dataclass
+class TopClass:
+    wnid: str
+    name: str
+    index: int
+    prob: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"class": self.wnid, "name": self.name, "index": self.index, "prob": self.prob}
+
+
+@dataclass
+class Prediction:
+    image: str               # the path as given
+    top: list[TopClass]      # most probable first
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image": self.image, "top": [t.to_json() for t in self.top]}
+
+
+def _mean_and_names(loaded: LoadedModel, data_dir: Path | None) -> tuple[torch.Tensor, list[str], list[str]]:
+    """The checkpoint's mean image and class names; a bare state_dict takes both from `data_dir`."""
+    classes, names, mean = loaded.classes, loaded.class_names, loaded.mean_image
+    if data_dir is not None:
+        manifest = read_manifest(data_dir)
+        if len(manifest.classes) != len(classes):
+            raise CheckpointError(f"{loaded.path}: predicts {len(classes)} classes but {data_dir} has "
+                                  f"{len(manifest.classes)}")
+        if not loaded.config:  # a bare state_dict: no names or mean of its own
+            classes, names = list(manifest.classes), list(manifest.class_names)
+        if mean is None:
+            mean = torch.from_numpy(np.asarray(read_mean_image(data_dir), dtype=np.float32))
+    if mean is None:
+        raise CheckpointError(f"{loaded.path}: holds no mean image (a bare state_dict?): pass --data DIR, "
+                              "the prepared data folder it was trained on")
+    return mean, classes, names
+
+
+def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5, crops: int = 1,
+            device: str | torch.device | None = None, bf16: bool = True, data_dir: str | Path | None = None,
+            batch_size: int = 32) -> list[Prediction]:
+    """Top-k classes and probabilities for each image file, in the order given.
+
+    A file that is not a readable image raises DataError naming it, before any work is done.
+    """
+    check_crops(crops)
+    if k < 1:
+        raise AlexnetError(f"--k must be at least 1, got {k}")
+    dev = resolve_device(device)
+    loaded = load_model(checkpoint, dev)
+    mean, classes, names = _mean_and_names(loaded, None if data_dir is None else Path(data_dir))
+    member = Member(loaded.model, mean.to(dev, torch.float32),
+                    (loaded.config.get("train") or {}).get("mean_crop", "crop"))
+    pixels = [load_image(p) for p in images]                          # each uint8 (256, 256, 3)
+    k = min(k, len(classes))
+    out: list[Prediction] = []
+    for start in range(0, len(pixels), batch_size):
+        batch = torch.from_numpy(np.stack(pixels[start:start + batch_size])).to(dev)  # (B, 256, 256, 3)
+        top = average_softmax([member], batch, crops=crops, bf16=bf16).topk(k, dim=1)  # (B, k)
+        for path, idx, prob in zip(images[start:start + batch_size], top.indices.tolist(), top.values.tolist()):
+            out.append(Prediction(str(path), [TopClass(classes[i], names[i], i, p) for i, p in zip(idx, prob)]))
+    return out
+
+
+def draw_predictions(predictions: Sequence[Prediction], out: str | Path, *, cols: int = 2,
+                     thumb: int = 160) -> Path:
+    """The paper's figure 4 (left): each image beside bars for its five most probable classes."""
+    panels = []
+    for pred in predictions:
+        top = pred.top[:5]
+        tile = labeled_tile(load_image(pred.image), Path(pred.image).name, size=thumb)
+        bars = hbar_chart([t.name for t in top], [t.prob for t in top], width=2 * thumb,
+                          bar_height=(thumb - 24) // 5)
+        panels.append(hstack([tile, bars]))
+    return save_png(grid(panels, cols), out)

@@ -1,0 +1,358 @@
+"""`alexnet prep`: an ImageNet tree of JPEGs -> HDF5 shards of 256x256 RGB images, the
+training mean image and manifest.json (paper section 2; the schema is in shards.py).
+
+Every image: any mode to RGB, shorter side to 256, the central 256x256 patch
+(alexnet_cli.images.load_image). Files that cannot be decoded are listed in the manifest's
+`skipped` with the reason; every source file ends up in a shard or there.
+
+Restartable: which image goes into which shard is a pure function of the file list and the
+options (`plan`), each shard is written under a temporary name and renamed when complete,
+and stores its exact pixel sum, so a run killed at any moment and started again reuses the
+finished shards and ends with the same shards, mean and manifest as a clean run. The
+manifest is written last, atomically; a rerun on finished output does nothing.
+
+The training split is stored in a fixed pseudo-random order (by a hash of each path), so
+every block of a shard already mixes classes; the loader shuffles blocks on top of that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import signal
+import time
+import queue
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from alexnet_cli.errors import DataError
+from alexnet_cli.images import SIZE, UnreadableImage, load_image
+from alexnet_cli.layouts import LabelFiles, Layout, find_layout
+from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.shards import (FORMAT_VERSION, FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, abandoned,
+                                ShardInfo, ShardWriter, SplitInfo, decode_jpeg, encode_jpeg, file_sha256,
+                                read_manifest, shard_name, write_atomic, write_manifest)
+
+TASK_IMAGES = 16   # images decoded between two progress reports
+
+
+@dataclass
+class PrepOptions:
+    format: str = "raw"                   # "raw": uint8 pixels, fastest to read; "jpeg": ~10x smaller
+    jpeg_quality: int = 90
+    shard_size: int = 1024                # images per shard file (~200 MB raw)
+    block_size: int = 32                  # images per HDF5 chunk = the loader's unit of reading
+    limit_per_class: int | None = None    # the first N files (sorted) of each class, for subsets
+    splits: list[str] | None = None       # None: every split found
+    workers: int | None = None            # None: all cores
+    labels: LabelFiles = field(default_factory=LabelFiles)
+
+    def check(self) -> None:
+        if self.format not in FORMATS:
+            raise DataError(f"--format must be raw or jpeg, got {self.format!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise DataError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
+        if not 1 <= self.shard_size <= 1_000_000 or self.block_size < 1:
+            raise DataError("--shard-size must be in 1..1,000,000 and --block-size positive")
+        if self.limit_per_class is not None and self.limit_per_class < 1:
+            raise DataError(f"--limit-per-class must be positive, got {self.limit_per_class}")
+        if self.workers is not None and self.workers < 1:
+            raise DataError(f"--workers must be positive, got {self.workers}")
+
+
+@dataclass
+class ShardPlan:
+    split: str
+    name: str
+    entries: list[tuple[str, int]]        # (path relative to SRC, label)
+    signature: str                        # options + file list: a finished shard is reused only if equal
+
+
+@dataclass
+class PrepResult:
+    manifest: Manifest
+    up_to_date: bool                      # the output was already complete: nothing was done
+    shards_written: int
+    shards_reused: int
+    images: int                           # images in the shards
+    seconds: float
+    workers: int
+    images_written: int = 0               # images in the shards this run wrote (not reused)
+
+    @property
+    def images_per_second(self) -> float:
+        """Source images processed per second by this run (0 when nothing was done)."""
+        return self.images_written / self.seconds if self.seconds > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------- planning
+
+def plan(layout: Layout, options: PrepOptions) -> list[ShardPlan]:
+    """Which image goes into which shard: a pure function of the file list and the options."""
+    index = {w: i for i, w in enumerate(layout.classes)}
+    shards = []
+    for split, entries in layout.splits.items():
+        if options.limit_per_class is not None:
+            entries = _limit_per_class(entries, options.limit_per_class)
+        entries = [(p, index[w]) for p, w in entries]
+        if split == "train":  # a fixed pseudo-random order, so that every block mixes classes
+            entries.sort(key=lambda e: hashlib.sha1(e[0].encode("utf-8")).hexdigest())
+        for i in range(0, len(entries), options.shard_size):
+            part = entries[i:i + options.shard_size]
+            shards.append(ShardPlan(split, shard_name(split, i // options.shard_size), part,
+                                    _signature(split, part, options)))
+    return shards
+
+
+def _limit_per_class(entries: list[tuple[str, str]], n: int) -> list[tuple[str, str]]:
+    seen: dict[str, int] = {}
+    out = []
+    for p, w in entries:  # sorted by path
+        if seen.get(w, 0) < n:
+            seen[w] = seen.get(w, 0) + 1
+            out.append((p, w))
+    return out
+
+
+def _signature(split: str, entries: list[tuple[str, int]], options: PrepOptions) -> str:
+    files = hashlib.sha256("\n".join(f"{p}\t{y}" for p, y in entries).encode("utf-8")).hexdigest()
+    return json.dumps({"format_version": FORMAT_VERSION, "format": options.format, "image_size": SIZE,
+                       "jpeg_quality": options.jpeg_quality if options.format == "jpeg" else 0,
+                       "block_size": options.block_size, "split": split, "files": files}, sort_keys=True)
+
+
+def _plan_digest(shards: list[ShardPlan], layout: Layout) -> str:
+    h = hashlib.sha256()
+    for s in shards:
+        h.update(f"{s.name}\n{s.signature}\n".encode("utf-8"))
+    h.update(json.dumps([layout.classes, layout.class_names, layout.unlabeled], sort_keys=True).encode("utf-8"))
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- the run
+
+def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None,
+            progress: Reporter = NullReporter()) -> PrepResult:
+    """Prepare the ImageNet copy at `src` into the data folder `out` (see the module doc)."""
+    options = options or PrepOptions()
+    options.check()
+    if options.block_size > options.shard_size:  # a chunk larger than a shard would only waste space
+        options = replace(options, block_size=options.shard_size)
+    t0 = time.perf_counter()
+    src, out = Path(src), Path(out)
+    layout = find_layout(src, options.splits, options.labels)
+    shards = plan(layout, options)
+    digest = _plan_digest(shards, layout)
+    workers = options.workers or os.cpu_count() or 1
+    done = _finished_output(out, digest)
+    if done is not None:
+        return PrepResult(done, True, 0, 0, sum(s.count for s in done.splits.values()),
+                          time.perf_counter() - t0, workers)
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out, shards)
+    finished, written = _build_shards(src, out, shards, options, workers, progress)
+    manifest = _write_outputs(src, out, layout, shards, finished, options, digest)
+    _remove_leftovers(out, shards)   # again: workers of a killed run may have outlived its start
+    return PrepResult(manifest, False, len(written), len(shards) - len(written),
+                      sum(s.count for s in manifest.splits.values()), time.perf_counter() - t0, workers,
+                      sum(len(s.entries) for s in written))
+
+
+def _finished_output(out: Path, digest: str) -> Manifest | None:
+    """The manifest, if `out` already holds exactly this preparation (nothing to do)."""
+    if not (out / MANIFEST).is_file():
+        return None
+    manifest = read_manifest(out)
+    if manifest.options.get("plan_digest") != digest:
+        raise DataError(f"{out} already holds data prepared from other files or with other options; "
+                        "choose another output folder (or delete this one)")
+    for name, info in manifest.shards.items():
+        path = out / name
+        if not path.is_file() or path.stat().st_size != info.bytes:
+            raise DataError(f"{path} is missing or damaged: delete {out / MANIFEST} and run `alexnet prep` "
+                            "again to rebuild what is missing")
+    return manifest
+
+
+def _remove_leftovers(out: Path, shards: list[ShardPlan]) -> None:
+    """Temporary files of killed runs, and shards of an unfinished run that the plan no longer has."""
+    wanted = {s.name for s in shards}
+    for p in out.iterdir():
+        if re.fullmatch(r"\..+\.\d+\.tmp", p.name) and abandoned(p):
+            p.unlink(missing_ok=True)
+        elif re.fullmatch(r"(train|val)-\d{5}\.h5", p.name) and p.name not in wanted:
+            p.unlink(missing_ok=True)
+
+
+@dataclass
+class _Finished:
+    count: int
+    pixel_sum: np.ndarray       # int64 (256, 256, 3)
+    skipped: list[dict]
+    info: ShardInfo
+
+
+def _reuse(path: Path, shard: ShardPlan) -> _Finished | None:
+    """A shard a previous run finished with the same signature, else None (it is rebuilt)."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            if f.attrs.get("signature") != shard.signature:
+                return None
+            count, skipped = int(f.attrs["count"]), json.loads(f.attrs["skipped"])
+            pixel_sum = np.asarray(f["pixel_sum"][:], np.int64)
+    except (OSError, KeyError, ValueError):
+        return None
+    return _Finished(count, pixel_sum, skipped, ShardInfo(count, path.stat().st_size, file_sha256(path)))
+
+
+def _build_shards(src: Path, out: Path, shards: list[ShardPlan], options: PrepOptions, workers: int,
+                  progress: Reporter) -> tuple[dict[str, _Finished], list[ShardPlan]]:
+    """Reuse the finished shards, write the others; returns each shard's results and the
+    shards written."""
+    finished: dict[str, _Finished] = {}
+    for s in shards:
+        if (out / s.name).is_file() and (r := _reuse(out / s.name, s)) is not None:
+            finished[s.name] = r
+    todo = [s for s in shards if s.name not in finished]
+    total = sum(len(s.entries) for s in shards)
+    with progress.task("prep", total=total, unit="img") as task:
+        task.advance(total - sum(len(s.entries) for s in todo))
+        if workers == 1 or len(todo) == 1:
+            for s in todo:
+                finished[s.name] = write_shard(src, out, s, options, task.advance)
+        elif todo:
+            finished.update(_write_in_workers(src, out, todo, options, min(workers, len(todo)), task))
+    return finished, todo
+
+
+def write_shard(src: Path, out: Path, shard: ShardPlan, options: PrepOptions, advance=lambda n: None) -> _Finished:
+    """Decode, resize and crop the shard's images, write the shard (temporary file, then
+    rename); calls advance(n) as images are done. Runs in a worker process."""
+    writer = ShardWriter(out / shard.name, split=shard.split, fmt=options.format, block_size=options.block_size,
+                         jpeg_quality=options.jpeg_quality, signature=shard.signature)
+    skipped: list[dict] = []
+    try:
+        for i in range(0, len(shard.entries), TASK_IMAGES):
+            chunk = shard.entries[i:i + TASK_IMAGES]
+            images, labels, paths = [], [], []
+            for rel, label in chunk:
+                try:
+                    images.append(load_image(src / rel))                   # (256, 256, 3)
+                    labels.append(label)
+                    paths.append(rel)
+                except UnreadableImage as exc:
+                    skipped.append({"path": rel, "reason": exc.reason})
+            items = images
+            if options.format == "jpeg":  # the mean is that of what the loader will decode
+                items = [encode_jpeg(im, options.jpeg_quality) for im in images]
+                images = [decode_jpeg(b) for b in items]
+            batch = np.stack(images) if images else np.zeros((0, *IMAGE_SHAPE), np.uint8)   # (n, 256, 256, 3)
+            writer.append(batch if options.format == "raw" else items, labels, paths,
+                          batch.sum(axis=0, dtype=np.int64))
+            advance(len(chunk))
+        path = writer.finish(skipped)
+    except BaseException:
+        writer.abort()
+        raise
+    return _Finished(writer.written, writer.pixel_sum, skipped,
+                     ShardInfo(writer.written, path.stat().st_size, file_sha256(path)))
+
+
+# ---------------------------------------------------------------------------- workers
+# One shard per task: a worker decodes and writes a whole shard, so no pixels travel
+# between processes (ImageNet has ~1,300 shards, far more than cores).
+
+_progress_queue = None
+
+
+def _write_in_workers(src: Path, out: Path, todo: list[ShardPlan], options: PrepOptions, workers: int, task):
+    """Yields (name, _Finished) as worker processes finish shards; relays their progress."""
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    progress = ctx.Queue()
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(progress,))
+    try:
+        futures = {pool.submit(_worker_shard, src, out, s, options): s.name for s in todo}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(progress, task)
+            for f in done:
+                yield futures[f], f.result()
+        _drain(progress, task)
+    except BaseException:  # an error or Ctrl-C: stop the workers now (their temporary files are left)
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in (getattr(pool, "_processes", None) or {}).values():
+            proc.terminate()
+        raise
+    pool.shutdown(wait=True)
+
+
+def _drain(progress, task) -> None:
+    while True:
+        try:
+            task.advance(progress.get_nowait())
+        except queue.Empty:
+            return
+
+
+def _worker_shard(src: Path, out: Path, shard: ShardPlan, options: PrepOptions) -> _Finished:
+    return write_shard(src, out, shard, options, _progress_queue.put)
+
+
+def _worker_init(progress) -> None:
+    """Workers report to `progress`, die with the parent (even on SIGKILL) and leave Ctrl-C to it."""
+    global _progress_queue
+    _progress_queue = progress
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+# ---------------------------------------------------------------------------- outputs
+
+def _write_outputs(src: Path, out: Path, layout: Layout, shards: list[ShardPlan], finished: dict[str, _Finished],
+                   options: PrepOptions, digest: str) -> Manifest:
+    """The mean image (exact, from the shards' pixel sums) and manifest.json, written last."""
+    splits: dict[str, SplitInfo] = {}
+    for s in shards:
+        info = splits.setdefault(s.split, SplitInfo(0, [], []))
+        info.count += finished[s.name].count
+        info.shards.append(s.name)
+        info.shard_counts.append(finished[s.name].count)
+    for split in layout.splits:
+        splits.setdefault(split, SplitInfo(0, [], []))
+    mean_split = "train" if "train" in splits else next(iter(splits))
+    total = sum((finished[s.name].pixel_sum for s in shards if s.split == mean_split),
+                np.zeros(IMAGE_SHAPE, np.int64))
+    mean = (total / max(splits[mean_split].count, 1)).astype(np.float32)   # (256, 256, 3)
+    _save_npy(out / MEAN_IMAGE, mean)
+    skipped = [x for split in layout.splits for x in layout.unlabeled.get(split, [])]
+    skipped += [x for s in shards for x in finished[s.name].skipped]
+    options_json = {k: v for k, v in asdict(options).items() if k not in ("labels", "workers")}
+    options_json["labels"] = {k: str(v) for k, v in asdict(options.labels).items() if v is not None}
+    options_json.update(image_size=SIZE, mean_split=mean_split, plan_digest=digest)
+    manifest = Manifest(
+        root=out, classes=layout.classes, class_names=[layout.class_names[w] for w in layout.classes],
+        splits=splits, mean_rgb=[float(v) for v in mean.astype(np.float64).mean(axis=(0, 1))],
+        mean_image=MEAN_IMAGE, format=options.format, skipped=sorted(skipped, key=lambda x: x["path"]),
+        shards={s.name: finished[s.name].info for s in shards}, block_size=options.block_size,
+        source=str(src.resolve()), layout=layout.name, options=options_json)
+    write_manifest(manifest)
+    return manifest
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    import io
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    write_atomic(path, buf.getvalue())

@@ -1,0 +1,398 @@
+"""The prepared data set on disk: `manifest.json`, the HDF5 shards and the mean image
+(paper section 2: images rescaled to 256x256, the training mean subtracted later).
+
+This file is the schema. `prep` writes through `ShardWriter` and `write_manifest`; the
+loader, `pca`, `eval` and `neighbors` read through `read_manifest`, `open_shard` and
+`read_images`.
+
+A data folder holds:
+
+- `manifest.json` (written last, atomically): classes, class names, splits with their
+  shards, per-shard image count, byte size and sha256 (so a truncated or damaged shard is
+  caught when read), the skipped source files, the mean RGB and the options used.
+- `<split>-00000.h5`, ...: one HDF5 file per shard of at most `shard_size` images:
+    labels    int16 (N,)                 index of the image's wnid in `classes`
+    paths     utf-8 strings (N,)         relative to the source root
+    images    uint8 (N, 256, 256, 3) RGB, chunked by `block_size` images   (format "raw")
+    jpeg      variable-length uint8 (N,), one JPEG file per image          (format "jpeg")
+    pixel_sum uint32 (256, 256, 3)       the sum of the shard's decoded images, so that the
+                                          mean image is exact after an interrupted run
+  attributes: format_version, format, split, count, block_size, jpeg_quality, signature
+  (the options and file list the shard was made from) and skipped (JSON).
+- `mean_image.npy`: float32 (256, 256, 3), the mean of the training images in 0-255 units.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+from PIL import Image
+
+from alexnet_cli.errors import DataError
+from alexnet_cli.images import SIZE
+
+FORMAT_VERSION = 1
+FORMATS = ("raw", "jpeg")
+MANIFEST = "manifest.json"
+MEAN_IMAGE = "mean_image.npy"
+IMAGE_SHAPE = (SIZE, SIZE, 3)
+_RERUN = "run `alexnet prep` again"
+
+
+@dataclass
+class SplitInfo:
+    count: int
+    shards: list[str]                                   # file names relative to the data dir
+    shard_counts: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ShardInfo:
+    count: int
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    root: Path                                          # the data dir
+    classes: list[str]                                  # sorted wnids; label = position here
+    class_names: list[str]
+    splits: dict[str, SplitInfo]
+    mean_rgb: list[float]
+    mean_image: str                                     # file name in root
+    format: str                                         # "raw" or "jpeg"
+    skipped: list[dict]                                 # [{"path", "reason"}], paths relative to source
+    shards: dict[str, ShardInfo] = field(default_factory=dict)
+    block_size: int = 32
+    source: str = ""
+    layout: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def split(self, name: str) -> SplitInfo:
+        if name not in self.splits:
+            have = ", ".join(sorted(self.splits)) or "none"
+            raise DataError(f"{self.root}: no split '{name}' in this data (splits: {have})")
+        return self.splits[name]
+
+    def shard_path(self, name: str) -> Path:
+        return self.root / name
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("root")
+        return data
+
+
+# ---------------------------------------------------------------------------- manifest
+
+def read_manifest(data_dir: str | Path) -> Manifest:
+    """The manifest of a prepared data folder; DataError if missing or unreadable."""
+    root = Path(data_dir)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path} not found: run `alexnet prep SRC {root}` first")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        version = int(data.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise DataError(f"{path}: format version {version} is newer than this alexnet "
+                            f"understands ({FORMAT_VERSION}); upgrade alexnet-cli")
+        splits = {name: SplitInfo(**s) for name, s in data["splits"].items()}
+        shards = {name: ShardInfo(**s) for name, s in data.get("shards", {}).items()}
+        return Manifest(
+            root=root, classes=list(data["classes"]), class_names=list(data["class_names"]),
+            splits=splits, mean_rgb=[float(v) for v in data["mean_rgb"]],
+            mean_image=str(data["mean_image"]), format=str(data["format"]),
+            skipped=list(data.get("skipped", [])), shards=shards,
+            block_size=int(data.get("block_size", 32)), source=str(data.get("source", "")),
+            layout=str(data.get("layout", "")), options=dict(data.get("options", {})),
+            format_version=version)
+    except DataError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path} is corrupt ({type(exc).__name__}: {exc}): {_RERUN}") from None
+
+
+def write_manifest(manifest: Manifest) -> Path:
+    """Write manifest.json atomically (the last file a complete `prep` writes)."""
+    path = manifest.root / MANIFEST
+    write_atomic(path, (json.dumps(manifest.to_json(), indent=1) + "\n").encode("utf-8"))
+    return path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """A temporary file in the same folder, fsync, then os.replace: never half a file."""
+    tmp = temporary_name(path)
+    fd = claim(tmp)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+
+
+def temporary_name(path: Path) -> Path:
+    """Where `path` is written before it is complete: `.<name>.<pid>.tmp` beside it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def claim(tmp: Path) -> int:
+    """Create `tmp` and hold an exclusive lock on it while it is being written; the lock
+    dies with the process, so `abandoned` can tell the files of killed runs."""
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)      # mode as umask allows
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def abandoned(tmp: Path) -> bool:
+    """True if no live process holds `tmp` (see `claim`)."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def read_mean_image(data_dir: str | Path) -> np.ndarray:
+    """The training mean image: float32 (256, 256, 3) in 0-255 units."""
+    manifest = read_manifest(data_dir)
+    path = manifest.root / manifest.mean_image
+    try:
+        mean = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the mean image ({exc}): {_RERUN}") from None
+    if mean.shape != IMAGE_SHAPE:
+        raise DataError(f"{path}: mean image has shape {mean.shape}, expected {IMAGE_SHAPE}: {_RERUN}")
+    return mean.astype(np.float32, copy=False)
+
+
+def read_split_index(data_dir: str | Path, split: str) -> tuple[list[str], np.ndarray]:
+    """Source paths (relative to SRC) and int64 labels of every image of `split`, in the
+    split's global order (shard by shard, the order the loader's shuffle=False gives)."""
+    manifest = read_manifest(data_dir)
+    paths: list[str] = []
+    labels = []
+    for name in manifest.split(split).shards:
+        with open_shard(manifest, name) as f:
+            paths.extend(_read_paths(f, name))
+            labels.append(np.asarray(f["labels"][:], dtype=np.int64))
+    return paths, (np.concatenate(labels) if labels else np.zeros(0, np.int64))
+
+
+def _read_paths(f: h5py.File, name: str) -> list[str]:
+    try:
+        return [p.decode("utf-8") if isinstance(p, bytes) else str(p) for p in f["paths"][:]]
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"shard {name}: cannot read its paths ({exc}): {_RERUN}") from None
+
+
+# ---------------------------------------------------------------------------- reading shards
+
+def check_shard_file(manifest: Manifest, name: str) -> Path:
+    """The shard's path, after checking it exists with the size the manifest recorded."""
+    path = manifest.shard_path(name)
+    if not path.is_file():
+        raise DataError(f"shard {path} is missing: {_RERUN}")
+    info = manifest.shards.get(name)
+    if info is not None and path.stat().st_size != info.bytes:
+        raise DataError(f"shard {path} is truncated or damaged ({path.stat().st_size} bytes, "
+                        f"the manifest says {info.bytes}): {_RERUN}")
+    return path
+
+
+def open_shard(manifest: Manifest, name: str) -> h5py.File:
+    """Open a shard for reading; DataError naming it if it is missing, truncated or not HDF5."""
+    path = check_shard_file(manifest, name)
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        raise DataError(f"shard {path} is not a readable HDF5 file ({exc}): {_RERUN}") from None
+    if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION or f.attrs.get("format") != manifest.format:
+        f.close()
+        raise DataError(f"shard {path} does not match its manifest (format version or format): {_RERUN}")
+    return f
+
+
+def read_images(f: h5py.File, start: int, stop: int, out: np.ndarray | None = None,
+                rows: np.ndarray | None = None) -> np.ndarray:
+    """Images start..stop of an open shard as uint8 (n, 256, 256, 3) RGB, raw or decoded JPEG.
+    With `rows`, image start + j goes to out[rows[j]] instead (nowhere if rows[j] < 0).
+    Raises DataError naming the shard if the data cannot be read or decoded."""
+    n = stop - start
+    if out is None:
+        out = np.empty((n, *IMAGE_SHAPE), np.uint8)
+    try:
+        if "images" in f and rows is None:
+            if n:
+                f["images"].read_direct(out, np.s_[start:stop], np.s_[0:n])  # (n, 256, 256, 3)
+        elif "images" in f:
+            data = f["images"][start:stop]
+            out[rows[rows >= 0]] = data[rows >= 0]
+        else:
+            for j, data in enumerate(f["jpeg"][start:stop]):
+                r = j if rows is None else rows[j]
+                if r >= 0:
+                    out[r] = decode_jpeg(data)
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"shard {f.filename}: images {start}..{stop} are unreadable "
+                        f"({str(exc).splitlines()[0]}): {_RERUN}") from None
+    return out
+
+
+def read_labels(f: h5py.File) -> np.ndarray:
+    try:
+        return np.asarray(f["labels"][:], dtype=np.int64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"shard {f.filename}: labels are unreadable ({exc}): {_RERUN}") from None
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """uint8 (256, 256, 3) -> the bytes of a JPEG file as a uint8 vector."""
+    buf = io.BytesIO()
+    Image.fromarray(image, "RGB").save(buf, format="JPEG", quality=quality)
+    return np.frombuffer(buf.getvalue(), np.uint8)
+
+
+def decode_jpeg(data: np.ndarray) -> np.ndarray:
+    """The bytes of a stored JPEG -> uint8 (256, 256, 3) RGB."""
+    with Image.open(io.BytesIO(data.tobytes())) as img:
+        arr = np.asarray(img.convert("RGB"))
+    if arr.shape != IMAGE_SHAPE:
+        raise ValueError(f"stored JPEG is {arr.shape}, expected {IMAGE_SHAPE}")
+    return arr
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_shards(data_dir: str | Path, split: str | None = None) -> list[str]:
+    """Check every shard's size and sha256 against the manifest; the names of the bad ones."""
+    manifest = read_manifest(data_dir)
+    names = manifest.split(split).shards if split else [s for sp in manifest.splits.values() for s in sp.shards]
+    bad = []
+    for name in names:
+        path, info = manifest.shard_path(name), manifest.shards.get(name)
+        if not path.is_file() or info is None or path.stat().st_size != info.bytes \
+                or file_sha256(path) != info.sha256:
+            bad.append(name)
+    return bad
+
+
+# ---------------------------------------------------------------------------- writing shards
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:05d}.h5"
+
+
+class ShardWriter:
+    """Writes one shard under a temporary name; `finish()` renames it when complete.
+
+    Images arrive in any number of pieces; they are written in whole chunks of
+    `block_size` images (the loader's unit of reading). The pixel sum is kept exactly."""
+
+    def __init__(self, path: Path, *, split: str, fmt: str, block_size: int, jpeg_quality: int,
+                 signature: str):
+        if fmt not in FORMATS:
+            raise DataError(f"unknown shard format {fmt!r} (raw or jpeg)")
+        self.path, self.fmt, self.block = Path(path), fmt, block_size
+        self.tmp = temporary_name(self.path)
+        self.lock = claim(self.tmp)
+        self.f = h5py.File(self.tmp, "w", libver="earliest", locking=False,
+                           rdcc_nbytes=2 * block_size * int(np.prod(IMAGE_SHAPE)))
+        self.f.attrs.update({"format_version": FORMAT_VERSION, "format": fmt, "split": split,
+                             "block_size": block_size, "jpeg_quality": jpeg_quality if fmt == "jpeg" else 0,
+                             "signature": signature})
+        if fmt == "raw":
+            self.data = self.f.create_dataset("images", shape=(0, *IMAGE_SHAPE), maxshape=(None, *IMAGE_SHAPE),
+                                              dtype=np.uint8, chunks=(block_size, *IMAGE_SHAPE),
+                                              track_times=False)
+        else:
+            self.data = self.f.create_dataset("jpeg", shape=(0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8),
+                                              chunks=(block_size,), track_times=False)
+        self.pending: list[tuple[np.ndarray | list, list[int], list[str]]] = []
+        self.labels: list[int] = []
+        self.paths: list[str] = []
+        self.written = 0
+        self.buffered = 0
+        self.pixel_sum = np.zeros(IMAGE_SHAPE, np.int64)
+
+    def append(self, items: np.ndarray | list, labels: Sequence[int], paths: Sequence[str],
+               pixel_sum: np.ndarray) -> None:
+        """`items`: uint8 (n, 256, 256, 3) for raw, a list of n JPEG byte vectors for jpeg."""
+        self.pending.append((items, list(labels), list(paths)))
+        self.buffered += len(labels)
+        self.pixel_sum += pixel_sum
+        if self.buffered >= self.block:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        n = self.buffered if final else self.buffered - self.buffered % self.block
+        if n == 0:
+            return
+        if self.fmt == "raw":
+            items = np.concatenate([p[0] for p in self.pending])
+        else:
+            items = [x for p in self.pending for x in p[0]]
+        labels = [x for p in self.pending for x in p[1]]
+        paths = [x for p in self.pending for x in p[2]]
+        self.data.resize(self.written + n, axis=0)
+        self.data[self.written:self.written + n] = items[:n]
+        self.written += n
+        self.labels += labels[:n]
+        self.paths += paths[:n]
+        rest = len(labels) - n
+        self.pending = [(items[n:], labels[n:], paths[n:])] if rest else []
+        self.buffered = rest
+
+    def finish(self, skipped: list[dict]) -> Path:
+        """Write labels, paths, pixel sum and attributes; fsync; rename to the final name."""
+        self._flush(final=True)
+        f = self.f
+        f.create_dataset("labels", data=np.asarray(self.labels, np.int16).reshape(-1), track_times=False)
+        f.create_dataset("paths", data=np.asarray(self.paths, dtype=object), dtype=h5py.string_dtype("utf-8"),
+                         track_times=False)
+        # uint32 holds the sum of up to 16 M images; shuffle + gzip shrink it to a few hundred KB
+        f.create_dataset("pixel_sum", data=self.pixel_sum.astype(np.uint32), track_times=False,
+                         shuffle=True, compression="gzip", compression_opts=4)
+        f.attrs["count"] = self.written
+        f.attrs["skipped"] = json.dumps(skipped)
+        f.close()
+        os.fsync(self.lock)
+        os.replace(self.tmp, self.path)
+        os.close(self.lock)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self.f.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+            os.close(self.lock)

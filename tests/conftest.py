@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny generated ImageNet-like tree and its prepared data folder.
+
+Both are session-scoped and built once (a second or two on the CPU). Treat them as
+READ-ONLY: copy them (shutil.copytree) before changing anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet_cli.pca import compute_pca, write_pca
+from alexnet_cli.prep import PrepOptions, prepare
+from alexnet_cli.synth import make_tree
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_tree(tmp_path_factory) -> Path:
+    """train/<wnid>/*.JPEG and val/<wnid>/*.JPEG: 4 visually distinct classes, 12 train and
+    4 val images each, sizes around 64-160 px (alexnet_cli.synth)."""
+    return make_tree(tmp_path_factory.mktemp("tiny_tree"), classes=4, train_per_class=12, val_per_class=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_tree, tmp_path_factory) -> Path:
+    """`tiny_tree` prepared in raw format (shards of 16 images in blocks of 8, so there are
+    several shards and blocks), plus pca.json. READ-ONLY."""
+    out = tmp_path_factory.mktemp("tiny_data")
+    prepare(tiny_tree, out, PrepOptions(format="raw", shard_size=16, block_size=8, workers=1))
+    write_pca(out, compute_pca(out))
+    return out

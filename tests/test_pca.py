@@ -1,0 +1,127 @@
+"""`alexnet pca` (alexnet_cli.pca): the RGB covariance of the training pixels against NumPy
+on data with a known covariance, the eigen-decomposition's layout, pca.json, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from alexnet_cli.cli.app import app
+from alexnet_cli.errors import DataError
+from alexnet_cli.pca import PixelMoments, compute_pca, eigen, read_pca, write_pca
+from alexnet_cli.prep import PrepOptions, prepare
+
+COV = np.array([[400.0, 150.0, 60.0], [150.0, 300.0, 90.0], [60.0, 90.0, 200.0]])
+MEAN = np.array([128.0, 120.0, 110.0])
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory):
+    """Prepared data whose pixels are drawn from N(MEAN, COV): 256x256 PNG sources, which
+    prep stores unchanged (no resize needed), so NumPy can see exactly the same pixels."""
+    root = tmp_path_factory.mktemp("known")
+    rng = np.random.default_rng(0)
+    chol = np.linalg.cholesky(COV)
+    pixels = []
+    for k in range(2):
+        (root / "src" / "train" / f"n0{k}").mkdir(parents=True)
+        for i in range(3):
+            x = np.clip(np.rint(MEAN + rng.standard_normal((256 * 256, 3)) @ chol.T), 0, 255).astype(np.uint8)
+            Image.fromarray(x.reshape(256, 256, 3)).save(root / "src" / "train" / f"n0{k}" / f"{i}.png")
+            pixels.append(x)
+    prepare(root / "src", root / "data", PrepOptions(workers=1, shard_size=4, block_size=2))
+    return root / "data", np.concatenate(pixels).astype(np.float64)
+
+
+def test_covariance_and_eigenvectors_match_numpy(known):
+    data, pixels = known
+    stats = compute_pca(data)
+    cov = np.cov(pixels.T, bias=True)
+    assert stats.pixels == len(pixels) and stats.images == 6
+    np.testing.assert_allclose(stats.mean_rgb, pixels.mean(0), rtol=0, atol=1e-9)
+    ref_values, ref_vectors = np.linalg.eigh(cov)
+    np.testing.assert_allclose(stats.eigenvalues, ref_values[::-1], rtol=1e-10)
+    for i in range(3):  # COLUMN i belongs to eigenvalue i (up to sign)
+        assert abs(stats.eigenvectors[:, i] @ ref_vectors[:, 2 - i]) == pytest.approx(1.0, abs=1e-9)
+        np.testing.assert_allclose(cov @ stats.eigenvectors[:, i], stats.eigenvalues[i] * stats.eigenvectors[:, i],
+                                   atol=1e-8)
+    np.testing.assert_allclose(stats.eigenvectors.T @ stats.eigenvectors, np.eye(3), atol=1e-12)
+    # and the known covariance, up to sampling error and the rounding to integers (+1/12)
+    np.testing.assert_allclose(cov, COV + np.eye(3) / 12, rtol=0.03, atol=3)
+    assert list(stats.eigenvalues) == sorted(stats.eigenvalues, reverse=True)
+
+
+def test_moments_are_exact_and_order_free():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (100_000, 3), dtype=np.uint8)
+    a, b = PixelMoments(), PixelMoments()
+    a.add(x)
+    for part in np.array_split(x[rng.permutation(len(x))], 7):
+        b.add(part)
+    assert a.n == b.n and a.s == b.s and a.ss == b.ss
+    assert a.s == [int(v) for v in x.astype(np.int64).sum(0)]
+    flat = PixelMoments()
+    flat.add(np.full((1000, 1000, 3), 255, np.uint8))
+    mean, cov = flat.covariance()
+    assert (mean == 255).all() and (cov == 0).all()
+
+
+def test_eigen_sign_convention_and_clipping():
+    values, vectors = eigen(np.diag([1.0, 9.0, 4.0]))
+    assert values.tolist() == [9.0, 4.0, 1.0]
+    np.testing.assert_array_equal(np.abs(vectors), np.eye(3)[:, [1, 2, 0]])
+    assert (vectors.min(axis=0) < 0).all()      # the largest component of each vector is negative
+
+
+def test_sample_is_deterministic(known):
+    data, _ = known
+    a, b = compute_pca(data, sample=2), compute_pca(data, sample=2)
+    full = compute_pca(data)
+    assert a.images == 2 and a.pixels == 2 * 256 * 256
+    np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
+    assert not np.array_equal(a.eigenvalues, full.eigenvalues)
+    np.testing.assert_allclose(a.eigenvalues, full.eigenvalues, rtol=0.05)
+    other = compute_pca(data, sample=2, seed=1)      # another seed, another subset
+    assert other.images == 2 and not np.array_equal(other.eigenvalues, a.eigenvalues)
+
+
+def test_pca_json_round_trip_and_errors(tmp_path, tiny_data):
+    with pytest.raises(DataError, match=r"pca.json not found: run `alexnet pca .*` first \(or train with --no-pca-aug\)"):
+        read_pca(tmp_path)
+    stats = read_pca(tiny_data)
+    path = write_pca(tmp_path, stats)
+    data = json.loads(path.read_text())
+    assert data["scale"] == "0-255" and len(data["eigenvalues"]) == 3 and np.shape(data["eigenvectors"]) == (3, 3)
+    again = read_pca(tmp_path)
+    np.testing.assert_array_equal(again.eigenvectors, stats.eigenvectors)
+    (tmp_path / "pca.json").write_text(json.dumps({**data, "eigenvalues": [1, 2]}))
+    with pytest.raises(DataError, match="expected 3 eigenvalues"):
+        read_pca(tmp_path)
+
+
+def test_cli_pca(tmp_path, known):
+    data, pixels = known
+    result = runner.invoke(app, ["pca", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["scale"] == "0-255" and doc["pixels"] == len(pixels)
+    assert json.loads((data / "pca.json").read_text())["eigenvalues"] == doc["eigenvalues"]
+    table = runner.invoke(app, ["pca", str(data)])
+    assert table.exit_code == 0 and "eigenvector" in table.stdout
+    (tmp_path / "empty").mkdir()
+    none = runner.invoke(app, ["pca", str(tmp_path / "empty")])
+    assert none.exit_code == 1 and none.stderr.startswith("Error: ") and "alexnet prep" in none.stderr
+    assert runner.invoke(app, ["pca", str(tmp_path / "nope")]).exit_code == 2
+
+
+@pytest.mark.gpu
+def test_cuda_sums_equal_cpu_sums(known):
+    data, _ = known
+    cpu, gpu = compute_pca(data), compute_pca(data, device="cuda")
+    np.testing.assert_array_equal(cpu.eigenvalues, gpu.eigenvalues)
+    np.testing.assert_array_equal(cpu.mean_rgb, gpu.mean_rgb)

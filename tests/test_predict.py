@@ -1,0 +1,162 @@
+"""`alexnet predict` (alexnet_cli.predict): odd image files, the crops, the JSON shape and the
+figure-4 picture."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from alexnet_cli.checkpoint import save_checkpoint
+from alexnet_cli.cli.app import app
+from alexnet_cli.errors import CheckpointError, DataError
+from alexnet_cli.images import load_image
+from alexnet_cli.model import AlexNet
+from alexnet_cli.predict import predict
+
+runner = CliRunner()
+CLASSES = ["n01000001", "n01000002", "n01000003", "n01000004"]
+NAMES = ["red thing", "green thing", "blue thing", "grey thing"]
+TEN = [(0, 0, False), (0, 32, False), (32, 0, False), (32, 32, False), (16, 16, False),
+       (0, 0, True), (0, 32, True), (32, 0, True), (32, 32, True), (16, 16, True)]
+
+
+@functools.lru_cache(maxsize=1)
+def _model() -> AlexNet:
+    """A random net whose softmax is neither flat nor saturated: no biases, and fc8 blind to
+    the features' common level (a random net's features differ little between images)."""
+    torch.manual_seed(3)
+    model = AlexNet(num_classes=4, bias_fill=0.0)
+    with torch.no_grad():
+        w = model.fc8.weight
+        w.sub_(w.mean(1, keepdim=True)).mul_(20)
+    return model.eval()
+
+
+MEAN = torch.full((256, 256, 3), 110.0)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    model = _model()
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "classes": CLASSES, "class_names": NAMES,
+                           "mean_image": MEAN,
+                           "config": {"recipe": "paper", "model": dataclasses.asdict(model.config),
+                                      "train": {"mean_crop": "crop"}}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    gray = rng.integers(0, 256, (180, 120), dtype=np.uint8)
+    out = {"rgb": d / "photo.JPEG", "png": d / "drawing.png", "gray": d / "gray.png",
+           "gray_rgb": d / "gray_as_rgb.png", "cmyk": d / "cmyk.jpg", "rgba": d / "alpha.png",
+           "png_named_jpeg": d / "really_png.JPEG"}
+    Image.fromarray(rgb).save(out["rgb"], quality=95)
+    Image.fromarray(rgb).save(out["png"])
+    Image.fromarray(gray, "L").save(out["gray"])
+    Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2)).save(out["gray_rgb"])
+    Image.fromarray(rgb).convert("CMYK").save(out["cmyk"], quality=95)
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)]), "RGBA").save(out["rgba"])
+    Image.fromarray(rgb).save(out["png_named_jpeg"], format="PNG")
+    return out
+
+
+def _manual_probs(path: Path, crops) -> torch.Tensor:
+    """The mean over `crops` of the softmax, by hand: (4,)."""
+    x = torch.from_numpy(load_image(path).copy()).float() - MEAN          # (256, 256, 3)
+    patches = [x[top:top + 224, left:left + 224].permute(2, 0, 1) for top, left, _ in crops]
+    batch = torch.stack([p.flip(-1) if flip else p for p, (_, _, flip) in zip(patches, crops)])  # (n, 3, 224, 224)
+    with torch.no_grad():
+        return _model()(batch).softmax(1).mean(0)
+
+
+def test_predict_matches_a_direct_forward_pass(ckpt, images):
+    [centre] = predict(ckpt, [images["rgb"]], k=4, device="cpu")
+    expected = _manual_probs(images["rgb"], [(16, 16, False)])
+    assert [t.index for t in centre.top] == expected.argsort(descending=True).tolist()
+    np.testing.assert_allclose([t.prob for t in centre.top], expected.sort(descending=True).values, rtol=1e-5)
+    assert [t.wnid for t in centre.top] == [CLASSES[t.index] for t in centre.top]
+    assert [t.name for t in centre.top] == [NAMES[t.index] for t in centre.top]
+    [ten] = predict(ckpt, [images["rgb"]], k=4, crops=10, device="cpu")
+    expected10 = _manual_probs(images["rgb"], TEN)
+    np.testing.assert_allclose(sorted(t.prob for t in ten.top), sorted(expected10.tolist()), rtol=1e-5)
+    assert [t.prob for t in ten.top] != [t.prob for t in centre.top]
+
+
+def test_odd_image_files_all_work(ckpt, images):
+    keys = ["rgb", "png", "gray", "gray_rgb", "cmyk", "rgba", "png_named_jpeg"]
+    preds = predict(ckpt, [images[k] for k in keys], k=3, device="cpu")
+    assert [p.image for p in preds] == [str(images[k]) for k in keys]
+    for p in preds:
+        probs = [t.prob for t in p.top]
+        assert len(p.top) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    by = dict(zip(keys, preds))
+    # a grayscale file is the same picture as its grey RGB copy; a PNG named .JPEG is that PNG
+    assert [t.prob for t in by["gray"].top] == pytest.approx([t.prob for t in by["gray_rgb"].top], rel=1e-6)
+    assert [t.prob for t in by["png_named_jpeg"].top] == pytest.approx([t.prob for t in by["png"].top], rel=1e-6)
+
+
+def test_a_file_that_is_not_an_image_is_a_clear_error(ckpt, images, tmp_path):
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not a picture\n")
+    with pytest.raises(DataError, match="notes.jpg"):
+        predict(ckpt, [images["rgb"], text], device="cpu")
+    truncated = tmp_path / "cut.JPEG"
+    truncated.write_bytes(images["rgb"].read_bytes()[:300])
+    res = runner.invoke(app, ["predict", str(ckpt), str(truncated)])
+    assert res.exit_code == 1 and "Error:" in res.output and "cut.JPEG" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_cli_json_shape(ckpt, images):
+    res = runner.invoke(app, ["predict", str(ckpt), str(images["rgb"]), str(images["gray"]), "--k", "2",
+                              "--json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert isinstance(data, list) and [d["image"] for d in data] == [str(images["rgb"]), str(images["gray"])]
+    for d in data:
+        assert len(d["top"]) == 2
+        for t in d["top"]:
+            assert set(t) == {"class", "name", "index", "prob"}
+            assert t["class"] == CLASSES[t["index"]] and t["name"] == NAMES[t["index"]]
+            assert isinstance(t["prob"], float) and 0.0 <= t["prob"] <= 1.0
+
+
+def test_cli_table_and_figure(ckpt, images, tmp_path):
+    out = tmp_path / "fig" / "top5.png"
+    res = runner.invoke(app, ["predict", str(ckpt), str(images["rgb"]), str(images["cmyk"]), str(images["gray"]),
+                              "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("probability") == 3 and "%" in res.output    # one table per image
+    assert any(n in res.output for n in NAMES) and any(c in res.output for c in CLASSES)
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.mode == "RGB"
+        w, h = img.size
+        assert w > 2 * 160 * 2 and h > 2 * 160     # 3 panels of image + bars, 2 per row
+        assert len(img.getcolors(maxcolors=1 << 20)) > 100   # the photos are in it, not a blank page
+    assert runner.invoke(app, ["predict", str(ckpt), str(images["rgb"]), "--crops", "3"]).exit_code == 2
+    assert runner.invoke(app, ["predict", str(ckpt), str(tmp_path / "missing.jpg")]).exit_code == 2
+
+
+def test_bare_state_dict_needs_the_data_folder(ckpt, images, tmp_path, tiny_data):
+    torch.save(_model().state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="--data"):
+        predict(tmp_path / "bare.pt", [images["rgb"]], device="cpu")
+    res = runner.invoke(app, ["predict", str(tmp_path / "bare.pt"), str(images["rgb"]), "--data", str(tiny_data),
+                              "--json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    from alexnet_cli.shards import read_manifest
+    classes = read_manifest(tiny_data).classes
+    assert {t["class"] for t in json.loads(res.stdout)[0]["top"]} <= set(classes)

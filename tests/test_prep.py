@@ -1,0 +1,278 @@
+"""`alexnet prep` (alexnet_cli.prep): pixels and labels against an independent resize, the
+odd files, the exact mean, both formats, restarts after SIGKILL, and the command line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from alexnet_cli import synth
+from alexnet_cli.cli.app import app
+from alexnet_cli.errors import DataError
+from alexnet_cli.prep import PrepOptions, prepare
+from alexnet_cli.shards import decode_jpeg, read_manifest, read_mean_image
+
+OPTIONS = dict(shard_size=8, block_size=4)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def odd_tree(tmp_path_factory) -> Path:
+    """4 classes, 6 train + 2 val each, plus the odd files in the first class."""
+    return synth.make_tree(tmp_path_factory.mktemp("odd_tree"), classes=4, train_per_class=6, val_per_class=2,
+                           odd_files=True)
+
+
+@pytest.fixture(scope="module")
+def odd_data(odd_tree, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("odd_data") / "data"
+    prepare(odd_tree, out, PrepOptions(workers=1, **OPTIONS))
+    return out
+
+
+def _reference(path: Path) -> np.ndarray:
+    """Independent of alexnet_cli.images: RGB, shorter side exactly 256, central crop."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        w, h = img.size
+        size = (256, round(h * 256 / w)) if w <= h else (round(w * 256 / h), 256)
+        big = np.asarray(img.resize(size, Image.Resampling.BILINEAR))
+    top, left = (big.shape[0] - 256) // 2, (big.shape[1] - 256) // 2
+    return big[top:top + 256, left:left + 256]
+
+
+def _shard_contents(data: Path, split: str):
+    m = read_manifest(data)
+    for name in m.split(split).shards:
+        with h5py.File(data / name, "r") as f:
+            paths = [p.decode() for p in f["paths"][:]]
+            images = f["images"][:] if "images" in f else np.stack([decode_jpeg(b) for b in f["jpeg"][:]])
+            yield name, paths, f["labels"][:], images
+
+
+def test_pixels_and_labels_match_an_independent_resize(odd_tree, odd_data):
+    m = read_manifest(odd_data)
+    assert m.classes == sorted(m.classes) == [synth.wnid(k) for k in range(4)]
+    seen = 0
+    for split in ("train", "val"):
+        for _, paths, labels, images in _shard_contents(odd_data, split):
+            for p, y, img in zip(paths, labels, images):
+                assert m.classes[y] == Path(p).parent.name
+                np.testing.assert_array_equal(img, _reference(odd_tree / p), err_msg=p)
+                seen += 1
+    assert seen == m.splits["train"].count + m.splits["val"].count == 4 * 6 + 3 + 4 * 2
+
+
+def test_every_source_file_is_in_a_shard_or_skipped(odd_tree, odd_data):
+    m = read_manifest(odd_data)
+    stored = [p for split in ("train", "val") for _, paths, _, _ in _shard_contents(odd_data, split) for p in paths]
+    skipped = [s["path"] for s in m.skipped]
+    everything = sorted(str(p.relative_to(odd_tree)) for p in odd_tree.rglob("*.JPEG"))
+    assert sorted(stored + skipped) == everything and len(set(stored)) == len(stored)
+    first = f"train/{synth.wnid(0)}"
+    assert [s["path"] for s in m.skipped] == [f"{first}/odd_empty.JPEG", f"{first}/odd_truncated.JPEG"]
+    assert m.skipped[0]["reason"] == "empty file"
+    assert m.skipped[1]["reason"].startswith("truncated")
+    for name in ("odd_cmyk.JPEG", "odd_gray.JPEG", "odd_png.JPEG"):
+        assert f"{first}/{name}" in stored
+
+
+def test_mean_image_is_the_exact_training_mean(odd_data):
+    total, n = np.zeros((256, 256, 3)), 0
+    for _, _, _, images in _shard_contents(odd_data, "train"):
+        total += images.sum(axis=0, dtype=np.float64)
+        n += len(images)
+    mean = read_mean_image(odd_data)
+    assert mean.dtype == np.float32 and mean.shape == (256, 256, 3)
+    np.testing.assert_allclose(mean, total / n, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(read_manifest(odd_data).mean_rgb, (total / n).mean(axis=(0, 1)), atol=1e-4)
+
+
+def test_shards_follow_the_documented_schema(odd_data):
+    data = json.loads((odd_data / "manifest.json").read_text())
+    for key in ("classes", "class_names", "splits", "skipped", "mean_rgb", "mean_image", "format", "shards"):
+        assert key in data
+    assert data["class_names"] == [synth.class_name(k) for k in range(4)]
+    assert data["splits"]["train"]["shards"] == ["train-00000.h5", "train-00001.h5", "train-00002.h5",
+                                                 "train-00003.h5"]
+    for name, info in data["shards"].items():
+        assert (odd_data / name).stat().st_size == info["bytes"]
+        with h5py.File(odd_data / name, "r") as f:
+            assert f.attrs["format_version"] == 1 and f.attrs["format"] == "raw"
+            assert f["labels"].dtype == np.int16 and f["images"].dtype == np.uint8
+            assert f["images"].shape == (info["count"], 256, 256, 3) and f["images"].chunks == (4, 256, 256, 3)
+            assert h5py.check_string_dtype(f["paths"].dtype).encoding == "utf-8"
+    # the training split is stored in a hashed order: its blocks mix classes
+    with h5py.File(odd_data / "train-00000.h5", "r") as f:
+        assert len(set(f["labels"][:4].tolist())) > 1
+
+
+def test_jpeg_format(tiny_tree, tmp_path):
+    prepare(tiny_tree, tmp_path / "q95", PrepOptions(format="jpeg", jpeg_quality=95, splits=["val"], workers=1))
+    prepare(tiny_tree, tmp_path / "q50", PrepOptions(format="jpeg", jpeg_quality=50, splits=["val"], workers=1))
+    (_, paths, _, images), = _shard_contents(tmp_path / "q95", "val")
+    with h5py.File(tmp_path / "q95" / "val-00000.h5", "r") as f:
+        assert "images" not in f and f["jpeg"].dtype == h5py.vlen_dtype(np.uint8) and f.attrs["format"] == "jpeg"
+        assert f["jpeg"][0][:2].tolist() == [0xFF, 0xD8]                                       # a JPEG file
+    for p, img in zip(paths, images):
+        assert np.abs(img.astype(int) - _reference(tiny_tree / p)).mean() < 4
+    assert (tmp_path / "q50" / "val-00000.h5").stat().st_size < (tmp_path / "q95" / "val-00000.h5").stat().st_size
+    # the mean is that of the decoded JPEGs, i.e. of what the loader will deliver
+    np.testing.assert_allclose(read_mean_image(tmp_path / "q95"), images.mean(axis=0), atol=1e-4)
+
+
+def test_rerun_on_finished_output_does_nothing(tiny_tree, tmp_path):
+    out = tmp_path / "out"
+    first = prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"]))
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"]))
+    assert not first.up_to_date and again.up_to_date and again.shards_written == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    with pytest.raises(DataError, match="other options"):
+        prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"], format="jpeg"))
+
+
+def test_limit_per_class_and_splits(tiny_tree, tmp_path):
+    result = prepare(tiny_tree, tmp_path / "out", PrepOptions(workers=1, limit_per_class=2, splits=["train"]))
+    m = result.manifest
+    assert list(m.splits) == ["train"] and m.splits["train"].count == 8
+    _, labels = zip(*[(p, y) for _, ps, ys, _ in _shard_contents(tmp_path / "out", "train") for p, y in zip(ps, ys)])
+    assert sorted(labels) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_worker_processes_give_the_same_bytes(odd_tree, odd_data, tmp_path):
+    prepare(odd_tree, tmp_path / "two", PrepOptions(workers=2, **OPTIONS))
+    assert (tmp_path / "two" / "manifest.json").read_bytes() == (odd_data / "manifest.json").read_bytes()
+
+
+# ---------------------------------------------------------------------------- killed and rerun
+
+_KILLER = r"""
+import os, signal, sys
+from alexnet_cli import prep, shards
+from alexnet_cli.prep import PrepOptions, prepare
+
+where, n = sys.argv[3], int(sys.argv[4])
+main = os.getpid()
+die = lambda: os.kill(main, signal.SIGKILL)   # from a worker too: the workers then die with it
+
+class Reporter:
+    from contextlib import contextmanager
+    @contextmanager
+    def task(self, description, total, unit="it"):
+        class T:
+            count = 0
+            def advance(self, k=1, **info):
+                T.count += 1
+                if where == "advance" and T.count == n:
+                    die()
+        yield T()
+    def log(self, message):
+        pass
+
+if where == "rename":                      # a complete temporary shard, never renamed (in a worker)
+    real = os.replace
+    calls = [0]
+    def replace(a, b):
+        calls[0] += 1
+        if calls[0] == n:
+            die()
+        real(a, b)
+    shards.os.replace = replace
+if where == "manifest":                    # every shard and the mean written, no manifest
+    prep.write_manifest = lambda m: die()
+prepare(sys.argv[1], sys.argv[2], PrepOptions(workers=2, shard_size=8, block_size=4), progress=Reporter())
+"""
+
+
+@pytest.mark.parametrize("where, n", [("advance", 3), ("rename", 2), ("manifest", 0),
+                                      ("timer", 0)])
+def test_killed_at_any_moment_then_rerun_equals_a_clean_run(odd_tree, odd_data, tmp_path, where, n):
+    out = tmp_path / "out"
+    if where == "timer":  # the real thing: the CLI, killed from outside once a shard exists
+        proc = subprocess.Popen([sys.executable, "-m", "alexnet_cli", "prep", str(odd_tree), str(out),
+                                 "--workers", "2", "--shard-size", "8", "--block-size", "4"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while not (out / "train-00000.h5").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    else:
+        proc = subprocess.run([sys.executable, "-c", _KILLER, str(odd_tree), str(out), where, str(n)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        assert not (out / "manifest.json").exists()
+    leftovers = sorted(p.name for p in out.iterdir())
+    result = prepare(odd_tree, out, PrepOptions(workers=1, **OPTIONS))
+    assert not result.up_to_date
+    if where in ("manifest", "rename"):
+        assert result.shards_reused >= 1, leftovers
+    for name in ("manifest.json", "mean_image.npy", *read_manifest(odd_data).shards):
+        assert (out / name).read_bytes() == (odd_data / name).read_bytes(), name
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in odd_data.iterdir())
+
+
+def test_temporary_files_of_dead_runs_are_removed(tiny_tree, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = out / f".val-00000.h5.{dead.stdout.strip()}.tmp"
+    stale.write_bytes(b"half a shard")
+    prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"]))
+    assert not stale.exists()
+
+
+# ---------------------------------------------------------------------------- CLI
+
+def test_cli_prep_json_then_nothing_to_do(odd_tree, tmp_path):
+    out = tmp_path / "out"
+    args = ["prep", str(odd_tree), str(out), "--workers", "1", "--shard-size", "16", "--splits", "train,val"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["splits"]["train"] == {"count": 27, "shards": 2} and doc["skipped"] == 2 and not doc["up_to_date"]
+    assert "Warning: 2 source file(s) skipped (1 empty file, 1 truncated)" in " ".join(result.stderr.split())
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "nothing to do" in again.stdout
+
+
+def test_cli_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    unknown = runner.invoke(app, ["prep", str(tmp_path / "empty"), str(tmp_path / "out")])
+    assert unknown.exit_code == 1
+    lines = unknown.stderr.strip().splitlines()
+    assert lines[0].startswith("Error: ") and "no ImageNet layout found" in unknown.stderr
+    assert "Traceback" not in unknown.output
+    missing = runner.invoke(app, ["prep", str(tmp_path / "nope"), str(tmp_path / "out")])
+    assert missing.exit_code == 2
+    bad = runner.invoke(app, ["prep", str(tmp_path / "empty"), str(tmp_path / "out"), "--format", "png"])
+    assert bad.exit_code == 1 and "--format must be raw or jpeg" in bad.stderr
+
+
+def test_cli_label_flags(tmp_path):
+    root = synth.make_tree(tmp_path / "src", classes=2, train_per_class=1, val_per_class=2, layout="devkit")
+    (root / "ILSVRC2012_devkit_t12/data/meta.mat").unlink()
+    failed = runner.invoke(app, ["prep", str(root), str(tmp_path / "a"), "--workers", "1"])
+    assert failed.exit_code == 1 and "--val-synsets" in failed.stderr
+    synsets = tmp_path / "synsets.txt"   # ILSVRC2012_ID order: synth gives class k the ID 2 - k
+    synsets.write_text(f"{synth.wnid(1)}\n{synth.wnid(0)}\n")
+    result = runner.invoke(app, ["prep", str(root), str(tmp_path / "b"), "--workers", "1", "--val-synsets",
+                                 str(synsets), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["splits"]["val"]["count"] == 4
+    for _, paths, labels, _ in _shard_contents(tmp_path / "b", "val"):
+        truth = {f"ILSVRC2012_val_{i + 1:08d}.JPEG": k for i, k in enumerate(
+            [synth.devkit_ids(2).index(int(x)) for x in
+             (root / "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt").read_text().split()])}
+        assert [truth[Path(p).name] for p in paths] == labels.tolist()
