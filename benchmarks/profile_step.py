@@ -1,0 +1,62 @@
+"""Where one training step's GPU time goes: torch.profiler over a few eager steps of the
+trainer's own augment + train_step on a resident batch, grouped by operator.
+
+    python benchmarks/profile_step.py --device cuda [--steps 10] [--trace trace.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import make_trainer, prepare_data  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--rows", type=int, default=20)
+    ap.add_argument("--trace", type=Path, help="also write a Chrome trace here")
+    args = ap.parse_args()
+    cuda = args.device.startswith("cuda")
+    ns = argparse.Namespace(device=args.device, n=64, classes=10, batch=args.batch or (128 if cuda else 4),
+                            log_every=10, workers=4, eval_batch=64)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        _, data = prepare_data(tmp, ns)
+        trainer = make_trainer(data["raw"], tmp / "run", ns, compile=False)
+        dev = trainer.device
+        images = torch.randint(0, 256, (ns.batch, 256, 256, 3), dtype=torch.uint8, device=dev)
+        labels = torch.randint(0, trainer.model_cfg.num_classes, (ns.batch,), device=dev)
+        gen = torch.Generator(device=dev).manual_seed(0)
+
+        def step():
+            x = trainer.augment(images, gen)
+            if trainer.cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            trainer.train_step(x, labels)
+
+        for _ in range(5):
+            step()
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            for _ in range(args.steps):
+                step()
+            if cuda:
+                torch.cuda.synchronize()
+    key = "cuda_time_total" if cuda else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=args.rows, max_name_column_width=60))
+    if args.trace:
+        prof.export_chrome_trace(str(args.trace))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Every command line of README.md's ImageNet sections runs, on tiny generated data.
+
+The README's paths are mapped onto the test's own: /data/imagenet -> a generated tree,
+/data/alexnet -> its prepared folder, photo.jpg -> a generated photo, runs/ -> tmp. Training
+lines get a tiny schedule (--epochs 1 --batch-size 8 --device cpu), CUDA devices become the
+CPU, torchrun runs two local processes. The two set-up lines of the Quick start are CI's own
+(.ci/run) and are not run here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from alexnet_cli.cli.app import app
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TRAIN_TINY = ["--epochs", "1", "--batch-size", "8", "--log-every", "1", "--workers", "1"]
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.S)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line and "python3 -m venv" not in line]
+
+
+def adapt(line: str, paths: dict[str, str]) -> list[str]:
+    for old, new in paths.items():
+        line = line.replace(old, new)
+    args = shlex.split(line.replace("cuda:0,cuda:1", "cpu,cpu"))
+    if args[0] == "torchrun":
+        args = [sys.executable, "-m", "torch.distributed.run", *args[1:]]
+        for flag, value in (("--nproc_per_node", "2"), ("--nnodes", "1")):
+            if flag in args:
+                args[args.index(flag) + 1] = value
+        if "--rdzv_endpoint" in args:
+            args[args.index("--rdzv_endpoint") + 1] = "localhost:29531"
+    if "--workers" in args and args[0] == "alexnet":
+        args[args.index("--workers") + 1] = "2"
+    if "train" in args:
+        args += TRAIN_TINY + ([] if "--parallel" in args or "--devices" in args else ["--device", "cpu"])
+    return args
+
+
+def test_readme_has_the_commands_it_promises():
+    commands = readme_commands()
+    for sub in ("prep", "pca", "train", "eval", "predict", "kernels", "neighbors", "summary"):
+        assert any(c.startswith(f"alexnet {sub} ") for c in commands), sub
+    assert sum(c.startswith("torchrun") for c in commands) == 2
+
+
+def test_every_readme_command_runs_on_tiny_data(tiny_tree, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    photo = work / "photo.jpg"
+    Image.new("RGB", (320, 240), (200, 40, 40)).save(photo)
+    paths = {"/data/imagenet": str(tiny_tree), "/data/alexnet": str(work / "data")}
+    runner = CliRunner()
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        for line in readme_commands():
+            if "runs/a/" in line:   # the ensemble example: two copies of the trained run
+                for name in ("a", "b"):
+                    shutil.copytree(work / "runs" / "paper", work / "runs" / name, dirs_exist_ok=True)
+            args = adapt(line, paths)
+            if line.startswith("torchrun"):   # the multi-machine line is the same run, another way
+                shutil.rmtree(work / "runs" / "ddp", ignore_errors=True)
+            if args[0] == "alexnet":
+                result = runner.invoke(app, args[1:])
+                assert result.exit_code == 0, f"{line}\n{result.output}"
+            else:
+                env = {**os.environ, "OMP_NUM_THREADS": "1"}
+                done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+                assert done.returncode == 0, f"{line}\n{done.stderr[-3000:]}"
+    finally:
+        os.chdir(old)
+    assert (work / "predictions.png").exists() and (work / "kernels.png").exists()
+    assert (work / "neighbors.png").exists() and (work / "runs" / "ddp" / "checkpoints" / "last.pt").exists()
