@@ -121,18 +121,21 @@ def make_augment(data: Path, device: torch.device):
                         eigenvectors=torch.tensor(stats.eigenvectors, dtype=torch.float32, device=device))
 
 
-def hardware(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo where there is one)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device: torch.device) -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return f"{cpu}, {cores} cores{gpu}; torch {torch.__version__}, Python {platform.python_version()}"
+    return f"{cpu_name()}, {cores} cores{gpu}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +26,9 @@ import torch
 
 from alexnet_cli.features import DIM, create_features_file
 from alexnet_cli.neighbors import nearest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from data import cpu_name  # noqa: E402  (benchmarks/data.py)
 
 
 def write_random_features(path: Path, n: int, *, classes: int = 1000, seed: int = 0, block: int = 16384) -> None:
@@ -44,14 +47,7 @@ def write_random_features(path: Path, n: int, *, classes: int = 1000, seed: int 
 
 
 def hardware() -> list[str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     lines = [f"CPU: {cpu}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}",
              f"torch {torch.__version__}, h5py {h5py.__version__}"]
     if torch.cuda.is_available():

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import dataclasses
+
+from alexnet_cli.checkpoint import save_checkpoint
+from alexnet_cli.model import AlexNet
 from alexnet_cli.pca import compute_pca, write_pca
+from alexnet_cli.shards import read_mean_image
 from alexnet_cli.prep import PrepOptions, prepare
 from alexnet_cli.synth import make_tree
 
@@ -40,3 +45,19 @@ def tiny_data(tiny_tree, tmp_path_factory) -> Path:
     prepare(tiny_tree, out, PrepOptions(format="raw", shard_size=16, block_size=8, workers=1))
     write_pca(out, compute_pca(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint():
+    """A factory: make_checkpoint(path, data_dir=None, columns=2) writes a randomly initialised
+    4-class network (seed 0) as a checkpoint, with data_dir's mean image (zeros without one)."""
+    def make(path: Path, data_dir: Path | None = None, columns: int = 2) -> Path:
+        torch.manual_seed(0)
+        model = AlexNet(num_classes=4, columns=columns)
+        mean = torch.from_numpy(read_mean_image(data_dir)) if data_dir else torch.zeros(256, 256, 3)
+        save_checkpoint(path, {"model": model.state_dict(), "classes": ["a", "b", "c", "d"],
+                               "class_names": ["a", "b", "c", "d"], "mean_image": mean,
+                               "config": {"recipe": "paper", "model": dataclasses.asdict(model.config),
+                                          "train": {"mean_crop": "crop"}}})
+        return path
+    return make

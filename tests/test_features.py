@@ -26,17 +26,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_data, tmp_path_factory):
-    """A randomly initialised 4-class network with the tiny data's mean image."""
-    torch.manual_seed(0)
-    model = AlexNet(num_classes=4)
-    path = tmp_path_factory.mktemp("features_ckpt") / "model.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "classes": ["a", "b", "c", "d"],
-                           "class_names": ["a", "b", "c", "d"],
-                           "mean_image": torch.from_numpy(read_mean_image(tiny_data)),
-                           "config": {"recipe": "paper", "model": dataclasses.asdict(model.config),
-                                      "train": {"mean_crop": "crop"}}})
-    return path
+def checkpoint(tiny_data, tmp_path_factory, make_checkpoint):
+    """A randomly initialised 4-class network with the data's mean image."""
+    return make_checkpoint(tmp_path_factory.mktemp("features_ckpt") / "model.pt", tiny_data)
 
 
 @pytest.fixture(scope="module")

@@ -92,15 +92,9 @@ def data(tiny_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(data, tmp_path_factory):
-    torch.manual_seed(0)
-    model = AlexNet(num_classes=4)
-    path = tmp_path_factory.mktemp("neighbors_ckpt") / "model.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "classes": ["a", "b", "c", "d"],
-                           "class_names": ["a", "b", "c", "d"], "mean_image": torch.from_numpy(read_mean_image(data)),
-                           "config": {"recipe": "paper", "model": dataclasses.asdict(model.config),
-                                      "train": {"mean_crop": "crop"}}})
-    return path
+def checkpoint(data, tmp_path_factory, make_checkpoint):
+    """A randomly initialised 4-class network with the data's mean image."""
+    return make_checkpoint(tmp_path_factory.mktemp("neighbors_ckpt") / "model.pt", data)
 
 
 def test_stored_image_as_query_comes_back_first_at_distance_zero(data, checkpoint, tiny_tree, tmp_path):

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from alexnet_cli.checkpoint import load_checkpoint, load_model
 from alexnet_cli.cli.app import app
 from alexnet_cli.config import resolve_model_config, resolve_train_config
-from alexnet_cli.model import AlexNet
+from alexnet_cli.model import AlexNet, WithinMapNorm
 from alexnet_cli.optim import PaperSGD, param_groups
 from alexnet_cli.train import RunOptions, train
 
@@ -167,6 +167,13 @@ def test_ablations_and_recipe_are_recorded(tiny_data, tmp_path):
     assert model["within_map_norm"] is True
     rebuilt = load_model(out / "checkpoints" / "last.pt").model
     assert rebuilt.conv1.out_channels == 48 and isinstance(rebuilt.act, torch.nn.Tanh)
+    # the code recipe's network comes back from the checkpoint alone, and evaluates
+    assert isinstance(rebuilt.rnorm2, WithinMapNorm) and rebuilt.conv1_pad == (0, 3, 0, 3)
+    assert rebuilt.config.conv1_order == "code" and rebuilt.config.lrn is False
+    evaluated = runner.invoke(app, ["eval", str(out / "checkpoints" / "last.pt"), str(tiny_data), "--device", "cpu",
+                                    "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["n"] == 16
 
 
 def test_data_parallel_with_gloo_two_processes(tiny_data, tmp_path):

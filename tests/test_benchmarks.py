@@ -1,0 +1,38 @@
+"""The benchmarks run on the CPU at tiny sizes (their numbers mean nothing here; that they
+run the real code paths and print their tables does)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_train_throughput_table(tmp_path):
+    out = run("train_throughput.py", "--device", "cpu", "--no-compile", "--n", "16", "--batch", "2",
+              "--eval-batch", "2", "--steps", "1", "--warmup", "1", "--skip", "a-lrn,b-jpeg",
+              "--json", str(tmp_path / "r.json"))
+    rows = {r["what"]: r["rate"] for r in json.loads((tmp_path / "r.json").read_text())["rows"]}
+    for what in ("(a) ceiling, resident data, eager", "(b) alexnet train from raw shards, eager",
+                 "(c) ceiling without LRN and groups, eager",
+                 "(d) peer: ImageFolder + PIL + torchvision AlexNet (fp32)",
+                 "10-crop eval from raw shards (crops/s)"):
+        assert rows[what] > 0, what
+    assert "/ ceiling" in out and "cores" in out
+
+
+def test_data_layers_and_neighbors_benchmarks():
+    assert "ImageFolder" in run("data.py", "--n", "24", "--classes", "2", "--workers", "1", "--batch-size", "4",
+                                "--epochs", "1", "--device", "cpu")
+    assert "conv4" in run("layers.py", "--device", "cpu", "--batch", "1", "--iters", "1")
+    assert "CPU" in run("neighbors.py", "--n", "2000", "--queries", "5", "--repeat", "1", "--devices", "cpu")
