@@ -315,6 +315,11 @@ class Trainer:
         self.optimizer.step()
         return logits.detach(), loss.detach()
 
+    def weights_lr(self) -> float:
+        """The rate logged as "lr": fc6's weights (most of the network; the code's schedule
+        gives conv1 and the biases rates of their own)."""
+        return next(g["lr"] for g in self.optimizer.param_groups if g["name"] == "fc6.weight")
+
     def _check_finite(self) -> None:
         if self.stats.nonfinite():                                          # host sync
             raise TrainingDiverged(
@@ -333,7 +338,7 @@ class Trainer:
                 f"{self.run.stuck_steps} steps. With the paper's bias init of 1 this is common (SPEC.md, init): "
                 "try --bias-init 0.1 or a lower --lr; see the README's troubleshooting.")
             self.log.write({"kind": "warning", "step": self.pos.step, "message": "loss stuck at chance"})
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.weights_lr()
         self.log.write({"kind": "train", "step": self.pos.step, "epoch": epoch, "loss": loss, "lr": lr,
                         "images_per_s": rate})
         return {"loss": loss, "img/s": round(rate)}
@@ -342,7 +347,7 @@ class Trainer:
         train = self.stats.epoch_result()
         record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": self.pos.step,
                                   "train_top1_error": train.top1_error, "train_top5_error": train.topk_error,
-                                  "lr": self.optimizer.param_groups[0]["lr"], "time_s": self.stats.epoch_time()}
+                                  "lr": self.weights_lr(), "time_s": self.stats.epoch_time()}
         self._check_finite()
         monitored = train.top1_error
         if self.val_loader is not None:
