@@ -26,6 +26,7 @@ from typing import Iterator
 
 import torch
 
+from alexnet_cli.config import check_choice
 from alexnet_cli.errors import AlexnetError
 
 CROP = 224             # 4.1: 224x224 patches of the 256x256 images
@@ -37,11 +38,6 @@ TEN_CROPS: list[tuple[int, int, bool]] = [
     (0, 0, False), (0, 32, False), (32, 0, False), (32, 32, False), (16, 16, False),
     (0, 0, True), (0, 32, True), (32, 0, True), (32, 32, True), (16, 16, True),
 ]
-
-
-def _check(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise AlexnetError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def _mean_chw(mean_image: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -57,7 +53,7 @@ def crop(images: torch.Tensor, mean_image: torch.Tensor, top: int, left: int, fl
     mean_crop="center": the (mirrored) patch minus the central size x size of the mean image,
     never mirrored (the released code).
     """
-    _check("mean_crop", mean_crop, MEAN_CROPS)
+    check_choice("mean_crop", mean_crop, MEAN_CROPS)
     h, w = images.shape[1:3]
     if not (0 <= top <= h - size and 0 <= left <= w - size):
         raise AlexnetError(f"crop ({top}, {left}) of size {size} does not fit in {h}x{w} images")
@@ -107,8 +103,8 @@ class TrainAugment:
     def __init__(self, mean_image: torch.Tensor, *, eigenvalues: torch.Tensor | None = None,
                  eigenvectors: torch.Tensor | None = None, pca_std: float = 0.1, pca_scale: str = "paper",
                  chunk: int = 1, mean_crop: str = "crop", crop: int = CROP):
-        _check("pca_scale", pca_scale, PCA_SCALES)
-        _check("mean_crop", mean_crop, MEAN_CROPS)
+        check_choice("pca_scale", pca_scale, PCA_SCALES)
+        check_choice("mean_crop", mean_crop, MEAN_CROPS)
         if chunk < 1:
             raise AlexnetError(f"augmentation chunk must be positive, got {chunk}")
         if (eigenvalues is None) != (eigenvectors is None):

@@ -46,10 +46,10 @@ class ModelConfig:
     bias_fill: float = 1.0            # 6: biases 1 in conv2, conv4, conv5, fc6, fc7 (Caffe uses 0.1)
 
     def __post_init__(self) -> None:
-        _check_choice("activation", self.activation, ("relu", "tanh"))
-        _check_choice("conv1_order", self.conv1_order, ("paper", "code"))
-        _check_choice("conv1_padding", self.conv1_padding, ("paper", "code"))
-        _check_choice("columns", self.columns, (1, 2))
+        check_choice("activation", self.activation, ("relu", "tanh"))
+        check_choice("conv1_order", self.conv1_order, ("paper", "code"))
+        check_choice("conv1_padding", self.conv1_padding, ("paper", "code"))
+        check_choice("columns", self.columns, (1, 2))
         if self.num_classes < 2:
             raise AlexnetError(f"num_classes must be at least 2, got {self.num_classes}")
         if not 0.0 <= self.dropout < 1.0:
@@ -79,13 +79,19 @@ class TrainConfig:
     mean_crop: str = "crop"           # crop of (image - mean image); code: centre 224 of the mean from every crop
 
     def __post_init__(self) -> None:
-        _check_choice("lr_schedule", self.lr_schedule, ("plateau", "code", "code2010"))
-        _check_choice("pca_scale", self.pca_scale, ("paper", "code"))
-        _check_choice("mean_crop", self.mean_crop, ("crop", "center"))
+        check_choice("lr_schedule", self.lr_schedule, ("plateau", "code", "code2010"))
+        check_choice("pca_scale", self.pca_scale, ("paper", "code"))
+        check_choice("mean_crop", self.mean_crop, ("crop", "center"))
         if self.epochs < 1 or self.batch_size < 1 or self.aug_chunk < 1:
             raise AlexnetError("epochs, batch size and augmentation chunk must be positive")
         if self.lr <= 0:
             raise AlexnetError(f"learning rate must be positive, got {self.lr}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise AlexnetError(f"momentum must be in [0, 1), got {self.momentum}")
+        if min(self.weight_decay, self.bias_lr_mult, self.pca_std, self.max_lr_drops) < 0:
+            raise AlexnetError("weight decay, bias learning-rate multiplier, PCA std and max LR drops must not be negative")
+        if self.plateau_patience < 1:
+            raise AlexnetError(f"patience must be at least 1 epoch, got {self.plateau_patience}")
 
 
 # The released code's choices (SPEC.md "Where the original code differs"); every other
@@ -113,13 +119,13 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def _check_choice(name: str, value: Any, choices: tuple) -> None:
+def check_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise AlexnetError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
 
 
 def _resolve(cls, recipe: str, part: str, overrides: dict[str, Any]):
-    _check_choice("recipe", recipe, RECIPE_NAMES)
+    check_choice("recipe", recipe, RECIPE_NAMES)
     known = {f.name for f in fields(cls)}
     unknown = set(overrides) - known
     if unknown:

@@ -127,6 +127,10 @@ def layer_widths(columns: int) -> dict[str, int]:
             "conv5": 256, "fc6": 4096, "fc7": 4096}
 
 
+# The eight learned layers, in order: the keys of the state_dict are "<layer>.weight/bias".
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+
 def stage_modules(c: ModelConfig, groups: int) -> dict[str, nn.Module]:
     """The parameter-free stages: activation, normalisations, pooling, dropout. `groups` is the
     number of columns that one module spans (2 in the single-device net, 1 inside a column)."""
@@ -179,7 +183,7 @@ class AlexNet(nn.Module):
         ("accelerates the early stages of learning by providing the ReLUs with positive
         inputs"), 0 elsewhere. The code uses std 0.03 in conv3-conv5."""
         c = self.config
-        for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+        for name in LAYERS:
             layer = getattr(self, name)
             layer.weight.normal_(0.0, c.init_std_conv345 if name in ("conv3", "conv4", "conv5") else c.init_std)
             layer.bias.fill_(c.bias_fill if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0)

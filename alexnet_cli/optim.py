@@ -52,9 +52,6 @@ class PaperSGD(torch.optim.Optimizer):
         return None
 
 
-LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
-
-
 def param_groups(named_params: dict[str, list[nn.Parameter]], cfg: TrainConfig) -> list[dict]:
     """One group per parameter name (`conv1.weight`, `conv1.bias`, ...), so the schedule can set
     each layer's rate (the code freezes conv1 alone). `named_params` maps a single-device name to

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from alexnet_cli.model import AlexNet, stage_modules
-from alexnet_cli.optim import LAYERS
+from alexnet_cli.errors import AlexnetError
+from alexnet_cli.model import LAYERS, AlexNet, stage_modules
 
 
 def _split_sizes(n: int) -> list[int]:
@@ -65,7 +65,7 @@ class ColumnParallelAlexNet(nn.Module):
     def __init__(self, model: AlexNet, devices: tuple[str | torch.device, str | torch.device]):
         super().__init__()
         if model.config.columns != 2:
-            raise ValueError("model parallelism needs the two-column network (columns=2)")
+            raise AlexnetError("--parallel model needs the two-column network; --columns 1 trains on one device")
         self.config = model.config
         self.devices = tuple(torch.device(d) for d in devices)
         self.a = Column(model, 0).to(self.devices[0])
@@ -79,7 +79,8 @@ class ColumnParallelAlexNet(nn.Module):
         da, db = self.devices
         return torch.cat([xa, xb.to(da, non_blocking=True)], 1), torch.cat([xa.to(db, non_blocking=True), xb], 1)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def _fc7(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each column's half of fc7 after its ReLU: (B, 2048) on A and (B, 2048) on B."""
         da, db = self.devices
         a, b = self._both(x.to(da), x.to(db), lambda c, t: c.conv_block2(c.conv_block1(t)))  # (B, 128, 13, 13) each
         a, b = self._exchange(a, b)                                                          # (B, 256, 13, 13) each
@@ -88,14 +89,18 @@ class ColumnParallelAlexNet(nn.Module):
         a, b = self._exchange(a, b)                                                          # (B, 9216)
         a, b = self._both(a, b, lambda c, t: c.drop6(c.act(c.fc6(t))))                      # (B, 2048)
         a, b = self._exchange(a, b)                                                          # (B, 4096)
-        a, b = self._both(a, b, lambda c, t: c.act(c.fc7(t)))                               # (B, 2048)
-        return torch.cat([a, b.to(da)], 1)                                                   # (B, 4096) on A
+        return self._both(a, b, lambda c, t: c.act(c.fc7(t)))                               # (B, 2048)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self._fc7(x)
+        return torch.cat([a, b.to(self.devices[0])], 1)                                      # (B, 4096) on A
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        da, db = self.devices
-        h = self.embed(x)                                                                    # (B, 4096) on A
-        a, b = self._both(h, h.to(db), lambda c, t: c.fc8(c.drop7(t)))                      # (B, ~C/2)
-        return torch.cat([a, b.to(da)], 1)                                                   # (B, C) on A
+        # each fc7 unit is dropped once, on its own column, before both halves of fc8 see it
+        a, b = self._both(*self._fc7(x), lambda c, t: c.drop7(t))                           # (B, 2048)
+        a, b = self._exchange(a, b)                                                          # (B, 4096)
+        a, b = self._both(a, b, lambda c, t: c.fc8(t))                                      # (B, ~C/2)
+        return torch.cat([a, b.to(self.devices[0])], 1)                                      # (B, C) on A
 
     def named_param_lists(self) -> dict[str, list[nn.Parameter]]:
         """Single-device parameter name -> [column A's part, column B's part]."""

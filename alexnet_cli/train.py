@@ -7,10 +7,11 @@ Three ways to run it (`parallel`):
 - "data":   torch.distributed DDP under torchrun, each rank a slice of every batch.
 
 A run folder holds config.json, metrics.jsonl and checkpoints/{last,best}.pt. `last.pt` holds
-everything needed to continue exactly: weights, velocities, schedule, RNG state, the position
-in the epoch and the partial epoch statistics. The augmentation of step (epoch, batch) is drawn
-from a generator seeded by (seed, rank, epoch, batch) and the loader's order by (seed, epoch),
-so a run killed at any moment and resumed ends with the same weights (bitwise on the CPU).
+everything needed to continue exactly: weights, velocities, schedule, the position in the
+epoch and the partial epoch statistics. No random-number state needs saving: the loader's
+order is drawn from (seed, epoch), and the augmentation and the dropout masks of each step from
+(seed, rank, epoch, batch). So a run killed at any moment and resumed ends with the same
+weights as one never interrupted (bitwise on the CPU), in every parallel mode.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from alexnet_cli.checkpoint import load_checkpoint, save_checkpoint
 from alexnet_cli.config import ModelConfig, TrainConfig, to_dict
 from alexnet_cli.distributed import DistInfo, init_distributed, launched_by_torchrun
 from alexnet_cli.errors import AlexnetError, TrainingDiverged
-from alexnet_cli.evaluate import evaluate_model
+from alexnet_cli.evaluate import evaluate_model, resolve_device
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.metrics import TopKMeter
 from alexnet_cli.model import AlexNet
@@ -67,6 +68,15 @@ class RunOptions:
     stuck_steps: int = 2000           # warn when the loss stays at chance this many steps
     tensorboard: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("log_every", "stuck_steps"):
+            if getattr(self, name) < 1:
+                raise AlexnetError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_steps", "save_every", "workers"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise AlexnetError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
 
 def resolve_parallel(run: RunOptions) -> str:
     """The documented rule for `--parallel auto`: data under torchrun (WORLD_SIZE > 1); model
@@ -78,15 +88,6 @@ def resolve_parallel(run: RunOptions) -> str:
     if launched_by_torchrun():
         return "data"
     return "model" if len(run.devices) == 2 else "single"
-
-
-def default_device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AlexnetError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    return dev
 
 
 def step_seed(seed: int, rank: int, epoch: int, batch: int) -> int:
@@ -127,10 +128,13 @@ class Trainer:
         if self.mode == "model":
             if len(run.devices) != 2:
                 raise AlexnetError("--parallel model needs two devices: --devices cuda:0,cuda:1 (or cpu,cpu)")
-            self.devices = tuple(default_device(d) for d in run.devices)
+            self.devices = tuple(resolve_device(d) for d in run.devices)
             self.device = self.devices[0]
         else:
-            self.device = default_device(run.device)
+            self.device = resolve_device(run.device)
+        if self.mode == "data" and not launched_by_torchrun():
+            raise AlexnetError("--parallel data runs under torchrun with several processes, e.g. "
+                               "torchrun --nproc_per_node 8 -m alexnet_cli train DATA --out RUN --parallel data")
         self.dist = init_distributed(self.device.type) if self.mode == "data" else DistInfo()
         if self.mode == "data" and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -180,8 +184,6 @@ class Trainer:
         self.forward = torch.compile(self.net) if self.run.compile else self.net
         self.optimizer = PaperSGD(param_groups(self.named_params, self.train_cfg), lr=self.train_cfg.lr,
                                   momentum=self.train_cfg.momentum, weight_decay=self.train_cfg.weight_decay)
-        # dropout masks differ per rank, reproducibly
-        torch.manual_seed(self.run.seed * 7919 + 1 + self.dist.rank)
 
     # ------------------------------------------------------------ state I/O
     def model_state(self) -> dict[str, torch.Tensor]:
@@ -198,16 +200,13 @@ class Trainer:
                 "alexnet_cli": __version__, "torch": str(torch.__version__)}
 
     def payload(self) -> dict[str, Any]:
-        rng = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "model": self.model_state(),
             "classes": list(self.manifest.classes), "class_names": list(self.manifest.class_names),
             "mean_image": self.mean_image.clone(), "config": self.config_dict(),
             "optimizer": {"velocity": velocity_state(self.optimizer, _merge)},
             "trainer": {"epoch": self.pos.epoch, "batch": self.pos.batch, "step": self.pos.step,
-                        "schedule": self.schedule.state_dict(), "best_top1": self.best_top1, "rng": rng,
+                        "schedule": self.schedule.state_dict(), "best_top1": self.best_top1,
                         "stats": self.stats.state_dict(), "metrics_offset": self.log.offset()},
         }
 
@@ -229,6 +228,12 @@ class Trainer:
                 diff = sorted(k for k, v in to_dict(cfg).items() if saved.get(part, {}).get(k) != v)
                 raise AlexnetError(f"{path} was trained with other {part} settings ({', '.join(diff)}); "
                                    "resume with the same arguments, or start a new --out")
+        run = saved.get("run", {})
+        for what, before, now in (("--seed", run.get("seed"), self.run.seed),
+                                  ("number of processes", saved.get("world_size"), self.dist.world_size)):
+            if before is not None and before != now:
+                raise AlexnetError(f"{path} was trained with {what} {before}, not {now}; resume with the same "
+                                   "arguments, or start a new --out")
         if self.mode == "model":
             self.net.load_single_state_dict(ckpt["model"])
         else:
@@ -240,10 +245,6 @@ class Trainer:
         self.best_top1 = float(t["best_top1"])
         self.stats.load_state_dict(t["stats"])
         self.log.truncate(int(t["metrics_offset"]))
-        if self.dist.world_size == 1:                       # per-rank RNG is not gathered under DDP
-            torch.set_rng_state(t["rng"]["cpu"])
-            if "cuda" in t["rng"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(t["rng"]["cuda"])
 
     # -------------------------------------------------------------- training
     def fit(self) -> dict[str, Any]:
@@ -256,6 +257,7 @@ class Trainer:
                 group["lr"] = rates.lr[group["name"]]
             self.train_epoch(epoch, color_noise=rates.color_noise)
             if self.pos.epoch == epoch:                     # stopped inside the epoch by --max-steps
+                self._check_finite()
                 self.save()
                 break
             self.end_epoch(epoch)
@@ -266,6 +268,9 @@ class Trainer:
 
     def _prepare_run_dir(self) -> None:
         last = self.out_dir / "checkpoints" / "last.pt"
+        if self.dist.is_main:                               # left by a kill in the middle of a save
+            for tmp in (self.out_dir / "checkpoints").glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
         if self.run.resume and last.exists():
             self.restore()
         elif last.exists():
@@ -288,9 +293,10 @@ class Trainer:
                                 unit="batch") as task:
             task.advance(self.pos.batch)
             for batch in loader.epoch(epoch, start_batch=self.pos.batch):
-                gen = torch.Generator(device=self.device).manual_seed(
-                    step_seed(run.seed, self.dist.rank, epoch, self.pos.batch))
+                seed = step_seed(run.seed, self.dist.rank, epoch, self.pos.batch)
+                gen = torch.Generator(device=self.device).manual_seed(seed)
                 x = self.augment(batch.images, gen, color_noise=color_noise)   # (B, 3, 224, 224) float32
+                torch.manual_seed(seed ^ 0x5DEECE66D)    # this step's dropout masks, on every device
                 if self.cuda and run.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 logits, loss = self.train_step(x, batch.labels)
@@ -303,8 +309,9 @@ class Trainer:
                     self._check_finite()
                     self.save()
                 if self._step_limit_reached():
-                    return
-        self.pos.epoch, self.pos.batch = epoch + 1, 0
+                    break
+        if self.pos.batch >= len(loader):
+            self.pos.epoch, self.pos.batch = epoch + 1, 0
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.run.bf16):
@@ -339,11 +346,13 @@ class Trainer:
                 "try --bias-init 0.1 or a lower --lr; see the README's troubleshooting.")
             self.log.write({"kind": "warning", "step": self.pos.step, "message": "loss stuck at chance"})
         lr = self.weights_lr()
-        self.log.write({"kind": "train", "step": self.pos.step, "epoch": epoch, "loss": loss, "lr": lr,
+        self.log.write({"kind": "train", "step": self.pos.step, "epoch": epoch + 1, "loss": loss, "lr": lr,
                         "images_per_s": rate})
         return {"loss": loss, "img/s": round(rate)}
 
     def end_epoch(self, epoch: int) -> None:
+        if self.dist.world_size > 1:
+            self.stats.meter.all_reduce()                   # every rank watches the same numbers
         train = self.stats.epoch_result()
         record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": self.pos.step,
                                   "train_top1_error": train.top1_error, "train_top5_error": train.topk_error,

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from alexnet_cli.errors import AlexnetError
 from alexnet_cli.model import AlexNet
 from alexnet_cli.parallel import ColumnParallelAlexNet
 
@@ -37,7 +38,7 @@ def test_state_dict_round_trip_and_odd_class_count():
 
 
 def test_one_column_network_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(AlexnetError, match="columns"):
         ColumnParallelAlexNet(AlexNet(num_classes=4, columns=1), ("cpu", "cpu"))
 
 
@@ -50,3 +51,14 @@ def test_columns_on_cuda_match_cpu():
     ref = model(x)
     columns = ColumnParallelAlexNet(model, ("cuda:0", f"cuda:{torch.cuda.device_count() - 1}"))
     assert torch.allclose(columns(x.cuda()).cpu(), ref, rtol=1e-3, atol=1e-3)
+
+
+def test_dropout_drops_each_fc7_unit_once_for_both_halves_of_fc8():
+    torch.manual_seed(0)
+    columns = ColumnParallelAlexNet(AlexNet(num_classes=6), ("cpu", "cpu")).train()
+    seen = {}
+    for name in ("a", "b"):
+        getattr(columns, name).fc8.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, i[0]))
+    columns(torch.randn(2, 3, 224, 224) * 60)
+    assert torch.equal(seen["a"], seen["b"])          # one mask, seen by both columns' fc8
+    assert (seen["a"] == 0).float().mean() > 0.4      # and dropout 0.5 did drop about half

@@ -188,3 +188,22 @@ def test_data_parallel_with_gloo_two_processes(tiny_data, tmp_path):
     first = report["rank_sums"][0]
     assert all(s == first for s in report["rank_sums"]), "ranks disagree on the weights"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.pt"]   # rank 0 alone writes
+
+
+def test_bad_run_options_give_one_error_line(tiny_data, tmp_path):
+    base = ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--batch-size", "8"]
+    for extra, words in ((["--log-every", "0"], "--log-every"), (["--workers", "-2"], "--workers"),
+                         (["--max-steps", "-1"], "--max-steps"), (["--device", "foo"], "unknown device"),
+                         (["--parallel", "data"], "torchrun"), (["--momentum", "5"], "momentum"),
+                         (["--parallel", "model", "--devices", "cpu"], "two devices"),
+                         (["--parallel", "model", "--devices", "cpu,cpu", "--columns", "1"], "two-column")):
+        result = runner.invoke(app, base + extra)
+        assert result.exit_code == 1, (extra, result.output)
+        assert "Error:" in result.output and words in result.output and "Traceback" not in result.output, extra
+
+
+def test_resume_refuses_another_seed(tiny_data, tmp_path):
+    args = ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--max-steps", "1", *FAST]
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, args + ["--resume", "--seed", "5"])
+    assert again.exit_code == 1 and "--seed" in again.output

@@ -9,6 +9,7 @@ Error boundary: a subcommand raises; `AlexnetGroup.invoke` turns the exception i
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -25,7 +26,21 @@ def _debug_wanted(ctx: typer.Context) -> bool:
 
 
 class AlexnetGroup(TyperGroup):
-    """A typer group whose `invoke` is the CLI's one error boundary."""
+    """A typer group whose `invoke` is the CLI's one error boundary, and whose usage errors
+    are click's plain lines (usage, hint, `Error: ...`; exit 2) rather than a rich box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as exc:     # click's usage errors: bad flag, missing argument, ...
+            exc.show()
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err_console.print("Error: aborted", style="bold red", highlight=False)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: typer.Context):
         try:
