@@ -10,8 +10,8 @@ loading one never runs code. Keys:
 - "classes": the wnids; "class_names": readable names (may equal the wnids)
 - "mean_image": float32 tensor (256, 256, 3), the training mean that was subtracted
 - "config": {"recipe": str, "model": ModelConfig fields, "train": TrainConfig fields, ...}
-- training state, only in checkpoints written by `train`: "optimizer", "trainer" (epoch,
-  step, position in the epoch, schedule, RNG states), "metrics"
+- training state, only in checkpoints written by `train`: "optimizer" (velocities by
+  parameter name), "trainer" (epoch, step, next batch, schedule, partial epoch statistics)
 
 A bare state_dict in the same layout also loads (`load_model`): the network is then
 inferred from its shapes, with the paper's defaults for everything else.
