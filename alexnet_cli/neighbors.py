@@ -178,6 +178,8 @@ def split_features(encoder: Encoder, data_dir: Path, split: str, features: str |
         except OSError as exc:
             raise DataError(f"cannot cache the features of '{split}' in {data_dir} ({exc}): write them elsewhere "
                             "with `alexnet features ... --out FILE.h5` and pass --features FILE.h5") from None
+        progress.log(f"fc7 features of '{split}' cached in {path} ({path.stat().st_size / 2**20:,.1f} MiB, one "
+                     "file per network; delete it to free the space)")
         return path
     info = read_features_info(features)
     if info.key != encoder.key:

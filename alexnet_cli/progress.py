@@ -46,7 +46,7 @@ class _RichTask:
         if info:
             self._progress.update(self._id, info="  ".join(f"{k} {_fmt(v)}" for k, v in info.items()))
         self._progress.update(self._id, advance=n)
-        speed = self._progress._tasks[self._id].speed  # None until two samples exist
+        speed = next(t.speed for t in self._progress.tasks if t.id == self._id)  # None at first
         if speed is not None:
             self._progress.update(self._id, rate=f"{speed:,.1f} {self._unit}/s")
 

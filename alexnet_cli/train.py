@@ -214,9 +214,9 @@ class Trainer:
         if not self.dist.is_main:
             return
         payload = self.payload()
-        save_checkpoint(self.out_dir / "checkpoints" / "last.pt", payload)
-        if best:
+        if best:   # best first: a kill between the two leaves last.pt behind, and resuming redoes both
             save_checkpoint(self.out_dir / "checkpoints" / "best.pt", payload)
+        save_checkpoint(self.out_dir / "checkpoints" / "last.pt", payload)
 
     def restore(self) -> None:
         """Continue from RUN/checkpoints/last.pt exactly where it stopped."""
