@@ -215,7 +215,9 @@ class Trainer:
             return
         payload = self.payload()
         if best:   # best first: a kill between the two leaves last.pt behind, and resuming redoes both
-            save_checkpoint(self.out_dir / "checkpoints" / "best.pt", payload)
+            # best.pt is for eval and the other tools: no velocities (half the size of last.pt)
+            save_checkpoint(self.out_dir / "checkpoints" / "best.pt",
+                            {k: v for k, v in payload.items() if k != "optimizer"})
         save_checkpoint(self.out_dir / "checkpoints" / "last.pt", payload)
 
     def restore(self) -> None:

@@ -53,6 +53,8 @@ def test_a_short_run_writes_the_run_folder(tiny_data, tmp_path):
     model.load_state_dict(ckpt["model"])
     assert ckpt["classes"] == sorted(ckpt["classes"]) and ckpt["mean_image"].shape == (256, 256, 3)
     assert load_model(out / "checkpoints" / "best.pt").model.config.num_classes == 4
+    best = load_checkpoint(out / "checkpoints" / "best.pt")
+    assert "optimizer" not in best and all(torch.equal(best["model"][k], v) for k, v in ckpt["model"].items())
 
 
 def test_loss_falls_on_a_fixed_batch():
