@@ -18,7 +18,8 @@ The order of an epoch is a pure function of (seed, epoch), whatever the number o
 Workers are threads: raw shards are read with positional reads of the (unfiltered) HDF5
 chunks, which release the GIL; JPEG shards are decoded by PIL, which releases it too. A
 producer thread keeps a queue of a few finished batches in pinned memory, so the consumer
-does not wait; copies to CUDA are non_blocking. Data stays uint8 until it is on the device.
+does not wait; on CUDA they are copied on a side stream one batch ahead (`_DeviceCopier`),
+so the copy overlaps the previous step instead of delaying the next one. Data stays uint8 until it is on the device.
 """
 
 from __future__ import annotations
@@ -219,16 +220,19 @@ class ShardLoader:
         producer = threading.Thread(target=self._produce, args=(epoch, start, out, stop), daemon=True,
                                     name=f"ShardLoader-{self.split}-e{epoch}")
         producer.start()
+        copier = _DeviceCopier(self.device)
         try:
             while True:
                 item = out.get()
                 if item is None:
-                    return
+                    break
                 if isinstance(item, BaseException):
                     raise item
-                images, labels, index = item
-                yield Batch(images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True),
-                            index)
+                ready = copier.push(*item)   # starts this batch's copy, hands back the previous one
+                if ready is not None:
+                    yield ready
+            if (last := copier.flush()) is not None:
+                yield last
         finally:
             stop.set()
             while producer.is_alive():  # unblock a producer waiting on a full queue
@@ -282,6 +286,41 @@ class ShardLoader:
             i += take
         _put(out, (images, labels, index), stop)
         return rest
+
+
+class _DeviceCopier:
+    """Host batches -> device batches. On CUDA the copies run on a side stream, one batch
+    ahead: batch k+1 is already on its way (from pinned memory, over PCIe) while the step of
+    batch k runs, and the compute stream waits for exactly batch k's copy (an event), never
+    for the host. Elsewhere a batch is handed over as it comes."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.pending: tuple[Batch, torch.cuda.Event] | None = None
+
+    def push(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> Batch | None:
+        """Start copying a host batch; return the batch before it, ready to use, if any."""
+        if self.stream is None:
+            return Batch(images.to(self.device), labels.to(self.device), index)
+        with torch.cuda.stream(self.stream):
+            batch = Batch(images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True),
+                          index)
+            done = torch.cuda.Event()
+            done.record(self.stream)
+        ready, self.pending = self.flush(), (batch, done)
+        return ready
+
+    def flush(self) -> Batch | None:
+        """The batch in flight, made safe to use on the current stream."""
+        if self.pending is None:
+            return None
+        (batch, done), self.pending = self.pending, None
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(done)
+        for t in (batch.images, batch.labels):   # freed memory is reused only after the step's use of it
+            t.record_stream(current)
+        return batch
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> None:

@@ -159,9 +159,19 @@ def test_bad_arguments(tiny_data):
 
 
 @pytest.mark.gpu
-def test_cuda_batches(tiny_data):
+def test_cuda_batches_arrive_whole_through_the_side_stream(tiny_data):
+    """Every batch of a CUDA epoch (copied one ahead on a side stream) holds the same images as
+    the CPU loader's, even when the consumer keeps the GPU busy between batches."""
+    cpu = list(ShardLoader(tiny_data, "train", 16, shuffle=True).epoch(0))
     loader = ShardLoader(tiny_data, "train", 16, shuffle=True, device="cuda")
-    batch = next(iter(loader.epoch(0)))
-    assert batch.images.is_cuda and batch.labels.is_cuda and batch.images.dtype == torch.uint8
-    images, _ = _all_images(tiny_data)
-    np.testing.assert_array_equal(batch.images.cpu().numpy(), images[batch.indices.numpy()])
+    busy = torch.randn(2048, 2048, device="cuda")
+    got = []
+    for batch in loader.epoch(0):
+        assert batch.images.is_cuda and batch.labels.is_cuda and batch.images.dtype == torch.uint8
+        for _ in range(5):                     # a step's worth of work queued before the batch is read
+            busy = busy @ busy / 2048
+        got.append((batch.images.float().sum(dim=(1, 2, 3)).cpu(), batch.labels.cpu(), batch.indices))
+    assert len(got) == len(cpu) == len(loader)
+    for (sums, labels, index), ref in zip(got, cpu):
+        assert torch.equal(index, ref.indices) and torch.equal(labels, ref.labels)
+        assert torch.equal(sums, ref.images.float().sum(dim=(1, 2, 3)))

@@ -51,3 +51,27 @@ def test_groups_paper_and_code():
     assert code["conv1.bias"]["lr"] == 0.02 and code["conv1.bias"]["weight_decay"] == 0.0
     assert code["fc6.weight"]["lr"] == 0.01 and code["fc6.weight"]["weight_decay"] == 5e-4
     assert all(g["momentum"] == 0.9 for g in code.values())
+
+
+def test_groups_with_equal_settings_are_updated_together_with_the_same_result():
+    """step() buckets groups by (lr, wd, momentum); the result must be each group's own rule,
+    including a frozen group (lr 0) and groups whose rates differ."""
+    torch.manual_seed(0)
+    shapes = [(3, 4), (4,), (5,), (2, 2), (6,)]
+    settings = [(0.01, 5e-4), (0.02, 0.0), (0.01, 5e-4), (0.0, 5e-4), (0.02, 0.0)]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    refs = [p.detach().clone() for p in params]
+    vs = [torch.zeros_like(r) for r in refs]
+    opt = PaperSGD([{"params": [p], "lr": lr, "weight_decay": wd} for p, (lr, wd) in zip(params, settings)],
+                   lr=0.01, momentum=0.9)
+    for _ in range(4):
+        grads = [torch.randn(s) for s in shapes]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        for i, ((lr, wd), g) in enumerate(zip(settings, grads)):
+            vs[i] = 0.9 * vs[i] - lr * wd * refs[i] - lr * g
+            refs[i] = refs[i] + vs[i]
+    for p, r in zip(params, refs):
+        assert torch.allclose(p.detach(), r, atol=1e-7)
+    assert torch.equal(params[3].detach() - refs[3], torch.zeros_like(refs[3]))   # frozen: unchanged
