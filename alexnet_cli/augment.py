@@ -98,11 +98,12 @@ class AugmentDraw:
 
 
 class TrainAugment:
-    """Random crops, mirrors and PCA colour noise for a training batch (paper 4.1)."""
+    """Random crops, mirrors and PCA colour noise for a training batch (paper 4.1).
+    `channels_last=True` returns the batch in NHWC memory (the CUDA network's layout)."""
 
     def __init__(self, mean_image: torch.Tensor, *, eigenvalues: torch.Tensor | None = None,
                  eigenvectors: torch.Tensor | None = None, pca_std: float = 0.1, pca_scale: str = "paper",
-                 chunk: int = 1, mean_crop: str = "crop", crop: int = CROP):
+                 chunk: int = 1, mean_crop: str = "crop", crop: int = CROP, channels_last: bool = False):
         check_choice("pca_scale", pca_scale, PCA_SCALES)
         check_choice("mean_crop", mean_crop, MEAN_CROPS)
         if chunk < 1:
@@ -111,7 +112,7 @@ class TrainAugment:
             raise AlexnetError("pass both eigenvalues and eigenvectors for PCA colour noise, or neither")
         self.mean_image = torch.as_tensor(mean_image, dtype=torch.float32)      # (256, 256, 3)
         self.pca_std, self.pca_scale, self.chunk = pca_std, pca_scale, chunk
-        self.mean_crop, self.crop = mean_crop, crop
+        self.mean_crop, self.crop, self.channels_last = mean_crop, crop, channels_last
         self.eigenvectors = self.noise_scale = None
         if eigenvalues is not None:
             lam = torch.as_tensor(eigenvalues, dtype=torch.float32).clamp(min=0)  # (3,) 0-255 units
@@ -169,7 +170,8 @@ class TrainAugment:
             x = x + shift[:, None, None, :]
             if self.pca_scale == "code":  # keep the training inputs at the scale of the test inputs
                 x = x / (1.0 + self.pca_std)
-        return x.permute(0, 3, 1, 2).contiguous()                               # (B, 3, size, size)
+        x = x.permute(0, 3, 1, 2)                                # (B, 3, size, size), NHWC in memory
+        return x if self.channels_last else x.contiguous()     # channels_last: no copy at all
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator, *,
                  color_noise: bool = True) -> torch.Tensor:

@@ -14,14 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet_cli.config import ModelConfig, resolve_model_config
+from alexnet_cli.config import ModelConfig, check_choice, resolve_model_config
+from alexnet_cli.errors import AlexnetError
 
 
-def _channel_window_sum(t: torch.Tensor, size: int, groups: int) -> torch.Tensor:
-    """sum_{|j-i|<=size/2} t_j over the channels of each of `groups` columns, clipped at their
-    edges: (B, C, H, W) -> (B, C, H, W), in the memory format of `t`."""
+def _channel_window_sum(t: torch.Tensor, size: int, groups: int, mirror: bool = False) -> torch.Tensor:
+    """sum_{j = i - size//2 .. i + size - 1 - size//2} t_j over the channels of each of `groups`
+    columns, clipped at their edges: (B, C, H, W) -> (B, C, H, W), in the memory format of `t`.
+    `mirror` flips the window (its adjoint; the same window for the odd sizes of the paper)."""
     b, c, h, w = t.shape
     lo, hi = size // 2, size - 1 - size // 2
+    if mirror:
+        lo, hi = hi, lo
     if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
         # NHWC (channels_last on the GPU): channels are innermost, so each pixel's column is
         # a contiguous row; one pad, then one reduction over a sliding-window view
@@ -50,7 +54,7 @@ class _LRNFunction(torch.autograd.Function):
     d^-beta (d = k + alpha * window(x^2)) instead of autograd's chain of intermediates.
 
     dL/dx_j = g_j d_j^-beta - 2 alpha beta x_j sum_{|i-j|<=size/2} g_i x_i d_i^(-beta-1)
-    (the window is symmetric, so its adjoint is the same window sum)."""
+    (the sum runs over the i whose window holds j: the mirrored window, the same one when size is odd)."""
 
     @staticmethod
     def forward(ctx, x, size: int, alpha: float, beta: float, k: float, groups: int):
@@ -65,7 +69,7 @@ class _LRNFunction(torch.autograd.Function):
         x, d, scale = ctx.saved_tensors
         size, alpha, beta, groups = ctx.params
         t = g * x * scale / d                                              # g_i x_i d_i^(-beta-1)
-        grad = g * scale - (2 * alpha * beta) * x * _channel_window_sum(t, size, groups)
+        grad = g * scale - (2 * alpha * beta) * x * _channel_window_sum(t, size, groups, mirror=True)
         return grad, None, None, None, None, None
 
 
@@ -75,21 +79,51 @@ def local_response_norm_fused(x: torch.Tensor, size: int, alpha: float, beta: fl
     return _LRNFunction.apply(x, size, alpha, beta, k, groups)
 
 
+# How LocalResponseNorm computes (the same function each way; a speed switch, not a recipe):
+# auto: `fused` in eager mode, `reference` under torch.compile (which fuses its ops);
+# triton: the Triton kernels of lrn_triton.py (CUDA); fused, reference: as named, always.
+LRN_KERNELS = ("auto", "fused", "triton", "reference")
+
+
+def _lrn_triton(x, size, alpha, beta, k, groups):
+    from alexnet_cli.lrn_triton import lrn_triton   # imports triton: only when asked for
+    return lrn_triton(x, size, alpha, beta, k, groups)
+
+
+_LRN_FUNCTIONS = {"fused": local_response_norm_fused, "reference": local_response_norm, "triton": _lrn_triton}
+
+
 class LocalResponseNorm(nn.Module):
     """Cross-map response normalisation, per column (paper 4.3; `alpha_over_n` for the code's)."""
 
-    def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int, alpha_over_n: bool):
+    def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int, alpha_over_n: bool,
+                 kernel: str = "auto"):
         super().__init__()
         self.size, self.beta, self.k, self.groups = size, beta, k, groups
         self.alpha = alpha / size if alpha_over_n else alpha
+        self.kernel = kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # eager: the hand-written backward; under torch.compile: the reference ops, which it fuses
-        lrn = local_response_norm if torch.compiler.is_compiling() else local_response_norm_fused
-        return lrn(x, self.size, self.alpha, self.beta, self.k, self.groups)
+        kernel = self.kernel
+        if kernel == "auto":
+            kernel = "reference" if torch.compiler.is_compiling() else "fused"
+        return _LRN_FUNCTIONS[kernel](x, self.size, self.alpha, self.beta, self.k, self.groups)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha:g}, beta={self.beta}, k={self.k}, groups={self.groups}"
+
+
+def set_lrn_kernel(module: nn.Module, kernel: str) -> None:
+    """Choose how every LocalResponseNorm inside `module` computes (LRN_KERNELS)."""
+    check_choice("lrn_kernel", kernel, LRN_KERNELS)
+    if kernel == "triton":
+        from alexnet_cli.lrn_triton import triton_available
+        if not triton_available():
+            raise AlexnetError("--lrn-kernel triton needs the triton package and a CUDA GPU; "
+                               "use --lrn-kernel auto")
+    for m in module.modules():
+        if isinstance(m, LocalResponseNorm):
+            m.kernel = kernel
 
 
 class WithinMapNorm(nn.Module):

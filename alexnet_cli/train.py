@@ -30,13 +30,13 @@ from torch import nn
 from alexnet_cli import __version__
 from alexnet_cli.augment import TrainAugment
 from alexnet_cli.checkpoint import load_checkpoint, save_checkpoint
-from alexnet_cli.config import ModelConfig, TrainConfig, to_dict
+from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, to_dict
 from alexnet_cli.distributed import DistInfo, init_distributed, launched_by_torchrun
 from alexnet_cli.errors import AlexnetError, TrainingDiverged
 from alexnet_cli.evaluate import evaluate_model, resolve_device
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.metrics import TopKMeter
-from alexnet_cli.model import AlexNet
+from alexnet_cli.model import LRN_KERNELS, AlexNet, set_lrn_kernel
 from alexnet_cli.optim import PaperSGD, load_velocity_state, param_groups, velocity_state
 from alexnet_cli.parallel import ColumnParallelAlexNet
 from alexnet_cli.pca import read_pca
@@ -63,12 +63,14 @@ class RunOptions:
     bf16: bool = True                 # bf16 autocast on CUDA (ignored on the CPU)
     channels_last: bool = True        # NHWC activations on CUDA: faster convolutions
     compile: bool = False             # torch.compile the network
+    lrn_kernel: str = "auto"          # how LRN computes (model.LRN_KERNELS): same values, other speed
     workers: int | None = None        # loader workers (None: the loader's default)
     val_split: str = "val"
     stuck_steps: int = 2000           # warn when the loss stays at chance this many steps
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
+        check_choice("--lrn-kernel", self.lrn_kernel, LRN_KERNELS)
         for name in ("log_every", "stuck_steps"):
             if getattr(self, name) < 1:
                 raise AlexnetError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -163,6 +165,7 @@ class Trainer:
                        eigenvectors=torch.tensor(pca.eigenvectors, dtype=torch.float32))
         self.augment = TrainAugment(self.mean_image.to(self.device), pca_std=cfg.pca_std, pca_scale=cfg.pca_scale,
                                     chunk=cfg.aug_chunk, mean_crop=cfg.mean_crop,
+                                    channels_last=self.cuda and run.channels_last,
                                     **{k: v.to(self.device) for k, v in eig.items()})
 
     def _setup_model(self) -> None:
@@ -181,6 +184,7 @@ class Trainer:
             if self.mode == "data":
                 ids = [self.device.index] if self.cuda else None
                 self.net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        set_lrn_kernel(self.net, self.run.lrn_kernel)
         self.forward = torch.compile(self.net) if self.run.compile else self.net
         self.optimizer = PaperSGD(param_groups(self.named_params, self.train_cfg), lr=self.train_cfg.lr,
                                   momentum=self.train_cfg.momentum, weight_decay=self.train_cfg.weight_decay)
@@ -297,10 +301,8 @@ class Trainer:
             for batch in loader.epoch(epoch, start_batch=self.pos.batch):
                 seed = step_seed(run.seed, self.dist.rank, epoch, self.pos.batch)
                 gen = torch.Generator(device=self.device).manual_seed(seed)
-                x = self.augment(batch.images, gen, color_noise=color_noise)   # (B, 3, 224, 224) float32
+                x = self.augment(batch.images, gen, color_noise=color_noise)   # (B, 3, 224, 224) float32, as the net's layout
                 torch.manual_seed(seed ^ 0x5DEECE66D)    # this step's dropout masks, on every device
-                if self.cuda and run.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
                 logits, loss = self.train_step(x, batch.labels)
                 self.stats.update(logits, batch.labels, loss)
                 self.pos.batch += 1

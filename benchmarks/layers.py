@@ -8,6 +8,7 @@ LRN candidates (all the paper's formula, same values):
   fused       model.local_response_norm_fused (hand-written backward), the eager default
   torch       F.local_response_norm per column (alpha/n; the usual eager baseline)
   compiled    torch.compile(reference)
+  triton      lrn_triton.lrn_triton, the Triton kernels (--lrn-kernel triton; CUDA with triton)
 Grouped convolution candidates for conv2, conv4, conv5:
   groups=2    one cuDNN call with groups=2 (the model's layout)
   split       two dense convolutions on the channel halves, outputs concatenated
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
+from alexnet_cli.lrn_triton import lrn_triton, triton_available
 from alexnet_cli.model import local_response_norm, local_response_norm_fused
 
 LRN_ARGS = (5, 1e-4, 0.75, 2.0)
@@ -88,6 +90,8 @@ def main() -> None:
             "torch": torch_lrn}
     if cuda:
         lrns["compiled"] = torch.compile(lambda x: local_response_norm(x, *LRN_ARGS, 2))
+    if triton_available():
+        lrns["triton"] = lambda x: lrn_triton(x, *LRN_ARGS, 2)
     for name, shape in (("lrn1", (batch, 96, 55, 55)), ("lrn2", (batch, 256, 27, 27))):
         x = (torch.randn(shape, device=dev) * 50).to(dtype).contiguous(memory_format=fmt)
         for impl, fn in lrns.items():

@@ -24,15 +24,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--rows", type=int, default=20)
+    ap.add_argument("--lrn-kernel", default="auto", help="alexnet train --lrn-kernel")
+    ap.add_argument("--compile", action="store_true", help="profile the torch.compile'd step")
     ap.add_argument("--trace", type=Path, help="also write a Chrome trace here")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     ns = argparse.Namespace(device=args.device, n=64, classes=10, batch=args.batch or (128 if cuda else 4),
-                            log_every=10, workers=4, eval_batch=64)
+                            log_every=10, workers=4, eval_batch=64, lrn_kernel=args.lrn_kernel)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         _, data = prepare_data(tmp, ns)
-        trainer = make_trainer(data["raw"], tmp / "run", ns, compile=False)
+        trainer = make_trainer(data["raw"], tmp / "run", ns, compile=args.compile)
         dev = trainer.device
         images = torch.randint(0, 256, (ns.batch, 256, 256, 3), dtype=torch.uint8, device=dev)
         labels = torch.randint(0, trainer.model_cfg.num_classes, (ns.batch,), device=dev)

@@ -11,6 +11,7 @@ In one run, on the device given (images/s, bf16 autocast on CUDA):
       step, logging, checkpoints) from raw shards and from jpeg shards, generated on the
       spot (--n images, cycled over epochs);
   (c) the same ceiling without LRN and with dense conv2/4/5 (what LRN and groups cost);
+      where triton and CUDA are there, also the ceiling with --lrn-kernel triton;
   (d) the peer: torchvision ImageFolder + PIL transforms + DataLoader + torchvision's
       AlexNet, as in the PyTorch ImageNet example (fp32, like the example);
   and 10-crop evaluation (crops/s): resident data vs from raw shards (evaluate_model).
@@ -41,7 +42,8 @@ from data import generate, hardware  # noqa: E402  (benchmarks/data.py)
 from alexnet_cli.config import resolve_model_config, resolve_train_config  # noqa: E402
 from alexnet_cli.evaluate import evaluate_model  # noqa: E402
 from alexnet_cli.loader import ShardLoader  # noqa: E402
-from alexnet_cli.model import LocalResponseNorm, local_response_norm  # noqa: E402
+from alexnet_cli.lrn_triton import triton_available  # noqa: E402
+from alexnet_cli.model import LRN_KERNELS, LocalResponseNorm, local_response_norm  # noqa: E402
 from alexnet_cli.pca import compute_pca, write_pca  # noqa: E402
 from alexnet_cli.prep import PrepOptions, prepare  # noqa: E402
 from alexnet_cli.progress import NullReporter  # noqa: E402
@@ -73,6 +75,7 @@ def make_trainer(data: Path, out: Path, args, **run_kw) -> Trainer:
     model_kw = run_kw.pop("model", {})
     model_cfg = resolve_model_config("paper", **model_kw)
     train_cfg = resolve_train_config("paper", batch_size=args.batch, epochs=10**6)
+    run_kw.setdefault("lrn_kernel", args.lrn_kernel)
     run = RunOptions(device=args.device, log_every=args.log_every, workers=args.workers, **run_kw)
     return Trainer(data, out, model_cfg, train_cfg, run, "paper", NullReporter())
 
@@ -103,10 +106,11 @@ def swap_lrn(trainer: Trainer, impl: str) -> None:
 
 
 def ceiling(data: Path, tmp: Path, args, *, compile: bool, lrn: bool = True, dense: bool = False,
-            lrn_impl: str | None = None) -> float:
+            lrn_impl: str | None = None, lrn_kernel: str | None = None) -> float:
     """(a)/(c): the trainer's augment + step on one resident uint8 batch."""
-    trainer = make_trainer(data, tmp / f"ceil-{compile}-{lrn}-{dense}-{lrn_impl}", args, compile=compile,
-                           model={} if lrn else {"lrn": False})
+    trainer = make_trainer(data, tmp / f"ceil-{compile}-{lrn}-{dense}-{lrn_impl}-{lrn_kernel}", args,
+                           compile=compile, model={} if lrn else {"lrn": False},
+                           lrn_kernel=lrn_kernel or args.lrn_kernel)
     if lrn_impl:
         swap_lrn(trainer, lrn_impl)
     if dense:
@@ -214,6 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--log-every", type=int, default=None)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--lrn-kernel", default="auto", choices=LRN_KERNELS, help="alexnet train --lrn-kernel for every row")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     ap.add_argument("--no-eager", action="store_true", help="skip the eager rows")
     ap.add_argument("--no-eval", action="store_true", help="skip the 10-crop evaluation rows")
@@ -238,7 +243,12 @@ def main(argv: list[str] | None = None) -> dict:
         for c in compile_modes:
             tag = "compiled" if c else "eager"
             rows.append((f"(a) ceiling, resident data, {tag}", ceiling(data["raw"], tmp, args, compile=c)))
-            if not c and "a-lrn" not in args.skip:
+            if "a-lrn" in args.skip:
+                continue
+            if triton_available() and args.lrn_kernel != "triton":
+                rows.append((f"(a) ceiling, --lrn-kernel triton, {tag}",
+                             ceiling(data["raw"], tmp, args, compile=c, lrn_kernel="triton")))
+            if not c:
                 for impl in ("reference", "torch"):
                     rows.append((f"(a) ceiling, {impl} LRN by autograd, eager",
                                  ceiling(data["raw"], tmp, args, compile=False, lrn_impl=impl)))
@@ -261,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     ref = dict(rows).get("(a) ceiling, resident data, compiled", rows[0][1])   # else the first row
     peer_rate = dict(rows).get("(d) peer: ImageFolder + PIL + torchvision AlexNet (fp32)")
-    table = Table(title=f"alexnet training throughput on {args.device}, batch {args.batch}", title_justify="left",
+    table = Table(title=f"alexnet training throughput on {args.device}, batch {args.batch}, "
+                        f"--lrn-kernel {args.lrn_kernel}", title_justify="left",
                   caption=hardware(torch.device(args.device)))
     for col in ("what", "images/s", "/ ceiling", "/ peer"):
         table.add_column(col, justify="left" if col == "what" else "right")
@@ -270,6 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
                       f"{rate / peer_rate:.1f}x" if peer_rate and not what.startswith("10-crop") else "")
     Console().print(table)
     result = {"device": args.device, "hardware": hardware(torch.device(args.device)), "batch": args.batch,
+              "lrn_kernel": args.lrn_kernel,
               "n": args.n, "rows": [{"what": w, "rate": r} for w, r in rows]}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -235,6 +235,16 @@ def test_same_generator_state_gives_the_same_batch():
     assert not torch.equal(a, aug(images, gen(22)))
 
 
+def test_channels_last_output_has_the_same_values_in_nhwc_memory():
+    images, mean = random_images(3, seed=23), random_mean(24)
+    kw = dict(eigenvalues=IMAGENET_EIGVAL_255, eigenvectors=IMAGENET_EIGVEC)
+    nchw = TrainAugment(mean, **kw)(images, gen(25))
+    nhwc = TrainAugment(mean, channels_last=True, **kw)(images, gen(25))
+    assert nchw.is_contiguous() and not nhwc.is_contiguous()
+    assert nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(nchw, nhwc)
+
+
 def test_bad_arguments_are_reported():
     with pytest.raises(AlexnetError):
         TrainAugment(zero_mean(), pca_scale="naive")

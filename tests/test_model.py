@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet_cli.errors import AlexnetError
 from alexnet_cli.model import AlexNet, LocalResponseNorm, local_response_norm
 from alexnet_cli.summary import summarize
 
@@ -260,13 +261,19 @@ def test_tanh_ablation():
     assert (e < 0).any() and (e.abs() <= 1).all()
 
 
-@pytest.mark.parametrize("groups", [1, 2])
-def test_fused_lrn_equals_reference_values_and_gradients(groups):
+@pytest.mark.parametrize("groups,size,alpha", [(1, 5, 1e-4), (2, 5, 1e-4), (2, 4, 1e-2), (1, 3, 1e-2), (1, 6, 1e-2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_lrn_equals_reference_values_and_gradients(groups, size, alpha, channels_last):
+    """Odd sizes (the paper's 5) and even ones, whose window is lopsided, so the gradient's
+    window sum must be the mirrored one; a large alpha makes the cross term count."""
     from alexnet_cli.model import local_response_norm, local_response_norm_fused
 
     torch.manual_seed(0)
-    x = (torch.randn(2, 8, 5, 4, dtype=torch.float64) * 60).requires_grad_()
-    args = (5, 1e-4, 0.75, 2.0, groups)
+    x = torch.randn(2, 12, 5, 4, dtype=torch.float64) * 60
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    args = (size, alpha, 0.75, 2.0, groups)
     ref = local_response_norm(x, *args)
     fused = local_response_norm_fused(x, *args)
     assert torch.allclose(ref, fused, rtol=1e-12, atol=1e-12)
@@ -301,3 +308,42 @@ def test_grouped_conv_split_path_equals_groups():
     x = torch.randn(2, 8, 7, 7, dtype=torch.float64)
     assert torch.allclose(grouped_conv(conv, x, split=True), conv(x), atol=1e-12)
     assert torch.equal(grouped_conv(conv, x, split=False), conv(x))
+
+
+def test_lrn_kernel_switch_keeps_the_values_and_reaches_every_lrn(monkeypatch):
+    from alexnet_cli import model as model_module
+    from alexnet_cli.model import LRN_KERNELS, LocalResponseNorm, set_lrn_kernel
+    from alexnet_cli.parallel import ColumnParallelAlexNet
+
+    torch.manual_seed(3)
+    net = AlexNet(num_classes=10).double().eval()
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64) * 50
+    with torch.no_grad():
+        outs = {}
+        for kernel in ("auto", "fused", "reference"):
+            set_lrn_kernel(net, kernel)
+            assert {m.kernel for m in net.modules() if isinstance(m, LocalResponseNorm)} == {kernel}
+            outs[kernel] = net(x)
+    assert torch.allclose(outs["fused"], outs["reference"], rtol=1e-10) and torch.equal(outs["auto"], outs["fused"])
+    calls = []   # the switch is really used: a kernel that counts its calls
+    monkeypatch.setitem(model_module._LRN_FUNCTIONS, "reference",
+                        lambda *a: calls.append(1) or model_module.local_response_norm(*a))
+    set_lrn_kernel(net, "reference")
+    with torch.no_grad():
+        net(x)
+    assert len(calls) == 2
+    split = ColumnParallelAlexNet(AlexNet(num_classes=10), ("cpu", "cpu"))
+    set_lrn_kernel(split, "fused")
+    assert sum(isinstance(m, LocalResponseNorm) and m.kernel == "fused" for m in split.modules()) == 4
+    with pytest.raises(AlexnetError, match="lrn_kernel"):
+        set_lrn_kernel(net, "fastest")
+    assert "triton" in LRN_KERNELS
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
+def test_triton_lrn_kernel_without_cuda_is_a_clear_error(monkeypatch):
+    from alexnet_cli.model import set_lrn_kernel
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(AlexnetError, match="triton.*CUDA"):
+        set_lrn_kernel(AlexNet(num_classes=10), "triton")

@@ -198,7 +198,8 @@ def test_bad_run_options_give_one_error_line(tiny_data, tmp_path):
                          (["--max-steps", "-1"], "--max-steps"), (["--device", "foo"], "unknown device"),
                          (["--parallel", "data"], "torchrun"), (["--momentum", "5"], "momentum"),
                          (["--parallel", "model", "--devices", "cpu"], "two devices"),
-                         (["--parallel", "model", "--devices", "cpu,cpu", "--columns", "1"], "two-column")):
+                         (["--parallel", "model", "--devices", "cpu,cpu", "--columns", "1"], "two-column"),
+                         (["--lrn-kernel", "fastest"], "--lrn-kernel")):
         result = runner.invoke(app, base + extra)
         assert result.exit_code == 1, (extra, result.output)
         assert "Error:" in result.output and words in result.output and "Traceback" not in result.output, extra
@@ -209,3 +210,28 @@ def test_resume_refuses_another_seed(tiny_data, tmp_path):
     assert runner.invoke(app, args).exit_code == 0
     again = runner.invoke(app, args + ["--resume", "--seed", "5"])
     assert again.exit_code == 1 and "--seed" in again.output
+
+
+@pytest.mark.gpu
+def test_cuda_training_steps_do_not_sync_with_the_host(tiny_data, tmp_path):
+    """Between log lines a CUDA step queues its work and returns: no host-device sync
+    (torch.cuda.set_sync_debug_mode raises on any synchronising call)."""
+    from alexnet_cli.progress import NullReporter
+    from alexnet_cli.train import Trainer
+
+    run = RunOptions(device="cuda", log_every=10**6, max_steps=6)
+    trainer = Trainer(tiny_data, tmp_path / "run", resolve_model_config("paper"),
+                      resolve_train_config("paper", batch_size=8, epochs=1), run, "paper", NullReporter())
+    trainer._prepare_run_dir()
+    batches = trainer.train_loader.epoch(0)
+    next(batches)   # the loader's first batch (and lazy CUDA init) before the check
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            batch = next(batches)
+            x = trainer.augment(batch.images, torch.Generator(device="cuda").manual_seed(0))
+            logits, loss = trainer.train_step(x, batch.labels)
+            trainer.stats.update(logits, batch.labels, loss)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    batches.close()
