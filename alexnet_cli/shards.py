@@ -25,16 +25,19 @@ A data folder holds:
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import io
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import h5py
 import numpy as np
+import torch
 from PIL import Image
 
 from alexnet_cli.errors import DataError
@@ -255,7 +258,7 @@ def read_images(f: h5py.File, start: int, stop: int, out: np.ndarray | None = No
             for j, data in enumerate(f["jpeg"][start:stop]):
                 r = j if rows is None else rows[j]
                 if r >= 0:
-                    out[r] = decode_jpeg(data)
+                    decode_jpeg(data, out[r])
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise DataError(f"shard {f.filename}: images {start}..{stop} are unreadable "
                         f"({str(exc).splitlines()[0]}): {_RERUN}") from None
@@ -276,13 +279,47 @@ def encode_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return np.frombuffer(buf.getvalue(), np.uint8)
 
 
-def decode_jpeg(data: np.ndarray) -> np.ndarray:
-    """The bytes of a stored JPEG -> uint8 (256, 256, 3) RGB."""
-    with Image.open(io.BytesIO(data.tobytes())) as img:
-        arr = np.asarray(img.convert("RGB"))
-    if arr.shape != IMAGE_SHAPE:
-        raise ValueError(f"stored JPEG is {arr.shape}, expected {IMAGE_SHAPE}")
-    return arr
+@functools.cache
+def _torchvision_decoder():
+    """torchvision.io.decode_jpeg, or None where a torchvision no longer has it (0.29 deprecates
+    its image codecs in favour of TorchCodec; PIL's decode gives the same pixels, slower)."""
+    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                            category=DeprecationWarning)
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:
+        return None
+    return functools.partial(decode_jpeg, mode=ImageReadMode.RGB)
+
+
+def decode_jpeg(data: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The bytes of a stored JPEG -> uint8 (256, 256, 3) RGB, into `out` if given.
+
+    torchvision's decoder where there is one: the same libjpeg-turbo decode as PIL's
+    (bit-identical pixels; a test checks it) in one C++ call, about 1.4x faster than PIL's
+    Python-level plugin and with fewer round trips through the GIL, which matters with many
+    loader threads."""
+    if out is None:
+        out = np.empty(IMAGE_SHAPE, np.uint8)
+    decoder = _torchvision_decoder()
+    if decoder is None:
+        with Image.open(io.BytesIO(data.tobytes())) as img:
+            rgb = np.asarray(img.convert("RGB"))
+        if rgb.shape != IMAGE_SHAPE:
+            raise ValueError(f"stored JPEG is {rgb.shape[:2]}, expected {IMAGE_SHAPE[:2]}")
+        out[...] = rgb
+        return out
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    if not data.flags.writeable:   # torch wants writable memory (h5py's arrays are)
+        data = data.copy()
+    try:
+        chw = decoder(torch.from_numpy(data))                                          # (3, H, W)
+    except RuntimeError as exc:   # "decode_jpeg, <source file>:<line>, <what>" for corrupt bytes
+        raise ValueError(f"stored JPEG cannot be decoded: {str(exc).splitlines()[0].rsplit(', ', 1)[-1]}") from None
+    if tuple(chw.shape[1:]) != IMAGE_SHAPE[:2]:
+        raise ValueError(f"stored JPEG is {tuple(chw.shape[1:])}, expected {IMAGE_SHAPE[:2]}")
+    torch.from_numpy(out).copy_(chw.permute(1, 2, 0))                                  # (256, 256, 3)
+    return out
 
 
 def file_sha256(path: Path) -> str:

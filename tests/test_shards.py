@@ -3,6 +3,7 @@ index, shard checks, and the writer's block-aligned chunks."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -10,7 +11,9 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 
+from alexnet_cli import shards
 from alexnet_cli.errors import DataError
 from alexnet_cli.shards import (ShardWriter, abandoned, claim, decode_jpeg, encode_jpeg, open_shard, read_images, read_manifest,
                                 read_mean_image, read_split_index, verify_shards)
@@ -110,6 +113,35 @@ def test_jpeg_round_trip_size_check():
     assert decode_jpeg(encode_jpeg(img, 95)).shape == (256, 256, 3)
     with pytest.raises(ValueError):
         decode_jpeg(encode_jpeg(img[:100], 95))
+    data = encode_jpeg(np.full((256, 256, 3), 90, np.uint8), 95)
+    for bad in (data[: len(data) // 2], np.frombuffer(b"not a JPEG", np.uint8)):
+        with pytest.raises(ValueError, match="cannot be decoded: (Image is incomplete|Not a JPEG)"):
+            decode_jpeg(bad)
+    with pytest.raises(ValueError, match="expected"):
+        decode_jpeg(encode_jpeg(np.zeros((200, 256, 3), np.uint8), 95))
+
+
+@pytest.mark.parametrize("quality", [75, 90, 95])
+@pytest.mark.parametrize("decoder", ["torchvision", "pil"])
+def test_jpeg_decode_is_pixel_identical_to_pil(quality, decoder, monkeypatch):
+    """Stored JPEGs are decoded by torchvision (faster); the pixels must be PIL's exactly, so
+    that the mean image prep computes and the images training sees do not depend on it."""
+    rng = np.random.default_rng(quality)
+    ramp = np.linspace(0, 255, 256)
+    smooth = ramp[None, :, None] * rng.random(3) * 0.6 + ramp[:, None, None] * rng.random(3) * 0.4
+    images = [np.clip(smooth + rng.normal(0, s, (256, 256, 3)), 0, 255).astype(np.uint8) for s in (0, 8, 40)]
+    images.append(np.repeat(rng.integers(0, 256, (256, 256, 1), dtype=np.uint8), 3, axis=2))   # grey content
+    if decoder == "pil":   # as where torchvision has dropped its decoder
+        monkeypatch.setattr(shards, "_torchvision_decoder", lambda: None)
+    else:
+        assert shards._torchvision_decoder() is not None
+    for img in images:
+        data = encode_jpeg(img, quality)
+        with Image.open(io.BytesIO(data.tobytes())) as pil:
+            expected = np.asarray(pil.convert("RGB"))
+        out = np.zeros((256, 256, 3), np.uint8)
+        assert decode_jpeg(data, out) is out
+        np.testing.assert_array_equal(out, expected)
 
 
 def test_temporary_files_are_claimed_while_written(tmp_path):
