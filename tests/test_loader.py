@@ -158,6 +158,14 @@ def test_bad_arguments(tiny_data):
     assert 1 <= default_workers() <= 8
 
 
+def test_default_workers_by_format(monkeypatch):
+    """Raw shards are read by at most 8 threads; jpeg shards, which decode, use all cores but two."""
+    import alexnet_cli.loader as loader_module
+    for cores, raw, jpeg in ((2, 1, 1), (16, 8, 14), (64, 8, 32), (1, 1, 1)):
+        monkeypatch.setattr(loader_module.os, "cpu_count", lambda c=cores: c)
+        assert (default_workers("raw"), default_workers("jpeg")) == (raw, jpeg), cores
+
+
 @pytest.mark.gpu
 def test_cuda_batches_arrive_whole_through_the_side_stream(tiny_data):
     """Every batch of a CUDA epoch (copied one ahead on a side stream) holds the same images as

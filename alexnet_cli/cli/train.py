@@ -64,7 +64,7 @@ def train(
     channels_last: Annotated[bool, _opt("--channels-last/--no-channels-last", "NHWC memory layout on CUDA.", _RUN)] = True,
     compile: Annotated[bool, _opt("--compile", "torch.compile the network.", _RUN)] = False,
     lrn_kernel: Annotated[str, _opt("--lrn-kernel", "How LRN computes, same values: auto (fused eager, fused by torch.compile), triton (CUDA), fused or reference.", _RUN)] = "auto",
-    workers: Annotated[Optional[int], _opt("--workers", "Data loader workers.", _RUN)] = None,
+    workers: Annotated[Optional[int], _opt("--workers", "Data loader threads (default: up to 8 for raw shards, all cores but two for jpeg).", _RUN)] = None,
     stuck_steps: Annotated[int, _opt("--stuck-steps", "Warn when the loss stays at chance this many steps.", _RUN)] = 2000,
     tensorboard: Annotated[bool, _opt("--tensorboard", "Also log to RUN/tensorboard (needs the tensorboard extra).", _RUN)] = False,
     json_out: JsonOpt = False,
