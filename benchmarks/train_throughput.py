@@ -6,12 +6,13 @@
 In one run, on the device given (images/s, bf16 autocast on CUDA):
   (a) ceiling: the paper's network on a uint8 batch already resident on the device, through
       the trainer's own augmentation and training step (Trainer.augment, Trainer.train_step),
-      eager and torch.compile'd;
+      eager and torch.compile'd; also with the other LRN kernels (same values): triton
+      where triton and CUDA are, and, compiled, the fused autograd function instead of the
+      reference ops that `--lrn-kernel auto` lets torch.compile trace;
   (b) end to end: `alexnet train`'s real code path (Trainer.fit: ShardLoader -> augment ->
       step, logging, checkpoints) from raw shards and from jpeg shards, generated on the
       spot (--n images, cycled over epochs);
   (c) the same ceiling without LRN and with dense conv2/4/5 (what LRN and groups cost);
-      where triton and CUDA are there, also the ceiling with --lrn-kernel triton;
   (d) the peer: torchvision ImageFolder + PIL transforms + DataLoader + torchvision's
       AlexNet, as in the PyTorch ImageNet example (fp32, like the example);
   and 10-crop evaluation (crops/s): resident data vs from raw shards (evaluate_model).
@@ -245,9 +246,13 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append((f"(a) ceiling, resident data, {tag}", ceiling(data["raw"], tmp, args, compile=c)))
             if "a-lrn" in args.skip:
                 continue
-            if triton_available() and args.lrn_kernel != "triton":
-                rows.append((f"(a) ceiling, --lrn-kernel triton, {tag}",
-                             ceiling(data["raw"], tmp, args, compile=c, lrn_kernel="triton")))
+            # the other LRN kernels (same values) in this mode, to choose `auto`'s pick from
+            others = ["triton"] if triton_available() else []
+            others += ["fused"] if c else []     # compiled `auto` traces the reference ops
+            for kernel in others:
+                if kernel != args.lrn_kernel:
+                    rows.append((f"(a) ceiling, --lrn-kernel {kernel}, {tag}",
+                                 ceiling(data["raw"], tmp, args, compile=c, lrn_kernel=kernel)))
             if not c:
                 for impl in ("reference", "torch"):
                     rows.append((f"(a) ceiling, {impl} LRN by autograd, eager",
