@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
-from alexnet_cli.errors import AlexnetError
+from alexnet_cli.errors import AlexnetError, UsageError
 
 RECIPE_NAMES = ("paper", "code")
 
@@ -51,11 +51,11 @@ class ModelConfig:
         check_choice("conv1_padding", self.conv1_padding, ("paper", "code"))
         check_choice("columns", self.columns, (1, 2))
         if self.num_classes < 2:
-            raise AlexnetError(f"num_classes must be at least 2, got {self.num_classes}")
+            raise UsageError(f"num_classes must be at least 2, got {self.num_classes}")
         if not 0.0 <= self.dropout < 1.0:
-            raise AlexnetError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise UsageError(f"dropout must be in [0, 1), got {self.dropout}")
         if (self.pool_kernel, self.pool_stride) not in ((3, 2), (2, 2)):
-            raise AlexnetError("pooling must be 3/2 (overlapping, the paper's) or 2/2 (the ablation)")
+            raise UsageError("pooling must be 3/2 (overlapping, the paper's) or 2/2 (the ablation)")
 
 
 @dataclass(frozen=True)
@@ -83,15 +83,15 @@ class TrainConfig:
         check_choice("pca_scale", self.pca_scale, ("paper", "code"))
         check_choice("mean_crop", self.mean_crop, ("crop", "center"))
         if self.epochs < 1 or self.batch_size < 1 or self.aug_chunk < 1:
-            raise AlexnetError("epochs, batch size and augmentation chunk must be positive")
+            raise UsageError("epochs, batch size and augmentation chunk must be positive")
         if self.lr <= 0:
-            raise AlexnetError(f"learning rate must be positive, got {self.lr}")
+            raise UsageError(f"learning rate must be positive, got {self.lr}")
         if not 0.0 <= self.momentum < 1.0:
-            raise AlexnetError(f"momentum must be in [0, 1), got {self.momentum}")
+            raise UsageError(f"momentum must be in [0, 1), got {self.momentum}")
         if min(self.weight_decay, self.bias_lr_mult, self.pca_std, self.max_lr_drops) < 0:
-            raise AlexnetError("weight decay, bias learning-rate multiplier, PCA std and max LR drops must not be negative")
+            raise UsageError("weight decay, bias learning-rate multiplier, PCA std and max LR drops must not be negative")
         if self.plateau_patience < 1:
-            raise AlexnetError(f"patience must be at least 1 epoch, got {self.plateau_patience}")
+            raise UsageError(f"patience must be at least 1 epoch, got {self.plateau_patience}")
 
 
 # The released code's choices (SPEC.md "Where the original code differs"); every other
@@ -121,7 +121,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 
 def check_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
-        raise AlexnetError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        raise UsageError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
 
 
 def _resolve(cls, recipe: str, part: str, overrides: dict[str, Any]):
@@ -129,7 +129,7 @@ def _resolve(cls, recipe: str, part: str, overrides: dict[str, Any]):
     known = {f.name for f in fields(cls)}
     unknown = set(overrides) - known
     if unknown:
-        raise AlexnetError(f"unknown {part} option(s): {', '.join(sorted(unknown))}")
+        raise UsageError(f"unknown {part} option(s): {', '.join(sorted(unknown))}")
     values = {**RECIPES[recipe][part], **{k: v for k, v in overrides.items() if v is not None}}
     return cls(**values)
 

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from alexnet_cli.config import resolve_model_config, resolve_train_config
-from alexnet_cli.errors import AlexnetError
+from alexnet_cli.errors import AlexnetError, UsageError
 from alexnet_cli.evaluate import EvalResult, evaluate
 from alexnet_cli.kernels import KernelReport, kernel_report
 from alexnet_cli.neighbors import QueryResult, draw_neighbors, find_neighbors
@@ -91,16 +91,16 @@ class DemoConfig:
 
     def check(self) -> None:
         if not 2 <= self.classes <= 64:
-            raise AlexnetError(f"--classes must be in 2..64, got {self.classes}")
+            raise UsageError(f"--classes must be in 2..64, got {self.classes}")
         if self.train_per_class < 1 or self.val_per_class < 1:
-            raise AlexnetError("the demo needs at least one training and one validation image per class")
+            raise UsageError("the demo needs at least one training and one validation image per class")
         if self.classes * self.train_per_class < self.batch_size:
             raise AlexnetError(f"{self.classes * self.train_per_class} training images are fewer than one "
                                f"batch of {self.batch_size}")
         if self.epochs < 1 or self.batch_size < 1 or self.queries < 1 or self.k < 1:
-            raise AlexnetError("epochs, batch size, queries and k must be positive")
+            raise UsageError("epochs, batch size, queries and k must be positive")
         if self.lr is not None and self.lr <= 0:
-            raise AlexnetError(f"the learning rate must be positive, got {self.lr}")
+            raise UsageError(f"the learning rate must be positive, got {self.lr}")
 
     @property
     def learning_rate(self) -> float:

@@ -1,13 +1,19 @@
-"""Errors meant for the user: the CLI prints their message as one `Error:` line, exit 1.
+"""Errors meant for the user: the CLI prints their message as one `Error:` line.
 
-Library code raises `AlexnetError` (or a subclass) for anything the user can fix:
-bad files, missing inputs, inconsistent options. Anything else is a bug and, outside
-`--debug`, is still reported in one line, with the exception type.
+Library code raises `AlexnetError` (or a subclass) for anything the user can fix: bad files,
+missing inputs, inconsistent options; exit code 1. `UsageError` is a value the command line
+does not allow (a choice that is not one, a number out of range): exit code 2, like click's
+own usage errors (CLI.md: 2 is bad usage). Anything else is a bug and, outside `--debug`, is
+still reported in one line, with the exception type.
 """
 
 
 class AlexnetError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+
+class UsageError(AlexnetError):
+    """An option value the command does not allow; the CLI exits with 2 (bad usage)."""
 
 
 class DataError(AlexnetError):

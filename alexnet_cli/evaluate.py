@@ -28,7 +28,7 @@ from torch import nn
 
 from alexnet_cli.augment import test_crops
 from alexnet_cli.checkpoint import LoadedModel, load_model
-from alexnet_cli.errors import AlexnetError, CheckpointError, DataError
+from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.metrics import TOP_K, TopKCounts, TopKMeter
 from alexnet_cli.progress import NullReporter, Reporter
@@ -82,7 +82,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise AlexnetError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+        raise UsageError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise AlexnetError(f"device {device!r} asked for, but CUDA is not available here")
@@ -93,7 +93,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 def check_crops(crops: int) -> int:
     if crops not in CROPS:
-        raise AlexnetError(f"--crops must be 1 (centre crop) or 10 (the paper's ten crops), got {crops}")
+        raise UsageError(f"--crops must be 1 (centre crop) or 10 (the paper's ten crops), got {crops}")
     return crops
 
 
@@ -230,7 +230,7 @@ def evaluate(checkpoints: Sequence[Path], data_dir: Path, *, split: str = "val",
     prepared data folder, with 1 or 10 crops per image."""
     check_crops(crops)
     if batch_size < 1:
-        raise AlexnetError(f"--batch-size must be positive, got {batch_size}")
+        raise UsageError(f"--batch-size must be positive, got {batch_size}")
     if not checkpoints:
         raise AlexnetError("give at least one checkpoint")
     dev = resolve_device(device)

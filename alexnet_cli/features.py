@@ -34,7 +34,7 @@ import torch
 
 from alexnet_cli.augment import center_crop
 from alexnet_cli.checkpoint import LoadedModel, load_model
-from alexnet_cli.errors import AlexnetError, CheckpointError, DataError
+from alexnet_cli.errors import CheckpointError, DataError, UsageError
 from alexnet_cli.evaluate import resolve_device
 from alexnet_cli.loader import Batch, ShardLoader
 from alexnet_cli.progress import NullReporter, Reporter
@@ -202,7 +202,7 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
     run's FILE.partial is resumed.
     """
     if batch_size < 1:
-        raise AlexnetError(f"--batch-size must be positive, got {batch_size}")
+        raise UsageError(f"--batch-size must be positive, got {batch_size}")
     out, manifest = Path(out), read_manifest(data_dir)
     count, data = manifest.split(split).count, data_key(manifest, split)
     want = (encoder.key, split, count, data)              # what a matching file was made from

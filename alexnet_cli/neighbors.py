@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 import torch
 
-from alexnet_cli.errors import AlexnetError, CheckpointError, DataError
+from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
 from alexnet_cli.features import (Encoder, cache_path, data_key, load_encoder, read_features_info, read_rows_index,
                                   write_features)
 from alexnet_cli.figures import grid, hstack, labeled_tile, save_png
@@ -199,9 +199,9 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
                    workers: int | None = None, progress: Reporter = NullReporter()) -> list[QueryResult]:
     """What `alexnet neighbors` does: for each query image, its k nearest images of `split`."""
     if k < 1:
-        raise AlexnetError(f"--k must be at least 1, got {k}")
+        raise UsageError(f"--k must be at least 1, got {k}")
     if not queries:
-        raise AlexnetError("give at least one --query image")
+        raise UsageError("give at least one --query image")
     data_dir = Path(data_dir)
     images = [load_image(q) for q in queries]                 # unreadable queries fail before any work
     encoder = load_encoder(checkpoint, data_dir, device)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from alexnet_cli.errors import AlexnetError
+from alexnet_cli.errors import UsageError
 from alexnet_cli.model import LAYERS, AlexNet, stage_modules
 
 
@@ -65,7 +65,7 @@ class ColumnParallelAlexNet(nn.Module):
     def __init__(self, model: AlexNet, devices: tuple[str | torch.device, str | torch.device]):
         super().__init__()
         if model.config.columns != 2:
-            raise AlexnetError("--parallel model needs the two-column network; --columns 1 trains on one device")
+            raise UsageError("--parallel model needs the two-column network; --columns 1 trains on one device")
         self.config = model.config
         self.devices = tuple(torch.device(d) for d in devices)
         self.a = Column(model, 0).to(self.devices[0])

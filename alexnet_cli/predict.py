@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from alexnet_cli.checkpoint import LoadedModel, load_model
-from alexnet_cli.errors import AlexnetError, CheckpointError
+from alexnet_cli.errors import CheckpointError, UsageError
 from alexnet_cli.evaluate import Member, average_softmax, check_crops, resolve_device
 from alexnet_cli.figures import grid, hbar_chart, hstack, labeled_tile, save_png
 from alexnet_cli.images import load_image
@@ -68,7 +68,7 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5,
     """
     check_crops(crops)
     if k < 1:
-        raise AlexnetError(f"--k must be at least 1, got {k}")
+        raise UsageError(f"--k must be at least 1, got {k}")
     dev = resolve_device(device)
     loaded = load_model(checkpoint, dev)
     mean, classes, names = _mean_and_names(loaded, None if data_dir is None else Path(data_dir))

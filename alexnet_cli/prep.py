@@ -32,7 +32,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from alexnet_cli.errors import DataError
+from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.images import SIZE, UnreadableImage, load_image
 from alexnet_cli.layouts import LabelFiles, Layout, find_layout
 from alexnet_cli.progress import NullReporter, Reporter
@@ -56,15 +56,15 @@ class PrepOptions:
 
     def check(self) -> None:
         if self.format not in FORMATS:
-            raise DataError(f"--format must be raw or jpeg, got {self.format!r}")
+            raise UsageError(f"--format must be raw or jpeg, got {self.format!r}")
         if not 1 <= self.jpeg_quality <= 100:
-            raise DataError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
+            raise UsageError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
         if not 1 <= self.shard_size <= 1_000_000 or self.block_size < 1:
-            raise DataError("--shard-size must be in 1..1,000,000 and --block-size positive")
+            raise UsageError("--shard-size must be in 1..1,000,000 and --block-size positive")
         if self.limit_per_class is not None and self.limit_per_class < 1:
-            raise DataError(f"--limit-per-class must be positive, got {self.limit_per_class}")
+            raise UsageError(f"--limit-per-class must be positive, got {self.limit_per_class}")
         if self.workers is not None and self.workers < 1:
-            raise DataError(f"--workers must be positive, got {self.workers}")
+            raise UsageError(f"--workers must be positive, got {self.workers}")
 
 
 @dataclass

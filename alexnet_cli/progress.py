@@ -1,8 +1,9 @@
 """Progress reporting for long jobs, without tying the library to a terminal.
 
 Library functions take a `Reporter` (default: `NullReporter`, silent). The CLI passes a
-`ConsoleReporter`, which draws a rich progress bar (rate and ETA) on a terminal and, when
-stderr is not a terminal, logs a plain line every few seconds instead.
+`ConsoleReporter`, which draws a rich progress bar (rate and ETA) on a terminal and, when the
+output is not a terminal (CLI.md: stdout redirected or piped; or stderr), logs a plain line
+every few seconds instead.
 """
 
 from __future__ import annotations
@@ -80,13 +81,14 @@ def _fmt(v: object) -> str:
 class ConsoleReporter:
     """Rich progress bars on a terminal; periodic log lines otherwise."""
 
-    def __init__(self, console, log_every: float = 10.0):
+    def __init__(self, console, log_every: float = 10.0, interactive: bool | None = None):
         self.console = console
         self.log_every = log_every
+        self.interactive = console.is_terminal if interactive is None else interactive
 
     @contextmanager
     def task(self, description: str, total: float | None, unit: str = "it"):
-        if not self.console.is_terminal:
+        if not self.interactive:
             yield _LogTask(self.console, description, total, unit, self.log_every)
             return
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,

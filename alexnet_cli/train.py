@@ -32,7 +32,7 @@ from alexnet_cli.augment import TrainAugment
 from alexnet_cli.checkpoint import load_checkpoint, save_checkpoint
 from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, to_dict
 from alexnet_cli.distributed import DistInfo, init_distributed, launched_by_torchrun
-from alexnet_cli.errors import AlexnetError, TrainingDiverged
+from alexnet_cli.errors import AlexnetError, TrainingDiverged, UsageError
 from alexnet_cli.evaluate import evaluate_model, resolve_device
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.metrics import TopKMeter
@@ -73,18 +73,18 @@ class RunOptions:
         check_choice("--lrn-kernel", self.lrn_kernel, LRN_KERNELS)
         for name in ("log_every", "stuck_steps"):
             if getattr(self, name) < 1:
-                raise AlexnetError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("max_steps", "save_every", "workers"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise AlexnetError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 def resolve_parallel(run: RunOptions) -> str:
     """The documented rule for `--parallel auto`: data under torchrun (WORLD_SIZE > 1); model
     when two --devices are given; otherwise single."""
     if run.parallel not in PARALLEL_MODES:
-        raise AlexnetError(f"--parallel must be one of {', '.join(PARALLEL_MODES)}; got {run.parallel!r}")
+        raise UsageError(f"--parallel must be one of {', '.join(PARALLEL_MODES)}; got {run.parallel!r}")
     if run.parallel != "auto":
         return run.parallel
     if launched_by_torchrun():
@@ -129,19 +129,19 @@ class Trainer:
         run = self.run
         if self.mode == "model":
             if len(run.devices) != 2:
-                raise AlexnetError("--parallel model needs two devices: --devices cuda:0,cuda:1 (or cpu,cpu)")
+                raise UsageError("--parallel model needs two devices: --devices cuda:0,cuda:1 (or cpu,cpu)")
             self.devices = tuple(resolve_device(d) for d in run.devices)
             self.device = self.devices[0]
         else:
             self.device = resolve_device(run.device)
         if self.mode == "data" and not launched_by_torchrun():
-            raise AlexnetError("--parallel data runs under torchrun with several processes, e.g. "
+            raise UsageError("--parallel data runs under torchrun with several processes, e.g. "
                                "torchrun --nproc_per_node 8 -m alexnet_cli train DATA --out RUN --parallel data")
         self.dist = init_distributed(self.device.type) if self.mode == "data" else DistInfo()
         if self.mode == "data" and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         if self.mode == "data" and self.train_cfg.batch_size % self.dist.world_size:
-            raise AlexnetError(f"--batch-size {self.train_cfg.batch_size} is the global batch; it must divide "
+            raise UsageError(f"--batch-size {self.train_cfg.batch_size} is the global batch; it must divide "
                                f"by the {self.dist.world_size} processes")
         self.cuda = self.device.type == "cuda"
 

@@ -96,12 +96,19 @@ def test_bad_flag_is_a_usage_error(runner):
     assert result.stdout == ""
 
 
-def test_bad_value_is_one_error_line(runner):
-    result = runner.invoke(app, ["summary", "--pool", "5"])
-    assert result.exit_code == 1
+@pytest.mark.parametrize("args,words", [
+    (["summary", "--pool", "5"], "pool"), (["summary", "--columns", "3"], "columns"),
+    (["summary", "--activation", "gelu"], "activation"), (["summary", "--recipe", "bogus"], "recipe"),
+    (["summary", "--dropout", "1.5"], "dropout"), (["eval", ".", ".", "--crops", "5"], "crops"),
+])
+def test_bad_value_is_one_error_line_and_a_usage_error(runner, args, words):
+    """A value the option does not allow is bad usage (CLI.md: exit 2), told in one line,
+    whether typer or our own validation catches it."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
     assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "pool" in lines[0]
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and words in lines[0], result.stderr
     assert "Traceback" not in result.output
 
 
@@ -147,11 +154,12 @@ def test_python_dash_m():
 
 
 def test_console_script_error_boundary():
-    # a real process: exit status 1, one `Error:` line, no traceback
+    # a real process: exit status 2 or 1, one `Error:` line, no traceback
     script = Path(sys.executable).parent / "alexnet"
     if not script.exists():
         pytest.skip("the package is not installed in this interpreter's environment")
-    failed = _run(str(script), "summary", "--pool", "5")
-    assert failed.returncode == 1 and failed.stdout == ""
-    lines = failed.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in failed.stderr
+    for args, code in ((["summary", "--pool", "5"], 2), (["pca", str(Path(__file__).parent)], 1)):
+        failed = _run(str(script), *args)   # a bad value (usage), then a folder that holds no data
+        assert failed.returncode == code and failed.stdout == "", (args, failed.stderr)
+        lines = failed.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in failed.stderr

@@ -257,7 +257,7 @@ def test_cli_errors(tmp_path):
     missing = runner.invoke(app, ["prep", str(tmp_path / "nope"), str(tmp_path / "out")])
     assert missing.exit_code == 2
     bad = runner.invoke(app, ["prep", str(tmp_path / "empty"), str(tmp_path / "out"), "--format", "png"])
-    assert bad.exit_code == 1 and "--format must be raw or jpeg" in bad.stderr
+    assert bad.exit_code == 2 and "--format must be raw or jpeg" in bad.stderr   # a bad value: usage
 
 
 def test_cli_label_flags(tmp_path):

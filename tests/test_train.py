@@ -201,7 +201,7 @@ def test_bad_run_options_give_one_error_line(tiny_data, tmp_path):
                          (["--parallel", "model", "--devices", "cpu,cpu", "--columns", "1"], "two-column"),
                          (["--lrn-kernel", "fastest"], "--lrn-kernel")):
         result = runner.invoke(app, base + extra)
-        assert result.exit_code == 1, (extra, result.output)
+        assert result.exit_code == 2, (extra, result.output)   # CLI.md: bad usage
         assert "Error:" in result.output and words in result.output and "Traceback" not in result.output, extra
 
 

@@ -2,7 +2,9 @@
 the one error boundary.
 
 Error boundary: a subcommand raises; `AlexnetGroup.invoke` turns the exception into one
-`Error: ...` line on stderr and exit code 1. Usage errors (typer's) keep exit code 2.
+`Error: ...` line on stderr and exit code 1, or 2 for a `UsageError` (an option value that is
+not allowed). Click's own usage errors keep their exit code 2. Ctrl-C: `Error: interrupted`,
+exit code 130 (128 + SIGINT, the shell's convention).
 `--debug` or ALEXNET_DEBUG=1 lets the traceback through.
 """
 
@@ -18,7 +20,7 @@ from typer.core import TyperGroup
 from alexnet_cli import __version__
 from alexnet_cli.cli import demo, eval as eval_cmd, features, kernels, neighbors, pca, predict, prep, summary, train
 from alexnet_cli.cli.common import err_console
-from alexnet_cli.errors import AlexnetError
+from alexnet_cli.errors import AlexnetError, UsageError
 
 
 def _debug_wanted(ctx: typer.Context) -> bool:
@@ -60,7 +62,7 @@ class AlexnetGroup(TyperGroup):
             message = " ".join(message.split()) or type(exc).__name__
             err_console.print(f"Error: {message}", style="bold red", highlight=False, markup=False,
                               soft_wrap=True)
-            raise typer.Exit(1)
+            raise typer.Exit(2 if isinstance(exc, UsageError) else 1)
 
 
 app = typer.Typer(

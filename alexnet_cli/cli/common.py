@@ -22,8 +22,9 @@ err_console = Console(stderr=True)
 
 
 def reporter() -> ConsoleReporter:
-    """Progress on stderr: a bar on a terminal, a log line every few seconds otherwise."""
-    return ConsoleReporter(err_console)
+    """Progress on stderr: a bar when stdout and stderr are both terminals, a log line every
+    few seconds otherwise (`alexnet train ... > log` gets no bar: CLI.md)."""
+    return ConsoleReporter(err_console, interactive=err_console.is_terminal and console.is_terminal)
 
 
 def print_json(data: Any) -> None:

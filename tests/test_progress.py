@@ -1,0 +1,56 @@
+"""Progress reporting: a rich bar with rate and ETA on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from alexnet_cli.cli import common
+from alexnet_cli.progress import ConsoleReporter
+
+
+def _console(terminal: bool) -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, force_terminal=terminal, width=120, color_system=None), out
+
+
+def test_log_lines_when_not_a_terminal_carry_progress_rate_and_info():
+    console, out = _console(terminal=False)
+    reporter = ConsoleReporter(console, log_every=0.0)
+    assert not reporter.interactive
+    with reporter.task("epoch 1/2", total=4, unit="batch") as task:
+        for _ in range(4):
+            task.advance(1, loss=2.5)
+    lines = out.getvalue().strip().splitlines()
+    assert len(lines) == 4 and lines[-1].startswith("epoch 1/2: 4/4 batch (")
+    assert "batch/s)" in lines[-1] and "loss=2.5" in lines[-1]
+    assert "\x1b[" not in out.getvalue()   # no control codes in a log file
+
+
+def test_log_lines_are_spaced_but_the_last_one_always_comes():
+    console, out = _console(terminal=False)
+    with ConsoleReporter(console, log_every=3600.0).task("features", total=10, unit="image") as task:
+        for _ in range(10):
+            task.advance(1)
+    lines = out.getvalue().strip().splitlines()
+    assert lines == [lines[-1]] and lines[0].startswith("features: 10/10 image")
+
+
+def test_bar_on_a_terminal_shows_rate_and_eta():
+    console, out = _console(terminal=True)
+    reporter = ConsoleReporter(console)
+    assert reporter.interactive
+    with reporter.task("epoch 1/1", total=3, unit="batch") as task:
+        for _ in range(3):
+            task.advance(1, loss=1.0)
+    text = out.getvalue()
+    assert "epoch 1/1" in text and "3/3" in text and "eta" in text and "batch/s" in text and "loss 1" in text
+
+
+def test_cli_draws_no_bar_when_stdout_is_redirected(monkeypatch):
+    """CLI.md: quiet-but-logging when stdout is not a terminal, even if stderr still is."""
+    for out_tty, err_tty, bar in ((True, True, True), (False, True, False), (True, False, False)):
+        monkeypatch.setattr(common, "console", Console(file=io.StringIO(), force_terminal=out_tty))
+        monkeypatch.setattr(common, "err_console", Console(file=io.StringIO(), force_terminal=err_tty))
+        assert common.reporter().interactive is bar, (out_tty, err_tty)
