@@ -69,6 +69,7 @@ class TrainConfig:
     weight_decay: float = 5e-4        # 6: weight decay 0.0005
     lr_schedule: str = "plateau"      # 6: divide by 10 when validation error stops improving; "code": fixed drops
     plateau_patience: int = 2         # epochs without a better validation top-1 before a drop (paper: unstated)
+    code_epoch_base: int = 0          # code schedules: the notes' "epoch 25" is 0-based (26th epoch) or 1-based (25th)
     max_lr_drops: int = 3             # 6: "reduced three times prior to termination"
     bias_lr_mult: float = 1.0         # code: biases learn at 2x the weights' initial rate
     bias_weight_decay: bool = True    # code: no weight decay on biases
@@ -82,6 +83,7 @@ class TrainConfig:
         check_choice("lr_schedule", self.lr_schedule, ("plateau", "code", "code2010"))
         check_choice("pca_scale", self.pca_scale, ("paper", "code"))
         check_choice("mean_crop", self.mean_crop, ("crop", "center"))
+        check_choice("code_epoch_base", self.code_epoch_base, (0, 1))
         if self.epochs < 1 or self.batch_size < 1 or self.aug_chunk < 1:
             raise UsageError("epochs, batch size and augmentation chunk must be positive")
         if self.lr <= 0:
@@ -107,8 +109,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             "init_std_conv345": 0.03,
         },
         "train": {
-            "epochs": 91,
-            "lr_schedule": "code",
+            "lr_schedule": "code",                 # 91 epochs: SCHEDULE_EPOCHS
             "bias_lr_mult": 2.0,
             "bias_weight_decay": False,
             "pca_scale": "code",
@@ -139,9 +140,19 @@ def resolve_model_config(recipe: str = "paper", **overrides: Any) -> ModelConfig
     return _resolve(ModelConfig, recipe, "model", overrides)
 
 
+# The length of each fixed schedule of the released code (layer-params-145.cfg's notes: the
+# 2012 run stopped after 91 epochs, the 2010 run after 93). Choosing one of them without
+# --epochs trains for its length; with --epochs its boundaries are scaled (schedule.py).
+SCHEDULE_EPOCHS = {"code": 91, "code2010": 93}
+
+
 def resolve_train_config(recipe: str = "paper", **overrides: Any) -> TrainConfig:
-    """The recipe's training settings, with `overrides` (None means: keep the recipe's value)."""
-    return _resolve(TrainConfig, recipe, "train", overrides)
+    """The recipe's training settings, with `overrides` (None means: keep the recipe's value).
+    A fixed code schedule brings its own length unless `epochs` is given."""
+    cfg = _resolve(TrainConfig, recipe, "train", overrides)
+    if overrides.get("epochs") is None and cfg.lr_schedule in SCHEDULE_EPOCHS:
+        cfg = dataclasses.replace(cfg, epochs=SCHEDULE_EPOCHS[cfg.lr_schedule])
+    return cfg
 
 
 def to_dict(config) -> dict[str, Any]:

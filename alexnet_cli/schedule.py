@@ -9,18 +9,22 @@ The code (layers/layer-params-145.cfg, the notes at its end; the ILSVRC-2012 run
 0.01, 0.001 from epoch 25, 1e-4 from 51; conv1 1e-5 and colour noise off from 67; conv1 frozen
 (weights and biases) from 72; all other weights 1e-5 from 79; stopped after 91 epochs. Biases
 keep 2 x 0.01 = 0.02 throughout. `code2010` is the ILSVRC-2010 run (23/51/68/72/78, 93 epochs).
-With `epochs` != the run's length each boundary e becomes round(e * epochs / length).
+Epochs count from 0 here ("from epoch 25": the 26th epoch on); `code_epoch_base=1` reads the
+notes' numbers as counted from 1 instead (the release cannot settle it: docs/paper-vs-code.md).
+Choosing either without `epochs` trains for the run's length (config.SCHEDULE_EPOCHS); with
+`epochs` != that length each boundary e becomes round(e * epochs / length).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from alexnet_cli.config import TrainConfig
+from alexnet_cli.config import SCHEDULE_EPOCHS, TrainConfig
 from alexnet_cli.optim import base_lr
 
-# (weights 0.001 from, 1e-4 from, conv1 1e-5 + noise off from, conv1 frozen from, rest 1e-5 from, length)
-CODE_RUNS = {"code": (25, 51, 67, 72, 79, 91), "code2010": (23, 51, 68, 72, 78, 93)}
+# (weights 0.001 from, 1e-4 from, conv1 1e-5 + noise off from, conv1 frozen from, rest 1e-5 from);
+# each run's length is config.SCHEDULE_EPOCHS (91 and 93)
+CODE_RUNS = {"code": (25, 51, 67, 72, 79), "code2010": (23, 51, 68, 72, 78)}
 
 
 @dataclass
@@ -52,8 +56,9 @@ class Schedule:
         return self._code_rates(epoch)
 
     def _code_rates(self, epoch: int) -> Rates:
-        *bounds, length = CODE_RUNS[self.cfg.lr_schedule]
-        e1, e2, e3, e4, e5 = (round(b * self.cfg.epochs / length) for b in bounds)
+        bounds, length = CODE_RUNS[self.cfg.lr_schedule], SCHEDULE_EPOCHS[self.cfg.lr_schedule]
+        base_epoch = self.cfg.code_epoch_base          # 1: the notes count epochs from 1
+        e1, e2, e3, e4, e5 = (round((b - base_epoch) * self.cfg.epochs / length) for b in bounds)
         base = self.cfg.lr
         weights = base if epoch < e1 else base / 10 if epoch < e2 else base / 100 if epoch < e5 else base / 1000
         lr = {}

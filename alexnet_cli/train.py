@@ -230,8 +230,9 @@ class Trainer:
         ckpt = load_checkpoint(path, map_location="cpu")
         saved = ckpt.get("config", {})
         for part, cfg in (("model", self.model_cfg), ("train", self.train_cfg)):
-            if saved.get(part) != to_dict(cfg):
-                diff = sorted(k for k, v in to_dict(cfg).items() if saved.get(part, {}).get(k) != v)
+            before, defaults = saved.get(part, {}), to_dict(type(cfg)())   # a field newer than the run: its default
+            diff = sorted(k for k, v in to_dict(cfg).items() if before.get(k, defaults[k]) != v)
+            if diff:
                 raise AlexnetError(f"{path} was trained with other {part} settings ({', '.join(diff)}); "
                                    "resume with the same arguments, or start a new --out")
         run = saved.get("run", {})

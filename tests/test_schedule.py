@@ -20,24 +20,54 @@ def test_plateau_divides_by_ten_at_most_three_times():
     assert s.rates(30).color_noise
 
 
+# both sides of every boundary of layer-params-145.cfg's notes (0-based epochs: docs/paper-vs-code.md)
 @pytest.mark.parametrize("epoch, weights, conv1_w, conv1_b, bias, noise", [
     (0, 1e-2, 1e-2, 0.02, 0.02, True),
     (24, 1e-2, 1e-2, 0.02, 0.02, True),
     (25, 1e-3, 1e-3, 0.02, 0.02, True),
+    (50, 1e-3, 1e-3, 0.02, 0.02, True),
     (51, 1e-4, 1e-4, 0.02, 0.02, True),
+    (66, 1e-4, 1e-4, 0.02, 0.02, True),
     (67, 1e-4, 1e-5, 0.02, 0.02, False),
+    (71, 1e-4, 1e-5, 0.02, 0.02, False),
     (72, 1e-4, 0.0, 0.0, 0.02, False),
+    (78, 1e-4, 0.0, 0.0, 0.02, False),
     (79, 1e-5, 0.0, 0.0, 0.02, False),
     (90, 1e-5, 0.0, 0.0, 0.02, False),
 ])
 def test_code_schedule_of_the_2012_run(epoch, weights, conv1_w, conv1_b, bias, noise):
-    rates = Schedule(resolve_train_config("code"), NAMES).rates(epoch)
+    cfg = resolve_train_config("code")
+    assert cfg.epochs == 91                                   # "stopped after 91 epochs"
+    rates = Schedule(cfg, NAMES).rates(epoch)
     assert rates.lr["fc7.weight"] == pytest.approx(weights)
     assert rates.lr["conv5.weight"] == pytest.approx(weights)
     assert rates.lr["conv1.weight"] == pytest.approx(conv1_w)
     assert rates.lr["conv1.bias"] == pytest.approx(conv1_b)
     assert rates.lr["fc8.bias"] == pytest.approx(bias)
     assert rates.color_noise is noise
+
+
+# the ILSVRC-2010 run: 23 / 51 / 68 / 72 / 78, stopped after 93 epochs
+@pytest.mark.parametrize("epoch, weights, conv1_w, noise", [
+    (22, 1e-2, 1e-2, True), (23, 1e-3, 1e-3, True), (50, 1e-3, 1e-3, True), (51, 1e-4, 1e-4, True),
+    (67, 1e-4, 1e-4, True), (68, 1e-4, 1e-5, False), (71, 1e-4, 1e-5, False), (72, 1e-4, 0.0, False),
+    (77, 1e-4, 0.0, False), (78, 1e-5, 0.0, False), (92, 1e-5, 0.0, False),
+])
+def test_code_schedule_of_the_2010_run(epoch, weights, conv1_w, noise):
+    for recipe in ("code", "paper"):    # the schedule brings its length whatever the recipe
+        cfg = resolve_train_config(recipe, lr_schedule="code2010")
+        assert cfg.epochs == 93
+        rates = Schedule(cfg, NAMES).rates(epoch)
+        assert rates.lr["fc6.weight"] == pytest.approx(weights * cfg.lr / 0.01)
+        assert rates.lr["conv1.weight"] == pytest.approx(conv1_w)
+        assert rates.color_noise is noise
+
+
+def test_schedule_length_follows_the_schedule_unless_epochs_is_given():
+    assert resolve_train_config("paper").epochs == 90
+    assert resolve_train_config("paper", lr_schedule="code").epochs == 91
+    assert resolve_train_config("code", lr_schedule="plateau").epochs == 90
+    assert resolve_train_config("code", lr_schedule="code2010", epochs=40).epochs == 40
 
 
 def test_code_schedule_scales_with_epochs():
@@ -54,3 +84,16 @@ def test_state_round_trip():
     t = Schedule(resolve_train_config("paper", plateau_patience=1), NAMES)
     t.load_state_dict(s.state_dict())
     assert t.rates(2).lr == s.rates(2).lr and t.state == s.state
+
+
+def test_one_based_reading_of_the_notes_moves_every_boundary_one_epoch_earlier():
+    """The notes' "epoch 25" read as counted from 1 (--code-epoch-base 1): the 25th epoch,
+    0-based 24, is the first at 0.001; and so on for every boundary."""
+    zero = Schedule(resolve_train_config("code"), NAMES)
+    one = Schedule(resolve_train_config("code", code_epoch_base=1), NAMES)
+    for epoch in range(91):
+        assert one.rates(epoch).lr == zero.rates(epoch + 1).lr or epoch == 90
+        assert one.rates(epoch).color_noise == zero.rates(epoch + 1).color_noise or epoch == 90
+    assert one.rates(23).lr["fc6.weight"] == pytest.approx(1e-2)
+    assert one.rates(24).lr["fc6.weight"] == pytest.approx(1e-3)
+    assert one.rates(71).lr["conv1.weight"] == 0.0 and zero.rates(71).lr["conv1.weight"] > 0

@@ -212,6 +212,25 @@ def test_resume_refuses_another_seed(tiny_data, tmp_path):
     assert again.exit_code == 1 and "--seed" in again.output
 
 
+def test_resume_of_a_run_older_than_a_setting_takes_its_default(tiny_data, tmp_path):
+    """A checkpoint written before a config field existed resumes when the field has its default,
+    and is refused when it does not."""
+    from alexnet_cli.checkpoint import save_checkpoint
+
+    out = tmp_path / "run"
+    base = ["train", str(tiny_data), "--out", str(out), *FAST]
+    assert runner.invoke(app, [*base, "--max-steps", "1"]).exit_code == 0
+    last = out / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    del ckpt["config"]["train"]["code_epoch_base"]            # as if written by an older version
+    save_checkpoint(last, ckpt)
+    refused = runner.invoke(app, [*base, "--max-steps", "2", "--resume", "--code-epoch-base", "1"])
+    assert refused.exit_code == 1 and "code_epoch_base" in refused.output
+    resumed = runner.invoke(app, [*base, "--max-steps", "2", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_checkpoint(last)["trainer"]["step"] == 2
+
+
 @pytest.mark.gpu
 def test_cuda_training_steps_do_not_sync_with_the_host(tiny_data, tmp_path):
     """Between log lines a CUDA step queues its work and returns: no host-device sync

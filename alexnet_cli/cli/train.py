@@ -26,13 +26,14 @@ def train(
     data: ExistingDir,
     out: Annotated[Path, _opt("--out", "Run folder: config.json, metrics.jsonl, checkpoints/.", _RUN)],
     recipe: RecipeOpt = "paper",
-    epochs: Annotated[Optional[int], _opt("--epochs", "Epochs (paper: 90; code: 91).")] = None,
+    epochs: Annotated[Optional[int], _opt("--epochs", "Epochs (paper: 90; --lr-schedule code: 91, code2010: 93).")] = None,
     batch_size: Annotated[Optional[int], _opt("--batch-size", "Global batch (paper: 128).")] = None,
     lr: Annotated[Optional[float], _opt("--lr", "Initial learning rate (paper: 0.01).")] = None,
     momentum: Annotated[Optional[float], _opt("--momentum", "Momentum (paper: 0.9).")] = None,
     weight_decay: Annotated[Optional[float], _opt("--weight-decay", "Weight decay (paper: 0.0005).")] = None,
     lr_schedule: Annotated[Optional[str], _opt("--lr-schedule", "plateau (paper: /10 when val error stops improving), code (the 2012 run's fixed drops) or code2010.")] = None,
     patience: Annotated[Optional[int], _opt("--patience", "plateau: epochs without a better val top-1 before /10.")] = None,
+    code_epoch_base: Annotated[Optional[int], _opt("--code-epoch-base", "code schedules: count the notes' epochs from 0 (default: 'epoch 25' = the 26th) or 1.")] = None,
     max_lr_drops: Annotated[Optional[int], _opt("--max-lr-drops", "plateau: at most this many drops (paper: 3).")] = None,
     bias_lr_mult: Annotated[Optional[float], _opt("--bias-lr-mult", "Biases' rate / weights' initial rate (code: 2).")] = None,
     bias_weight_decay: Annotated[Optional[bool], _opt("--bias-weight-decay/--no-bias-weight-decay", "Weight decay on biases (code: none).")] = None,
@@ -77,7 +78,7 @@ def train(
         bias_init=bias_init)
     train_cfg = resolve_train_config(
         recipe, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-        lr_schedule=lr_schedule, plateau_patience=patience, max_lr_drops=max_lr_drops, bias_lr_mult=bias_lr_mult,
+        lr_schedule=lr_schedule, code_epoch_base=code_epoch_base, plateau_patience=patience, max_lr_drops=max_lr_drops, bias_lr_mult=bias_lr_mult,
         bias_weight_decay=bias_weight_decay, pca_aug=pca_aug, pca_scale=pca_scale, aug_chunk=aug_chunk,
         mean_crop=mean_crop)
     run = RunOptions(device=device, parallel=parallel,
