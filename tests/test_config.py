@@ -27,7 +27,7 @@ def test_paper_train_defaults():
     t = resolve_train_config("paper")
     assert t == TrainConfig()
     assert (t.batch_size, t.lr, t.momentum, t.weight_decay, t.epochs) == (128, 0.01, 0.9, 5e-4, 90)
-    assert (t.lr_schedule, t.max_lr_drops) == ("plateau", 3)
+    assert (t.lr_schedule, t.max_lr_drops, t.plateau_patience, t.code_epoch_base) == ("plateau", 3, 2, 0)
     assert (t.pca_aug, t.pca_std, t.pca_scale) == (True, 0.1, "paper")
     assert (t.aug_chunk, t.mean_crop, t.bias_lr_mult, t.bias_weight_decay) == (1, "crop", 1.0, True)
 

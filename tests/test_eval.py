@@ -339,3 +339,17 @@ def test_bf16_on_cuda_agrees_with_fp32(tiny_data, ckpts):
     np.testing.assert_allclose(fp32.predictions.probs, cpu.predictions.probs, atol=1e-3)
     np.testing.assert_allclose(bf16.predictions.probs, fp32.predictions.probs, atol=0.05)
     assert bf16.n == fp32.n == cpu.n
+
+
+def test_reference_rows_are_the_papers_results():
+    """SPEC.md "Results to aim at" (paper section 7) and torchvision's single-GPU variant."""
+    from alexnet_cli.cli.eval import PAPER_ENSEMBLE, PAPER_SINGLE_1, PAPER_SINGLE_10
+
+    rows = {name: (top1, top5) for name, top1, top5 in PAPER_SINGLE_10 + PAPER_SINGLE_1 + PAPER_ENSEMBLE}
+    assert rows == {
+        "paper: 2012 val, 1 CNN": (40.7, 18.2),
+        "paper: 2010 test, 1 CNN, 10 crops": (37.5, 17.0),
+        "paper: 2010 test, 1 CNN, centre crop": (39.0, 18.3),
+        "torchvision: 2012 val, centre crop": (43.48, 20.93),
+        "paper: 2012 val, 5 CNNs averaged": (38.1, 16.4),
+    }

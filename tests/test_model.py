@@ -246,6 +246,21 @@ def test_dropout_only_in_training(paper_net):
     assert not torch.allclose(a, b)
 
 
+def test_dropout_is_one_half_on_the_inputs_of_fc7_and_fc8(paper_net):
+    """Section 4.2: dropout with probability 0.5 in the first two fully connected layers: about
+    half of fc6's and of fc7's outputs are zeroed in training, the rest doubled (torch's
+    inverted dropout; the paper halves the outputs at test time instead)."""
+    assert paper_net.drop6.p == paper_net.drop7.p == 0.5
+    torch.manual_seed(5)
+    h = torch.rand(64, 4096) + 0.5
+    paper_net.drop6.train()
+    out = paper_net.drop6(h)
+    paper_net.drop6.eval()
+    dropped = (out == 0).float().mean().item()
+    assert 0.48 < dropped < 0.52
+    assert torch.allclose(out[out != 0], 2 * h[out != 0])
+
+
 def test_dropout_zero_is_deterministic_in_training():
     net = AlexNet(num_classes=10, dropout=0.0).train()
     x = torch.randn(2, 3, 224, 224)

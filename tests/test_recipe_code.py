@@ -11,6 +11,9 @@ to the column's maps; `rnorm` (within a map) divides the scale by size^2 and add
 5x5 window clipped at the borders; a pool layer's `neuron=relu` applies after pooling; at
 test time the dropout (`hs`) layers multiply by keep = 0.5, which equals torch's inverted
 dropout when the next layer's weights are the torch weights / 0.5. Everything in float64.
+
+The same NumPy layers also give the paper's network as its text describes it
+(`paper_forward`), against which the default `AlexNet()` is checked.
 """
 
 from __future__ import annotations
@@ -209,3 +212,52 @@ def test_initialisation_matches_layers_145_cfg():
         assert layer.weight.std().item() == pytest.approx(std, rel=0.05), name
         assert abs(layer.weight.mean().item()) < 0.1 * std, name
         assert torch.all(layer.bias == bias), name
+
+
+# ---------------------------------------------------------------- the paper's network, same layers
+
+def paper_forward(x: np.ndarray, p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The paper's text (sections 3.3-3.5, figure 2), column by column, with the NumPy layers
+    above: conv1 padded by 2 all round (224 -> 55: the first 55 of the overhanging windows),
+    ReLU, then LRN (k = 2, n = 5, alpha = 1e-4 NOT divided by n, beta = 0.75) within the
+    column, then overlapping 3/2 max pooling; likewise conv2; conv3 sees both columns; ReLU
+    after conv3, conv4, conv5; pool after conv5; fc6, fc7 with ReLU and 0.5 dropout."""
+    lrn = dict(size=5, scale=1e-4 * 5, power=0.75, min_div=2.0)     # cross_map_norm divides by size
+    pool1, pool2 = {}, {}
+    for c in "ab":
+        a = relu(conv(x, p[f"conv1{c}.w"], p[f"conv1{c}.b"], stride=4, pad=2)[:, :, :55, :55])
+        pool1[c] = max_pool(cross_map_norm(a, **lrn))                        # (N, 48, 27, 27)
+        a = relu(conv(pool1[c], p[f"conv2{c}.w"], p[f"conv2{c}.b"], pad=2))
+        pool2[c] = max_pool(cross_map_norm(a, **lrn))                        # (N, 128, 13, 13)
+    both = np.concatenate([pool2["a"], pool2["b"]], axis=1)
+    pool5 = {}
+    for c in "ab":
+        a = relu(conv(both, p[f"conv3{c}.w"], p[f"conv3{c}.b"], pad=1))
+        a = relu(conv(a, p[f"conv4{c}.w"], p[f"conv4{c}.b"], pad=1))
+        a = relu(conv(a, p[f"conv5{c}.w"], p[f"conv5{c}.b"], pad=1))
+        pool5[c] = max_pool(a).reshape(len(x), -1)                           # (N, 4608)
+    h = np.concatenate([pool5["a"], pool5["b"]], axis=1)
+    h = np.concatenate([KEEP * relu(h @ p[f"fc6{c}.w"].T + p[f"fc6{c}.b"]) for c in "ab"], axis=1)
+    h = np.concatenate([KEEP * relu(h @ p[f"fc7{c}.w"].T + p[f"fc7{c}.b"]) for c in "ab"], axis=1)
+    return {"conv_block1": np.concatenate([pool1["a"], pool1["b"]], axis=1), "logits": h @ p["fc8.w"].T + p["fc8.b"]}
+
+
+def test_paper_network_matches_the_papers_text():
+    torch.manual_seed(0)
+    net = AlexNet(num_classes=10).double().eval()
+    assert net.conv1.padding == (2, 2) and net.conv1.stride == (4, 4)
+    excite(net, seed=3)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 60.0
+    want = paper_forward(x.numpy(), released_params(net))
+    with torch.no_grad():
+        block1, logits = net.conv_block1(x), net(x)
+    assert block1.shape == (2, 96, 27, 27) and logits.shape == (2, 10)
+    close(block1, want["conv_block1"])
+    close(logits, want["logits"])
+    # and the comparison would notice: LRN before ReLU, alpha / n, or the code's conv1 padding
+    for overrides in ({"conv1_order": "code"}, {"lrn_alpha_over_n": True}, {"conv1_padding": "code"}):
+        variant = AlexNet(num_classes=10, **overrides).double().eval()
+        variant.load_state_dict(net.state_dict())
+        with torch.no_grad():
+            got = variant.conv_block1(x).numpy()
+        assert np.abs(got - want["conv_block1"]).max() > 1e-3 * np.abs(want["conv_block1"]).max(), overrides

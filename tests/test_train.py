@@ -254,3 +254,30 @@ def test_cuda_training_steps_do_not_sync_with_the_host(tiny_data, tmp_path):
     finally:
         torch.cuda.set_sync_debug_mode(0)
     batches.close()
+
+
+def test_fit_trains_each_epoch_with_the_schedules_rates_and_noise(tiny_data, tmp_path, monkeypatch):
+    """The code schedule squeezed into 3 epochs (boundaries round(e * 3 / 91)): epoch 0 at 0.01,
+    epoch 1 at 0.001, epoch 2 at 1e-4 with conv1 frozen and the colour noise off; biases 0.02.
+    Checked where the optimizer and the augmentation receive them, and in metrics.jsonl."""
+    from alexnet_cli.runlog import read_metrics
+    from alexnet_cli.train import Trainer
+
+    seen = []
+    original = Trainer.train_epoch
+
+    def spy(self, epoch, *, color_noise):
+        seen.append((epoch, color_noise, {g["name"]: g["lr"] for g in self.optimizer.param_groups}))
+        return original(self, epoch, color_noise=color_noise)
+
+    monkeypatch.setattr(Trainer, "train_epoch", spy)
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--recipe", "code", "--epochs", "3",
+                                 "--device", "cpu", "--batch-size", "16", "--log-every", "1"])
+    assert result.exit_code == 0, result.output
+    assert [(e, noise) for e, noise, _ in seen] == [(0, True), (1, True), (2, False)]
+    for (_, _, lr), weights, conv1 in zip(seen, (1e-2, 1e-3, 1e-4), (1e-2, 1e-3, 0.0)):
+        assert lr["fc6.weight"] == pytest.approx(weights) and lr["conv3.weight"] == pytest.approx(weights)
+        assert lr["conv1.weight"] == pytest.approx(conv1) and lr["fc8.bias"] == pytest.approx(0.02)
+    epochs = [r for r in read_metrics(out) if r["kind"] == "epoch"]
+    assert [r["lr"] for r in epochs] == pytest.approx([1e-2, 1e-3, 1e-4])
