@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from alexnet_cli.checkpoint import FORMAT, VERSION, load_checkpoint, load_model, save_checkpoint
+from alexnet_cli.cli.app import app
 from alexnet_cli.config import resolve_model_config, resolve_train_config, to_dict
 from alexnet_cli.errors import CheckpointError
 from alexnet_cli.model import AlexNet
+from alexnet_cli.shards import read_mean_image
 
 CLASSES = ["n01440764", "n01443537", "n01484850", "n01491361", "n01494475"]
 
@@ -175,3 +178,27 @@ def test_inconsistent_checkpoints(tmp_path, two_column_net):
     save_checkpoint(wrong_config, {"model": state, "classes": CLASSES, "config": {"model": model_config}})
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(wrong_config)
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tiny_data, tmp_path_factory) -> Path:
+    """RUN/checkpoints/last.pt of one training step by `alexnet train` (a few seconds on the CPU)."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    result = CliRunner().invoke(app, ["train", str(tiny_data), "--out", str(run), "--max-steps", "1",
+                                      "--device", "cpu", "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    return run / "checkpoints" / "last.pt"
+
+
+@pytest.mark.parametrize("source", ["alexnet train", "make_checkpoint", "make_checkpoint without data"])
+def test_mean_image_is_float32_256x256x3(source, tiny_data, make_checkpoint, tmp_path, request):
+    data = None if source.endswith("without data") else tiny_data
+    if source == "alexnet train":
+        path = request.getfixturevalue("trained_checkpoint")
+    else:
+        path = make_checkpoint(tmp_path / "made.pt", data)
+    mean = torch.load(path, weights_only=True)["mean_image"]
+    assert isinstance(mean, torch.Tensor) and mean.dtype == torch.float32 and mean.shape == (256, 256, 3)
+    # the training mean in 0-255 units that was subtracted (zeros when make_checkpoint has no data)
+    expected = torch.from_numpy(read_mean_image(data)) if data else torch.zeros(256, 256, 3)
+    assert torch.equal(mean, expected)

@@ -16,11 +16,13 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from alexnet_cli.checkpoint import LoadedModel, save_checkpoint
+from alexnet_cli.checkpoint import LoadedModel, load_model, save_checkpoint
 from alexnet_cli.cli.app import app
 from alexnet_cli.errors import CheckpointError, DataError
 from alexnet_cli.evaluate import Member, check_classes, evaluate, evaluate_model, evaluate_models
+from alexnet_cli.loader import ShardLoader
 from alexnet_cli.model import AlexNet
+from alexnet_cli.prep import PrepOptions, prepare
 from alexnet_cli.shards import open_shard, read_images, read_manifest, read_mean_image, read_split_index
 
 runner = CliRunner()
@@ -147,9 +149,9 @@ def test_evaluate_restores_training_mode(stub_data):
 
 # ---------------------------------------------------------------------------- real checkpoints and data
 
-def _save(path: Path, data_dir: Path, *, classes=None, seed=0, mean_crop="crop") -> Path:
+def _save(path: Path, data_dir: Path, *, classes=None, seed=0, mean_crop="crop", columns=2) -> Path:
     torch.manual_seed(seed)
-    model = AlexNet(num_classes=4, bias_fill=0.0)
+    model = AlexNet(num_classes=4, bias_fill=0.0, columns=columns)
     with torch.no_grad():              # a softmax neither flat nor saturated (see test_predict)
         w = model.fc8.weight
         w.sub_(w.mean(1, keepdim=True)).mul_(20)
@@ -353,3 +355,39 @@ def test_reference_rows_are_the_papers_results():
         "torchvision: 2012 val, centre crop": (43.48, 20.93),
         "paper: 2012 val, 5 CNNs averaged": (38.1, 16.4),
     }
+
+
+@pytest.fixture(scope="module")
+def small_val(tiny_tree, tmp_path_factory) -> tuple[Path, Path]:
+    """tiny_tree's val split cut to 1 image per class (4 images), and a one-column network for
+    it: 10 crops of the two-column net on tiny_data's 16 val images take 4-8 s per pass on 2
+    CPU cores, here about one."""
+    out = tmp_path_factory.mktemp("small_val")
+    prepare(tiny_tree, out, PrepOptions(limit_per_class=1, splits=["val"], workers=1))
+    return out, _save(out / "one_column.pt", out, seed=1, columns=1)
+
+
+def test_cli_ten_crops_json_equals_the_library(small_val, tmp_path):
+    data_dir, ckpt = small_val
+    preds = tmp_path / "preds.jsonl"
+    res = runner.invoke(app, ["eval", str(ckpt), str(data_dir), "--crops", "10", "--json", "--device", "cpu",
+                              "--predictions", str(preds)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert {"top1_error", "top5_error", "n", "crops"} <= set(data)
+    assert data["crops"] == 10 and isinstance(data["n"], int)
+    assert data["n"] == read_manifest(data_dir).split("val").count == 4
+    assert all(isinstance(data[k], float) and 0.0 <= data[k] <= 1.0 for k in ("top1_error", "top5_error"))
+    # the same checkpoint and data through the library's in-memory route
+    loaded = load_model(ckpt)
+    loader = ShardLoader(data_dir, "val", 4, shuffle=False, workers=1)
+    ten = evaluate_model(loaded.model, loader, loaded.mean_image, crops=10, keep_predictions=True)
+    assert (data["top1_error"], data["top5_error"], data["n"]) == (ten.top1_error, ten.top5_error, ten.n)
+    # image by image, the CLI's probabilities are the 10-crop average, not the centre crop's
+    centre = evaluate_model(loaded.model, loader, loaded.mean_image, crops=1, keep_predictions=True)
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    cli_probs = np.array([[t["prob"] for t in r["top"]] for r in rows])
+    assert [r["index"] for r in rows] == ten.predictions.indices.tolist()
+    assert [[t["index"] for t in r["top"]] for r in rows] == ten.predictions.top.tolist()
+    np.testing.assert_allclose(cli_probs, ten.predictions.probs, atol=2e-6)
+    assert np.abs(cli_probs - centre.predictions.probs).max() > 1e-3

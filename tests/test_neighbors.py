@@ -216,3 +216,25 @@ def test_gpu_search_and_features_match_the_cpu(data, checkpoint, tmp_path):
     Image.fromarray(read_split_images(data, "val", [3])[0]).save(png)
     hits = find_neighbors(checkpoint, data, [png], k=4, split="val", device="cuda", features=on_gpu.path)
     assert hits[0].neighbors[0].index == 3 and hits[0].neighbors[0].distance < 0.05
+
+
+def test_cli_neighbors_defaults_to_six_training_images(data, checkpoint, tmp_path):
+    # tiny_data has 48 training images (12 per class) and 16 val: enough for k = 6 and more
+    train_paths, train_labels = read_split_index(data, "train")
+    assert len(train_paths) == 48
+    manifest = json.loads((data / "manifest.json").read_text())
+    row = 20                                              # a training image as its shard holds it
+    png = tmp_path / "train20.png"
+    Image.fromarray(read_split_images(data, "train", [row])[0]).save(png)
+    result = runner.invoke(app, ["neighbors", str(checkpoint), str(data), "--query", str(png), "--device", "cpu",
+                                 "--json"])                 # no --k, no --split
+    assert result.exit_code == 0, result.output
+    [answer] = json.loads(result.stdout)
+    hits = answer["neighbors"]
+    assert answer["query"] == str(png) and len(hits) == 6
+    for n in hits:                                        # rows of the train split, not of val
+        assert n["path"].startswith("train/") and n["path"] == train_paths[n["index"]]
+        assert n["label"] == manifest["class_names"][train_labels[n["index"]]]
+    assert hits[0]["index"] == row and hits[0]["distance"] < hits[1]["distance"] / 20   # itself, found in train
+    assert [n["distance"] for n in hits] == sorted(n["distance"] for n in hits)
+    assert len({n["index"] for n in hits}) == 6

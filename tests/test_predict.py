@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,45 @@ def test_bare_state_dict_needs_the_data_folder(ckpt, images, tmp_path, tiny_data
     from alexnet_cli.shards import read_manifest
     classes = read_manifest(tiny_data).classes
     assert {t["class"] for t in json.loads(res.stdout)[0]["top"]} <= set(classes)
+
+
+CLASSES8 = [f"n0200000{i}" for i in range(8)]
+NAMES8 = [f"thing number {i}" for i in range(8)]
+
+
+@pytest.fixture(scope="module")
+def ckpt8(tmp_path_factory) -> Path:
+    """A random 8-class network (more classes than the default --k 5), saved like `ckpt`."""
+    torch.manual_seed(4)
+    model = AlexNet(num_classes=8, bias_fill=0.0)
+    with torch.no_grad():              # spread the softmax, as in _model()
+        w = model.fc8.weight
+        w.sub_(w.mean(1, keepdim=True)).mul_(20)
+    path = tmp_path_factory.mktemp("ckpt8") / "model8.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "classes": CLASSES8, "class_names": NAMES8,
+                           "mean_image": MEAN,
+                           "config": {"recipe": "paper", "model": dataclasses.asdict(model.config),
+                                      "train": {"mean_crop": "crop"}}})
+    return path
+
+
+def test_cli_default_k_is_five(ckpt8, images):
+    files = [str(images["rgb"]), str(images["png"])]
+    res = runner.invoke(app, ["predict", str(ckpt8), *files, "--json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert [d["image"] for d in data] == files
+    full = predict(ckpt8, files, k=8, device="cpu")
+    for d, all8 in zip(data, full):
+        assert len(d["top"]) == 5                                        # not 8: --k defaults to 5
+        assert [t["index"] for t in d["top"]] == [t.index for t in all8.top[:5]]
+        probs = [t["prob"] for t in d["top"]]
+        assert probs == sorted(probs, reverse=True) and sum(probs) < 1.0
+        for t in d["top"]:
+            assert set(t) == {"class", "name", "index", "prob"} and t["class"] == CLASSES8[t["index"]]
+    # the human output: one table per image, of 5 rows each, the same classes in the same order
+    table = runner.invoke(app, ["predict", str(ckpt8), *files, "--device", "cpu"])
+    assert table.exit_code == 0, table.output
+    assert table.output.count("probability") == 2
+    listed = re.findall(r"\b(n0200000\d)\b", table.output)
+    assert listed == [t["class"] for d in data for t in d["top"]]

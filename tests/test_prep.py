@@ -276,3 +276,24 @@ def test_cli_label_flags(tmp_path):
             [synth.devkit_ids(2).index(int(x)) for x in
              (root / "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt").read_text().split()])}
         assert [truth[Path(p).name] for p in paths] == labels.tolist()
+
+
+def test_cli_limit_per_class_keeps_the_first_n_files_of_every_class(tiny_tree, tmp_path):
+    # tiny_tree has 12 train and 4 val images per class: N = 3 cuts both splits
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["prep", str(tiny_tree), str(out), "--limit-per-class", "3", "--workers", "1",
+                                 "--shard-size", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    assert {k: v["count"] for k, v in json.loads(result.stdout)["splits"].items()} == {"train": 12, "val": 12}
+    m = read_manifest(out)
+    assert m.splits["train"].count == 12 and m.splits["val"].count == 12
+    for split in ("train", "val"):
+        stored = {p: y for _, ps, ys, _ in _shard_contents(out, split) for p, y in zip(ps, ys.tolist())}
+        assert len(stored) == 12
+        for label, wnid in enumerate(m.classes):
+            # per class, not the first 12 overall: the class's first 3 files (sorted), each labelled as its class
+            first = sorted(str(p.relative_to(tiny_tree)) for p in (tiny_tree / split / wnid).glob("*.JPEG"))[:3]
+            assert sorted(p for p, y in stored.items() if y == label) == first, (split, wnid)
+    # the mean image is that of the kept training images only
+    train = np.concatenate([images for _, _, _, images in _shard_contents(out, "train")])
+    np.testing.assert_allclose(read_mean_image(out), train.mean(axis=0, dtype=np.float64), rtol=0, atol=1e-4)
