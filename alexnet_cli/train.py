@@ -46,6 +46,7 @@ from alexnet_cli.schedule import Schedule
 from alexnet_cli.shards import read_manifest, read_mean_image
 
 PARALLEL_MODES = ("auto", "single", "model", "data")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class RunOptions:
     bf16: bool = True                 # bf16 autocast on CUDA (ignored on the CPU)
     channels_last: bool = True        # NHWC activations on CUDA: faster convolutions
     compile: bool = False             # torch.compile the network
+    compile_mode: str = "default"     # torch.compile's mode; reduce-overhead adds CUDA graphs
     lrn_kernel: str = "auto"          # how LRN computes (model.LRN_KERNELS): same values, other speed
     workers: int | None = None        # loader workers (None: the loader's default)
     val_split: str = "val"
@@ -71,6 +73,9 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         check_choice("--lrn-kernel", self.lrn_kernel, LRN_KERNELS)
+        check_choice("--compile-mode", self.compile_mode, COMPILE_MODES)
+        if self.compile_mode != "default" and not self.compile:
+            raise UsageError(f"--compile-mode {self.compile_mode} needs --compile")
         for name in ("log_every", "stuck_steps"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -185,7 +190,7 @@ class Trainer:
                 ids = [self.device.index] if self.cuda else None
                 self.net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         set_lrn_kernel(self.net, self.run.lrn_kernel)
-        self.forward = torch.compile(self.net) if self.run.compile else self.net
+        self.forward = torch.compile(self.net, mode=self.run.compile_mode) if self.run.compile else self.net
         self.optimizer = PaperSGD(param_groups(self.named_params, self.train_cfg), lr=self.train_cfg.lr,
                                   momentum=self.train_cfg.momentum, weight_decay=self.train_cfg.weight_decay)
 

@@ -6,7 +6,7 @@
 In one run, on the device given (images/s, bf16 autocast on CUDA):
   (a) ceiling: the paper's network on a uint8 batch already resident on the device, through
       the trainer's own augmentation and training step (Trainer.augment, Trainer.train_step),
-      eager and torch.compile'd; also with the other LRN kernels (same values): triton
+      eager and torch.compile'd (on CUDA also in reduce-overhead mode: CUDA graphs); also with the other LRN kernels (same values): triton
       where triton and CUDA are, and, compiled, the fused autograd function instead of the
       reference ops that `--lrn-kernel auto` lets torch.compile trace;
   (b) end to end: `alexnet train`'s real code path (Trainer.fit: ShardLoader -> augment ->
@@ -107,11 +107,11 @@ def swap_lrn(trainer: Trainer, impl: str) -> None:
 
 
 def ceiling(data: Path, tmp: Path, args, *, compile: bool, lrn: bool = True, dense: bool = False,
-            lrn_impl: str | None = None, lrn_kernel: str | None = None) -> float:
+            lrn_impl: str | None = None, lrn_kernel: str | None = None, compile_mode: str = "default") -> float:
     """(a)/(c): the trainer's augment + step on one resident uint8 batch."""
-    trainer = make_trainer(data, tmp / f"ceil-{compile}-{lrn}-{dense}-{lrn_impl}-{lrn_kernel}", args,
+    trainer = make_trainer(data, tmp / f"ceil-{compile}-{lrn}-{dense}-{lrn_impl}-{lrn_kernel}-{compile_mode}", args,
                            compile=compile, model={} if lrn else {"lrn": False},
-                           lrn_kernel=lrn_kernel or args.lrn_kernel)
+                           lrn_kernel=lrn_kernel or args.lrn_kernel, compile_mode=compile_mode)
     if lrn_impl:
         swap_lrn(trainer, lrn_impl)
     if dense:
@@ -244,6 +244,9 @@ def main(argv: list[str] | None = None) -> dict:
         for c in compile_modes:
             tag = "compiled" if c else "eager"
             rows.append((f"(a) ceiling, resident data, {tag}", ceiling(data["raw"], tmp, args, compile=c)))
+            if c and cuda:   # CUDA graphs through torch.compile's reduce-overhead mode
+                rows.append(("(a) ceiling, compiled, reduce-overhead (CUDA graphs)",
+                             ceiling(data["raw"], tmp, args, compile=True, compile_mode="reduce-overhead")))
             if "a-lrn" in args.skip:
                 continue
             # the other LRN kernels (same values) in this mode, to choose `auto`'s pick from

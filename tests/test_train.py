@@ -199,7 +199,9 @@ def test_bad_run_options_give_one_error_line(tiny_data, tmp_path):
                          (["--parallel", "data"], "torchrun"), (["--momentum", "5"], "momentum"),
                          (["--parallel", "model", "--devices", "cpu"], "two devices"),
                          (["--parallel", "model", "--devices", "cpu,cpu", "--columns", "1"], "two-column"),
-                         (["--lrn-kernel", "fastest"], "--lrn-kernel")):
+                         (["--lrn-kernel", "fastest"], "--lrn-kernel"),
+                         (["--compile-mode", "reduce-overhead"], "needs --compile"),
+                         (["--compile", "--compile-mode", "fast"], "--compile-mode")):
         result = runner.invoke(app, base + extra)
         assert result.exit_code == 2, (extra, result.output)   # CLI.md: bad usage
         assert "Error:" in result.output and words in result.output and "Traceback" not in result.output, extra
@@ -281,3 +283,41 @@ def test_fit_trains_each_epoch_with_the_schedules_rates_and_noise(tiny_data, tmp
         assert lr["conv1.weight"] == pytest.approx(conv1) and lr["fc8.bias"] == pytest.approx(0.02)
     epochs = [r for r in read_metrics(out) if r["kind"] == "epoch"]
     assert [r["lr"] for r in epochs] == pytest.approx([1e-2, 1e-3, 1e-4])
+
+
+@pytest.mark.slow
+def test_compiled_network_matches_eager_in_float64():
+    """What `--compile` runs: torch.compile traces the network, and the LRN as the reference ops
+    (`--lrn-kernel auto`), where eager mode uses the fused autograd function. In float64 both
+    give the same loss and gradients to rounding (in float32 the tiny, cancelling gradients of a
+    network at initialisation differ by up to 1% between the two: rounding, not semantics)."""
+    torch.manual_seed(0)
+    net = AlexNet(num_classes=4, dropout=0.0).double().train()
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 60
+    y = torch.tensor([0, 3])
+
+    def loss_and_grads(forward):
+        net.zero_grad()
+        loss = torch.nn.functional.cross_entropy(forward(x), y)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in net.named_parameters()}
+
+    eager_loss, eager = loss_and_grads(net)
+    compiled_loss, compiled = loss_and_grads(torch.compile(net))
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-12)
+    for name, g in eager.items():
+        assert (compiled[name] - g).abs().max() <= 1e-10 * g.abs().max(), name
+
+
+def test_trainer_compiles_the_network_with_the_mode_asked_for(tiny_data, tmp_path, monkeypatch):
+    from alexnet_cli.progress import NullReporter
+    from alexnet_cli.train import Trainer
+
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode: calls.append(mode) or model)
+    for mode in ("default", "reduce-overhead"):
+        trainer = Trainer(tiny_data, tmp_path / mode, resolve_model_config("paper"),
+                          resolve_train_config("paper", batch_size=8),
+                          RunOptions(device="cpu", compile=True, compile_mode=mode), "paper", NullReporter())
+        assert trainer.forward is trainer.net
+    assert calls == ["default", "reduce-overhead"]

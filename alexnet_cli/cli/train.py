@@ -64,6 +64,7 @@ def train(
     bf16: Annotated[bool, _opt("--bf16/--no-bf16", "bf16 autocast on CUDA.", _RUN)] = True,
     channels_last: Annotated[bool, _opt("--channels-last/--no-channels-last", "NHWC memory layout on CUDA.", _RUN)] = True,
     compile: Annotated[bool, _opt("--compile", "torch.compile the network.", _RUN)] = False,
+    compile_mode: Annotated[str, _opt("--compile-mode", "With --compile: default, reduce-overhead (CUDA graphs), max-autotune or max-autotune-no-cudagraphs.", _RUN)] = "default",
     lrn_kernel: Annotated[str, _opt("--lrn-kernel", "How LRN computes, same values: auto (fused eager, fused by torch.compile), triton (CUDA), fused or reference.", _RUN)] = "auto",
     workers: Annotated[Optional[int], _opt("--workers", "Data loader threads (default: up to 8 for raw shards, all cores but two for jpeg).", _RUN)] = None,
     stuck_steps: Annotated[int, _opt("--stuck-steps", "Warn when the loss stays at chance this many steps.", _RUN)] = 2000,
@@ -84,7 +85,7 @@ def train(
     run = RunOptions(device=device, parallel=parallel,
                      devices=tuple(d.strip() for d in devices.split(",")) if devices else (),
                      seed=seed, resume=resume, max_steps=max_steps, save_every=save_every, log_every=log_every,
-                     bf16=bf16, channels_last=channels_last, compile=compile, lrn_kernel=lrn_kernel, workers=workers,
+                     bf16=bf16, channels_last=channels_last, compile=compile, compile_mode=compile_mode, lrn_kernel=lrn_kernel, workers=workers,
                      stuck_steps=stuck_steps, tensorboard=tensorboard)
     result = train_run(data, out, model_cfg, train_cfg, run, recipe=recipe, progress=reporter())
     if json_out:
