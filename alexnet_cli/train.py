@@ -141,13 +141,13 @@ class Trainer:
             self.device = resolve_device(run.device)
         if self.mode == "data" and not launched_by_torchrun():
             raise UsageError("--parallel data runs under torchrun with several processes, e.g. "
-                               "torchrun --nproc_per_node 8 -m alexnet_cli train DATA --out RUN --parallel data")
+                             "torchrun --nproc_per_node 8 -m alexnet_cli train DATA --out RUN --parallel data")
         self.dist = init_distributed(self.device.type) if self.mode == "data" else DistInfo()
         if self.mode == "data" and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         if self.mode == "data" and self.train_cfg.batch_size % self.dist.world_size:
             raise UsageError(f"--batch-size {self.train_cfg.batch_size} is the global batch; it must divide "
-                               f"by the {self.dist.world_size} processes")
+                             f"by the {self.dist.world_size} processes")
         self.cuda = self.device.type == "cuda"
 
     def _setup_data(self) -> None:
