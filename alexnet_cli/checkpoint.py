@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from alexnet_cli.config import ModelConfig, model_config_from_dict, resolve_model_config
-from alexnet_cli.errors import CheckpointError
+from alexnet_cli.errors import AlexnetError, CheckpointError
 from alexnet_cli.model import AlexNet
 
 FORMAT = "alexnet-cli/checkpoint"
@@ -108,6 +108,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         model.load_state_dict(state, assign=True)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit the network they describe ({str(exc).splitlines()[0]})") from None
+    except AlexnetError as exc:   # a config value this version does not accept: the file's fault, not usage
+        raise CheckpointError(f"{path}: its network settings are not valid here ({exc})") from None
     n = model_config.num_classes
     classes = list(data.get("classes") or [str(i) for i in range(n)])
     if len(classes) != n:

@@ -178,6 +178,12 @@ def test_inconsistent_checkpoints(tmp_path, two_column_net):
     save_checkpoint(wrong_config, {"model": state, "classes": CLASSES, "config": {"model": model_config}})
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(wrong_config)
+    bad_value = tmp_path / "value.pt"   # a setting this version refuses: the file's fault (exit 1), not usage
+    save_checkpoint(bad_value, {"model": state, "classes": CLASSES,
+                                "config": {"model": {**to_dict(resolve_model_config("paper", num_classes=4)),
+                                                     "pool_kernel": 5}}})
+    with pytest.raises(CheckpointError, match="value.pt: its network settings are not valid here.*pool"):
+        load_model(bad_value)
 
 
 @pytest.fixture(scope="module")
