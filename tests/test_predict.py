@@ -29,30 +29,36 @@ TEN = [(0, 0, False), (0, 32, False), (32, 0, False), (32, 32, False), (16, 16, 
        (0, 0, True), (0, 32, True), (32, 0, True), (32, 32, True), (16, 16, True)]
 
 
-@functools.lru_cache(maxsize=1)
-def _model() -> AlexNet:
+def _random_model(num_classes: int, seed: int) -> AlexNet:
     """A random net whose softmax is neither flat nor saturated: no biases, and fc8 blind to
     the features' common level (a random net's features differ little between images)."""
-    torch.manual_seed(3)
-    model = AlexNet(num_classes=4, bias_fill=0.0)
+    torch.manual_seed(seed)
+    model = AlexNet(num_classes=num_classes, bias_fill=0.0)
     with torch.no_grad():
         w = model.fc8.weight
         w.sub_(w.mean(1, keepdim=True)).mul_(20)
     return model.eval()
 
 
+@functools.lru_cache(maxsize=1)
+def _model() -> AlexNet:
+    return _random_model(4, seed=3)
+
+
 MEAN = torch.full((256, 256, 3), 110.0)
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    model = _model()
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "classes": CLASSES, "class_names": NAMES,
+def _save(path: Path, model: AlexNet, classes: list[str], names: list[str]) -> Path:
+    save_checkpoint(path, {"model": model.state_dict(), "classes": classes, "class_names": names,
                            "mean_image": MEAN,
                            "config": {"recipe": "paper", "model": dataclasses.asdict(model.config),
                                       "train": {"mean_crop": "crop"}}})
     return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return _save(tmp_path_factory.mktemp("ckpt") / "model.pt", _model(), CLASSES, NAMES)
 
 
 @pytest.fixture(scope="module")
@@ -170,17 +176,7 @@ NAMES8 = [f"thing number {i}" for i in range(8)]
 @pytest.fixture(scope="module")
 def ckpt8(tmp_path_factory) -> Path:
     """A random 8-class network (more classes than the default --k 5), saved like `ckpt`."""
-    torch.manual_seed(4)
-    model = AlexNet(num_classes=8, bias_fill=0.0)
-    with torch.no_grad():              # spread the softmax, as in _model()
-        w = model.fc8.weight
-        w.sub_(w.mean(1, keepdim=True)).mul_(20)
-    path = tmp_path_factory.mktemp("ckpt8") / "model8.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "classes": CLASSES8, "class_names": NAMES8,
-                           "mean_image": MEAN,
-                           "config": {"recipe": "paper", "model": dataclasses.asdict(model.config),
-                                      "train": {"mean_crop": "crop"}}})
-    return path
+    return _save(tmp_path_factory.mktemp("ckpt8") / "model8.pt", _random_model(8, seed=4), CLASSES8, NAMES8)
 
 
 def test_cli_default_k_is_five(ckpt8, images):
