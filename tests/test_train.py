@@ -3,6 +3,7 @@ guards against NaN and a loss stuck at chance."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -321,3 +322,21 @@ def test_trainer_compiles_the_network_with_the_mode_asked_for(tiny_data, tmp_pat
                           RunOptions(device="cpu", compile=True, compile_mode=mode), "paper", NullReporter())
         assert trainer.forward is trainer.net
     assert calls == ["default", "reduce-overhead"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_triton_lrn_kernel_trains_like_the_fused_one_on_cuda(tiny_data, tmp_path):
+    """`--lrn-kernel triton` through the whole CUDA training step (fp32, dropout 0): the same
+    logged losses as the default kernel, up to float32 rounding."""
+    from alexnet_cli.runlog import read_metrics
+
+    losses = {}
+    for kernel in ("auto", "triton"):
+        out = tmp_path / kernel
+        train(tiny_data, out, resolve_model_config("paper", dropout=0.0),
+              resolve_train_config("paper", batch_size=8, epochs=1),
+              RunOptions(device="cuda", bf16=False, max_steps=3, log_every=1, lrn_kernel=kernel))
+        losses[kernel] = [r["loss"] for r in read_metrics(out) if r["kind"] == "train"]
+    assert len(losses["triton"]) == 3
+    assert losses["triton"] == pytest.approx(losses["auto"], rel=1e-4)
