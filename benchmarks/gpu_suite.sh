@@ -6,6 +6,7 @@
 #   bash benchmarks/gpu_suite.sh layers       # LRN kernels and grouped convs, ms (~1 min)
 #   bash benchmarks/gpu_suite.sh throughput   # the end-to-end table (~8 min)
 #   bash benchmarks/gpu_suite.sh profile      # torch.profiler kernel tables, eager (~2 min)
+#   bash benchmarks/gpu_suite.sh data         # prep and the loader, raw and jpeg shards (~5 min)
 #   bash benchmarks/gpu_suite.sh all
 #
 # Parts are separate so that each fits in a time-limited remote command. It needs no install:
@@ -32,8 +33,9 @@ part() {
         profile)
             run profile-fused "$python" benchmarks/profile_step.py --device cuda
             run profile-triton "$python" benchmarks/profile_step.py --device cuda --lrn-kernel triton ;;
-        all) for p in tests layers throughput profile; do part "$p"; done ;;
-        *) echo "unknown part '$1': tests, layers, throughput, profile or all" >&2; exit 2 ;;
+        data) run data "$python" benchmarks/data.py --n 4000 --device cuda --workers "$(nproc)" ;;
+        all) for p in tests layers throughput profile data; do part "$p"; done ;;
+        *) echo "unknown part '$1': tests, layers, throughput, profile, data or all" >&2; exit 2 ;;
     esac
 }
 
