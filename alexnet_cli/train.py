@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -31,7 +32,7 @@ from alexnet_cli import __version__
 from alexnet_cli.augment import TrainAugment
 from alexnet_cli.checkpoint import load_checkpoint, save_checkpoint
 from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, to_dict
-from alexnet_cli.distributed import DistInfo, init_distributed, launched_by_torchrun
+from alexnet_cli.distributed import DistInfo, init_distributed, launched_by_torchrun, shutdown
 from alexnet_cli.errors import AlexnetError, TrainingDiverged, UsageError
 from alexnet_cli.evaluate import evaluate_model, resolve_device
 from alexnet_cli.loader import ShardLoader
@@ -466,5 +467,16 @@ def _fit_classes(cfg: ModelConfig, n_data: int) -> ModelConfig:
 def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
           run: RunOptions = RunOptions(), *, recipe: str = "paper",
           progress: Reporter = NullReporter()) -> dict[str, Any]:
-    """Train AlexNet on a prepared data folder into `out_dir`; returns a summary of the run."""
-    return Trainer(Path(data_dir), Path(out_dir), model_cfg, train_cfg, run, recipe, progress).fit()
+    """Train AlexNet on a prepared data folder into `out_dir`; returns a summary of the run.
+    Under torchrun, the process group it joins is destroyed again before it returns (also on
+    errors): left to the interpreter's exit, gloo's threads can abort the process (SIGABRT)
+    after a run that succeeded, and torchrun would report a failure."""
+    owns_group = launched_by_torchrun() and not dist.is_initialized()
+    trainer = None
+    try:
+        trainer = Trainer(Path(data_dir), Path(out_dir), model_cfg, train_cfg, run, recipe, progress)
+        return trainer.fit()
+    finally:
+        if owns_group:
+            del trainer        # DistributedDataParallel's references to the group go first
+            shutdown()

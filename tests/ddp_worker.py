@@ -17,6 +17,7 @@ trainer = Trainer(data, out, resolve_model_config("paper"), resolve_train_config
                   RunOptions(device="cpu", parallel="data", max_steps=2, workers=1), "paper", NullReporter())
 summary = trainer.fit()
 flat = torch.cat([v.flatten().double() for v in trainer.model_state().values()])
+del trainer   # DDP's references to the process group, before it is destroyed below
 sums = [torch.zeros(2, dtype=torch.float64) for _ in range(dist.get_world_size())]
 dist.all_gather(sums, torch.stack([flat.sum(), flat.square().sum()]))
 if dist.get_rank() == 0:

@@ -340,3 +340,31 @@ def test_triton_lrn_kernel_trains_like_the_fused_one_on_cuda(tiny_data, tmp_path
         losses[kernel] = [r["loss"] for r in read_metrics(out) if r["kind"] == "train"]
     assert len(losses["triton"]) == 3
     assert losses["triton"] == pytest.approx(losses["auto"], rel=1e-4)
+
+
+def test_train_leaves_no_process_group_behind_under_torchrun(tiny_data, tmp_path, monkeypatch):
+    """Under torchrun, `train` destroys the process group it joined when it returns, and when it
+    fails: left to the interpreter's exit, gloo's threads can abort a finished run (SIGABRT)."""
+    import socket
+
+    import torch.distributed as dist
+
+    from alexnet_cli import distributed, train as train_module
+    from alexnet_cli.errors import DataError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "LOCAL_RANK": "0",
+                       "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(key, value)
+    for module in (distributed, train_module):   # a one-process "torchrun" (WORLD_SIZE 1 reads as none)
+        monkeypatch.setattr(module, "launched_by_torchrun", lambda: True)
+    run = RunOptions(device="cpu", parallel="data", max_steps=1, workers=1)
+    summary = train(tiny_data, tmp_path / "run", resolve_model_config("paper"),
+                    resolve_train_config("paper", batch_size=8, epochs=1), run)
+    assert summary["parallel"] == "data" and summary["step"] == 1
+    assert not dist.is_initialized()
+    with pytest.raises(DataError):
+        train(tmp_path, tmp_path / "run2", resolve_model_config("paper"), resolve_train_config("paper"), run)
+    assert not dist.is_initialized()
