@@ -38,7 +38,7 @@ from alexnet_cli.errors import CheckpointError, DataError, UsageError
 from alexnet_cli.evaluate import resolve_device
 from alexnet_cli.loader import Batch, ShardLoader
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.shards import Manifest, read_manifest, read_mean_image, read_split_index
+from alexnet_cli.shards import data_key, read_manifest, read_mean_image, read_split_index
 
 FORMAT = "alexnet-cli/features"
 VERSION = 1
@@ -111,18 +111,6 @@ def load_encoder(checkpoint: str | Path, data_dir: str | Path, device: str | tor
     mean_crop = (loaded.config.get("train") or {}).get("mean_crop", "crop")
     key = model_key(loaded.model, mean, mean_crop)
     return Encoder(loaded.model, mean.to(dev, torch.float32), mean_crop, key, dev, str(checkpoint))
-
-
-def data_key(manifest: Manifest, split: str) -> str:
-    """16 hex digits naming a split's content: its shards' names, counts and sha256 (from the
-    manifest, so nothing is read): features made from other shards do not match."""
-    info = manifest.split(split)
-    h = hashlib.sha256(split.encode())
-    for i, name in enumerate(info.shards):
-        shard = manifest.shards.get(name)
-        count = info.shard_counts[i] if i < len(info.shard_counts) else -1
-        h.update(f"|{name}:{count}:{shard.sha256 if shard else ''}".encode())
-    return h.hexdigest()[:16]
 
 
 def cache_path(data_dir: str | Path, split: str, key: str) -> Path:

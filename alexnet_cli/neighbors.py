@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
-from alexnet_cli.features import (Encoder, cache_path, data_key, load_encoder, read_features_info, read_rows_index,
+from alexnet_cli.features import (Encoder, cache_path, load_encoder, read_features_info, read_rows_index,
                                   write_features)
 from alexnet_cli.figures import grid, hstack, labeled_tile, save_png
 from alexnet_cli.images import load_image
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.shards import open_shard, read_images, read_labels, read_manifest
+from alexnet_cli.shards import data_key, open_shard, read_images, read_labels, read_manifest
 
 DEFAULT_K = 6            # figure 4 (right): each query with six training images
 MARGIN = 8               # extra candidates per chunk re-measured exactly (guards against rounding)

@@ -7,6 +7,11 @@ added up as Python ints, so the result does not depend on the order, the batch s
 device the sums ran on. Covariance = E[x x^T] -
 E[x] E[x]^T in 0-255 units; its eigen-decomposition goes to `pca.json` (CLI.md):
 eigenvalues descending, COLUMN i of eigenvectors is the eigenvector of eigenvalue i.
+
+The pass over all of ImageNet reads 250 GB of raw shards, so it can be killed part way: every
+`save_every` batches the exact sums so far go to `pca.partial.json` (atomically), and the next
+run over the same shards continues after them. Integer sums make the resumed result identical
+to an uninterrupted one; the file is removed when the pass ends.
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ import torch
 from alexnet_cli.errors import DataError
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.shards import open_shard, read_images, read_manifest, write_atomic
+from alexnet_cli.shards import Manifest, data_key, open_shard, read_images, read_manifest, write_atomic
 
 PCA_FILE = "pca.json"
+PARTIAL_FILE = "pca.partial.json"   # the sums of an unfinished pass (module doc)
+BATCH_SIZE = 128
+SAVE_EVERY = 100                     # batches between saved sums: 12,800 images, seconds of reading
 
 
 @dataclass
@@ -55,6 +63,20 @@ class PixelMoments:
                 for b in range(3):
                     self.ss[a][b] += int(ss[a][b])
 
+    def state(self) -> dict:
+        """The exact sums as plain JSON data (Python ints, any size)."""
+        return {"n": self.n, "s": list(self.s), "ss": [list(row) for row in self.ss]}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "PixelMoments":
+        moments = cls()
+        n, s, ss = state["n"], state["s"], state["ss"]
+        if not (isinstance(n, int) and len(s) == 3 and len(ss) == 3 and all(len(row) == 3 for row in ss)
+                and all(isinstance(v, int) for v in [*s, *(v for row in ss for v in row)])):
+            raise ValueError("malformed sums")
+        moments.n, moments.s, moments.ss = n, [*s], [[*row] for row in ss]
+        return moments
+
     def covariance(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean (3,), covariance (3, 3)) in 0-255 units, population normalisation."""
         if self.n == 0:
@@ -81,32 +103,72 @@ def eigen(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compute_pca(data_dir: str | Path, progress: Reporter = NullReporter(), sample: int | None = None,
-                seed: int = 0, device: str | torch.device = "cpu", workers: int | None = None) -> PcaStats:
+                seed: int = 0, device: str | torch.device = "cpu", workers: int | None = None,
+                batch_size: int = BATCH_SIZE, save_every: int = SAVE_EVERY) -> PcaStats:
     """PCA of all training pixels, read by the shard loader and summed on `device` (the sums
-    are exact, so every device gives the same result); or of `sample` images picked
-    deterministically by `seed`."""
+    are exact, so every device gives the same result), resuming an interrupted pass (module
+    doc); or of `sample` images picked deterministically by `seed`."""
     manifest = read_manifest(data_dir)
-    split = manifest.split("train")
-    moments = PixelMoments()
     if sample:
-        picks = _sample(split.shard_counts, sample, seed)
-        total = sum(len(p) for p in picks)
-        with progress.task("pca", total=total, unit="img") as task:
-            for name, rows in zip(split.shards, picks):
-                with open_shard(manifest, name) as f:
-                    for i in rows:
-                        moments.add(read_images(f, int(i), int(i) + 1))       # (1, 256, 256, 3)
-                        task.advance(1)
+        moments, images = _sample_pass(manifest, sample, seed, progress)
     else:
-        loader = ShardLoader(data_dir, "train", 128, shuffle=False, device=device, workers=workers)
-        total = loader.num_images
-        with progress.task("pca", total=total, unit="img") as task:
-            for batch in loader.epoch(0):
-                moments.add(batch.images)                                      # (B, 256, 256, 3)
-                task.advance(len(batch.images))
+        moments, images = _full_pass(manifest, device, workers, batch_size, save_every, progress)
     mean, cov = moments.covariance()
     values, vectors = eigen(cov)
-    return PcaStats(values, vectors, mean, moments.n, total)
+    return PcaStats(values, vectors, mean, moments.n, images)
+
+
+def _full_pass(manifest: Manifest, device, workers: int | None, batch_size: int, save_every: int,
+               progress: Reporter) -> tuple[PixelMoments, int]:
+    """The sums over every training image, in the loader's order, saved every `save_every`
+    batches to the partial file and continued from it."""
+    loader = ShardLoader(manifest.root, "train", batch_size, shuffle=False, device=device, workers=workers)
+    partial = manifest.root / PARTIAL_FILE
+    key = {"data": data_key(manifest, "train"), "batch_size": batch_size}
+    moments, done = _resume(partial, key, progress)
+    with progress.task("pca", total=loader.num_images - done, unit="img") as task:
+        for k, batch in enumerate(loader.epoch(0, start_batch=done // batch_size), start=done // batch_size + 1):
+            moments.add(batch.images)                                          # (B, 256, 256, 3)
+            if k % save_every == 0 and k * batch_size < loader.num_images:
+                state = {"version": 1, **key, "images": k * batch_size, "sums": moments.state()}
+                write_atomic(partial, (json.dumps(state) + "\n").encode("utf-8"))
+            task.advance(len(batch.images))
+    partial.unlink(missing_ok=True)
+    return moments, loader.num_images
+
+
+def _resume(partial: Path, key: dict, progress: Reporter) -> tuple[PixelMoments, int]:
+    """The sums and image count saved by an interrupted pass over the same shards, or a
+    fresh start (said in a log line when a partial file is ignored)."""
+    if not partial.exists():
+        return PixelMoments(), 0
+    try:
+        state = json.loads(partial.read_text(encoding="utf-8"))
+        moments, done = PixelMoments.from_state(state["sums"]), state["images"]
+        same = state.get("version") == 1 and all(state.get(k) == v for k, v in key.items())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        progress.log(f"starting afresh: {partial} is unreadable ({exc})")
+        return PixelMoments(), 0
+    if not same or not isinstance(done, int) or done % key["batch_size"] or not 0 < done:
+        progress.log(f"starting afresh: {partial} was made from other shards or with another batch size")
+        return PixelMoments(), 0
+    progress.log(f"resuming the pass at image {done:,} ({partial})")
+    return moments, done
+
+
+def _sample_pass(manifest: Manifest, sample: int, seed: int, progress: Reporter) -> tuple[PixelMoments, int]:
+    """The sums over `sample` images picked by `seed`, read one by one."""
+    split = manifest.split("train")
+    moments = PixelMoments()
+    picks = _sample(split.shard_counts, sample, seed)
+    total = sum(len(p) for p in picks)
+    with progress.task("pca", total=total, unit="img") as task:
+        for name, rows in zip(split.shards, picks):
+            with open_shard(manifest, name) as f:
+                for i in rows:
+                    moments.add(read_images(f, int(i), int(i) + 1))            # (1, 256, 256, 3)
+                    task.advance(1)
+    return moments, total
 
 
 def _sample(counts: list[int], sample: int, seed: int) -> list[np.ndarray]:

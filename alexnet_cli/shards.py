@@ -322,6 +322,18 @@ def decode_jpeg(data: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
+def data_key(manifest: Manifest, split: str) -> str:
+    """16 hex digits naming a split's content: its shards' names, counts and sha256 (from the
+    manifest, so nothing is read): features or PCA sums made from other shards do not match."""
+    info = manifest.split(split)
+    h = hashlib.sha256(split.encode())
+    for i, name in enumerate(info.shards):
+        shard = manifest.shards.get(name)
+        count = info.shard_counts[i] if i < len(info.shard_counts) else -1
+        h.update(f"|{name}:{count}:{shard.sha256 if shard else ''}".encode())
+    return h.hexdigest()[:16]
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

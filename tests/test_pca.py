@@ -3,6 +3,7 @@ on data with a known covariance, the eigen-decomposition's layout, pca.json, the
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from alexnet_cli.cli.app import app
 from alexnet_cli.errors import DataError
-from alexnet_cli.pca import PixelMoments, compute_pca, eigen, read_pca, write_pca
+from alexnet_cli.pca import PARTIAL_FILE, PixelMoments, compute_pca, eigen, read_pca, write_pca
 from alexnet_cli.prep import PrepOptions, prepare
 
 COV = np.array([[400.0, 150.0, 60.0], [150.0, 300.0, 90.0], [60.0, 90.0, 200.0]])
@@ -125,3 +126,63 @@ def test_cuda_sums_equal_cpu_sums(known):
     cpu, gpu = compute_pca(data), compute_pca(data, device="cuda")
     np.testing.assert_array_equal(cpu.eigenvalues, gpu.eigenvalues)
     np.testing.assert_array_equal(cpu.mean_rgb, gpu.mean_rgb)
+
+
+class _Recorder:
+    """A Reporter that keeps its log lines and task totals, and can stop a pass (like a
+    kill) after `stop_after` batches."""
+
+    def __init__(self, stop_after: int | None = None):
+        self.lines, self.totals, self.batches, self.stop_after = [], [], 0, stop_after
+
+    @contextlib.contextmanager
+    def task(self, description, total, unit="it"):
+        self.totals.append(total)
+        yield self
+
+    def advance(self, n=1, **info):
+        self.batches += 1
+        if self.batches == self.stop_after:
+            raise KeyboardInterrupt
+
+    def log(self, message):
+        self.lines.append(message)
+
+
+def test_an_interrupted_pass_resumes_to_the_same_result(known):
+    data, _ = known
+    whole = compute_pca(data, batch_size=2)
+    with pytest.raises(KeyboardInterrupt):      # killed after 2 of 3 batches: sums of 4 images saved
+        compute_pca(data, batch_size=2, save_every=1, progress=_Recorder(stop_after=2))
+    saved = json.loads((data / PARTIAL_FILE).read_text())
+    assert saved["images"] == 4 and saved["sums"]["n"] == 4 * 256 * 256
+    again = _Recorder()
+    resumed = compute_pca(data, batch_size=2, save_every=1, progress=again)
+    assert again.totals == [2] and again.batches == 1          # only the last batch was read
+    assert any("resuming the pass at image 4" in line for line in again.lines)
+    assert not (data / PARTIAL_FILE).exists()
+    for got in (resumed, compute_pca(data)):                   # the default batch size agrees too
+        np.testing.assert_array_equal(got.eigenvalues, whole.eigenvalues)
+        np.testing.assert_array_equal(got.eigenvectors, whole.eigenvectors)
+        assert (got.pixels, got.images) == (whole.pixels, whole.images)
+
+
+@pytest.mark.parametrize("damage", ["other shards", "other batch size", "corrupt"])
+def test_a_partial_file_that_does_not_fit_is_ignored(known, damage):
+    data, _ = known
+    whole = compute_pca(data, batch_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        compute_pca(data, batch_size=2, save_every=1, progress=_Recorder(stop_after=2))
+    partial = data / PARTIAL_FILE
+    saved = json.loads(partial.read_text())
+    saved["sums"]["n"] += 1                  # would show in the result if these sums were used
+    if damage == "other shards":
+        saved["data"] = "0" * 16
+    elif damage == "other batch size":
+        saved["batch_size"] = 4
+    partial.write_text("{not json" if damage == "corrupt" else json.dumps(saved))
+    again = _Recorder()
+    got = compute_pca(data, batch_size=2, progress=again)
+    assert again.totals == [6] and any("starting afresh" in line for line in again.lines)
+    np.testing.assert_array_equal(got.eigenvalues, whole.eigenvalues)
+    assert got.pixels == whole.pixels and not partial.exists()
