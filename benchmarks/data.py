@@ -12,6 +12,10 @@ then times, in one run:
   random crop, flip, mean subtraction, PCA colour noise, on the device);
 - torchvision's ImageFolder with RandomResizedCrop(224), RandomHorizontalFlip, ToTensor,
   Normalize and a DataLoader with the same number of workers, also copied to the device.
+Then it times the JPEG decode alone with 1, 2, 4, ... threads: from bytes in memory
+(`shards.decode_jpeg`) and from the shards (`shards.read_images`: the h5py read too), with the
+cores each kept busy (process CPU time / wall time). If images/s stops growing while "cores
+busy" stays near 1, the threads serialise (the GIL, or h5py's global lock).
 Targets: prep >= 150 images/s per core; loader from raw shards >= 10x ImageFolder.
 """
 
@@ -27,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +42,7 @@ from rich.table import Table
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.pca import compute_pca
 from alexnet_cli.prep import PrepOptions, prepare
-from alexnet_cli.shards import read_mean_image
+from alexnet_cli.shards import decode_jpeg, open_shard, read_images, read_manifest, read_mean_image
 from alexnet_cli.synth import draw_image, wnid
 
 
@@ -110,6 +115,44 @@ def time_imagefolder(src: Path, device: torch.device, workers: int, batch: int, 
     return n / (time.perf_counter() - t0)
 
 
+def _threaded(work: list, threads: int, fn, repeat: int) -> tuple[float, float]:
+    """(items/s, cores busy) of fn(item) over `work`, `repeat` times, split over `threads`."""
+    def part(k: int) -> None:
+        for item in work[k::threads]:
+            fn(item)
+    cpu0, t0 = os.times(), time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeat):
+            list(pool.map(part, range(threads)))
+    cpu1, wall = os.times(), time.perf_counter() - t0
+    return repeat * len(work) / wall, (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall
+
+
+def decode_scaling(data: Path, max_threads: int) -> list[dict]:
+    """JPEG decode with 1, 2, 4, ... max_threads threads, from memory and from the shards."""
+    manifest = read_manifest(data)
+    names = manifest.split("train").shards
+    stored = []
+    for name in names:
+        with open_shard(manifest, name) as f:
+            stored.extend(np.asarray(d) for d in f["jpeg"][:])
+
+    def read_shard(name: str) -> None:
+        with open_shard(manifest, name) as f:
+            read_images(f, 0, len(f["labels"]))
+
+    out = np.empty((256, 256, 3), np.uint8)
+    decode_jpeg(stored[0], out)                                   # warm-up: the decoder's import
+    repeat = max(1, 2000 // len(stored))
+    rows = []
+    for threads in sorted({t for t in (1, 2, 4, 8, 16, 32) if t < max_threads} | {max_threads}):
+        mem, mem_busy = _threaded(stored, threads, lambda d: decode_jpeg(d), repeat)
+        shard, shard_busy = _threaded(names, threads, read_shard, repeat)
+        rows.append({"threads": threads, "memory_images_per_s": mem, "memory_cores_busy": mem_busy,
+                     "shards_images_per_s": shard * len(stored) / len(names), "shards_cores_busy": shard_busy})
+    return rows
+
+
 def make_augment(data: Path, device: torch.device):
     try:
         from alexnet_cli.augment import TrainAugment
@@ -180,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         console.log("ImageFolder + PIL")
         base = time_imagefolder(src, device, args.workers, args.batch_size, epochs)
         rows.append({"what": "ImageFolder + PIL (PyTorch ImageNet example)", "images_per_s": base})
+        console.log("JPEG decode, 1 to --workers threads")
+        scaling = decode_scaling(work / "jpeg", args.workers)
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -193,9 +238,16 @@ def main(argv: list[str] | None = None) -> int:
                       "" if r["what"].startswith("prep") else f"{r['images_per_s'] / base:.1f}x",
                       f"{r['bytes'] / 2 ** 20:,.1f}" if "bytes" in r else "")
     Console(width=140).print(table)
+    table = Table(title="JPEG decode alone (shards.decode_jpeg), by threads", title_justify="left")
+    for col in ("threads", "from memory, images/s", "cores busy", "from shards (h5py read + decode)", "cores busy"):
+        table.add_column(col, justify="right")
+    for r in scaling:
+        table.add_row(str(r["threads"]), f"{r['memory_images_per_s']:,.0f}", f"{r['memory_cores_busy']:.1f}",
+                      f"{r['shards_images_per_s']:,.0f}", f"{r['shards_cores_busy']:.1f}")
+    Console(width=140).print(table)
     if args.json:
         print(json.dumps({"hardware": hardware(device), "n": args.n, "workers": args.workers, "epochs": epochs,
-                          "shard_size": shard_size, "rows": rows}))
+                          "shard_size": shard_size, "rows": rows, "decode_scaling": scaling}))
     return 0
 
 
