@@ -91,10 +91,12 @@ def resolve_parallel(run: RunOptions) -> str:
     when two --devices are given; otherwise single."""
     if run.parallel not in PARALLEL_MODES:
         raise UsageError(f"--parallel must be one of {', '.join(PARALLEL_MODES)}; got {run.parallel!r}")
+    if launched_by_torchrun():
+        if run.parallel not in ("auto", "data"):   # every process would be "rank 0" and write the run
+            raise UsageError(f"--parallel {run.parallel} runs in one process; under torchrun use --parallel data")
+        return "data"
     if run.parallel != "auto":
         return run.parallel
-    if launched_by_torchrun():
-        return "data"
     return "model" if len(run.devices) == 2 else "single"
 
 
@@ -120,6 +122,8 @@ class Trainer:
         self.train_cfg, self.run, self.recipe, self.progress = train_cfg, run, recipe, progress
         self.mode = resolve_parallel(run)
         self._setup_devices()
+        if not self.dist.is_main:                          # rank 0 alone reports (and writes the run)
+            self.progress = NullReporter()
         self.manifest = read_manifest(self.data_dir)
         self.model_cfg = _fit_classes(model_cfg, len(self.manifest.classes))
         self._setup_data()
@@ -221,9 +225,15 @@ class Trainer:
         }
 
     def save(self, best: bool = False) -> None:
+        """Write last.pt (and best.pt); every rank calls it, rank 0 writes."""
+        counts = self.stats.meter.counts
+        if self.dist.world_size > 1:   # the epoch's counts so far, summed: a resume then continues them
+            counts = counts.clone()
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
         if not self.dist.is_main:
             return
         payload = self.payload()
+        payload["trainer"]["stats"]["counts"] = counts.cpu()
         if best:   # best first: a kill between the two leaves last.pt behind, and resuming redoes both
             # best.pt is for eval and the other tools: no velocities (half the size of last.pt)
             save_checkpoint(self.out_dir / "checkpoints" / "best.pt",
@@ -257,27 +267,33 @@ class Trainer:
         self.schedule.load_state_dict(t["schedule"])
         self.best_top1 = float(t["best_top1"])
         self.stats.load_state_dict(t["stats"])
+        if not self.dist.is_main:                           # the saved counts are all ranks' sums
+            self.stats.meter.counts.zero_()
         self.log.truncate(int(t["metrics_offset"]))
 
     # -------------------------------------------------------------- training
     def fit(self) -> dict[str, Any]:
         self._prepare_run_dir()
         cfg = self.train_cfg
-        while self.pos.epoch < cfg.epochs and not self._step_limit_reached():
-            epoch = self.pos.epoch
-            rates = self.schedule.rates(epoch)
-            for group in self.optimizer.param_groups:
-                group["lr"] = rates.lr[group["name"]]
-            self.train_epoch(epoch, color_noise=rates.color_noise)
-            if self.pos.epoch == epoch:                     # stopped inside the epoch by --max-steps
-                self._check_finite()
-                self.save()
-                break
-            self.end_epoch(epoch)
-        self.log.close()
+        try:
+            while self.pos.epoch < cfg.epochs and not self._step_limit_reached():
+                epoch = self.pos.epoch
+                rates = self.schedule.rates(epoch)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = rates.lr[group["name"]]
+                self.train_epoch(epoch, color_noise=rates.color_noise)
+                if self.pos.epoch == epoch:                 # stopped inside the epoch by --max-steps
+                    self._check_finite()
+                    self.save()
+                    break
+                self.end_epoch(epoch)
+        finally:
+            self.log.close()
         best = None if math.isinf(self.best_top1) else self.best_top1
         return {"epochs": self.pos.epoch, "step": self.pos.step, "best_top1_error": best,
-                "run_dir": str(self.out_dir), "parallel": self.mode, "device": str(self.device)}
+                "best_split": self.run.val_split if self.val_loader is not None else "train",
+                "run_dir": str(self.out_dir), "parallel": self.mode, "device": str(self.device),
+                "rank": self.dist.rank}
 
     def _prepare_run_dir(self) -> None:
         last = self.out_dir / "checkpoints" / "last.pt"
@@ -339,7 +355,13 @@ class Trainer:
         return next(g["lr"] for g in self.optimizer.param_groups if g["name"] == "fc6.weight")
 
     def _check_finite(self) -> None:
-        if self.stats.nonfinite():                                          # host sync
+        """Stop on a NaN or infinite loss, on every rank at once (a rank that stopped alone
+        would leave the others waiting in the next all-reduce)."""
+        bad = self.stats.bad
+        if self.dist.world_size > 1:
+            bad = bad.to(torch.int32)
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bool(bad):                                                       # host sync
             raise TrainingDiverged(
                 f"the loss became NaN or infinite before step {self.pos.step}; stopped. The last good "
                 f"checkpoint is kept in {self.out_dir / 'checkpoints'}. Try a lower --lr.")
@@ -409,9 +431,6 @@ class _EpochStats:
         self.meter.update(logits.float(), labels.to(logits.device))
         self.loss_sum += loss.to(self.device)
         self.bad |= ~torch.isfinite(loss.to(self.device))
-
-    def nonfinite(self) -> bool:
-        return bool(self.bad)
 
     def interval(self, steps: int, batch_size: int) -> tuple[float, float]:
         """Mean loss over the last `steps` steps and images/s; starts the next interval."""

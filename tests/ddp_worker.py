@@ -1,27 +1,63 @@
-"""Run by test_train.py under torchrun (2 processes, gloo): trains a few steps with
---parallel data, then checks that every rank holds the same weights and writes a report."""
+"""Run by test_train.py under torchrun (2 processes, gloo): trains with --parallel data
+(1) straight through one epoch and (2) stopped after one step and resumed to the end of the
+epoch, then writes a report per rank: the weights' sums, the epoch's summed counts, and what
+the rank reported (rank 0 alone may speak)."""
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from alexnet_cli.config import resolve_model_config, resolve_train_config
-from alexnet_cli.progress import NullReporter
 from alexnet_cli.train import RunOptions, Trainer
 
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
-trainer = Trainer(data, out, resolve_model_config("paper"), resolve_train_config("paper", batch_size=8, epochs=1),
-                  RunOptions(device="cpu", parallel="data", max_steps=2, workers=1), "paper", NullReporter())
-summary = trainer.fit()
-flat = torch.cat([v.flatten().double() for v in trainer.model_state().values()])
-del trainer   # DDP's references to the process group, before it is destroyed below
-sums = [torch.zeros(2, dtype=torch.float64) for _ in range(dist.get_world_size())]
-dist.all_gather(sums, torch.stack([flat.sum(), flat.square().sum()]))
-if dist.get_rank() == 0:
-    (out / "ddp_report.json").write_text(json.dumps({
-        "world_size": dist.get_world_size(), "summary": summary,
-        "rank_sums": [s.tolist() for s in sums]}))
+
+
+class Recorder:
+    def __init__(self):
+        self.said = []
+
+    @contextmanager
+    def task(self, description, total, unit="it"):
+        self.said.append(description)
+        yield self
+
+    def advance(self, n=1, **info):
+        pass
+
+    def log(self, message):
+        self.said.append(message)
+
+
+def run(folder: str, max_steps=None, resume=False):
+    """Train into out/folder; returns the trainer's epoch counts (summed over ranks), its
+    weights, and what it reported."""
+    recorder = Recorder()
+    trainer = Trainer(data, out / folder, resolve_model_config("paper"),
+                      resolve_train_config("paper", batch_size=8, epochs=1),
+                      RunOptions(device="cpu", parallel="data", max_steps=max_steps, resume=resume, workers=1),
+                      "paper", recorder)
+    counts = []
+    reset = trainer.stats.reset
+    trainer.stats.reset = lambda: (counts.append(trainer.stats.meter.counts.clone()), reset())
+    summary = trainer.fit()
+    flat = torch.cat([v.flatten().double() for v in trainer.model_state().values()])
+    del trainer   # DDP's references to the process group, before it is destroyed below
+    return summary, counts, torch.stack([flat.sum(), flat.square().sum()]), recorder.said
+
+
+summary, counts, sums, said = run("straight")
+run("resumed", max_steps=1)
+_, resumed_counts, resumed_sums, _ = run("resumed", resume=True)
+gathered = [torch.zeros(2, dtype=torch.float64) for _ in range(dist.get_world_size())]
+dist.all_gather(gathered, sums)
+rank = dist.get_rank()
+(out / f"ddp_report_{rank}.json").write_text(json.dumps({
+    "world_size": dist.get_world_size(), "summary": summary, "rank_sums": [s.tolist() for s in gathered],
+    "counts": [c.tolist() for c in counts], "resumed_counts": [c.tolist() for c in resumed_counts],
+    "sums": sums.tolist(), "resumed_sums": resumed_sums.tolist(), "said": said}))
 dist.destroy_process_group()

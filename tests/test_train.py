@@ -23,6 +23,7 @@ from alexnet_cli.cli.app import app
 from alexnet_cli.config import resolve_model_config, resolve_train_config
 from alexnet_cli.model import AlexNet, WithinMapNorm
 from alexnet_cli.optim import PaperSGD, param_groups
+from alexnet_cli.shards import read_manifest
 from alexnet_cli.train import RunOptions, train
 
 runner = CliRunner()
@@ -186,11 +187,17 @@ def test_data_parallel_with_gloo_two_processes(tiny_data, tmp_path):
            str(Path(__file__).with_name("ddp_worker.py")), str(tiny_data), str(out)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads((out / "ddp_report.json").read_text())
-    assert report["world_size"] == 2 and report["summary"]["parallel"] == "data"
-    first = report["rank_sums"][0]
-    assert all(s == first for s in report["rank_sums"]), "ranks disagree on the weights"
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.pt"]   # rank 0 alone writes
+    main, other = (json.loads((out / f"ddp_report_{r}.json").read_text()) for r in (0, 1))
+    assert main["world_size"] == 2 and main["summary"]["parallel"] == "data"
+    assert main["rank_sums"][0] == main["rank_sums"][1], "ranks disagree on the weights"
+    assert (main["summary"]["rank"], other["summary"]["rank"]) == (0, 1)
+    assert main["said"] and other["said"] == []                     # rank 0 alone reports
+    assert sorted(p.name for p in (out / "straight" / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    # stopped after one step and resumed: the same weights and the same epoch counts, summed
+    # over both ranks (last.pt holds the sums so far, not rank 0's own)
+    assert main["resumed_sums"] == main["sums"]
+    assert main["resumed_counts"] == main["counts"] == other["counts"]
+    assert sum(main["counts"][0][0]) == read_manifest(tiny_data).split("train").count   # every image once
 
 
 def test_bad_run_options_give_one_error_line(tiny_data, tmp_path):
@@ -368,3 +375,31 @@ def test_train_leaves_no_process_group_behind_under_torchrun(tiny_data, tmp_path
     with pytest.raises(DataError):
         train(tmp_path, tmp_path / "run2", resolve_model_config("paper"), resolve_train_config("paper"), run)
     assert not dist.is_initialized()
+
+
+def test_one_process_modes_are_refused_under_torchrun(monkeypatch):
+    """Under torchrun every process of --parallel single or model would act as rank 0 and
+    write the same run folder."""
+    from alexnet_cli import train as train_module
+    from alexnet_cli.errors import UsageError
+
+    monkeypatch.setattr(train_module, "launched_by_torchrun", lambda: True)
+    assert train_module.resolve_parallel(RunOptions(parallel="auto")) == "data"
+    for mode in ("single", "model"):
+        with pytest.raises(UsageError, match="--parallel data"):
+            train_module.resolve_parallel(RunOptions(parallel=mode))
+
+
+def test_only_rank_0_prints_the_result(tiny_data, tmp_path, monkeypatch):
+    from alexnet_cli.cli import train as cli_train
+
+    result = {"epochs": 1, "step": 3, "best_top1_error": 0.25, "best_split": "train", "run_dir": str(tmp_path),
+              "parallel": "data", "device": "cpu", "rank": 1}
+    monkeypatch.setattr(cli_train, "train_run", lambda *a, **k: result)
+    args = ["train", str(tiny_data), "--out", str(tmp_path / "run")]
+    for extra in ([], ["--json"]):
+        got = runner.invoke(app, args + extra)
+        assert got.exit_code == 0 and got.stdout == "", got.output
+    result["rank"] = 0
+    assert json.loads(runner.invoke(app, args + ["--json"]).stdout)["rank"] == 0
+    assert "best train top-1 error 25.00%" in runner.invoke(app, args).stdout

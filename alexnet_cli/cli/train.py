@@ -88,11 +88,13 @@ def train(
                      bf16=bf16, channels_last=channels_last, compile=compile, compile_mode=compile_mode, lrn_kernel=lrn_kernel, workers=workers,
                      stuck_steps=stuck_steps, tensorboard=tensorboard)
     result = train_run(data, out, model_cfg, train_cfg, run, recipe=recipe, progress=reporter())
+    if result["rank"] != 0:            # under torchrun, rank 0 alone speaks
+        return
     if json_out:
         print_json(result)
         return
     best = result["best_top1_error"]
     console.print(f"[bold]done[/]: {result['epochs']} epochs, {result['step']} steps ({result['parallel']} on "
-                  f"{result['device']}); best top-1 error {best:.2%}" if best is not None else
+                  f"{result['device']}); best {result['best_split']} top-1 error {best:.2%}" if best is not None else
                   f"[bold]stopped[/] at step {result['step']} ({result['parallel']} on {result['device']})")
     console.print(f"checkpoints: {Path(result['run_dir']) / 'checkpoints'}")
