@@ -71,6 +71,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a checkpoint (a {type(data).__name__}, expected a dict)")
+    if data.get("format") == FORMAT and not (isinstance(data.get("version"), int) and data["version"] <= VERSION):
+        raise CheckpointError(f"{path}: checkpoint format version {data.get('version')!r}; this alexnet reads "
+                              f"version {VERSION} and older: upgrade alexnet_cli")
     if "model" not in data and "conv1.weight" in data:
         data = {"model": data}
     if "model" not in data or "conv1.weight" not in data["model"]:

@@ -56,6 +56,13 @@ class ModelConfig:
             raise UsageError(f"dropout must be in [0, 1), got {self.dropout}")
         if (self.pool_kernel, self.pool_stride) not in ((3, 2), (2, 2)):
             raise UsageError("pooling must be 3/2 (overlapping, the paper's) or 2/2 (the ablation)")
+        if self.lrn_size < 1:
+            raise UsageError(f"lrn_size must be at least 1, got {self.lrn_size}")
+        for name in ("init_std", "init_std_conv345", "lrn_alpha", "lrn_beta"):
+            if not getattr(self, name) >= 0:                  # NaN fails too
+                raise UsageError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if not self.lrn_k > 0:                                 # k + alpha*sum is raised to -beta
+            raise UsageError(f"lrn_k must be positive, got {self.lrn_k}")
 
 
 @dataclass(frozen=True)

@@ -224,7 +224,7 @@ def load_members(checkpoints: Sequence[Path], data_dir: Path, classes: list[str]
 
 def evaluate(checkpoints: Sequence[Path], data_dir: Path, *, split: str = "val", crops: int = 1,
              batch_size: int = 128, device: str | torch.device | None = None, bf16: bool = True,
-             keep_predictions: bool = False, rank: int = 0, world_size: int = 1, workers: int | None = None,
+             keep_predictions: bool = False, workers: int | None = None,
              progress: Reporter = NullReporter()) -> EvalResult:
     """Top-1 / top-5 error of the checkpoints' (ensemble's) averaged softmax on `split` of a
     prepared data folder, with 1 or 10 crops per image."""
@@ -238,8 +238,7 @@ def evaluate(checkpoints: Sequence[Path], data_dir: Path, *, split: str = "val",
     manifest = read_manifest(data_dir)
     manifest.split(split)                                  # a clear error naming the splits there are
     members = load_members(checkpoints, data_dir, manifest.classes, dev)
-    loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False, rank=rank,
-                         world_size=world_size, device=dev, workers=workers)
+    loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False, device=dev, workers=workers)
     result = evaluate_models(members, loader, crops=crops, bf16=bf16, keep_predictions=keep_predictions,
                              progress=progress)
     result.classes, result.class_names = list(manifest.classes), list(manifest.class_names)

@@ -65,7 +65,7 @@ def load_image(path: str | Path, size: int = SIZE) -> np.ndarray:
             return resize_center_crop(to_rgb(img), size)
     except FileNotFoundError:
         raise UnreadableImage(path, "no such file") from None
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError, EOFError) as exc:
         raise UnreadableImage(path, _reason(path, exc)) from None
 
 

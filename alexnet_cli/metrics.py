@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from alexnet_cli.errors import AlexnetError
+
 TOP_K = 5  # paper section 1: top-5 error
 
 
@@ -69,9 +71,11 @@ class TopKMeter:
         self.counts.index_add_(1, labels, rows)               # no sync, unlike bincount
 
     def all_reduce(self) -> None:
-        """Sum the counts over all ranks (every rank must call it)."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(self.counts, op=dist.ReduceOp.SUM)
+        """Sum the counts over all ranks (every rank must call it). Without a process group
+        they would stay one rank's share of the data: an error, not a quiet partial result."""
+        if not (dist.is_available() and dist.is_initialized()):
+            raise AlexnetError("these counts are one rank's share, but torch.distributed is not initialised")
+        dist.all_reduce(self.counts, op=dist.ReduceOp.SUM)
 
     def result(self) -> TopKCounts:
         n, top1, topk = self.counts.cpu().numpy()              # the one host sync

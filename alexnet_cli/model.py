@@ -150,8 +150,10 @@ class WithinMapNorm(nn.Module):
 def grouped_conv(conv: nn.Conv2d, x: torch.Tensor, split: bool | None = None) -> torch.Tensor:
     """conv(x), with a groups=2 layer run as one dense convolution per column when `split`
     (default: on CUDA, where cuDNN's grouped kernels in bf16 channels_last are 1.5-4x slower
-    than two dense ones; benchmarks/layers.py). Same weights, same values."""
-    if conv.groups == 1 or not (x.is_cuda if split is None else split):
+    than two dense ones; benchmarks/layers.py). Same weights, same values. A layer with forward
+    hooks (`alexnet summary`'s, a user's) is always called as a module, so that they run."""
+    hooked = bool(conv._forward_hooks or conv._forward_pre_hooks)
+    if conv.groups == 1 or hooked or not (x.is_cuda if split is None else split):
         return conv(x)
     xs, ws = x.chunk(conv.groups, 1), conv.weight.chunk(conv.groups, 0)
     bs = conv.bias.chunk(conv.groups, 0)

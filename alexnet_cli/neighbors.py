@@ -163,6 +163,15 @@ def encode_queries(encoder: Encoder, images: Sequence[np.ndarray], batch_size: i
     return torch.cat(out)
 
 
+def _cache_fits(path: Path, key: str, split: str, count: int, data: str) -> bool:
+    """Whether a cached features file was made by this network from this data; an unreadable
+    one (a disk error, a hand-edited file) is stale too, and is rebuilt."""
+    try:
+        return read_features_info(path).made_by(key, split, count, data)
+    except DataError:
+        return False
+
+
 def split_features(encoder: Encoder, data_dir: Path, split: str, features: str | Path | None, *,
                    batch_size: int, workers: int | None, progress: Reporter) -> Path:
     """The features file to search: `features` after checking it was made by this network from
@@ -171,7 +180,7 @@ def split_features(encoder: Encoder, data_dir: Path, split: str, features: str |
     count, data = manifest.split(split).count, data_key(manifest, split)
     if features is None:
         path = cache_path(data_dir, split, encoder.key)
-        stale = path.exists() and not read_features_info(path).made_by(encoder.key, split, count, data)
+        stale = path.exists() and not _cache_fits(path, encoder.key, split, count, data)
         try:
             write_features(encoder, data_dir, split, path, batch_size=batch_size, overwrite=stale, workers=workers,
                            progress=progress)

@@ -8,8 +8,9 @@ loader, `pca`, `eval` and `neighbors` read through `read_manifest`, `open_shard`
 A data folder holds:
 
 - `manifest.json` (written last, atomically): classes, class names, splits with their
-  shards, per-shard image count, byte size and sha256 (so a truncated or damaged shard is
-  caught when read), the skipped source files, the mean RGB and the options used.
+  shards, per-shard image count, byte size and sha256 (a shard of another size is caught
+  when it is opened; `verify_shards` checks the sha256, a full read), the skipped source
+  files, the mean RGB and the options used.
 - `<split>-00000.h5`, ...: one HDF5 file per shard of at most `shard_size` images:
     labels    int16 (N,)                 index of the image's wnid in `classes`
     paths     utf-8 strings (N,)         relative to the source root

@@ -34,13 +34,13 @@ def summarize(model: AlexNet) -> list[LayerRow]:
             continue
         hooks.append(module.register_forward_hook(
             lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))))
+    was_training = model.training
     try:
-        was_training = model.training
         model.eval()
         with torch.no_grad():
             model(torch.zeros(1, 3, 224, 224, device=next(model.parameters()).device))
-        model.train(was_training)
     finally:
+        model.train(was_training)
         for h in hooks:
             h.remove()
     rows = []

@@ -208,3 +208,10 @@ def test_mean_image_is_float32_256x256x3(source, tiny_data, make_checkpoint, tmp
     # the training mean in 0-255 units that was subtracted (zeros when make_checkpoint has no data)
     expected = torch.from_numpy(read_mean_image(data)) if data else torch.zeros(256, 256, 3)
     assert torch.equal(mean, expected)
+
+
+def test_a_checkpoint_from_a_newer_format_is_refused(tmp_path):
+    path = tmp_path / "future.pt"
+    torch.save({"format": FORMAT, "version": VERSION + 1, "model": AlexNet(num_classes=4).state_dict()}, path)
+    with pytest.raises(CheckpointError, match="upgrade"):
+        load_checkpoint(path)

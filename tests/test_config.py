@@ -105,3 +105,22 @@ def test_model_config_round_trips_through_plain_data():
     assert model_config_from_dict(data) == c
     with pytest.raises(AlexnetError, match="unknown"):
         model_config_from_dict({**data, "extra": 1})
+
+
+@pytest.mark.parametrize("field, value", [("init_std", -1.0), ("init_std_conv345", -0.5), ("lrn_size", 0),
+                                          ("lrn_alpha", -1e-4), ("lrn_beta", float("nan")), ("lrn_k", 0.0)])
+def test_impossible_network_values_are_usage_errors(field, value):
+    from alexnet_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match=field):
+        ModelConfig(**{field: value})
+
+
+def test_a_negative_init_std_exits_2_on_the_command_line():
+    from typer.testing import CliRunner
+
+    from alexnet_cli.cli.app import app
+
+    result = CliRunner().invoke(app, ["summary", "--init-std-conv345", "-1"])
+    assert result.exit_code == 2 and "Error:" in result.output and "init_std_conv345" in result.output
+    assert "Traceback" not in result.output and "RuntimeError" not in result.output

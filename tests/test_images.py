@@ -96,3 +96,17 @@ def test_truncated_jpeg_is_reported_as_truncated(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(UnreadableImage, match="no such file"):
         load_image(tmp_path / "nope.JPEG")
+
+
+def test_an_eof_inside_a_decoder_is_a_truncated_file(tmp_path, monkeypatch):
+    """Some PIL plugins raise EOFError on a cut-off file: it must become a listed, skipped
+    file (UnreadableImage), not abort the whole prep."""
+    path = tmp_path / "cut.JPEG"
+    Image.new("RGB", (64, 64)).save(path)
+
+    def eof(*args, **kwargs):
+        raise EOFError("no more data")
+
+    monkeypatch.setattr(Image, "open", eof)
+    with pytest.raises(UnreadableImage, match="truncated"):
+        load_image(path)

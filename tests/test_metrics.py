@@ -79,3 +79,13 @@ def test_figure_helpers_draw_and_compose():
     sheet = grid([row, row, row], cols=2, pad=3)
     assert sheet.size == (3 + 2 * (row.width + 3), 3 + 2 * (row.height + 3))
     assert isinstance(sheet, Image.Image) and sheet.mode == "RGB"
+
+
+def test_all_reduce_without_a_process_group_is_an_error():
+    """A loader slice's counts summed over no ranks would be a quiet partial result."""
+    from alexnet_cli.errors import AlexnetError
+
+    meter = TopKMeter(4)
+    meter.update(torch.eye(4), torch.arange(4))
+    with pytest.raises(AlexnetError, match="not initialised"):
+        meter.all_reduce()

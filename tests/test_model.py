@@ -323,6 +323,21 @@ def test_grouped_conv_split_path_equals_groups():
     x = torch.randn(2, 8, 7, 7, dtype=torch.float64)
     assert torch.allclose(grouped_conv(conv, x, split=True), conv(x), atol=1e-12)
     assert torch.equal(grouped_conv(conv, x, split=False), conv(x))
+    seen = []
+    conv.register_forward_hook(lambda _m, _i, out: seen.append(out.shape))
+    assert torch.equal(grouped_conv(conv, x, split=True), conv(x))      # a hooked layer runs as a module
+    assert len(seen) == 2
+
+
+def test_summary_sees_every_layer_when_columns_split_as_on_cuda(paper_net, monkeypatch):
+    """On CUDA the grouped layers run as two dense convolutions; the summary's hooks must
+    still see conv2, conv4 and conv5."""
+    from alexnet_cli import model as model_module
+
+    split = model_module.grouped_conv
+    monkeypatch.setattr(model_module, "grouped_conv", lambda conv, x, split_=None: split(conv, x, split=True))
+    rows = {r.name: r for r in summarize(paper_net)}
+    assert {"conv2", "conv4", "conv5"} <= set(rows) and sum(r.params for r in rows.values()) == PAPER_PARAMS
 
 
 def test_lrn_kernel_switch_keeps_the_values_and_reaches_every_lrn(monkeypatch):

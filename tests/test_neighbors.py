@@ -168,6 +168,12 @@ def test_cli_neighbors_json_picture_and_cache(data, checkpoint, tmp_path):
     assert again.exit_code == 0, again.output
     assert cached.stat().st_mtime_ns == mtime and answer[0]["neighbors"][0]["path"] in again.stdout
 
+    # a damaged cache is rebuilt, not an error
+    good = cached.read_bytes()
+    cached.write_bytes(good[: len(good) // 3])
+    rebuilt = runner.invoke(app, args + ["--json"])
+    assert rebuilt.exit_code == 0 and json.loads(rebuilt.stdout) == answer, rebuilt.output
+
     # --features: the same answer from a given file; a file of another network is refused
     given = runner.invoke(app, args + ["--json", "--features", str(cached)])
     assert given.exit_code == 0 and json.loads(given.stdout) == answer
