@@ -1,4 +1,4 @@
-"""Data augmentation (paper section 4.1 "Data Augmentation", and the authors' released code).
+"""Data augmentation (paper section 5.1 "Data Augmentation", and the authors' released code).
 
 Training: a random 224x224 patch of each 256x256 image, mirrored with probability 1/2, minus
 the mean image, plus the PCA colour shift. Test: the centre patch, or the four corners and
@@ -29,7 +29,7 @@ import torch
 from alexnet_cli.config import check_choice
 from alexnet_cli.errors import AlexnetError, UsageError
 
-CROP = 224             # 4.1: 224x224 patches of the 256x256 images
+CROP = 224             # 5.1: 224x224 patches of the 256x256 images
 MEAN_CROPS = ("crop", "center")
 PCA_SCALES = ("paper", "code")
 
@@ -74,7 +74,7 @@ def center_crop(images: torch.Tensor, mean_image: torch.Tensor, *, mean_crop: st
 
 def test_crops(images: torch.Tensor, mean_image: torch.Tensor, crops: int, *,
                mean_crop: str = "crop") -> Iterator[torch.Tensor]:
-    """Test-time patches (4.1): crops=1 the centre one; crops=10 the TEN_CROPS in order."""
+    """Test-time patches (5.1): crops=1 the centre one; crops=10 the TEN_CROPS in order."""
     if crops == 1:
         yield center_crop(images, mean_image, mean_crop=mean_crop)
     elif crops == 10:
@@ -98,7 +98,7 @@ class AugmentDraw:
 
 
 class TrainAugment:
-    """Random crops, mirrors and PCA colour noise for a training batch (paper 4.1).
+    """Random crops, mirrors and PCA colour noise for a training batch (paper 5.1).
     `channels_last=True` returns the batch in NHWC memory (the CUDA network's layout)."""
 
     def __init__(self, mean_image: torch.Tensor, *, eigenvalues: torch.Tensor | None = None,

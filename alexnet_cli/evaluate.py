@@ -1,4 +1,4 @@
-"""`alexnet eval`: top-1 / top-5 error of one model or an ensemble (paper sections 4.1 and 7).
+"""`alexnet eval`: top-1 / top-5 error of one model or an ensemble (paper sections 5.1 and 7).
 
 At test time the network sees either the centre 224x224 crop of (image - mean image) or
 the paper's ten crops (four corners, centre, and their mirrors); its softmax outputs are
@@ -34,7 +34,7 @@ from alexnet_cli.metrics import TOP_K, TopKCounts, TopKMeter
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import read_manifest, read_mean_image, read_split_index
 
-CROPS = (1, 10)  # paper 4.1: the centre crop, or the four corners + centre and their mirrors
+CROPS = (1, 10)  # paper 5.1: the centre crop, or the four corners + centre and their mirrors
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Reading one image file the way `alexnet prep` does (paper section 2): any mode to RGB,
+"""Reading one image file the way `alexnet prep` does (paper section 3): any mode to RGB,
 shorter side to 256, the central 256x256 patch.
 
 `predict` and `neighbors` use the same function on the user's own images, so a query goes
@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from alexnet_cli.errors import DataError
 
-SIZE = 256  # paper section 2: rescale the shorter side to 256, take the central 256x256
+SIZE = 256  # paper section 3: rescale the shorter side to 256, take the central 256x256
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

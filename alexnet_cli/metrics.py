@@ -1,4 +1,4 @@
-"""Top-1 and top-5 error (paper section 6 and 7: "the fraction of test images for which the
+"""Top-1 and top-5 error (paper sections 3 and 7: "the fraction of test images for which the
 correct label is not among the five labels considered most probable by the model").
 
 Counting happens on the scores' device with no host sync: `TopKMeter.update` only adds to
@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from alexnet_cli.errors import AlexnetError
 
-TOP_K = 5  # paper section 1: top-5 error
+TOP_K = 5  # paper section 3: top-5 error
 
 
 def topk_hits(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:

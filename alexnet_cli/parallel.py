@@ -1,4 +1,4 @@
-"""The paper's two-GPU scheme (section 3.2, figure 2): model parallelism by columns.
+"""The paper's two-GPU scheme (section 4.2, figure 2): model parallelism by columns.
 
 Column A lives on one device and column B on another. Each holds half the kernels of every
 layer (and half the neurons of each fully connected layer); they exchange activations only

@@ -1,4 +1,4 @@
-"""`alexnet pca`: PCA of the RGB pixel values of the training set (paper section 4.1).
+"""`alexnet pca`: PCA of the RGB pixel values of the training set (paper section 5.1).
 
 One streaming pass over the training shards (the shard loader, in order) accumulates the
 pixel count, the channel sums and the 3x3 sums of outer products. Each batch's sums are

@@ -1,5 +1,5 @@
 """`alexnet prep`: an ImageNet tree of JPEGs -> HDF5 shards of 256x256 RGB images, the
-training mean image and manifest.json (paper section 2; the schema is in shards.py).
+training mean image and manifest.json (paper section 3; the schema is in shards.py).
 
 Every image: any mode to RGB, shorter side to 256, the central 256x256 patch
 (alexnet_cli.images.load_image). Files that cannot be decoded are listed in the manifest's

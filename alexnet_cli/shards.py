@@ -1,5 +1,5 @@
 """The prepared data set on disk: `manifest.json`, the HDF5 shards and the mean image
-(paper section 2: images rescaled to 256x256, the training mean subtracted later).
+(paper section 3: images rescaled to 256x256, the training mean subtracted later).
 
 This file is the schema. `prep` writes through `ShardWriter` and `write_manifest`; the
 loader, `pca`, `eval` and `neighbors` read through `read_manifest`, `open_shard` and

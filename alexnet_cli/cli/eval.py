@@ -1,5 +1,5 @@
 """`alexnet eval`: top-1 / top-5 error of one checkpoint or an ensemble, centre crop or the
-paper's ten crops (sections 4.1 and 7), beside the paper's own figures."""
+paper's ten crops (sections 5.1 and 7), beside the paper's own figures."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def eval_cmd(
     paths: Paths,
     split: Annotated[str, typer.Option("--split", help="The split to evaluate.")] = "val",
     crops: Annotated[int, typer.Option("--crops", help="1: the centre crop; 10: four corners, centre and "
-                                                      "their mirrors, softmax averaged (paper 4.1).")] = 1,
+                                                      "their mirrors, softmax averaged (paper 5.1).")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 128,
     device: DeviceOpt = "",
     bf16: Annotated[bool, typer.Option("--bf16/--no-bf16",

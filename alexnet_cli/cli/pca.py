@@ -1,5 +1,5 @@
 """`alexnet pca DATA`: eigenvalues and eigenvectors of the training pixels' RGB covariance
-(paper section 4.1; library: alexnet_cli.pca)."""
+(paper section 5.1; library: alexnet_cli.pca)."""
 
 from __future__ import annotations
 

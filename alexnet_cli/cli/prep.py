@@ -1,5 +1,5 @@
 """`alexnet prep SRC OUT`: an ImageNet tree -> HDF5 shards, mean image, manifest.json
-(paper section 2; library: alexnet_cli.prep)."""
+(paper section 3; library: alexnet_cli.prep)."""
 
 from __future__ import annotations
 
