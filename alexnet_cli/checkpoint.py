@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from alexnet_cli.config import ModelConfig, model_config_from_dict, resolve_model_config
 from alexnet_cli.errors import AlexnetError, CheckpointError
 from alexnet_cli.model import AlexNet
+from alexnet_cli.shards import read_mean_image
 
 FORMAT = "alexnet-cli/checkpoint"
 VERSION = 1
@@ -96,6 +98,21 @@ class LoadedModel:
     mean_image: torch.Tensor | None   # (256, 256, 3) float32, None for a bare state_dict
     config: dict[str, Any]             # the checkpoint's "config" (empty for a bare state_dict)
     path: Path
+
+    @property
+    def mean_crop(self) -> str:
+        """How the run subtracted the mean image (TrainConfig.mean_crop; "crop" if unrecorded)."""
+        return (self.config.get("train") or {}).get("mean_crop", "crop")
+
+    def mean_or_data(self, data_dir: str | Path | None) -> torch.Tensor | None:
+        """The mean image to subtract, float32 (256, 256, 3): the checkpoint's, or for a bare
+        state_dict the prepared data's (None without `data_dir`)."""
+        mean = self.mean_image
+        if mean is None and data_dir is not None:
+            mean = torch.from_numpy(np.asarray(read_mean_image(data_dir), dtype=np.float32))
+        if mean is not None and tuple(mean.shape) != (256, 256, 3):
+            raise CheckpointError(f"{self.path}: mean_image has shape {tuple(mean.shape)}, expected (256, 256, 3)")
+        return mean
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:

@@ -32,7 +32,7 @@ from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageEr
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.metrics import TOP_K, TopKCounts, TopKMeter
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.shards import read_manifest, read_mean_image, read_split_index
+from alexnet_cli.shards import read_manifest, read_split_index
 
 CROPS = (1, 10)  # paper 5.1: the centre crop, or the four corners + centre and their mirrors
 
@@ -212,13 +212,7 @@ def load_members(checkpoints: Sequence[Path], data_dir: Path, classes: list[str]
     for path in checkpoints:
         loaded = load_model(path, device)
         check_classes(loaded, classes, data_dir)
-        mean = loaded.mean_image
-        if mean is None:
-            mean = torch.from_numpy(np.asarray(read_mean_image(data_dir), dtype=np.float32))
-        if tuple(mean.shape) != (256, 256, 3):
-            raise CheckpointError(f"{path}: mean_image has shape {tuple(mean.shape)}, expected (256, 256, 3)")
-        mean_crop = (loaded.config.get("train") or {}).get("mean_crop", "crop")
-        members.append(Member(loaded.model, mean.to(device), mean_crop))
+        members.append(Member(loaded.model, loaded.mean_or_data(data_dir).to(device), loaded.mean_crop))
     return members
 
 

@@ -38,7 +38,7 @@ from alexnet_cli.errors import CheckpointError, DataError, UsageError
 from alexnet_cli.evaluate import resolve_device
 from alexnet_cli.loader import Batch, ShardLoader
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.shards import data_key, read_manifest, read_mean_image, read_split_index
+from alexnet_cli.shards import data_key, read_manifest, read_split_index
 
 FORMAT = "alexnet-cli/features"
 VERSION = 1
@@ -101,16 +101,11 @@ def load_encoder(checkpoint: str | Path, data_dir: str | Path, device: str | tor
     """The checkpoint's network on `device`; a bare state_dict borrows the data's mean image."""
     dev = resolve_device(device)
     loaded: LoadedModel = load_model(checkpoint, dev)
-    mean = loaded.mean_image
-    if mean is None:
-        mean = torch.from_numpy(read_mean_image(data_dir))
-    if tuple(mean.shape) != (256, 256, 3):
-        raise CheckpointError(f"{checkpoint}: mean_image has shape {tuple(mean.shape)}, expected (256, 256, 3)")
+    mean = loaded.mean_or_data(data_dir)                                   # (256, 256, 3)
     if loaded.model.fc7.out_features != DIM:
         raise CheckpointError(f"{checkpoint}: fc7 has {loaded.model.fc7.out_features} units, expected {DIM}")
-    mean_crop = (loaded.config.get("train") or {}).get("mean_crop", "crop")
-    key = model_key(loaded.model, mean, mean_crop)
-    return Encoder(loaded.model, mean.to(dev, torch.float32), mean_crop, key, dev, str(checkpoint))
+    key = model_key(loaded.model, mean, loaded.mean_crop)
+    return Encoder(loaded.model, mean.to(dev, torch.float32), loaded.mean_crop, key, dev, str(checkpoint))
 
 
 def cache_path(data_dir: str | Path, split: str, key: str) -> Path:

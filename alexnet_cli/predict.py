@@ -18,7 +18,7 @@ from alexnet_cli.errors import CheckpointError, UsageError
 from alexnet_cli.evaluate import Member, average_softmax, check_crops, resolve_device
 from alexnet_cli.figures import grid, hbar_chart, hstack, labeled_tile, save_png
 from alexnet_cli.images import load_image
-from alexnet_cli.shards import read_manifest, read_mean_image
+from alexnet_cli.shards import read_manifest
 
 
 @dataclass
@@ -51,8 +51,7 @@ def _mean_and_names(loaded: LoadedModel, data_dir: Path | None) -> tuple[torch.T
                                   f"{len(manifest.classes)}")
         if not loaded.config:  # a bare state_dict: no names or mean of its own
             classes, names = list(manifest.classes), list(manifest.class_names)
-        if mean is None:
-            mean = torch.from_numpy(np.asarray(read_mean_image(data_dir), dtype=np.float32))
+    mean = loaded.mean_or_data(data_dir)
     if mean is None:
         raise CheckpointError(f"{loaded.path}: holds no mean image (a bare state_dict?): pass --data DIR, "
                               "the prepared data folder it was trained on")
@@ -72,8 +71,7 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5,
     dev = resolve_device(device)
     loaded = load_model(checkpoint, dev)
     mean, classes, names = _mean_and_names(loaded, None if data_dir is None else Path(data_dir))
-    member = Member(loaded.model, mean.to(dev, torch.float32),
-                    (loaded.config.get("train") or {}).get("mean_crop", "crop"))
+    member = Member(loaded.model, mean.to(dev, torch.float32), loaded.mean_crop)
     pixels = [load_image(p) for p in images]                          # each uint8 (256, 256, 3)
     k = min(k, len(classes))
     out: list[Prediction] = []

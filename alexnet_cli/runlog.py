@@ -8,17 +8,15 @@ checkpoint was written, so a killed and resumed run logs each step exactly once.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.shards import write_atomic
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 class MetricsLog:

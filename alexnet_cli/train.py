@@ -298,7 +298,7 @@ class Trainer:
     def _prepare_run_dir(self) -> None:
         last = self.out_dir / "checkpoints" / "last.pt"
         if self.dist.is_main:                               # left by a kill in the middle of a save
-            for tmp in (self.out_dir / "checkpoints").glob(".*.tmp"):
+            for tmp in [*self.out_dir.glob(".*.tmp"), *(self.out_dir / "checkpoints").glob(".*.tmp")]:
                 tmp.unlink(missing_ok=True)
         if self.run.resume and last.exists():
             self.restore()

@@ -23,7 +23,6 @@ peer. Rates are medians over timed intervals after warm-up.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys

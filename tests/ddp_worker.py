@@ -42,8 +42,8 @@ def run(folder: str, max_steps=None, resume=False):
                       RunOptions(device="cpu", parallel="data", max_steps=max_steps, resume=resume, workers=1),
                       "paper", recorder)
     counts = []
-    reset = trainer.stats.reset
-    trainer.stats.reset = lambda: (counts.append(trainer.stats.meter.counts.clone()), reset())
+    stats, reset = trainer.stats, trainer.stats.reset
+    stats.reset = lambda: (counts.append(stats.meter.counts.clone()), reset())
     summary = trainer.fit()
     flat = torch.cat([v.flatten().double() for v in trainer.model_state().values()])
     del trainer   # DDP's references to the process group, before it is destroyed below

@@ -4,7 +4,6 @@ or refusing an existing file, and the command end to end. Runs on the tiny data'
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from contextlib import contextmanager
 
@@ -14,13 +13,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.cli.app import app
 from alexnet_cli.errors import DataError
 from alexnet_cli.features import extract_features, load_encoder, partial_path, read_features_info, write_features
-from alexnet_cli.model import AlexNet
 from alexnet_cli.neighbors import read_split_images
-from alexnet_cli.shards import read_mean_image, read_split_index
+from alexnet_cli.shards import read_split_index
 
 runner = CliRunner()
 

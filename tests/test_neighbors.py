@@ -4,7 +4,6 @@ cache beside the shards and the `--features` route."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 
@@ -15,14 +14,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.cli.app import app
 from alexnet_cli.features import cache_path, create_features_file, extract_features, load_encoder
 from alexnet_cli.images import load_image
-from alexnet_cli.model import AlexNet
 from alexnet_cli.neighbors import (RunningTopK, chunk_rows, encode_queries, find_neighbors, nearest,
                                    read_split_images)
-from alexnet_cli.shards import read_mean_image, read_split_index
+from alexnet_cli.shards import read_split_index
 
 runner = CliRunner()
 
