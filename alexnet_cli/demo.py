@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from alexnet_cli.config import resolve_model_config, resolve_train_config
+from alexnet_cli.config import TrainConfig, resolve_model_config, resolve_train_config
 from alexnet_cli.errors import AlexnetError, UsageError
 from alexnet_cli.evaluate import EvalResult, evaluate
 from alexnet_cli.kernels import KernelReport, kernel_report
@@ -57,6 +57,7 @@ from alexnet_cli.pca import PCA_FILE, PcaStats, compute_pca, read_pca, write_pca
 from alexnet_cli.predict import Prediction, draw_predictions, predict
 from alexnet_cli.prep import PrepOptions, PrepResult, prepare
 from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.runlog import read_metrics
 from alexnet_cli.shards import read_split_index
 from alexnet_cli.synth import make_tree
 from alexnet_cli.train import RunOptions, train
@@ -68,7 +69,6 @@ MARKER_VERSION = 1
 IMAGES, DATA, RUN = "images", "data", "run"
 KERNELS_PNG, NEIGHBORS_PNG, PREDICTIONS_PNG = "kernels.png", "neighbors.png", "predictions.png"
 OWNED = (IMAGES, IMAGES + ".partial", DATA, RUN, KERNELS_PNG, NEIGHBORS_PNG, PREDICTIONS_PNG)
-PAPER_LR, PAPER_BATCH = 0.01, 128       # paper section 6: 0.01 with batches of 128
 STEPS = ("data", "prep", "pca", "train", "eval_1crop", "eval_10crop", "kernels", "neighbors", "predict")
 
 
@@ -104,7 +104,8 @@ class DemoConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else PAPER_LR * self.batch_size / PAPER_BATCH
+        paper = TrainConfig()                # the paper's rate per image: 0.01 at batch 128
+        return self.lr if self.lr is not None else paper.lr * self.batch_size / paper.batch_size
 
     def key(self) -> dict[str, Any]:
         """What the results depend on (the device aside): the marker compares these."""
@@ -238,11 +239,7 @@ def train_step(data: Path, run: Path, config: DemoConfig, progress: Reporter) ->
 
 def epoch_records(run: Path) -> list[dict[str, Any]]:
     """The run's per-epoch records (train and validation error) from metrics.jsonl."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in records if r.get("kind") == "epoch"]
+    return [r for r in read_metrics(run) if r.get("kind") == "epoch"]
 
 
 def query_images(tree: Path, data: Path, count: int) -> list[Path]:

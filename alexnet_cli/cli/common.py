@@ -35,7 +35,8 @@ def print_json(data: Any) -> None:
 
 # Options that several subcommands share, defined once.
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
+CropsOpt = Annotated[int, typer.Option("--crops", help="1: the centre crop; 10: four corners, centre and their "
+                                                   "mirrors, softmax averaged (paper 5.1).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda when available).")]
-ExistingPath = Annotated[Path, typer.Argument(exists=True, help="An existing path.")]
 ExistingDir = Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A prepared data folder (alexnet prep's OUT).")]
 ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False)]

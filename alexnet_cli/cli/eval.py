@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import DeviceOpt, JsonOpt, console, err_console, print_json, reporter
+from alexnet_cli.cli.common import CropsOpt, DeviceOpt, JsonOpt, console, err_console, print_json, reporter
 from alexnet_cli.evaluate import EvalResult, evaluate, write_per_class, write_predictions
 from alexnet_cli.metrics import TOP_K
 
@@ -29,8 +29,7 @@ Paths = Annotated[list[Path], typer.Argument(exists=True, metavar="CHECKPOINT...
 def eval_cmd(
     paths: Paths,
     split: Annotated[str, typer.Option("--split", help="The split to evaluate.")] = "val",
-    crops: Annotated[int, typer.Option("--crops", help="1: the centre crop; 10: four corners, centre and "
-                                                      "their mirrors, softmax averaged (paper 5.1).")] = 1,
+    crops: CropsOpt = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 128,
     device: DeviceOpt = "",
     bf16: Annotated[bool, typer.Option("--bf16/--no-bf16",
@@ -46,8 +45,6 @@ def eval_cmd(
     """Top-1 and top-5 error of CHECKPOINT(s) on DATA: one model or an ensemble (softmax averaged)."""
     if len(paths) < 2:
         raise typer.BadParameter("give at least one CHECKPOINT and then DATA", param_hint="CHECKPOINT... DATA")
-    if crops not in (1, 10):
-        raise typer.BadParameter("must be 1 or 10", param_hint="--crops")
     *checkpoints, data = paths
     result = evaluate(checkpoints, data, split=split, crops=crops, batch_size=batch_size, device=device or None,
                       bf16=bf16, keep_predictions=predictions is not None, workers=workers, progress=reporter())

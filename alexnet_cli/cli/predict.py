@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import DeviceOpt, ExistingFile, JsonOpt, console, err_console, print_json
+from alexnet_cli.cli.common import CropsOpt, DeviceOpt, ExistingFile, JsonOpt, console, err_console, print_json
 from alexnet_cli.predict import draw_predictions, predict
 
 Images = Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, metavar="IMAGE...",
@@ -19,7 +19,7 @@ def predict_cmd(
     checkpoint: ExistingFile,
     images: Images,
     k: Annotated[int, typer.Option("--k", min=1, help="How many classes to show per image.")] = 5,
-    crops: Annotated[int, typer.Option("--crops", help="1: the centre crop; 10: the paper's ten crops, averaged.")] = 1,
+    crops: CropsOpt = 1,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE.png", dir_okay=False,
                                                 help="Draw each image beside bars for its top 5 (figure 4).")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", exists=True, file_okay=False,
@@ -29,8 +29,6 @@ def predict_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Top-k classes and probabilities of each IMAGE under CHECKPOINT."""
-    if crops not in (1, 10):
-        raise typer.BadParameter("must be 1 or 10", param_hint="--crops")
     preds = predict(checkpoint, images, k=k, crops=crops, device=device or None, data_dir=data)
     if out is not None:
         err_console.print(f"figure: {draw_predictions(preds, out)}", highlight=False)
