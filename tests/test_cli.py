@@ -130,7 +130,8 @@ def test_unexpected_exception_is_one_line_with_its_type(runner, monkeypatch):
     result = runner.invoke(app, ["summary"])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
-    assert lines == ["Error: ValueError: boom second line (run with --debug for the traceback)"]
+    assert lines == ["Error: ValueError: boom second line (run `alexnet --debug <command> ...` or set "
+                     "ALEXNET_DEBUG=1 for the traceback)"]
     assert isinstance(runner.invoke(app, ["--debug", "summary"]).exception, ValueError)
 
 
@@ -165,3 +166,34 @@ def test_console_script_error_boundary():
         assert failed.returncode == code and failed.stdout == "", (args, failed.stderr)
         lines = failed.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in failed.stderr
+
+
+def test_an_interrupt_turned_into_another_error_still_exits_130(runner, monkeypatch):
+    """torch.save's writer replaces a Ctrl-C inside it with its own RuntimeError."""
+    def interrupted_inside_a_library(model):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+    monkeypatch.setattr(summary_command, "summarize", interrupted_inside_a_library)
+    result = runner.invoke(app, ["summary"])
+    assert result.exit_code == 130 and result.stderr.strip() == "Error: interrupted"
+
+
+def test_an_os_error_names_the_file_and_the_reason(runner, monkeypatch):
+    def denied(model):
+        raise PermissionError(13, "Permission denied", "/data/out/.x.tmp")
+
+    monkeypatch.setattr(summary_command, "summarize", denied)
+    result = runner.invoke(app, ["summary"])
+    assert result.exit_code == 1 and result.stderr.strip() == "Error: /data/out/.x.tmp: Permission denied"
+
+
+def test_click_usage_errors_are_one_line_naming_the_help(tmp_path):
+    for args, words in ((["prep", str(tmp_path / "nosuch"), str(tmp_path / "out")], "does not exist"),
+                        (["summary", "--bogus"], "No such option"), (["prep"], "Missing argument")):
+        done = _run(sys.executable, "-m", "alexnet_cli", *args)
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+        assert done.stderr.startswith("Error: ") and words in done.stderr and "--help`)" in done.stderr

@@ -3,9 +3,11 @@ the one error boundary.
 
 Error boundary: a subcommand raises; `AlexnetGroup.invoke` turns the exception into one
 `Error: ...` line on stderr and exit code 1, or 2 for a `UsageError` (an option value that is
-not allowed). Click's own usage errors keep their exit code 2. Ctrl-C: `Error: interrupted`,
-exit code 130 (128 + SIGINT, the shell's convention).
-`--debug` or ALEXNET_DEBUG=1 lets the traceback through.
+not allowed). Click's own usage errors (unknown flag, missing argument, path that does not
+exist) become one line too, naming the command's --help, with exit code 2. Ctrl-C:
+`Error: interrupted`, exit code 130 (128 + SIGINT, the shell's convention), also when it
+lands inside a library call that turns it into another exception (torch.save does).
+`alexnet --debug <command>` or ALEXNET_DEBUG=1 lets the traceback through.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class AlexnetGroup(TyperGroup):
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.TyperException as exc:     # click's usage errors: bad flag, missing argument, ...
-            exc.show()
+            _show_usage_error(exc)
             sys.exit(exc.exit_code)
         except typer.Abort:
             err_console.print("Error: aborted", style="bold red", highlight=False)
@@ -50,19 +52,56 @@ class AlexnetGroup(TyperGroup):
         except (typer.TyperException, typer.Exit, typer.Abort):  # usage errors (exit 2), exits
             raise
         except KeyboardInterrupt:
-            err_console.print("Error: interrupted", style="bold red", highlight=False)
+            _error("interrupted")
             raise typer.Exit(130)
         except Exception as exc:  # the boundary: everything else becomes one line
             if _debug_wanted(ctx):
                 raise
-            if isinstance(exc, AlexnetError):
-                message = str(exc)
-            else:
-                message = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
-            message = " ".join(message.split()) or type(exc).__name__
-            err_console.print(f"Error: {message}", style="bold red", highlight=False, markup=False,
-                              soft_wrap=True)
+            if _interrupted(exc):
+                _error("interrupted")
+                raise typer.Exit(130)
+            _error(_message(exc))
             raise typer.Exit(2 if isinstance(exc, UsageError) else 1)
+
+
+def _message(exc: Exception) -> str:
+    """What went wrong, for one line: our errors as written; an OS error as the file and its
+    reason; anything else (a bug, then) with its type and how to see the traceback."""
+    if isinstance(exc, AlexnetError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        names = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return f"{names}: {exc.strerror}" if names else exc.strerror
+    return (f"{type(exc).__name__}: {exc} (run `alexnet --debug <command> ...` or set ALEXNET_DEBUG=1 "
+            "for the traceback)")
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a Ctrl-C is behind `exc`: torch.save's writer, for one, replaces a
+    KeyboardInterrupt raised inside it with its own RuntimeError."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _error(message: str) -> None:
+    message = " ".join(message.split()) or "failed"
+    err_console.print(f"Error: {message}", style="bold red", highlight=False, markup=False, soft_wrap=True)
+
+
+def _show_usage_error(exc) -> None:
+    """Click's usage errors as one `Error:` line that names the command's --help (CLI.md); a
+    bare `alexnet` still shows the help."""
+    if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
+        exc.show()
+        return
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    _error(exc.format_message() + hint)
 
 
 app = typer.Typer(
