@@ -17,6 +17,7 @@ weights as one never interrupted (bitwise on the CPU), in every parallel mode.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from alexnet_cli.pca import read_pca
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.runlog import MetricsLog, write_json_atomic
 from alexnet_cli.schedule import Schedule
-from alexnet_cli.shards import read_manifest, read_mean_image
+from alexnet_cli.shards import data_key, read_manifest, read_mean_image
 
 PARALLEL_MODES = ("auto", "single", "model", "data")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -126,6 +127,7 @@ class Trainer:
             self.progress = NullReporter()
         self.manifest = read_manifest(self.data_dir)
         self.model_cfg = _fit_classes(model_cfg, len(self.manifest.classes))
+        _check_run_dir(self.out_dir)               # every rank, before DDP's first collective below
         self._setup_data()
         self._setup_model()
         self.schedule = Schedule(train_cfg, list(self.named_params))
@@ -210,7 +212,8 @@ class Trainer:
         run = dataclasses.asdict(self.run)
         run["parallel"] = self.mode
         return {"recipe": self.recipe, "model": to_dict(self.model_cfg), "train": to_dict(self.train_cfg),
-                "run": run, "data": str(self.data_dir), "world_size": self.dist.world_size,
+                "run": run, "data": str(self.data_dir), "data_key": data_key(self.manifest, "train"),
+                "world_size": self.dist.world_size,
                 "alexnet_cli": __version__, "torch": str(torch.__version__)}
 
     def payload(self) -> dict[str, Any]:
@@ -251,6 +254,9 @@ class Trainer:
             if diff:
                 raise AlexnetError(f"{path} was trained with other {part} settings ({', '.join(diff)}); "
                                    "resume with the same arguments, or start a new --out")
+        if saved.get("data_key", data_key(self.manifest, "train")) != data_key(self.manifest, "train"):
+            raise AlexnetError(f"{path} was trained on other data ({saved.get('data')}, not the training shards "
+                               f"of {self.data_dir}); resume with the same DATA, or start a new --out")
         run = saved.get("run", {})
         for what, before, now in (("--seed", run.get("seed"), self.run.seed),
                                   ("number of processes", saved.get("world_size"), self.dist.world_size)):
@@ -305,9 +311,12 @@ class Trainer:
         elif last.exists():
             raise AlexnetError(f"{self.out_dir} already holds a run; pass --resume to continue it or choose "
                                "another --out")
-        elif self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.log.truncate(0)
+        else:
+            if self.run.resume:   # a requeued job's first start, or a mistyped --out: say which it was
+                self.progress.log(f"Note: {last} does not exist, so there is nothing to resume: starting a new run")
+            if self.dist.is_main:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                self.log.truncate(0)
         if self.dist.is_main:
             write_json_atomic(self.out_dir / "config.json", self.config_dict())
 
@@ -405,6 +414,22 @@ class Trainer:
         self.progress.log(_epoch_line(record))
         self.stats.reset()
         self.save(best=improved)
+
+
+def _check_run_dir(out: Path) -> None:
+    """`--out` must be new, empty, or a run folder of this tool (it has the config.json of a
+    run): a folder of other files is refused, never overwritten."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = None
+    if not (isinstance(saved, dict) and {"recipe", "model", "train", "run"} <= saved.keys()):
+        raise AlexnetError(f"{out} is not empty and is not a training run's folder (no run config.json in it): "
+                           "choose another --out")
 
 
 def _epoch_line(r: dict[str, Any]) -> str:

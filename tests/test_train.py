@@ -403,3 +403,42 @@ def test_only_rank_0_prints_the_result(tiny_data, tmp_path, monkeypatch):
     result["rank"] = 0
     assert json.loads(runner.invoke(app, args + ["--json"]).stdout)["rank"] == 0
     assert "best train top-1 error 25.00%" in runner.invoke(app, args).stdout
+
+
+def test_out_must_be_new_empty_or_a_run(tiny_data, tmp_path):
+    """A folder of other files is never overwritten, with or without --resume."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    (mine / "metrics.jsonl").write_text("keep me\n")
+    for extra in ([], ["--resume"]):
+        result = runner.invoke(app, ["train", str(tiny_data), "--out", str(mine), "--max-steps", "1", *FAST, *extra])
+        assert result.exit_code == 1 and "not a training run's folder" in result.stderr, result.output
+    assert (mine / "metrics.jsonl").read_text() == "keep me\n" and "settings" in (mine / "config.json").read_text()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(afile), *FAST])
+    assert result.exit_code == 2 and "is a file" in result.stderr
+
+
+def test_resume_without_a_checkpoint_says_it_starts_anew(tiny_data, tmp_path):
+    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "typo"), "--max-steps", "1",
+                                 "--resume", *FAST])
+    assert result.exit_code == 0 and "nothing to resume" in result.stderr, result.output
+
+
+def test_resume_refuses_other_training_data(tiny_data, tmp_path):
+    import shutil
+
+    args = ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--max-steps", "1", *FAST]
+    assert runner.invoke(app, args).exit_code == 0
+    moved = tmp_path / "moved"                       # the same shards elsewhere: fine
+    shutil.copytree(tiny_data, moved)
+    again = runner.invoke(app, ["train", str(moved), *args[2:], "--resume", "--max-steps", "2"])
+    assert again.exit_code == 0, again.output
+    manifest = json.loads((moved / "manifest.json").read_text())
+    name = manifest["splits"]["train"]["shards"][0]
+    manifest["shards"][name]["sha256"] = "0" * 64   # other shards under the same names
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    other = runner.invoke(app, ["train", str(moved), *args[2:], "--resume", "--max-steps", "3"])
+    assert other.exit_code == 1 and "other data" in other.stderr, other.output
