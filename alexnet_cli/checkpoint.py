@@ -45,6 +45,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)          # as any new file (mkstemp makes it 0600)
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
             f.flush()
@@ -68,8 +71,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a torch.save file)") from None
         raise CheckpointError(f"{path}: refused: it holds Python objects ({found.group(1)}) that only "
                               "unpickling code could load; alexnet loads weights only (weights_only=True)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        # garbage reaches torch's legacy (non-zip) reader, which fails in any of these ways
         reason = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, (KeyError, IndexError, TypeError, AttributeError)):
+            reason = "not a torch.save file"                 # the legacy reader's KeyError: 101 says nothing
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a checkpoint (a {type(data).__name__}, expected a dict)")

@@ -119,12 +119,14 @@ def grid(tiles: Sequence[Image.Image], cols: int, *, pad: int = 8,
     return out
 
 
-def save_png(img: Image.Image, path: str | Path) -> Path:
-    """Write `img` as PNG, creating the folder; a path that cannot be written is a user error."""
+def save_picture(img: Image.Image, path: str | Path) -> Path:
+    """Write `img` in the format its suffix names (.png, .jpg, .webp, ...; PNG for any other),
+    creating the folder; a path that cannot be written is a user error."""
     path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        img.save(path, format="PNG")
+        img.convert("RGB").save(path, format=fmt)
     except OSError as exc:
         raise AlexnetError(f"{path}: cannot write the picture ({exc})") from None
     return path

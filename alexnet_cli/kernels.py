@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from alexnet_cli.checkpoint import load_model
-from alexnet_cli.figures import grid, save_png, to_image
+from alexnet_cli.figures import grid, save_picture, to_image
 from alexnet_cli.model import AlexNet
 
 COLUMN_NAMES = ("A", "B")   # figure 3: column A (GPU 1) on top, column B (GPU 2) below
@@ -106,7 +106,7 @@ def kernel_report(checkpoint: str | Path, out: str | Path | None = None, *, scal
     size = None
     if out is not None:
         picture = draw_kernels(weights, columns, scale)
-        out = save_png(picture, out)
+        out = save_picture(picture, out)
         size = picture.size
     return KernelReport(Path(checkpoint), len(weights), column_scores(weights, columns),
                         None if out is None else Path(out), size)

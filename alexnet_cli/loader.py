@@ -36,7 +36,7 @@ import h5py
 import numpy as np
 import torch
 
-from alexnet_cli.errors import DataError
+from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.shards import (IMAGE_SHAPE, Manifest, check_shard_file, open_shard, read_images, read_labels,
                                 read_manifest, verify_shards)
 
@@ -138,6 +138,8 @@ class ShardLoader:
                  buffer_blocks: int = 8, prefetch: int = 4, verify: bool = False):
         if batch_size < 1:
             raise DataError(f"batch size must be positive, got {batch_size}")
+        if workers is not None and workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {workers}")
         if not 0 <= rank < world_size:
             raise DataError(f"rank {rank} is not in 0..{world_size - 1}")
         self.manifest = read_manifest(data_dir)

@@ -30,7 +30,7 @@ import torch
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
 from alexnet_cli.features import (Encoder, cache_path, load_encoder, read_features_info, read_rows_index,
                                   write_features)
-from alexnet_cli.figures import grid, hstack, labeled_tile, save_png
+from alexnet_cli.figures import grid, hstack, labeled_tile, save_picture
 from alexnet_cli.images import load_image
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import data_key, open_shard, read_images, read_labels, read_manifest
@@ -268,4 +268,4 @@ def draw_neighbors(results: Sequence[QueryResult], data_dir: str | Path, split: 
             j += 1
         query = labeled_tile(load_image(r.query), f"query: {Path(r.query).name}", size=thumb)
         rows.append(hstack([query, hstack(tiles, pad=4)], pad=16))
-    return save_png(grid(rows, 1), out)
+    return save_picture(grid(rows, 1), out)

@@ -16,7 +16,7 @@ import torch
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.errors import CheckpointError, UsageError
 from alexnet_cli.evaluate import Member, average_softmax, check_crops, resolve_device
-from alexnet_cli.figures import grid, hbar_chart, hstack, labeled_tile, save_png
+from alexnet_cli.figures import grid, hbar_chart, hstack, labeled_tile, save_picture
 from alexnet_cli.images import load_image
 from alexnet_cli.shards import read_manifest
 
@@ -93,4 +93,4 @@ def draw_predictions(predictions: Sequence[Prediction], out: str | Path, *, cols
         bars = hbar_chart([t.name for t in top], [t.prob for t in top], width=2 * thumb,
                           bar_height=(thumb - 24) // 5)
         panels.append(hstack([tile, bars]))
-    return save_png(grid(panels, cols), out)
+    return save_picture(grid(panels, cols), out)

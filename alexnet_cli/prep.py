@@ -38,7 +38,7 @@ from alexnet_cli.layouts import LabelFiles, Layout, find_layout
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import (FORMAT_VERSION, FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, abandoned,
                                 ShardInfo, ShardWriter, SplitInfo, decode_jpeg, encode_jpeg, file_sha256,
-                                read_manifest, shard_name, write_atomic, write_manifest)
+                                read_manifest, read_mean_image, shard_name, write_atomic, write_manifest)
 
 TASK_IMAGES = 16   # images decoded between two progress reports
 
@@ -151,7 +151,7 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
     shards = plan(layout, options)
     digest = _plan_digest(shards, layout)
     workers = options.workers or os.cpu_count() or 1
-    done = _finished_output(out, digest)
+    done = _finished_output(out, digest, progress)
     if done is not None:
         return PrepResult(done, True, 0, 0, sum(s.count for s in done.splits.values()),
                           time.perf_counter() - t0, workers)
@@ -165,9 +165,16 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
                       sum(len(s.entries) for s in written))
 
 
-def _finished_output(out: Path, digest: str) -> Manifest | None:
-    """The manifest, if `out` already holds exactly this preparation (nothing to do)."""
+def _finished_output(out: Path, digest: str, progress: Reporter) -> Manifest | None:
+    """The manifest, if `out` already holds exactly this preparation (nothing to do). A
+    manifest that is not JSON, or a missing mean image, is rebuilt from the shards (which
+    are kept when they match the plan): the repair that error messages elsewhere advise."""
     if not (out / MANIFEST).is_file():
+        return None
+    try:
+        json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        progress.log(f"{out / MANIFEST} is unreadable ({type(exc).__name__}): rebuilding it from the shards")
         return None
     manifest = read_manifest(out)
     if manifest.options.get("plan_digest") != digest:
@@ -178,6 +185,11 @@ def _finished_output(out: Path, digest: str) -> Manifest | None:
         if not path.is_file() or path.stat().st_size != info.bytes:
             raise DataError(f"{path} is missing or damaged: delete {out / MANIFEST} and run `alexnet prep` "
                             "again to rebuild what is missing")
+    try:
+        read_mean_image(out)
+    except DataError:
+        progress.log(f"{out / manifest.mean_image} is missing or unreadable: writing it again from the shards")
+        return None
     return manifest
 
 

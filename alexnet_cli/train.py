@@ -296,7 +296,8 @@ class Trainer:
         finally:
             self.log.close()
         best = None if math.isinf(self.best_top1) else self.best_top1
-        return {"epochs": self.pos.epoch, "step": self.pos.step, "best_top1_error": best,
+        return {"epochs": self.pos.epoch, "step": self.pos.step, "finished": self.pos.epoch >= cfg.epochs,
+                "best_top1_error": best,
                 "best_split": self.run.val_split if self.val_loader is not None else "train",
                 "run_dir": str(self.out_dir), "parallel": self.mode, "device": str(self.device),
                 "rank": self.dist.rank}

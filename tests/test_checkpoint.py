@@ -7,6 +7,7 @@ number, which torch.save stores in a few kilobytes and load_state_dict expands t
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -215,3 +216,19 @@ def test_a_checkpoint_from_a_newer_format_is_refused(tmp_path):
     torch.save({"format": FORMAT, "version": VERSION + 1, "model": AlexNet(num_classes=4).state_dict()}, path)
     with pytest.raises(CheckpointError, match="upgrade"):
         load_checkpoint(path)
+
+
+def test_a_text_file_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("hello\nworld\n")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_checkpoints_are_readable_as_the_umask_allows(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "a.pt", {"model": AlexNet(num_classes=4).state_dict()})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.pt").stat().st_mode & 0o777 == 0o644

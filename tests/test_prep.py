@@ -142,6 +142,24 @@ def test_rerun_on_finished_output_does_nothing(tiny_tree, tmp_path):
         prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"], format="jpeg"))
 
 
+@pytest.mark.parametrize("damage", ["mean image deleted", "manifest not JSON"])
+def test_rerun_repairs_a_lost_mean_image_or_manifest_from_the_shards(tiny_tree, tmp_path, damage):
+    """What the errors of train and pca advise ("run `alexnet prep` again") must work."""
+    out = tmp_path / "out"
+    prepare(tiny_tree, out, PrepOptions(workers=1))
+    manifest, mean = (out / "manifest.json").read_bytes(), np.load(out / "mean_image.npy")
+    shards = {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")}
+    if damage == "mean image deleted":
+        (out / "mean_image.npy").unlink()
+    else:
+        (out / "manifest.json").write_text('{"classes": [')
+    again = prepare(tiny_tree, out, PrepOptions(workers=1))
+    assert not again.up_to_date and again.shards_written == 0                  # the shards were kept
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")} == shards
+    np.testing.assert_array_equal(np.load(out / "mean_image.npy"), mean)
+    assert json.loads((out / "manifest.json").read_text()) == json.loads(manifest)
+
+
 def test_limit_per_class_and_splits(tiny_tree, tmp_path):
     result = prepare(tiny_tree, tmp_path / "out", PrepOptions(workers=1, limit_per_class=2, splits=["train"]))
     m = result.manifest

@@ -8,9 +8,10 @@ stderr through `err_console`, so that `--json` leaves exactly one JSON document 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -27,6 +28,20 @@ def reporter() -> ConsoleReporter:
     return ConsoleReporter(err_console, interactive=err_console.is_terminal and console.is_terminal)
 
 
+def check_writable(path: Path | None, option: str) -> None:
+    """Refuse, before any work, an output file that could not be written after it: a folder,
+    or a file under something that is not a writable folder."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a folder; give a file", param_hint=option)
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:     # the folders to be made
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"cannot write {path}: {parent} is not a writable folder", param_hint=option)
+
+
 def print_json(data: Any) -> None:
     """Print one JSON document on stdout, nothing else."""
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -35,6 +50,8 @@ def print_json(data: Any) -> None:
 
 # Options that several subcommands share, defined once.
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Shard reader threads (default: up to "
+                                                    "8 for raw shards, all cores but two for jpeg).")]
 CropsOpt = Annotated[int, typer.Option("--crops", help="1: the centre crop; 10: four corners, centre and their "
                                                    "mirrors, softmax averaged (paper 5.1).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda when available).")]

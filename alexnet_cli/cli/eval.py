@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import CropsOpt, DeviceOpt, JsonOpt, console, err_console, print_json, reporter
+from alexnet_cli.cli.common import (CropsOpt, DeviceOpt, JsonOpt, WorkersOpt, check_writable, console, err_console, print_json,
+                                    reporter)
 from alexnet_cli.evaluate import EvalResult, evaluate, write_per_class, write_predictions
 from alexnet_cli.metrics import TOP_K
 
@@ -34,7 +35,7 @@ def eval_cmd(
     device: DeviceOpt = "",
     bf16: Annotated[bool, typer.Option("--bf16/--no-bf16",
                                        help="bfloat16 autocast on CUDA (ignored on the CPU).")] = True,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Loader workers (default: automatic).")] = None,
+    workers: WorkersOpt = None,
     per_class: Annotated[Optional[Path], typer.Option("--per-class", metavar="FILE.csv", dir_okay=False,
                                                       help="Write per-class errors with class names (CSV).")] = None,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", metavar="FILE", dir_okay=False,
@@ -46,6 +47,11 @@ def eval_cmd(
     if len(paths) < 2:
         raise typer.BadParameter("give at least one CHECKPOINT and then DATA", param_hint="CHECKPOINT... DATA")
     *checkpoints, data = paths
+    if not data.is_dir():
+        raise typer.BadParameter(f"{data} is a file; the last argument is the prepared data folder (alexnet prep's "
+                                 "OUT)", param_hint="DATA")
+    check_writable(per_class, "--per-class")
+    check_writable(predictions, "--predictions")
     result = evaluate(checkpoints, data, split=split, crops=crops, batch_size=batch_size, device=device or None,
                       bf16=bf16, keep_predictions=predictions is not None, workers=workers, progress=reporter())
     if per_class is not None:

@@ -4,11 +4,12 @@ section 7.1; the search space of `alexnet neighbors`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from alexnet_cli.cli.common import DeviceOpt, ExistingDir, ExistingFile, JsonOpt, console, print_json, reporter
+from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, JsonOpt, WorkersOpt, console, print_json,
+                                    reporter)
 from alexnet_cli.features import extract_features
 
 
@@ -20,7 +21,7 @@ def features(
     split: Annotated[str, typer.Option("--split", help="Which split of DATA.")] = "train",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 128,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute even if FILE.h5 exists.")] = False,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Loader workers (default: the loader's).")] = None,
+    workers: WorkersOpt = None,
     device: DeviceOpt = "",
     json_out: JsonOpt = False,
 ) -> None:

@@ -15,8 +15,10 @@ from alexnet_cli.kernels import kernel_report
 
 def kernels(
     checkpoint: ExistingFile,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write the kernels here (PNG), as in figure 3.")] = None,
-    scale: Annotated[int, typer.Option("--scale", min=1, help="Screen pixels per kernel pixel (tile = 11 x scale).")] = 4,
+    out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE.png", dir_okay=False,
+                                                help="Write the kernels here, as in figure 3 (PNG, or the format "
+                                                     "the suffix names).")] = None,
+    scale: Annotated[int, typer.Option("--scale", min=1, max=64, help="Screen pixels per kernel pixel (tile = 11 x scale).")] = 4,
     json_out: JsonOpt = False,
 ) -> None:
     """Draw conv1's kernels (column A above column B) and score how colour-specific each column is.

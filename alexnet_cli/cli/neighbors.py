@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, JsonOpt, console, err_console, print_json,
-                                    reporter)
+from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, JsonOpt, check_writable, console, err_console,
+                                    print_json, reporter)
 from alexnet_cli.neighbors import DEFAULT_K, draw_neighbors, find_neighbors
 
 
@@ -33,6 +33,7 @@ def neighbors(
 ) -> None:
     """The k images of a split nearest to each query by Euclidean distance of their 4096-d fc7
     features (exact search, streamed from disk)."""
+    check_writable(out, "--out")                  # before the features, which can take hours
     results = find_neighbors(checkpoint, data, query, k=k, split=split, features=features, device=device or None,
                              batch_size=batch_size, memory_mb=memory_mb, progress=reporter())
     if out is not None:

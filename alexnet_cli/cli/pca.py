@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import DeviceOpt, ExistingDir, JsonOpt, console, print_json, reporter
+from alexnet_cli.cli.common import DeviceOpt, ExistingDir, JsonOpt, WorkersOpt, console, print_json, reporter
 from alexnet_cli.evaluate import resolve_device
 from alexnet_cli.pca import PcaStats, compute_pca, write_pca
 
@@ -19,7 +19,7 @@ def pca(
     sample: Annotated[Optional[int], typer.Option("--sample", help="Use N training images picked deterministically (default: all).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the --sample subset.")] = 0,
     device: DeviceOpt = "",
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Reader threads (default: from the core count).")] = None,
+    workers: WorkersOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Compute the PCA of all training RGB pixels (0-255) and write DATA/pca.json."""

@@ -94,7 +94,8 @@ def train(
         print_json(result)
         return
     best = result["best_top1_error"]
-    console.print(f"[bold]done[/]: {result['epochs']} epochs, {result['step']} steps ({result['parallel']} on "
-                  f"{result['device']}); best {result['best_split']} top-1 error {best:.2%}" if best is not None else
-                  f"[bold]stopped[/] at step {result['step']} ({result['parallel']} on {result['device']})")
+    how = "done" if result["finished"] else "stopped"      # stopped: by --max-steps; --resume continues
+    best_text = f"; best {result['best_split']} top-1 error {best:.2%}" if best is not None else ""
+    console.print(f"[bold]{how}[/]: {result['epochs']} epochs, {result['step']} steps ({result['parallel']} on "
+                  f"{result['device']}){best_text}")
     console.print(f"checkpoints: {Path(result['run_dir']) / 'checkpoints'}")
