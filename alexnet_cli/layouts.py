@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alexnet_cli.errors import DataError
+from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.matfile import read_synsets
 
 SPLITS = ("train", "val")
@@ -79,7 +79,7 @@ def find_layout(src: str | Path, splits: list[str] | None = None, labels: LabelF
     wanted = list(splits) if splits else present
     for s in wanted:
         if s not in SPLITS:
-            raise DataError(f"unknown split '{s}' (splits: {', '.join(SPLITS)})")
+            raise UsageError(f"--splits: unknown split '{s}' (splits: {', '.join(SPLITS)})")
         if s not in present:
             raise DataError(f"{image_root}: no {s}/ folder (found: {', '.join(present) or 'none'}); {EXPECTED}")
     search = _search_dirs(src, image_root)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from alexnet_cli.checkpoint import LoadedModel, load_model
-from alexnet_cli.errors import CheckpointError, UsageError
+from alexnet_cli.errors import CheckpointError, DataError, UsageError
 from alexnet_cli.evaluate import Member, average_softmax, check_crops, resolve_device
 from alexnet_cli.figures import grid, hbar_chart, hstack, labeled_tile, save_picture
 from alexnet_cli.images import load_image
@@ -58,6 +58,22 @@ def _mean_and_names(loaded: LoadedModel, data_dir: Path | None) -> tuple[torch.T
     return mean, classes, names
 
 
+def _load_all(images: Sequence[str | Path]) -> list[np.ndarray]:
+    """Every image, or one DataError that names every file that is not a readable image."""
+    pixels, bad = [], []
+    for path in images:
+        try:
+            pixels.append(load_image(path))
+        except DataError as exc:
+            bad.append(str(exc))
+    if len(bad) == 1:
+        raise DataError(bad[0])
+    if bad:
+        raise DataError(f"{len(bad)} of the {len(images)} images are unreadable: " + "; ".join(bad[:10])
+                        + ("; ..." if len(bad) > 10 else ""))
+    return pixels
+
+
 def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5, crops: int = 1,
             device: str | torch.device | None = None, bf16: bool = True, data_dir: str | Path | None = None,
             batch_size: int = 32) -> list[Prediction]:
@@ -72,7 +88,7 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5,
     loaded = load_model(checkpoint, dev)
     mean, classes, names = _mean_and_names(loaded, None if data_dir is None else Path(data_dir))
     member = Member(loaded.model, mean.to(dev, torch.float32), loaded.mean_crop)
-    pixels = [load_image(p) for p in images]                          # each uint8 (256, 256, 3)
+    pixels = _load_all(images)                                        # each uint8 (256, 256, 3)
     k = min(k, len(classes))
     out: list[Prediction] = []
     for start in range(0, len(pixels), batch_size):

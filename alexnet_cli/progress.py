@@ -9,7 +9,7 @@ every few seconds instead.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Iterator, Protocol
 
 
@@ -18,7 +18,7 @@ class Task(Protocol):
 
 
 class Reporter(Protocol):
-    def task(self, description: str, total: float | None, unit: str = "it") -> "contextmanager[Task]": ...
+    def task(self, description: str, total: float | None, unit: str = "it") -> AbstractContextManager[Task]: ...
 
     def log(self, message: str) -> None: ...
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from alexnet_cli import synth
-from alexnet_cli.errors import DataError
+from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.layouts import LabelFiles, find_layout
 from alexnet_cli.matfile import read_synsets
 
@@ -88,7 +88,7 @@ def test_unknown_layout_says_what_was_expected(tmp_path):
 def test_only_some_splits_and_missing_split(trees):
     found = find_layout(trees["folders"], splits=["val"])
     assert list(found.splits) == ["val"] and found.classes == [synth.wnid(k) for k in range(CLASSES)]
-    with pytest.raises(DataError, match="unknown split 'test'"):
+    with pytest.raises(UsageError, match="unknown split 'test'"):
         find_layout(trees["folders"], splits=["test"])
 
 

@@ -125,6 +125,10 @@ def test_a_file_that_is_not_an_image_is_a_clear_error(ckpt, images, tmp_path):
     res = runner.invoke(app, ["predict", str(ckpt), str(truncated)])
     assert res.exit_code == 1 and "Error:" in res.output and "cut.JPEG" in res.output
     assert "Traceback" not in res.output
+    both = runner.invoke(app, ["predict", str(ckpt), str(text), str(images["rgb"]), str(truncated)])
+    lines = both.stderr.strip().splitlines()                 # one line naming every bad file
+    assert both.exit_code == 1 and len(lines) == 1 and "2 of the 3" in lines[0]
+    assert "notes.jpg" in lines[0] and "cut.JPEG" in lines[0]
 
 
 def test_cli_json_shape(ckpt, images):

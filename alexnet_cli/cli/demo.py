@@ -1,4 +1,4 @@
-"""`alexnet demo`: the whole pipeline (prep, pca, train, eval, kernels, neighbors) on a small
+"""`alexnet demo`: the whole pipeline (prep, pca, train, eval, kernels, neighbors, predict) on a small
 generated data set, in a few CPU minutes (library: alexnet_cli.demo, whose doc explains the
 demo's settings)."""
 
@@ -33,7 +33,7 @@ def demo(
     json_out: JsonOpt = False,
 ) -> None:
     """Run the whole pipeline on a small generated data set: prep, pca, train, eval (1 and 10
-    crops), kernels, neighbors; a few minutes on two CPU cores."""
+    crops), kernels, neighbors, predict; a few minutes on two CPU cores."""
     config = DemoConfig(classes=classes, epochs=epochs, train_per_class=train_per_class, val_per_class=val_per_class,
                         batch_size=batch_size, seed=seed, device=device or None)
     if not json_out:
