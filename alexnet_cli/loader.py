@@ -147,7 +147,7 @@ class ShardLoader:
             bad = verify_shards(data_dir, split)
             if bad:
                 raise DataError(f"shard(s) {', '.join(bad)} of {data_dir} do not match the sha256 in its manifest "
-                                "(damaged): run `alexnet prep` again")
+                                "(damaged): run `alexnet prep SRC OUT --verify` to make them again")
         self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
         self.device = torch.device(device)

@@ -38,7 +38,8 @@ from alexnet_cli.layouts import LabelFiles, Layout, find_layout
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import (FORMAT_VERSION, FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, abandoned,
                                 ShardInfo, ShardWriter, SplitInfo, decode_jpeg, encode_jpeg, file_sha256,
-                                read_manifest, read_mean_image, shard_name, write_atomic, write_manifest)
+                                read_manifest, read_mean_image, shard_name, verify_shards, write_atomic,
+                                write_manifest)
 
 TASK_IMAGES = 16   # images decoded between two progress reports
 
@@ -139,8 +140,10 @@ def _plan_digest(shards: list[ShardPlan], layout: Layout) -> str:
 # ---------------------------------------------------------------------------- the run
 
 def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None,
-            progress: Reporter = NullReporter()) -> PrepResult:
-    """Prepare the ImageNet copy at `src` into the data folder `out` (see the module doc)."""
+            progress: Reporter = NullReporter(), *, verify: bool = False) -> PrepResult:
+    """Prepare the ImageNet copy at `src` into the data folder `out` (see the module doc).
+    `verify`: first check every finished shard's sha256 against the manifest and make the
+    damaged ones again (a full read of `out`)."""
     options = options or PrepOptions()
     options.check()
     if options.block_size > options.shard_size:  # a chunk larger than a shard would only waste space
@@ -151,6 +154,8 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
     shards = plan(layout, options)
     digest = _plan_digest(shards, layout)
     workers = options.workers or os.cpu_count() or 1
+    if verify and (out / MANIFEST).is_file():
+        _drop_damaged(out, progress)
     done = _finished_output(out, digest, progress)
     if done is not None:
         return PrepResult(done, True, 0, 0, sum(s.count for s in done.splits.values()),
@@ -191,6 +196,22 @@ def _finished_output(out: Path, digest: str, progress: Reporter) -> Manifest | N
         progress.log(f"{out / manifest.mean_image} is missing or unreadable: writing it again from the shards")
         return None
     return manifest
+
+
+def _drop_damaged(out: Path, progress: Reporter) -> None:
+    """Delete the shards whose size or sha256 differs from the manifest's, and the manifest,
+    so that the build makes exactly those shards again and then a new manifest."""
+    try:
+        bad = verify_shards(out, progress=progress)
+    except DataError:
+        return                        # an unreadable manifest: _finished_output rebuilds it
+    if not bad:
+        progress.log(f"every shard in {out} matches the sha256 in its manifest")
+        return
+    for name in bad:
+        progress.log(f"{out / name} is damaged (its size or sha256 differs from the manifest's): making it again")
+        (out / name).unlink(missing_ok=True)
+    (out / MANIFEST).unlink()
 
 
 def _remove_leftovers(out: Path, shards: list[ShardPlan]) -> None:

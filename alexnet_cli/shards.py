@@ -9,8 +9,8 @@ A data folder holds:
 
 - `manifest.json` (written last, atomically): classes, class names, splits with their
   shards, per-shard image count, byte size and sha256 (a shard of another size is caught
-  when it is opened; `verify_shards` checks the sha256, a full read), the skipped source
-  files, the mean RGB and the options used.
+  when it is opened; `verify_shards`, i.e. `alexnet prep --verify`, checks the sha256, a
+  full read), the skipped source files, the mean RGB and the options used.
 - `<split>-00000.h5`, ...: one HDF5 file per shard of at most `shard_size` images:
     labels    int16 (N,)                 index of the image's wnid in `classes`
     paths     utf-8 strings (N,)         relative to the source root
@@ -32,6 +32,7 @@ import io
 import json
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,6 +44,7 @@ from PIL import Image
 
 from alexnet_cli.errors import DataError
 from alexnet_cli.images import SIZE
+from alexnet_cli.progress import NullReporter, Reporter
 
 FORMAT_VERSION = 1
 FORMATS = ("raw", "jpeg")
@@ -343,16 +345,24 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_shards(data_dir: str | Path, split: str | None = None) -> list[str]:
-    """Check every shard's size and sha256 against the manifest; the names of the bad ones."""
+def verify_shards(data_dir: str | Path, split: str | None = None, progress: Reporter = NullReporter(),
+                  workers: int = 4) -> list[str]:
+    """Check every shard's size and sha256 against the manifest (a full read, `workers` files
+    at a time: hashing releases the GIL); the names of the bad ones, in manifest order."""
     manifest = read_manifest(data_dir)
     names = manifest.split(split).shards if split else [s for sp in manifest.splits.values() for s in sp.shards]
-    bad = []
-    for name in names:
+
+    def damaged(name: str) -> bool:
         path, info = manifest.shard_path(name), manifest.shards.get(name)
-        if not path.is_file() or info is None or path.stat().st_size != info.bytes \
-                or file_sha256(path) != info.sha256:
-            bad.append(name)
+        return (not path.is_file() or info is None or path.stat().st_size != info.bytes
+                or file_sha256(path) != info.sha256)
+
+    bad = []
+    with progress.task("verify", total=len(names), unit="shard") as task, ThreadPoolExecutor(workers) as pool:
+        for name, is_bad in zip(names, pool.map(damaged, names)):
+            if is_bad:
+                bad.append(name)
+            task.advance(1)
     return bad
 
 

@@ -3,6 +3,7 @@ odd files, the exact mean, both formats, restarts after SIGKILL, and the command
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -140,6 +141,41 @@ def test_rerun_on_finished_output_does_nothing(tiny_tree, tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
     with pytest.raises(DataError, match="other options"):
         prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"], format="jpeg"))
+
+
+def test_verify_makes_a_silently_damaged_shard_again(tiny_tree, tmp_path):
+    """Bit rot keeps a shard's size, so only its sha256 tells; --verify reads every shard and
+    makes the damaged ones again, bit for bit, leaving the others alone."""
+    out = tmp_path / "out"
+    prepare(tiny_tree, out, PrepOptions(workers=1, shard_size=16))
+    manifest = json.loads((out / "manifest.json").read_text())
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")}
+    log = []
+
+    class Log:
+        @contextlib.contextmanager
+        def task(self, description, total, unit="it"):
+            yield self
+
+        def advance(self, n=1, **info):
+            pass
+
+        def log(self, message):
+            log.append(message)
+
+    again = prepare(tiny_tree, out, PrepOptions(workers=1, shard_size=16), Log(), verify=True)
+    assert again.up_to_date and any("every shard" in line for line in log)
+    victim = out / manifest["splits"]["train"]["shards"][1]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 1000] = bytes(1000)     # same size, other bytes
+    victim.write_bytes(bytes(data))
+    assert prepare(tiny_tree, out, PrepOptions(workers=1, shard_size=16)).up_to_date   # unnoticed without
+    log.clear()
+    fixed = prepare(tiny_tree, out, PrepOptions(workers=1, shard_size=16), Log(), verify=True)
+    assert fixed.shards_written == 1 and any(victim.name in line and "damaged" in line for line in log)
+    assert json.loads((out / "manifest.json").read_text()) == manifest                # same sha256 as before
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5") if p != victim} == \
+        {k: v for k, v in stamps.items() if k != victim.name}
 
 
 @pytest.mark.parametrize("damage", ["mean image deleted", "manifest not JSON"])

@@ -43,6 +43,8 @@ def prep(
     synset_mapping: SynsetMappingOpt = None,
     devkit_meta: DevkitMetaOpt = None,
     val_synsets: ValSynsetsOpt = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Check every finished shard's sha256 against the manifest "
+                                                         "(a full read) and make the damaged ones again.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Resize an ImageNet tree to 256x256 RGB shards, with the training mean image and manifest.json."""
@@ -52,7 +54,7 @@ def prep(
         splits=[s.strip() for s in splits.split(",") if s.strip()] if splits else None,
         labels=LabelFiles(val_labels=val_labels, synset_mapping=synset_mapping, devkit_meta=devkit_meta,
                           val_synsets=val_synsets))
-    result = prepare(src, out, options, progress=reporter())
+    result = prepare(src, out, options, progress=reporter(), verify=verify)
     if not result.up_to_date:
         _warn_skipped(result, out)
     if json_out:
