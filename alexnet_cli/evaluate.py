@@ -28,6 +28,7 @@ from torch import nn
 
 from alexnet_cli.augment import test_crops
 from alexnet_cli.checkpoint import LoadedModel, load_model
+from alexnet_cli.devices import resolve_device
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.metrics import TOP_K, TopKCounts, TopKMeter
@@ -73,22 +74,6 @@ class EvalResult:
         return {"top1_error": self.top1_error, "top5_error": self.top5_error, "n": self.n,
                 "crops": self.crops, "k": self.counts.k, "split": self.split,
                 "checkpoints": self.checkpoints, "models": len(self.checkpoints)}
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """`device`, or cuda when available else cpu; a clear error for an unusable name."""
-    if device is None or device == "":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UsageError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise AlexnetError(f"device {device!r} asked for, but CUDA is not available here")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise AlexnetError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return dev
 
 
 def check_crops(crops: int) -> int:

@@ -35,7 +35,7 @@ import torch
 from alexnet_cli.augment import center_crop
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.errors import CheckpointError, DataError, UsageError
-from alexnet_cli.evaluate import resolve_device
+from alexnet_cli.devices import resolve_device
 from alexnet_cli.loader import Batch, ShardLoader
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import data_key, read_manifest, read_split_index

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alexnet_cli.devices import resolve_device
 from alexnet_cli.errors import DataError
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.progress import NullReporter, Reporter
@@ -103,16 +104,16 @@ def eigen(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compute_pca(data_dir: str | Path, progress: Reporter = NullReporter(), sample: int | None = None,
-                seed: int = 0, device: str | torch.device = "cpu", workers: int | None = None,
+                seed: int = 0, device: str | torch.device | None = None, workers: int | None = None,
                 batch_size: int = BATCH_SIZE, save_every: int = SAVE_EVERY) -> PcaStats:
-    """PCA of all training pixels, read by the shard loader and summed on `device` (the sums
-    are exact, so every device gives the same result), resuming an interrupted pass (module
+    """PCA of all training pixels, read by the shard loader and summed on `device` (default:
+    CUDA when there is one; the sums are exact, so every device gives the same result), resuming an interrupted pass (module
     doc); or of `sample` images picked deterministically by `seed`."""
     manifest = read_manifest(data_dir)
     if sample:
         moments, images = _sample_pass(manifest, sample, seed, progress)
     else:
-        moments, images = _full_pass(manifest, device, workers, batch_size, save_every, progress)
+        moments, images = _full_pass(manifest, resolve_device(device), workers, batch_size, save_every, progress)
     mean, cov = moments.covariance()
     values, vectors = eigen(cov)
     return PcaStats(values, vectors, mean, moments.n, images)

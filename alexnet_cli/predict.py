@@ -15,7 +15,8 @@ import torch
 
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.errors import CheckpointError, DataError, UsageError
-from alexnet_cli.evaluate import Member, average_softmax, check_crops, resolve_device
+from alexnet_cli.devices import resolve_device
+from alexnet_cli.evaluate import Member, average_softmax, check_crops
 from alexnet_cli.figures import grid, hbar_chart, hstack, labeled_tile, save_picture
 from alexnet_cli.images import load_image
 from alexnet_cli.shards import read_manifest

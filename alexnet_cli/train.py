@@ -35,7 +35,8 @@ from alexnet_cli.checkpoint import load_checkpoint, save_checkpoint
 from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, to_dict
 from alexnet_cli.distributed import DistInfo, init_distributed, launched_by_torchrun, shutdown
 from alexnet_cli.errors import AlexnetError, TrainingDiverged, UsageError
-from alexnet_cli.evaluate import evaluate_model, resolve_device
+from alexnet_cli.devices import resolve_device
+from alexnet_cli.evaluate import evaluate_model
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.metrics import TopKMeter
 from alexnet_cli.model import LRN_KERNELS, AlexNet, set_lrn_kernel

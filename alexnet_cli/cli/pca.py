@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from alexnet_cli.cli.common import DeviceOpt, ExistingDir, JsonOpt, WorkersOpt, console, print_json, reporter
-from alexnet_cli.evaluate import resolve_device
 from alexnet_cli.pca import PcaStats, compute_pca, write_pca
 
 
@@ -25,7 +24,7 @@ def pca(
     """Compute the PCA of all training RGB pixels (0-255) and write DATA/pca.json."""
     if sample is not None and sample < 1:
         raise typer.BadParameter("must be positive", param_hint="--sample")
-    stats = compute_pca(data, progress=reporter(), sample=sample, seed=seed, device=resolve_device(device),
+    stats = compute_pca(data, progress=reporter(), sample=sample, seed=seed, device=device or None,
                         workers=workers)
     path = write_pca(data, stats)
     if json_out:

@@ -1,0 +1,23 @@
+"""Which device a command runs on: `--device` checked, or CUDA when there is one."""
+
+from __future__ import annotations
+
+import torch
+
+from alexnet_cli.errors import AlexnetError, UsageError
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """`device`, or cuda when available else cpu; a clear error for an unusable name."""
+    if device is None or device == "":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AlexnetError(f"device {device!r} asked for, but CUDA is not available here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise AlexnetError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return dev
