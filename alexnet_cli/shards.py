@@ -204,7 +204,7 @@ def read_split_index(data_dir: str | Path, split: str) -> tuple[list[str], np.nd
     for name in manifest.split(split).shards:
         with open_shard(manifest, name) as f:
             paths.extend(_read_paths(f, name))
-            labels.append(np.asarray(f["labels"][:], dtype=np.int64))
+            labels.append(read_labels(f))
     return paths, (np.concatenate(labels) if labels else np.zeros(0, np.int64))
 
 
