@@ -318,6 +318,7 @@ class Trainer:
                 self.progress.log(f"Note: {last} does not exist, so there is nothing to resume: starting a new run")
             if self.dist.is_main:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(self.out_dir / "config.json", self.config_dict())   # first: the folder is a run's
                 self.log.truncate(0)
         if self.dist.is_main:
             write_json_atomic(self.out_dir / "config.json", self.config_dict())
@@ -418,20 +419,27 @@ class Trainer:
         self.save(best=improved)
 
 
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "tensorboard")   # what a run folder holds
+
+
 def _check_run_dir(out: Path) -> None:
-    """`--out` must be new, empty, or a run folder of this tool (it has the config.json of a
-    run): a folder of other files is refused, never overwritten."""
+    """`--out` must be new, or hold nothing but what a run writes (RUN_FILES), with a run's
+    config.json if it has one: a folder of other files is refused, never overwritten."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir():
         return
+    others = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES and not p.name.endswith(".tmp"))
+    config = out / "config.json"
     try:
-        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        saved = json.loads(config.read_text(encoding="utf-8")) if config.exists() else {}
     except (OSError, ValueError):
         saved = None
-    if not (isinstance(saved, dict) and {"recipe", "model", "train", "run"} <= saved.keys()):
-        raise AlexnetError(f"{out} is not empty and is not a training run's folder (no run config.json in it): "
-                           "choose another --out")
+    is_run = isinstance(saved, dict) and (not saved or {"recipe", "model", "train", "run"} <= saved.keys())
+    if others or not is_run:
+        what = f"it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}" if others else \
+            "its config.json is not a run's"
+        raise AlexnetError(f"{out} is not a training run's folder ({what}): choose another --out")
 
 
 def _epoch_line(r: dict[str, Any]) -> str:

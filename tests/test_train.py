@@ -415,6 +415,14 @@ def test_out_must_be_new_empty_or_a_run(tiny_data, tmp_path):
         result = runner.invoke(app, ["train", str(tiny_data), "--out", str(mine), "--max-steps", "1", *FAST, *extra])
         assert result.exit_code == 1 and "not a training run's folder" in result.stderr, result.output
     assert (mine / "metrics.jsonl").read_text() == "keep me\n" and "settings" in (mine / "config.json").read_text()
+    notes = tmp_path / "notes"                   # other files, no config.json at all
+    notes.mkdir()
+    (notes / "todo.txt").write_text("x")
+    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(notes), "--max-steps", "1", *FAST])
+    assert result.exit_code == 1 and "todo.txt" in result.stderr, result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert runner.invoke(app, ["train", str(tiny_data), "--out", str(empty), "--max-steps", "1", *FAST]).exit_code == 0
     afile = tmp_path / "afile"
     afile.write_text("x")
     result = runner.invoke(app, ["train", str(tiny_data), "--out", str(afile), *FAST])
