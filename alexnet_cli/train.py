@@ -423,8 +423,9 @@ RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "tensorboard")   # w
 
 
 def _check_run_dir(out: Path) -> None:
-    """`--out` must be new, or hold nothing but what a run writes (RUN_FILES), with a run's
-    config.json if it has one: a folder of other files is refused, never overwritten."""
+    """`--out` must be new, a run's folder (its config.json is a run's; other files may have
+    been added, e.g. eval's outputs), or hold nothing but what a run writes (RUN_FILES): a
+    folder of other files is refused, never overwritten."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
     if not out.is_dir():
@@ -435,8 +436,9 @@ def _check_run_dir(out: Path) -> None:
         saved = json.loads(config.read_text(encoding="utf-8")) if config.exists() else {}
     except (OSError, ValueError):
         saved = None
-    is_run = isinstance(saved, dict) and (not saved or {"recipe", "model", "train", "run"} <= saved.keys())
-    if others or not is_run:
+    if isinstance(saved, dict) and {"recipe", "model", "train", "run"} <= saved.keys():
+        return
+    if others or saved != {}:
         what = f"it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}" if others else \
             "its config.json is not a run's"
         raise AlexnetError(f"{out} is not a training run's folder ({what}): choose another --out")

@@ -423,6 +423,9 @@ def test_out_must_be_new_empty_or_a_run(tiny_data, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert runner.invoke(app, ["train", str(tiny_data), "--out", str(empty), "--max-steps", "1", *FAST]).exit_code == 0
+    (empty / "per_class.csv").write_text("eval's output, kept beside the run\n")   # a run's folder stays one
+    again = runner.invoke(app, ["train", str(tiny_data), "--out", str(empty), "--max-steps", "2", "--resume", *FAST])
+    assert again.exit_code == 0, again.output
     afile = tmp_path / "afile"
     afile.write_text("x")
     result = runner.invoke(app, ["train", str(tiny_data), "--out", str(afile), *FAST])
