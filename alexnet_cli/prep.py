@@ -36,9 +36,9 @@ from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.images import SIZE, UnreadableImage, load_image
 from alexnet_cli.layouts import LabelFiles, Layout, find_layout
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.shards import (FORMAT_VERSION, FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, abandoned,
+from alexnet_cli.shards import (FORMAT_VERSION, NewerFormat, FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, abandoned,
                                 ShardInfo, ShardWriter, SplitInfo, decode_jpeg, encode_jpeg, file_sha256,
-                                read_manifest, read_mean_image, shard_name, verify_shards, write_atomic,
+                                read_manifest, read_mean_image, shard_name, write_atomic,
                                 write_manifest)
 
 TASK_IMAGES = 16   # images decoded between two progress reports
@@ -142,8 +142,8 @@ def _plan_digest(shards: list[ShardPlan], layout: Layout) -> str:
 def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None,
             progress: Reporter = NullReporter(), *, verify: bool = False) -> PrepResult:
     """Prepare the ImageNet copy at `src` into the data folder `out` (see the module doc).
-    `verify`: first check every finished shard's sha256 against the manifest and make the
-    damaged ones again (a full read of `out`)."""
+    `verify`: check every finished shard's sha256 against the manifest and make the damaged
+    ones again (a full read of `out`)."""
     options = options or PrepOptions()
     options.check()
     if options.block_size > options.shard_size:  # a chunk larger than a shard would only waste space
@@ -154,15 +154,15 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
     shards = plan(layout, options)
     digest = _plan_digest(shards, layout)
     workers = options.workers or os.cpu_count() or 1
-    if verify and (out / MANIFEST).is_file():
-        _drop_damaged(out, progress)
-    done = _finished_output(out, digest, progress)
+    done, hashes = _existing_output(out, digest, verify, progress)
     if done is not None:
         return PrepResult(done, True, 0, 0, sum(s.count for s in done.splits.values()),
                           time.perf_counter() - t0, workers)
     out.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out, shards)
-    finished, written = _build_shards(src, out, shards, options, workers, progress)
+    finished, written = _build_shards(src, out, shards, options, workers, progress, hashes)
+    if verify and hashes and not written:
+        progress.log(f"every shard in {out} matches the sha256 in its manifest")
     manifest = _write_outputs(src, out, layout, shards, finished, options, digest)
     _remove_leftovers(out, shards)   # again: workers of a killed run may have outlived its start
     return PrepResult(manifest, False, len(written), len(shards) - len(written),
@@ -170,48 +170,40 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
                       sum(len(s.entries) for s in written))
 
 
-def _finished_output(out: Path, digest: str, progress: Reporter) -> Manifest | None:
-    """The manifest, if `out` already holds exactly this preparation (nothing to do). A
-    manifest that is not JSON, or a missing mean image, is rebuilt from the shards (which
-    are kept when they match the plan): the repair that error messages elsewhere advise."""
+def _existing_output(out: Path, digest: str, verify: bool, progress: Reporter) -> tuple[Manifest | None, dict]:
+    """What `out` already holds: (its manifest if it is exactly this preparation, complete,
+    with nothing to do; the sha256 of each shard the manifest lists, to check reused shards
+    against). Something to repair (a missing or resized shard, a missing mean image, with
+    `verify` every shard) gives (None, hashes): the build then reuses each shard whose fresh
+    sha256 matches and makes the others again. A manifest for other options is an error; an
+    unreadable one is rebuilt, without hashes to check the shards against."""
     if not (out / MANIFEST).is_file():
-        return None
+        return None, {}
     try:
-        json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        progress.log(f"{out / MANIFEST} is unreadable ({type(exc).__name__}): rebuilding it from the shards")
-        return None
-    manifest = read_manifest(out)
+        manifest = read_manifest(out)
+    except NewerFormat:
+        raise
+    except DataError as exc:
+        progress.log(f"{out / MANIFEST} is unreadable ({exc}); writing it again from the shards (nothing is "
+                     "left to check their sha256 against)")
+        return None, {}
     if manifest.options.get("plan_digest") != digest:
         raise DataError(f"{out} already holds data prepared from other files or with other options; "
                         "choose another output folder (or delete this one)")
+    hashes = {name: info.sha256 for name, info in manifest.shards.items()}
+    if verify:
+        return None, hashes
     for name, info in manifest.shards.items():
         path = out / name
         if not path.is_file() or path.stat().st_size != info.bytes:
-            raise DataError(f"{path} is missing or damaged: delete {out / MANIFEST} and run `alexnet prep` "
-                            "again to rebuild what is missing")
+            progress.log(f"{path} is missing or damaged: making it again")
+            return None, hashes
     try:
         read_mean_image(out)
     except DataError:
         progress.log(f"{out / manifest.mean_image} is missing or unreadable: writing it again from the shards")
-        return None
-    return manifest
-
-
-def _drop_damaged(out: Path, progress: Reporter) -> None:
-    """Delete the shards whose size or sha256 differs from the manifest's, and the manifest,
-    so that the build makes exactly those shards again and then a new manifest."""
-    try:
-        bad = verify_shards(out, progress=progress)
-    except DataError:
-        return                        # an unreadable manifest: _finished_output rebuilds it
-    if not bad:
-        progress.log(f"every shard in {out} matches the sha256 in its manifest")
-        return
-    for name in bad:
-        progress.log(f"{out / name} is damaged (its size or sha256 differs from the manifest's): making it again")
-        (out / name).unlink(missing_ok=True)
-    (out / MANIFEST).unlink()
+        return None, hashes
+    return manifest, hashes
 
 
 def _remove_leftovers(out: Path, shards: list[ShardPlan]) -> None:
@@ -246,12 +238,15 @@ def _reuse(path: Path, shard: ShardPlan) -> _Finished | None:
 
 
 def _build_shards(src: Path, out: Path, shards: list[ShardPlan], options: PrepOptions, workers: int,
-                  progress: Reporter) -> tuple[dict[str, _Finished], list[ShardPlan]]:
-    """Reuse the finished shards, write the others; returns each shard's results and the
-    shards written."""
+                  progress: Reporter, hashes: dict[str, str]) -> tuple[dict[str, _Finished], list[ShardPlan]]:
+    """Reuse the finished shards (those listed in `hashes` only if their sha256 is still that),
+    write the others; returns each shard's results and the shards written."""
     finished: dict[str, _Finished] = {}
     for s in shards:
         if (out / s.name).is_file() and (r := _reuse(out / s.name, s)) is not None:
+            if s.name in hashes and r.info.sha256 != hashes[s.name]:
+                progress.log(f"{out / s.name} is damaged (its sha256 differs from the manifest's): making it again")
+                continue
             finished[s.name] = r
     todo = [s for s in shards if s.name not in finished]
     total = sum(len(s.entries) for s in shards)

@@ -102,6 +102,10 @@ class Manifest:
 
 # ---------------------------------------------------------------------------- manifest
 
+class NewerFormat(DataError):
+    """Data written by a newer alexnet: never to be overwritten as if it were damaged."""
+
+
 def read_manifest(data_dir: str | Path) -> Manifest:
     """The manifest of a prepared data folder; DataError if missing or unreadable."""
     root = Path(data_dir)
@@ -112,7 +116,7 @@ def read_manifest(data_dir: str | Path) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
         version = int(data.get("format_version", 0))
         if version > FORMAT_VERSION:
-            raise DataError(f"{path}: format version {version} is newer than this alexnet "
+            raise NewerFormat(f"{path}: format version {version} is newer than this alexnet "
                             f"understands ({FORMAT_VERSION}); upgrade alexnet-cli")
         splits = {name: SplitInfo(**s) for name, s in data["splits"].items()}
         shards = {name: ShardInfo(**s) for name, s in data.get("shards", {}).items()}

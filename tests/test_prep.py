@@ -164,7 +164,8 @@ def test_verify_makes_a_silently_damaged_shard_again(tiny_tree, tmp_path):
             log.append(message)
 
     again = prepare(tiny_tree, out, PrepOptions(workers=1, shard_size=16), Log(), verify=True)
-    assert again.up_to_date and any("every shard" in line for line in log)
+    assert again.shards_written == 0 and any("every shard" in line for line in log)
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")} == stamps
     victim = out / manifest["splits"]["train"]["shards"][1]
     data = bytearray(victim.read_bytes())
     data[len(data) // 2:len(data) // 2 + 1000] = bytes(1000)     # same size, other bytes
@@ -176,9 +177,18 @@ def test_verify_makes_a_silently_damaged_shard_again(tiny_tree, tmp_path):
     assert json.loads((out / "manifest.json").read_text()) == manifest                # same sha256 as before
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5") if p != victim} == \
         {k: v for k, v in stamps.items() if k != victim.name}
+    victim.write_bytes(bytes(data))                            # damaged again; then other options asked for
+    with pytest.raises(DataError, match="other options"):
+        prepare(tiny_tree, out, PrepOptions(workers=1, shard_size=16, limit_per_class=2), Log(), verify=True)
+    assert json.loads((out / "manifest.json").read_text()) == manifest                # nothing was replaced
+    (out / "mean_image.npy").unlink()                          # a repair must not bless the damaged shard
+    log.clear()
+    prepare(tiny_tree, out, PrepOptions(workers=1, shard_size=16), Log())
+    assert any(victim.name in line and "damaged" in line for line in log)
+    assert json.loads((out / "manifest.json").read_text()) == manifest
 
 
-@pytest.mark.parametrize("damage", ["mean image deleted", "manifest not JSON"])
+@pytest.mark.parametrize("damage", ["mean image deleted", "manifest not JSON", "manifest empty", "shard deleted"])
 def test_rerun_repairs_a_lost_mean_image_or_manifest_from_the_shards(tiny_tree, tmp_path, damage):
     """What the errors of train and pca advise ("run `alexnet prep` again") must work."""
     out = tmp_path / "out"
@@ -187,11 +197,15 @@ def test_rerun_repairs_a_lost_mean_image_or_manifest_from_the_shards(tiny_tree, 
     shards = {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")}
     if damage == "mean image deleted":
         (out / "mean_image.npy").unlink()
+    elif damage == "shard deleted":
+        lost = sorted(shards)[0]
+        (out / lost).unlink()
+        shards.pop(lost)
     else:
-        (out / "manifest.json").write_text('{"classes": [')
+        (out / "manifest.json").write_text('{"classes": [' if damage == "manifest not JSON" else "{}")
     again = prepare(tiny_tree, out, PrepOptions(workers=1))
-    assert not again.up_to_date and again.shards_written == 0                  # the shards were kept
-    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")} == shards
+    assert not again.up_to_date and again.shards_written == (damage == "shard deleted")   # the others kept
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5") if p.name in shards} == shards
     np.testing.assert_array_equal(np.load(out / "mean_image.npy"), mean)
     assert json.loads((out / "manifest.json").read_text()) == json.loads(manifest)
 
