@@ -9,9 +9,10 @@ E[x] E[x]^T in 0-255 units; its eigen-decomposition goes to `pca.json` (CLI.md):
 eigenvalues descending, COLUMN i of eigenvectors is the eigenvector of eigenvalue i.
 
 The pass over all of ImageNet reads 250 GB of raw shards, so it can be killed part way: every
-`save_every` batches the exact sums so far go to `pca.partial.json` (atomically), and the next
-run over the same shards continues after them. Integer sums make the resumed result identical
-to an uninterrupted one; the file is removed when the pass ends.
+`save_every` batches, and at the end, the exact sums so far go to `pca.partial.json`
+(atomically), and the next run over the same shards continues after them. Integer sums make
+the resumed result identical to an uninterrupted one; `write_pca` removes the file once
+`pca.json` holds the result.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import numpy as np
 import torch
 
 from alexnet_cli.devices import resolve_device
-from alexnet_cli.errors import DataError
+from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.shards import Manifest, data_key, open_shard, read_images, read_manifest, write_atomic
+from alexnet_cli.shards import (IMAGE_SHAPE, Manifest, abandoned, data_key, open_shard, read_images, read_manifest,
+                                write_atomic)
 
 PCA_FILE = "pca.json"
 PARTIAL_FILE = "pca.partial.json"   # the sums of an unfinished pass (module doc)
@@ -42,6 +44,7 @@ class PcaStats:
     mean_rgb: np.ndarray | None = None   # (3,) the pixel mean the covariance is centred on
     pixels: int = 0                      # how many pixels it was computed over
     images: int = 0
+    partial: Path | None = None          # a full pass's saved sums, removed once pca.json is written
 
 
 class PixelMoments:
@@ -116,31 +119,43 @@ def compute_pca(data_dir: str | Path, progress: Reporter = NullReporter(), sampl
         moments, images = _full_pass(manifest, resolve_device(device), workers, batch_size, save_every, progress)
     mean, cov = moments.covariance()
     values, vectors = eigen(cov)
-    return PcaStats(values, vectors, mean, moments.n, images)
+    return PcaStats(values, vectors, mean, moments.n, images, None if sample else manifest.root / PARTIAL_FILE)
 
 
 def _full_pass(manifest: Manifest, device, workers: int | None, batch_size: int, save_every: int,
                progress: Reporter) -> tuple[PixelMoments, int]:
     """The sums over every training image, in the loader's order, saved every `save_every`
-    batches to the partial file and continued from it."""
+    batches and at the end to the partial file, and continued from it."""
+    if save_every < 1:
+        raise UsageError(f"save_every must be at least 1, got {save_every}")
     loader = ShardLoader(manifest.root, "train", batch_size, shuffle=False, device=device, workers=workers)
-    partial = manifest.root / PARTIAL_FILE
+    total, partial = loader.num_images, manifest.root / PARTIAL_FILE
+    for tmp in manifest.root.glob(f".{PARTIAL_FILE}.*.tmp"):            # a save cut short by a kill
+        if abandoned(tmp):
+            tmp.unlink(missing_ok=True)
     key = {"data": data_key(manifest, "train"), "batch_size": batch_size}
-    moments, done = _resume(partial, key, progress)
-    with progress.task("pca", total=loader.num_images - done, unit="img") as task:
-        for k, batch in enumerate(loader.epoch(0, start_batch=done // batch_size), start=done // batch_size + 1):
+    moments, done = _resume(partial, key, total, progress)
+    saving = True
+    start = -(-done // batch_size)
+    with progress.task("pca", total=total - done, unit="img") as task:
+        for k, batch in enumerate(loader.epoch(0, start_batch=start), start=start + 1):
             moments.add(batch.images)                                          # (B, 256, 256, 3)
-            if k % save_every == 0 and k * batch_size < loader.num_images:
-                state = {"version": 1, **key, "images": k * batch_size, "sums": moments.state()}
-                write_atomic(partial, (json.dumps(state) + "\n").encode("utf-8"))
+            images = min(k * batch_size, total)
+            if saving and (k % save_every == 0 or images == total):
+                state = {"version": 1, **key, "images": images, "sums": moments.state()}
+                try:
+                    write_atomic(partial, (json.dumps(state) + "\n").encode("utf-8"))
+                except OSError as exc:                                         # a read-only data folder
+                    progress.log(f"cannot save the pass's progress to {partial} ({exc.strerror or exc}): it goes "
+                                 "on, but a kill would start it again")
+                    saving = False
             task.advance(len(batch.images))
-    partial.unlink(missing_ok=True)
-    return moments, loader.num_images
+    return moments, total
 
 
-def _resume(partial: Path, key: dict, progress: Reporter) -> tuple[PixelMoments, int]:
-    """The sums and image count saved by an interrupted pass over the same shards, or a
-    fresh start (said in a log line when a partial file is ignored)."""
+def _resume(partial: Path, key: dict, total: int, progress: Reporter) -> tuple[PixelMoments, int]:
+    """The sums and image count saved by an interrupted (or finished) pass over the same
+    shards, or a fresh start (said in a log line when a partial file is ignored)."""
     if not partial.exists():
         return PixelMoments(), 0
     try:
@@ -150,10 +165,13 @@ def _resume(partial: Path, key: dict, progress: Reporter) -> tuple[PixelMoments,
     except (OSError, ValueError, KeyError, TypeError) as exc:
         progress.log(f"starting afresh: {partial} is unreadable ({exc})")
         return PixelMoments(), 0
-    if not same or not isinstance(done, int) or done % key["batch_size"] or not 0 < done:
-        progress.log(f"starting afresh: {partial} was made from other shards or with another batch size")
+    fits = (isinstance(done, int) and 0 < done <= total and (done % key["batch_size"] == 0 or done == total)
+            and moments.n == done * IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
+    if not same or not fits:
+        progress.log(f"starting afresh: {partial} was made from other shards, with another batch size, or is "
+                     "inconsistent")
         return PixelMoments(), 0
-    progress.log(f"resuming the pass at image {done:,} ({partial})")
+    progress.log(f"resuming the pass at image {done:,} of {total:,} ({partial})")
     return moments, done
 
 
@@ -190,6 +208,8 @@ def write_pca(data_dir: str | Path, stats: PcaStats) -> Path:
             "mean_rgb": None if stats.mean_rgb is None else [float(v) for v in stats.mean_rgb],
             "pixels": int(stats.pixels), "images": int(stats.images)}
     write_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    if stats.partial is not None:              # the pass's sums are now safe in pca.json
+        stats.partial.unlink(missing_ok=True)
     return path
 
 

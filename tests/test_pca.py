@@ -39,6 +39,12 @@ def known(tmp_path_factory):
     return root / "data", np.concatenate(pixels).astype(np.float64)
 
 
+@pytest.fixture(autouse=True)
+def fresh_pass(known):
+    """Every test starts without saved sums (a finished pass keeps them until write_pca)."""
+    (known[0] / PARTIAL_FILE).unlink(missing_ok=True)
+
+
 def test_covariance_and_eigenvectors_match_numpy(known):
     data, pixels = known
     stats = compute_pca(data)
@@ -123,7 +129,9 @@ def test_cli_pca(tmp_path, known):
 @pytest.mark.gpu
 def test_cuda_sums_equal_cpu_sums(known):
     data, _ = known
-    cpu, gpu = compute_pca(data), compute_pca(data, device="cuda")
+    cpu = compute_pca(data)
+    (data / PARTIAL_FILE).unlink()                  # else the second pass would resume the first's sums
+    gpu = compute_pca(data, device="cuda")
     np.testing.assert_array_equal(cpu.eigenvalues, gpu.eigenvalues)
     np.testing.assert_array_equal(cpu.mean_rgb, gpu.mean_rgb)
 
@@ -149,9 +157,10 @@ class _Recorder:
         self.lines.append(message)
 
 
-def test_an_interrupted_pass_resumes_to_the_same_result(known):
+def test_an_interrupted_pass_resumes_to_the_same_result(known, tmp_path):
     data, _ = known
     whole = compute_pca(data, batch_size=2)
+    (data / PARTIAL_FILE).unlink()                             # its finished sums, kept until write_pca
     with pytest.raises(KeyboardInterrupt):      # killed after 2 of 3 batches: sums of 4 images saved
         compute_pca(data, batch_size=2, save_every=1, progress=_Recorder(stop_after=2))
     saved = json.loads((data / PARTIAL_FILE).read_text())
@@ -160,6 +169,12 @@ def test_an_interrupted_pass_resumes_to_the_same_result(known):
     resumed = compute_pca(data, batch_size=2, save_every=1, progress=again)
     assert again.totals == [2] and again.batches == 1          # only the last batch was read
     assert any("resuming the pass at image 4" in line for line in again.lines)
+    # the finished pass stays saved until pca.json holds it: a kill before that loses nothing
+    assert json.loads((data / PARTIAL_FILE).read_text())["images"] == 6
+    third = _Recorder()
+    assert compute_pca(data, batch_size=2, progress=third).eigenvalues.tolist() == whole.eigenvalues.tolist()
+    assert third.batches == 0
+    write_pca(tmp_path, resumed)                               # (another folder: the fixture's stays clean)
     assert not (data / PARTIAL_FILE).exists()
     for got in (resumed, compute_pca(data)):                   # the default batch size agrees too
         np.testing.assert_array_equal(got.eigenvalues, whole.eigenvalues)
@@ -171,6 +186,7 @@ def test_an_interrupted_pass_resumes_to_the_same_result(known):
 def test_a_partial_file_that_does_not_fit_is_ignored(known, damage):
     data, _ = known
     whole = compute_pca(data, batch_size=2)
+    (data / PARTIAL_FILE).unlink()                             # its finished sums, kept until write_pca
     with pytest.raises(KeyboardInterrupt):
         compute_pca(data, batch_size=2, save_every=1, progress=_Recorder(stop_after=2))
     partial = data / PARTIAL_FILE
@@ -185,4 +201,34 @@ def test_a_partial_file_that_does_not_fit_is_ignored(known, damage):
     got = compute_pca(data, batch_size=2, progress=again)
     assert again.totals == [6] and any("starting afresh" in line for line in again.lines)
     np.testing.assert_array_equal(got.eigenvalues, whole.eigenvalues)
-    assert got.pixels == whole.pixels and not partial.exists()
+    assert got.pixels == whole.pixels and json.loads(partial.read_text())["images"] == 6
+    partial.unlink()
+
+
+def test_sums_that_do_not_match_their_image_count_are_ignored(known):
+    data, _ = known
+    whole = compute_pca(data, batch_size=2)
+    (data / PARTIAL_FILE).unlink()                             # its finished sums, kept until write_pca
+    with pytest.raises(KeyboardInterrupt):
+        compute_pca(data, batch_size=2, save_every=1, progress=_Recorder(stop_after=2))
+    partial = data / PARTIAL_FILE
+    saved = json.loads(partial.read_text())
+    saved["sums"]["n"] += 1                                    # a hand-edited file, same key
+    partial.write_text(json.dumps(saved))
+    again = _Recorder()
+    assert compute_pca(data, batch_size=2, progress=again).eigenvalues.tolist() == whole.eigenvalues.tolist()
+    assert again.totals == [6] and any("inconsistent" in line for line in again.lines)
+    partial.unlink()
+
+
+def test_a_read_only_data_folder_still_gets_its_pca(known, monkeypatch):
+    from alexnet_cli import pca as pca_module
+
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(pca_module, "write_atomic", refuse)
+    data, _ = known
+    said = _Recorder()
+    got = compute_pca(data, batch_size=2, save_every=1, progress=said)
+    assert got.images == 6 and sum("cannot save" in line for line in said.lines) == 1
