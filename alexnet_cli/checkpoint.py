@@ -19,6 +19,7 @@ inferred from its shapes, with the paper's defaults for everything else.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import re
@@ -39,16 +40,32 @@ FORMAT = "alexnet-cli/checkpoint"
 VERSION = 1
 
 
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once (setting it to read it back is racy with threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write atomically: a temporary file in the same folder, then os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)          # as any new file (mkstemp makes it 0600)
         with os.fdopen(fd, "wb") as f:
+            try:                               # the mode of any new file (mkstemp makes it 0600)
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
+            except (OSError, AttributeError):  # a file system without modes (vfat, some mounts)
+                pass
             torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
             f.flush()
             os.fsync(f.fileno())

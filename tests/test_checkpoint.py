@@ -225,10 +225,22 @@ def test_a_text_file_is_not_a_checkpoint(tmp_path):
         load_checkpoint(path)
 
 
-def test_checkpoints_are_readable_as_the_umask_allows(tmp_path):
-    old = os.umask(0o022)
-    try:
-        save_checkpoint(tmp_path / "a.pt", {"model": AlexNet(num_classes=4).state_dict()})
-    finally:
-        os.umask(old)
-    assert (tmp_path / "a.pt").stat().st_mode & 0o777 == 0o644
+def test_checkpoints_are_readable_as_the_umask_allows(tmp_path, monkeypatch):
+    from alexnet_cli import checkpoint as checkpoint_module
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert checkpoint_module._umask.__wrapped__() == mask                    # the real one, read back
+    state = {"model": AlexNet(num_classes=4).state_dict()}
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        monkeypatch.setattr(checkpoint_module, "_umask", lambda: umask)
+        save_checkpoint(tmp_path / "a.pt", state)
+        assert (tmp_path / "a.pt").stat().st_mode & 0o777 == mode
+
+    def refuse(fd, mode):                    # vfat and some network mounts have no modes
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", refuse)
+    save_checkpoint(tmp_path / "b.pt", state)
+    assert load_checkpoint(tmp_path / "b.pt")["model"].keys() == state["model"].keys()
+    assert not list(tmp_path.glob(".*.tmp"))
