@@ -119,11 +119,16 @@ def grid(tiles: Sequence[Image.Image], cols: int, *, pad: int = 8,
     return out
 
 
+# suffixes whose format PIL writes from RGB (it reads many more: .psd, .xpm, ...)
+PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
+                   ".tif": "TIFF", ".tiff": "TIFF", ".gif": "GIF"}
+
+
 def save_picture(img: Image.Image, path: str | Path) -> Path:
-    """Write `img` in the format its suffix names (.png, .jpg, .webp, ...; PNG for any other),
+    """Write `img` in the format its suffix names (PICTURE_FORMATS; PNG for any other suffix),
     creating the folder; a path that cannot be written is a user error."""
     path = Path(path)
-    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    fmt = PICTURE_FORMATS.get(path.suffix.lower(), "PNG")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         img.convert("RGB").save(path, format=fmt)

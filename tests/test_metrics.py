@@ -89,3 +89,15 @@ def test_all_reduce_without_a_process_group_is_an_error():
     meter.update(torch.eye(4), torch.arange(4))
     with pytest.raises(AlexnetError, match="not initialised"):
         meter.all_reduce()
+
+
+@pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".jpg", b"\xff\xd8"), (".webp", b"RIFF"),
+                                           (".psd", b"\x89PNG"), (".xyz", b"\x89PNG")])
+def test_pictures_take_the_format_their_suffix_names(tmp_path, suffix, magic):
+    """.psd is a format PIL reads but cannot write: PNG, like any unknown suffix."""
+    from alexnet_cli.figures import save_picture
+
+    path = save_picture(Image.new("RGB", (20, 10), (200, 30, 30)), tmp_path / "sub" / f"fig{suffix}")
+    assert path.read_bytes().startswith(magic)
+    with Image.open(path) as img:
+        assert img.size == (20, 10)

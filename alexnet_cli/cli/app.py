@@ -24,6 +24,14 @@ from alexnet_cli.cli import demo, eval as eval_cmd, features, kernels, neighbors
 from alexnet_cli.cli.common import err_console
 from alexnet_cli.errors import AlexnetError, UsageError
 
+try:                                    # click's exceptions: typer >= 0.29 names them itself,
+    from typer import TyperException as ClickError
+except ImportError:                     # 0.26-0.28 vendor click without the name, older ones use click
+    try:
+        from typer._click.exceptions import ClickException as ClickError
+    except ImportError:
+        from click.exceptions import ClickException as ClickError
+
 
 def _debug_wanted(ctx: typer.Context) -> bool:
     return bool(ctx.meta.get("alexnet.debug")) or os.environ.get("ALEXNET_DEBUG", "") not in ("", "0")
@@ -38,7 +46,7 @@ class AlexnetGroup(TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except typer.TyperException as exc:     # click's usage errors: bad flag, missing argument, ...
+        except ClickError as exc:     # click's usage errors: bad flag, missing argument, ...
             _show_usage_error(exc)
             sys.exit(exc.exit_code)
         except typer.Abort:
@@ -49,7 +57,7 @@ class AlexnetGroup(TyperGroup):
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
-        except (typer.TyperException, typer.Exit, typer.Abort):  # usage errors (exit 2), exits
+        except (ClickError, typer.Exit, typer.Abort):  # usage errors (exit 2), exits
             raise
         except KeyboardInterrupt:
             _error("interrupted")
