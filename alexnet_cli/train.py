@@ -320,7 +320,8 @@ class Trainer:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(self.out_dir / "config.json", self.config_dict())   # first: the folder is a run's
                 self.log.truncate(0)
-        if self.dist.is_main:
+            return
+        if self.dist.is_main:                              # resumed: this invocation's settings
             write_json_atomic(self.out_dir / "config.json", self.config_dict())
 
     def _step_limit_reached(self) -> bool:
@@ -430,15 +431,20 @@ def _check_run_dir(out: Path) -> None:
         raise UsageError(f"--out {out} is a file, not a folder")
     if not out.is_dir():
         return
-    others = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES and not p.name.endswith(".tmp"))
     config = out / "config.json"
     try:
-        saved = json.loads(config.read_text(encoding="utf-8")) if config.exists() else {}
+        saved = json.loads(config.read_text(encoding="utf-8")) if config.exists() else None
     except (OSError, ValueError):
-        saved = None
+        saved = "unreadable"
     if isinstance(saved, dict) and {"recipe", "model", "train", "run"} <= saved.keys():
         return
-    if others or saved != {}:
+    ignored = ("lost+found",)                      # and hidden files: .DS_Store, .gitkeep, our .tmp files
+    others = sorted(p.name for p in out.iterdir()
+                    if p.name not in RUN_FILES and p.name not in ignored and not p.name.startswith("."))
+    if (out / "checkpoints").is_dir():
+        others += sorted(f"checkpoints/{p.name}" for p in (out / "checkpoints").iterdir()
+                         if p.name not in ("last.pt", "best.pt") and not p.name.startswith("."))
+    if others or saved is not None:
         what = f"it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}" if others else \
             "its config.json is not a run's"
         raise AlexnetError(f"{out} is not a training run's folder ({what}): choose another --out")
