@@ -2,7 +2,7 @@
 and the authors' released code (cuda-convnet, layers-145.cfg / layer-params-145.cfg) as a
 second preset.
 
-Section numbers are those of SPEC.md (the 2017 Communications of the ACM version; the NIPS
+Section numbers are those of the CACM reprint (the 2017 Communications of the ACM version; the NIPS
 2012 version numbers every section one lower).
 
 A recipe is a named preset of plain config fields (`RECIPES`); every field stays its own
@@ -103,7 +103,7 @@ class TrainConfig:
             raise UsageError(f"patience must be at least 1 epoch, got {self.plateau_patience}")
 
 
-# The released code's choices (SPEC.md "Where the original code differs"); every other
+# The released code's choices (docs/paper-vs-code.md); every other
 # field keeps the paper's default.
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"model": {}, "train": {}},

@@ -21,7 +21,7 @@ The knobs that differ from the paper (`DemoConfig`), and why:
   unless `lr` is given). The paper's 0.01 at batch 16 makes the loss jump to several times
   chance on this set.
 - `bias_fill` 0.1 (paper 1, Caffe's reference model 0.1): with the paper's bias of 1 the
-  loss often sits at chance for a long while on small data (SPEC.md, init), too long here.
+  loss often sits at chance for a long while on small data (docs/paper-vs-code.md, init), too long here.
 - 6 epochs, the paper's plateau schedule (divide by 10 when validation error stops improving).
 Everything else is the paper's: dropout 0.5, momentum 0.9, weight decay 0.0005, PCA colour
 noise, random crops and flips, LRN, overlapping pooling, two columns.

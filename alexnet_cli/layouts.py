@@ -1,4 +1,4 @@
-"""Finding the images and labels of an ImageNet copy, whatever its layout (SPEC.md "Data").
+"""Finding the images and labels of an ImageNet copy, whatever its layout (the README's "Prepare the data").
 
 Supported, found automatically (flags may point at the label files instead):
 

@@ -3,7 +3,7 @@
 Each class is its own visual family drawn procedurally with PIL (a hue, a shape and a
 texture: red discs, green stripes, blue triangles, ...) at random positions, sizes and
 aspect ratios, so that a small network learns them in a few CPU minutes. The tree can be
-written in every layout `alexnet prep` understands (SPEC.md "Data"):
+written in every layout `alexnet prep` understands (the README's "Prepare the data"):
 
 - "folders": train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (+ LOC_synset_mapping.txt for names)
 - "loc":     flat val/*.JPEG with Kaggle's LOC_val_solution.csv and LOC_synset_mapping.txt

@@ -234,8 +234,21 @@ class Trainer:
         if self.dist.world_size > 1:   # the epoch's counts so far, summed: a resume then continues them
             counts = counts.clone()
             dist.all_reduce(counts, op=dist.ReduceOp.SUM)
-        if not self.dist.is_main:
-            return
+        failed = None
+        if self.dist.is_main:
+            try:
+                self._write_checkpoints(counts, best)
+            except Exception as exc:                       # a full disk, a lost mount, ...
+                failed = exc
+        if self.dist.world_size > 1:   # the others stop too, rather than wait for rank 0 in the next step
+            flag = torch.tensor(int(failed is not None), device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and failed is None:                                 # host sync, at saves only
+                raise AlexnetError("rank 0 could not write the checkpoint; every rank stops")
+        if failed is not None:
+            raise failed
+
+    def _write_checkpoints(self, counts: torch.Tensor, best: bool) -> None:
         payload = self.payload()
         payload["trainer"]["stats"]["counts"] = counts.cpu()
         if best:   # best first: a kill between the two leaves last.pt behind, and resuming redoes both
@@ -314,7 +327,10 @@ class Trainer:
             raise AlexnetError(f"{self.out_dir} already holds a run; pass --resume to continue it or choose "
                                "another --out")
         else:
-            if self.run.resume:   # a requeued job's first start, or a mistyped --out: say which it was
+            if (self.out_dir / "config.json").exists():    # killed before its first checkpoint
+                self.progress.log(f"Note: the run in {self.out_dir} stopped before its first checkpoint: starting it "
+                                  "again from step 0")
+            elif self.run.resume:   # a requeued job's first start, or a mistyped --out: say which it was
                 self.progress.log(f"Note: {last} does not exist, so there is nothing to resume: starting a new run")
             if self.dist.is_main:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -388,7 +404,7 @@ class Trainer:
             self.stats.warned = True
             self.progress.log(
                 f"Warning: the loss has stayed at chance (ln {self.model_cfg.num_classes} = {chance:.2f}) for "
-                f"{self.run.stuck_steps} steps. With the paper's bias init of 1 this is common (SPEC.md, init): "
+                f"{self.run.stuck_steps} steps. With the paper's bias init of 1 this is common: "
                 "try --bias-init 0.1 or a lower --lr; see the README's troubleshooting.")
             self.log.write({"kind": "warning", "step": self.pos.step, "message": "loss stuck at chance"})
         lr = self.weights_lr()
@@ -420,16 +436,16 @@ class Trainer:
         self.save(best=improved)
 
 
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "tensorboard")   # what a run folder holds
-
-
 def _check_run_dir(out: Path) -> None:
-    """`--out` must be new, a run's folder (its config.json is a run's; other files may have
-    been added, e.g. eval's outputs), or hold nothing but what a run writes (RUN_FILES): a
-    folder of other files is refused, never overwritten."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder")
+    """`--out` must be new, empty (hidden files aside), or a run's folder: its config.json is a
+    run's (a run writes it before anything else; other files may have been added since, e.g.
+    eval's outputs). A folder of other files is refused, never overwritten."""
     if not out.is_dir():
+        parent = out
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"--out {out}: {parent} is a file, not a folder")
         return
     config = out / "config.json"
     try:
@@ -438,12 +454,8 @@ def _check_run_dir(out: Path) -> None:
         saved = "unreadable"
     if isinstance(saved, dict) and {"recipe", "model", "train", "run"} <= saved.keys():
         return
-    ignored = ("lost+found",)                      # and hidden files: .DS_Store, .gitkeep, our .tmp files
-    others = sorted(p.name for p in out.iterdir()
-                    if p.name not in RUN_FILES and p.name not in ignored and not p.name.startswith("."))
-    if (out / "checkpoints").is_dir():
-        others += sorted(f"checkpoints/{p.name}" for p in (out / "checkpoints").iterdir()
-                         if p.name not in ("last.pt", "best.pt") and not p.name.startswith("."))
+    # hidden files (.DS_Store, .gitkeep, our .tmp files) and a fresh volume's lost+found are no one's
+    others = sorted(p.name for p in out.iterdir() if p.name != "lost+found" and not p.name.startswith("."))
     if others or saved is not None:
         what = f"it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}" if others else \
             "its config.json is not a run's"

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from alexnet_cli.config import resolve_model_config, resolve_train_config
+from alexnet_cli.errors import TrainingDiverged
 from alexnet_cli.train import RunOptions, Trainer
 
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
@@ -50,7 +51,29 @@ def run(folder: str, max_steps=None, resume=False):
     return summary, counts, torch.stack([flat.sum(), flat.square().sum()]), recorder.said
 
 
+def diverge_on_rank_1():
+    """A NaN loss on rank 1 alone, at step 2: every rank must stop at the same check."""
+    trainer = Trainer(data, out / "nan", resolve_model_config("paper"),
+                      resolve_train_config("paper", batch_size=8, epochs=1),
+                      RunOptions(device="cpu", parallel="data", max_steps=4, log_every=2, workers=1), "paper",
+                      Recorder())
+    if dist.get_rank() == 1:
+        update, pos = trainer.stats.update, trainer.pos
+
+        def poisoned(logits, labels, loss):
+            update(logits, labels, loss if pos.step < 1 else loss * float("nan"))
+        trainer.stats.update = poisoned
+    try:
+        trainer.fit()
+        return "finished"
+    except TrainingDiverged:
+        return f"diverged before step {trainer.pos.step}"
+    finally:
+        del trainer
+
+
 summary, counts, sums, said = run("straight")
+diverged = diverge_on_rank_1()
 run("resumed", max_steps=1)
 _, resumed_counts, resumed_sums, _ = run("resumed", resume=True)
 gathered = [torch.zeros(2, dtype=torch.float64) for _ in range(dist.get_world_size())]
@@ -59,5 +82,5 @@ rank = dist.get_rank()
 (out / f"ddp_report_{rank}.json").write_text(json.dumps({
     "world_size": dist.get_world_size(), "summary": summary, "rank_sums": [s.tolist() for s in gathered],
     "counts": [c.tolist() for c in counts], "resumed_counts": [c.tolist() for c in resumed_counts],
-    "sums": sums.tolist(), "resumed_sums": resumed_sums.tolist(), "said": said}))
+    "sums": sums.tolist(), "resumed_sums": resumed_sums.tolist(), "said": said, "diverged": diverged}))
 dist.destroy_process_group()

@@ -20,7 +20,7 @@ from alexnet_cli.cli.app import app
 ROOT = Path(__file__).resolve().parent.parent
 CLI_MD = ROOT / "docs" / "cli.md"
 # The public-surface promise; the first of these that exists is read.
-SURFACE_CANDIDATES = [ROOT / "CLI.md", ROOT / "docs" / "CLI.md", Path("/work/shared/CLI.md")]
+SURFACE_CANDIDATES = [ROOT / "docs" / "public-surface.md", Path("/work/shared/CLI.md")]
 PROMISED = {"prep", "pca", "train", "eval", "kernels", "neighbors", "predict", "summary", "demo"}
 
 

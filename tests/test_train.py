@@ -198,6 +198,7 @@ def test_data_parallel_with_gloo_two_processes(tiny_data, tmp_path):
     assert main["resumed_sums"] == main["sums"]
     assert main["resumed_counts"] == main["counts"] == other["counts"]
     assert sum(main["counts"][0][0]) == read_manifest(tiny_data).split("train").count   # every image once
+    assert main["diverged"] == other["diverged"] == "diverged before step 2"   # a NaN on rank 1 stops both
 
 
 def test_bad_run_options_give_one_error_line(tiny_data, tmp_path):
@@ -436,8 +437,19 @@ def test_out_must_be_new_empty_or_a_run(tiny_data, tmp_path):
     assert again.exit_code == 0, again.output
     afile = tmp_path / "afile"
     afile.write_text("x")
-    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(afile), *FAST])
-    assert result.exit_code == 2 and "is a file" in result.stderr
+    for out in (afile, afile / "sub"):
+        result = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), *FAST])
+        assert result.exit_code == 2 and "is a file" in result.stderr, result.output
+    lone = tmp_path / "lone"                       # a metrics.jsonl without a run's config.json is not ours
+    lone.mkdir()
+    (lone / "metrics.jsonl").write_text('{"my": "log"}\n')
+    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(lone), "--max-steps", "1", *FAST])
+    assert result.exit_code == 1 and (lone / "metrics.jsonl").read_text() == '{"my": "log"}\n'
+    killed = tmp_path / "killed"                   # a run stopped before its first checkpoint starts again
+    assert runner.invoke(app, ["train", str(tiny_data), "--out", str(killed), "--max-steps", "1", *FAST]).exit_code == 0
+    (killed / "checkpoints" / "last.pt").unlink()
+    again = runner.invoke(app, ["train", str(tiny_data), "--out", str(killed), "--max-steps", "1", *FAST])
+    assert again.exit_code == 0 and "before its first checkpoint" in again.stderr, again.output
 
 
 def test_resume_without_a_checkpoint_says_it_starts_anew(tiny_data, tmp_path):

@@ -14,7 +14,7 @@ from alexnet_cli.cli.common import (CropsOpt, DeviceOpt, JsonOpt, WorkersOpt, ch
 from alexnet_cli.evaluate import EvalResult, evaluate, write_per_class, write_predictions
 from alexnet_cli.metrics import TOP_K
 
-# The paper's results (SPEC.md "Results", paper section 7): (setting, top-1, top-5) in percent.
+# The paper's results (paper section 7): (setting, top-1, top-5) in percent.
 PAPER_SINGLE_10 = [("paper: 2012 val, 1 CNN", 40.7, 18.2),
                    ("paper: 2010 test, 1 CNN, 10 crops", 37.5, 17.0)]
 PAPER_SINGLE_1 = [("paper: 2010 test, 1 CNN, centre crop", 39.0, 18.3),
