@@ -1,6 +1,6 @@
 """`alexnet demo`: the whole pipeline of the paper on a small generated data set, in a few
 CPU minutes: data (section 3) -> prep -> PCA (5.1) -> training (5, 6) -> 1- and 10-crop
-evaluation (4.1, 7) -> conv1 kernels (7.1, figure 3) -> nearest neighbours in fc7 space and
+evaluation (5.1, 7) -> conv1 kernels (7.1, figure 3) -> nearest neighbours in fc7 space and
 top-k predictions (7.1, figure 4).
 
 Every step calls the same library function as its subcommand, on the real network

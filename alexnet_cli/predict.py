@@ -86,10 +86,10 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5,
     if k < 1:
         raise UsageError(f"--k must be at least 1, got {k}")
     dev = resolve_device(device)
+    pixels = _load_all(images)                                        # each uint8 (256, 256, 3)
     loaded = load_model(checkpoint, dev)
     mean, classes, names = _mean_and_names(loaded, None if data_dir is None else Path(data_dir))
     member = Member(loaded.model, mean.to(dev, torch.float32), loaded.mean_crop)
-    pixels = _load_all(images)                                        # each uint8 (256, 256, 3)
     k = min(k, len(classes))
     out: list[Prediction] = []
     for start in range(0, len(pixels), batch_size):

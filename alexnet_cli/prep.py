@@ -184,8 +184,9 @@ def _existing_output(out: Path, digest: str, verify: bool, progress: Reporter) -
     except NewerFormat:
         raise
     except DataError as exc:
-        progress.log(f"{out / MANIFEST} is unreadable ({exc}); writing it again from the shards (nothing is "
-                     "left to check their sha256 against)")
+        reason = str(exc).split(": run `alexnet prep", 1)[0]
+        progress.log(f"{reason}: writing it again from the shards (with nothing left to check their sha256 "
+                     "against)")
         return None, {}
     if manifest.options.get("plan_digest") != digest:
         raise DataError(f"{out} already holds data prepared from other files or with other options; "
@@ -249,9 +250,9 @@ def _build_shards(src: Path, out: Path, shards: list[ShardPlan], options: PrepOp
                 continue
             finished[s.name] = r
     todo = [s for s in shards if s.name not in finished]
-    total = sum(len(s.entries) for s in shards)
-    with progress.task("prep", total=total, unit="img") as task:
-        task.advance(total - sum(len(s.entries) for s in todo))
+    if finished:
+        progress.log(f"{len(finished)} of {len(shards)} shards are already finished: kept")
+    with progress.task("prep", total=sum(len(s.entries) for s in todo), unit="img") as task:   # rate: real work
         if workers == 1 or len(todo) == 1:
             for s in todo:
                 finished[s.name] = write_shard(src, out, s, options, task.advance)

@@ -1,5 +1,5 @@
 """Tests of alexnet_cli.augment: random crops, mirrors, mean subtraction and PCA colour noise
-(paper 4.1), in the paper's recipe and the released code's, plus the test-time crops.
+(paper 5.1), in the paper's recipe and the released code's, plus the test-time crops.
 
 Most tests feed "coordinate images" whose red channel is the row and green channel the
 column of each pixel, so the output's first pixel tells where the crop was taken and

@@ -27,7 +27,7 @@ from alexnet_cli.shards import open_shard, read_images, read_manifest, read_mean
 
 runner = CliRunner()
 
-# (top, left, mirrored): the four corners, the centre, then the same five mirrored (paper 4.1)
+# (top, left, mirrored): the four corners, the centre, then the same five mirrored (paper 5.1)
 EXPECTED_TEN = [(0, 0, False), (0, 32, False), (32, 0, False), (32, 32, False), (16, 16, False),
                 (0, 0, True), (0, 32, True), (32, 0, True), (32, 32, True), (16, 16, True)]
 

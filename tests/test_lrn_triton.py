@@ -25,7 +25,7 @@ from alexnet_cli.model import local_response_norm
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
-PAPER = {"alpha": 1e-4, "beta": 0.75, "k": 2.0}    # section 3.3
+PAPER = {"alpha": 1e-4, "beta": 0.75, "k": 2.0}    # section 4.3
 STRONG = {"alpha": 1e-2, "beta": 0.75, "k": 2.0}   # with inputs ~10: d ~ 7, far from k, so the
                                                    # cross-channel term of the gradient is large
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 1e-2}

@@ -473,3 +473,11 @@ def test_resume_refuses_other_training_data(tiny_data, tmp_path):
     (moved / "manifest.json").write_text(json.dumps(manifest))
     other = runner.invoke(app, ["train", str(moved), *args[2:], "--resume", "--max-steps", "3"])
     assert other.exit_code == 1 and "other data" in other.stderr, other.output
+
+
+def test_a_run_cut_by_max_steps_says_stopped(tiny_data, tmp_path):
+    args = ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--max-steps", "1", *FAST]
+    result = runner.invoke(app, args + ["--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["finished"] is False
+    again = runner.invoke(app, args[:-len(FAST)] + ["--max-steps", "2", "--resume", *FAST])
+    assert again.exit_code == 0 and again.stdout.startswith("stopped: 0 epochs, 2 steps"), again.stdout
