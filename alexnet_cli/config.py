@@ -51,16 +51,17 @@ class ModelConfig:
         check_choice("conv1_padding", self.conv1_padding, ("paper", "code"))
         check_choice("columns", self.columns, (1, 2))
         if self.num_classes < 2:
-            raise UsageError(f"num_classes must be at least 2, got {self.num_classes}")
+            raise UsageError(f"--num-classes must be at least 2, got {self.num_classes}")
         if not 0.0 <= self.dropout < 1.0:
-            raise UsageError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
         if (self.pool_kernel, self.pool_stride) not in ((3, 2), (2, 2)):
-            raise UsageError("pooling must be 3/2 (overlapping, the paper's) or 2/2 (the ablation)")
+            raise UsageError("--pool: pooling must be 3/2 (overlapping, the paper's) or 2/2 (the ablation)")
         if self.lrn_size < 1:
             raise UsageError(f"lrn_size must be at least 1, got {self.lrn_size}")
         for name in ("init_std", "init_std_conv345", "lrn_alpha", "lrn_beta"):
             if not getattr(self, name) >= 0:                  # NaN fails too
-                raise UsageError(f"{name} must be at least 0, got {getattr(self, name)}")
+                flag = "--init-std-conv345" if name == "init_std_conv345" else name
+                raise UsageError(f"{flag} must be at least 0, got {getattr(self, name)}")
         if not self.lrn_k > 0:                                 # k + alpha*sum is raised to -beta
             raise UsageError(f"lrn_k must be positive, got {self.lrn_k}")
 
@@ -91,16 +92,18 @@ class TrainConfig:
         check_choice("pca_scale", self.pca_scale, ("paper", "code"))
         check_choice("mean_crop", self.mean_crop, ("crop", "center"))
         check_choice("code_epoch_base", self.code_epoch_base, (0, 1))
-        if self.epochs < 1 or self.batch_size < 1 or self.aug_chunk < 1:
-            raise UsageError("epochs, batch size and augmentation chunk must be positive")
-        if self.lr <= 0:
-            raise UsageError(f"learning rate must be positive, got {self.lr}")
+        for name, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size"), ("aug_chunk", "--aug-chunk"),
+                           ("plateau_patience", "--patience")):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{flag} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UsageError(f"--lr must be positive, got {self.lr}")
         if not 0.0 <= self.momentum < 1.0:
-            raise UsageError(f"momentum must be in [0, 1), got {self.momentum}")
-        if min(self.weight_decay, self.bias_lr_mult, self.pca_std, self.max_lr_drops) < 0:
-            raise UsageError("weight decay, bias learning-rate multiplier, PCA std and max LR drops must not be negative")
-        if self.plateau_patience < 1:
-            raise UsageError(f"patience must be at least 1 epoch, got {self.plateau_patience}")
+            raise UsageError(f"--momentum must be in [0, 1), got {self.momentum}")
+        for name, flag in (("weight_decay", "--weight-decay"), ("bias_lr_mult", "--bias-lr-mult"),
+                           ("pca_std", "pca_std"), ("max_lr_drops", "--max-lr-drops")):
+            if not getattr(self, name) >= 0:
+                raise UsageError(f"{flag} must not be negative, got {getattr(self, name)}")
 
 
 # The released code's choices (docs/paper-vs-code.md); every other

@@ -112,7 +112,7 @@ def test_model_config_round_trips_through_plain_data():
 def test_impossible_network_values_are_usage_errors(field, value):
     from alexnet_cli.errors import UsageError
 
-    with pytest.raises(UsageError, match=field):
+    with pytest.raises(UsageError, match=field.replace("_", "[-_]")):      # the flag, where there is one
         ModelConfig(**{field: value})
 
 
@@ -122,5 +122,16 @@ def test_a_negative_init_std_exits_2_on_the_command_line():
     from alexnet_cli.cli.app import app
 
     result = CliRunner().invoke(app, ["summary", "--init-std-conv345", "-1"])
-    assert result.exit_code == 2 and "Error:" in result.output and "init_std_conv345" in result.output
+    assert result.exit_code == 2 and "Error:" in result.output and "--init-std-conv345" in result.output
     assert "Traceback" not in result.output and "RuntimeError" not in result.output
+
+
+@pytest.mark.parametrize("field, value, flag", [("batch_size", 0, "--batch-size"), ("epochs", 0, "--epochs"),
+                                                ("plateau_patience", 0, "--patience"), ("lr", 0.0, "--lr"),
+                                                ("weight_decay", -1.0, "--weight-decay"),
+                                                ("max_lr_drops", -1, "--max-lr-drops")])
+def test_a_bad_training_value_names_its_flag(field, value, flag):
+    from alexnet_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match=f"^{flag} must"):
+        TrainConfig(**{field: value})
