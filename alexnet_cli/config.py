@@ -131,8 +131,10 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def check_choice(name: str, value: Any, choices: tuple) -> None:
+    """`value` must be one of `choices`; the error names the command-line flag, --name-with-dashes."""
     if value not in choices:
-        raise UsageError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        flag = name if name.startswith("--") else "--" + name.replace("_", "-")
+        raise UsageError(f"{flag} must be one of {', '.join(map(str, choices))}; got {value!r}")
 
 
 def _resolve(cls, recipe: str, part: str, overrides: dict[str, Any]):
@@ -148,6 +150,13 @@ def _resolve(cls, recipe: str, part: str, overrides: dict[str, Any]):
 def resolve_model_config(recipe: str = "paper", **overrides: Any) -> ModelConfig:
     """The recipe's network, with `overrides` (None means: keep the recipe's value)."""
     return _resolve(ModelConfig, recipe, "model", overrides)
+
+
+def changed_settings(config: ModelConfig, recipe: str) -> dict[str, Any]:
+    """The fields of `config` that differ from `recipe`'s network (the ablations asked for)."""
+    base = resolve_model_config(recipe)
+    return {f.name: getattr(config, f.name) for f in fields(ModelConfig)
+            if getattr(config, f.name) != getattr(base, f.name)}
 
 
 # The length of each fixed schedule of the released code (layer-params-145.cfg's notes: the

@@ -93,6 +93,9 @@ def resolve_parallel(run: RunOptions) -> str:
     when two --devices are given; otherwise single."""
     if run.parallel not in PARALLEL_MODES:
         raise UsageError(f"--parallel must be one of {', '.join(PARALLEL_MODES)}; got {run.parallel!r}")
+    if run.devices and (len(run.devices) != 2 or not all(run.devices)):   # a typo must not mean "single"
+        raise UsageError(f"--devices takes two devices, one per column (e.g. cuda:0,cuda:1); got "
+                         f"{','.join(run.devices)!r}")
     if launched_by_torchrun():
         if run.parallel not in ("auto", "data"):   # every process would be "rank 0" and write the run
             raise UsageError(f"--parallel {run.parallel} runs in one process; under torchrun use --parallel data")

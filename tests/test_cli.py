@@ -197,3 +197,24 @@ def test_click_usage_errors_are_one_line_naming_the_help(tmp_path):
         assert done.returncode == 2 and done.stdout == ""
         assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
         assert done.stderr.startswith("Error: ") and words in done.stderr and "--help`)" in done.stderr
+
+
+def test_summary_names_the_ablations_it_shows(runner):
+    """--activation tanh or --dropout 0 change no shape or count: the title and JSON say what changed."""
+    result = runner.invoke(app, ["summary", "--activation", "tanh", "--dropout", "0", "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["changed"] == {"activation": "tanh", "dropout": 0.0}
+    assert json.loads(runner.invoke(app, ["summary", "--json"]).stdout)["changed"] == {}
+    text = runner.invoke(app, ["summary", "--pool", "2"], env={"COLUMNS": "200"}).stdout
+    assert "paper recipe, pool_kernel 2" in text
+
+
+def test_under_torchrun_other_ranks_tag_their_error(runner, monkeypatch):
+    def broken(model):
+        raise AlexnetError("the loss became NaN")
+
+    monkeypatch.setattr(summary_command, "summarize", broken)
+    result = runner.invoke(app, ["summary"], env={"WORLD_SIZE": "2", "RANK": "1"})
+    assert result.exit_code == 1 and result.stderr.strip() == "Error: (rank 1) the loss became NaN"
+    result = runner.invoke(app, ["summary"], env={"WORLD_SIZE": "2", "RANK": "0"})
+    assert result.stderr.strip() == "Error: the loss became NaN"

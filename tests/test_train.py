@@ -481,3 +481,11 @@ def test_a_run_cut_by_max_steps_says_stopped(tiny_data, tmp_path):
     assert result.exit_code == 0 and json.loads(result.stdout)["finished"] is False
     again = runner.invoke(app, args[:-len(FAST)] + ["--max-steps", "2", "--resume", *FAST])
     assert again.exit_code == 0 and again.stdout.startswith("stopped: 0 epochs, 2 steps"), again.stdout
+
+
+def test_devices_must_name_two(tiny_data, tmp_path):
+    """A typo in --devices must not quietly mean one device."""
+    for devices in ("cpu,cpu,", "cpu,cpu,cpu", "cpu"):
+        result = runner.invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "r"), "--devices", devices,
+                                     "--max-steps", "1", *FAST])
+        assert result.exit_code == 2 and "--devices takes two devices" in result.stderr, (devices, result.output)

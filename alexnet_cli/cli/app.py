@@ -98,6 +98,9 @@ def _interrupted(exc: BaseException) -> bool:
 
 def _error(message: str) -> None:
     message = " ".join(message.split()) or "failed"
+    rank = os.environ.get("RANK", "0")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and rank != "0":   # under torchrun: which process says it
+        message = f"(rank {rank}) {message}"
     err_console.print(f"Error: {message}", style="bold red", highlight=False, markup=False, soft_wrap=True)
 
 

@@ -8,6 +8,7 @@ from alexnet_cli.cli.common import JsonOpt, console, print_json
 from alexnet_cli.cli.options import (ActivationOpt, BiasInitOpt, ColumnsOpt, Conv1OrderOpt, Conv1PaddingOpt,
                                      DropoutOpt, InitStdConv345Opt, LrnAlphaOverNOpt, LrnOpt, NumClassesOpt,
                                      PoolOpt, RecipeOpt, WithinMapNormOpt, model_config_from_options)
+from alexnet_cli.config import changed_settings
 from alexnet_cli.model import AlexNet
 from alexnet_cli.summary import summarize
 
@@ -36,13 +37,15 @@ def summary(
         bias_init=bias_init)
     rows = summarize(AlexNet(config=config))
     total = sum(r.params for r in rows)
+    changed = changed_settings(config, recipe)
     if json_out:
-        print_json({"recipe": recipe,
+        print_json({"recipe": recipe, "changed": changed,
                     "layers": [{"name": r.name, "kind": r.kind, "output_shape": list(r.output_shape),
                                 "neurons": r.neurons, "params": r.params} for r in rows],
                     "params": total, "input_shape": [3, 224, 224]})
         return
-    table = Table(title=f"AlexNet ({recipe} recipe), input 3x224x224", title_justify="left")
+    variant = "".join(f", {k} {v}" for k, v in changed.items())                # the ablation switches given
+    table = Table(title=f"AlexNet ({recipe} recipe{variant}), input 3x224x224", title_justify="left")
     for col, justify in (("layer", "left"), ("type", "left"), ("output", "right"), ("neurons", "right"),
                          ("params", "right")):
         table.add_column(col, justify=justify)
