@@ -217,6 +217,8 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
     path = split_features(encoder, data_dir, split, features, batch_size=batch_size, workers=workers,
                           progress=progress)
     dist, index = nearest(encode_queries(encoder, images), path, k, memory_mb=memory_mb, progress=progress)
+    if index.shape[1] < k:
+        progress.log(f"Note: '{split}' holds {index.shape[1]} images, fewer than --k {k}: all of them are shown")
     paths, labels, names = read_rows_index(path, index.ravel())
     results, j = [], 0
     for query, row_d, row_i in zip(queries, dist, index):

@@ -54,14 +54,14 @@ def eval_cmd(
     check_writable(predictions, "--predictions")
     result = evaluate(checkpoints, data, split=split, crops=crops, batch_size=batch_size, device=device or None,
                       bf16=bf16, keep_predictions=predictions is not None, workers=workers, progress=reporter())
+    if json_out:             # the numbers first: a file that fails to write below does not lose them
+        print_json(result.to_json())
+    else:
+        console.print(_table(result))
     if per_class is not None:
         err_console.print(f"per-class errors: {write_per_class(result, per_class)}", highlight=False)
     if predictions is not None:
         err_console.print(f"predictions: {write_predictions(result, predictions, data)}", highlight=False)
-    if json_out:
-        print_json(result.to_json())
-    else:
-        console.print(_table(result))
 
 
 def _table(result: EvalResult) -> Table:
