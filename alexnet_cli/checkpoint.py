@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alexnet_cli.config import ModelConfig, model_config_from_dict, resolve_model_config
+from alexnet_cli.config import LEGACY_MODEL_FIELDS, ModelConfig, model_config_from_dict, resolve_model_config
 from alexnet_cli.errors import AlexnetError, CheckpointError
 from alexnet_cli.model import AlexNet
 from alexnet_cli.shards import read_mean_image
@@ -109,10 +109,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def infer_model_config(state_dict: dict[str, torch.Tensor]) -> ModelConfig:
-    """The paper's network sized to a bare state_dict: classes from fc8, columns from conv1."""
+    """The paper's network sized to a bare state_dict: classes from fc8, columns from conv1.
+    Its dropout is taken as inverted: the convention of torchvision's and Caffe's weights, and of
+    this tool's before `dropout_style` existed (a bare state_dict does not say how it was trained)."""
     num_classes = state_dict["fc8.weight"].shape[0]
     columns = 2 if state_dict["conv1.weight"].shape[0] == 96 else 1
-    return resolve_model_config("paper", num_classes=num_classes, columns=columns)
+    return resolve_model_config("paper", num_classes=num_classes, columns=columns,
+                                **LEGACY_MODEL_FIELDS)
 
 
 @dataclass

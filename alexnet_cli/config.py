@@ -21,6 +21,15 @@ from alexnet_cli.errors import AlexnetError, UsageError
 
 RECIPE_NAMES = ("paper", "code")
 
+# How dropout scales (paper 5.2): "paper" zeroes outputs while training and multiplies them all by
+# 1 - p at test time (the paper and the released code's `hs` layers); "inverted" multiplies the kept
+# outputs by 1 / (1 - p) while training and does nothing at test time (torch, Caffe).
+DROPOUT_STYLES = ("paper", "inverted")
+
+# The value a ModelConfig field had in files written before the field existed: checkpoints and
+# run folders from before `dropout_style` (alexnet-cli 0.1) were trained with torch's inverted dropout.
+LEGACY_MODEL_FIELDS: dict[str, Any] = {"dropout_style": "inverted"}
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -38,6 +47,7 @@ class ModelConfig:
     pool_kernel: int = 3              # 4.4: overlapping pooling, z = 3
     pool_stride: int = 2              # 4.4: s = 2 ("--pool 2" gives the non-overlapping 2/2)
     dropout: float = 0.5              # 5.2: dropout 0.5 on fc6 and fc7
+    dropout_style: str = "paper"      # 5.2 and code: mask only while training, x (1-p) at test; "inverted": torch/Caffe
     conv1_order: str = "paper"        # paper: conv, ReLU, LRN, pool; code: conv, LRN, pool, ReLU
     within_map_norm: bool = False     # code only: 5x5 within-map normalisation after conv2's LRN
     conv1_padding: str = "paper"      # paper: pad 2 all round; code: none, 3-pixel right/bottom overhang
@@ -50,6 +60,7 @@ class ModelConfig:
         check_choice("conv1_order", self.conv1_order, ("paper", "code"))
         check_choice("conv1_padding", self.conv1_padding, ("paper", "code"))
         check_choice("columns", self.columns, (1, 2))
+        check_choice("dropout_style", self.dropout_style, DROPOUT_STYLES)
         if self.num_classes < 2:
             raise UsageError(f"--num-classes must be at least 2, got {self.num_classes}")
         if not 0.0 <= self.dropout < 1.0:
@@ -179,9 +190,10 @@ def to_dict(config) -> dict[str, Any]:
 
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    """Rebuild a ModelConfig from a checkpoint's plain data (unknown keys are an error)."""
+    """Rebuild a ModelConfig from a checkpoint's plain data (unknown keys are an error). A field
+    the file predates takes the value it had then (LEGACY_MODEL_FIELDS), else its default."""
     known = {f.name for f in fields(ModelConfig)}
     unknown = set(data) - known
     if unknown:
         raise AlexnetError(f"checkpoint's model config has unknown fields: {', '.join(sorted(unknown))}")
-    return ModelConfig(**data)
+    return ModelConfig(**{**LEGACY_MODEL_FIELDS, **data})

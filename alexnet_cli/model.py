@@ -147,6 +147,35 @@ class WithinMapNorm(nn.Module):
         return f"size={self.size}, alpha={self.alpha:g}/{self.size ** 2}, beta={self.beta}, k={self.k}"
 
 
+class Dropout(nn.Module):
+    """Dropout on the outputs of fc6 and fc7 (paper 5.2), in one of two styles (DROPOUT_STYLES).
+
+    paper: while training each output is set to zero with probability p and the others are left
+    as they are; at test time every output is multiplied by 1 - p ("a reasonable approximation
+    to taking the geometric mean of the predictive distributions"; the released code's `hs`
+    layers do the same). inverted (torch's nn.Dropout, Caffe): the kept outputs are multiplied
+    by 1 / (1 - p) while training, nothing at test time. The two compute the same function at
+    test time when the next layer's weights differ by the factor 1 - p, but they do not train
+    alike under the paper's fixed learning rate, init std and weight decay (docs/training.md).
+    """
+
+    def __init__(self, p: float, style: str = "paper"):
+        super().__init__()
+        self.p, self.style = p, style
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0:
+            return x
+        if self.style == "inverted":
+            return F.dropout(x, self.p, self.training)
+        if self.training:
+            return x * torch.empty_like(x).bernoulli_(1.0 - self.p)   # mask: 1 kept, 0 dropped
+        return x * (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, style={self.style}"
+
+
 def grouped_conv(conv: nn.Conv2d, x: torch.Tensor, split: bool | None = None) -> torch.Tensor:
     """conv(x), with a groups=2 layer run as one dense convolution per column when `split`
     (default: on CUDA, where cuDNN's grouped kernels in bf16 channels_last are 1.5-4x slower
@@ -184,8 +213,8 @@ def stage_modules(c: ModelConfig, groups: int) -> dict[str, nn.Module]:
         "pool1": nn.MaxPool2d(c.pool_kernel, c.pool_stride),
         "pool2": nn.MaxPool2d(c.pool_kernel, c.pool_stride),
         "pool5": nn.MaxPool2d(c.pool_kernel, c.pool_stride),
-        "drop6": nn.Dropout(c.dropout),
-        "drop7": nn.Dropout(c.dropout),
+        "drop6": Dropout(c.dropout, c.dropout_style),
+        "drop7": Dropout(c.dropout, c.dropout_style),
     }
 
 
@@ -251,7 +280,9 @@ class AlexNet(nn.Module):
         return torch.flatten(x, 1)                                 # (B, 9216)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """fc7 after its ReLU, before dropout: the 4096-d feature of the paper's figure 4."""
+        """fc7 after its ReLU, before drop7 and its test-time scaling: the 4096-d feature of the
+        paper's figure 4, whose Euclidean distances `neighbors` ranks. (With the paper's dropout
+        fc6's outputs are scaled by 1 - p at test time on the way, as the paper's network does.)"""
         x = self.drop6(self.act(self.fc6(self.features(x))))      # (B, 4096)
         return self.act(self.fc7(x))                               # (B, 4096)
 

@@ -9,7 +9,9 @@ With a constant lr the two are the same (v = -lr b). When the lr drops they diff
 buffer b is rescaled by the NEW lr at the next step, so the momentum carried over shrinks at
 once by 10x; the paper's v keeps the velocity accumulated at the old rate, which decays as
 0.9^t over the next steps. `PaperSGD` implements the paper's rule exactly, with torch's
-`_foreach` kernels so that it costs the same as SGD(foreach=True).
+`_foreach` kernels so that it costs the same as SGD(foreach=True). A group whose learning rate
+is 0 is frozen: the released code then skips the layer's update entirely (its weights and
+velocity stay exactly as they are), and so does `PaperSGD`.
 
 Its state is one velocity tensor per parameter, stored by parameter NAME (`velocity_state`),
 in the single-device layout, so a checkpoint resumes in any parallel mode.
@@ -48,13 +50,12 @@ class PaperSGD(torch.optim.Optimizer):
                 grads.append(p.grad)
                 velocities.append(state["velocity"])
         for (lr, wd, mom), (params, grads, velocities) in buckets.items():
-            if not params:
-                continue
+            if not params or lr == 0.0:      # a frozen layer (the code's conv1 from epoch 72) is not
+                continue                     # updated at all: no momentum step, no decay (its velocity kept)
             torch._foreach_mul_(velocities, mom)                          # v <- m v
-            if wd != 0.0 and lr != 0.0:
+            if wd != 0.0:
                 torch._foreach_add_(velocities, params, alpha=-lr * wd)   # v -= lr wd w
-            if lr != 0.0:
-                torch._foreach_add_(velocities, grads, alpha=-lr)         # v -= lr grad
+            torch._foreach_add_(velocities, grads, alpha=-lr)             # v -= lr grad
             torch._foreach_add_(params, velocities)                       # w <- w + v
         return None
 

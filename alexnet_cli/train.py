@@ -32,7 +32,7 @@ from torch import nn
 from alexnet_cli import __version__
 from alexnet_cli.augment import TrainAugment
 from alexnet_cli.checkpoint import load_checkpoint, save_checkpoint
-from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, to_dict
+from alexnet_cli.config import LEGACY_MODEL_FIELDS, ModelConfig, TrainConfig, check_choice, to_dict
 from alexnet_cli.distributed import DistInfo, init_distributed, launched_by_torchrun, shutdown
 from alexnet_cli.errors import AlexnetError, TrainingDiverged, UsageError
 from alexnet_cli.devices import resolve_device
@@ -266,7 +266,9 @@ class Trainer:
         ckpt = load_checkpoint(path, map_location="cpu")
         saved = ckpt.get("config", {})
         for part, cfg in (("model", self.model_cfg), ("train", self.train_cfg)):
-            before, defaults = saved.get(part, {}), to_dict(type(cfg)())   # a field newer than the run: its default
+            before, defaults = saved.get(part, {}), to_dict(type(cfg)())   # a field newer than the run: its value
+            if part == "model":                                              # then, else its default
+                defaults.update(LEGACY_MODEL_FIELDS)
             diff = sorted(k for k, v in to_dict(cfg).items() if before.get(k, defaults[k]) != v)
             if diff:
                 raise AlexnetError(f"{path} was trained with other {part} settings ({', '.join(diff)}); "

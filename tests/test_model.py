@@ -247,9 +247,9 @@ def test_dropout_only_in_training(paper_net):
 
 
 def test_dropout_is_one_half_on_the_inputs_of_fc7_and_fc8(paper_net):
-    """Section 4.2: dropout with probability 0.5 in the first two fully connected layers: about
-    half of fc6's and of fc7's outputs are zeroed in training, the rest doubled (torch's
-    inverted dropout; the paper halves the outputs at test time instead)."""
+    """Section 5.2: dropout with probability 0.5 in the first two fully connected layers: about
+    half of fc6's and of fc7's outputs are zeroed in training, the rest left as they are; at test
+    time all are halved (tests/test_dropout.py has the rest)."""
     assert paper_net.drop6.p == paper_net.drop7.p == 0.5
     torch.manual_seed(5)
     h = torch.rand(64, 4096) + 0.5
@@ -258,7 +258,8 @@ def test_dropout_is_one_half_on_the_inputs_of_fc7_and_fc8(paper_net):
     paper_net.drop6.eval()
     dropped = (out == 0).float().mean().item()
     assert 0.48 < dropped < 0.52
-    assert torch.allclose(out[out != 0], 2 * h[out != 0])
+    assert torch.equal(out[out != 0], h[out != 0])
+    assert torch.equal(paper_net.drop6(h), 0.5 * h)
 
 
 def test_dropout_zero_is_deterministic_in_training():
@@ -269,7 +270,7 @@ def test_dropout_zero_is_deterministic_in_training():
 
 
 def test_tanh_ablation():
-    net = AlexNet(num_classes=10, activation="tanh").eval()
+    net = AlexNet(num_classes=10, activation="tanh", bias_fill=0.0).eval()   # bias 1 would keep fc7 > 0
     assert isinstance(net.act, nn.Tanh)
     with torch.no_grad():
         e = net.embed(torch.randn(2, 3, 224, 224) * 50)

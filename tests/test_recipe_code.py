@@ -9,8 +9,8 @@ padding, 224 -> 55, the last window overhanging by 3); `cmrnorm` divides the con
 scale by the window size and adds minDiv (2), the window of map f being f-2 .. f+2 clipped
 to the column's maps; `rnorm` (within a map) divides the scale by size^2 and adds 1, the
 5x5 window clipped at the borders; a pool layer's `neuron=relu` applies after pooling; at
-test time the dropout (`hs`) layers multiply by keep = 0.5, which equals torch's inverted
-dropout when the next layer's weights are the torch weights / 0.5. Everything in float64.
+test time the dropout (`hs`) layers multiply by keep = 0.5, as this tool's default (paper)
+dropout does. Everything in float64.
 
 The same NumPy layers also give the paper's network as its text describes it
 (`paper_forward`), against which the default `AlexNet()` is checked.
@@ -110,17 +110,16 @@ def released_forward(x: np.ndarray, p: dict[str, np.ndarray]) -> dict[str, np.nd
 
 
 def released_params(model: AlexNet) -> dict[str, np.ndarray]:
-    """The model's weights split into the .cfg's columns. A layer that follows a dropout layer
-    gets the torch weights / keep: the code scales by keep at test time, torch at training."""
+    """The model's weights split into the .cfg's columns, as they are: the model's dropout scales
+    by keep at test time, as the code's `hs` layers do."""
     p = {}
     for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"):
         w = getattr(model, name).weight.detach().double().numpy()
         b = getattr(model, name).bias.detach().double().numpy()
-        w = w / KEEP if name == "fc7" else w
         half = len(w) // 2
         p[f"{name}a.w"], p[f"{name}b.w"] = w[:half], w[half:]
         p[f"{name}a.b"], p[f"{name}b.b"] = b[:half], b[half:]
-    p["fc8.w"] = model.fc8.weight.detach().double().numpy() / KEEP
+    p["fc8.w"] = model.fc8.weight.detach().double().numpy()
     p["fc8.b"] = model.fc8.bias.detach().double().numpy()
     return p
 

@@ -6,7 +6,7 @@ from rich.table import Table
 
 from alexnet_cli.cli.common import JsonOpt, console, print_json
 from alexnet_cli.cli.options import (ActivationOpt, BiasInitOpt, ColumnsOpt, Conv1OrderOpt, Conv1PaddingOpt,
-                                     DropoutOpt, InitStdConv345Opt, LrnAlphaOverNOpt, LrnOpt, NumClassesOpt,
+                                     DropoutOpt, DropoutStyleOpt, InitStdConv345Opt, LrnAlphaOverNOpt, LrnOpt, NumClassesOpt,
                                      PoolOpt, RecipeOpt, WithinMapNormOpt, model_config_from_options)
 from alexnet_cli.config import changed_settings
 from alexnet_cli.model import AlexNet
@@ -21,6 +21,7 @@ def summary(
     pool: PoolOpt = None,
     activation: ActivationOpt = None,
     dropout: DropoutOpt = None,
+    dropout_style: DropoutStyleOpt = None,
     columns: ColumnsOpt = None,
     lrn_alpha_over_n: LrnAlphaOverNOpt = None,
     conv1_order: Conv1OrderOpt = None,
@@ -32,7 +33,7 @@ def summary(
     """Show the network layer by layer: output shape, neurons (outputs per image), parameters."""
     config = model_config_from_options(
         recipe, num_classes=num_classes, lrn=lrn, pool=pool, activation=activation, dropout=dropout,
-        columns=columns, lrn_alpha_over_n=lrn_alpha_over_n, conv1_order=conv1_order,
+        dropout_style=dropout_style, columns=columns, lrn_alpha_over_n=lrn_alpha_over_n, conv1_order=conv1_order,
         within_map_norm=within_map_norm, conv1_padding=conv1_padding, init_std_conv345=init_std_conv345,
         bias_init=bias_init)
     rows = summarize(AlexNet(config=config))

@@ -9,7 +9,7 @@ import typer
 
 from alexnet_cli.cli.common import ExistingDir, JsonOpt, console, print_json, reporter
 from alexnet_cli.cli.options import (ActivationOpt, BiasInitOpt, ColumnsOpt, Conv1OrderOpt, Conv1PaddingOpt,
-                                     DropoutOpt, InitStdConv345Opt, LrnAlphaOverNOpt, LrnOpt, NumClassesOpt,
+                                     DropoutOpt, DropoutStyleOpt, InitStdConv345Opt, LrnAlphaOverNOpt, LrnOpt, NumClassesOpt,
                                      PoolOpt, RecipeOpt, WithinMapNormOpt, model_config_from_options)
 from alexnet_cli.config import resolve_train_config
 from alexnet_cli.train import RunOptions, train as train_run
@@ -46,6 +46,7 @@ def train(
     pool: PoolOpt = None,
     activation: ActivationOpt = None,
     dropout: DropoutOpt = None,
+    dropout_style: DropoutStyleOpt = None,
     columns: ColumnsOpt = None,
     lrn_alpha_over_n: LrnAlphaOverNOpt = None,
     conv1_order: Conv1OrderOpt = None,
@@ -74,7 +75,7 @@ def train(
     """Train AlexNet on DATA (a folder made by `alexnet prep`) into --out."""
     model_cfg = model_config_from_options(
         recipe, num_classes=num_classes, lrn=lrn, pool=pool, activation=activation, dropout=dropout,
-        columns=columns, lrn_alpha_over_n=lrn_alpha_over_n, conv1_order=conv1_order,
+        dropout_style=dropout_style, columns=columns, lrn_alpha_over_n=lrn_alpha_over_n, conv1_order=conv1_order,
         within_map_norm=within_map_norm, conv1_padding=conv1_padding, init_std_conv345=init_std_conv345,
         bias_init=bias_init)
     train_cfg = resolve_train_config(
