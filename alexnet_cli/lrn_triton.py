@@ -1,6 +1,6 @@
 """The paper's cross-channel LRN (section 4.3) as two Triton kernels, forward and backward.
 
-Why: in eager mode `model.local_response_norm_fused` costs about 1.8 ms forward + 1.2 ms
+Why: in eager mode `lrn_fast.local_response_norm_fused` costs about 1.8 ms forward + 1.2 ms
 backward per batch of 128 on an H100 for lrn1 and lrn2 together, about 25% of the step, while
 the memory traffic (read x, write y; read x and g, write dx) is bounded by about 0.1 ms. The
 definition stays `model.local_response_norm`; these kernels must (and the tests check they
@@ -10,7 +10,7 @@ do) give the same values and gradients:
     dL/da_j = g_j d_j^-beta - 2 alpha beta a_j sum_{i: j in window(i)} g_i a_i d_i^(-beta-1)
 
 window(i) = channels i - lo .. i + hi (lo = size // 2, hi = size - 1 - lo, as in
-`_channel_window_sum`), clipped to the column (one of `groups` equal runs of channels) that
+`lrn_fast.channel_window_sum`), clipped to the column (one of `groups` equal runs of channels) that
 holds i. For an even size the window is not symmetric, so the backward sums over the mirrored
 window i in j - hi .. j + lo.
 
@@ -62,7 +62,7 @@ def lrn_triton(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
     """`model.local_response_norm` (same arguments, values and gradients) in Triton kernels."""
     if not triton_available():
         raise AlexnetError("the Triton LRN needs triton and a CUDA GPU (or TRITON_INTERPRET=1); "
-                           "use alexnet_cli.model.local_response_norm_fused instead")
+                           "use alexnet_cli.lrn_fast.local_response_norm_fused instead")
     if not (x.is_cuda or _interpreting()):
         raise AlexnetError(f"the Triton LRN runs on CUDA tensors, got one on {x.device}")
     if x.dim() != 4 or x.shape[1] % groups or size < 1:

@@ -16,31 +16,82 @@ from torch import nn
 
 from alexnet_cli.config import ModelConfig, check_choice, resolve_model_config
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.lrn_fast import LRN_KERNELS, channel_window_sum, lrn_fast
 
 
-def _channel_window_sum(t: torch.Tensor, size: int, groups: int, mirror: bool = False) -> torch.Tensor:
-    """sum_{j = i - size//2 .. i + size - 1 - size//2} t_j over the channels of each of `groups`
-    columns, clipped at their edges: (B, C, H, W) -> (B, C, H, W), in the memory format of `t`.
-    `mirror` flips the window (its adjoint; the same window for the odd sizes of the paper)."""
-    b, c, h, w = t.shape
-    lo, hi = size // 2, size - 1 - size // 2
-    if mirror:
-        lo, hi = hi, lo
-    if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
-        # NHWC (channels_last on the GPU): channels are innermost, so each pixel's column is
-        # a contiguous row; one pad, then one reduction over a sliding-window view
-        rows = t.permute(0, 2, 3, 1).reshape(b * h * w * groups, c // groups)      # (BHWG, C/G)
-        window = F.pad(rows, (lo, hi)).unfold(1, size, 1).sum(-1)                  # (BHWG, C/G)
-        return window.reshape(b, h, w, c).permute(0, 3, 1, 2)                      # channels_last
-    # NCHW: each column's channels padded with zeros, then the window as `size` shifted adds
-    # (on the CPU 6-16x faster than a channel-wise avg_pool3d; exact sums, no mean * size)
-    cg = c // groups
-    padded = F.pad(t.reshape(b * groups, cg, h, w), (0, 0, 0, 0, lo, hi))           # (BG, cg + size - 1, H, W)
-    window = padded[:, 0:cg].clone()
-    for d in range(1, size):
-        window += padded[:, d:d + cg]
-    return window.reshape(b, c, h, w)
+class AlexNet(nn.Module):
+    """AlexNet for 224x224 crops. `AlexNet(num_classes=1000)` is the paper's network;
+    `recipe="code"` the released code's; any ModelConfig field is a keyword override."""
 
+    def __init__(self, num_classes: int | None = None, *, recipe: str = "paper",
+                 config: ModelConfig | None = None, **overrides):
+        super().__init__()
+        if config is None:
+            config = resolve_model_config(recipe, num_classes=num_classes, **overrides)
+        elif num_classes is not None or overrides:
+            raise TypeError("pass either config or num_classes/overrides, not both")
+        self.config = c = config
+        w, g = layer_widths(c.columns), c.columns
+        # conv1: the paper pads 2 all round (224 -> 55); the code pads nothing and lets the
+        # last window overhang the right/bottom edge by 3 pixels (zeros), also 55x55.
+        self.conv1_pad = (0, 3, 0, 3) if c.conv1_padding == "code" else None
+        self.conv1 = nn.Conv2d(3, w["conv1"], 11, stride=4, padding=2 if self.conv1_pad is None else 0)
+        self.conv2 = nn.Conv2d(w["conv1"], w["conv2"], 5, padding=2, groups=g)
+        self.conv3 = nn.Conv2d(w["conv2"], w["conv3"], 3, padding=1)           # both columns
+        self.conv4 = nn.Conv2d(w["conv3"], w["conv4"], 3, padding=1, groups=g)
+        self.conv5 = nn.Conv2d(w["conv4"], w["conv5"], 3, padding=1, groups=g)
+        self.fc6 = nn.Linear(w["conv5"] * 6 * 6, w["fc6"])
+        self.fc7 = nn.Linear(w["fc6"], w["fc7"])
+        self.fc8 = nn.Linear(w["fc7"], c.num_classes)
+
+        for name, module in stage_modules(c, groups=g).items():
+            setattr(self, name, module)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Paper section 6: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7
+        ("accelerates the early stages of learning by providing the ReLUs with positive
+        inputs"), 0 elsewhere. The code uses std 0.03 in conv3-conv5."""
+        c = self.config
+        for name in LAYERS:
+            layer = getattr(self, name)
+            layer.weight.normal_(0.0, c.init_std_conv345 if name in ("conv3", "conv4", "conv5") else c.init_std)
+            layer.bias.fill_(c.bias_fill if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0)
+
+    def conv_block1(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv1_pad is not None:
+            x = F.pad(x, self.conv1_pad)                           # (B, 3, 227, 227)
+        x = self.conv1(x)                                          # (B, 96, 55, 55)
+        if self.config.conv1_order == "code":                      # LRN sees the raw conv1 output
+            return self.act(self.pool1(self.lrn1(x)))              # (B, 96, 27, 27)
+        return self.pool1(self.lrn1(self.act(x)))                  # (B, 96, 27, 27)
+
+    def conv_block2(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.lrn2(self.act(grouped_conv(self.conv2, x)))       # (B, 256, 27, 27)
+        return self.pool2(self.rnorm2(x))                          # (B, 256, 13, 13)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The five convolutional layers: (B, 3, 224, 224) -> (B, 9216)."""
+        x = self.conv_block1(x)                                    # (B, 96, 27, 27)
+        x = self.conv_block2(x)                                    # (B, 256, 13, 13)
+        x = self.act(self.conv3(x))                                # (B, 384, 13, 13)
+        x = self.act(grouped_conv(self.conv4, x))                  # (B, 384, 13, 13)
+        x = self.pool5(self.act(grouped_conv(self.conv5, x)))      # (B, 256, 6, 6)
+        return torch.flatten(x, 1)                                 # (B, 9216)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """fc7 after its ReLU, before drop7 and its test-time scaling: the 4096-d feature of the
+        paper's figure 4, whose Euclidean distances `neighbors` ranks. (With the paper's dropout
+        fc6's outputs are scaled by 1 - p at test time on the way, as the paper's network does.)"""
+        x = self.drop6(self.act(self.fc6(self.features(x))))      # (B, 4096)
+        return self.act(self.fc7(x))                               # (B, 4096)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc8(self.drop7(self.embed(x)))                 # (B, num_classes) logits
+
+
+# ---------------------------------------------------------------- the layers
 
 def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
                         groups: int = 1) -> torch.Tensor:
@@ -51,51 +102,7 @@ def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k
     variant. The window is clipped at the edges of each of the `groups` columns, so the
     normalisation never crosses from column A into column B.
     """
-    return x / (k + alpha * _channel_window_sum(x.square(), size, groups)).pow(beta)
-
-
-class _LRNFunction(torch.autograd.Function):
-    """The same LRN with its gradient written out, for eager mode: it keeps only x and
-    d^-beta (d = k + alpha * window(x^2)) instead of autograd's chain of intermediates.
-
-    dL/dx_j = g_j d_j^-beta - 2 alpha beta x_j sum_{|i-j|<=size/2} g_i x_i d_i^(-beta-1)
-    (the sum runs over the i whose window holds j: the mirrored window, the same one when size is odd)."""
-
-    @staticmethod
-    def forward(ctx, x, size: int, alpha: float, beta: float, k: float, groups: int):
-        d = k + alpha * _channel_window_sum(x.square(), size, groups)   # (B, C, H, W)
-        scale = d.pow(-beta)
-        ctx.save_for_backward(x, d, scale)
-        ctx.params = (size, alpha, beta, groups)
-        return x * scale
-
-    @staticmethod
-    def backward(ctx, g):
-        x, d, scale = ctx.saved_tensors
-        size, alpha, beta, groups = ctx.params
-        t = g * x * scale / d                                              # g_i x_i d_i^(-beta-1)
-        grad = g * scale - (2 * alpha * beta) * x * _channel_window_sum(t, size, groups, mirror=True)
-        return grad, None, None, None, None, None
-
-
-def local_response_norm_fused(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
-                              groups: int = 1) -> torch.Tensor:
-    """`local_response_norm` with a hand-written backward (same values, less memory traffic)."""
-    return _LRNFunction.apply(x, size, alpha, beta, k, groups)
-
-
-# How LocalResponseNorm computes (the same function each way; a speed switch, not a recipe):
-# auto: `fused` in eager mode, `reference` under torch.compile (which fuses its ops);
-# triton: the Triton kernels of lrn_triton.py (CUDA); fused, reference: as named, always.
-LRN_KERNELS = ("auto", "fused", "triton", "reference")
-
-
-def _lrn_triton(x, size, alpha, beta, k, groups):
-    from alexnet_cli.lrn_triton import lrn_triton   # imports triton: only when asked for
-    return lrn_triton(x, size, alpha, beta, k, groups)
-
-
-_LRN_FUNCTIONS = {"fused": local_response_norm_fused, "reference": local_response_norm, "triton": _lrn_triton}
+    return x / (k + alpha * channel_window_sum(x.square(), size, groups)).pow(beta)
 
 
 class LocalResponseNorm(nn.Module):
@@ -109,10 +116,12 @@ class LocalResponseNorm(nn.Module):
         self.kernel = kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = self.kernel
+        kernel = self.kernel                  # how it computes (lrn_fast.py): same values
         if kernel == "auto":
             kernel = "reference" if torch.compiler.is_compiling() else "fused"
-        return _LRN_FUNCTIONS[kernel](x, self.size, self.alpha, self.beta, self.k, self.groups)
+        if kernel == "reference":
+            return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups)
+        return lrn_fast(kernel, x, self.size, self.alpha, self.beta, self.k, self.groups)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha:g}, beta={self.beta}, k={self.k}, groups={self.groups}"
@@ -216,75 +225,3 @@ def stage_modules(c: ModelConfig, groups: int) -> dict[str, nn.Module]:
         "drop6": Dropout(c.dropout, c.dropout_style),
         "drop7": Dropout(c.dropout, c.dropout_style),
     }
-
-
-class AlexNet(nn.Module):
-    """AlexNet for 224x224 crops. `AlexNet(num_classes=1000)` is the paper's network;
-    `recipe="code"` the released code's; any ModelConfig field is a keyword override."""
-
-    def __init__(self, num_classes: int | None = None, *, recipe: str = "paper",
-                 config: ModelConfig | None = None, **overrides):
-        super().__init__()
-        if config is None:
-            config = resolve_model_config(recipe, num_classes=num_classes, **overrides)
-        elif num_classes is not None or overrides:
-            raise TypeError("pass either config or num_classes/overrides, not both")
-        self.config = c = config
-        w, g = layer_widths(c.columns), c.columns
-        # conv1: the paper pads 2 all round (224 -> 55); the code pads nothing and lets the
-        # last window overhang the right/bottom edge by 3 pixels (zeros), also 55x55.
-        self.conv1_pad = (0, 3, 0, 3) if c.conv1_padding == "code" else None
-        self.conv1 = nn.Conv2d(3, w["conv1"], 11, stride=4, padding=2 if self.conv1_pad is None else 0)
-        self.conv2 = nn.Conv2d(w["conv1"], w["conv2"], 5, padding=2, groups=g)
-        self.conv3 = nn.Conv2d(w["conv2"], w["conv3"], 3, padding=1)           # both columns
-        self.conv4 = nn.Conv2d(w["conv3"], w["conv4"], 3, padding=1, groups=g)
-        self.conv5 = nn.Conv2d(w["conv4"], w["conv5"], 3, padding=1, groups=g)
-        self.fc6 = nn.Linear(w["conv5"] * 6 * 6, w["fc6"])
-        self.fc7 = nn.Linear(w["fc6"], w["fc7"])
-        self.fc8 = nn.Linear(w["fc7"], c.num_classes)
-
-        for name, module in stage_modules(c, groups=g).items():
-            setattr(self, name, module)
-        self.reset_parameters()
-
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """Paper section 6: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7
-        ("accelerates the early stages of learning by providing the ReLUs with positive
-        inputs"), 0 elsewhere. The code uses std 0.03 in conv3-conv5."""
-        c = self.config
-        for name in LAYERS:
-            layer = getattr(self, name)
-            layer.weight.normal_(0.0, c.init_std_conv345 if name in ("conv3", "conv4", "conv5") else c.init_std)
-            layer.bias.fill_(c.bias_fill if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0)
-
-    def conv_block1(self, x: torch.Tensor) -> torch.Tensor:
-        if self.conv1_pad is not None:
-            x = F.pad(x, self.conv1_pad)                           # (B, 3, 227, 227)
-        x = self.conv1(x)                                          # (B, 96, 55, 55)
-        if self.config.conv1_order == "code":                      # LRN sees the raw conv1 output
-            return self.act(self.pool1(self.lrn1(x)))              # (B, 96, 27, 27)
-        return self.pool1(self.lrn1(self.act(x)))                  # (B, 96, 27, 27)
-
-    def conv_block2(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.lrn2(self.act(grouped_conv(self.conv2, x)))       # (B, 256, 27, 27)
-        return self.pool2(self.rnorm2(x))                          # (B, 256, 13, 13)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The five convolutional layers: (B, 3, 224, 224) -> (B, 9216)."""
-        x = self.conv_block1(x)                                    # (B, 96, 27, 27)
-        x = self.conv_block2(x)                                    # (B, 256, 13, 13)
-        x = self.act(self.conv3(x))                                # (B, 384, 13, 13)
-        x = self.act(grouped_conv(self.conv4, x))                  # (B, 384, 13, 13)
-        x = self.pool5(self.act(grouped_conv(self.conv5, x)))      # (B, 256, 6, 6)
-        return torch.flatten(x, 1)                                 # (B, 9216)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """fc7 after its ReLU, before drop7 and its test-time scaling: the 4096-d feature of the
-        paper's figure 4, whose Euclidean distances `neighbors` ranks. (With the paper's dropout
-        fc6's outputs are scaled by 1 - p at test time on the way, as the paper's network does.)"""
-        x = self.drop6(self.act(self.fc6(self.features(x))))      # (B, 4096)
-        return self.act(self.fc7(x))                               # (B, 4096)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc8(self.drop7(self.embed(x)))                 # (B, num_classes) logits

@@ -5,7 +5,7 @@ forward + backward, at the shapes of a batch of 128, in bf16 channels_last on CU
 
 LRN candidates (all the paper's formula, same values):
   reference   model.local_response_norm through autograd (avg_pool3d over channels)
-  fused       model.local_response_norm_fused (hand-written backward), the eager default
+  fused       lrn_fast.local_response_norm_fused (hand-written backward), the eager default
   torch       F.local_response_norm per column (alpha/n; the usual eager baseline)
   compiled    torch.compile(reference)
   triton      lrn_triton.lrn_triton, the Triton kernels (--lrn-kernel triton; CUDA with triton)
@@ -28,7 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 from alexnet_cli.lrn_triton import lrn_triton, triton_available
-from alexnet_cli.model import local_response_norm, local_response_norm_fused
+from alexnet_cli.lrn_fast import local_response_norm_fused  # noqa: E402
+from alexnet_cli.model import local_response_norm  # noqa: E402
 
 LRN_ARGS = (5, 1e-4, 0.75, 2.0)
 

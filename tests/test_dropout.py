@@ -10,6 +10,7 @@ weight decay that is a different training, so it is only an option (`dropout_sty
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -248,3 +249,29 @@ def test_model_config_from_an_old_file_and_a_new_one():
     assert model_config_from_dict({"num_classes": 4, "dropout_style": "paper"}).dropout_style == "paper"
     with pytest.raises(Exception, match="dropout-style"):
         resolve_model_config("paper", dropout_style="scaled")
+
+
+# ---------------------------------------------------------------- recorded in every run
+
+def test_the_style_is_recorded_and_an_old_run_resumes_only_with_its_style(tiny_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from alexnet_cli.checkpoint import load_checkpoint
+    from alexnet_cli.cli.app import app
+
+    runner = CliRunner()
+    out = tmp_path / "run"
+    args = ["train", str(tiny_data), "--out", str(out), "--device", "cpu", "--batch-size", "8", "--epochs", "2"]
+    assert runner.invoke(app, [*args, "--max-steps", "1"]).exit_code == 0
+    last = out / "checkpoints" / "last.pt"
+    assert json.loads((out / "config.json").read_text())["model"]["dropout_style"] == "paper"
+    ckpt = load_checkpoint(last)
+    assert ckpt["config"]["model"]["dropout_style"] == "paper"
+    # the same run as the code before the option wrote it: no dropout_style anywhere
+    del ckpt["config"]["model"]["dropout_style"]
+    save_checkpoint(last, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    refused = runner.invoke(app, [*args, "--max-steps", "2", "--resume"])
+    assert refused.exit_code == 1 and "dropout_style" in refused.output
+    resumed = runner.invoke(app, [*args, "--max-steps", "2", "--resume", "--dropout-style", "inverted"])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_checkpoint(last)["trainer"]["step"] == 2

@@ -282,7 +282,8 @@ def test_tanh_ablation():
 def test_fused_lrn_equals_reference_values_and_gradients(groups, size, alpha, channels_last):
     """Odd sizes (the paper's 5) and even ones, whose window is lopsided, so the gradient's
     window sum must be the mirrored one; a large alpha makes the cross term count."""
-    from alexnet_cli.model import local_response_norm, local_response_norm_fused
+    from alexnet_cli.lrn_fast import local_response_norm_fused
+    from alexnet_cli.model import local_response_norm
 
     torch.manual_seed(0)
     x = torch.randn(2, 12, 5, 4, dtype=torch.float64) * 60
@@ -301,7 +302,8 @@ def test_fused_lrn_equals_reference_values_and_gradients(groups, size, alpha, ch
 
 
 def test_lrn_channels_last_path_equals_contiguous():
-    from alexnet_cli.model import local_response_norm, local_response_norm_fused
+    from alexnet_cli.lrn_fast import local_response_norm_fused
+    from alexnet_cli.model import local_response_norm
 
     torch.manual_seed(1)
     x = torch.randn(2, 12, 5, 6, dtype=torch.float64) * 60
@@ -357,8 +359,8 @@ def test_lrn_kernel_switch_keeps_the_values_and_reaches_every_lrn(monkeypatch):
             outs[kernel] = net(x)
     assert torch.allclose(outs["fused"], outs["reference"], rtol=1e-10) and torch.equal(outs["auto"], outs["fused"])
     calls = []   # the switch is really used: a kernel that counts its calls
-    monkeypatch.setitem(model_module._LRN_FUNCTIONS, "reference",
-                        lambda *a: calls.append(1) or model_module.local_response_norm(*a))
+    reference = model_module.local_response_norm
+    monkeypatch.setattr(model_module, "local_response_norm", lambda *a: calls.append(1) or reference(*a))
     set_lrn_kernel(net, "reference")
     with torch.no_grad():
         net(x)
