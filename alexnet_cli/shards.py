@@ -55,6 +55,7 @@ MAX_CLASSES = 32768        # labels are int16: 0..32767
 MAX_BLOCK_SIZE = 256       # a block of raw images is 50 MB; the loader holds (workers + 1) x 8 of them
 MAX_SHARD_SIZE = 4096      # a shard is built in memory: 4096 raw images are 800 MB
 _RERUN = "run `alexnet prep` again"
+_REPAIR = "run `alexnet prep SRC OUT --verify` to make the damaged shards again"   # same size, other bytes
 
 
 @dataclass
@@ -269,7 +270,7 @@ def _read_paths(f: h5py.File, name: str, count: int) -> list[str]:
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"shard {name}: cannot read its paths ({exc}): {_RERUN}") from None
     if len(paths) != count:
-        raise DataError(f"shard {name} is inconsistent: {len(paths)} paths for {count} images: {_RERUN}")
+        raise DataError(f"shard {name} is inconsistent: {len(paths)} paths for {count} images: {_REPAIR}")
     return paths
 
 
@@ -301,7 +302,7 @@ def open_shard(manifest: Manifest, name: str) -> h5py.File:
     if info is not None and int(f.attrs.get("count", -1)) != info.count:
         f.close()
         raise DataError(f"shard {path} holds {int(f.attrs.get('count', -1))} images, its manifest says "
-                        f"{info.count}: {_RERUN}")
+                        f"{info.count}: {_REPAIR}")
     return f
 
 
@@ -343,11 +344,11 @@ def read_labels(f: h5py.File, num_classes: int | None = None) -> np.ndarray:
         raise DataError(f"shard {f.filename}: labels are unreadable ({exc}): {_RERUN}") from None
     if labels.ndim != 1 or len(labels) != count or images != count:
         raise DataError(f"shard {f.filename} is inconsistent: {labels.size} labels, {images} images and a count "
-                        f"of {count}: {_RERUN}")
+                        f"of {count}: {_REPAIR}")
     if num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         bad = labels[(labels < 0) | (labels >= num_classes)]
         raise DataError(f"shard {f.filename}: {len(bad)} label(s) outside 0..{num_classes - 1} (the data has "
-                        f"{num_classes} classes), e.g. {bad[0]}: {_RERUN}")
+                        f"{num_classes} classes), e.g. {bad[0]}: {_REPAIR}")
     return labels
 
 
