@@ -61,7 +61,9 @@ def load_image(path: str | Path, size: int = SIZE) -> np.ndarray:
     decoded or resized size exceeds the bounds below (a 300-byte PNG can decode to gigabytes)."""
     try:
         with _open_regular(path) as file, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)   # raised, then skipped: too large
+            # PIL warns above 89 M pixels (and refuses above 179 M): the bound that matters is
+            # _check_size's, after a JPEG's draft scale-down, so its warning is not needed
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(file) as img:
                 if img.format == "JPEG" and img.mode in ("RGB", "L"):
                     # decode at the smallest DCT scale that keeps the shorter side >= 2 * size:
@@ -75,8 +77,7 @@ def load_image(path: str | Path, size: int = SIZE) -> np.ndarray:
         raise UnreadableImage(path, "no such file") from None
     except IsADirectoryError:
         raise UnreadableImage(path, "a folder, not an image file") from None
-    except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning, SyntaxError,
-            EOFError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError, EOFError) as exc:
         raise UnreadableImage(path, _reason(path, exc)) from None
 
 
@@ -126,6 +127,6 @@ def _reason(path: str | Path, exc: Exception) -> str:
         return "not an image (no known image format)"
     if "truncated" in message.lower() or isinstance(exc, (EOFError, SyntaxError)):
         return f"truncated ({message})"
-    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+    if isinstance(exc, Image.DecompressionBombError):
         return f"too large ({message})"
     return f"undecodable ({message})"

@@ -192,7 +192,8 @@ def write_manifest(manifest: Manifest) -> Path:
 
 
 def write_atomic(path: Path, data: bytes | memoryview) -> None:
-    """A temporary file in the same folder, fsync, then os.replace: never half a file."""
+    """A temporary file in the same folder, fsync, then os.replace: never half a file. A
+    failed write (a full disk) raises an OSError that names `path`."""
     tmp = temporary_name(path)
     fd = claim(tmp)
     try:
@@ -201,6 +202,11 @@ def write_atomic(path: Path, data: bytes | memoryview) -> None:
             view = view[os.write(fd, view):]
         os.fsync(fd)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:        # os.write and os.fsync name no file: say which
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -329,3 +329,18 @@ def test_a_shard_with_more_labels_than_images(tiny_data, tmp_path):
     result = runner.invoke(app, ["pca", str(data)])
     assert result.exit_code == 1 and "is inconsistent: 8 labels, 3 images" in result.stderr
     assert "IndexError" not in result.output and "Traceback" not in result.output
+
+
+def test_a_full_disk_names_the_file_in_every_atomic_write(tiny_data, tmp_path, monkeypatch):
+    """write_atomic (pca.json, the manifest, the mean image, run files) is where a full disk
+    shows: its Error line names the file instead of a bare "No space left on device"."""
+    data = _copy(tiny_data, tmp_path)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(shards.os, "fsync", full)
+    result = runner.invoke(app, ["pca", str(data), "--sample", "4"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == f"Error: {data / 'pca.json'}: No space left on device"
+    assert not list(data.glob(".*.tmp")) and (data / "pca.json").read_bytes() == (tiny_data / "pca.json").read_bytes()
