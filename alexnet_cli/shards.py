@@ -173,6 +173,9 @@ def _manifest_problem(m: Manifest) -> str | None:
             return f"split {name!r}: image counts must be whole numbers >= 0"
         if counts and (len(counts) != len(split.shards) or sum(counts) != split.count):
             return f"split {name!r}: its shard counts do not add up to its count {split.count}"
+        for shard, n in zip(split.shards, counts):
+            if shard in m.shards and m.shards[shard].count != n:
+                return f"shard {shard}: {m.shards[shard].count} images, its split says {n}"
     for name, info in m.shards.items():
         if not all(isinstance(n, int) and n >= 0 for n in (info.count, info.bytes)):
             return f"shard {name}: count and bytes must be whole numbers >= 0"

@@ -246,6 +246,14 @@ def test_verify_on_intact_data_writes_nothing(tree, tmp_path, monkeypatch):
     assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()} == stamps
 
 
+def test_verify_on_a_read_only_file_system(tree, small_disk):
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
+    prepare(tree, small_disk / "out", PrepOptions(**OPTIONS))
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    result = prepare(tree, small_disk / "out", PrepOptions(**OPTIONS), verify=True)
+    assert result.up_to_date and result.manifest.splits["train"].count == 6
+
+
 # ---------------------------------------------------------------------------- F16, manifests and pca.json
 
 def _copy(data: Path, tmp_path: Path) -> Path:
@@ -266,6 +274,10 @@ def _edit_manifest(data: Path, **changes) -> None:
     ({"classes": []}, "0 classes"),
     ({"mean_image": "../../secret.npy"}, "mean_image be a file name"),
     ({"format": "png"}, "format must be one of raw, jpeg"),
+    ({"splits": {"train": {"count": 49, "shards": ["train-00000.h5", "train-00001.h5", "train-00002.h5"],
+                           "shard_counts": [16, 16, 16]}}}, "do not add up to its count 49"),
+    ({"splits": {"train": {"count": 49, "shards": ["train-00000.h5", "train-00001.h5", "train-00002.h5"],
+                           "shard_counts": [16, 16, 17]}}}, "train-00002.h5: 16 images, its split says 17"),
 ])
 def test_manifest_values_are_checked(tiny_data, tmp_path, changes, words):
     """A manifest block_size of -1 made train a silent no-op (0 steps, exit 0), 0 a raw error."""
