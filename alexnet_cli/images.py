@@ -7,6 +7,9 @@ through exactly the preprocessing of the training data.
 
 from __future__ import annotations
 
+import os
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,20 +56,64 @@ class UnreadableImage(DataError):
 
 def load_image(path: str | Path, size: int = SIZE) -> np.ndarray:
     """An image file as uint8 (size, size, 3) RGB, whatever its mode or real format (a PNG
-    named .JPEG is read as the PNG it is). Raises UnreadableImage (a DataError) otherwise."""
+    named .JPEG is read as the PNG it is). Raises UnreadableImage (a DataError) otherwise,
+    also for what is not a regular file (a FIFO would block forever) and for an image whose
+    decoded or resized size exceeds the bounds below (a 300-byte PNG can decode to gigabytes)."""
     try:
-        with Image.open(path) as img:
-            if img.format == "JPEG" and img.mode in ("RGB", "L"):
-                # decode at the smallest DCT scale that keeps the shorter side >= 2 * size:
-                # several times faster, and the antialiased resize that follows hides it
-                w, h = img.size
-                img.draft(img.mode, (max(1, w * 2 * size // min(w, h)), max(1, h * 2 * size // min(w, h))))
-            img.load()
-            return resize_center_crop(to_rgb(img), size)
+        with _open_regular(path) as file, warnings.catch_warnings():
+            # PIL warns above 89 M pixels (and refuses above 179 M): the bound that matters is
+            # _check_size's, after a JPEG's draft scale-down, so its warning is not needed
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(file) as img:
+                if img.format == "JPEG" and img.mode in ("RGB", "L"):
+                    # decode at the smallest DCT scale that keeps the shorter side >= 2 * size:
+                    # several times faster, and the antialiased resize that follows hides it
+                    w, h = img.size
+                    img.draft(img.mode, (max(1, w * 2 * size // min(w, h)), max(1, h * 2 * size // min(w, h))))
+                _check_size(path, *img.size, size)
+                img.load()
+                return resize_center_crop(to_rgb(img), size)
     except FileNotFoundError:
         raise UnreadableImage(path, "no such file") from None
+    except IsADirectoryError:
+        raise UnreadableImage(path, "a folder, not an image file") from None
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError, EOFError) as exc:
         raise UnreadableImage(path, _reason(path, exc)) from None
+
+
+# Bounds on the work per image (memory: 3 bytes a pixel, a few copies while converting).
+MAX_DECODED_PIXELS = 1 << 26   # 67 M pixels (8192 x 8192), counted after the JPEG draft scale-down
+MAX_RESIZED_PIXELS = 1 << 24   # 16.7 M pixels: 256 x 65,536, an aspect ratio of 256:1
+
+
+def _check_size(path: str | Path, w: int, h: int, size: int) -> None:
+    """UnreadableImage ("too large ...") if a w x h image is too big to decode or, resized to
+    a shorter side of `size`, to hold in memory."""
+    if w < 1 or h < 1:
+        raise UnreadableImage(path, f"undecodable (its size is {w} x {h})")
+    if w * h > MAX_DECODED_PIXELS:
+        raise UnreadableImage(path, f"too large ({w} x {h} pixels; at most {MAX_DECODED_PIXELS:,} are decoded)")
+    if max(w, h) * size // min(w, h) * size > MAX_RESIZED_PIXELS:
+        raise UnreadableImage(path, f"too large ({w} x {h}: resized to a shorter side of {size} it would have "
+                                    f"over {MAX_RESIZED_PIXELS:,} pixels)")
+
+
+def _open_regular(path: str | Path):
+    """`path` opened for reading as a binary file object, if it is a regular file (links
+    followed); UnreadableImage otherwise. Opened without blocking, so a FIFO cannot hang."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+            raise UnreadableImage(path, f"not a regular file ({kind})")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _reason(path: str | Path, exc: Exception) -> str:

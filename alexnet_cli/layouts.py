@@ -23,8 +23,10 @@ Files that cannot be given a label are returned in `Layout.unlabeled` with the r
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,32 +130,113 @@ def _find(search: list[Path], name: str) -> Path | None:
 
 
 def _class_dirs(folder: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    """The class folders in `folder` (links to folders count), by name; hidden ones are not classes."""
+    names = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    for name in names:
+        if not _utf8(name):
+            raise DataError(f"{_shown(folder / name)}: a class folder whose name is not valid UTF-8: rename it")
+    return names
 
 
-def _walk_files(folder: Path) -> list[Path]:
-    files = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        files.extend(Path(dirpath) / f for f in filenames)
-    return files
+def _walk_files(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The regular files under `folder` (links followed, each real folder read once, so a link
+    loop ends), and everything else found there with the reason it is not read: not a regular
+    file (a FIFO would block a reader forever), a broken link, a name that is not UTF-8, a
+    folder that cannot be listed or was already read through another link."""
+    files: list[Path] = []
+    other: list[tuple[Path, str]] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [folder]
+    while stack:
+        d = stack.pop()
+        try:
+            st = d.stat()
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            other.append((d, f"folder cannot be read ({exc.strerror or exc})"))
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            other.append((d, "a link to a folder already read (a loop, or a second link to it)"))
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        subdirs = []
+        for e in entries:
+            path = Path(e.path)
+            if not _utf8(e.name):
+                other.append((path, "name is not valid UTF-8 (rename it)"))
+            elif e.is_dir():
+                subdirs.append(path)
+            elif e.is_file():
+                files.append(path)
+            else:
+                other.append((path, _not_regular(path)))
+        stack.extend(reversed(subdirs))
+    return files, other
+
+
+def _top_entries(folder: Path) -> tuple[list[str], list[tuple[Path, str]]]:
+    """The names of the regular files directly in `folder`, and its other entries that are
+    not folders, with the reason they are not read."""
+    files, other = [], []
+    with os.scandir(folder) as it:
+        for e in sorted(it, key=lambda e: e.name):
+            if not _utf8(e.name):
+                other.append((Path(e.path), "name is not valid UTF-8 (rename it)"))
+            elif e.is_file():
+                files.append(e.name)
+            elif not e.is_dir():
+                other.append((Path(e.path), _not_regular(Path(e.path))))
+    return files, other
+
+
+def _not_regular(path: Path) -> str:
+    """Why `path`, neither a regular file nor a folder, is not read."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a broken link"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special")
+    return f"not a regular file ({kind})"
+
+
+def _utf8(name: str) -> bool:
+    """Whether a file name is valid UTF-8 (Python keeps the bytes of one that is not as surrogates)."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _shown(path: Path) -> str:
+    """A path as text that can be printed and stored (bytes that are not UTF-8 as \\xNN)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _rel(src: Path, path: Path) -> str:
-    return os.path.relpath(path, src).replace(os.sep, "/")
+    return _shown(Path(os.path.relpath(path, src))).replace(os.sep, "/")
 
 
 def _list_split(src: Path, folder: Path, split: str, search: list[Path], labels: LabelFiles,
                 names: dict[str, str]) -> tuple[list[tuple[str, str]], list[dict], str]:
     """The labelled files of one split, the unlabeled ones with a reason, and the kind of layout."""
     subdirs = _class_dirs(folder)
-    top = sorted(e.name for e in os.scandir(folder) if e.is_file())
+    top, other = _top_entries(folder)
+    unread = [{"path": _rel(src, p), "reason": why} for p, why in other]
     if split == "train" or subdirs:
-        entries = [(_rel(src, p), w) for w in subdirs for p in _walk_files(folder / w)]
+        entries = []
+        for w in subdirs:
+            files, odd = _walk_files(folder / w)
+            entries += [(_rel(src, p), w) for p in files]
+            unread += [{"path": _rel(src, p), "reason": why} for p, why in odd]
         unlabeled = [{"path": _rel(src, folder / f), "reason": "not inside a class folder"} for f in top]
-        return sorted(entries), unlabeled, "folders"
+        return sorted(entries), unlabeled + unread, "folders"
     label_of, kind = _flat_val_labels(search, labels, names)
-    entries, unlabeled = [], []
+    entries, unlabeled = [], unread
     for f in top:
         wnid = label_of(f)
         if wnid is None:
@@ -167,9 +250,7 @@ def _flat_val_labels(search: list[Path], labels: LabelFiles, names: dict[str, st
     """A function file name -> wnid (or None) for a flat val/ folder, and the source's name."""
     given = labels.val_labels
     if given is not None:
-        if not given.is_file():
-            raise DataError(f"{given}: no such label file")
-        kind = "LOC csv" if _looks_like_loc(given) else "devkit ground truth"
+        kind = "LOC csv" if "," in _read_text(given, "label file").split("\n", 1)[0] else "devkit ground truth"
         path = given
     elif (path := _find(search, LOC_SOLUTION)) is not None:
         kind = "LOC csv"
@@ -195,18 +276,27 @@ def _flat_val_labels(search: list[Path], labels: LabelFiles, names: dict[str, st
     return label, f"devkit ground truth ({path.name})"
 
 
-def _looks_like_loc(path: Path) -> bool:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return "," in f.readline()
+def _read_text(path: Path, what: str) -> str:
+    """A label file's text; DataError if it is missing, not a regular file (a FIFO would
+    block) or not UTF-8 text."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise DataError(f"{path}: not a regular file (the {what} must be one)")
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such {what}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: the {what} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
 
 
 def _read_loc_solution(path: Path) -> dict[str, str]:
     out = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.reader(f):
-            if len(row) < 2 or row[0] == "ImageId" or not row[1].split():
-                continue
-            out[row[0].strip()] = row[1].split()[0]
+    for row in csv.reader(io.StringIO(_read_text(path, "label file"), newline="")):
+        if len(row) < 2 or row[0] == "ImageId" or not row[1].split():
+            continue
+        out[row[0].strip()] = row[1].split()[0]
     if not out:
         raise DataError(f"{path}: no labels in it (expected rows 'ImageId,wnid x y x y ...')")
     return out
@@ -214,7 +304,7 @@ def _read_loc_solution(path: Path) -> dict[str, str]:
 
 def _read_ground_truth(path: Path) -> list[int]:
     try:
-        return [int(line) for line in path.read_text().split()]
+        return [int(line) for line in _read_text(path, "label file").split()]
     except ValueError:
         raise DataError(f"{path}: expected one integer ILSVRC2012_ID per line") from None
 
@@ -223,7 +313,7 @@ def _devkit_synsets(truth: Path, search: list[Path], labels: LabelFiles, names: 
     """ILSVRC2012_ID -> wnid, from --val-synsets or meta.mat; also fills `names`."""
     if labels.val_synsets is not None:
         ids = {}
-        for i, line in enumerate(labels.val_synsets.read_text(encoding="utf-8").splitlines(), start=1):
+        for i, line in enumerate(_read_text(labels.val_synsets, "--val-synsets file").splitlines(), start=1):
             if line.strip():
                 wnid, _, name = line.strip().partition(" ")
                 ids[i] = wnid
@@ -250,10 +340,8 @@ def _read_mapping(path: Path | None) -> dict[str, str]:
     """LOC_synset_mapping.txt: "n01440764 tench, Tinca tinca" per line -> {wnid: name}."""
     if path is None:
         return {}
-    if not path.is_file():
-        raise DataError(f"{path}: no such synset mapping file")
     out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in _read_text(path, "synset mapping file").splitlines():
         wnid, _, name = line.strip().partition(" ")
         if wnid:
             out[wnid] = name.strip() or wnid

@@ -67,7 +67,7 @@ class _ShardReader:
         self.labels, self.chunks, self.counts = [], [], []     # chunks: (rows per chunk, file offsets) or None
         for name in names:
             with open_shard(manifest, name) as f:
-                labels = read_labels(f)
+                labels = read_labels(f, len(manifest.classes))
                 self.labels.append(labels)
                 self.counts.append(len(labels))
                 self.chunks.append(_chunk_offsets(f) if manifest.format == "raw" else None)

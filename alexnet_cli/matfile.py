@@ -11,6 +11,7 @@ line in ILSVRC2012_ID order) is the way around a meta.mat this module cannot rea
 
 from __future__ import annotations
 
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -35,6 +36,8 @@ def read_synsets(path: str | Path) -> list[dict[str, Any]]:
     (ILSVRC2012_ID: int, WNID: str, words: str, ...)."""
     path = Path(path)
     try:
+        if not stat.S_ISREG(path.stat().st_mode):   # a FIFO would block the read forever
+            raise DataError(f"{path}: not a regular file")
         head = path.read_bytes()[:128]
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
@@ -44,7 +47,7 @@ def read_synsets(path: str | Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: not a MATLAB .mat file")
     try:
         variables = read_mat_v5(path.read_bytes())
-    except (struct.error, zlib.error, ValueError, IndexError, KeyError) as exc:
+    except (struct.error, zlib.error, ValueError, IndexError, KeyError, RecursionError) as exc:
         raise DataError(f"{path}: cannot parse this MATLAB file ({exc}); pass the class order as text "
                         "with --val-synsets FILE (one wnid per line, in ILSVRC2012_ID order)") from None
     if "synsets" not in variables or not isinstance(variables["synsets"], list):
@@ -163,7 +166,7 @@ def _read_synsets_v73(path: Path) -> list[dict[str, Any]]:
                 raise DataError(f"{path}: no struct array 'synsets' in it (not the devkit's meta.mat?)")
             g = f["synsets"]
             columns = {key: [_deref(f, r) for r in np.asarray(g[key]).reshape(-1)] for key in g.keys()}
-    except OSError as exc:
+    except (OSError, AttributeError, TypeError, KeyError, ValueError) as exc:
         raise DataError(f"{path}: cannot read this MATLAB v7.3 file ({exc})") from None
     n = len(next(iter(columns.values()), []))
     return [{key: col[i] for key, col in columns.items()} for i in range(n)]

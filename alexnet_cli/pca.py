@@ -156,14 +156,15 @@ def _full_pass(manifest: Manifest, device, workers: int | None, batch_size: int,
 def _resume(partial: Path, key: dict, total: int, progress: Reporter) -> tuple[PixelMoments, int]:
     """The sums and image count saved by an interrupted (or finished) pass over the same
     shards, or a fresh start (said in a log line when a partial file is ignored)."""
-    if not partial.exists():
+    if not partial.is_file():
         return PixelMoments(), 0
     try:
         state = json.loads(partial.read_text(encoding="utf-8"))
         moments, done = PixelMoments.from_state(state["sums"]), state["images"]
         same = state.get("version") == 1 and all(state.get(k) == v for k, v in key.items())
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        progress.log(f"starting afresh: {partial} is unreadable ({exc})")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        progress.log(f"starting afresh: {partial} is unreadable ({why})")
         return PixelMoments(), 0
     fits = (isinstance(done, int) and 0 < done <= total and (done % key["batch_size"] == 0 or done == total)
             and moments.n == done * IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
@@ -223,7 +224,9 @@ def read_pca(data_dir: str | Path) -> PcaStats:
         values = np.asarray(data["eigenvalues"], np.float64)
         vectors = np.asarray(data["eigenvectors"], np.float64)
         scale = data.get("scale", "0-255")
-    except (ValueError, KeyError, TypeError) as exc:
+    except RecursionError:
+        raise DataError(f"{path} is corrupt (nested too deeply): run `alexnet pca` again") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{path} is corrupt ({exc}): run `alexnet pca` again") from None
     if values.shape != (3,) or vectors.shape != (3, 3) or scale != "0-255":
         raise DataError(f"{path}: expected 3 eigenvalues, a 3x3 eigenvector matrix and scale 0-255: "

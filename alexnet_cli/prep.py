@@ -17,6 +17,7 @@ every block of a shard already mixes classes; the loader shuffles blocks on top 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -36,7 +37,8 @@ from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.images import SIZE, UnreadableImage, load_image
 from alexnet_cli.layouts import LabelFiles, Layout, find_layout
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.shards import (FORMAT_VERSION, NewerFormat, FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, abandoned,
+from alexnet_cli.shards import (FORMAT_VERSION, MAX_BLOCK_SIZE, MAX_CLASSES, MAX_SHARD_SIZE, NewerFormat, FORMATS,
+                                IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, abandoned,
                                 ShardInfo, ShardWriter, SplitInfo, decode_jpeg, encode_jpeg, file_sha256,
                                 read_manifest, read_mean_image, shard_name, write_atomic,
                                 write_manifest)
@@ -60,8 +62,10 @@ class PrepOptions:
             raise UsageError(f"--format must be raw or jpeg, got {self.format!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise UsageError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
-        if not 1 <= self.shard_size <= 1_000_000 or self.block_size < 1:
-            raise UsageError("--shard-size must be in 1..1,000,000 and --block-size positive")
+        if not 1 <= self.shard_size <= MAX_SHARD_SIZE:   # a shard is built in memory (shards.ShardWriter)
+            raise UsageError(f"--shard-size must be in 1..{MAX_SHARD_SIZE}, got {self.shard_size}")
+        if not 1 <= self.block_size <= MAX_BLOCK_SIZE:   # the loader's read unit, held (workers + 1) x 8 times
+            raise UsageError(f"--block-size must be in 1..{MAX_BLOCK_SIZE}, got {self.block_size}")
         if self.limit_per_class is not None and self.limit_per_class < 1:
             raise UsageError(f"--limit-per-class must be positive, got {self.limit_per_class}")
         if self.workers is not None and self.workers < 1:
@@ -151,6 +155,9 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
     t0 = time.perf_counter()
     src, out = Path(src), Path(out)
     layout = find_layout(src, options.splits, options.labels)
+    if len(layout.classes) > MAX_CLASSES:   # labels are stored as int16
+        raise DataError(f"{src}: {len(layout.classes):,} classes found, at most {MAX_CLASSES:,} can be stored "
+                        "(is SRC the right folder?)")
     shards = plan(layout, options)
     digest = _plan_digest(shards, layout)
     workers = options.workers or os.cpu_count() or 1
@@ -158,13 +165,23 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
     if done is not None:
         return PrepResult(done, True, 0, 0, sum(s.count for s in done.splits.values()),
                           time.perf_counter() - t0, workers)
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(out, shards)
-    finished, written = _build_shards(src, out, shards, options, workers, progress, hashes)
-    if verify and hashes and not written:
-        progress.log(f"every shard in {out} matches the sha256 in its manifest")
-    manifest = _write_outputs(src, out, layout, shards, finished, options, digest)
-    _remove_leftovers(out, shards)   # again: workers of a killed run may have outlived its start
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(out, shards)
+        finished, written = _build_shards(src, out, shards, options, workers, progress, hashes)
+        if verify and hashes and not written:
+            progress.log(f"every shard in {out} matches the sha256 in its manifest")
+            intact, _ = _existing_output(out, digest, False, progress)
+            if intact is not None:   # nothing to repair: leave the folder as it is (it may be read-only)
+                return PrepResult(intact, True, 0, len(shards), sum(s.count for s in intact.splits.values()),
+                                  time.perf_counter() - t0, workers)
+        manifest = _write_outputs(src, out, layout, shards, finished, options, digest)
+        _remove_leftovers(out, shards)   # again: workers of a killed run may have outlived its start
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DataError(f"no space left on the disk of {out} ({exc.strerror}): free some space and run the "
+                            "same command again; the shards already finished are kept") from None
+        raise
     return PrepResult(manifest, False, len(written), len(shards) - len(written),
                       sum(s.count for s in manifest.splits.values()), time.perf_counter() - t0, workers,
                       sum(len(s.entries) for s in written))
@@ -233,7 +250,7 @@ def _reuse(path: Path, shard: ShardPlan) -> _Finished | None:
                 return None
             count, skipped = int(f.attrs["count"]), json.loads(f.attrs["skipped"])
             pixel_sum = np.asarray(f["pixel_sum"][:], np.int64)
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, TypeError, RecursionError):
         return None
     return _Finished(count, pixel_sum, skipped, ShardInfo(count, path.stat().st_size, file_sha256(path)))
 
@@ -265,7 +282,7 @@ def write_shard(src: Path, out: Path, shard: ShardPlan, options: PrepOptions, ad
     """Decode, resize and crop the shard's images, write the shard (temporary file, then
     rename); calls advance(n) as images are done. Runs in a worker process."""
     writer = ShardWriter(out / shard.name, split=shard.split, fmt=options.format, block_size=options.block_size,
-                         jpeg_quality=options.jpeg_quality, signature=shard.signature)
+                         jpeg_quality=options.jpeg_quality, signature=shard.signature, capacity=len(shard.entries))
     skipped: list[dict] = []
     try:
         for i in range(0, len(shard.entries), TASK_IMAGES):

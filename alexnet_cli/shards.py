@@ -51,7 +51,11 @@ FORMATS = ("raw", "jpeg")
 MANIFEST = "manifest.json"
 MEAN_IMAGE = "mean_image.npy"
 IMAGE_SHAPE = (SIZE, SIZE, 3)
+MAX_CLASSES = 32768        # labels are int16: 0..32767
+MAX_BLOCK_SIZE = 256       # a block of raw images is 50 MB; the loader holds (workers + 1) x 8 of them
+MAX_SHARD_SIZE = 4096      # a shard is built in memory: 4096 raw images are 800 MB
 _RERUN = "run `alexnet prep` again"
+_REPAIR = "run `alexnet prep SRC OUT --verify` to make the damaged shards again"   # same size, other bytes
 
 
 @dataclass
@@ -106,21 +110,29 @@ class NewerFormat(DataError):
     """Data written by a newer alexnet: never to be overwritten as if it were damaged."""
 
 
+def check_block_size(block_size: int) -> None:
+    if not 1 <= block_size <= MAX_BLOCK_SIZE:
+        raise DataError(f"block size must be in 1..{MAX_BLOCK_SIZE} images, got {block_size}")
+
+
 def read_manifest(data_dir: str | Path) -> Manifest:
-    """The manifest of a prepared data folder; DataError if missing or unreadable."""
+    """The manifest of a prepared data folder, with every value the readers rely on checked;
+    DataError if it is missing, unreadable or inconsistent."""
     root = Path(data_dir)
     path = root / MANIFEST
     if not path.is_file():
         raise DataError(f"{path} not found: run `alexnet prep SRC {root}` first")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
         version = int(data.get("format_version", 0))
         if version > FORMAT_VERSION:
             raise NewerFormat(f"{path}: format version {version} is newer than this alexnet "
                             f"understands ({FORMAT_VERSION}); upgrade alexnet-cli")
         splits = {name: SplitInfo(**s) for name, s in data["splits"].items()}
         shards = {name: ShardInfo(**s) for name, s in data.get("shards", {}).items()}
-        return Manifest(
+        manifest = Manifest(
             root=root, classes=list(data["classes"]), class_names=list(data["class_names"]),
             splits=splits, mean_rgb=[float(v) for v in data["mean_rgb"]],
             mean_image=str(data["mean_image"]), format=str(data["format"]),
@@ -130,8 +142,49 @@ def read_manifest(data_dir: str | Path) -> Manifest:
             format_version=version)
     except DataError:
         raise
+    except RecursionError:        # json gives up on deeply nested input
+        raise DataError(f"{path} is corrupt (nested too deeply to be a manifest): {_RERUN}") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path} is corrupt ({type(exc).__name__}: {exc}): {_RERUN}") from None
+        raise DataError(f"{path} is corrupt (a field is missing or of the wrong type: {exc}): {_RERUN}") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise DataError(f"{path} is corrupt ({problem}): {_RERUN}")
+    return manifest
+
+
+def _manifest_problem(m: Manifest) -> str | None:
+    """What is wrong with a parsed manifest's values, in words, or None."""
+    if m.format not in FORMATS:
+        return f"format must be one of {', '.join(FORMATS)}, got {m.format!r}"
+    if not 1 <= m.block_size <= MAX_BLOCK_SIZE:
+        return f"block_size must be in 1..{MAX_BLOCK_SIZE}, got {m.block_size}"
+    if not 1 <= len(m.classes) <= MAX_CLASSES or len(m.class_names) != len(m.classes):
+        return (f"{len(m.classes)} classes and {len(m.class_names)} class names (expected the same number, "
+                f"1..{MAX_CLASSES})")
+    if not all(isinstance(c, str) for c in m.classes + m.class_names):
+        return "classes and class_names must be strings"
+    if len(m.mean_rgb) != 3 or not _plain_name(m.mean_image):
+        return "mean_rgb must have 3 values and mean_image be a file name"
+    for name, split in m.splits.items():
+        counts = split.shard_counts
+        if not all(isinstance(n, str) and _plain_name(n) for n in split.shards):
+            return f"split {name!r}: shards must be file names in the data folder"
+        if not all(isinstance(n, int) and n >= 0 for n in [split.count, *counts]):
+            return f"split {name!r}: image counts must be whole numbers >= 0"
+        if counts and (len(counts) != len(split.shards) or sum(counts) != split.count):
+            return f"split {name!r}: its shard counts do not add up to its count {split.count}"
+        for shard, n in zip(split.shards, counts):
+            if shard in m.shards and m.shards[shard].count != n:
+                return f"shard {shard}: {m.shards[shard].count} images, its split says {n}"
+    for name, info in m.shards.items():
+        if not all(isinstance(n, int) and n >= 0 for n in (info.count, info.bytes)):
+            return f"shard {name}: count and bytes must be whole numbers >= 0"
+    return None
+
+
+def _plain_name(name: str) -> bool:
+    """A file name directly in the data folder (no folder part, not '.' or '..')."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
 
 
 def write_manifest(manifest: Manifest) -> Path:
@@ -141,8 +194,9 @@ def write_manifest(manifest: Manifest) -> Path:
     return path
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """A temporary file in the same folder, fsync, then os.replace: never half a file."""
+def write_atomic(path: Path, data: bytes | memoryview) -> None:
+    """A temporary file in the same folder, fsync, then os.replace: never half a file. A
+    failed write (a full disk) raises an OSError that names `path`."""
     tmp = temporary_name(path)
     fd = claim(tmp)
     try:
@@ -151,6 +205,11 @@ def write_atomic(path: Path, data: bytes) -> None:
             view = view[os.write(fd, view):]
         os.fsync(fd)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:        # os.write and os.fsync name no file: say which
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -174,7 +233,7 @@ def claim(tmp: Path) -> int:
 def abandoned(tmp: Path) -> bool:
     """True if no live process holds `tmp` (see `claim`)."""
     try:
-        fd = os.open(tmp, os.O_RDONLY)
+        fd = os.open(tmp, os.O_RDONLY | os.O_NONBLOCK)   # never blocks, even on a FIFO
     except OSError:
         return False
     try:
@@ -190,6 +249,8 @@ def read_mean_image(data_dir: str | Path) -> np.ndarray:
     """The training mean image: float32 (256, 256, 3) in 0-255 units."""
     manifest = read_manifest(data_dir)
     path = manifest.root / manifest.mean_image
+    if not path.is_file():   # missing, or not a regular file (np.load would block on a FIFO)
+        raise DataError(f"{path}: the mean image is missing: {_RERUN}")
     try:
         mean = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -207,16 +268,19 @@ def read_split_index(data_dir: str | Path, split: str) -> tuple[list[str], np.nd
     labels = []
     for name in manifest.split(split).shards:
         with open_shard(manifest, name) as f:
-            paths.extend(_read_paths(f, name))
-            labels.append(read_labels(f))
+            labels.append(read_labels(f, len(manifest.classes)))
+            paths.extend(_read_paths(f, name, len(labels[-1])))
     return paths, (np.concatenate(labels) if labels else np.zeros(0, np.int64))
 
 
-def _read_paths(f: h5py.File, name: str) -> list[str]:
+def _read_paths(f: h5py.File, name: str, count: int) -> list[str]:
     try:
-        return [p.decode("utf-8") if isinstance(p, bytes) else str(p) for p in f["paths"][:]]
+        paths = [p.decode("utf-8") if isinstance(p, bytes) else str(p) for p in f["paths"][:]]
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"shard {name}: cannot read its paths ({exc}): {_RERUN}") from None
+    if len(paths) != count:
+        raise DataError(f"shard {name} is inconsistent: {len(paths)} paths for {count} images: {_REPAIR}")
+    return paths
 
 
 # ---------------------------------------------------------------------------- reading shards
@@ -243,6 +307,11 @@ def open_shard(manifest: Manifest, name: str) -> h5py.File:
     if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION or f.attrs.get("format") != manifest.format:
         f.close()
         raise DataError(f"shard {path} does not match its manifest (format version or format): {_RERUN}")
+    info = manifest.shards.get(name)
+    if info is not None and int(f.attrs.get("count", -1)) != info.count:
+        f.close()
+        raise DataError(f"shard {path} holds {int(f.attrs.get('count', -1))} images, its manifest says "
+                        f"{info.count}: {_REPAIR}")
     return f
 
 
@@ -272,11 +341,24 @@ def read_images(f: h5py.File, start: int, stop: int, out: np.ndarray | None = No
     return out
 
 
-def read_labels(f: h5py.File) -> np.ndarray:
+def read_labels(f: h5py.File, num_classes: int | None = None) -> np.ndarray:
+    """An open shard's labels as int64 (N,), checked: one per image, and with `num_classes`
+    (the manifest's number of classes) each in 0..num_classes - 1. DataError naming the shard
+    otherwise, so that no reader trains on, scores or shows a label that is not a class."""
     try:
-        return np.asarray(f["labels"][:], dtype=np.int64)
-    except (OSError, KeyError, ValueError) as exc:
+        labels = np.asarray(f["labels"][:], dtype=np.int64)
+        count = int(f.attrs["count"])
+        images = f["images"].shape[0] if "images" in f else f["jpeg"].shape[0] if "jpeg" in f else count
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         raise DataError(f"shard {f.filename}: labels are unreadable ({exc}): {_RERUN}") from None
+    if labels.ndim != 1 or len(labels) != count or images != count:
+        raise DataError(f"shard {f.filename} is inconsistent: {labels.size} labels, {images} images and a count "
+                        f"of {count}: {_REPAIR}")
+    if num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        raise DataError(f"shard {f.filename}: {len(bad)} label(s) outside 0..{num_classes - 1} (the data has "
+                        f"{num_classes} classes), e.g. {bad[0]}: {_REPAIR}")
+    return labels
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -377,19 +459,28 @@ def shard_name(split: str, index: int) -> str:
 
 
 class ShardWriter:
-    """Writes one shard under a temporary name; `finish()` renames it when complete.
+    """Builds one shard in memory; `finish()` writes it with `write_atomic` when complete.
 
     Images arrive in any number of pieces; they are written in whole chunks of
-    `block_size` images (the loader's unit of reading). The pixel sum is kept exactly."""
+    `block_size` images (the loader's unit of reading), or of `capacity` images when the
+    shard will hold fewer (no chunk is larger than the images there are). The pixel sum is
+    kept exactly.
+
+    HDF5 only ever writes to memory here: a full disk (or any other write error) is then a
+    plain OSError from `write_atomic`, with nothing half-written, instead of an HDF5 write
+    failure, which leaves the library in a state that crashes the process when it exits. The
+    cost is one shard in memory while it is made (`shard_size` x 196 KB for raw shards)."""
 
     def __init__(self, path: Path, *, split: str, fmt: str, block_size: int, jpeg_quality: int,
-                 signature: str):
+                 signature: str, capacity: int | None = None):
         if fmt not in FORMATS:
             raise DataError(f"unknown shard format {fmt!r} (raw or jpeg)")
+        check_block_size(block_size)
+        if capacity is not None:
+            block_size = max(1, min(block_size, capacity))
         self.path, self.fmt, self.block = Path(path), fmt, block_size
-        self.tmp = temporary_name(self.path)
-        self.lock = claim(self.tmp)
-        self.f = h5py.File(self.tmp, "w", libver="earliest", locking=False,
+        self.buffer = io.BytesIO()
+        self.f = h5py.File(self.buffer, "w", libver="earliest", locking=False,
                            rdcc_nbytes=2 * block_size * int(np.prod(IMAGE_SHAPE)))
         self.f.attrs.update({"format_version": FORMAT_VERSION, "format": fmt, "split": split,
                              "block_size": block_size, "jpeg_quality": jpeg_quality if fmt == "jpeg" else 0,
@@ -437,7 +528,8 @@ class ShardWriter:
         self.buffered = rest
 
     def finish(self, skipped: list[dict]) -> Path:
-        """Write labels, paths, pixel sum and attributes; fsync; rename to the final name."""
+        """Add labels, paths, pixel sum and attributes, then write the file (`write_atomic`:
+        a temporary name, fsync, rename)."""
         self._flush(final=True)
         f = self.f
         f.create_dataset("labels", data=np.asarray(self.labels, np.int16).reshape(-1), track_times=False)
@@ -449,14 +541,11 @@ class ShardWriter:
         f.attrs["count"] = self.written
         f.attrs["skipped"] = json.dumps(skipped)
         f.close()
-        os.fsync(self.lock)
-        os.replace(self.tmp, self.path)
-        os.close(self.lock)
+        write_atomic(self.path, self.buffer.getbuffer())
+        self.buffer = io.BytesIO()
         return self.path
 
     def abort(self) -> None:
-        try:
-            self.f.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
-            os.close(self.lock)
+        """Drop the shard (nothing of it is on disk)."""
+        self.f.close()
+        self.buffer = io.BytesIO()

@@ -1,0 +1,358 @@
+"""Data under attack (issue 21, the data side): odd files in the source tree, damaged or
+crafted data folders, a full disk. Each case must end in a result that accounts for every
+file, or in one `Error:` line in the user's terms; never a hang, a crash or a silent loss."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from alexnet_cli import images, prep, shards, synth
+from alexnet_cli.cli.app import app
+from alexnet_cli.errors import AlexnetError, DataError
+from alexnet_cli.images import UnreadableImage, load_image
+from alexnet_cli.layouts import LabelFiles, find_layout
+from alexnet_cli.loader import ShardLoader
+from alexnet_cli.pca import read_pca
+from alexnet_cli.prep import PrepOptions, prepare
+from alexnet_cli.shards import read_manifest, read_split_index
+
+runner = CliRunner()
+OPTIONS = dict(workers=1, shard_size=8, block_size=4)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Fail (TimeoutError) instead of hanging when the body blocks, e.g. opening a FIFO."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still blocked after {seconds} s")
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    return synth.make_tree(tmp_path / "src", classes=2, train_per_class=3, val_per_class=1)
+
+
+def _png(path: Path, w: int, h: int) -> Path:
+    Image.new("RGB", (w, h), (200, 30, 30)).save(path)
+    return path
+
+
+def _accounted(data: Path) -> dict[str, str]:
+    """Every source path the data folder knows: in a shard (-> "stored") or skipped (-> reason)."""
+    m = read_manifest(data)
+    out = {s["path"]: s["reason"] for s in m.skipped}
+    for split in m.splits:
+        out.update({p: "stored" for p in read_split_index(data, split)[0]})
+    return out
+
+
+# ---------------------------------------------------------------------------- F2: not regular files
+
+def test_a_fifo_is_skipped_not_read(tree, tmp_path):
+    """A FIFO blocked `prep` and `predict` forever: only regular files are opened."""
+    fifo = tree / "train" / synth.wnid(0) / "fifo.JPEG"
+    os.mkfifo(fifo)
+    with deadline(10), pytest.raises(UnreadableImage, match=r"not a regular file \(a FIFO\)"):
+        load_image(fifo)                                    # predict and neighbors read queries with it
+    with deadline(30):
+        prepare(tree, tmp_path / "out", PrepOptions(**OPTIONS))
+    assert _accounted(tmp_path / "out")[f"train/{synth.wnid(0)}/fifo.JPEG"] == "not a regular file (a FIFO)"
+
+
+def test_a_label_file_that_is_a_fifo_is_an_error_not_a_hang(tmp_path):
+    src = synth.make_tree(tmp_path / "src", classes=2, train_per_class=1, val_per_class=1, layout="loc")
+    fifo = tmp_path / "labels.csv"
+    os.mkfifo(fifo)
+    with deadline(10), pytest.raises(DataError, match="not a regular file"):
+        find_layout(src, labels=LabelFiles(val_labels=fifo))
+    (tmp_path / "latin1.csv").write_bytes("ImageId,PredictionString\nx,n0 caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8 text"):
+        find_layout(src, labels=LabelFiles(val_labels=tmp_path / "latin1.csv"))
+
+
+# ---------------------------------------------------------------------------- F3: links to folders
+
+def test_linked_folders_are_followed_once_and_loops_listed(tree, tmp_path):
+    """Images in a symlinked sub-folder were in neither the shards nor `skipped`."""
+    cls = tree / "train" / synth.wnid(1)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(next(cls.glob("*.JPEG")), outside / "linked.JPEG")
+    (cls / "more").symlink_to(outside)
+    (cls / "again").symlink_to(outside)             # a second link to the same folder
+    (cls / "loop").symlink_to(cls)                  # a loop
+    (cls / "gone.JPEG").symlink_to(tmp_path / "nothing")
+    with deadline(30):
+        prepare(tree, tmp_path / "out", PrepOptions(**OPTIONS))
+    seen = _accounted(tmp_path / "out")
+    base = f"train/{synth.wnid(1)}"
+    assert seen[f"{base}/again/linked.JPEG"] == "stored"          # "again" < "more": read first
+    assert seen[f"{base}/more"].startswith("a link to a folder already read")
+    assert seen[f"{base}/loop"].startswith("a link to a folder already read")
+    assert seen[f"{base}/gone.JPEG"] == "a broken link"
+    assert len([p for p, why in seen.items() if why == "stored" and p.startswith("train/")]) == 7
+
+
+# ---------------------------------------------------------------------------- names that are not UTF-8
+
+def test_file_names_that_are_not_utf8(tree, tmp_path):
+    cls = tree / "train" / synth.wnid(0)
+    shutil.copy(next(cls.glob("*.JPEG")), os.fsencode(cls) + b"/caf\xe9.JPEG")
+    prepare(tree, tmp_path / "out", PrepOptions(**OPTIONS))
+    seen = _accounted(tmp_path / "out")
+    assert seen[f"train/{synth.wnid(0)}/caf\\xe9.JPEG"] == "name is not valid UTF-8 (rename it)"
+    os.mkdir(os.fsencode(tree / "train") + b"/n0\xff")
+    result = runner.invoke(app, ["prep", str(tree), str(tmp_path / "out2")])
+    assert result.exit_code == 1 and result.stderr.startswith("Error: ") and "not valid UTF-8" in result.stderr
+    assert "Traceback" not in result.output and "UnicodeEncodeError" not in result.output
+
+
+def test_more_classes_than_int16_labels_hold(tmp_path, monkeypatch):
+    """40,001 class folders gave a raw exception name: labels are int16, so 32,768 classes at
+    most (the bound is lowered here, as 32,769 folders take minutes to delete on some disks)."""
+    assert shards.MAX_CLASSES == np.iinfo(np.int16).max + 1
+    monkeypatch.setattr(prep, "MAX_CLASSES", 3)
+    for k in range(4):
+        (tmp_path / "src" / "train" / f"c{k:05d}").mkdir(parents=True)
+    result = runner.invoke(app, ["prep", str(tmp_path / "src"), str(tmp_path / "out")])
+    assert result.exit_code == 1 and "4 classes found, at most 3 can be stored" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------- F1: huge images
+
+def test_images_too_large_to_resize_or_decode_are_skipped(tree, tmp_path, monkeypatch):
+    """A 320-byte 1x60000 PNG was resized to 256 x 15,360,000 pixels (16 GB)."""
+    cls = tree / "train" / synth.wnid(0)
+    thin = _png(cls / "thin.png", 1, 300)            # 256 x 76,800 once resized: over the bound
+    with pytest.raises(UnreadableImage, match=r"too large \(1 x 300: resized"):
+        load_image(thin)
+    _png(cls / "line.png", 60_000, 1)
+    assert load_image(_png(tmp_path / "ok.png", 256 * 200, 256)).shape == (256, 256, 3)   # 200:1 is fine
+    prepare(tree, tmp_path / "out", PrepOptions(**OPTIONS))
+    seen = _accounted(tmp_path / "out")
+    assert seen[f"train/{synth.wnid(0)}/line.png"].startswith("too large (60000 x 1: resized")
+    monkeypatch.setattr(images, "MAX_DECODED_PIXELS", 100 * 100)
+    with pytest.raises(UnreadableImage, match=r"too large \(101 x 100 pixels; at most 10,000 are decoded\)"):
+        load_image(_png(tmp_path / "big.png", 101, 100))
+
+
+# ---------------------------------------------------------------------------- F14: shard and block sizes
+
+def test_shard_and_block_size_bounds_and_chunks_sized_by_the_images(tree, tmp_path):
+    for flag, value in (("--shard-size", "100000"), ("--block-size", "5000"), ("--block-size", "0")):
+        result = runner.invoke(app, ["prep", str(tree), str(tmp_path / "x"), flag, value])
+        assert result.exit_code == 2 and f"{flag} must be in 1.." in result.stderr, result.output
+    out = tmp_path / "out"
+    prepare(tree, out, PrepOptions(workers=1, shard_size=4096, block_size=256))   # 8 images
+    m = read_manifest(out)
+    for name, info in m.shards.items():
+        assert info.bytes < (info.count + 2) * 196_608, name     # chunks of 256 images would be 50 MB
+        with h5py.File(out / name) as f:
+            assert f["images"].chunks[0] == info.count
+    batches = list(ShardLoader(out, "train", 4, shuffle=True).epoch(0))
+    assert sorted(int(i) for b in batches for i in b.indices) == list(range(6))
+
+
+# ---------------------------------------------------------------------------- F12: a full disk
+
+def test_a_full_disk_is_one_error_and_a_rerun_continues(tree, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    real, calls = shards.write_atomic, []
+
+    def full(path, data):
+        calls.append(path.name)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(path, data)
+
+    monkeypatch.setattr(shards, "write_atomic", full)
+    result = runner.invoke(app, ["prep", str(tree), str(out), "--workers", "1", "--shard-size", "4"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("Error: no space left on the disk of") and "run the same command again" in \
+        " ".join(result.stderr.split())
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == [calls[0]]          # the finished shard, nothing half
+    monkeypatch.setattr(shards, "write_atomic", real)
+    again = prepare(tree, out, PrepOptions(workers=1, shard_size=4))
+    assert again.shards_reused == 1 and again.shards_written == 2
+    clean = prepare(tree, tmp_path / "clean", PrepOptions(workers=1, shard_size=4))
+    assert (out / "manifest.json").read_text().replace(str(out), "") == \
+        (tmp_path / "clean" / "manifest.json").read_text().replace(str(tmp_path / "clean"), "")
+    assert clean.manifest.shards == again.manifest.shards
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs (root only; skipped where it cannot be mounted)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and mount to make a small file system")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_really_full_disk(tree, small_disk):
+    """A real full disk: HDF5's failed writes segfaulted the process (at exit, after its
+    Error line); then, with space, the same preparation finishes."""
+    cmd = [sys.executable, "-m", "alexnet_cli", "prep", str(tree), str(small_disk / "out"), "--workers", "1",
+           "--shard-size", "4"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if x.strip() and not x.startswith("prep:")]
+    assert lines[0].startswith("Error: no space left on the disk of") and "Traceback" not in proc.stderr, proc.stderr
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
+    again = prepare(tree, small_disk / "out", PrepOptions(workers=2, shard_size=4))
+    assert again.shards_reused >= 1 and again.manifest.splits["train"].count == 6
+
+
+# ---------------------------------------------------------------------------- F19: --verify writes nothing
+
+def test_verify_on_intact_data_writes_nothing(tree, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    prepare(tree, out, PrepOptions(**OPTIONS))
+    stamps = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()}
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(prep, "write_atomic", read_only)
+    monkeypatch.setattr(shards, "write_atomic", read_only)
+    result = prepare(tree, out, PrepOptions(**OPTIONS), verify=True)
+    assert result.up_to_date and result.shards_written == 0
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()} == stamps
+
+
+def test_verify_on_a_read_only_file_system(tree, small_disk):
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
+    prepare(tree, small_disk / "out", PrepOptions(**OPTIONS))
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    result = prepare(tree, small_disk / "out", PrepOptions(**OPTIONS), verify=True)
+    assert result.up_to_date and result.manifest.splits["train"].count == 6
+
+
+# ---------------------------------------------------------------------------- F16, manifests and pca.json
+
+def _copy(data: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "data"
+    shutil.copytree(data, out)
+    return out
+
+
+def _edit_manifest(data: Path, **changes) -> None:
+    m = json.loads((data / "manifest.json").read_text())
+    m.update(changes)
+    (data / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"block_size": -1}, "block_size must be in 1..256, got -1"),
+    ({"block_size": 0}, "block_size must be in 1..256, got 0"),
+    ({"classes": []}, "0 classes"),
+    ({"mean_image": "../../secret.npy"}, "mean_image be a file name"),
+    ({"format": "png"}, "format must be one of raw, jpeg"),
+    ({"splits": {"train": {"count": 49, "shards": ["train-00000.h5", "train-00001.h5", "train-00002.h5"],
+                           "shard_counts": [16, 16, 16]}}}, "do not add up to its count 49"),
+    ({"splits": {"train": {"count": 49, "shards": ["train-00000.h5", "train-00001.h5", "train-00002.h5"],
+                           "shard_counts": [16, 16, 17]}}}, "train-00002.h5: 16 images, its split says 17"),
+])
+def test_manifest_values_are_checked(tiny_data, tmp_path, changes, words):
+    """A manifest block_size of -1 made train a silent no-op (0 steps, exit 0), 0 a raw error."""
+    data = _copy(tiny_data, tmp_path)
+    _edit_manifest(data, **changes)
+    with pytest.raises(DataError, match=f"manifest.json is corrupt .*{words.replace('.', '[.]')}"):
+        ShardLoader(data, "train", 4, shuffle=True)
+
+
+def test_deeply_nested_json_is_a_data_error(tiny_data, tmp_path):
+    data = _copy(tiny_data, tmp_path)
+    deep = "[" * 100_000 + "]" * 100_000
+    (data / "manifest.json").write_text(deep)
+    with pytest.raises(DataError, match="nested too deeply"):
+        read_manifest(data)
+    (data / "pca.json").write_text(deep)
+    with pytest.raises(DataError, match="nested too deeply"):
+        read_pca(data)
+
+
+# ---------------------------------------------------------------------------- F17: labels in shards
+
+def _craft_shard(data: Path, name: str, **datasets) -> None:
+    """Replace datasets of a shard, as a crafted or damaged data folder would have them; the
+    manifest's byte count follows (the size check is not what should catch it)."""
+    path = data / name
+    with h5py.File(path, "r+") as f:
+        for key, value in datasets.items():
+            del f[key]
+            f.create_dataset(key, data=value)
+    m = json.loads((data / "manifest.json").read_text())
+    m["shards"][name]["bytes"] = path.stat().st_size
+    (data / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("bad", [-1, 4, 5000])
+def test_labels_out_of_range_are_a_data_error_in_every_reader(tiny_data, tmp_path, bad):
+    """A label of -1 was shown by neighbors as the last class; 5000 crashed train and eval."""
+    data = _copy(tiny_data, tmp_path)
+    for split in ("train", "val"):
+        name = read_manifest(data).splits[split].shards[0]
+        with h5py.File(data / name) as f:
+            labels = f["labels"][:]
+        labels[1] = bad
+        _craft_shard(data, name, labels=labels)
+        words = rf"label\(s\) outside 0..3 \(the data has 4 classes\), e.g. {bad}"
+        with pytest.raises(DataError, match=words):          # train, eval, pca: the loader
+            ShardLoader(data, split, 4, shuffle=split == "train")
+        with pytest.raises(DataError, match=words):          # features (and so neighbors), eval's files
+            read_split_index(data, split)
+
+
+def test_a_shard_with_more_labels_than_images(tiny_data, tmp_path):
+    data = _copy(tiny_data, tmp_path)
+    name = read_manifest(data).splits["train"].shards[0]
+    with h5py.File(data / name) as f:
+        images3, labels8 = f["images"][:3], f["labels"][:8]
+    _craft_shard(data, name, images=images3, labels=labels8)
+    with pytest.raises(DataError, match="is inconsistent: 8 labels, 3 images"):
+        ShardLoader(data, "train", 4, shuffle=True)
+    result = runner.invoke(app, ["pca", str(data)])
+    assert result.exit_code == 1 and "is inconsistent: 8 labels, 3 images" in result.stderr
+    assert "IndexError" not in result.output and "Traceback" not in result.output
+
+
+def test_a_full_disk_names_the_file_in_every_atomic_write(tiny_data, tmp_path, monkeypatch):
+    """write_atomic (pca.json, the manifest, the mean image, run files) is where a full disk
+    shows: its Error line names the file instead of a bare "No space left on device"."""
+    data = _copy(tiny_data, tmp_path)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(shards.os, "fsync", full)
+    result = runner.invoke(app, ["pca", str(data), "--sample", "4"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == f"Error: {data / 'pca.json'}: No space left on device"
+    assert not list(data.glob(".*.tmp")) and (data / "pca.json").read_bytes() == (tiny_data / "pca.json").read_bytes()
