@@ -126,6 +126,8 @@ def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tr
         progress.log(f"ablate: {name} ({variant.what}), run {i} of {len(names)} in {out_dir / name}")
         trained[name] = _done_before(previous, settings, out_dir / name) or _train_variant(
             variant, data_dir, out_dir / name, model_cfg, train_cfg, run, recipe, progress)
+        if trained[name]["rank"] != 0:                  # under torchrun, process 0 alone reports
+            progress = NullReporter()
     if trained[FULL]["rank"] != 0:
         return None
     settings.update(crops=crops, figure1_error=figure1_error)
