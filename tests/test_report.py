@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from alexnet_cli.cli.app import app
 from alexnet_cli.config import resolve_model_config, resolve_train_config
+from alexnet_cli.errors import TrainingDiverged
 from alexnet_cli.report import read_run
 from alexnet_cli.runlog import read_metrics
 from alexnet_cli.train import RunOptions, train
@@ -137,3 +138,14 @@ def test_bad_input_is_one_error_line(two_runs, tmp_path):
     result = runner.invoke(app, ["report", str(two_runs[0]), "--out", str(tmp_path / "curves.xyz")])
     assert result.exit_code == 2 and ".png" in _error_line(result)
     assert not (tmp_path / "curves.xyz").exists()
+
+
+def test_a_run_stopped_by_a_nan_loss_reads_diverged(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged):
+        train(tiny_data, run, resolve_model_config("paper"), resolve_train_config("paper", epochs=1, batch_size=24,
+                                                                                  lr=1e12),
+              RunOptions(device="cpu", log_every=1, workers=1))
+    assert read_metrics(run)[-1]["kind"] == "diverged"
+    result = runner.invoke(app, ["report", str(run), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)[0]["state"] == "diverged"
