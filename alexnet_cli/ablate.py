@@ -36,7 +36,7 @@ from alexnet_cli.evaluate import check_crops, evaluate
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.report import RunReport, plot_runs, read_run
 from alexnet_cli.runlog import write_json_atomic
-from alexnet_cli.shards import write_atomic
+from alexnet_cli.shards import data_key, read_manifest, write_atomic
 from alexnet_cli.train import RunOptions, train
 
 FULL = "full"
@@ -116,8 +116,11 @@ def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tr
     if eval_batch_size < 1:
         raise UsageError(f"--eval-batch-size must be at least 1, got {eval_batch_size}")
     check_ablation_dir(out_dir)
-    settings = {"recipe": recipe, "data": str(data_dir), "split": run.val_split, "seed": run.seed,
-                "max_steps": run.max_steps, "model": dataclasses.asdict(model_cfg),
+    manifest = read_manifest(data_dir)
+    # the data by content (train.data_key): a folder prepared again at the same path is other data
+    data_keys = {split: data_key(manifest, split) for split in ("train", run.val_split)}   # no split: an error now
+    settings = {"recipe": recipe, "data": str(data_dir), "data_keys": data_keys, "split": run.val_split,
+                "seed": run.seed, "max_steps": run.max_steps, "model": dataclasses.asdict(model_cfg),
                 "train": dataclasses.asdict(train_cfg)}
     previous = _previous(out_dir)
     trained = {}
@@ -131,7 +134,7 @@ def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tr
     if trained[FULL]["rank"] != 0:
         return None
     settings.update(crops=crops, figure1_error=figure1_error)
-    cached = {v["name"]: v for v in previous.get("variants", [])}
+    cached = {v["name"]: v for v in previous.get("variants", []) if previous.get("data_keys") == data_keys}
     results = {}
     for name in names:
         if _still_valid(cached.get(name), out_dir / name, trained[name], crops, run.val_split):
