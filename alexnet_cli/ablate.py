@@ -83,12 +83,14 @@ def parse_variants(names: str | Sequence[str] | None) -> list[str]:
     asked = [n.strip() for n in names if n.strip()]
     unknown = [n for n in asked if n not in VARIANTS and n != FULL]
     if unknown or not asked:
-        raise UsageError(f"--variants: {'unknown variant ' + ', '.join(map(repr, unknown)) if unknown else 'none given'}"
-                         f"; choose among {', '.join(VARIANTS)}")
+        what = f"unknown variant {', '.join(map(repr, unknown))}" if unknown else "none given"
+        raise UsageError(f"--variants: {what}; choose among {', '.join(VARIANTS)}")
     return [n for n in VARIANTS if n in asked]
 
 
-def variant_configs(variant: Variant, model_cfg: ModelConfig, train_cfg: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
+def variant_configs(variant: Variant, model_cfg: ModelConfig,
+                    train_cfg: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
+    """The full network's settings with the variant's changes."""
     return dataclasses.replace(model_cfg, **variant.model), dataclasses.replace(train_cfg, **variant.train)
 
 
@@ -216,9 +218,9 @@ def _evaluate(run_dir: Path, data_dir: Path, trained: dict[str, Any], crops: int
     device = run.devices[0] if trained["parallel"] == "model" else run.device
     result = evaluate([run_dir / "checkpoints" / "last.pt"], data_dir, split=run.val_split, crops=crops,
                       batch_size=batch_size, device=device, bf16=run.bf16, workers=run.workers, progress=progress)
-    return {"name": run_dir.name, "trained": trained, "eval": {"top1_error": result.top1_error, "top5_error": result.top5_error,
-                                           "n": result.n, "crops": crops, "split": run.val_split,
-                                           "step": trained["step"], "checkpoint": _checkpoint_id(run_dir)}}
+    measured = {"top1_error": result.top1_error, "top5_error": result.top5_error, "n": result.n, "crops": crops,
+                "split": run.val_split, "step": trained["step"], "checkpoint": _checkpoint_id(run_dir)}
+    return {"name": run_dir.name, "trained": trained, "eval": measured}
 
 
 def _first_below(run: RunReport, threshold: float) -> dict[str, int] | None:

@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 
 from alexnet_cli.ablate import FULL, HEADER, VARIANTS, ablate, figure1_line, table_rows, title
-from alexnet_cli.cli.common import CropsOpt, ExistingDir, JsonOpt, console, err_console, print_json, reporter
+from alexnet_cli.cli.common import ExistingDir, JsonOpt, console, err_console, print_json, reporter
 from alexnet_cli.cli.options import BiasInitOpt, RecipeOpt, model_config_from_options
 from alexnet_cli.config import resolve_train_config
 from alexnet_cli.train import RunOptions
