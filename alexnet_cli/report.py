@@ -203,6 +203,7 @@ def plot_runs(runs: Sequence[RunReport], path: str | Path, *, title: str | None 
     Written atomically in the format the suffix names."""
     from matplotlib.figure import Figure          # the object API: no pyplot state, no screen
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogFormatter
 
     path = check_picture_path(path)
     fig = Figure(figsize=(13, 5), dpi=100, layout="constrained")
@@ -233,10 +234,14 @@ def plot_runs(runs: Sequence[RunReport], path: str | Path, *, title: str | None 
     positive = [v for v in losses if v > 0]
     if positive and max(positive) / min(positive) > 10:   # the early loss would flatten the rest
         loss_ax.set_yscale("log")
+        for axis_formatter in (loss_ax.yaxis.set_major_formatter, loss_ax.yaxis.set_minor_formatter):
+            axis_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))   # 0.3, not 3x10^-1
     loss_ax.set(xlabel="step", ylabel="training loss (cross-entropy)" + (", log scale" if
                 loss_ax.get_yscale() == "log" else ""), title="Training loss")
     err_ax.set(xlabel="epoch", ylabel="top-1 error (%)", title="Top-1 error")
-    err_ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in (loss_ax, err_ax):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    loss_ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if abs(v) >= 1000 else f"{v:g}"))
     for ax in (loss_ax, err_ax):
         ax.grid(True, alpha=0.3)
     loss_ax.legend(loc="best", fontsize=9, title="run")

@@ -41,7 +41,11 @@ def _pair(top1: float | None, top5: float | None) -> str:
 
 
 def _settings(r: RunReport) -> str:
-    return ", ".join([r.recipe, *(f"{k}={v}" for k, v in r.changed.items())])
+    return "\n".join([r.recipe, *(f"{k}={v}" for k, v in r.changed.items())])
+
+
+def _rate(images_per_s: float | None) -> str:
+    return "" if images_per_s is None else f"{images_per_s:,.0f}" if images_per_s >= 10 else f"{images_per_s:.1f}"
 
 
 def _time(seconds: float) -> str:
@@ -51,17 +55,19 @@ def _time(seconds: float) -> str:
 
 
 def table(reports: list[RunReport]) -> Table:
-    """One row per run; under its name, the recipe and the settings changed from it."""
+    """One row per run: under its name the recipe and the settings changed from it, under its
+    epochs its state, under its best error that error's epoch (fits 80 columns)."""
     t = Table(title="Runs: validation top-1 / top-5 error (%, centre crop)", title_justify="left",
               box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
-    for col, justify in (("run", "left"), ("epochs", "right"), ("best", "right"),
-                         ("last", "right"), ("lr/10 at", "left"), ("img/s", "right"),
-                         ("time", "right"), ("state", "left")):
-        t.add_column(col, justify=justify, overflow="fold", no_wrap=col not in ("run", "lr/10 at"),
-                     min_width={"run": 10, "lr/10 at": 5}.get(col))
+    for col, justify in (("run", "left"), ("epochs", "right"), ("best", "right"), ("last", "right"),
+                         ("lr/10 after", "left"), ("img/s", "right"), ("time", "right")):
+        t.add_column(col, justify=justify, overflow="fold", no_wrap=col not in ("run", "lr/10 after"),
+                     min_width={"run": 13, "lr/10 after": 6}.get(col))
     for r in reports:
-        best = f"{_pair(r.best_val_top1_error, r.best_val_top5_error)}\n[dim]epoch {r.best_epoch}[/]" if r.best_epoch else ""
-        t.add_row(f"[bold]{escape(r.name)}[/]\n[dim]{escape(_settings(r))}[/]", f"{r.epochs_done}/{r.epochs_total}",
-                  best, _pair(r.last_val_top1_error, r.last_val_top5_error), ", ".join(map(str, r.lr_drops)),
-                  "" if r.images_per_s is None else f"{r.images_per_s:,.0f}", _time(r.time_s), r.state)
+        best = _pair(r.best_val_top1_error, r.best_val_top5_error)
+        t.add_row(f"[bold]{escape(r.name)}[/]\n[dim]{escape(_settings(r))}[/]",
+                  f"{r.epochs_done}/{r.epochs_total}\n{r.state}",
+                  f"{best}\n[dim]epoch {r.best_epoch}[/]" if best else "",
+                  _pair(r.last_val_top1_error, r.last_val_top5_error), ", ".join(map(str, r.lr_drops)),
+                  _rate(r.images_per_s), _time(r.time_s))
     return t
