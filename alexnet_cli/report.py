@@ -74,8 +74,9 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise AlexnetError(f"{run_dir} is not a training run's folder (not a folder)")
     if not path.is_file():
-        raise AlexnetError(f"{run_dir} is not a training run's folder (no config.json; "
-                           "`alexnet train --out RUN` makes one)")
+        hint = (f"it is `alexnet ablate`'s folder: give its runs, e.g. {run_dir / 'full'}"
+                if (run_dir / "ablations.json").exists() else "`alexnet train --out RUN` makes one")
+        raise AlexnetError(f"{run_dir} is not a training run's folder (no config.json; {hint})")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
