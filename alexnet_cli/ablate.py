@@ -307,7 +307,7 @@ def figure1_line(doc: dict[str, Any]) -> str | None:
 def title(doc: dict[str, Any]) -> str:
     n = doc["variants"][0]["eval"]["n"] if doc["variants"] else 0
     crops = f"{doc['crops']} crop{'s' if doc['crops'] > 1 else ''}"
-    return (f"Ablations ({doc['recipe']} recipe): errors of each final network on {doc['split']} "
+    return (f"Ablations ({doc['recipe']} recipe): error (%) of each final network on {doc['split']} "
             f"({n:,} images, {crops}); Δ = variant - full, in points")
 
 

@@ -235,8 +235,12 @@ def plot_runs(runs: Sequence[RunReport], path: str | Path, *, title: str | None 
     positive = [v for v in losses if v > 0]
     if positive and max(positive) / min(positive) > 10:   # the early loss would flatten the rest
         loss_ax.set_yscale("log")
-        for axis_formatter in (loss_ax.yaxis.set_major_formatter, loss_ax.yaxis.set_minor_formatter):
-            axis_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))   # 0.3, not 3x10^-1
+        class PlainLogFormatter(LogFormatter):       # 0.3, not 3x10^-1 (matplotlib's own subclasses
+            def _num_to_string(self, x, vmin, vmax):  # override this method the same way)
+                return f"{x:.3g}"
+
+        loss_ax.yaxis.set_major_formatter(PlainLogFormatter())
+        loss_ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     loss_ax.set(xlabel="step", ylabel="training loss (cross-entropy)" + (", log scale" if
                 loss_ax.get_yscale() == "log" else ""), title="Training loss")
     err_ax.set(xlabel="epoch", ylabel="top-1 error (%)", title="Top-1 error")

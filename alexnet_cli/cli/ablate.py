@@ -10,7 +10,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from alexnet_cli.ablate import FULL, HEADER, VARIANTS, ablate, figure1_line, table_rows, title
+from alexnet_cli.ablate import FULL, VARIANTS, ablate, figure1_line, title
 from alexnet_cli.cli.common import ExistingDir, JsonOpt, console, err_console, print_json, reporter
 from alexnet_cli.cli.options import BiasInitOpt, RecipeOpt, model_config_from_options
 from alexnet_cli.config import resolve_train_config
@@ -86,13 +86,22 @@ def ablate_cmd(
     err_console.print(f"table: {out / 'ablations.md'}, curves: {out / 'curves.png'}", highlight=False)
 
 
+def _pct(x: float | None, sign: bool = False) -> str:
+    return "n/a" if x is None else f"{100 * x:+.2f}" if sign else f"{100 * x:.2f}"
+
+
 def table(doc: dict) -> Table:
-    """ablations.md's table without its "what" column (the variant's name says it)."""
+    """ablations.md's table, its numbers paired to fit 80 columns."""
     t = Table(title=title(doc), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
               collapse_padding=True)
-    keep = [i for i, col in enumerate(HEADER) if col != "what"]
-    for i in keep:
-        t.add_column(HEADER[i], justify="left" if HEADER[i] in ("variant", "paper Δ", "state") else "right")
-    for row in table_rows(doc):
-        t.add_row(*(row[i] for i in keep))
+    for col, justify in (("variant", "left"), ("top-1/top-5", "right"), ("Δ top-1/top-5", "right"),
+                         ("paper Δ", "left"), ("train-val gap", "right"), ("epochs", "right")):
+        t.add_column(col, justify=justify, no_wrap=col not in ("paper Δ", "train-val gap"),
+                     min_width=9 if col == "paper Δ" else None)
+    for v in doc["variants"]:
+        full = v["name"] == FULL
+        t.add_row(v["name"], f"{_pct(v['top1_error'])}/{_pct(v['top5_error'])}",
+                  "" if full else f"{_pct(v['delta_top1'], True)}/{_pct(v['delta_top5'], True)}",
+                  "reference" if full else v["paper"], _pct(v["train_val_gap"], True),
+                  f"{v['epochs_done']}/{v['epochs']}\n[dim]{v['state']}[/]")
     return t
