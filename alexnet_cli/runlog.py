@@ -60,5 +60,19 @@ class MetricsLog:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of RUN/metrics.jsonl. A last line without its newline is being written by a
+    run in progress and is left out; any other line that is not JSON is an error."""
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = lines[:-1]                              # "" after the last newline, or a partial line
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            raise AlexnetError(f"{path}: line {number} is not JSON ({line[:60]!r})") from None
+    return records

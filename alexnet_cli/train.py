@@ -396,6 +396,7 @@ class Trainer:
             bad = bad.to(torch.int32)
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if bool(bad):                                                       # host sync
+            self.log.write({"kind": "diverged", "step": self.pos.step})     # for `alexnet report`
             raise TrainingDiverged(
                 f"the loss became NaN or infinite before step {self.pos.step}; stopped. The last good "
                 f"checkpoint is kept in {self.out_dir / 'checkpoints'}. Try a lower --lr.")

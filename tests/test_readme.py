@@ -45,14 +45,16 @@ def adapt(line: str, paths: dict[str, str]) -> list[str]:
             args[args.index("--rdzv_endpoint") + 1] = "localhost:29531"
     if "--workers" in args and args[0] == "alexnet":
         args[args.index("--workers") + 1] = "2"
-    if "train" in args:
+    if "train" in args or "ablate" in args:
         args += TRAIN_TINY + ([] if "--parallel" in args or "--devices" in args else ["--device", "cpu"])
+    if "ablate" in args:
+        args += ["--crops", "1"]
     return args
 
 
 def test_readme_has_the_commands_it_promises():
     commands = readme_commands()
-    for sub in ("prep", "pca", "train", "eval", "predict", "kernels", "neighbors", "summary"):
+    for sub in ("prep", "pca", "train", "eval", "predict", "kernels", "neighbors", "summary", "ablate", "report"):
         assert any(c.startswith(f"alexnet {sub} ") for c in commands), sub
     assert sum(c.startswith("torchrun") for c in commands) == 2
 

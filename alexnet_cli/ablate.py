@@ -1,0 +1,318 @@
+"""`alexnet ablate`: the paper's ablations as one resumable command.
+
+The full network and each variant the paper reports train in a run folder of their own under
+DIR (`DIR/full`, `DIR/no-lrn`, ...), one after the other, with the same recipe, data, seed and
+training options; then each final network (`checkpoints/last.pt`) is evaluated on the
+validation split and set beside the full network, with the paper's differences:
+
+- no-lrn       section 4.3: LRN lowers top-1 / top-5 error by 1.4 / 1.2 points
+- pool2        section 4.4: overlapping pooling (3/2 against 2/2) by 0.4 / 0.3
+- one-column   section 4.2: two columns against one with half the kernels, by 1.7 / 1.2
+- no-dropout   section 5.2: without dropout the network overfits substantially (train-val gap)
+- no-pca-aug   section 5.1: the PCA colour noise lowers top-1 error by over 1 point
+- tanh         section 4.1, figure 1: ReLUs reach 25% training error about 6 times faster
+
+Resumable as a whole: every run trains with `train --resume` semantics (train.py), so a rerun
+continues the unfinished run and trains nothing in a finished one; each evaluation is kept in
+DIR/ablations.json with the step and checkpoint it measured, and a rerun reuses it while the
+run has not changed. DIR/ablations.md holds the table, DIR/curves.png the learning curves.
+Under torchrun (`--parallel data`) every process trains each variant in turn, data parallel;
+process 0 alone evaluates and writes the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from alexnet_cli.config import ModelConfig, TrainConfig
+from alexnet_cli.distributed import launched_by_torchrun
+from alexnet_cli.errors import AlexnetError, UsageError
+from alexnet_cli.evaluate import check_crops, evaluate
+from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.report import RunReport, plot_runs, read_run
+from alexnet_cli.runlog import write_json_atomic
+from alexnet_cli.shards import data_key, read_manifest, write_atomic
+from alexnet_cli.train import RunOptions, train
+
+FULL = "full"
+PAPER_TANH_RATIO = 6.0     # figure 1: "six times faster than an equivalent network with tanh neurons"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One ablation: the settings it changes and what the paper measured for it."""
+
+    name: str
+    what: str
+    section: str
+    model: dict[str, Any] = field(default_factory=dict)    # ModelConfig fields it changes
+    train: dict[str, Any] = field(default_factory=dict)    # TrainConfig fields it changes
+    paper_top1: float | None = None                        # the paper's error increase, fraction
+    paper_top5: float | None = None
+    paper: str = ""                                        # the paper's finding in words
+
+
+VARIANTS = {v.name: v for v in (
+    Variant("no-lrn", "no response normalisation", "4.3", model={"lrn": False},
+            paper_top1=0.014, paper_top5=0.012, paper="+1.4 / +1.2"),
+    Variant("pool2", "non-overlapping pooling (2/2)", "4.4", model={"pool_kernel": 2, "pool_stride": 2},
+            paper_top1=0.004, paper_top5=0.003, paper="+0.4 / +0.3"),
+    Variant("one-column", "one column, half the kernels", "4.2", model={"columns": 1},
+            paper_top1=0.017, paper_top5=0.012, paper="+1.7 / +1.2"),
+    Variant("no-dropout", "no dropout", "5.2", model={"dropout": 0.0},
+            paper="overfits (see gap)"),
+    Variant("no-pca-aug", "no PCA colour noise", "5.1", train={"pca_aug": False},
+            paper_top1=0.01, paper="+1 or more (top-1)"),
+    Variant("tanh", "tanh instead of ReLU", "4.1", model={"activation": "tanh"},
+            paper="6x slower (figure 1)"),
+)}
+FULL_VARIANT = Variant(FULL, "the paper's network", "")
+
+
+def parse_variants(names: str | Sequence[str] | None) -> list[str]:
+    """The variants asked for, in the paper's order; None: all of them."""
+    if names is None:
+        return list(VARIANTS)
+    if isinstance(names, str):
+        names = names.split(",")
+    asked = [n.strip() for n in names if n.strip()]
+    unknown = [n for n in asked if n not in VARIANTS and n != FULL]
+    if unknown or not asked:
+        what = f"unknown variant {', '.join(map(repr, unknown))}" if unknown else "none given"
+        raise UsageError(f"--variants: {what}; choose among {', '.join(VARIANTS)}")
+    return [n for n in VARIANTS if n in asked]
+
+
+def variant_configs(variant: Variant, model_cfg: ModelConfig,
+                    train_cfg: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
+    """The full network's settings with the variant's changes."""
+    return dataclasses.replace(model_cfg, **variant.model), dataclasses.replace(train_cfg, **variant.train)
+
+
+def check_ablation_dir(out_dir: Path) -> None:
+    """DIR holds run folders; a run folder itself (or a file) is not a place for them."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file; give a folder for the runs")
+    if (out_dir / "config.json").exists():
+        raise AlexnetError(f"{out_dir} is a training run's folder; give ablate a folder of its own "
+                           "(it makes one run folder per variant in it)")
+
+
+def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
+           run: RunOptions = RunOptions(), *, recipe: str = "paper", variants: Sequence[str] | None = None,
+           crops: int = 10, figure1_error: float = 0.25, eval_batch_size: int = 128,
+           progress: Reporter = NullReporter()) -> dict[str, Any] | None:
+    """Train (or continue) the full network and each variant under `out_dir`, evaluate each,
+    write ablations.json, ablations.md and curves.png; returns the ablations.json document
+    (None in processes other than torchrun's rank 0)."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    names = [FULL, *parse_variants(variants)]
+    check_crops(crops)
+    if not 0 < figure1_error < 1:
+        raise UsageError(f"--figure1-error must be between 0 and 100 percent, got {100 * figure1_error:g}")
+    if eval_batch_size < 1:
+        raise UsageError(f"--eval-batch-size must be at least 1, got {eval_batch_size}")
+    check_ablation_dir(out_dir)
+    manifest = read_manifest(data_dir)
+    # the data by content (train.data_key): a folder prepared again at the same path is other data
+    data_keys = {split: data_key(manifest, split) for split in ("train", run.val_split)}   # no split: an error now
+    settings = {"recipe": recipe, "data": str(data_dir), "data_keys": data_keys, "split": run.val_split,
+                "seed": run.seed, "max_steps": run.max_steps, "model": dataclasses.asdict(model_cfg),
+                "train": dataclasses.asdict(train_cfg)}
+    previous = _previous(out_dir)
+    trained = {}
+    for i, name in enumerate(names, 1):
+        variant = VARIANTS.get(name, FULL_VARIANT)
+        progress.log(f"ablate: {name} ({variant.what}), run {i} of {len(names)} in {out_dir / name}")
+        trained[name] = _done_before(previous, settings, out_dir / name) or _train_variant(
+            variant, data_dir, out_dir / name, model_cfg, train_cfg, run, recipe, progress)
+        if trained[name]["rank"] != 0:                  # under torchrun, process 0 alone reports
+            progress = NullReporter()
+    if trained[FULL]["rank"] != 0:
+        return None
+    settings.update(crops=crops, figure1_error=figure1_error)
+    cached = {v["name"]: v for v in previous.get("variants", []) if previous.get("data_keys") == data_keys}
+    results = {}
+    for name in names:
+        if _still_valid(cached.get(name), out_dir / name, trained[name], crops, run.val_split):
+            results[name] = {**cached[name], "trained": trained[name]}
+            continue
+        progress.log(f"ablate: evaluating {name} ({crops} crop{'s' if crops > 1 else ''}, {run.val_split})")
+        results[name] = _evaluate(out_dir / name, data_dir, trained[name], crops, run, eval_batch_size, progress)
+        write_json_atomic(out_dir / "ablations.json",           # a kill keeps what was measured
+                          {"complete": False, **settings, "variants": list(results.values())})
+    runs = {name: read_run(out_dir / name, name) for name in names}
+    doc = _document(settings, names, results, runs, figure1_error)
+    write_json_atomic(out_dir / "ablations.json", doc)
+    write_atomic(out_dir / "ablations.md", markdown(doc).encode("utf-8"))
+    plot_runs(list(runs.values()), out_dir / "curves.png", title=f"Ablations ({recipe} recipe): {', '.join(names)}")
+    return doc
+
+
+def _train_variant(variant: Variant, data_dir: Path, run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
+                   run: RunOptions, recipe: str, progress: Reporter) -> dict[str, Any]:
+    """Train the variant's run to its end (or --max-steps), continuing what is there."""
+    m, t = variant_configs(variant, model_cfg, train_cfg)
+    resume = (run_dir / "checkpoints" / "last.pt").exists()
+    try:
+        result = train(data_dir, run_dir, m, t, dataclasses.replace(run, resume=resume), recipe=recipe,
+                       progress=progress)
+    except AlexnetError as exc:
+        raise type(exc)(f"ablate, variant {variant.name}: {exc}") from None
+    return {k: result[k] for k in ("step", "epochs", "finished", "parallel", "rank")}
+
+
+def _done_before(previous: dict[str, Any], settings: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
+    """What an earlier `ablate` with the same settings recorded for this run, when the run is
+    complete (finished, or at --max-steps) and its checkpoint unchanged since: nothing to train,
+    not even a checkpoint to load. Under torchrun every process trains (train decides)."""
+    entry = next((v for v in previous.get("variants", []) if v.get("name") == run_dir.name), None)
+    if launched_by_torchrun() or entry is None or "trained" not in entry or "eval" not in entry:
+        return None
+    if any(previous.get(k) != v for k, v in settings.items()):
+        return None
+    done = entry["trained"]
+    complete = done.get("finished") or (settings["max_steps"] is not None and done.get("step") == settings["max_steps"])
+    if not complete or entry["eval"].get("checkpoint") != _checkpoint_id(run_dir):
+        return None
+    return done
+
+
+def _previous(out_dir: Path) -> dict[str, Any]:
+    path = out_dir / "ablations.json"
+    if not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}                      # written atomically: only a hand edit breaks it; measure again
+    return doc if isinstance(doc, dict) else {}
+
+
+def _checkpoint_id(run_dir: Path) -> dict[str, int] | None:
+    """Which last.pt this is: a retrained or resumed run writes a new file."""
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.exists():
+        return None
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _still_valid(entry: dict[str, Any] | None, run_dir: Path, trained: dict[str, Any], crops: int,
+                 split: str) -> bool:
+    """An earlier evaluation measured this very checkpoint in the same way."""
+    if not entry or "eval" not in entry:
+        return False
+    e = entry["eval"]
+    return (e.get("step") == trained["step"] and e.get("crops") == crops and e.get("split") == split
+            and e.get("checkpoint") == _checkpoint_id(run_dir))
+
+
+def _evaluate(run_dir: Path, data_dir: Path, trained: dict[str, Any], crops: int, run: RunOptions,
+              batch_size: int, progress: Reporter) -> dict[str, Any]:
+    device = run.devices[0] if trained["parallel"] == "model" else run.device
+    result = evaluate([run_dir / "checkpoints" / "last.pt"], data_dir, split=run.val_split, crops=crops,
+                      batch_size=batch_size, device=device, bf16=run.bf16, workers=run.workers, progress=progress)
+    measured = {"top1_error": result.top1_error, "top5_error": result.top5_error, "n": result.n, "crops": crops,
+                "split": run.val_split, "step": trained["step"], "checkpoint": _checkpoint_id(run_dir)}
+    return {"name": run_dir.name, "trained": trained, "eval": measured}
+
+
+def _first_below(run: RunReport, threshold: float) -> dict[str, int] | None:
+    """Figure 1's measure: the first epoch (and its step) whose training top-1 error is at or
+    below `threshold`."""
+    for r in run.kind("epoch"):
+        if r.get("train_top1_error", math.inf) <= threshold:
+            return {"epoch": int(r["epoch"]), "step": int(r["step"])}
+    return None
+
+
+def _document(settings: dict[str, Any], names: list[str], results: dict[str, Any], runs: dict[str, RunReport],
+              figure1_error: float) -> dict[str, Any]:
+    full = results[FULL]["eval"]
+    variants = []
+    for name in names:
+        v, e, r = VARIANTS.get(name, FULL_VARIANT), results[name]["eval"], runs[name]
+        last = r.kind("epoch")[-1] if r.epochs_done else {}
+        gap = (last["val_top1_error"] - last["train_top1_error"]
+               if last.get("val_top1_error") is not None else None)
+        variants.append({
+            "name": name, "what": v.what, "section": v.section, "run": str(r.path), "changed": {**v.model, **v.train},
+            "state": "finished" if results[name]["trained"]["finished"] else "stopped",
+            "epochs_done": r.epochs_done, "epochs": r.epochs_total, "step": e["step"],
+            "top1_error": e["top1_error"], "top5_error": e["top5_error"],
+            "delta_top1": e["top1_error"] - full["top1_error"], "delta_top5": e["top5_error"] - full["top5_error"],
+            "paper_delta_top1": v.paper_top1, "paper_delta_top5": v.paper_top5, "paper": v.paper,
+            "train_top1_error": last.get("train_top1_error"), "val_top1_error": last.get("val_top1_error"),
+            "train_val_gap": gap, "trained": results[name]["trained"], "eval": e})
+    doc = {"complete": True, **settings, "variants": variants}
+    if "tanh" in names:
+        relu, tanh = _first_below(runs[FULL], figure1_error), _first_below(runs["tanh"], figure1_error)
+        doc["figure1"] = {
+            "threshold": figure1_error, "relu": relu, "tanh": tanh,
+            "epochs": {FULL: runs[FULL].epochs_done, "tanh": runs["tanh"].epochs_done},
+            "ratio_epochs": tanh["epoch"] / relu["epoch"] if relu and tanh else None,
+            "ratio_steps": tanh["step"] / relu["step"] if relu and tanh else None,
+            "paper_ratio": PAPER_TANH_RATIO}
+    return doc
+
+
+# ----------------------------------------------------------------------- the table
+HEADER = ["variant", "what", "top-1", "top-5", "Δ top-1", "Δ top-5", "paper Δ", "train-val gap", "epochs",
+          "state"]
+
+
+def _pct(x: float | None, sign: bool = False) -> str:
+    return "n/a" if x is None else f"{100 * x:+.2f}" if sign else f"{100 * x:.2f}%"
+
+
+def table_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """The table of `alexnet ablate` (and of ablations.md), one row per run, full network first."""
+    rows = []
+    for v in doc["variants"]:
+        full = v["name"] == FULL
+        rows.append([v["name"], v["what"], _pct(v["top1_error"]), _pct(v["top5_error"]),
+                     "" if full else _pct(v["delta_top1"], True), "" if full else _pct(v["delta_top5"], True),
+                     "reference" if full else v["paper"], _pct(v["train_val_gap"], True),
+                     f"{v['epochs_done']}/{v['epochs']}", v["state"]])
+    return rows
+
+
+def figure1_line(doc: dict[str, Any]) -> str | None:
+    """Figure 1's comparison in one sentence, or None without the tanh variant."""
+    f = doc.get("figure1")
+    if f is None:
+        return None
+    threshold = f"{100 * f['threshold']:g}%"
+
+    def reached(name: str, at: dict[str, int] | None) -> str:
+        n = f["epochs"][name]
+        return f"epoch {at['epoch']} (step {at['step']:,})" if at else f"not within {n} epoch{'s' if n != 1 else ''}"
+
+    if f["ratio_epochs"] is not None:
+        ratio = f"tanh needs {f['ratio_epochs']:.1f}x the epochs ({f['ratio_steps']:.1f}x the steps)"
+    elif f["relu"] and f["epochs"]["tanh"] > f["relu"]["epoch"]:
+        ratio = f"tanh needs more than {f['epochs']['tanh'] / f['relu']['epoch']:.1f}x the epochs"
+    else:
+        ratio = "no ratio yet"
+    return (f"Figure 1, training top-1 error down to {threshold}: ReLU {reached(FULL, f['relu'])}, tanh "
+            f"{reached('tanh', f['tanh'])}; {ratio} (paper: about {f['paper_ratio']:g}x)")
+
+
+def title(doc: dict[str, Any]) -> str:
+    n = doc["variants"][0]["eval"]["n"] if doc["variants"] else 0
+    crops = f"{doc['crops']} crop{'s' if doc['crops'] > 1 else ''}"
+    return (f"Ablations ({doc['recipe']} recipe): error (%) of each final network on {doc['split']} "
+            f"({n:,} images, {crops}); Δ = variant - full, in points")
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    lines = [f"# {title(doc)}", "", "| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(doc)]
+    line = figure1_line(doc)
+    return "\n".join(lines + ([""] + [line] if line else [])) + "\n"

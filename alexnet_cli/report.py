@@ -1,0 +1,275 @@
+"""`alexnet report`: training runs side by side, from what each run folder records
+(config.json and metrics.jsonl, runlog.py), and their learning curves as one picture.
+
+One `RunReport` per run folder: the recipe and the settings that differ from it, epochs done,
+the best and last validation errors, the epochs after which the learning rate was divided,
+the median throughput, the training time and the run's state. `plot_runs` draws the training
+loss against steps and the training and validation top-1 error against epochs, every run
+overlaid, with matplotlib's Agg renderer (no screen needed).
+
+A run still being written is fine: a partial last line of metrics.jsonl is left out.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from alexnet_cli.config import RECIPE_NAMES, resolve_model_config, resolve_train_config, to_dict
+from alexnet_cli.errors import AlexnetError, UsageError
+from alexnet_cli.runlog import read_metrics
+from alexnet_cli.shards import write_atomic
+
+STATES = ("running", "finished", "stopped", "diverged")
+RUNNING_WITHIN_S = 120      # seconds: a run whose files changed this recently is taken to be training
+# settings with a column of their own (epochs) or that follow the data (num_classes)
+NOT_CHANGES = {"epochs", "num_classes"}
+
+
+@dataclass
+class RunReport:
+    """What one run folder says about its run. Errors are fractions in [0, 1]."""
+
+    name: str                               # the label in the table and the picture
+    path: Path
+    recipe: str
+    changed: dict[str, Any]                 # settings that differ from the recipe's
+    epochs_done: int
+    epochs_total: int
+    step: int                               # the last step logged
+    best_epoch: int | None                  # the epoch of the lowest validation top-1 error
+    best_val_top1_error: float | None
+    best_val_top5_error: float | None       # at best_epoch
+    last_val_top1_error: float | None
+    last_val_top5_error: float | None
+    last_train_top1_error: float | None
+    lr_drops: list[int]                     # the epochs after which the rate was divided
+    images_per_s: float | None              # median over the log intervals
+    time_s: float                           # training time logged (validation and saves left out)
+    state: str                              # one of STATES
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run": self.name, "path": str(self.path), "recipe": self.recipe, "changed": self.changed,
+                "epochs_done": self.epochs_done, "epochs": self.epochs_total, "step": self.step,
+                "best_epoch": self.best_epoch, "best_val_top1_error": self.best_val_top1_error,
+                "best_val_top5_error": self.best_val_top5_error,
+                "last_val_top1_error": self.last_val_top1_error, "last_val_top5_error": self.last_val_top5_error,
+                "last_train_top1_error": self.last_train_top1_error, "lr_drops": self.lr_drops,
+                "images_per_s": self.images_per_s, "time_s": self.time_s, "state": self.state}
+
+    def kind(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("kind") == kind]
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run folder's config.json; a folder without one (or with another file of that name)
+    is not a run."""
+    path = run_dir / "config.json"
+    if not run_dir.is_dir():
+        raise AlexnetError(f"{run_dir} is not a training run's folder (not a folder)")
+    if not path.is_file():
+        hint = (f"it is `alexnet ablate`'s folder: give its runs, e.g. {run_dir / 'full'}"
+                if (run_dir / "ablations.json").exists() else "`alexnet train --out RUN` makes one")
+        raise AlexnetError(f"{run_dir} is not a training run's folder (no config.json; {hint})")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AlexnetError(f"{path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(config, dict) or not {"recipe", "model", "train"} <= config.keys():
+        raise AlexnetError(f"{run_dir} is not a training run's folder (its config.json is not a run's)")
+    return config
+
+
+def changed_from_recipe(config: dict[str, Any]) -> dict[str, Any]:
+    """The model and training settings of a run's config.json that differ from its recipe's.
+    A field the run does not record (older than the field) is not a change."""
+    recipe = config["recipe"]
+    if recipe not in RECIPE_NAMES:
+        raise AlexnetError(f"config.json names the recipe {recipe!r}, unknown here ({', '.join(RECIPE_NAMES)})")
+    changed = {}
+    for part, base in (("model", resolve_model_config(recipe)), ("train", resolve_train_config(recipe))):
+        for key, value in to_dict(base).items():
+            saved = config[part].get(key, value)
+            if key not in NOT_CHANGES and saved != value:
+                changed[key] = saved
+    return changed
+
+
+def read_run(run_dir: str | Path, name: str | None = None, *, now: float | None = None) -> RunReport:
+    """Summarise one run folder (it may still be training)."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    records = read_metrics(run_dir)
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    steps = [r for r in records if r.get("kind") == "train"]
+    with_val = [r for r in epochs if r.get("val_top1_error") is not None]
+    best = min(with_val, key=lambda r: r["val_top1_error"]) if with_val else None
+    last_val = with_val[-1] if with_val else None
+    total = int(config["train"].get("epochs", 0))
+    return RunReport(
+        name=name or run_dir.name, path=run_dir, recipe=config["recipe"], changed=changed_from_recipe(config),
+        epochs_done=len(epochs), epochs_total=total,
+        step=max((int(r.get("step", 0)) for r in records), default=0),
+        best_epoch=best and best["epoch"],
+        best_val_top1_error=best and best["val_top1_error"], best_val_top5_error=best and best.get("val_top5_error"),
+        last_val_top1_error=last_val and last_val["val_top1_error"],
+        last_val_top5_error=last_val and last_val.get("val_top5_error"),
+        last_train_top1_error=epochs[-1].get("train_top1_error") if epochs else None,
+        lr_drops=rate_drops(epochs),
+        images_per_s=statistics.median(r["images_per_s"] for r in steps) if steps else None,
+        time_s=training_time(epochs, steps, config),
+        state=run_state(run_dir, config, records, len(epochs), total, time.time() if now is None else now),
+        records=records)
+
+
+def rate_drops(epochs: list[dict[str, Any]]) -> list[int]:
+    """The epochs after which the learning rate was divided: the plateau rule's `lr_dropped`,
+    or a lower rate in the next epoch (the code's fixed schedule)."""
+    drops = set()
+    for i, r in enumerate(epochs):
+        following = epochs[i + 1] if i + 1 < len(epochs) else None
+        if r.get("lr_dropped") or (following is not None and following.get("lr", 0) < r.get("lr", 0)):
+            drops.add(int(r["epoch"]))
+    return sorted(drops)
+
+
+def training_time(epochs: list[dict[str, Any]], steps: list[dict[str, Any]], config: dict[str, Any]) -> float:
+    """Seconds of training logged: each finished epoch's `time_s`, plus the log intervals of
+    the epoch in progress (each lasted log_every * batch_size / images_per_s)."""
+    total = sum(float(r.get("time_s", 0.0)) for r in epochs)
+    last_step = epochs[-1]["step"] if epochs else 0
+    images = int(config.get("run", {}).get("log_every", 1)) * int(config["train"].get("batch_size", 1))
+    return total + sum(images / r["images_per_s"] for r in steps
+                       if r["step"] > last_step and r.get("images_per_s", 0) > 0)
+
+
+def run_state(run_dir: Path, config: dict[str, Any], records: list[dict[str, Any]], epochs_done: int,
+              epochs_total: int, now: float) -> str:
+    """diverged (its last record says so), finished (every epoch done), running (its files
+    changed recently) or stopped (killed, or ended by --max-steps: `train --resume` continues)."""
+    if records and records[-1].get("kind") == "diverged":
+        return "diverged"
+    if epochs_total and epochs_done >= epochs_total:
+        return "finished"
+    written = [p.stat().st_mtime for p in (run_dir / "metrics.jsonl", run_dir / "config.json",
+                                           run_dir / "checkpoints" / "last.pt") if p.exists()]
+    return "running" if written and now - max(written) < running_within_s(records, config) else "stopped"
+
+
+def running_within_s(records: list[dict[str, Any]], config: dict[str, Any]) -> float:
+    """How recently a run's files must have changed for it to count as training still:
+    RUNNING_WITHIN_S, or three of its longest log intervals when that is longer."""
+    images = int(config.get("run", {}).get("log_every", 1)) * int(config["train"].get("batch_size", 1))
+    longest = max((images / r["images_per_s"] for r in records
+                   if r.get("kind") == "train" and r.get("images_per_s", 0) > 0), default=0.0)
+    return max(RUNNING_WITHIN_S, 3 * longest)
+
+
+def read_runs(run_dirs: Sequence[str | Path]) -> list[RunReport]:
+    """One report per folder, named by the folder (with its parent where names repeat)."""
+    paths = [Path(p) for p in run_dirs]
+    if not paths:
+        raise UsageError("give at least one run folder")
+    names = [p.name or str(p) for p in paths]
+    names = [f"{p.parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
+    return [read_run(p, n) for p, n in zip(paths, names)]
+
+
+# --------------------------------------------------------------------- the picture
+def _figure_formats() -> set[str]:
+    from matplotlib.figure import Figure
+    return set(Figure().canvas.get_supported_filetypes())
+
+
+def check_picture_path(path: str | Path) -> Path:
+    """A file name whose suffix matplotlib writes (png, pdf, svg, ...)."""
+    path = Path(path)
+    suffix = path.suffix.lower().lstrip(".")
+    formats = _figure_formats()
+    if suffix not in formats:
+        raise UsageError(f"--out {path}: the suffix names the format; use one of "
+                         f"{', '.join('.' + f for f in sorted(formats))}")
+    return path
+
+
+def plot_runs(runs: Sequence[RunReport], path: str | Path, *, title: str | None = None) -> Path:
+    """One picture: training loss against steps (left) and top-1 error against epochs (right,
+    validation solid, training dashed); a dotted line where a run's rate was divided by 10.
+    Written atomically in the format the suffix names."""
+    from matplotlib.figure import Figure          # the object API: no pyplot state, no screen
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogFormatter
+
+    path = check_picture_path(path)
+    fig = Figure(figsize=(13, 5), dpi=100, layout="constrained")
+    loss_ax, err_ax = fig.subplots(1, 2)
+    colors = [f"C{i % 10}" for i in range(len(runs))]
+    losses = []
+    for run, color in zip(runs, colors):
+        steps = run.kind("train")
+        epochs = run.kind("epoch")
+        if steps:
+            loss_ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], color=color, lw=1.2,
+                         label=run.name, marker="." if len(steps) < 30 else None)
+            losses += [r["loss"] for r in steps if r["loss"] == r["loss"]]
+        else:
+            loss_ax.plot([], [], color=color, label=f"{run.name} (no step logged yet)")
+        marker = "o" if len(epochs) < 30 else None
+        x = [r["epoch"] for r in epochs]
+        val = [(r["epoch"], 100 * r["val_top1_error"]) for r in epochs if r.get("val_top1_error") is not None]
+        if val:
+            err_ax.plot(*zip(*val), color=color, lw=1.6, marker=marker, ms=4)
+        if epochs:
+            err_ax.plot(x, [100 * r["train_top1_error"] for r in epochs], color=color, lw=1.2, ls="--",
+                        marker=marker, ms=3, mfc="none")
+        step_of = {r["epoch"]: r["step"] for r in epochs}
+        for e in run.lr_drops:
+            err_ax.axvline(e + 0.5, color=color, ls=":", lw=1.2)
+            loss_ax.axvline(step_of[e], color=color, ls=":", lw=1.2)
+    positive = [v for v in losses if v > 0]
+    if positive and max(positive) / min(positive) > 10:   # the early loss would flatten the rest
+        loss_ax.set_yscale("log")
+        class PlainLogFormatter(LogFormatter):       # 0.3, not 3x10^-1 (matplotlib's own subclasses
+            def _num_to_string(self, x, vmin, vmax):  # override this method the same way)
+                return f"{x:.3g}"
+
+        loss_ax.yaxis.set_major_formatter(PlainLogFormatter())
+        loss_ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    loss_ax.set(xlabel="step", ylabel="training loss (cross-entropy)" + (", log scale" if
+                loss_ax.get_yscale() == "log" else ""), title="Training loss")
+    err_ax.set(xlabel="epoch", ylabel="top-1 error (%)", title="Top-1 error")
+    for ax in (loss_ax, err_ax):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    loss_ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if abs(v) >= 1000 else f"{v:g}"))
+    for ax in (loss_ax, err_ax):
+        ax.grid(True, alpha=0.3)
+    loss_ax.legend(loc="best", fontsize=9, title="run")
+    err_ax.legend(handles=[Line2D([], [], color="0.3", lw=1.6, label="validation"),
+                           Line2D([], [], color="0.3", lw=1.2, ls="--", label="training"),
+                           Line2D([], [], color="0.3", lw=1.2, ls=":", label="learning rate / 10")],
+                  loc="best", fontsize=9)
+    fig.suptitle(title or f"Learning curves: {', '.join(r.name for r in runs)}", fontsize=12)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lower().lstrip("."))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, buf.getvalue())
+    except OSError as exc:
+        raise AlexnetError(f"{path}: cannot write the picture ({exc.strerror or exc})") from None
+    return path
+
+
+def report(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> list[RunReport]:
+    """Read the runs and, with `out`, draw their curves there."""
+    if out is not None:
+        check_picture_path(out)                   # before the work, not after it
+    runs = read_runs(run_dirs)
+    if out is not None:
+        plot_runs(runs, out)
+    return runs

@@ -1,0 +1,141 @@
+"""`alexnet ablate`: every variant a run folder, the table beside the paper's differences, the
+files; a rerun trains nothing; an interrupted ablate continues; bad input is one Error line."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from alexnet_cli.ablate import FULL, ablate, figure1_line, markdown
+from alexnet_cli.checkpoint import load_checkpoint
+from alexnet_cli.cli.app import app
+from alexnet_cli.config import resolve_model_config, resolve_train_config
+from alexnet_cli.progress import NullReporter
+from alexnet_cli.runlog import read_metrics
+from alexnet_cli.train import RunOptions
+
+runner = CliRunner()
+TINY = ["--max-steps", "1", "--batch-size", "4", "--crops", "1", "--device", "cpu", "--log-every", "1",
+        "--workers", "1", "--eval-batch-size", "16"]
+
+
+def _error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("Error: "), result.output
+    assert sum(line.startswith("Error") for line in lines) == 1 and "Traceback" not in result.output
+    return lines[-1]
+
+
+def _stamps(out: Path) -> dict[str, tuple[int, int]]:
+    files = [*out.glob("*/checkpoints/last.pt"), *out.glob("*/metrics.jsonl")]
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in files}
+
+
+def test_ablate_two_variants_then_a_rerun_trains_nothing(tiny_data, tmp_path):
+    out = tmp_path / "ablations"
+    result = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(out), "--variants", "tanh,no-lrn", *TINY,
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc == json.loads((out / "ablations.json").read_text()) and doc["complete"]
+    rows = {v["name"]: v for v in doc["variants"]}
+    assert list(rows) == [FULL, "no-lrn", "tanh"]                       # the paper's order, full first
+    for name, changed in ((FULL, {}), ("no-lrn", {"lrn": False}), ("tanh", {"activation": "tanh"})):
+        config = load_checkpoint(out / name / "checkpoints" / "last.pt")["config"]
+        assert {k: config["model"][k] for k in changed} == changed and rows[name]["changed"] == changed
+        assert config["model"]["lrn"] == (name != "no-lrn") and rows[name]["step"] == 1
+        assert rows[name]["state"] == "stopped" and rows[name]["eval"]["n"] == 16
+        assert rows[name]["delta_top1"] == pytest.approx(rows[name]["top1_error"] - rows[FULL]["top1_error"])
+    assert rows["no-lrn"]["paper_delta_top1"] == 0.014 and rows["no-lrn"]["paper_delta_top5"] == 0.012
+    assert doc["figure1"]["relu"] is None and doc["figure1"]["paper_ratio"] == 6.0   # no epoch done yet
+    md = (out / "ablations.md").read_text()
+    assert md == markdown(doc) and "| no-lrn | no response normalisation |" in md and "+1.4 / +1.2" in md
+    assert (out / "curves.png").stat().st_size > 10_000
+    # the rerun: nothing trained, nothing evaluated again, the same table
+    before = _stamps(out)
+    again = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(out), "--variants", "no-lrn,tanh", *TINY])
+    assert again.exit_code == 0, again.output
+    assert _stamps(out) == before and "evaluating" not in again.stderr
+    assert "no-lrn" in again.stdout and "+1.4" in again.stdout and "Figure 1" in again.stdout
+    assert json.loads((out / "ablations.json").read_text())["variants"] == doc["variants"]
+    # other training settings for the same folder: refused, naming the variant
+    other = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(out), "--variants", "no-lrn", *TINY,
+                                "--lr", "0.02"])
+    assert other.exit_code == 1 and "ablate, variant full:" in _error_line(other) and "lr" in _error_line(other)
+    assert _stamps(out) == before
+
+
+class _Interrupt:
+    """A reporter that raises KeyboardInterrupt (a Ctrl-C) at the `after`-th training step."""
+
+    def __init__(self, after: int):
+        self.after, self.steps = after, 0
+
+    @contextmanager
+    def task(self, description, total, unit="it"):
+        yield self
+
+    def advance(self, n=1, **info):
+        if "loss" in info:                        # a training step (log_every 1); evaluation has none
+            self.steps += 1
+            if self.steps == self.after:
+                raise KeyboardInterrupt
+
+    def log(self, message):
+        pass
+
+
+def test_an_interrupted_ablate_continues_where_it_stopped(tiny_data, tmp_path):
+    out = tmp_path / "ablations"
+    args = dict(data_dir=tiny_data, out_dir=out, model_cfg=resolve_model_config("paper"),
+                train_cfg=resolve_train_config("paper", batch_size=4),
+                run=RunOptions(device="cpu", max_steps=2, save_every=1, log_every=1, workers=1),
+                variants=["no-pca-aug"], crops=1, eval_batch_size=16)
+    with pytest.raises(KeyboardInterrupt):   # the full network's 2 steps, the variant's first, Ctrl-C in its second
+        ablate(**args, progress=_Interrupt(after=4))
+    assert not (out / "ablations.json").exists()
+    full_last, full_log = _stamps(out)[str(out / FULL / "checkpoints" / "last.pt")], read_metrics(out / FULL)
+    variant_last = out / "no-pca-aug" / "checkpoints" / "last.pt"
+    assert load_checkpoint(variant_last)["trainer"]["step"] == 1            # saved at step 1 (--save-every 1)
+    assert [r["step"] for r in read_metrics(out / "no-pca-aug") if r["kind"] == "train"] == [1, 2]
+    doc = ablate(**args, progress=NullReporter())
+    assert _stamps(out)[str(out / FULL / "checkpoints" / "last.pt")] == full_last    # not trained again
+    assert read_metrics(out / FULL) == full_log
+    assert [r["step"] for r in read_metrics(out / "no-pca-aug") if r["kind"] == "train"] == [1, 2]   # once each
+    assert load_checkpoint(variant_last)["trainer"]["step"] == 2
+    assert [v["step"] for v in doc["variants"]] == [2, 2] and doc["complete"]
+    assert load_checkpoint(out / "no-pca-aug" / "checkpoints" / "last.pt")["config"]["train"]["pca_aug"] is False
+
+
+def test_figure1_ratio_and_its_sentence():
+    doc = {"figure1": {"threshold": 0.25, "relu": {"epoch": 2, "step": 20}, "tanh": {"epoch": 12, "step": 120},
+                       "epochs": {FULL: 20, "tanh": 20}, "ratio_epochs": 6.0, "ratio_steps": 6.0, "paper_ratio": 6.0}}
+    line = figure1_line(doc)
+    assert "ReLU epoch 2 (step 20)" in line and "tanh epoch 12 (step 120)" in line and "6.0x the epochs" in line
+    doc["figure1"].update(tanh=None, ratio_epochs=None, ratio_steps=None)
+    assert "tanh not within 20 epochs" in figure1_line(doc) and "more than 10.0x" in figure1_line(doc)
+    assert figure1_line({}) is None
+
+
+@pytest.mark.parametrize("extra, code, words", [
+    (["--variants", "no-lrn,dropout"], 2, "unknown variant 'dropout'; choose among no-lrn"),
+    (["--crops", "3"], 2, "--crops must be 1"),
+    (["--figure1-error", "0"], 2, "--figure1-error"),
+])
+def test_bad_options_are_one_error_line_before_any_training(tiny_data, tmp_path, extra, code, words):
+    out = tmp_path / "ablations"
+    result = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(out), *extra])
+    assert result.exit_code == code and words in _error_line(result)
+    assert not out.exists()
+
+
+def test_a_run_folder_is_not_an_ablation_folder(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"recipe": "paper", "model": {}, "train": {}, "run": {}}))
+    result = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(run)])
+    assert result.exit_code == 1 and "a folder of its own" in _error_line(result)

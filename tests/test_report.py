@@ -1,0 +1,151 @@
+"""`alexnet report`: the runs' table and JSON equal what their metrics.jsonl holds; the picture
+is drawn; a run being written and bad input are handled."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from alexnet_cli.cli.app import app
+from alexnet_cli.config import resolve_model_config, resolve_train_config
+from alexnet_cli.errors import TrainingDiverged
+from alexnet_cli.report import read_run
+from alexnet_cli.runlog import read_metrics
+from alexnet_cli.train import RunOptions, train
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_data, tmp_path_factory) -> tuple[Path, Path]:
+    """Two short runs on the CPU: `paper` (one whole epoch: 2 steps and a validation) and
+    `no-lrn` (stopped by --max-steps after 1 step)."""
+    root = tmp_path_factory.mktemp("runs")
+    run = RunOptions(device="cpu", log_every=1, workers=1)
+    train(tiny_data, root / "paper", resolve_model_config("paper"), resolve_train_config("paper", epochs=1, batch_size=24),
+          run)
+    train(tiny_data, root / "no-lrn", resolve_model_config("paper", lrn=False),
+          resolve_train_config("paper", epochs=1, batch_size=24), RunOptions(device="cpu", log_every=1, workers=1,
+                                                                            max_steps=1))
+    return root / "paper", root / "no-lrn"
+
+
+def _error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_report_json_and_picture_hold_what_the_runs_logged(two_runs, tmp_path):
+    paper, no_lrn = two_runs
+    picture = tmp_path / "curves.png"
+    result = runner.invoke(app, ["report", str(paper), str(no_lrn), "--out", str(picture), "--json"])
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert [r["run"] for r in records] == ["paper", "no-lrn"]
+    a, b = records
+    logged = read_metrics(paper)
+    epochs = [r for r in logged if r["kind"] == "epoch"]
+    steps = [r for r in logged if r["kind"] == "train"]
+    assert len(epochs) == 1 and len(steps) == 2
+    assert a["epochs_done"] == 1 and a["epochs"] == 1 and a["step"] == 2 and a["state"] == "finished"
+    assert a["best_epoch"] == 1 and a["best_val_top1_error"] == epochs[0]["val_top1_error"]
+    assert a["best_val_top5_error"] == a["last_val_top5_error"] == epochs[0]["val_top5_error"]
+    assert a["last_train_top1_error"] == epochs[0]["train_top1_error"]
+    assert a["images_per_s"] == statistics.median(r["images_per_s"] for r in steps)
+    assert a["time_s"] == pytest.approx(epochs[0]["time_s"])
+    assert a["changed"] == {"batch_size": 24} and a["recipe"] == "paper" and a["lr_drops"] == []
+    # the run stopped by --max-steps: no epoch yet, its one step, the ablation named
+    assert b["changed"] == {"lrn": False, "batch_size": 24}
+    assert b["epochs_done"] == 0 and b["step"] == 1 and b["best_val_top1_error"] is None
+    assert b["state"] in ("running", "stopped")          # written a moment ago: "running" until 2 minutes pass
+    assert read_run(no_lrn, now=time.time() + 3600).state == "stopped"
+    assert b["time_s"] == pytest.approx(24 / read_metrics(no_lrn)[0]["images_per_s"])
+    # the picture: a real, non-blank image of a sensible size
+    img = np.asarray(Image.open(picture).convert("RGB"))
+    assert 800 <= img.shape[1] <= 2000 and 300 <= img.shape[0] <= 1200
+    assert (img < 200).any(axis=2).mean() > 0.01            # lines, text and axes drawn
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # colours: not one flat fill
+
+
+def test_report_table_names_runs_settings_and_states(two_runs):
+    result = runner.invoke(app, ["report", *map(str, two_runs)])
+    assert result.exit_code == 0, result.output
+    for text in ("paper", "no-lrn", "lrn=False", "1/1", "0/1", "finished"):
+        assert text in result.stdout, text
+
+
+def test_report_reads_a_run_being_written(two_runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[0], run, ignore=shutil.ignore_patterns("checkpoints"))
+    metrics = run / "metrics.jsonl"
+    complete = metrics.read_text()
+    before = read_run(run)
+    with open(metrics, "a") as f:                        # the trainer is in the middle of a line
+        f.write('{"kind": "train", "step": 3, "epoch": 2, "lo')
+    result = runner.invoke(app, ["report", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["step"] == before.step == 2
+    # a damaged line that is not the last one is an error, not silently dropped
+    metrics.write_text(complete.replace('"kind": "epoch"', '"kind": "epo', 1))
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 1 and "metrics.jsonl: line 3 is not JSON" in _error_line(result)
+
+
+def test_best_last_rate_drops_time_and_divergence_from_the_log(two_runs, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(two_runs[0] / "config.json", run / "config.json")
+    config = json.loads((run / "config.json").read_text())
+    config["train"].update(epochs=5, lr_schedule="code", lr=0.02)
+    (run / "config.json").write_text(json.dumps(config))
+    lrs = [0.02, 0.02, 0.002, 0.002]
+    errors = [0.6, 0.4, 0.45, 0.42]
+    lines = [{"kind": "train", "step": 2 * e + 1, "epoch": e + 1, "loss": 1.0, "lr": lrs[e], "images_per_s": 24.0}
+             for e in range(4)]
+    lines += [{"kind": "epoch", "epoch": e + 1, "step": 2 * e + 2, "train_top1_error": 0.5, "train_top5_error": 0.1,
+               "lr": lrs[e], "time_s": 10.0, "val_top1_error": errors[e], "val_top5_error": errors[e] / 2,
+               "val_n": 16, "lr_dropped": False} for e in range(3)]
+    lines.sort(key=lambda r: (r["step"], r["kind"] == "epoch"))
+    lines.append({"kind": "diverged", "step": 8})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    r = read_run(run)
+    assert r.changed == {"lr": 0.02, "lr_schedule": "code", "batch_size": 24}
+    assert (r.best_epoch, r.best_val_top1_error, r.best_val_top5_error) == (2, 0.4, 0.2)
+    assert (r.last_val_top1_error, r.epochs_done, r.epochs_total, r.step) == (0.45, 3, 5, 8)
+    assert r.lr_drops == [2]                     # the rate fell after epoch 2 (a fixed schedule's drop)
+    assert r.time_s == pytest.approx(3 * 10.0 + 24 / 24.0)   # three epochs + the interval of epoch 4
+    assert r.state == "diverged"
+
+
+def test_bad_input_is_one_error_line(two_runs, tmp_path):
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "a.jpg").write_bytes(b"x")
+    result = runner.invoke(app, ["report", str(two_runs[0]), str(other)])
+    assert result.exit_code == 1 and "is not a training run's folder" in _error_line(result)
+    result = runner.invoke(app, ["report", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "does not exist" in _error_line(result)
+    result = runner.invoke(app, ["report", str(two_runs[0]), "--out", str(tmp_path / "curves.xyz")])
+    assert result.exit_code == 2 and ".png" in _error_line(result)
+    assert not (tmp_path / "curves.xyz").exists()
+
+
+def test_a_run_stopped_by_a_nan_loss_reads_diverged(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged):
+        train(tiny_data, run, resolve_model_config("paper"), resolve_train_config("paper", epochs=1, batch_size=24,
+                                                                                  lr=1e12),
+              RunOptions(device="cpu", log_every=1, workers=1))
+    assert read_metrics(run)[-1]["kind"] == "diverged"
+    result = runner.invoke(app, ["report", str(run), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)[0]["state"] == "diverged"
