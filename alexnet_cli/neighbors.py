@@ -191,9 +191,10 @@ def split_features(encoder: Encoder, data_dir: Path, split: str, features: str |
                      "file per network; delete it to free the space)")
         return path
     info = read_features_info(features)
-    if info.key != encoder.key:
-        raise CheckpointError(f"{features}: made by another network (key {info.key}; {encoder.checkpoint} "
-                              f"has {encoder.key}): features of different networks are not comparable")
+    other = info.other_network(encoder)                   # the key covers weights, network config, mean image
+    if other:
+        raise CheckpointError(f"{features}: {other}; {encoder.checkpoint}'s features are not comparable with "
+                              "them")
     if not info.made_by(encoder.key, split, count, data):
         raise DataError(f"{features}: holds the features of split '{info.split}' ({info.count} images) of other "
                         f"data than {data_dir}'s '{split}' ({count} images)")
