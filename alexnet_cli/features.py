@@ -281,6 +281,36 @@ def read_rows_index(path: str | Path, rows: Sequence[int]) -> tuple[list[str], n
     return [paths[i] for i in where], np.asarray(labels)[where], names
 
 
+def read_rows(path: str | Path, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Some rows of a features file, float32 (len(rows), dim), in the order asked (repeats
+    allowed). Random access for re-ranking: an uncompressed chunked dataset (what
+    create_features_file makes) is read through a memory map of its chunks, a row costing one
+    dim x 2 bytes read; any other layout through h5py."""
+    rows = np.asarray(rows, np.int64).ravel()
+    with h5py.File(path, "r", locking=False) as f:
+        ds = f["features"]
+        n, dim = ds.shape
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise DataError(f"{path}: no row {int(rows.max() if rows.max() >= n else rows.min())} ({n} rows)")
+        if not len(rows):
+            return np.zeros((0, dim), np.float32)
+        chunk = ds.chunks
+        if (chunk is None or chunk[1] != dim or ds.compression is not None or ds.dtype != np.float16
+                or ds.id.get_num_chunks() != -(-n // chunk[0])):
+            order, where = np.unique(rows, return_inverse=True)
+            return ds[order][where].astype(np.float32)
+        by_start = np.empty(ds.id.get_num_chunks(), np.int64)
+        for i in range(len(by_start)):
+            where = ds.id.get_chunk_info(i)
+            by_start[where.chunk_offset[0] // chunk[0]] = where.byte_offset
+    mapped = np.memmap(path, dtype=np.uint8, mode="r")
+    addr = by_start[rows // chunk[0]] + (rows % chunk[0]) * dim * 2                 # byte offset of each row
+    out = np.empty((len(rows), dim), np.float32)
+    for i, a in enumerate(addr.tolist()):
+        out[i] = mapped[a:a + 2 * dim].view(np.float16)
+    return out
+
+
 # ---------------------------------------------------------------------------- computing features
 
 def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str | Path, *, batch_size: int = 128,

@@ -20,7 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from alexnet_cli import __version__
-from alexnet_cli.cli import demo, eval as eval_cmd, features, kernels, neighbors, pca, predict, prep, summary, train
+from alexnet_cli.cli import codes, demo, eval as eval_cmd, features, kernels, neighbors, pca, predict, prep, summary, train
 from alexnet_cli.cli.common import err_console
 from alexnet_cli.errors import AlexnetError, UsageError
 
@@ -154,6 +154,7 @@ app.command("predict")(predict.predict_cmd)
 app.command("kernels")(kernels.kernels)
 app.command("features")(features.features)
 app.command("neighbors")(neighbors.neighbors)
+app.command("codes")(codes.codes)
 
 
 def main() -> None:
