@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from alexnet_cli.checkpoint import load_checkpoint, save_checkpoint
-from alexnet_cli.errors import CheckpointError, DataError, UsageError
+from alexnet_cli.checkpoint import save_checkpoint
+from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.features import FeaturesInfo, read_features_info, read_rows
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import write_atomic
@@ -491,12 +491,13 @@ def _load_state(path: Path, settings: dict[str, Any], progress: Reporter) -> dic
     """The training state saved after an epoch, if it was trained with `settings`."""
     if not path.exists():
         return None
-    try:
-        state = load_checkpoint(path)["codes"]
+    try:      # not load_checkpoint, which wants AlexNet's weights; weights_only=True as everywhere
+        state = torch.load(path, map_location="cpu", weights_only=True)["codes"]
         if not isinstance(state, dict) or {"settings", "epoch", "model", "optimizer"} - set(state):
             raise KeyError("codes")
-    except (CheckpointError, KeyError, TypeError) as exc:
-        progress.log(f"codes: starting afresh: {path} is not a codes training state ({exc})")
+    except Exception as exc:     # noqa: BLE001 - any unreadable state is only a lost head start
+        progress.log(f"codes: starting afresh: {path} is not a codes training state "
+                     f"({' '.join(str(exc).split())[:200] or type(exc).__name__})")
         return None
     if state["settings"] != settings:
         progress.log(f"codes: starting afresh: {path} was trained with other settings or features")

@@ -229,6 +229,12 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
     data_dir = Path(data_dir)
     images = [load_image(q) for q in queries]                 # unreadable queries fail before any work
     encoder = load_encoder(checkpoint, data_dir, device)
+    if codes:                                            # before the features, which can take hours
+        wanted = codes_path(features if features is not None else cache_path(data_dir, split, encoder.key), bits)
+        if not wanted.exists():
+            raise DataError(f"no {bits}-bit codes of these features ({wanted}): make them with `alexnet codes "
+                            f"{checkpoint} {data_dir} --split {split} --bits {bits}"
+                            f"{'' if features is None else f' --features {features}'}`")
     path = split_features(encoder, data_dir, split, features, batch_size=batch_size, workers=workers,
                           progress=progress)
     q = encode_queries(encoder, images)
@@ -258,9 +264,6 @@ def _code_search(queries: torch.Tensor, features: Path, k: int, *, bits: int, re
     """Hamming search of the codes beside `features` (and the exact re-ranking of the best
     `rerank`): distances, rows and the kind of the distances."""
     path = codes_path(features, bits)
-    if not path.exists():
-        raise DataError(f"no {bits}-bit codes of these features ({path}): make them with `alexnet codes "
-                        f"{checkpoint} {data_dir} --split {split} --bits {bits}`")
     info = read_codes_info(path)
     why = info.fits(read_features_info(features))           # the codes of these very features, or an error
     if why:
