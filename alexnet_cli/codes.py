@@ -35,6 +35,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -118,11 +119,23 @@ def hamming(queries: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
 def hamming_nearest(queries: np.ndarray, codes: np.ndarray, k: int, *, exclude: Sequence[int] | None = None,
                     device: torch.device | str = "cpu", memory_mb: float = 1024) -> tuple[np.ndarray, np.ndarray]:
     """The k rows of `codes` (uint8 (N, B/8)) nearest to each of `queries` (uint8 (Q, B/8)) by
-    Hamming distance, in chunks within `memory_mb`: distances (Q, k) int64 and rows (Q, k)
-    int64, nearest first, equal distances in row order. `exclude[i]`: a row query i must not
-    get (itself, when the queries are rows of the collection); -1 for none."""
+    Hamming distance: distances (Q, k) int64 and rows (Q, k) int64, nearest first, equal
+    distances in row order. `exclude[i]`: a row query i must not get (itself, when the queries
+    are rows of the collection). On the CPU in cache-sized chunks (_nearest_cpu); on a GPU in
+    chunks within `memory_mb`."""
     n = len(codes)
     k = min(k, n - (exclude is not None))
+    if k <= 0 or not len(queries):
+        return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.int64)
+    if torch.device(device).type == "cpu":           # numpy releases the GIL: one group of queries per core
+        groups = np.array_split(np.arange(len(queries)), max(1, min(torch.get_num_threads(), len(queries))))
+        if len(groups) == 1:
+            return _nearest_cpu(queries, codes, k, exclude)
+        ex = None if exclude is None else np.asarray(exclude, np.int64)
+        with ThreadPoolExecutor(len(groups)) as pool:
+            parts = list(pool.map(lambda g: _nearest_cpu(queries[g], codes, k, None if ex is None else ex[g]),
+                                  groups))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     q = _words(queries, device)                                            # (Q, W)
     ex = None if exclude is None else torch.as_tensor(np.asarray(exclude, np.int64), device=device)[:, None]
     best = torch.full((len(q), 0), 0, dtype=torch.int64, device=device)    # keys: distance << 32 | row
@@ -136,6 +149,64 @@ def hamming_nearest(queries: np.ndarray, codes: np.ndarray, k: int, *, exclude: 
         best = key.topk(min(k, key.shape[1]), dim=1, largest=False, sorted=True).values
     best = best.cpu()
     return (best >> 32).numpy(), (best & 0xFFFFFFFF).numpy()
+
+
+CPU_CHUNK = 2048       # codes per step on the CPU: the (Q, CPU_CHUNK) buffers stay in the caches
+
+
+def _nearest_cpu(queries: np.ndarray, codes: np.ndarray, k: int,
+                 exclude: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """hamming_nearest on the CPU: XOR and numpy's popcount into preallocated buffers, one
+    64-bit word at a time; a row is kept only if it beats its query's k-th best so far
+    (strictly: equal distances keep the earlier row), and the kept rows are cut back to k per
+    query when they pile up. The distances of a chunk are never sorted."""
+    qw = np.ascontiguousarray(queries).view(np.uint64)                     # (Q, W)
+    cw = np.ascontiguousarray(codes).view(np.uint64)                       # (N, W)
+    nq, nw = qw.shape
+    ex = None if exclude is None else np.asarray(exclude, np.int64)
+    xor = np.empty((nq, CPU_CHUNK), np.uint64)
+    ones = np.empty((nq, CPU_CHUNK), np.uint8)
+    dist = np.empty((nq, CPU_CHUNK), np.uint16)
+    limit = np.full(nq, np.iinfo(np.uint16).max, np.uint16)                # keep a row if its distance < limit
+    kept_q, kept_d, kept_r, pending = [], [], [], 0
+    n = len(cw)
+
+    def cut() -> None:
+        nonlocal kept_q, kept_d, kept_r, pending
+        q, d, r = (np.concatenate(a) for a in (kept_q, kept_d, kept_r))
+        order = np.lexsort((r, d, q))                                      # by query, distance, row
+        q, d, r = q[order], d[order], r[order]
+        first = np.searchsorted(q, np.arange(nq))                          # each query's first position
+        rank = np.arange(len(q)) - first[q]
+        keep = rank < k
+        q, d, r = q[keep], d[keep], r[keep]
+        full = np.bincount(q, minlength=nq) == k
+        last = np.searchsorted(q, np.arange(nq), side="right") - 1
+        limit[full] = d[last[full]]
+        kept_q, kept_d, kept_r, pending = [q], [d], [r], len(q)
+
+    for start in range(0, n, CPU_CHUNK):
+        c = cw[start:start + CPU_CHUNK].T                                  # (W, C) view
+        m = c.shape[1]
+        acc = dist[:, :m]
+        acc.fill(0)
+        for w in range(nw):
+            np.bitwise_xor(qw[:, w, None], c[w][None], out=xor[:, :m])
+            np.bitwise_count(xor[:, :m], out=ones[:, :m])
+            np.add(acc, ones[:, :m], out=acc)
+        if ex is not None:
+            inside = (ex >= start) & (ex < start + m)
+            acc[np.flatnonzero(inside), ex[inside] - start] = np.iinfo(np.uint16).max
+        qi, col = np.nonzero(acc < limit[:, None])
+        if len(qi):
+            kept_q.append(qi)
+            kept_d.append(acc[qi, col].astype(np.int64))
+            kept_r.append(col.astype(np.int64) + start)
+            pending += len(qi)
+            if pending > 4 * nq * k or start + m >= n:
+                cut()
+    cut()
+    return kept_d[0].reshape(nq, k), kept_r[0].reshape(nq, k)
 
 
 def rerank(queries: torch.Tensor, features: str | Path, candidates: np.ndarray, k: int,
