@@ -210,11 +210,12 @@ def _nearest_cpu(queries: np.ndarray, codes: np.ndarray, k: int,
 
 
 def rerank(queries: torch.Tensor, features: str | Path, candidates: np.ndarray, k: int,
-           block: int = 64) -> tuple[np.ndarray, np.ndarray]:
+           memory_mb: float = 64) -> tuple[np.ndarray, np.ndarray]:
     """The k of each query's candidate rows (Q, R) nearest by exact Euclidean distance of the
     stored features: distances (Q, k) float32 and rows (Q, k), nearest first, equal distances
-    in the candidates' order."""
+    in the candidates' order. Queries in blocks whose rows fit `memory_mb` as float32."""
     k = min(k, candidates.shape[1])
+    block = max(1, int(memory_mb * 2**20) // max(1, candidates.shape[1] * queries.shape[1] * 4 * 2))
     dist, index = [], []
     for i in range(0, len(candidates), block):
         cand = candidates[i:i + block]                                     # (b, R)
@@ -507,12 +508,13 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
         raise DataError(f"{features}: {info.count} images are too few to train codes on")
     settings = {"features_key": info.key, "data_key": info.data_key, "split": info.split, "count": info.count,
                 "dim": info.dim, "bits": bits, "hidden": hidden, "seed": seed, "noise_std": NOISE_STD, "lr": LR,
-                "batch_size": batch_size, "queries": int(len(held)), "rerank": rerank_depth, "version": VERSION}
+                "batch_size": batch_size, "queries": int(len(held)), "version": VERSION}   # what the weights depend on
     out, state_file = codes_path(features, bits), state_path(features, bits)
     if out.exists():
         try:
             done = read_codes_info(out)
-            if done.settings == settings and done.epochs == epochs:
+            if (done.settings == settings and done.epochs == epochs
+                    and done.quality.get("rerank", rerank_depth) == rerank_depth):
                 return CodesResult(out, state_file, bits, info.count, epochs, done.quality.get("loss"),
                                    done.quality, True)
         except DataError as exc:
@@ -530,7 +532,9 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
         opt = torch.optim.Adam(net.parameters(), lr=LR)
         opt.load_state_dict(saved["optimizer"])
         start, loss = int(saved["epoch"]), saved.get("loss")
-        if start:
+        if start == epochs:
+            progress.log(f"codes: {state_file} is trained ({epochs} epochs): encoding and measuring again")
+        elif start:
             progress.log(f"codes: resuming after epoch {start} of {epochs} ({state_file})")
     else:
         if saved is not None:

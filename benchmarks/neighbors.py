@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--devices", default="cpu,cuda", help="comma-separated; cuda is skipped without one")
     parser.add_argument("--file", type=Path, help="reuse (or keep) the random features file here")
     parser.add_argument("--codes-bits", type=int, default=256, help="bits of the codes rows (0: none)")
-    parser.add_argument("--rerank", type=int, default=1000, help="re-ranking depth of the last row (0: none)")
+    parser.add_argument("--rerank", type=int, default=100, help="re-ranking depth of the last row (0: none)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     args = parser.parse_args()
 

@@ -165,6 +165,10 @@ def test_a_killed_codes_run_resumes_to_the_same_codes(tmp_path, one_thread):
     # a finished file is kept; more epochs continue from the saved state
     again = StopAfter()
     assert make_codes(part, progress=again, **settings).reused and not again.lines
+    deeper = StopAfter()                                                # another --rerank: measured again, not trained
+    result = make_codes(part, progress=deeper, **{**settings, "rerank_depth": 60})
+    assert not result.reused and result.quality["rerank"] == 60 and not any(line.startswith("codes: epoch") for line in deeper.lines)
+    np.testing.assert_array_equal(read_codes(result.codes)[0], a[0])
     more = StopAfter()
     assert not make_codes(part, progress=more, **{**settings, "epochs": 4}).reused
     assert any("resuming after epoch 3 of 4" in line for line in more.lines)

@@ -48,7 +48,7 @@ def neighbors(
         return
     for r in results:
         table = Table(title=f"{r.query}: {len(r.neighbors)} nearest in '{split}'", title_justify="left")
-        for col, justify in (("#", "right"), (f"{r.distance_kind} distance", "right"), ("label", "left"),
+        for col, justify in (("#", "right"), ("hamming" if r.distance_kind == "hamming" else "distance", "right"), ("label", "left"),
                              ("path", "left")):
             table.add_column(col, justify=justify)
         for rank, n in enumerate(r.neighbors, 1):
