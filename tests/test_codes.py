@@ -261,3 +261,22 @@ def test_cli_codes_bad_input(data, checkpoint, tmp_path):
         f.attrs["features_key"] = "0123456789abcdef"
     foreign = runner.invoke(app, ask + ["--codes", "--bits", "64"])
     assert foreign.exit_code == 1 and "other features" in foreign.stderr
+
+
+@pytest.mark.gpu
+def test_gpu_hamming_search_and_training_match_the_cpu(tmp_path):
+    rng = np.random.default_rng(4)
+    codes = pack_codes(rng.integers(0, 2, (5000, 256)).astype(bool))
+    codes[4321] = codes[7]
+    cpu = hamming_nearest(codes[:20], codes, 50)
+    gpu = hamming_nearest(codes[:20], codes, 50, device="cuda", memory_mb=1)      # several chunks
+    np.testing.assert_array_equal(cpu[0], gpu[0])
+    np.testing.assert_array_equal(cpu[1], gpu[1])
+    excl = hamming_nearest(codes[:20], codes, 5, exclude=np.arange(20), device="cuda")
+    assert excl[1][7, 0] == 4321 and not (excl[1] == np.arange(20)[:, None]).any()
+
+    rows, labels = _clusters(n=600, dim=32)
+    path = tmp_path / "f.h5"
+    _features_file(path, rows, labels)
+    result = make_codes(path, bits=64, epochs=3, hidden=32, batch_size=64, queries=60, device="cuda")
+    assert result.quality["autoencoder"]["recall@6_rerank"] > 0.5
