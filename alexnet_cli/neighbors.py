@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 import torch
 
-from alexnet_cli.codes import codes_path, hamming_nearest, read_codes, read_codes_info
+from alexnet_cli.codes import BITS, codes_path, hamming_nearest, read_codes, read_codes_info
 from alexnet_cli.codes import rerank as rerank_rows
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
 from alexnet_cli.features import (Encoder, cache_path, load_encoder, read_features_info, read_rows_index,
@@ -222,6 +222,8 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
         raise UsageError("give at least one --query image")
     if rerank is not None and not codes:
         raise UsageError("--rerank re-ranks the Hamming search: give --codes too")
+    if codes and bits not in BITS:
+        raise UsageError(f"--bits must be one of {', '.join(map(str, BITS))}, got {bits}")
     if rerank is not None and rerank < k:
         raise UsageError(f"--rerank must be at least --k ({k}), got {rerank}")
     if not math.isfinite(memory_mb) or memory_mb <= 0:
@@ -240,8 +242,7 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
     q = encode_queries(encoder, images)
     kind = "euclidean"
     if codes:
-        dist, index, kind = _code_search(q, path, k, bits=bits, rerank=rerank, memory_mb=memory_mb,
-                                         split=split, checkpoint=checkpoint, data_dir=data_dir)
+        dist, index, kind = _code_search(q, path, k, bits=bits, rerank=rerank, memory_mb=memory_mb)
     else:
         dist, index = nearest(q, path, k, memory_mb=memory_mb, progress=progress)
     if index.shape[1] < k:
@@ -259,8 +260,8 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
     return results
 
 
-def _code_search(queries: torch.Tensor, features: Path, k: int, *, bits: int, rerank: int | None, memory_mb: float,
-                 split: str, checkpoint: str | Path, data_dir: Path) -> tuple[np.ndarray, np.ndarray, str]:
+def _code_search(queries: torch.Tensor, features: Path, k: int, *, bits: int, rerank: int | None,
+                 memory_mb: float) -> tuple[np.ndarray, np.ndarray, str]:
     """Hamming search of the codes beside `features` (and the exact re-ranking of the best
     `rerank`): distances, rows and the kind of the distances."""
     path = codes_path(features, bits)

@@ -249,6 +249,9 @@ def test_cli_codes_bad_input(data, checkpoint, tmp_path):
     Image.new("RGB", (256, 256), (10, 200, 30)).save(png)
     ask = ["neighbors", str(checkpoint), str(data), "--split", "val", "--query", str(png), "--device", "cpu"]
     assert runner.invoke(app, ask + ["--rerank", "10"]).exit_code == 2              # --rerank needs --codes
+    assert runner.invoke(app, ask + ["--codes", "--rerank", "2", "--k", "6"]).exit_code == 2   # fewer than --k
+    assert runner.invoke(app, ask + ["--codes", "--bits", "100"]).exit_code == 2
+    assert runner.invoke(app, ask + ["--memory-mb", "inf"]).exit_code == 2
     missing = runner.invoke(app, ask + ["--codes", "--bits", "128"])
     assert missing.exit_code == 1 and "alexnet codes" in missing.stderr and "128" in missing.stderr
     assert missing.stderr.startswith("Error:") and len(missing.stderr.strip().splitlines()) == 1   # before any work
