@@ -12,18 +12,31 @@ File format ("alexnet-cli/features", version 1):
     labels       int64 (N,)
     classes, class_names   utf-8 strings, the data's (label = position in classes)
   attributes: format, version, split, count, dim, done (rows 0..done are written), key (a hash
-  of the weights, the mean image and the mean_crop mode: which network made the features),
-  checkpoint (its path, for information only), layer "fc7", crop "center".
+  of everything a feature depends on: the weights, the resolved network config, the mean image
+  and the mean_crop mode), network (that config as JSON, to name what differs), data_key (the
+  split's shards), checkpoint (its path, for information only), layer "fc7", crop "center".
+  Version 1 files (keys without the network config: LRN on and off got the same key) are
+  stale: the cache recomputes them, and `--features` refuses them.
 
 Writing is resumable and atomic: rows go into FILE.partial; after each batch the rows are
 flushed, then `done`; a killed run resumes from `done`; at the end FILE.partial is renamed
 to FILE, so a file at FILE is always complete.
+
+Disk space: the partial file's rows are allocated in full when it is created (HDF5 early
+allocation, then posix_fallocate), so a disk too small fails at once with one error that
+says how much is needed, before any image is computed, and a disk that fills up later
+cannot fail a row's write half-way (HDF5 on ENOSPC leaves its file handles broken: the old
+code crashed with a segfault at exit). A rerun after freeing space resumes from `done`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -41,7 +54,7 @@ from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import data_key, read_manifest, read_split_index
 
 FORMAT = "alexnet-cli/features"
-VERSION = 1
+VERSION = 2         # 2: the key covers the resolved network config (1: weights and mean image only)
 DIM = 4096          # fc7's width (paper section 4)
 CHUNK_ROWS = 256    # HDF5 chunk: 256 rows x 4096 x float16 = 2 MiB, read sequentially by neighbors
 _STR = h5py.string_dtype("utf-8")
@@ -58,6 +71,8 @@ class FeaturesInfo:
     done: int
     key: str             # the network's model_key
     data_key: str        # the split's data_key: which shards the rows come from
+    version: int = VERSION
+    network: str = ""    # the resolved ModelConfig as JSON ("" in version 1 files)
 
     @property
     def complete(self) -> bool:
@@ -65,7 +80,24 @@ class FeaturesInfo:
 
     def made_by(self, key: str, split: str, count: int, data: str) -> bool:
         """Whether these are the features of `split` (`count` images, shards `data`) by network `key`."""
-        return (self.key, self.split, self.count, self.data_key) == (key, split, count, data)
+        return (self.version == VERSION and (self.key, self.split, self.count, self.data_key) ==
+                (key, split, count, data))
+
+    def other_network(self, encoder: "Encoder") -> str:
+        """Why these features are not `encoder`'s ("" if they are): the settings that differ."""
+        if self.version < 2:
+            return (f"made by alexnet's features format {self.version}, whose key ignores the network settings "
+                    "(LRN on and off got the same key): recompute them with `alexnet features`")
+        if self.key == encoder.key:
+            return ""
+        try:
+            mine, theirs = json.loads(encoder.network), json.loads(self.network)
+            diff = [f"{k}={theirs.get(k)!r} (this network: {mine.get(k)!r})" for k in sorted(set(mine) | set(theirs))
+                    if mine.get(k) != theirs.get(k)]
+        except (ValueError, AttributeError):
+            diff = []
+        what = f"network settings {', '.join(diff)}" if diff else "other weights or mean image"
+        return f"made by another network (key {self.key}, {what}; this one has key {encoder.key})"
 
 
 @dataclass
@@ -78,6 +110,7 @@ class Encoder:
     key: str                    # model_key(...): names the features this encoder makes
     device: torch.device
     checkpoint: str = ""
+    network: str = ""           # the resolved ModelConfig as JSON (network_json)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -86,10 +119,23 @@ class Encoder:
         return self.model.embed(x).float()                                   # (B, 4096)
 
 
+def network_json(model: torch.nn.Module) -> str:
+    """The network's resolved settings (every ModelConfig field, sorted) as one JSON line;
+    "" for a module without a config."""
+    config = getattr(model, "config", None)
+    if config is None or not dataclasses.is_dataclass(config):
+        return ""
+    return json.dumps(dataclasses.asdict(config), sort_keys=True)
+
+
 def model_key(model: torch.nn.Module, mean_image: torch.Tensor, mean_crop: str) -> str:
-    """16 hex digits of a sha256 over everything a feature depends on: the weights (in name
-    order), the mean image and the mean_crop mode. Equal keys = interchangeable features."""
+    """16 hex digits of a sha256 over everything a feature depends on: the resolved network
+    config (every field: LRN, pooling, conv1's order, ... change the features of the same
+    weights, and a field that only acts in training costs a recomputation at worst), the
+    weights (in name order), the mean image and the mean_crop mode. Equal keys =
+    interchangeable features."""
     h = hashlib.sha256(f"{FORMAT}/{VERSION}/fc7/center/{mean_crop}".encode())
+    h.update(network_json(model).encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy())
@@ -105,7 +151,8 @@ def load_encoder(checkpoint: str | Path, data_dir: str | Path, device: str | tor
     if loaded.model.fc7.out_features != DIM:
         raise CheckpointError(f"{checkpoint}: fc7 has {loaded.model.fc7.out_features} units, expected {DIM}")
     key = model_key(loaded.model, mean, loaded.mean_crop)
-    return Encoder(loaded.model, mean.to(dev, torch.float32), loaded.mean_crop, key, dev, str(checkpoint))
+    return Encoder(loaded.model, mean.to(dev, torch.float32), loaded.mean_crop, key, dev, str(checkpoint),
+                   network_json(loaded.model))
 
 
 def cache_path(data_dir: str | Path, split: str, key: str) -> Path:
@@ -122,18 +169,79 @@ def partial_path(path: str | Path) -> Path:
 
 def create_features_file(path: str | Path, *, paths: Sequence[str], labels: np.ndarray, classes: Sequence[str],
                          class_names: Sequence[str], split: str, key: str, data: str = "", dim: int = DIM,
-                         checkpoint: str = "") -> None:
-    """An empty features file (done = 0) for len(paths) images; rows are written later."""
-    n = len(paths)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("features", shape=(n, dim), dtype=np.float16,
-                         chunks=(max(1, min(n, CHUNK_ROWS)), dim) if n else None, track_times=False)
-        f.create_dataset("paths", data=np.asarray(list(paths), dtype=object), dtype=_STR, track_times=False)
-        f.create_dataset("labels", data=np.asarray(labels, np.int64).reshape(n), track_times=False)
-        f.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=_STR)
-        f.create_dataset("class_names", data=np.asarray(list(class_names), dtype=object), dtype=_STR)
-        f.attrs.update({"format": FORMAT, "version": VERSION, "split": split, "count": n, "dim": dim,
-                        "done": 0, "key": key, "data_key": data, "checkpoint": checkpoint, "layer": "fc7", "crop": "center"})
+                         checkpoint: str = "", network: str = "") -> None:
+    """An empty features file (done = 0) for len(paths) images, its rows' disk space reserved
+    (reserve_space); rows are written later. A disk too small is a DataError, and no file."""
+    path, n = Path(path), len(paths)
+    need_space(path, n * dim * 2 + sum(len(p) for p in paths) + 16 * n + (1 << 20))
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)           # the rows' place in the file now, not per write
+    try:
+        with h5py.File(path, "w") as f:
+            f.create_dataset("features", shape=(n, dim), dtype=np.float16, dcpl=dcpl, fill_time="never",
+                             chunks=(max(1, min(n, CHUNK_ROWS)), dim) if n else None, track_times=False)
+            f.create_dataset("paths", data=np.asarray(list(paths), dtype=object), dtype=_STR, track_times=False)
+            f.create_dataset("labels", data=np.asarray(labels, np.int64).reshape(n), track_times=False)
+            f.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=_STR)
+            f.create_dataset("class_names", data=np.asarray(list(class_names), dtype=object), dtype=_STR)
+            f.attrs.update({"format": FORMAT, "version": VERSION, "split": split, "count": n, "dim": dim,
+                            "done": 0, "key": key, "data_key": data, "network": network, "checkpoint": checkpoint,
+                            "layer": "fc7", "crop": "center"})
+        reserve_space(path)
+    except BaseException as exc:
+        path.unlink(missing_ok=True)
+        if _no_space(exc):
+            raise DataError(f"{path}: the disk is full ({_free(path)} free): free some space and run the "
+                            "command again") from None
+        raise
+
+
+def _free(path: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(path.parent).free / 2**20:,.1f} MiB"
+    except OSError:
+        return "unknown space"
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether `exc` (an OSError, or HDF5's error text inside another exception) is a full disk."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "errno = 28" in str(exc) or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def need_space(path: Path, nbytes: int) -> None:
+    """DataError, before any work, if the folder of `path` has less than `nbytes` free."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:                          # no such folder yet, or no statvfs: reserve_space decides
+        return
+    if free < nbytes:
+        raise DataError(f"{path}: the disk is full: the features need {nbytes / 2**20:,.1f} MiB, "
+                        f"{free / 2**20:,.1f} MiB are free: free some space (or write them elsewhere) and run "
+                        "the command again")
+
+
+def reserve_space(path: str | Path) -> None:
+    """Make the file's blocks real (posix_fallocate over its whole length): HDF5's early
+    allocation only sets its length, a sparse file on most file systems, and a row written
+    into a hole on a full disk fails inside HDF5, which leaves the file's handles broken. An
+    already reserved file costs nothing. OSError(ENOSPC) when the disk cannot hold it."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+    finally:
+        os.close(fd)
 
 
 def read_features_info(path: str | Path) -> FeaturesInfo:
@@ -150,7 +258,7 @@ def read_features_info(path: str | Path) -> FeaturesInfo:
                 raise DataError(f"{path}: features format version {int(a['version'])} is newer than this "
                                 f"alexnet understands ({VERSION})")
             info = FeaturesInfo(path, str(a["split"]), int(a["count"]), int(a["dim"]), int(a["done"]), str(a["key"]),
-                                str(a.get("data_key", "")))
+                                str(a.get("data_key", "")), int(a["version"]), str(a.get("network", "")))
             if f["features"].shape != (info.count, info.dim):
                 raise DataError(f"{path}: features have shape {f['features'].shape}, attributes say "
                                 f"({info.count}, {info.dim})")
@@ -171,6 +279,36 @@ def read_rows_index(path: str | Path, rows: Sequence[int]) -> tuple[list[str], n
         names = list(f["class_names"].asstr()[:])
     where = np.searchsorted(order, rows)
     return [paths[i] for i in where], np.asarray(labels)[where], names
+
+
+def read_rows(path: str | Path, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Some rows of a features file, float32 (len(rows), dim), in the order asked (repeats
+    allowed). Random access for re-ranking: an uncompressed chunked dataset (what
+    create_features_file makes) is read through a memory map of its chunks, a row costing one
+    dim x 2 bytes read; any other layout through h5py."""
+    rows = np.asarray(rows, np.int64).ravel()
+    with h5py.File(path, "r", locking=False) as f:
+        ds = f["features"]
+        n, dim = ds.shape
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise DataError(f"{path}: no row {int(rows.max() if rows.max() >= n else rows.min())} ({n} rows)")
+        if not len(rows):
+            return np.zeros((0, dim), np.float32)
+        chunk = ds.chunks
+        if (chunk is None or chunk[1] != dim or ds.compression is not None or ds.dtype != np.float16
+                or ds.id.get_num_chunks() != -(-n // chunk[0])):
+            order, where = np.unique(rows, return_inverse=True)
+            return ds[order][where].astype(np.float32)
+        by_start = np.empty(ds.id.get_num_chunks(), np.int64)
+        for i in range(len(by_start)):
+            where = ds.id.get_chunk_info(i)
+            by_start[where.chunk_offset[0] // chunk[0]] = where.byte_offset
+    mapped = np.memmap(path, dtype=np.uint8, mode="r")
+    addr = by_start[rows // chunk[0]] + (rows % chunk[0]) * dim * 2                 # byte offset of each row
+    out = np.empty((len(rows), dim), np.float32)
+    for i, a in enumerate(addr.tolist()):
+        out[i] = mapped[a:a + 2 * dim].view(np.float16)
+    return out
 
 
 # ---------------------------------------------------------------------------- computing features
@@ -194,24 +332,32 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
         info = read_features_info(out)
         if info.made_by(*want) and info.complete:
             return info
-        raise DataError(f"{out} holds other features (split {info.split}, {info.count} images, network "
-                        f"{info.key}): pass --overwrite or another --out")
+        why = info.other_network(encoder) or f"split {info.split}, {info.count} images, other data"
+        raise DataError(f"{out} holds other features ({why}): pass --overwrite or another --out")
     if overwrite:
         partial.unlink(missing_ok=True)
     done = _resume_point(partial, want, progress)
-    if done is None:
-        paths, labels = read_split_index(data_dir, split)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        create_features_file(partial, paths=paths, labels=labels, classes=manifest.classes,
-                             class_names=manifest.class_names, split=split, key=encoder.key,
-                             data=data, checkpoint=encoder.checkpoint)
-        done = 0
-    if done < count:
-        loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False,
-                             device=encoder.device, workers=workers)
-        _fill(partial, encoder, loader.epoch(0, start_batch=done // batch_size), done, count, progress,
-              f"fc7 features ({split})")
-    os.replace(partial, out)
+    try:
+        if done is None:
+            paths, labels = read_split_index(data_dir, split)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            create_features_file(partial, paths=paths, labels=labels, classes=manifest.classes,
+                                 class_names=manifest.class_names, split=split, key=encoder.key,
+                                 data=data, checkpoint=encoder.checkpoint, network=encoder.network)
+            done = 0
+        else:
+            reserve_space(partial)                          # a file of an older alexnet may be sparse
+        if done < count:
+            loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False,
+                                 device=encoder.device, workers=workers)
+            _fill(partial, encoder, loader.epoch(0, start_batch=done // batch_size), done, count, progress,
+                  f"fc7 features ({split})")
+        os.replace(partial, out)
+    except Exception as exc:
+        if _no_space(exc):
+            raise DataError(f"{partial}: the disk is full ({_free(partial)} free): free some space and run the "
+                            "same command again (it continues from the rows already written)") from None
+        raise
     return read_features_info(out)
 
 

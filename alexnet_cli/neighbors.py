@@ -18,6 +18,7 @@ feature is rounded to float16 like the stored ones.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ import h5py
 import numpy as np
 import torch
 
+from alexnet_cli.codes import BITS, codes_path, hamming_nearest, read_codes, read_codes_info
+from alexnet_cli.codes import rerank as rerank_rows
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
 from alexnet_cli.features import (Encoder, cache_path, load_encoder, read_features_info, read_rows_index,
                                   write_features)
@@ -57,9 +60,11 @@ class Neighbor:
 class QueryResult:
     query: str           # the image path as given
     neighbors: list[Neighbor]
+    distance_kind: str = "euclidean"   # of `distance`: "euclidean" (fc7) or "hamming" (bits of the codes)
 
     def to_json(self) -> dict[str, Any]:
-        return {"query": self.query, "neighbors": [n.to_json() for n in self.neighbors]}
+        return {"query": self.query, "distance_kind": self.distance_kind,
+                "neighbors": [n.to_json() for n in self.neighbors]}
 
 
 # ---------------------------------------------------------------------------- exact k-NN, streamed
@@ -191,9 +196,10 @@ def split_features(encoder: Encoder, data_dir: Path, split: str, features: str |
                      "file per network; delete it to free the space)")
         return path
     info = read_features_info(features)
-    if info.key != encoder.key:
-        raise CheckpointError(f"{features}: made by another network (key {info.key}; {encoder.checkpoint} "
-                              f"has {encoder.key}): features of different networks are not comparable")
+    other = info.other_network(encoder)                   # the key covers weights, network config, mean image
+    if other:
+        raise CheckpointError(f"{features}: {other}; {encoder.checkpoint}'s features are not comparable with "
+                              "them")
     if not info.made_by(encoder.key, split, count, data):
         raise DataError(f"{features}: holds the features of split '{info.split}' ({info.count} images) of other "
                         f"data than {data_dir}'s '{split}' ({count} images)")
@@ -205,18 +211,40 @@ def split_features(encoder: Encoder, data_dir: Path, split: str, features: str |
 def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequence[str | Path], *,
                    k: int = DEFAULT_K, split: str = "train", features: str | Path | None = None,
                    device: str | torch.device | None = None, batch_size: int = 128, memory_mb: float = 1024,
-                   workers: int | None = None, progress: Reporter = NullReporter()) -> list[QueryResult]:
-    """What `alexnet neighbors` does: for each query image, its k nearest images of `split`."""
+                   workers: int | None = None, codes: bool = False, bits: int = 256, rerank: int | None = None,
+                   progress: Reporter = NullReporter()) -> list[QueryResult]:
+    """What `alexnet neighbors` does: for each query image, its k nearest images of `split`;
+    with `codes`, by Hamming distance of the binary codes of `alexnet codes` (and, with
+    `rerank`, the `rerank` nearest of those re-ranked by exact Euclidean distance)."""
     if k < 1:
         raise UsageError(f"--k must be at least 1, got {k}")
     if not queries:
         raise UsageError("give at least one --query image")
+    if rerank is not None and not codes:
+        raise UsageError("--rerank re-ranks the Hamming search: give --codes too")
+    if codes and bits not in BITS:
+        raise UsageError(f"--bits must be one of {', '.join(map(str, BITS))}, got {bits}")
+    if rerank is not None and rerank < k:
+        raise UsageError(f"--rerank must be at least --k ({k}), got {rerank}")
+    if not math.isfinite(memory_mb) or memory_mb <= 0:
+        raise UsageError(f"--memory-mb must be a positive number, got {memory_mb}")
     data_dir = Path(data_dir)
     images = [load_image(q) for q in queries]                 # unreadable queries fail before any work
     encoder = load_encoder(checkpoint, data_dir, device)
+    if codes:                                            # before the features, which can take hours
+        wanted = codes_path(features if features is not None else cache_path(data_dir, split, encoder.key), bits)
+        if not wanted.exists():
+            raise DataError(f"no {bits}-bit codes of these features ({wanted}): make them with `alexnet codes "
+                            f"{checkpoint} {data_dir} --split {split} --bits {bits}"
+                            f"{'' if features is None else f' --features {features}'}`")
     path = split_features(encoder, data_dir, split, features, batch_size=batch_size, workers=workers,
                           progress=progress)
-    dist, index = nearest(encode_queries(encoder, images), path, k, memory_mb=memory_mb, progress=progress)
+    q = encode_queries(encoder, images)
+    kind = "euclidean"
+    if codes:
+        dist, index, kind = _code_search(q, path, k, bits=bits, rerank=rerank, memory_mb=memory_mb)
+    else:
+        dist, index = nearest(q, path, k, memory_mb=memory_mb, progress=progress)
     if index.shape[1] < k:
         progress.log(f"Note: '{split}' holds {index.shape[1]} images, fewer than --k {k}: all of them are shown")
     paths, labels, names = read_rows_index(path, index.ravel())
@@ -224,10 +252,30 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
     for query, row_d, row_i in zip(queries, dist, index):
         hits = []
         for d, i in zip(row_d.tolist(), row_i.tolist()):
-            hits.append(Neighbor(i, paths[j], int(labels[j]), names[labels[j]], d))
+            if not 0 <= labels[j] < len(names):
+                raise DataError(f"{path}: image {i} has label {labels[j]}, outside the {len(names)} classes")
+            hits.append(Neighbor(i, paths[j], int(labels[j]), names[labels[j]], float(d)))
             j += 1
-        results.append(QueryResult(str(query), hits))
+        results.append(QueryResult(str(query), hits, kind))
     return results
+
+
+def _code_search(queries: torch.Tensor, features: Path, k: int, *, bits: int, rerank: int | None,
+                 memory_mb: float) -> tuple[np.ndarray, np.ndarray, str]:
+    """Hamming search of the codes beside `features` (and the exact re-ranking of the best
+    `rerank`): distances, rows and the kind of the distances."""
+    path = codes_path(features, bits)
+    info = read_codes_info(path)
+    why = info.fits(read_features_info(features))           # the codes of these very features, or an error
+    if why:
+        raise DataError(why)
+    stored, net = read_codes(path)
+    mine = net.to(queries.device).code(queries)               # (Q, bits/8)
+    dist, index = hamming_nearest(mine, stored, rerank or k, device=queries.device, memory_mb=memory_mb)
+    if rerank is None:
+        return dist, index, "hamming"
+    dist, index = rerank_rows(queries, features, index, k)
+    return dist, index, "euclidean"
 
 
 # ---------------------------------------------------------------------------- figure 4 (right)

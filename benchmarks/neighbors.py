@@ -7,6 +7,12 @@ what the command runs (streamed from disk in chunks within --memory-mb, running 
 The first pass over the file also warms the page cache; the table shows the best of
 --repeat passes after one warm-up pass, i.e. the file served from memory, not from disk.
 
+The same queries are then answered from binary codes (`alexnet codes`, `neighbors --codes`):
+alexnet_cli.codes.hamming_nearest over N random codes of --codes-bits bits (the search's
+time does not depend on what the bits are), and with --rerank R the R nearest re-ranked by
+exact distance (alexnet_cli.codes.rerank: R rows per query read from the features file).
+"speed-up" is the exact search's best time over the row's, on the same device.
+
     python benchmarks/neighbors.py                      # N = 20,000 (160 MB): seconds on a CPU
     python benchmarks/neighbors.py --n 200000           # 1.6 GB
     python benchmarks/neighbors.py --n 1281167          # ImageNet's training set: 10.5 GB of disk
@@ -15,6 +21,7 @@ The first pass over the file also warms the page cache; the table shows the best
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -24,6 +31,9 @@ from pathlib import Path
 import h5py
 import torch
 
+import numpy as np
+
+from alexnet_cli.codes import hamming_nearest, pack_codes, rerank
 from alexnet_cli.features import DIM, create_features_file
 from alexnet_cli.neighbors import nearest
 
@@ -70,6 +80,22 @@ def time_search(path: Path, queries: torch.Tensor, k: int, memory_mb: float, rep
     return times[0], min(times[1:]) if repeat else times[0]
 
 
+def time_codes(codes: np.ndarray, queries: np.ndarray, k: int, device: str, repeat: int, *, path: Path,
+               float_queries: torch.Tensor, depth: int = 0) -> float:
+    """Best seconds of `repeat` (at least 1) Hamming searches after a warm-up one; with
+    `depth`, the `depth` nearest re-ranked exactly from the features file."""
+    times = []
+    for _ in range(max(1, repeat) + 1):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        _, cand = hamming_nearest(queries, codes, depth or k, device=device)
+        if depth:
+            rerank(float_queries, path, cand, k)
+        times.append(time.perf_counter() - t0)
+    return min(times[1:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000, help="stored features (ImageNet: 1281167)")
@@ -79,6 +105,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="timed passes after the first")
     parser.add_argument("--devices", default="cpu,cuda", help="comma-separated; cuda is skipped without one")
     parser.add_argument("--file", type=Path, help="reuse (or keep) the random features file here")
+    parser.add_argument("--codes-bits", type=int, default=256, help="bits of the codes rows (0: none)")
+    parser.add_argument("--rerank", type=int, default=100, help="re-ranking depth of the last row (0: none)")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     args = parser.parse_args()
 
     tmp = None
@@ -95,15 +124,38 @@ def main() -> None:
         n = f["features"].shape[0]
     gb = n * DIM * 2 / 1e9
     queries = torch.randn(args.queries, DIM, generator=torch.Generator().manual_seed(1)).abs_()
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 256, (n, args.codes_bits // 8), dtype=np.uint8) if args.codes_bits else None
+    query_codes = pack_codes(rng.integers(0, 2, (args.queries, args.codes_bits)).astype(bool)) if codes is not None else None
     print("\n".join(hardware()))
     print(f"\n{args.queries} queries, k={args.k}, N={n:,} ({gb:.2f} GB float16), memory budget {args.memory_mb:g} MiB")
-    print(f"{'device':<8} {'first pass s':>12} {'best s':>8} {'images/s':>12} {'GB/s':>6} {'per query ms':>12}")
+    head = (f"{'device':<6} {'search':<26} {'bytes/image':>11} {'first pass s':>12} {'best s':>8} {'images/s':>14} "
+            f"{'per query ms':>12} {'speed-up':>8}")
+    print(head)
+    rows = []
+
+    def row(device: str, search: str, nbytes: int, first: float | None, best: float, exact: float) -> None:
+        rows.append({"device": device, "search": search, "n": n, "queries": args.queries, "k": args.k,
+                     "bytes_per_image": nbytes, "first_s": first, "best_s": best, "images_per_s": n / best,
+                     "per_query_ms": 1000 * best / args.queries, "speedup": exact / best})
+        print(f"{device:<6} {search:<26} {nbytes:>11,} {'' if first is None else f'{first:.2f}':>12} {best:>8.3f} "
+              f"{n / best:>14,.0f} {1000 * best / args.queries:>12.2f} {exact / best:>7.1f}x", flush=True)
+
     for name in args.devices.split(","):
         if name == "cuda" and not torch.cuda.is_available():
             continue
         first, best = time_search(path, queries.to(name), args.k, args.memory_mb, args.repeat)
-        print(f"{name:<8} {first:>12.2f} {best:>8.2f} {n / best:>12,.0f} {gb / best:>6.2f} "
-              f"{1000 * best / args.queries:>12.1f}")
+        row(name, "exact (fc7, float16)", DIM * 2, first, best, best)
+        if codes is None:
+            continue
+        hb = time_codes(codes, query_codes, args.k, name, args.repeat, path=path, float_queries=queries.to(name))
+        row(name, f"codes ({args.codes_bits} bits)", args.codes_bits // 8, None, hb, best)
+        if args.rerank:
+            rb = time_codes(codes, query_codes, args.k, name, args.repeat, path=path,
+                            float_queries=queries.to(name), depth=min(args.rerank, n))
+            row(name, f"codes + rerank {min(args.rerank, n)}", args.codes_bits // 8 + DIM * 2, None, rb, best)
+    if args.json:
+        args.json.write_text(json.dumps({"hardware": hardware(), "rows": rows}, indent=2) + "\n")
     if tmp is not None:
         tmp.cleanup()
 

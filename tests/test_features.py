@@ -4,8 +4,14 @@ or refusing an existing file, and the command end to end. Runs on the tiny data'
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import subprocess
+import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -13,6 +19,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from alexnet_cli.checkpoint import load_checkpoint, save_checkpoint
 from alexnet_cli.cli.app import app
 from alexnet_cli.errors import DataError
 from alexnet_cli.features import extract_features, load_encoder, partial_path, read_features_info, write_features
@@ -141,3 +148,88 @@ def test_cli_features(tiny_data, checkpoint, tmp_path):
     assert bad.exit_code == 1 and "Error:" in bad.stderr and "no split 'test'" in bad.stderr
     assert runner.invoke(app, ["features", str(checkpoint), str(tmp_path / "nodata"), "--out", str(out)]).exit_code == 2
     assert runner.invoke(app, ["features", str(checkpoint), str(tiny_data)]).exit_code == 2   # --out is required
+
+
+# ---------------------------------------------------------------------------- the key covers the network (F15)
+
+def _same_weights_without_lrn(checkpoint, path):
+    """The checkpoint's weights in a network without LRN (LRN has no weights: same state_dict)."""
+    payload = load_checkpoint(checkpoint)
+    payload["config"]["model"]["lrn"] = False
+    save_checkpoint(path, {k: v for k, v in payload.items() if k not in ("format", "version")})
+    return path
+
+
+def test_key_covers_the_network_config_and_is_checked_when_read(tiny_data, checkpoint, encoder, clean, tmp_path):
+    no_lrn = load_encoder(_same_weights_without_lrn(checkpoint, tmp_path / "nolrn.pt"), tiny_data, "cpu")
+    assert no_lrn.key != encoder.key                       # same weights, another network: other features
+    info = read_features_info(clean)
+    assert info.version == 2 and json.loads(info.network)["lrn"] is True
+    why = info.other_network(no_lrn)
+    assert "lrn=True (this network: False)" in why and info.other_network(encoder) == ""
+    with pytest.raises(DataError, match="lrn=True"):      # an --out of the LRN network's features is not reused
+        write_features(no_lrn, tiny_data, "val", clean)
+
+    # a version-1 file (its key ignored the settings) is never taken for this network's
+    old = tmp_path / "v1.h5"
+    shutil.copy(clean, old)
+    with h5py.File(old, "r+") as f:
+        f.attrs["version"] = 1
+        del f.attrs["network"]
+    v1 = read_features_info(old)
+    assert not v1.made_by(encoder.key, "val", 16, v1.data_key) and "format 1" in v1.other_network(encoder)
+
+
+# ---------------------------------------------------------------------------- a full disk (F13)
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_is_one_error_line_and_a_rerun_continues(tiny_data, checkpoint, encoder, tmp_path, monkeypatch):
+    out = tmp_path / "val.h5"
+    args = ["features", str(checkpoint), str(tiny_data), "--split", "val", "--out", str(out), "--batch-size", "4",
+            "--device", "cpu"]
+    with monkeypatch.context() as m:                       # no room for the rows: refused before any work
+        m.setattr(os, "posix_fallocate", _enospc)
+        full = runner.invoke(app, args)
+    assert full.exit_code == 1 and full.stderr.startswith("Error:") and len(full.stderr.strip().splitlines()) == 1
+    assert "disk is full" in full.stderr and not out.exists() and not partial_path(out).exists()
+
+    class FillsUp(Interrupt):                              # the disk fills after two batches' rows were flushed
+        def advance(self, n=1, **info):
+            super().advance(n)
+            if self.batches == 2:
+                _enospc()
+    with pytest.raises(DataError, match="disk is full.*continues"):
+        write_features(encoder, tiny_data, "val", out, batch_size=4, progress=FillsUp())
+    assert read_features_info(partial_path(out)).done == 8
+    log = Interrupt()
+    info = write_features(encoder, tiny_data, "val", out, batch_size=4, progress=log)
+    assert info.complete and log.batches == 2 and any("resuming" in line for line in log.lines)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("mount"),
+                    reason="mounts a small tmpfs: needs root")
+def test_full_tmpfs_is_an_error_not_a_segfault(tiny_data, checkpoint, tmp_path):
+    """The real thing: a 200 KiB tmpfs, too small for 48 rows of 8 KiB. The old code died
+    with a segfault (exit 139) after an HDF5 traceback; a rerun after growing it finishes."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        cmd = [sys.executable, "-m", "alexnet_cli", "features", str(checkpoint), str(tiny_data), "--split", "train",
+               "--out", str(disk / "f.h5"), "--batch-size", "8", "--device", "cpu"]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        for _ in range(2):                                 # a rerun on the full disk: the same one line
+            run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+            assert run.returncode == 1, run.stderr[-2000:]
+            assert run.stderr.startswith("Error:") and "disk is full" in run.stderr
+            assert len(run.stderr.strip().splitlines()) == 1
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert read_features_info(disk / "f.h5").complete
+    finally:
+        subprocess.run(["umount", str(disk)])

@@ -20,8 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from alexnet_cli import __version__
-from alexnet_cli.cli import demo, eval as eval_cmd, features, kernels, neighbors, pca, predict, prep, summary, train
-from alexnet_cli.cli import ablate, report
+from alexnet_cli.cli import ablate, codes, demo, eval as eval_cmd, features, kernels, neighbors, pca, predict, prep, report, summary, train
 from alexnet_cli.cli.common import err_console
 from alexnet_cli.errors import AlexnetError, UsageError
 
@@ -155,6 +154,7 @@ app.command("predict")(predict.predict_cmd)
 app.command("kernels")(kernels.kernels)
 app.command("features")(features.features)
 app.command("neighbors")(neighbors.neighbors)
+app.command("codes")(codes.codes)
 app.command("report")(report.report_cmd)
 app.command("ablate")(ablate.ablate_cmd)
 

@@ -28,14 +28,19 @@ def neighbors(
                                                 help="Draw each query and its neighbours, one row each (figure 4).")] = None,
     memory_mb: Annotated[float, typer.Option("--memory-mb", min=16, help="Memory budget of the search (MiB).")] = 1024,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass when computing features.")] = 128,
+    codes: Annotated[bool, typer.Option("--codes", help="Rank by Hamming distance of the binary codes of `alexnet codes` (fast, approximate).")] = False,
+    bits: Annotated[int, typer.Option("--bits", help="Which codes (with --codes): 64, 128 or 256 bits.")] = 256,
+    rerank: Annotated[Optional[int], typer.Option("--rerank", min=1, metavar="N", help="With --codes: re-rank the N nearest codes by exact Euclidean distance.")] = None,
     device: DeviceOpt = "",
     json_out: JsonOpt = False,
 ) -> None:
     """The k images of a split nearest to each query by Euclidean distance of their 4096-d fc7
-    features (exact search, streamed from disk)."""
+    features (exact search, streamed from disk), or with --codes by Hamming distance of their
+    binary codes (`alexnet codes`), optionally re-ranked exactly."""
     check_writable(out, "--out")                  # before the features, which can take hours
     results = find_neighbors(checkpoint, data, query, k=k, split=split, features=features, device=device or None,
-                             batch_size=batch_size, memory_mb=memory_mb, progress=reporter())
+                             batch_size=batch_size, memory_mb=memory_mb, codes=codes, bits=bits, rerank=rerank,
+                             progress=reporter())
     if out is not None:
         err_console.print(f"figure: {draw_neighbors(results, data, split, out)}", highlight=False)
     if json_out:
@@ -43,8 +48,10 @@ def neighbors(
         return
     for r in results:
         table = Table(title=f"{r.query}: {len(r.neighbors)} nearest in '{split}'", title_justify="left")
-        for col, justify in (("#", "right"), ("distance", "right"), ("label", "left"), ("path", "left")):
+        for col, justify in (("#", "right"), ("hamming" if r.distance_kind == "hamming" else "distance", "right"), ("label", "left"),
+                             ("path", "left")):
             table.add_column(col, justify=justify)
         for rank, n in enumerate(r.neighbors, 1):
-            table.add_row(str(rank), f"{n.distance:.3f}", n.label_name, n.path)
+            table.add_row(str(rank), f"{n.distance:.0f}" if r.distance_kind == "hamming" else f"{n.distance:.3f}",
+                          n.label_name, n.path)
         console.print(table)

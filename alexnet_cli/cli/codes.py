@@ -1,0 +1,62 @@
+"""`alexnet codes`: short binary codes of a split's fc7 features, from an auto-encoder (paper
+section 7.1's suggestion), for `alexnet neighbors --codes`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, JsonOpt, WorkersOpt, console, print_json,
+                                    reporter)
+from alexnet_cli.codes import BITS, EPOCHS, RERANK, codes_for_split
+
+
+def codes(
+    checkpoint: ExistingFile,
+    data: ExistingDir,
+    bits: Annotated[int, typer.Option("--bits", help=f"Bits per image: {', '.join(map(str, BITS))}.")] = 256,
+    split: Annotated[str, typer.Option("--split", help="The split of DATA to encode.")] = "train",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs of the auto-encoder.")] = EPOCHS,
+    features: Annotated[Optional[Path], typer.Option(
+        "--features", exists=True, dir_okay=False, metavar="FILE.h5",
+        help="Features from `alexnet features` (default: computed once, cached beside the shards).")] = None,
+    rerank: Annotated[int, typer.Option("--rerank", min=1, help="Re-ranking depth the quality table measures.")] = RERANK,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the weights, order, noise and held-out queries.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass when computing features.")] = 128,
+    workers: WorkersOpt = None,
+    device: DeviceOpt = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Train an auto-encoder whose code layer is binary on the split's fc7 features and store
+    each image's code (packed bits) beside the features; measure the codes on held-out images
+    against random projections. Resumable: after an interruption, run the same command again."""
+    if bits not in BITS:
+        raise typer.BadParameter(f"must be one of {', '.join(map(str, BITS))}, got {bits}", param_hint="--bits")
+    result = codes_for_split(checkpoint, data, split=split, bits=bits, epochs=epochs, features=features,
+                             rerank_depth=rerank, seed=seed, batch_size=batch_size, workers=workers,
+                             device=device or None, progress=reporter())
+    if json_out:
+        print_json(result.to_json())
+        return
+    q = result.quality
+    what = "kept" if result.reused else "written"
+    console.print(f"{result.codes}: {result.count:,} codes of {result.bits} bits ({result.bits // 8} bytes per image, "
+                  f"{what}); auto-encoder trained {result.epochs} epochs, reconstruction loss "
+                  f"{result.loss if result.loss is None else round(result.loss, 4)}", highlight=False, markup=False)
+    if not q.get("queries"):
+        return
+    table = Table(title=f"{q['queries']} held-out queries: recall of the exact Euclidean neighbours and label "
+                        f"precision (re-ranked: the {q['rerank']} nearest by Hamming, re-ranked exactly)",
+                  title_justify="left")
+    table.add_column("codes")
+    cols = [f"{m}@{k}{r}" for r in ("", "_rerank") for m in ("recall", "precision") for k in q["ks"]]
+    for c in cols:
+        table.add_column(c.replace("_rerank", " re-ranked"), justify="right")
+    for name in ("autoencoder", "random_projections"):
+        table.add_row(name.replace("_", " "), *(f"{q[name][c]:.3f}" for c in cols))
+    exact = {**q["exact"], **{f"recall@{k}": 1.0 for k in q["ks"]}}
+    table.add_row("exact search", *(f"{exact[c.replace('_rerank', '')]:.3f}" for c in cols))
+    console.print(table)

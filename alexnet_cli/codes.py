@@ -1,0 +1,599 @@
+"""Short binary codes of the fc7 features for fast retrieval: the paper's own suggestion (section
+7.1: "it could be made efficient by training an auto-encoder to compress these vectors to short
+binary codes", citing Krizhevsky & Hinton, ESANN 2011).
+
+The auto-encoder (docs/codes.md says why each choice):
+
+    encoder  x (D) -> Linear(D, H) -> ReLU -> Linear(H, bits) = logits z
+    code     training: sigmoid(z + noise), noise ~ N(0, NOISE_STD^2) on every unit and step;
+             after training: the bit z > 0 (= sigmoid(z) > 1/2)
+    decoder  code (bits) -> Linear(bits, H) -> ReLU -> Linear(H, D) = reconstruction of x
+
+x is the feature centred and divided by one scalar (its root mean square deviation). The loss
+is the mean squared reconstruction error, minimised with Adam. The noise is Krizhevsky &
+Hinton's (and Salakhutdinov & Hinton's semantic hashing) way to make a logistic code layer
+binary: the decoder can only read through the noise what the encoder says with a large |z|,
+so z is driven away from 0 and sigmoid(z) to 0 or 1, and thresholding at 1/2 afterwards loses
+little. No RBM pre-training (theirs): with ReLU and Adam the two-layer encoder trains
+directly, which keeps this small and fast.
+
+Files, beside the features file FEAT.h5 (so keyed like it: weights + network config + data):
+
+    FEAT.codes<bits>.pt   the training state after each finished epoch (save_checkpoint:
+                          atomic); a killed `codes` resumes after the last finished epoch
+    FEAT.codes<bits>.h5   the codes: uint8 (N, bits/8), np.packbits of each row's bits (row i
+                          = row i of FEAT.h5), written atomically when complete, with the
+                          encoder (weights, centring) and the measured quality
+
+Training is deterministic for a seed: epoch e shuffles with (seed, e) and draws its noise
+from a generator seeded with (seed, e), so resuming at an epoch gives the same weights as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+from alexnet_cli.checkpoint import save_checkpoint
+from alexnet_cli.errors import DataError, UsageError
+from alexnet_cli.features import FeaturesInfo, read_features_info, read_rows
+from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.shards import write_atomic
+
+FORMAT = "alexnet-cli/codes"
+VERSION = 1
+BITS = (64, 128, 256)         # the CLI's choices; the library takes any positive multiple of 64
+HIDDEN = 1024                 # the hidden layers' width (4096 -> 1024 -> bits -> 1024 -> 4096)
+NOISE_STD = 1.0               # std of the noise on the code logits in training (docs/codes.md: why 1)
+LR = 3e-3
+BATCH = 256
+BLOCK_ROWS = 32768            # rows read at once in training and encoding (256 MiB of float16 at 4096)
+QUERIES = 500                 # held-out rows that measure the codes' quality
+KS = (6, 100)                 # recall@k and label precision@k: figure 4's six, and a hundred
+RERANK = 500                  # default re-ranking depth
+EPOCHS = 10
+
+
+# ---------------------------------------------------------------------------- packing and Hamming search
+
+def pack_codes(bits: np.ndarray | torch.Tensor) -> np.ndarray:
+    """bool (N, B) -> uint8 (N, B/8), np.packbits (first bit = the highest bit of byte 0)."""
+    if isinstance(bits, torch.Tensor):
+        bits = bits.cpu().numpy()
+    return np.packbits(np.asarray(bits, dtype=bool), axis=1)
+
+
+def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
+    """uint8 (N, B/8) -> bool (N, B)."""
+    return np.unpackbits(packed, axis=1, count=bits).astype(bool)
+
+
+def _words(packed: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N, B/8) with B a multiple of 64 -> int64 (N, B/64) on `device`."""
+    if isinstance(packed, torch.Tensor):
+        packed = packed.cpu().numpy()
+    packed = np.ascontiguousarray(packed)
+    if packed.shape[1] % 8:
+        raise UsageError(f"codes of {8 * packed.shape[1]} bits: the number of bits must be a multiple of 64")
+    return torch.from_numpy(packed.view(np.int64)).to(device)
+
+
+_M1, _M2, _M4, _H01 = 0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F, 0x0101010101010101
+
+
+def _popcount(x: torch.Tensor) -> torch.Tensor:
+    """Bits set in each int64 (SWAR; torch has no popcount). The masks clear what the
+    arithmetic right shift brings in, and the top byte of the product is at most 64."""
+    x = x - ((x >> 1) & _M1)
+    x = (x & _M2) + ((x >> 2) & _M2)
+    x = (x + (x >> 4)) & _M4
+    return (x * _H01) >> 56
+
+
+def hamming(queries: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Hamming distances int64 (Q, C) between int64 words (Q, W) and (C, W) on one device;
+    one word at a time, so the temporaries are (Q, C)."""
+    if queries.device.type == "cpu":              # numpy's popcount instruction: several times the SWAR's speed
+        q, c = queries.numpy().view(np.uint64), codes.numpy().view(np.uint64)
+        out = np.zeros((len(q), len(c)), np.uint8 if q.shape[1] <= 3 else np.uint16)
+        for w in range(q.shape[1]):
+            out += np.bitwise_count(q[:, w, None] ^ c[None, :, w])
+        return torch.from_numpy(out.astype(np.int64))
+    out = torch.zeros((len(queries), len(codes)), dtype=torch.int64, device=queries.device)
+    for w in range(queries.shape[1]):
+        out += _popcount(queries[:, w, None] ^ codes[None, :, w])
+    return out
+
+
+def hamming_nearest(queries: np.ndarray, codes: np.ndarray, k: int, *, exclude: Sequence[int] | None = None,
+                    device: torch.device | str = "cpu", memory_mb: float = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """The k rows of `codes` (uint8 (N, B/8)) nearest to each of `queries` (uint8 (Q, B/8)) by
+    Hamming distance: distances (Q, k) int64 and rows (Q, k) int64, nearest first, equal
+    distances in row order. `exclude[i]`: a row query i must not get (itself, when the queries
+    are rows of the collection). On the CPU in cache-sized chunks (_nearest_cpu); on a GPU in
+    chunks within `memory_mb`."""
+    n = len(codes)
+    k = min(k, n - (exclude is not None))
+    if k <= 0 or not len(queries):
+        return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.int64)
+    if torch.device(device).type == "cpu":           # numpy releases the GIL: one group of queries per core
+        groups = np.array_split(np.arange(len(queries)), max(1, min(torch.get_num_threads(), len(queries))))
+        if len(groups) == 1:
+            return _nearest_cpu(queries, codes, k, exclude)
+        ex = None if exclude is None else np.asarray(exclude, np.int64)
+        with ThreadPoolExecutor(len(groups)) as pool:
+            parts = list(pool.map(lambda g: _nearest_cpu(queries[g], codes, k, None if ex is None else ex[g]),
+                                  groups))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    q = _words(queries, device)                                            # (Q, W)
+    ex = None if exclude is None else torch.as_tensor(np.asarray(exclude, np.int64), device=device)[:, None]
+    best = torch.full((len(q), 0), 0, dtype=torch.int64, device=device)    # keys: distance << 32 | row
+    rows = max(k, int(memory_mb * 2**20) // max(1, len(q) * 8 * 4 + 8 * q.shape[1]))
+    for start in range(0, n, rows):
+        c = _words(codes[start:start + rows], device)                      # (C, W)
+        key = (hamming(q, c) << 32) | torch.arange(start, start + len(c), device=device)   # (Q, C) unique keys
+        if ex is not None:
+            key = torch.where(key & 0xFFFFFFFF == ex, torch.iinfo(torch.int64).max, key)
+        key = torch.cat([best, key], dim=1)
+        best = key.topk(min(k, key.shape[1]), dim=1, largest=False, sorted=True).values
+    best = best.cpu()
+    return (best >> 32).numpy(), (best & 0xFFFFFFFF).numpy()
+
+
+CPU_CHUNK = 2048       # codes per step on the CPU: the (Q, CPU_CHUNK) buffers stay in the caches
+
+
+def _nearest_cpu(queries: np.ndarray, codes: np.ndarray, k: int,
+                 exclude: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """hamming_nearest on the CPU: XOR and numpy's popcount into preallocated buffers, one
+    64-bit word at a time; a row is kept only if it beats its query's k-th best so far
+    (strictly: equal distances keep the earlier row), and the kept rows are cut back to k per
+    query when they pile up. The distances of a chunk are never sorted."""
+    qw = np.ascontiguousarray(queries).view(np.uint64)                     # (Q, W)
+    cw = np.ascontiguousarray(codes).view(np.uint64)                       # (N, W)
+    nq, nw = qw.shape
+    ex = None if exclude is None else np.asarray(exclude, np.int64)
+    xor = np.empty((nq, CPU_CHUNK), np.uint64)
+    ones = np.empty((nq, CPU_CHUNK), np.uint8)
+    dist = np.empty((nq, CPU_CHUNK), np.uint16)
+    limit = np.full(nq, np.iinfo(np.uint16).max, np.uint16)                # keep a row if its distance < limit
+    kept_q, kept_d, kept_r, pending = [], [], [], 0
+    n = len(cw)
+
+    def cut() -> None:
+        nonlocal kept_q, kept_d, kept_r, pending
+        q, d, r = (np.concatenate(a) for a in (kept_q, kept_d, kept_r))
+        order = np.lexsort((r, d, q))                                      # by query, distance, row
+        q, d, r = q[order], d[order], r[order]
+        first = np.searchsorted(q, np.arange(nq))                          # each query's first position
+        rank = np.arange(len(q)) - first[q]
+        keep = rank < k
+        q, d, r = q[keep], d[keep], r[keep]
+        full = np.bincount(q, minlength=nq) == k
+        last = np.searchsorted(q, np.arange(nq), side="right") - 1
+        limit[full] = d[last[full]]
+        kept_q, kept_d, kept_r, pending = [q], [d], [r], len(q)
+
+    for start in range(0, n, CPU_CHUNK):
+        c = cw[start:start + CPU_CHUNK].T                                  # (W, C) view
+        m = c.shape[1]
+        acc = dist[:, :m]
+        acc.fill(0)
+        for w in range(nw):
+            np.bitwise_xor(qw[:, w, None], c[w][None], out=xor[:, :m])
+            np.bitwise_count(xor[:, :m], out=ones[:, :m])
+            np.add(acc, ones[:, :m], out=acc)
+        if ex is not None:
+            inside = (ex >= start) & (ex < start + m)
+            acc[np.flatnonzero(inside), ex[inside] - start] = np.iinfo(np.uint16).max
+        qi, col = np.nonzero(acc < limit[:, None])
+        if len(qi):
+            kept_q.append(qi)
+            kept_d.append(acc[qi, col].astype(np.int64))
+            kept_r.append(col.astype(np.int64) + start)
+            pending += len(qi)
+            if pending > 4 * nq * k or start + m >= n:
+                cut()
+    cut()
+    return kept_d[0].reshape(nq, k), kept_r[0].reshape(nq, k)
+
+
+def rerank(queries: torch.Tensor, features: str | Path, candidates: np.ndarray, k: int,
+           memory_mb: float = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The k of each query's candidate rows (Q, R) nearest by exact Euclidean distance of the
+    stored features: distances (Q, k) float32 and rows (Q, k), nearest first, equal distances
+    in the candidates' order. Queries in blocks whose rows fit `memory_mb` as float32."""
+    k = min(k, candidates.shape[1])
+    block = max(1, int(memory_mb * 2**20) // max(1, candidates.shape[1] * queries.shape[1] * 4 * 2))
+    dist, index = [], []
+    for i in range(0, len(candidates), block):
+        cand = candidates[i:i + block]                                     # (b, R)
+        rows = torch.from_numpy(read_rows(features, cand.ravel())).to(queries.device)   # (b R, D) float32
+        rows = rows.view(*cand.shape, -1)
+        d = (rows - queries[i:i + block, None].float()).square().sum(dim=2)               # (b, R)
+        order = d.argsort(dim=1, stable=True)[:, :k]
+        dist.append(d.gather(1, order).sqrt().cpu().numpy())
+        index.append(np.take_along_axis(cand, order.cpu().numpy(), 1))
+    return np.concatenate(dist), np.concatenate(index)
+
+
+# ---------------------------------------------------------------------------- the auto-encoder
+
+class CodeNet(nn.Module):
+    """The auto-encoder of the module doc; `mean` and `scale` centre and scale its input."""
+
+    def __init__(self, dim: int, bits: int, hidden: int = HIDDEN):
+        super().__init__()
+        self.dim, self.bits, self.hidden = dim, bits, hidden
+        self.encoder = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, bits))
+        self.decoder = nn.Sequential(nn.Linear(bits, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(()))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw features (B, D) -> code logits (B, bits)."""
+        return self.encoder((x.float() - self.mean) / self.scale)
+
+    def loss(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Mean squared reconstruction error of the centred, scaled x through a noisy code."""
+        z = self.logits(x)
+        noise = torch.randn(z.shape, generator=generator, device=z.device) * NOISE_STD
+        target = (x.float() - self.mean) / self.scale
+        return (self.decoder(torch.sigmoid(z + noise)) - target).square().mean()
+
+    @torch.no_grad()
+    def code(self, x: torch.Tensor) -> np.ndarray:
+        """Raw features (B, D) -> packed codes uint8 (B, bits/8)."""
+        return pack_codes(self.logits(x) > 0)
+
+
+def random_projections(dim: int, bits: int, seed: int) -> torch.Tensor:
+    """The baseline's (dim, bits) Gaussian projection: code = sign((x - mean) @ P)."""
+    return torch.randn(dim, bits, generator=torch.Generator().manual_seed(seed + 7919))
+
+
+# ---------------------------------------------------------------------------- files
+
+def codes_path(features: str | Path, bits: int) -> Path:
+    features = Path(features)
+    return features.with_name(f"{features.stem}.codes{bits}.h5")
+
+
+def state_path(features: str | Path, bits: int) -> Path:
+    features = Path(features)
+    return features.with_name(f"{features.stem}.codes{bits}.pt")
+
+
+@dataclass
+class CodesInfo:
+    """What a codes file holds, from its attributes."""
+
+    path: Path
+    bits: int
+    count: int
+    features_key: str        # the network's key (features.model_key): which network's features
+    data_key: str            # which shards
+    split: str
+    epochs: int
+    settings: dict[str, Any]
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    def fits(self, features: FeaturesInfo) -> str:
+        """Why these are not the codes of `features` ("" if they are)."""
+        if (self.features_key, self.data_key, self.split, self.count) != (features.key, features.data_key,
+                                                                           features.split, features.count):
+            return (f"{self.path}: the codes of other features (network {self.features_key}, split '{self.split}', "
+                    f"{self.count} images; the features are network {features.key}, split '{features.split}', "
+                    f"{features.count} images): run `alexnet codes` again")
+        return ""
+
+
+def read_codes_info(path: str | Path) -> CodesInfo:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such codes file")
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            a = f.attrs
+            if a.get("format") != FORMAT or "codes" not in f:
+                raise DataError(f"{path}: not a codes file (write one with `alexnet codes`)")
+            if int(a["version"]) > VERSION:
+                raise DataError(f"{path}: codes format version {int(a['version'])} is newer than this alexnet "
+                                f"understands ({VERSION})")
+            info = CodesInfo(path, int(a["bits"]), int(a["count"]), str(a["features_key"]), str(a["data_key"]),
+                             str(a["split"]), int(a["epochs"]), json.loads(a["settings"]), json.loads(a["quality"]))
+            if f["codes"].shape != (info.count, info.bits // 8) or f["codes"].dtype != np.uint8:
+                raise DataError(f"{path}: codes of shape {f['codes'].shape}, attributes say ({info.count}, "
+                                f"{info.bits // 8}) bytes")
+            return info
+    except OSError as exc:
+        raise DataError(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0]})") from None
+    except (KeyError, ValueError) as exc:
+        raise DataError(f"{path}: a damaged codes file ({exc})") from None
+
+
+def read_codes(path: str | Path) -> tuple[np.ndarray, CodeNet]:
+    """The packed codes (N, bits/8) and the encoder that made them (on the CPU)."""
+    info = read_codes_info(path)
+    with h5py.File(path, "r", locking=False) as f:
+        codes = f["codes"][:]
+        state = {name: torch.from_numpy(np.asarray(f["encoder"][name][()])) for name in f["encoder"]}
+    s = info.settings
+    net = CodeNet(int(s["dim"]), info.bits, int(s["hidden"]))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DataError(f"{path}: its encoder does not fit its settings ({str(exc).splitlines()[0]})") from None
+    return codes, net.eval()
+
+
+def _write_codes(path: Path, codes: np.ndarray, net: CodeNet, *, features: FeaturesInfo, epochs: int,
+                 settings: dict[str, Any], quality: dict[str, Any]) -> None:
+    """The codes file, built in memory and written atomically (41 MB for 1.28 M x 256 bits)."""
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset("codes", data=codes, chunks=(max(1, min(len(codes), 65536)), codes.shape[1]) if len(codes)
+                         else None, track_times=False)
+        g = f.create_group("encoder")
+        for name, tensor in net.state_dict().items():
+            g.create_dataset(name, data=tensor.detach().cpu().numpy(), track_times=False)
+        f.attrs.update({"format": FORMAT, "version": VERSION, "bits": net.bits, "count": len(codes),
+                        "features_key": features.key, "data_key": features.data_key, "split": features.split,
+                        "epochs": epochs, "settings": json.dumps(settings, sort_keys=True),
+                        "quality": json.dumps(quality), "features": features.path.name})
+    write_atomic(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------- training
+
+def _blocks(features: str | Path, order: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, float16 rows) of the features file, BLOCK_ROWS at a time, blocks in `order`."""
+    with h5py.File(features, "r", locking=False) as f:
+        ds = f["features"]
+        for b in order:
+            start = int(b) * BLOCK_ROWS
+            yield start, ds[start:start + BLOCK_ROWS]
+
+
+def held_out(count: int, seed: int, queries: int = QUERIES) -> np.ndarray:
+    """The rows kept out of training to measure the codes (sorted): min(queries, count / 10)."""
+    n = min(queries, count // 10)
+    return np.sort(np.random.default_rng(seed).choice(count, n, replace=False)) if n else np.zeros(0, np.int64)
+
+
+def _centre(features: str | Path, info: FeaturesInfo, train: np.ndarray, progress: Reporter) -> tuple[torch.Tensor, float]:
+    """The mean feature and the root mean square deviation from it, over the training rows."""
+    s = np.zeros(info.dim, np.float64)
+    ss = 0.0
+    with progress.task("codes: centring", total=info.count, unit="img") as task:
+        for start, rows in _blocks(features, np.arange(math.ceil(info.count / BLOCK_ROWS))):
+            x = rows[train[start:start + len(rows)]].astype(np.float64)
+            s += x.sum(axis=0)
+            ss += float(np.square(x).sum())
+            task.advance(len(rows))
+    n = int(train.sum())
+    mean = s / n
+    var = max(ss / (n * info.dim) - float(np.square(mean).mean()), 1e-12)
+    return torch.from_numpy(mean.astype(np.float32)), math.sqrt(var)
+
+
+def _epoch(net: CodeNet, opt: torch.optim.Optimizer, features: str | Path, info: FeaturesInfo, train: np.ndarray,
+           seed: int, epoch: int, batch_size: int, device: torch.device, task) -> float:
+    """One pass over the training rows in an order fixed by (seed, epoch); the mean loss."""
+    rng = np.random.default_rng([seed, epoch])
+    gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+    total, count = 0.0, 0
+    net.train()
+    for start, rows in _blocks(features, rng.permutation(math.ceil(info.count / BLOCK_ROWS))):
+        keep = np.flatnonzero(train[start:start + len(rows)])
+        x = torch.from_numpy(rows[rng.permutation(keep)]).to(device)                  # (b, D) float16
+        for i in range(0, len(x), batch_size):
+            loss = net.loss(x[i:i + batch_size], gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(x[i:i + batch_size])
+            count += len(x[i:i + batch_size])
+        task.advance(len(rows))
+    if not math.isfinite(total):
+        raise DataError(f"{info.path}: the auto-encoder's loss is not finite (non-finite features?)")
+    return total / max(1, count)
+
+
+def _encode_all(net: CodeNet, features: str | Path, info: FeaturesInfo, proj: torch.Tensor, device: torch.device,
+                progress: Reporter) -> tuple[np.ndarray, np.ndarray]:
+    """The learned codes and the random-projection codes of every row, packed."""
+    learned, random = [], []
+    net.eval()
+    proj = proj.to(device)
+    with torch.no_grad(), progress.task("codes: encoding", total=info.count, unit="img") as task:
+        for _, rows in _blocks(features, np.arange(math.ceil(info.count / BLOCK_ROWS))):
+            for i in range(0, len(rows), 8192):
+                x = torch.from_numpy(rows[i:i + 8192]).to(device).float()
+                learned.append(net.code(x))
+                random.append(pack_codes(((x - net.mean) @ proj) > 0))
+            task.advance(len(rows))
+    empty = np.zeros((0, net.bits // 8), np.uint8)
+    return (np.concatenate(learned) if learned else empty), (np.concatenate(random) if random else empty)
+
+
+# ---------------------------------------------------------------------------- quality
+
+def measure(features: str | Path, info: FeaturesInfo, queries: np.ndarray, codes: dict[str, np.ndarray], *,
+            rerank_depth: int, device: torch.device, progress: Reporter = NullReporter()) -> dict[str, Any]:
+    """recall@k of the exact Euclidean neighbours and label precision@k of each kind of codes,
+    ranked by Hamming distance alone and re-ranked exactly from the `rerank_depth` nearest,
+    for the held-out `queries` (rows of the file, each excluding itself)."""
+    from alexnet_cli.neighbors import nearest                     # neighbors imports this module
+
+    kmax = min(max(KS), info.count - 1)
+    q_feats = torch.from_numpy(read_rows(features, queries)).to(device)                 # (Q, D)
+    _, exact = nearest(q_feats, features, kmax + 1, progress=progress)                  # (Q, kmax + 1)
+    exact = np.stack([row[row != q][:kmax] for row, q in zip(exact, queries)])          # itself dropped
+    with h5py.File(features, "r", locking=False) as f:
+        labels = f["labels"][:]
+    qlab = labels[queries][:, None]
+    ks = [k for k in KS if k <= kmax] or [kmax]
+
+    def scores(found: np.ndarray) -> dict[str, float]:
+        out = {}
+        for k in ks:
+            hits = [len(np.intersect1d(f[:k], e[:k])) for f, e in zip(found, exact)]
+            out[f"recall@{k}"] = float(np.mean(hits)) / k
+            out[f"precision@{k}"] = float((labels[found[:, :k]] == qlab).mean())
+        return out
+
+    result: dict[str, Any] = {"queries": int(len(queries)), "rerank": int(rerank_depth), "ks": ks,
+                              "exact": {f"precision@{k}": float((labels[exact[:, :k]] == qlab).mean()) for k in ks}}
+    depth = max(kmax, min(rerank_depth, info.count - 1))
+    for name, c in codes.items():
+        _, cand = hamming_nearest(c[queries], c, depth, exclude=queries, device=device)
+        plain = scores(cand[:, :kmax])
+        _, reranked = rerank(q_feats, features, cand, kmax)
+        result[name] = {**plain, **{f"{m}_rerank": v for m, v in scores(reranked).items()}}
+    return result
+
+
+# ---------------------------------------------------------------------------- the command
+
+@dataclass
+class CodesResult:
+    codes: Path
+    state: Path
+    bits: int
+    count: int
+    epochs: int
+    loss: float | None
+    quality: dict[str, Any]
+    reused: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"codes": str(self.codes), "state": str(self.state), "bits": self.bits, "count": self.count,
+                "epochs": self.epochs, "loss": self.loss, "bytes_per_image": self.bits // 8, "quality": self.quality,
+                "reused": self.reused}
+
+
+def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, seed: int = 0, hidden: int = HIDDEN,
+               batch_size: int = BATCH, rerank_depth: int = RERANK, queries: int = QUERIES,
+               device: str | torch.device = "cpu", progress: Reporter = NullReporter()) -> CodesResult:
+    """Train the auto-encoder on a complete features file, write the codes of every row beside
+    it and measure them against random projections (see the module doc). A codes file made
+    with the same settings and epochs is kept; a training state with the same settings
+    continues after its last finished epoch (also towards more epochs)."""
+    if bits < 64 or bits % 64:
+        raise UsageError(f"--bits must be a positive multiple of 64, got {bits}")
+    for name, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--rerank", rerank_depth)):
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1, got {value}")
+    if seed < 0 or seed >= 2**32:
+        raise UsageError(f"--seed must be in [0, 2^32), got {seed}")
+    device = torch.device(device)
+    features = Path(features)
+    info = read_features_info(features)
+    if not info.complete:
+        raise DataError(f"{features}: incomplete ({info.done} of {info.count} rows): rerun `alexnet features`")
+    held = held_out(info.count, seed, queries)
+    if info.count < 2 or info.count - len(held) < 2:
+        raise DataError(f"{features}: {info.count} images are too few to train codes on")
+    settings = {"features_key": info.key, "data_key": info.data_key, "split": info.split, "count": info.count,
+                "dim": info.dim, "bits": bits, "hidden": hidden, "seed": seed, "noise_std": NOISE_STD, "lr": LR,
+                "batch_size": batch_size, "queries": int(len(held)), "version": VERSION}   # what the weights depend on
+    out, state_file = codes_path(features, bits), state_path(features, bits)
+    if out.exists():
+        try:
+            done = read_codes_info(out)
+            if (done.settings == settings and done.epochs == epochs
+                    and done.quality.get("rerank", rerank_depth) == rerank_depth):
+                return CodesResult(out, state_file, bits, info.count, epochs, done.quality.get("loss"),
+                                   done.quality, True)
+        except DataError as exc:
+            progress.log(f"making the codes again: {exc}")
+
+    train = np.ones(info.count, bool)
+    train[held] = False
+    net = CodeNet(info.dim, bits, hidden)
+    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    start, loss = 0, None
+    saved = _load_state(state_file, settings, progress)
+    if saved is not None and saved["epoch"] <= epochs:
+        net.load_state_dict(saved["model"])
+        net.to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=LR)
+        opt.load_state_dict(saved["optimizer"])
+        start, loss = int(saved["epoch"]), saved.get("loss")
+        if start == epochs:
+            progress.log(f"codes: {state_file} is trained ({epochs} epochs): encoding and measuring again")
+        elif start:
+            progress.log(f"codes: resuming after epoch {start} of {epochs} ({state_file})")
+    else:
+        if saved is not None:
+            progress.log(f"codes: starting afresh: {state_file} has {saved['epoch']} epochs, more than --epochs {epochs}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = CodeNet(info.dim, bits, hidden)
+        mean, scale = _centre(features, info, train, progress)
+        net.mean.copy_(mean)
+        net.scale.fill_(scale)
+        net.to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=LR)
+    with progress.task("codes: training", total=(epochs - start) * info.count, unit="img") as task:
+        for epoch in range(start, epochs):
+            loss = _epoch(net, opt, features, info, train, seed, epoch, batch_size, device, task)
+            save_checkpoint(state_file, {"codes": {"settings": settings, "epoch": epoch + 1, "loss": loss,
+                                                   "model": {k: v.cpu() for k, v in net.state_dict().items()},
+                                                   "optimizer": opt.state_dict()}})
+            progress.log(f"codes: epoch {epoch + 1}/{epochs}, reconstruction loss {loss:.4f}")
+    learned, random = _encode_all(net, features, info, random_projections(info.dim, bits, seed), device, progress)
+    quality = measure(features, info, held, {"autoencoder": learned, "random_projections": random},
+                      rerank_depth=rerank_depth, device=device, progress=progress) if len(held) else {}
+    quality["loss"] = loss
+    _write_codes(out, learned, net.cpu(), features=info, epochs=epochs, settings=settings, quality=quality)
+    return CodesResult(out, state_file, bits, info.count, epochs, loss, quality, False)
+
+
+def _load_state(path: Path, settings: dict[str, Any], progress: Reporter) -> dict[str, Any] | None:
+    """The training state saved after an epoch, if it was trained with `settings`."""
+    if not path.exists():
+        return None
+    try:      # not load_checkpoint, which wants AlexNet's weights; weights_only=True as everywhere
+        state = torch.load(path, map_location="cpu", weights_only=True)["codes"]
+        if not isinstance(state, dict) or {"settings", "epoch", "model", "optimizer"} - set(state):
+            raise KeyError("codes")
+    except Exception as exc:     # noqa: BLE001 - any unreadable state is only a lost head start
+        progress.log(f"codes: starting afresh: {path} is not a codes training state "
+                     f"({' '.join(str(exc).split())[:200] or type(exc).__name__})")
+        return None
+    if state["settings"] != settings:
+        progress.log(f"codes: starting afresh: {path} was trained with other settings or features")
+        return None
+    return state
+
+
+def codes_for_split(checkpoint: str | Path, data_dir: str | Path, *, split: str = "train", bits: int = 256,
+                    epochs: int = EPOCHS, features: str | Path | None = None, rerank_depth: int = RERANK,
+                    seed: int = 0, batch_size: int = 128, workers: int | None = None,
+                    device: str | torch.device | None = None, progress: Reporter = NullReporter()) -> CodesResult:
+    """What `alexnet codes` does: the split's features (checked, or computed and cached as
+    `neighbors` does), then make_codes beside them."""
+    from alexnet_cli.devices import resolve_device
+    from alexnet_cli.features import load_encoder
+    from alexnet_cli.neighbors import split_features
+
+    if bits < 64 or bits % 64:
+        raise UsageError(f"--bits must be a positive multiple of 64, got {bits}")
+    encoder = load_encoder(checkpoint, data_dir, device)
+    path = split_features(encoder, Path(data_dir), split, features, batch_size=batch_size, workers=workers,
+                          progress=progress)
+    return make_codes(path, bits=bits, epochs=epochs, seed=seed, rerank_depth=rerank_depth,
+                      device=resolve_device(device), progress=progress)

@@ -1,0 +1,285 @@
+"""`alexnet codes` and `neighbors --codes`: packing, the Hamming search against brute-force
+NumPy, exact re-ranking, learned codes against random projections on generated clusters,
+resuming a killed training, and the commands end to end on the tiny data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import contextmanager
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from alexnet_cli.cli.app import app
+from alexnet_cli.codes import (codes_path, hamming_nearest, make_codes, pack_codes, read_codes, read_codes_info,
+                               rerank, state_path, unpack_codes)
+from alexnet_cli.errors import DataError, UsageError
+from alexnet_cli.features import create_features_file
+from alexnet_cli.neighbors import nearest, read_split_images
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks train several times faster on one thread than on contended cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _features_file(path, rows: np.ndarray, labels: np.ndarray | None = None) -> None:
+    n, dim = rows.shape
+    labels = np.arange(n) % 3 if labels is None else labels
+    classes = [str(c) for c in range(int(labels.max()) + 1)]
+    create_features_file(path, paths=[f"img{i}.png" for i in range(n)], labels=labels, classes=classes,
+                         class_names=classes, split="train", key="k", data="d", dim=dim)
+    with h5py.File(path, "r+") as f:
+        f["features"][:] = rows
+        f.attrs["done"] = n
+
+
+def _clusters(n=1000, dim=64, clusters=10, latent=16, seed=0):
+    """Points around `clusters` centres in a `latent`-d space, lifted to `dim` non-negative
+    dimensions (like fc7 after its ReLU) with isotropic noise: label = cluster."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, latent)) * 2
+    labels = rng.integers(0, clusters, n)
+    z = centres[labels] + rng.standard_normal((n, latent))
+    lift = rng.standard_normal((latent, dim)) / np.sqrt(latent)
+    x = np.maximum(z @ lift, 0) + 0.3 * np.abs(rng.standard_normal((n, dim)))
+    return x.astype(np.float16), labels
+
+
+# ---------------------------------------------------------------------------- packing and search
+
+def test_packing_round_trips_and_hamming_matches_numpy():
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, (300, 128)).astype(bool)
+    bits[17] = bits[3]                                                  # a duplicate: a tie at distance 0
+    packed = pack_codes(bits)
+    assert packed.shape == (300, 16) and packed.dtype == np.uint8
+    np.testing.assert_array_equal(unpack_codes(packed, 128), bits)
+    np.testing.assert_array_equal(pack_codes(torch.from_numpy(bits)), packed)
+
+    queries = [3, 40, 299]
+    want = (bits[queries][:, None] != bits[None]).sum(-1)               # (3, 300) brute force
+    order = np.argsort(want, axis=1, kind="stable")[:, :25]
+    dist, idx = hamming_nearest(packed[queries], packed, 25, memory_mb=0.01)   # chunks of a few dozen rows
+    np.testing.assert_array_equal(idx, order)                           # equal distances in row order
+    np.testing.assert_array_equal(dist, np.take_along_axis(want, order, 1))
+    assert idx[0, :2].tolist() == [3, 17] and dist[0, :2].tolist() == [0, 0]   # its own code first, at 0
+
+    dist, idx = hamming_nearest(packed[queries], packed, 25, exclude=queries)
+    assert not (idx == np.array(queries)[:, None]).any() and idx[0, 0] == 17
+
+
+def test_swar_popcount_on_torch_equals_numpy():
+    from alexnet_cli.codes import _popcount
+    x = torch.tensor([0, -1, 1, 2**62, -2**63, 0x0F0F0F0F0F0F0F0F, 12345678901234], dtype=torch.int64)
+    want = [bin(int(v) & (2**64 - 1)).count("1") for v in x]
+    assert _popcount(x).tolist() == want
+
+
+def test_rerank_of_every_row_is_the_exact_search(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = np.abs(rng.standard_normal((200, 32))).astype(np.float16)
+    path = tmp_path / "f.h5"
+    _features_file(path, rows)
+    queries = torch.from_numpy(np.abs(rng.standard_normal((5, 32))).astype(np.float32))
+    codes = pack_codes(rng.integers(0, 2, (200, 64)).astype(bool))      # any codes: N covers the split
+    _, cand = hamming_nearest(codes[:5], codes, 200)
+    dist, idx = rerank(queries, path, cand, 10)
+    want_d, want_i = nearest(queries, path, 10)
+    np.testing.assert_array_equal(idx, want_i)
+    np.testing.assert_allclose(dist, want_d, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------- learning
+
+def test_learned_codes_beat_random_projections_on_clusters(tmp_path, one_thread):
+    rows, labels = _clusters()
+    path = tmp_path / "f.h5"
+    _features_file(path, rows, labels)
+    result = make_codes(path, bits=64, epochs=10, hidden=64, batch_size=32, queries=100, rerank_depth=100)
+    q = result.quality
+    assert q["queries"] == 100 and q["ks"] == [6, 100]
+    ae, rp = q["autoencoder"], q["random_projections"]
+    # measured: recall@100 0.877 vs 0.811, label precision@100 0.919 vs 0.812 (docs/codes.md)
+    assert ae["recall@100"] > rp["recall@100"] + 0.03
+    assert ae["precision@100"] > rp["precision@100"] + 0.05
+    assert ae["recall@6_rerank"] > 0.9 and ae["precision@6"] > 0.9
+    codes, net = read_codes(result.codes)
+    assert codes.shape == (1000, 8) and codes.dtype == np.uint8
+    np.testing.assert_array_equal(net.code(torch.from_numpy(rows[:50].astype(np.float32))), codes[:50])
+
+
+class StopAfter:
+    """A progress reporter that stops the run (like Ctrl-C) at its `after`-th log line that
+    starts with `prefix`, and keeps the log lines."""
+
+    def __init__(self, prefix: str = "", after: int | None = None):
+        self.prefix, self.after, self.seen, self.lines = prefix, after, 0, []
+
+    @contextmanager
+    def task(self, description, total, unit="it"):
+        yield self
+
+    def advance(self, n=1, **info):
+        pass
+
+    def log(self, message):
+        self.lines.append(message)
+        if self.after is not None and message.startswith(self.prefix):
+            self.seen += 1
+            if self.seen == self.after:
+                raise KeyboardInterrupt
+
+
+def test_a_killed_codes_run_resumes_to_the_same_codes(tmp_path, one_thread):
+    rows, labels = _clusters(n=400, dim=32)
+    whole, part = tmp_path / "a" / "f.h5", tmp_path / "b" / "f.h5"
+    for p in (whole, part):
+        p.parent.mkdir()
+        _features_file(p, rows, labels)
+    settings = dict(bits=64, epochs=3, hidden=32, batch_size=64, queries=40, rerank_depth=50)
+    make_codes(whole, **settings)
+    with pytest.raises(KeyboardInterrupt):
+        make_codes(part, progress=StopAfter("codes: epoch", after=2), **settings)
+    assert state_path(part, 64).exists() and not codes_path(part, 64).exists()
+    log = StopAfter()
+    result = make_codes(part, progress=log, **settings)
+    assert any("resuming after epoch 2 of 3" in line for line in log.lines)
+    a, b = read_codes(codes_path(whole, 64)), read_codes(result.codes)
+    np.testing.assert_array_equal(a[0], b[0])                           # the same codes, bit for bit
+    for (name, x), y in zip(a[1].state_dict().items(), b[1].state_dict().values()):
+        assert torch.equal(x, y), name
+    assert read_codes_info(result.codes).quality == read_codes_info(codes_path(whole, 64)).quality
+
+    # a finished file is kept; more epochs continue from the saved state
+    again = StopAfter()
+    assert make_codes(part, progress=again, **settings).reused and not again.lines
+    deeper = StopAfter()                                                # another --rerank: measured again, not trained
+    result = make_codes(part, progress=deeper, **{**settings, "rerank_depth": 60})
+    assert not result.reused and result.quality["rerank"] == 60 and not any(line.startswith("codes: epoch") for line in deeper.lines)
+    np.testing.assert_array_equal(read_codes(result.codes)[0], a[0])
+    more = StopAfter()
+    assert not make_codes(part, progress=more, **{**settings, "epochs": 4}).reused
+    assert any("resuming after epoch 3 of 4" in line for line in more.lines)
+
+
+def test_library_refuses_bad_settings_and_files(tmp_path):
+    rows, labels = _clusters(n=50, dim=16)
+    path = tmp_path / "f.h5"
+    _features_file(path, rows, labels)
+    with pytest.raises(UsageError, match="--bits"):
+        make_codes(path, bits=100)
+    with pytest.raises(UsageError, match="--epochs"):
+        make_codes(path, epochs=0)
+    with h5py.File(path, "r+") as f:
+        f.attrs["done"] = 10
+    with pytest.raises(DataError, match="incomplete"):
+        make_codes(path, bits=64)
+    junk = tmp_path / "junk.codes64.h5"
+    junk.write_bytes(b"not hdf5")
+    with pytest.raises(DataError, match="not a readable HDF5"):
+        read_codes_info(junk)
+
+
+# ---------------------------------------------------------------------------- the commands
+
+@pytest.fixture(scope="module")
+def data(tiny_data, tmp_path_factory):
+    """A writable copy of the tiny data (the features and codes go beside the shards)."""
+    return shutil.copytree(tiny_data, tmp_path_factory.mktemp("codes") / "data")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data, tmp_path_factory, make_checkpoint):
+    return make_checkpoint(tmp_path_factory.mktemp("codes_ckpt") / "model.pt", data)
+
+
+def test_cli_codes_then_neighbors_by_codes(data, checkpoint, tmp_path):
+    base = ["codes", str(checkpoint), str(data), "--split", "val", "--device", "cpu"]
+    made = runner.invoke(app, base + ["--bits", "64", "--epochs", "2", "--json"])
+    assert made.exit_code == 0, made.output
+    out = json.loads(made.stdout)
+    assert out["bits"] == 64 and out["count"] == 16 and out["bytes_per_image"] == 8 and not out["reused"]
+    assert set(out["quality"]) >= {"autoencoder", "random_projections", "exact", "queries"}
+    text = runner.invoke(app, base + ["--bits", "64", "--epochs", "2"])
+    assert text.exit_code == 0 and "kept" in text.stdout and "random" in text.stdout
+
+    png = tmp_path / "val5.png"
+    Image.fromarray(read_split_images(data, "val", [5])[0]).save(png)
+    ask = ["neighbors", str(checkpoint), str(data), "--split", "val", "--query", str(png), "--k", "4",
+           "--device", "cpu", "--codes", "--bits", "64", "--json"]
+    hamming = runner.invoke(app, ask)
+    assert hamming.exit_code == 0, hamming.output
+    [answer] = json.loads(hamming.stdout)
+    assert answer["distance_kind"] == "hamming" and len(answer["neighbors"]) == 4
+    first = answer["neighbors"][0]
+    assert first["distance"] == 0 and first["distance"] == int(first["distance"])
+    assert 5 in [n["index"] for n in answer["neighbors"] if n["distance"] == 0]    # its own code, at 0
+
+    exact = runner.invoke(app, ask[:-4] + ["--json"])
+    reranked = runner.invoke(app, ask + ["--rerank", "16"])             # N covers the split: the exact answer
+    assert exact.exit_code == 0 and reranked.exit_code == 0, reranked.output
+    e, r = json.loads(exact.stdout)[0], json.loads(reranked.stdout)[0]
+    assert r["distance_kind"] == e["distance_kind"] == "euclidean"
+    assert [n["index"] for n in r["neighbors"]] == [n["index"] for n in e["neighbors"]]
+    np.testing.assert_allclose([n["distance"] for n in r["neighbors"]], [n["distance"] for n in e["neighbors"]],
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_cli_codes_bad_input(data, checkpoint, tmp_path):
+    base = ["codes", str(checkpoint), str(data), "--split", "val", "--device", "cpu"]
+    for args in (["--bits", "100"], ["--epochs", "0"], ["--seed", "-1"]):
+        bad = runner.invoke(app, base + args)
+        assert bad.exit_code == 2 and bad.stderr.startswith("Error:") and len(bad.stderr.strip().splitlines()) == 1
+    nosplit = runner.invoke(app, base[:-4] + ["--split", "test"])
+    assert nosplit.exit_code == 1 and "no split 'test'" in nosplit.stderr
+
+    png = tmp_path / "q.png"
+    Image.new("RGB", (256, 256), (10, 200, 30)).save(png)
+    ask = ["neighbors", str(checkpoint), str(data), "--split", "val", "--query", str(png), "--device", "cpu"]
+    assert runner.invoke(app, ask + ["--rerank", "10"]).exit_code == 2              # --rerank needs --codes
+    assert runner.invoke(app, ask + ["--codes", "--rerank", "2", "--k", "6"]).exit_code == 2   # fewer than --k
+    assert runner.invoke(app, ask + ["--codes", "--bits", "100"]).exit_code == 2
+    assert runner.invoke(app, ask + ["--memory-mb", "inf"]).exit_code == 2
+    missing = runner.invoke(app, ask + ["--codes", "--bits", "128"])
+    assert missing.exit_code == 1 and "alexnet codes" in missing.stderr and "128" in missing.stderr
+    assert missing.stderr.startswith("Error:") and len(missing.stderr.strip().splitlines()) == 1   # before any work
+    # codes of other features (another network's) are refused, not searched
+    made = runner.invoke(app, ["codes", str(checkpoint), str(data), "--split", "val", "--device", "cpu",
+                               "--bits", "64", "--epochs", "1", "--json"])
+    assert made.exit_code == 0, made.output
+    path = json.loads(made.stdout)["codes"]
+    with h5py.File(path, "r+") as f:
+        f.attrs["features_key"] = "0123456789abcdef"
+    foreign = runner.invoke(app, ask + ["--codes", "--bits", "64"])
+    assert foreign.exit_code == 1 and "other features" in foreign.stderr
+
+
+@pytest.mark.gpu
+def test_gpu_hamming_search_and_training_match_the_cpu(tmp_path):
+    rng = np.random.default_rng(4)
+    codes = pack_codes(rng.integers(0, 2, (5000, 256)).astype(bool))
+    codes[4321] = codes[7]
+    cpu = hamming_nearest(codes[:20], codes, 50)
+    gpu = hamming_nearest(codes[:20], codes, 50, device="cuda", memory_mb=1)      # several chunks
+    np.testing.assert_array_equal(cpu[0], gpu[0])
+    np.testing.assert_array_equal(cpu[1], gpu[1])
+    excl = hamming_nearest(codes[:20], codes, 5, exclude=np.arange(20), device="cuda")
+    assert excl[1][7, 0] == 4321 and not (excl[1] == np.arange(20)[:, None]).any()
+
+    rows, labels = _clusters(n=600, dim=32)
+    path = tmp_path / "f.h5"
+    _features_file(path, rows, labels)
+    result = make_codes(path, bits=64, epochs=3, hidden=32, batch_size=64, queries=60, device="cuda")
+    assert result.quality["autoencoder"]["recall@6_rerank"] > 0.5
