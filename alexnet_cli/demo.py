@@ -16,10 +16,12 @@ The knobs that differ from the paper (`DemoConfig`), and why:
   something real in about a hundred optimizer steps on two CPU cores.
 - batch 16 (paper 128): more, smaller steps in the same time; an AlexNet step on two CPU
   cores runs at roughly 12-15 images/s.
-- learning rate 0.00125 = 0.01 x 16/128 (paper 0.01 at batch 128): the paper's rate per
-  image, scaled with the batch (the linear scaling rule; any batch size gets 0.01 x B/128
-  unless `lr` is given). The paper's 0.01 at batch 16 makes the loss jump to several times
-  chance on this set.
+- learning rate 0.0025 = 2 x 0.01 x 16/128 (paper 0.01 at batch 128): twice the paper's rate
+  per image scaled with the batch (the linear scaling rule; any batch size gets 2 x 0.01 x B/128
+  unless `lr` is given). With the paper's dropout (outputs not rescaled while training) the
+  linearly scaled 0.00125 learns too slowly for 90 steps (validation top-1 error 27% after 6
+  epochs, measured), 0.0025 reaches 0%; the paper's 0.01 at batch 16 makes the loss jump to
+  several times chance on this set.
 - `bias_fill` 0.1 (paper 1, Caffe's reference model 0.1): with the paper's bias of 1 the
   loss often sits at chance for a long while on small data (docs/paper-vs-code.md, init), too long here.
 - 6 epochs, the paper's plateau schedule (divide by 10 when validation error stops improving).
@@ -81,7 +83,7 @@ class DemoConfig:
     val_per_class: int = 15
     epochs: int = 6
     batch_size: int = 16              # paper: 128
-    lr: float | None = None           # None: the paper's 0.01 per 128 images, scaled: 0.01 x batch/128
+    lr: float | None = None           # None: twice the paper's 0.01 per 128 images, scaled: 2 x 0.01 x batch/128
     bias_fill: float = 0.1            # paper: 1; Caffe: 0.1
     dropout: float = 0.5              # paper: 0.5
     seed: int = 0
@@ -104,8 +106,8 @@ class DemoConfig:
 
     @property
     def learning_rate(self) -> float:
-        paper = TrainConfig()                # the paper's rate per image: 0.01 at batch 128
-        return self.lr if self.lr is not None else paper.lr * self.batch_size / paper.batch_size
+        paper = TrainConfig()                # the paper's rate per image: 0.01 at batch 128, x2 (module doc)
+        return self.lr if self.lr is not None else 2 * paper.lr * self.batch_size / paper.batch_size
 
     def key(self) -> dict[str, Any]:
         """What the results depend on (the device aside): the marker compares these."""
