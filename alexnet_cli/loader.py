@@ -15,9 +15,13 @@ The order of an epoch is a pure function of (seed, epoch), whatever the number o
 
 `shuffle=False` skips 1 and 2: the split's global order (that of `read_split_index`).
 
-Workers are threads: raw shards are read with positional reads of the (unfiltered) HDF5
-chunks, which release the GIL; JPEG shards are decoded by PIL, which releases it too. A
-producer thread keeps a queue of a few finished batches in pinned memory, so the consumer
+Workers are threads, and nothing they do per image holds the GIL or a lock for long: raw
+shards are read with positional reads of the (unfiltered) HDF5 chunks; jpeg shards with one
+positional read of a run of images' bytes (`jpeg_data` is contiguous, `jpeg_offsets` says
+where each image is), then one simplejpeg call per image that decodes straight into the
+batch (`decode="cpu"`). With `decode="gpu"` the workers only read bytes and the producer
+decodes each batch on the device in one batched nvJPEG call, on a side stream. A
+producer thread keeps a queue of a few finished batches (pinned memory), so the consumer
 does not wait; on CUDA they are copied on a side stream one batch ahead (`_DeviceCopier`),
 so the copy overlaps the previous step instead of delaying the next one. Data stays uint8 until it is on the device.
 """
@@ -37,8 +41,9 @@ import numpy as np
 import torch
 
 from alexnet_cli.errors import DataError, UsageError
-from alexnet_cli.shards import (IMAGE_SHAPE, Manifest, check_shard_file, open_shard, read_images, read_labels,
-                                read_manifest, verify_shards)
+from alexnet_cli.shards import (IMAGE_SHAPE, Manifest, check_shard_file, decode_jpeg, decode_jpegs_on,
+                                jpeg_index, open_shard, read_images, read_labels, read_manifest, resolve_decode,
+                                verify_shards)
 
 IMAGE_BYTES = int(np.prod(IMAGE_SHAPE))
 
@@ -59,7 +64,8 @@ def default_workers(fmt: str = "raw") -> int:
 
 
 class _ShardReader:
-    """Reads runs of images of one split's shards: raw by chunk offsets, jpeg through h5py."""
+    """Reads runs of images of one split's shards by positional reads: raw by chunk offsets,
+    jpeg by byte offsets (filtered raw shards, which prep does not write, through h5py)."""
 
     def __init__(self, manifest: Manifest, names: list[str]):
         self.manifest, self.names = manifest, names
@@ -70,7 +76,7 @@ class _ShardReader:
                 labels = read_labels(f)
                 self.labels.append(labels)
                 self.counts.append(len(labels))
-                self.chunks.append(_chunk_offsets(f) if manifest.format == "raw" else None)
+                self.chunks.append(_chunk_offsets(f) if manifest.format == "raw" else jpeg_index(f))
         self.block = manifest.block_size
 
     def read(self, shard: int, start: int, stop: int, out: np.ndarray, rows: np.ndarray) -> None:
@@ -81,12 +87,19 @@ class _ShardReader:
             with open_shard(self.manifest, self.names[shard]) as f:
                 read_images(f, start, stop, out, rows)
             return
+        if self.manifest.format == "jpeg":
+            blobs = self.read_jpegs(shard, start, stop)
+            for j, r in enumerate(rows.tolist()):
+                if r >= 0:
+                    try:
+                        decode_jpeg(blobs[j], out[r])
+                    except ValueError as exc:
+                        raise DataError(f"shard {self.paths[shard]}: image {start + j}: {exc}: run `alexnet prep "
+                                        "SRC OUT --verify`") from None
+            return
         rows_per_chunk, offsets = chunks
         path = self.paths[shard]
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            raise DataError(f"shard {path} cannot be opened ({exc}): run `alexnet prep` again") from None
+        fd = self._open(shard)
         scratch = None
         try:
             i = start
@@ -106,6 +119,28 @@ class _ShardReader:
                 i += n
         finally:
             os.close(fd)
+
+    def _open(self, shard: int) -> int:
+        try:
+            return os.open(self.paths[shard], os.O_RDONLY)
+        except OSError as exc:
+            raise DataError(f"shard {self.paths[shard]} cannot be opened ({exc}): run `alexnet prep` again") from None
+
+    def read_jpegs(self, shard: int, start: int, stop: int) -> list[np.ndarray]:
+        """The stored JPEG files of images start..stop of a jpeg shard, as uint8 views of one
+        buffer filled by one positional read (no h5py call, no lock)."""
+        base, offsets = self.chunks[shard]
+        o = offsets[start:stop + 1].tolist()
+        buf = np.empty(o[-1] - o[0], np.uint8)
+        fd = self._open(shard)
+        try:
+            got = os.preadv(fd, [buf], base + o[0]) if len(buf) else 0
+        finally:
+            os.close(fd)
+        if got != len(buf):
+            raise DataError(f"shard {self.paths[shard]} is truncated (images {start}..{stop} are missing): "
+                            "run `alexnet prep` again")
+        return [buf[o[j] - o[0]:o[j + 1] - o[0]] for j in range(stop - start)]
 
 
 def _chunk_offsets(f: h5py.File) -> tuple[int, list[int]] | None:
@@ -135,7 +170,7 @@ class ShardLoader:
     def __init__(self, data_dir, split: str, batch_size: int, *, shuffle: bool, seed: int = 0,
                  drop_last: bool = False, rank: int = 0, world_size: int = 1,
                  device: str | torch.device = "cpu", workers: int | None = None,
-                 buffer_blocks: int = 8, prefetch: int = 4, verify: bool = False):
+                 buffer_blocks: int = 8, prefetch: int = 4, verify: bool = False, decode: str = "cpu"):
         if batch_size < 1:
             raise DataError(f"batch size must be positive, got {batch_size}")
         if workers is not None and workers < 1:
@@ -151,6 +186,7 @@ class ShardLoader:
         self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
         self.device = torch.device(device)
+        self.decode = resolve_decode(decode, self.manifest.format, self.device)   # cpu, gpu or none (raw)
         self.workers = workers or default_workers(self.manifest.format)
         self.prefetch = max(1, prefetch)
         self.reader = _ShardReader(self.manifest, self.manifest.split(split).shards)
@@ -191,7 +227,10 @@ class ShardLoader:
             order = np.arange(lo - a, hi - a)                               # window-relative positions
         slot = np.full(b - a, -1, np.int64)
         slot[order] = np.arange(hi - lo)                                    # where each position goes
-        images = np.empty((hi - lo, *IMAGE_SHAPE), np.uint8)                # (n, 256, 256, 3)
+        if self.decode == "gpu":   # the stored JPEGs, decoded per batch on the device (_emit)
+            images = [None] * (hi - lo)
+        else:
+            images = np.empty((hi - lo, *IMAGE_SHAPE), np.uint8)            # (n, 256, 256, 3)
         index = np.empty(hi - lo, np.int64)
         pos, k = a, bisect.bisect_right(starts, a) - 1
         while pos < b:  # the window's blocks (or parts of them), in stream order
@@ -199,7 +238,11 @@ class ShardLoader:
             s0 = s + (pos - int(starts[k]))
             n = min(e - s0, b - pos)
             rows = slot[pos - a:pos - a + n]
-            if (rows >= 0).any():
+            if (rows >= 0).any() and self.decode == "gpu":
+                for r, blob in zip(rows.tolist(), self.reader.read_jpegs(shard, s0, s0 + n)):
+                    if r >= 0:
+                        images[r] = blob
+            elif (rows >= 0).any():
                 self.reader.read(shard, s0, s0 + n, images, rows)
                 index[rows[rows >= 0]] = np.arange(s0, s0 + n)[rows >= 0] + self.starts[shard]
             pos, k = pos + n, k + 1
@@ -274,7 +317,8 @@ class ShardLoader:
 
     def _emit(self, parts: list, n: int, pin: bool, out: queue.Queue, stop: threading.Event) -> list:
         """Put the first n images of `parts` on the queue as one batch; return the rest."""
-        images = torch.empty((n, *IMAGE_SHAPE), dtype=torch.uint8, pin_memory=pin)   # (B, 256, 256, 3)
+        gpu = self.decode == "gpu"
+        images = [] if gpu else torch.empty((n, *IMAGE_SHAPE), dtype=torch.uint8, pin_memory=pin)  # (B, 256, 256, 3)
         labels = torch.empty(n, dtype=torch.int64, pin_memory=pin)
         index = torch.empty(n, dtype=torch.int64)
         i, rest = 0, []
@@ -283,14 +327,33 @@ class ShardLoader:
                 rest.append((p_images, p_labels, p_index))
                 continue
             take = min(n - i, len(p_labels))
-            images[i:i + take] = torch.from_numpy(p_images[:take])
+            if gpu:
+                images.extend(p_images[:take])
+            else:
+                images[i:i + take] = torch.from_numpy(p_images[:take])
             labels[i:i + take] = torch.from_numpy(p_labels[:take])
             index[i:i + take] = torch.from_numpy(p_index[:take])
             if take < len(p_labels):
                 rest.append((p_images[take:], p_labels[take:], p_index[take:]))
             i += take
+        if gpu:
+            images = self._decode_on_device(images)
         _put(out, (images, labels, index), stop)
         return rest
+
+    def _decode_on_device(self, blobs: list[np.ndarray]):
+        """One batch's JPEGs -> uint8 (B, 256, 256, 3) on the device, decoded in one batched
+        call (in the producer thread, on its own stream on CUDA, so that it overlaps the
+        training step); (images, event marking the end of the decode)."""
+        if self.device.type != "cuda":
+            return decode_jpegs_on(blobs, self.device), None
+        if getattr(self, "_decode_stream", None) is None:
+            self._decode_stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._decode_stream):
+            images = decode_jpegs_on(blobs, self.device)
+            done = torch.cuda.Event()
+            done.record(self._decode_stream)
+        return images, done
 
 
 class _DeviceCopier:
@@ -304,11 +367,17 @@ class _DeviceCopier:
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.pending: tuple[Batch, torch.cuda.Event] | None = None
 
-    def push(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> Batch | None:
-        """Start copying a host batch; return the batch before it, ready to use, if any."""
+    def push(self, images, labels: torch.Tensor, index: torch.Tensor) -> Batch | None:
+        """Start copying a host batch; return the batch before it, ready to use, if any.
+        `images` may be (images already on the device, the event that marks them ready)."""
+        decoded = None
+        if isinstance(images, tuple):    # decoded on the device (decode="gpu")
+            images, decoded = images
         if self.stream is None:
             return Batch(images.to(self.device), labels.to(self.device), index)
         with torch.cuda.stream(self.stream):
+            if decoded is not None:
+                self.stream.wait_event(decoded)
             batch = Batch(images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True),
                           index)
             done = torch.cuda.Event()
