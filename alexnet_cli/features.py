@@ -36,7 +36,7 @@ from alexnet_cli.augment import center_crop
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.errors import CheckpointError, DataError, UsageError
 from alexnet_cli.devices import resolve_device
-from alexnet_cli.loader import Batch, ShardLoader
+from alexnet_cli.loader import Batch, ShardLoader, trained_decode
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import data_key, read_manifest, read_split_index
 
@@ -78,6 +78,7 @@ class Encoder:
     key: str                    # model_key(...): names the features this encoder makes
     device: torch.device
     checkpoint: str = ""
+    decode: str = "auto"        # the --decode its run trained with (loader.trained_decode)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -105,7 +106,8 @@ def load_encoder(checkpoint: str | Path, data_dir: str | Path, device: str | tor
     if loaded.model.fc7.out_features != DIM:
         raise CheckpointError(f"{checkpoint}: fc7 has {loaded.model.fc7.out_features} units, expected {DIM}")
     key = model_key(loaded.model, mean, loaded.mean_crop)
-    return Encoder(loaded.model, mean.to(dev, torch.float32), loaded.mean_crop, key, dev, str(checkpoint))
+    return Encoder(loaded.model, mean.to(dev, torch.float32), loaded.mean_crop, key, dev, str(checkpoint),
+                   trained_decode(loaded.config))
 
 
 def cache_path(data_dir: str | Path, split: str, key: str) -> Path:
@@ -176,7 +178,7 @@ def read_rows_index(path: str | Path, rows: Sequence[int]) -> tuple[list[str], n
 # ---------------------------------------------------------------------------- computing features
 
 def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str | Path, *, batch_size: int = 128,
-                   overwrite: bool = False, workers: int | None = None,
+                   overwrite: bool = False, workers: int | None = None, decode: str | None = None,
                    progress: Reporter = NullReporter()) -> FeaturesInfo:
     """Compute the fc7 features of every image of `split` into `out` (see the module doc).
 
@@ -208,7 +210,7 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
         done = 0
     if done < count:
         loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False,
-                             device=encoder.device, workers=workers)
+                             device=encoder.device, workers=workers, decode=decode or encoder.decode)
         _fill(partial, encoder, loader.epoch(0, start_batch=done // batch_size), done, count, progress,
               f"fc7 features ({split})")
     os.replace(partial, out)
@@ -263,8 +265,9 @@ def _fill(path: Path, encoder: Encoder, batches: Iterator[Batch], done: int, cou
 
 def extract_features(checkpoint: str | Path, data_dir: str | Path, out: str | Path, *, split: str = "train",
                      batch_size: int = 128, device: str | torch.device | None = None, overwrite: bool = False,
-                     workers: int | None = None, progress: Reporter = NullReporter()) -> FeaturesInfo:
+                     workers: int | None = None, decode: str | None = None,
+                     progress: Reporter = NullReporter()) -> FeaturesInfo:
     """What `alexnet features` does: the fc7 features of every image of `split` into `out`."""
     encoder = load_encoder(checkpoint, data_dir, device)
     return write_features(encoder, data_dir, split, out, batch_size=batch_size, overwrite=overwrite,
-                          workers=workers, progress=progress)
+                          workers=workers, decode=decode, progress=progress)

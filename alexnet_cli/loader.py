@@ -63,6 +63,14 @@ def default_workers(fmt: str = "raw") -> int:
     return max(1, min(8, cores - 1)) if fmt == "raw" else max(1, min(32, cores - 2))
 
 
+def trained_decode(config: dict) -> str:
+    """The --decode choice a run's checkpoint config implies (what `eval` and `features` use
+    unless told): cpu if it trained with cpu decode; auto if with gpu (gpu where it can be
+    here, else cpu) or if the run predates --decode or trained on raw shards."""
+    run = config.get("run") if isinstance(config, dict) else None
+    return "cpu" if isinstance(run, dict) and run.get("decode") == "cpu" else "auto"
+
+
 class _ShardReader:
     """Reads runs of images of one split's shards by positional reads: raw by chunk offsets,
     jpeg by byte offsets (filtered raw shards, which prep does not write, through h5py)."""
@@ -238,12 +246,13 @@ class ShardLoader:
             s0 = s + (pos - int(starts[k]))
             n = min(e - s0, b - pos)
             rows = slot[pos - a:pos - a + n]
-            if (rows >= 0).any() and self.decode == "gpu":
-                for r, blob in zip(rows.tolist(), self.reader.read_jpegs(shard, s0, s0 + n)):
-                    if r >= 0:
-                        images[r] = blob
-            elif (rows >= 0).any():
-                self.reader.read(shard, s0, s0 + n, images, rows)
+            if (rows >= 0).any():
+                if self.decode == "gpu":
+                    for r, blob in zip(rows.tolist(), self.reader.read_jpegs(shard, s0, s0 + n)):
+                        if r >= 0:
+                            images[r] = blob
+                else:
+                    self.reader.read(shard, s0, s0 + n, images, rows)
                 index[rows[rows >= 0]] = np.arange(s0, s0 + n)[rows >= 0] + self.starts[shard]
             pos, k = pos + n, k + 1
         return images, self.labels[index], index
