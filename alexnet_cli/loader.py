@@ -32,6 +32,7 @@ import bisect
 import os
 import queue
 import threading
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
@@ -93,7 +94,10 @@ class _ShardReader:
         chunks = self.chunks[shard]
         if chunks is None:
             with open_shard(self.manifest, self.names[shard]) as f:
-                read_images(f, start, stop, out, rows)
+                data = read_images(f, start, stop)                           # (n, 256, 256, 3)
+            for j, r in enumerate(rows.tolist()):
+                if r >= 0:
+                    out[r] = data[j]
             return
         if self.manifest.format == "jpeg":
             blobs = self.read_jpegs(shard, start, stop)
@@ -209,6 +213,7 @@ class ShardLoader:
         if drop_last:
             hi = self.lo + (total // world_size) // batch_size * batch_size  # equal on every rank
         self.num_images = hi - self.lo
+        self.buffers = _BufferPool(max(8, 2 * (self.workers + 1) + self.prefetch + 2))
 
     def __len__(self) -> int:
         """Batches per epoch for this rank."""
@@ -225,9 +230,10 @@ class ShardLoader:
         starts = np.cumsum([0, *(b[2] - b[1] for b in blocks)])
         return blocks, starts
 
-    def _window(self, epoch: int, blocks, starts: np.ndarray, w: int, lo: int, hi: int):
-        """Stream positions lo..hi (inside window w), permuted within the window, as (uint8
-        images, labels, global indices). Each image is read straight into its batch slot."""
+    def _window(self, epoch: int, blocks, starts: np.ndarray, w: int, lo: int, hi: int, images: "_Rows"):
+        """Stream positions lo..hi (inside window w), permuted within the window: the image
+        that comes k-th is read (decoded) straight into images[k], a row of its batch; returns
+        the global indices, (hi - lo,)."""
         a, b = w * self.window, min((w + 1) * self.window, int(starts[-1]))
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch, w]).permutation(b - a)[lo - a:hi - a]
@@ -235,10 +241,6 @@ class ShardLoader:
             order = np.arange(lo - a, hi - a)                               # window-relative positions
         slot = np.full(b - a, -1, np.int64)
         slot[order] = np.arange(hi - lo)                                    # where each position goes
-        if self.decode == "gpu":   # the stored JPEGs, decoded per batch on the device (_emit)
-            images = [None] * (hi - lo)
-        else:
-            images = np.empty((hi - lo, *IMAGE_SHAPE), np.uint8)            # (n, 256, 256, 3)
         index = np.empty(hi - lo, np.int64)
         pos, k = a, bisect.bisect_right(starts, a) - 1
         while pos < b:  # the window's blocks (or parts of them), in stream order
@@ -247,7 +249,7 @@ class ShardLoader:
             n = min(e - s0, b - pos)
             rows = slot[pos - a:pos - a + n]
             if (rows >= 0).any():
-                if self.decode == "gpu":
+                if self.decode == "gpu":   # the stored JPEGs, decoded per batch on the device (_emit)
                     for r, blob in zip(rows.tolist(), self.reader.read_jpegs(shard, s0, s0 + n)):
                         if r >= 0:
                             images[r] = blob
@@ -255,7 +257,7 @@ class ShardLoader:
                     self.reader.read(shard, s0, s0 + n, images, rows)
                 index[rows[rows >= 0]] = np.arange(s0, s0 + n)[rows >= 0] + self.starts[shard]
             pos, k = pos + n, k + 1
-        return images, self.labels[index], index
+        return index
 
     def _windows(self, epoch: int, start: int) -> list[tuple[int, int, int]]:
         """(window, lo, hi) covering this rank's stream positions from `start` on."""
@@ -299,56 +301,71 @@ class ShardLoader:
                     pass
 
     def _produce(self, epoch: int, start: int, out: queue.Queue, stop: threading.Event) -> None:
-        """Producer thread: windows from the worker threads, in order, cut into batches."""
+        """Producer thread: the batches' buffers, filled by the worker threads window by window
+        (each image decoded or read straight into its row), handed over in order as soon as
+        the windows before their last row are done."""
         try:
             blocks, starts = self._stream(epoch)
             pin = self.device.type == "cuda"
+            base, total, size = self.lo + start, self.num_images - start, self.batch_size
+            buffers: dict[int, tuple] = {}    # batch number -> (rows, image tensor or None, labels, index)
+            rows = {}                          # batch number -> its rows: numpy (n, 256, 256, 3) or a list (gpu)
+
+            def batch_of(q: int) -> int:
+                return q // size
+
+            def allocate(b: int) -> None:
+                if b in buffers:
+                    return
+                n = min(size, total - b * size)
+                if self.decode == "gpu":
+                    tensor, rows[b] = None, [None] * n
+                elif pin:                          # torch's pinned allocator recycles its blocks itself
+                    tensor = torch.empty((n, *IMAGE_SHAPE), dtype=torch.uint8, pin_memory=True)  # (n, 256, 256, 3)
+                    rows[b] = tensor.numpy()
+                else:
+                    rows[b] = self.buffers.get(n)
+                    tensor = torch.from_numpy(rows[b])
+                buffers[b] = (tensor, torch.empty(n, dtype=torch.int64, pin_memory=pin), torch.empty(n, dtype=torch.int64))
+
             with ThreadPoolExecutor(self.workers, thread_name_prefix="ShardLoader") as pool:
-                pending: list[Future] = []
+                pending: list[tuple[Future, int, int]] = []
                 todo = iter(self._windows(epoch, start))
-                parts, have = [], 0
+                emitted = 0
                 while True:
                     while len(pending) < self.workers + 1 and (w := next(todo, None)) is not None:
-                        pending.append(pool.submit(self._window, epoch, blocks, starts, *w))
+                        q0, q1 = w[1] - base, w[2] - base
+                        for b in range(batch_of(q0), batch_of(q1 - 1) + 1):
+                            allocate(b)
+                        future = pool.submit(self._window, epoch, blocks, starts, *w, _Rows(rows, q0, size))
+                        pending.append((future, q0, q1))
                     if not pending or stop.is_set():
                         break
-                    parts.append(pending.pop(0).result())
-                    have += len(parts[-1][1])
-                    while have >= self.batch_size:
-                        parts, have = self._emit(parts, self.batch_size, pin, out, stop), have - self.batch_size
-                for f in pending:
+                    future, q0, q1 = pending.pop(0)
+                    index = future.result()                                  # (q1 - q0,)
+                    for b in range(batch_of(q0), batch_of(q1 - 1) + 1):      # labels and indices into their rows
+                        a, e = max(q0, b * size), min(q1, (b + 1) * size)
+                        _, labels, idx = buffers[b]
+                        idx[a - b * size:e - b * size] = torch.from_numpy(index[a - q0:e - q0])
+                        labels[a - b * size:e - b * size] = torch.from_numpy(self.labels[index[a - q0:e - q0]])
+                    while emitted * size < total and min((emitted + 1) * size, total) <= q1:  # complete batches
+                        tensor, labels, idx = buffers.pop(emitted)
+                        self._emit(tensor if tensor is not None else rows[emitted], labels, idx, out, stop)
+                        rows.pop(emitted)
+                        emitted += 1
+                for f, _, _ in pending:
                     f.cancel()
-                if have and not stop.is_set():
-                    self._emit(parts, have, pin, out, stop)
             _put(out, None, stop)
         except BaseException as exc:  # handed to the consumer, which raises it
             _put(out, exc, stop)
 
-    def _emit(self, parts: list, n: int, pin: bool, out: queue.Queue, stop: threading.Event) -> list:
-        """Put the first n images of `parts` on the queue as one batch; return the rest."""
-        gpu = self.decode == "gpu"
-        images = [] if gpu else torch.empty((n, *IMAGE_SHAPE), dtype=torch.uint8, pin_memory=pin)  # (B, 256, 256, 3)
-        labels = torch.empty(n, dtype=torch.int64, pin_memory=pin)
-        index = torch.empty(n, dtype=torch.int64)
-        i, rest = 0, []
-        for p_images, p_labels, p_index in parts:
-            if i >= n:
-                rest.append((p_images, p_labels, p_index))
-                continue
-            take = min(n - i, len(p_labels))
-            if gpu:
-                images.extend(p_images[:take])
-            else:
-                images[i:i + take] = torch.from_numpy(p_images[:take])
-            labels[i:i + take] = torch.from_numpy(p_labels[:take])
-            index[i:i + take] = torch.from_numpy(p_index[:take])
-            if take < len(p_labels):
-                rest.append((p_images[take:], p_labels[take:], p_index[take:]))
-            i += take
-        if gpu:
+    def _emit(self, images, labels: torch.Tensor, index: torch.Tensor, out: queue.Queue,
+              stop: threading.Event) -> None:
+        """Put one finished batch on the queue; with decode="gpu", `images` is the list of its
+        JPEG files, decoded here on the device."""
+        if self.decode == "gpu":
             images = self._decode_on_device(images)
         _put(out, (images, labels, index), stop)
-        return rest
 
     def _decode_on_device(self, blobs: list[np.ndarray]):
         """One batch's JPEGs -> uint8 (B, 256, 256, 3) on the device, decoded in one batched
@@ -363,6 +380,49 @@ class ShardLoader:
             done = torch.cuda.Event()
             done.record(self._decode_stream)
         return images, done
+
+
+class _BufferPool:
+    """Host batch buffers, uint8 (n, 256, 256, 3), used again once nothing refers to them.
+
+    A fresh 25 MB buffer per batch costs page faults (the kernel zeroes every page the decode
+    then overwrites: about a fifth of the decode's time). Each buffer handed out is a new
+    numpy view of a kept array, and torch.from_numpy's storage holds that view until the
+    last tensor or view of the batch is gone; a weak reference to it says when, so a batch
+    the caller still holds is never overwritten."""
+
+    def __init__(self, keep: int):
+        self.keep, self.lock = keep, threading.Lock()
+        self.arrays: list[tuple[np.ndarray, weakref.ref | None]] = []
+
+    def get(self, n: int) -> np.ndarray:
+        with self.lock:
+            for i, (array, ref) in enumerate(self.arrays):
+                if len(array) == n and (ref is None or ref() is None):
+                    view = array.view()
+                    self.arrays[i] = (array, weakref.ref(view))
+                    return view
+            array = np.empty((n, *IMAGE_SHAPE), np.uint8)                   # (n, 256, 256, 3)
+            view = array.view()
+            if len(self.arrays) < self.keep:
+                self.arrays.append((array, weakref.ref(view)))
+            return view
+
+
+class _Rows:
+    """The rows of consecutive batches seen as one sequence: row r is the image at output
+    position q0 + r, i.e. row (q0 + r) % size of batch (q0 + r) // size."""
+
+    def __init__(self, batches: dict, q0: int, size: int):
+        self.batches, self.q0, self.size = batches, q0, size
+
+    def __getitem__(self, r: int):
+        b, i = divmod(self.q0 + int(r), self.size)
+        return self.batches[b][i]
+
+    def __setitem__(self, r: int, value) -> None:
+        b, i = divmod(self.q0 + int(r), self.size)
+        self.batches[b][i] = value
 
 
 class _DeviceCopier:

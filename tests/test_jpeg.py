@@ -280,3 +280,20 @@ def test_gpu_decode_names_undecodable_bytes():
     assert out.shape == (2, 256, 256, 3) and out.dtype == torch.uint8
     with pytest.raises(DataError, match="cannot be decoded on cuda"):
         shards.decode_jpegs_on([good, np.frombuffer(b"not a JPEG", np.uint8)], torch.device("cuda"))
+
+
+def test_batch_buffers_are_reused_only_once_released(jpeg_data):
+    """The loader decodes into its batches' own buffers and reuses a buffer once nothing refers
+    to it: batches read and dropped are right, and one held on to is never overwritten."""
+    loader = ShardLoader(jpeg_data, "train", 4, shuffle=True, seed=7, workers=2, buffer_blocks=1, prefetch=1)
+    want = {i: img.clone() for ind, _, images in _batches(loader, 0) for i, img in zip(ind, images)}
+    assert len(want) == 48
+    held = None
+    for _ in range(2):
+        for b in loader.epoch(0):                      # checked, then dropped
+            for i, img in zip(b.indices.tolist(), b.images):
+                assert torch.equal(img, want[i])
+            if held is None:
+                held = (b.indices.tolist(), b.images, b.images.clone())
+    assert torch.equal(held[1], held[2])               # still what it was when it was handed over
+    assert len(loader.buffers.arrays) < 2 * len(loader)                     # buffers were reused
