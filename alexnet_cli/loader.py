@@ -214,6 +214,7 @@ class ShardLoader:
             hi = self.lo + (total // world_size) // batch_size * batch_size  # equal on every rank
         self.num_images = hi - self.lo
         self.buffers = _BufferPool(max(8, 2 * (self.workers + 1) + self.prefetch + 2))
+        self._decode_stream = None                                           # decode="gpu" on CUDA
 
     def __len__(self) -> int:
         """Batches per epoch for this rank."""
@@ -308,7 +309,7 @@ class ShardLoader:
             blocks, starts = self._stream(epoch)
             pin = self.device.type == "cuda"
             base, total, size = self.lo + start, self.num_images - start, self.batch_size
-            buffers: dict[int, tuple] = {}    # batch number -> (rows, image tensor or None, labels, index)
+            buffers: dict[int, tuple] = {}    # batch number -> (image tensor, None for gpu; labels; index)
             rows = {}                          # batch number -> its rows: numpy (n, 256, 256, 3) or a list (gpu)
 
             def batch_of(q: int) -> int:
@@ -373,7 +374,7 @@ class ShardLoader:
         training step); (images, event marking the end of the decode)."""
         if self.device.type != "cuda":
             return decode_jpegs_on(blobs, self.device), None
-        if getattr(self, "_decode_stream", None) is None:
+        if self._decode_stream is None:
             self._decode_stream = torch.cuda.Stream(self.device)
         with torch.cuda.stream(self._decode_stream):
             images = decode_jpegs_on(blobs, self.device)
@@ -393,12 +394,12 @@ class _BufferPool:
 
     def __init__(self, keep: int):
         self.keep, self.lock = keep, threading.Lock()
-        self.arrays: list[tuple[np.ndarray, weakref.ref | None]] = []
+        self.arrays: list[tuple[np.ndarray, weakref.ref]] = []     # (kept array, its view in use)
 
     def get(self, n: int) -> np.ndarray:
         with self.lock:
             for i, (array, ref) in enumerate(self.arrays):
-                if len(array) == n and (ref is None or ref() is None):
+                if len(array) == n and ref() is None:
                     view = array.view()
                     self.arrays[i] = (array, weakref.ref(view))
                     return view

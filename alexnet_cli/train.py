@@ -280,6 +280,7 @@ class Trainer:
                                f"of {self.data_dir}); resume with the same DATA, or start a new --out")
         run = saved.get("run", {})
         for what, before, now in (("--seed", run.get("seed"), self.run.seed),
+                                  ("--decode", run.get("decode"), self.train_loader.decode),   # nvJPEG's pixels differ
                                   ("number of processes", saved.get("world_size"), self.dist.world_size)):
             if before is not None and before != now:
                 raise AlexnetError(f"{path} was trained with {what} {before}, not {now}; resume with the same "

@@ -297,3 +297,15 @@ def test_batch_buffers_are_reused_only_once_released(jpeg_data):
                 held = (b.indices.tolist(), b.images, b.images.clone())
     assert torch.equal(held[1], held[2])               # still what it was when it was handed over
     assert len(loader.buffers.arrays) < 2 * len(loader)                     # buffers were reused
+
+
+def test_resume_refuses_another_decoder(jpeg_data, tmp_path, monkeypatch):
+    """nvJPEG's pixels are not libjpeg-turbo's: a run resumed with the other decoder would not
+    be the run it continues."""
+    out, runner = tmp_path / "run", CliRunner()
+    args = ["train", str(jpeg_data), "--out", str(out), "--device", "cpu", "--batch-size", "8", "--workers", "1",
+            "--no-pca-aug", "--epochs", "1"]
+    assert runner.invoke(app, [*args, "--max-steps", "1"]).exit_code == 0
+    monkeypatch.setattr(loader_module, "resolve_decode", lambda decode, fmt, device: "gpu")
+    again = runner.invoke(app, [*args, "--resume"])
+    assert again.exit_code == 1 and "trained with --decode cpu, not gpu" in again.stderr
