@@ -58,7 +58,7 @@ class Batch:
 
 def default_workers(fmt: str = "raw") -> int:
     """Reader threads, leaving cores to the trainer: raw shards are I/O (8 threads read about
-    34,000 images/s on an H100 host); jpeg shards are CPU-bound decoding (about 1,000-2,000
+    34,000 images/s on an H100 host); jpeg shards are CPU-bound decoding (about 4,000-5,000
     images/s per core), so they get every core but two (the trainer's and the producer's)."""
     cores = os.cpu_count() or 2
     return max(1, min(8, cores - 1)) if fmt == "raw" else max(1, min(32, cores - 2))
