@@ -18,8 +18,10 @@ Then jpeg shards alone:
   other processes on the machine) and the largest pixel difference from PIL's decode;
 - `shards.decode_jpeg` from memory with 1, 2, 4, ... --workers threads, and the ShardLoader
   from jpeg shards (decode="cpu") with as many worker threads: images/s and the cores each
-  kept busy (process CPU time / wall time). If images/s stops growing while "cores busy"
-  stays flat, the threads serialise (the GIL or a lock);
+  kept busy (process CPU time / wall time), beside a control (sha256, which releases the
+  GIL, in as many threads: the cores the machine gives this process now). If images/s stops
+  growing while "cores busy" stays below the control's, the threads serialise (the GIL or a
+  lock);
 - on CUDA, the loader with decode="gpu" (batched nvJPEG) and nvJPEG's pixel difference.
 Targets: prep >= 150 images/s per core; loader from raw shards >= 10x ImageFolder; the jpeg
 loader with 2 threads >= 1.8x its 1-thread rate and >= 90% of 2 threads' decode from memory.
@@ -29,6 +31,7 @@ loader with 2 threads >= 1.8x its 1-thread rate and >= 90% of 2 threads' decode 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import multiprocessing
@@ -204,6 +207,7 @@ def time_loader_busy(data: Path, workers: int, batch: int, epochs: int, device: 
 def jpeg_scaling(data: Path, blobs: list[np.ndarray], max_threads: int, batch: int, epochs: int) -> list[dict]:
     """shards.decode_jpeg from memory and the ShardLoader (decode="cpu") with 1, 2, 4, ... threads."""
     repeat = max(1, 3000 // len(blobs))
+    chunk = os.urandom(16 << 20)   # control: sha256 releases the GIL, so it shows the cores the threads can get
     rows = []
     for threads in sorted({t for t in (1, 2, 4, 8, 16, 32) if t < max_threads} | {max_threads}):
         slots = {}
@@ -211,9 +215,10 @@ def jpeg_scaling(data: Path, blobs: list[np.ndarray], max_threads: int, batch: i
         def into_slot(b: np.ndarray) -> None:    # each thread decodes into its own buffer, as the loader does
             decode_jpeg(b, slots.setdefault(threading.get_ident(), np.empty((256, 256, 3), np.uint8)))
 
+        _, control = _threaded([chunk] * (4 * threads), threads, lambda c: hashlib.sha256(c).digest(), 1)
         mem, mem_busy = _threaded(blobs, threads, into_slot, repeat)
         rate, busy = time_loader_busy(data, threads, batch, epochs, torch.device("cpu"))
-        rows.append({"threads": threads, "memory_images_per_s": mem, "memory_cores_busy": mem_busy,
+        rows.append({"threads": threads, "control_cores_busy": control, "memory_images_per_s": mem, "memory_cores_busy": mem_busy,
                      "loader_images_per_s": rate, "loader_cores_busy": busy})
     for r in rows:
         r["loader_vs_1_thread"] = r["loader_images_per_s"] / rows[0]["loader_images_per_s"]
@@ -360,13 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     out.print(table)
     table = Table(title="jpeg shards by threads: shards.decode_jpeg from memory, and the ShardLoader (decode=cpu)",
                   title_justify="left")
-    table.caption = ("per CPU-s: images per second of CPU time, which other processes on the machine do not "
-                     "change; cores busy < threads means they did")
-    for col in ("threads", "memory, images/s", "cores busy", "per CPU-s", "loader, images/s", "cores busy",
+    table.caption = ("control: the cores busy of sha256 (no GIL) in as many threads, i.e. the cores this "
+                     "process can get now; per CPU-s: images per second of CPU time, which other processes on "
+                     "the machine change least")
+    for col in ("threads", "control", "memory, images/s", "cores busy", "per CPU-s", "loader, images/s", "cores busy",
                 "per CPU-s", "vs 1 thread", "vs memory"):
         table.add_column(col, justify="right")
     for r in scaling:
-        table.add_row(str(r["threads"]), f"{r['memory_images_per_s']:,.0f}", f"{r['memory_cores_busy']:.2f}",
+        table.add_row(str(r["threads"]), f"{r['control_cores_busy']:.2f}", f"{r['memory_images_per_s']:,.0f}", f"{r['memory_cores_busy']:.2f}",
                       f"{r['memory_images_per_cpu_s']:,.0f}", f"{r['loader_images_per_s']:,.0f}",
                       f"{r['loader_cores_busy']:.2f}", f"{r['loader_images_per_cpu_s']:,.0f}",
                       f"{r['loader_vs_1_thread']:.2f}x", f"{100 * r['loader_vs_memory']:.0f}%")
