@@ -30,7 +30,7 @@ from alexnet_cli.augment import test_crops
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
-from alexnet_cli.loader import ShardLoader
+from alexnet_cli.loader import ShardLoader, trained_decode
 from alexnet_cli.metrics import TOP_K, TopKCounts, TopKMeter
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import read_manifest, read_split_index
@@ -45,6 +45,7 @@ class Member:
     model: nn.Module
     mean_image: torch.Tensor    # float32 (256, 256, 3), 0-255 units
     mean_crop: str = "crop"      # "crop": crop of (image - mean); "center": the code's centre mean
+    decode: str = "auto"         # the --decode its run trained with (loader.trained_decode)
 
 
 @dataclass
@@ -197,13 +198,14 @@ def load_members(checkpoints: Sequence[Path], data_dir: Path, classes: list[str]
     for path in checkpoints:
         loaded = load_model(path, device)
         check_classes(loaded, classes, data_dir)
-        members.append(Member(loaded.model, loaded.mean_or_data(data_dir).to(device), loaded.mean_crop))
+        members.append(Member(loaded.model, loaded.mean_or_data(data_dir).to(device), loaded.mean_crop,
+                              trained_decode(loaded.config)))
     return members
 
 
 def evaluate(checkpoints: Sequence[Path], data_dir: Path, *, split: str = "val", crops: int = 1,
              batch_size: int = 128, device: str | torch.device | None = None, bf16: bool = True,
-             keep_predictions: bool = False, workers: int | None = None,
+             keep_predictions: bool = False, workers: int | None = None, decode: str | None = None,
              progress: Reporter = NullReporter()) -> EvalResult:
     """Top-1 / top-5 error of the checkpoints' (ensemble's) averaged softmax on `split` of a
     prepared data folder, with 1 or 10 crops per image."""
@@ -217,7 +219,8 @@ def evaluate(checkpoints: Sequence[Path], data_dir: Path, *, split: str = "val",
     manifest = read_manifest(data_dir)
     manifest.split(split)                                  # a clear error naming the splits there are
     members = load_members(checkpoints, data_dir, manifest.classes, dev)
-    loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False, device=dev, workers=workers)
+    loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False, device=dev, workers=workers,
+                         decode=decode or members[0].decode)   # unless told, the decoder the run trained with
     result = evaluate_models(members, loader, crops=crops, bf16=bf16, keep_predictions=keep_predictions,
                              progress=progress)
     result.classes, result.class_names = list(manifest.classes), list(manifest.class_names)

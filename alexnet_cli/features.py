@@ -49,7 +49,7 @@ from alexnet_cli.augment import center_crop
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.errors import CheckpointError, DataError, UsageError
 from alexnet_cli.devices import resolve_device
-from alexnet_cli.loader import Batch, ShardLoader
+from alexnet_cli.loader import Batch, ShardLoader, trained_decode
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import data_key, read_manifest, read_split_index
 
@@ -111,6 +111,7 @@ class Encoder:
     device: torch.device
     checkpoint: str = ""
     network: str = ""           # the resolved ModelConfig as JSON (network_json)
+    decode: str = "auto"        # the --decode its run trained with (loader.trained_decode)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -152,7 +153,7 @@ def load_encoder(checkpoint: str | Path, data_dir: str | Path, device: str | tor
         raise CheckpointError(f"{checkpoint}: fc7 has {loaded.model.fc7.out_features} units, expected {DIM}")
     key = model_key(loaded.model, mean, loaded.mean_crop)
     return Encoder(loaded.model, mean.to(dev, torch.float32), loaded.mean_crop, key, dev, str(checkpoint),
-                   network_json(loaded.model))
+                   network_json(loaded.model), trained_decode(loaded.config))
 
 
 def cache_path(data_dir: str | Path, split: str, key: str) -> Path:
@@ -314,7 +315,7 @@ def read_rows(path: str | Path, rows: Sequence[int] | np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- computing features
 
 def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str | Path, *, batch_size: int = 128,
-                   overwrite: bool = False, workers: int | None = None,
+                   overwrite: bool = False, workers: int | None = None, decode: str | None = None,
                    progress: Reporter = NullReporter()) -> FeaturesInfo:
     """Compute the fc7 features of every image of `split` into `out` (see the module doc).
 
@@ -349,7 +350,7 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
             reserve_space(partial)                          # a file of an older alexnet may be sparse
         if done < count:
             loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False,
-                                 device=encoder.device, workers=workers)
+                                 device=encoder.device, workers=workers, decode=decode or encoder.decode)
             _fill(partial, encoder, loader.epoch(0, start_batch=done // batch_size), done, count, progress,
                   f"fc7 features ({split})")
         os.replace(partial, out)
@@ -409,8 +410,9 @@ def _fill(path: Path, encoder: Encoder, batches: Iterator[Batch], done: int, cou
 
 def extract_features(checkpoint: str | Path, data_dir: str | Path, out: str | Path, *, split: str = "train",
                      batch_size: int = 128, device: str | torch.device | None = None, overwrite: bool = False,
-                     workers: int | None = None, progress: Reporter = NullReporter()) -> FeaturesInfo:
+                     workers: int | None = None, decode: str | None = None,
+                     progress: Reporter = NullReporter()) -> FeaturesInfo:
     """What `alexnet features` does: the fc7 features of every image of `split` into `out`."""
     encoder = load_encoder(checkpoint, data_dir, device)
     return write_features(encoder, data_dir, split, out, batch_size=batch_size, overwrite=overwrite,
-                          workers=workers, progress=progress)
+                          workers=workers, decode=decode, progress=progress)

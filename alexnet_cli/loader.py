@@ -15,9 +15,13 @@ The order of an epoch is a pure function of (seed, epoch), whatever the number o
 
 `shuffle=False` skips 1 and 2: the split's global order (that of `read_split_index`).
 
-Workers are threads: raw shards are read with positional reads of the (unfiltered) HDF5
-chunks, which release the GIL; JPEG shards are decoded by PIL, which releases it too. A
-producer thread keeps a queue of a few finished batches in pinned memory, so the consumer
+Workers are threads, and nothing they do per image holds the GIL or a lock for long: raw
+shards are read with positional reads of the (unfiltered) HDF5 chunks; jpeg shards with one
+positional read of a run of images' bytes (`jpeg_data` is contiguous, `jpeg_offsets` says
+where each image is), then one simplejpeg call per image that decodes straight into the
+batch (`decode="cpu"`). With `decode="gpu"` the workers only read bytes and the producer
+decodes each batch on the device in one batched nvJPEG call, on a side stream. A
+producer thread keeps a queue of a few finished batches (pinned memory), so the consumer
 does not wait; on CUDA they are copied on a side stream one batch ahead (`_DeviceCopier`),
 so the copy overlaps the previous step instead of delaying the next one. Data stays uint8 until it is on the device.
 """
@@ -28,6 +32,7 @@ import bisect
 import os
 import queue
 import threading
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
@@ -37,8 +42,9 @@ import numpy as np
 import torch
 
 from alexnet_cli.errors import DataError, UsageError
-from alexnet_cli.shards import (IMAGE_SHAPE, Manifest, check_shard_file, open_shard, read_images, read_labels,
-                                read_manifest, verify_shards)
+from alexnet_cli.shards import (IMAGE_SHAPE, Manifest, check_shard_file, decode_jpeg, decode_jpegs_on,
+                                jpeg_index, open_shard, read_images, read_labels, read_manifest, resolve_decode,
+                                verify_shards)
 
 IMAGE_BYTES = int(np.prod(IMAGE_SHAPE))
 
@@ -52,14 +58,23 @@ class Batch:
 
 def default_workers(fmt: str = "raw") -> int:
     """Reader threads, leaving cores to the trainer: raw shards are I/O (8 threads read about
-    34,000 images/s on an H100 host); jpeg shards are CPU-bound decoding (about 1,000-2,000
+    34,000 images/s on an H100 host); jpeg shards are CPU-bound decoding (about 4,000-5,000
     images/s per core), so they get every core but two (the trainer's and the producer's)."""
     cores = os.cpu_count() or 2
     return max(1, min(8, cores - 1)) if fmt == "raw" else max(1, min(32, cores - 2))
 
 
+def trained_decode(config: dict) -> str:
+    """The --decode choice a run's checkpoint config implies (what `eval` and `features` use
+    unless told): cpu if it trained with cpu decode; auto if with gpu (gpu where it can be
+    here, else cpu) or if the run predates --decode or trained on raw shards."""
+    run = config.get("run") if isinstance(config, dict) else None
+    return "cpu" if isinstance(run, dict) and run.get("decode") == "cpu" else "auto"
+
+
 class _ShardReader:
-    """Reads runs of images of one split's shards: raw by chunk offsets, jpeg through h5py."""
+    """Reads runs of images of one split's shards by positional reads: raw by chunk offsets,
+    jpeg by byte offsets (filtered raw shards, which prep does not write, through h5py)."""
 
     def __init__(self, manifest: Manifest, names: list[str]):
         self.manifest, self.names = manifest, names
@@ -70,7 +85,7 @@ class _ShardReader:
                 labels = read_labels(f, len(manifest.classes))
                 self.labels.append(labels)
                 self.counts.append(len(labels))
-                self.chunks.append(_chunk_offsets(f) if manifest.format == "raw" else None)
+                self.chunks.append(_chunk_offsets(f) if manifest.format == "raw" else jpeg_index(f))
         self.block = manifest.block_size
 
     def read(self, shard: int, start: int, stop: int, out: np.ndarray, rows: np.ndarray) -> None:
@@ -79,14 +94,24 @@ class _ShardReader:
         chunks = self.chunks[shard]
         if chunks is None:
             with open_shard(self.manifest, self.names[shard]) as f:
-                read_images(f, start, stop, out, rows)
+                data = read_images(f, start, stop)                           # (n, 256, 256, 3)
+            for j, r in enumerate(rows.tolist()):
+                if r >= 0:
+                    out[r] = data[j]
+            return
+        if self.manifest.format == "jpeg":
+            blobs = self.read_jpegs(shard, start, stop)
+            for j, r in enumerate(rows.tolist()):
+                if r >= 0:
+                    try:
+                        decode_jpeg(blobs[j], out[r])
+                    except ValueError as exc:
+                        raise DataError(f"shard {self.paths[shard]}: image {start + j}: {exc}: run `alexnet prep "
+                                        "SRC OUT --verify`") from None
             return
         rows_per_chunk, offsets = chunks
         path = self.paths[shard]
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            raise DataError(f"shard {path} cannot be opened ({exc}): run `alexnet prep` again") from None
+        fd = self._open(shard)
         scratch = None
         try:
             i = start
@@ -106,6 +131,28 @@ class _ShardReader:
                 i += n
         finally:
             os.close(fd)
+
+    def _open(self, shard: int) -> int:
+        try:
+            return os.open(self.paths[shard], os.O_RDONLY)
+        except OSError as exc:
+            raise DataError(f"shard {self.paths[shard]} cannot be opened ({exc}): run `alexnet prep` again") from None
+
+    def read_jpegs(self, shard: int, start: int, stop: int) -> list[np.ndarray]:
+        """The stored JPEG files of images start..stop of a jpeg shard, as uint8 views of one
+        buffer filled by one positional read (no h5py call, no lock)."""
+        base, offsets = self.chunks[shard]
+        o = offsets[start:stop + 1].tolist()
+        buf = np.empty(o[-1] - o[0], np.uint8)
+        fd = self._open(shard)
+        try:
+            got = os.preadv(fd, [buf], base + o[0]) if len(buf) else 0
+        finally:
+            os.close(fd)
+        if got != len(buf):
+            raise DataError(f"shard {self.paths[shard]} is truncated (images {start}..{stop} are missing): "
+                            "run `alexnet prep` again")
+        return [buf[o[j] - o[0]:o[j + 1] - o[0]] for j in range(stop - start)]
 
 
 def _chunk_offsets(f: h5py.File) -> tuple[int, list[int]] | None:
@@ -135,7 +182,7 @@ class ShardLoader:
     def __init__(self, data_dir, split: str, batch_size: int, *, shuffle: bool, seed: int = 0,
                  drop_last: bool = False, rank: int = 0, world_size: int = 1,
                  device: str | torch.device = "cpu", workers: int | None = None,
-                 buffer_blocks: int = 8, prefetch: int = 4, verify: bool = False):
+                 buffer_blocks: int = 8, prefetch: int = 4, verify: bool = False, decode: str = "cpu"):
         if batch_size < 1:
             raise DataError(f"batch size must be positive, got {batch_size}")
         if workers is not None and workers < 1:
@@ -151,6 +198,7 @@ class ShardLoader:
         self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
         self.device = torch.device(device)
+        self.decode = resolve_decode(decode, self.manifest.format, self.device)   # cpu, gpu or none (raw)
         self.workers = workers or default_workers(self.manifest.format)
         self.prefetch = max(1, prefetch)
         self.reader = _ShardReader(self.manifest, self.manifest.split(split).shards)
@@ -165,6 +213,8 @@ class ShardLoader:
         if drop_last:
             hi = self.lo + (total // world_size) // batch_size * batch_size  # equal on every rank
         self.num_images = hi - self.lo
+        self.buffers = _BufferPool(max(8, 2 * (self.workers + 1) + self.prefetch + 2))
+        self._decode_stream = None                                           # decode="gpu" on CUDA
 
     def __len__(self) -> int:
         """Batches per epoch for this rank."""
@@ -181,9 +231,10 @@ class ShardLoader:
         starts = np.cumsum([0, *(b[2] - b[1] for b in blocks)])
         return blocks, starts
 
-    def _window(self, epoch: int, blocks, starts: np.ndarray, w: int, lo: int, hi: int):
-        """Stream positions lo..hi (inside window w), permuted within the window, as (uint8
-        images, labels, global indices). Each image is read straight into its batch slot."""
+    def _window(self, epoch: int, blocks, starts: np.ndarray, w: int, lo: int, hi: int, images: "_Rows"):
+        """Stream positions lo..hi (inside window w), permuted within the window: the image
+        that comes k-th is read (decoded) straight into images[k], a row of its batch; returns
+        the global indices, (hi - lo,)."""
         a, b = w * self.window, min((w + 1) * self.window, int(starts[-1]))
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch, w]).permutation(b - a)[lo - a:hi - a]
@@ -191,7 +242,6 @@ class ShardLoader:
             order = np.arange(lo - a, hi - a)                               # window-relative positions
         slot = np.full(b - a, -1, np.int64)
         slot[order] = np.arange(hi - lo)                                    # where each position goes
-        images = np.empty((hi - lo, *IMAGE_SHAPE), np.uint8)                # (n, 256, 256, 3)
         index = np.empty(hi - lo, np.int64)
         pos, k = a, bisect.bisect_right(starts, a) - 1
         while pos < b:  # the window's blocks (or parts of them), in stream order
@@ -200,10 +250,15 @@ class ShardLoader:
             n = min(e - s0, b - pos)
             rows = slot[pos - a:pos - a + n]
             if (rows >= 0).any():
-                self.reader.read(shard, s0, s0 + n, images, rows)
+                if self.decode == "gpu":   # the stored JPEGs, decoded per batch on the device (_emit)
+                    for r, blob in zip(rows.tolist(), self.reader.read_jpegs(shard, s0, s0 + n)):
+                        if r >= 0:
+                            images[r] = blob
+                else:
+                    self.reader.read(shard, s0, s0 + n, images, rows)
                 index[rows[rows >= 0]] = np.arange(s0, s0 + n)[rows >= 0] + self.starts[shard]
             pos, k = pos + n, k + 1
-        return images, self.labels[index], index
+        return index
 
     def _windows(self, epoch: int, start: int) -> list[tuple[int, int, int]]:
         """(window, lo, hi) covering this rank's stream positions from `start` on."""
@@ -247,50 +302,128 @@ class ShardLoader:
                     pass
 
     def _produce(self, epoch: int, start: int, out: queue.Queue, stop: threading.Event) -> None:
-        """Producer thread: windows from the worker threads, in order, cut into batches."""
+        """Producer thread: the batches' buffers, filled by the worker threads window by window
+        (each image decoded or read straight into its row), handed over in order as soon as
+        the windows before their last row are done."""
         try:
             blocks, starts = self._stream(epoch)
             pin = self.device.type == "cuda"
+            base, total, size = self.lo + start, self.num_images - start, self.batch_size
+            buffers: dict[int, tuple] = {}    # batch number -> (image tensor, None for gpu; labels; index)
+            rows = {}                          # batch number -> its rows: numpy (n, 256, 256, 3) or a list (gpu)
+
+            def batch_of(q: int) -> int:
+                return q // size
+
+            def allocate(b: int) -> None:
+                if b in buffers:
+                    return
+                n = min(size, total - b * size)
+                if self.decode == "gpu":
+                    tensor, rows[b] = None, [None] * n
+                elif pin:                          # torch's pinned allocator recycles its blocks itself
+                    tensor = torch.empty((n, *IMAGE_SHAPE), dtype=torch.uint8, pin_memory=True)  # (n, 256, 256, 3)
+                    rows[b] = tensor.numpy()
+                else:
+                    rows[b] = self.buffers.get(n)
+                    tensor = torch.from_numpy(rows[b])
+                buffers[b] = (tensor, torch.empty(n, dtype=torch.int64, pin_memory=pin), torch.empty(n, dtype=torch.int64))
+
             with ThreadPoolExecutor(self.workers, thread_name_prefix="ShardLoader") as pool:
-                pending: list[Future] = []
+                pending: list[tuple[Future, int, int]] = []
                 todo = iter(self._windows(epoch, start))
-                parts, have = [], 0
+                emitted = 0
                 while True:
                     while len(pending) < self.workers + 1 and (w := next(todo, None)) is not None:
-                        pending.append(pool.submit(self._window, epoch, blocks, starts, *w))
+                        q0, q1 = w[1] - base, w[2] - base
+                        for b in range(batch_of(q0), batch_of(q1 - 1) + 1):
+                            allocate(b)
+                        future = pool.submit(self._window, epoch, blocks, starts, *w, _Rows(rows, q0, size))
+                        pending.append((future, q0, q1))
                     if not pending or stop.is_set():
                         break
-                    parts.append(pending.pop(0).result())
-                    have += len(parts[-1][1])
-                    while have >= self.batch_size:
-                        parts, have = self._emit(parts, self.batch_size, pin, out, stop), have - self.batch_size
-                for f in pending:
+                    future, q0, q1 = pending.pop(0)
+                    index = future.result()                                  # (q1 - q0,)
+                    for b in range(batch_of(q0), batch_of(q1 - 1) + 1):      # labels and indices into their rows
+                        a, e = max(q0, b * size), min(q1, (b + 1) * size)
+                        _, labels, idx = buffers[b]
+                        idx[a - b * size:e - b * size] = torch.from_numpy(index[a - q0:e - q0])
+                        labels[a - b * size:e - b * size] = torch.from_numpy(self.labels[index[a - q0:e - q0]])
+                    while emitted * size < total and min((emitted + 1) * size, total) <= q1:  # complete batches
+                        tensor, labels, idx = buffers.pop(emitted)
+                        self._emit(tensor if tensor is not None else rows[emitted], labels, idx, out, stop)
+                        rows.pop(emitted)
+                        emitted += 1
+                for f, _, _ in pending:
                     f.cancel()
-                if have and not stop.is_set():
-                    self._emit(parts, have, pin, out, stop)
             _put(out, None, stop)
         except BaseException as exc:  # handed to the consumer, which raises it
             _put(out, exc, stop)
 
-    def _emit(self, parts: list, n: int, pin: bool, out: queue.Queue, stop: threading.Event) -> list:
-        """Put the first n images of `parts` on the queue as one batch; return the rest."""
-        images = torch.empty((n, *IMAGE_SHAPE), dtype=torch.uint8, pin_memory=pin)   # (B, 256, 256, 3)
-        labels = torch.empty(n, dtype=torch.int64, pin_memory=pin)
-        index = torch.empty(n, dtype=torch.int64)
-        i, rest = 0, []
-        for p_images, p_labels, p_index in parts:
-            if i >= n:
-                rest.append((p_images, p_labels, p_index))
-                continue
-            take = min(n - i, len(p_labels))
-            images[i:i + take] = torch.from_numpy(p_images[:take])
-            labels[i:i + take] = torch.from_numpy(p_labels[:take])
-            index[i:i + take] = torch.from_numpy(p_index[:take])
-            if take < len(p_labels):
-                rest.append((p_images[take:], p_labels[take:], p_index[take:]))
-            i += take
+    def _emit(self, images, labels: torch.Tensor, index: torch.Tensor, out: queue.Queue,
+              stop: threading.Event) -> None:
+        """Put one finished batch on the queue; with decode="gpu", `images` is the list of its
+        JPEG files, decoded here on the device."""
+        if self.decode == "gpu":
+            images = self._decode_on_device(images)
         _put(out, (images, labels, index), stop)
-        return rest
+
+    def _decode_on_device(self, blobs: list[np.ndarray]):
+        """One batch's JPEGs -> uint8 (B, 256, 256, 3) on the device, decoded in one batched
+        call (in the producer thread, on its own stream on CUDA, so that it overlaps the
+        training step); (images, event marking the end of the decode)."""
+        if self.device.type != "cuda":
+            return decode_jpegs_on(blobs, self.device), None
+        if self._decode_stream is None:
+            self._decode_stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._decode_stream):
+            images = decode_jpegs_on(blobs, self.device)
+            done = torch.cuda.Event()
+            done.record(self._decode_stream)
+        return images, done
+
+
+class _BufferPool:
+    """Host batch buffers, uint8 (n, 256, 256, 3), used again once nothing refers to them.
+
+    A fresh 25 MB buffer per batch costs page faults (the kernel zeroes every page the decode
+    then overwrites: about a fifth of the decode's time). Each buffer handed out is a new
+    numpy view of a kept array, and torch.from_numpy's storage holds that view until the
+    last tensor or view of the batch is gone; a weak reference to it says when, so a batch
+    the caller still holds is never overwritten."""
+
+    def __init__(self, keep: int):
+        self.keep, self.lock = keep, threading.Lock()
+        self.arrays: list[tuple[np.ndarray, weakref.ref]] = []     # (kept array, its view in use)
+
+    def get(self, n: int) -> np.ndarray:
+        with self.lock:
+            for i, (array, ref) in enumerate(self.arrays):
+                if len(array) == n and ref() is None:
+                    view = array.view()
+                    self.arrays[i] = (array, weakref.ref(view))
+                    return view
+            array = np.empty((n, *IMAGE_SHAPE), np.uint8)                   # (n, 256, 256, 3)
+            view = array.view()
+            if len(self.arrays) < self.keep:
+                self.arrays.append((array, weakref.ref(view)))
+            return view
+
+
+class _Rows:
+    """The rows of consecutive batches seen as one sequence: row r is the image at output
+    position q0 + r, i.e. row (q0 + r) % size of batch (q0 + r) // size."""
+
+    def __init__(self, batches: dict, q0: int, size: int):
+        self.batches, self.q0, self.size = batches, q0, size
+
+    def __getitem__(self, r: int):
+        b, i = divmod(self.q0 + int(r), self.size)
+        return self.batches[b][i]
+
+    def __setitem__(self, r: int, value) -> None:
+        b, i = divmod(self.q0 + int(r), self.size)
+        self.batches[b][i] = value
 
 
 class _DeviceCopier:
@@ -304,11 +437,17 @@ class _DeviceCopier:
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.pending: tuple[Batch, torch.cuda.Event] | None = None
 
-    def push(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> Batch | None:
-        """Start copying a host batch; return the batch before it, ready to use, if any."""
+    def push(self, images, labels: torch.Tensor, index: torch.Tensor) -> Batch | None:
+        """Start copying a host batch; return the batch before it, ready to use, if any.
+        `images` may be (images already on the device, the event that marks them ready)."""
+        decoded = None
+        if isinstance(images, tuple):    # decoded on the device (decode="gpu")
+            images, decoded = images
         if self.stream is None:
             return Batch(images.to(self.device), labels.to(self.device), index)
         with torch.cuda.stream(self.stream):
+            if decoded is not None:
+                self.stream.wait_event(decoded)
             batch = Batch(images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True),
                           index)
             done = torch.cuda.Event()

@@ -37,8 +37,8 @@ from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.images import SIZE, UnreadableImage, load_image
 from alexnet_cli.layouts import LabelFiles, Layout, find_layout
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.shards import (FORMAT_VERSION, MAX_BLOCK_SIZE, MAX_CLASSES, MAX_SHARD_SIZE, NewerFormat, FORMATS,
-                                IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, abandoned,
+from alexnet_cli.shards import (LAYOUT_VERSIONS, MAX_BLOCK_SIZE, MAX_CLASSES, MAX_SHARD_SIZE, NewerFormat, OlderFormat,
+                                FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, abandoned,
                                 ShardInfo, ShardWriter, SplitInfo, decode_jpeg, encode_jpeg, file_sha256,
                                 read_manifest, read_mean_image, shard_name, write_atomic,
                                 write_manifest)
@@ -128,7 +128,7 @@ def _limit_per_class(entries: list[tuple[str, str]], n: int) -> list[tuple[str, 
 
 def _signature(split: str, entries: list[tuple[str, int]], options: PrepOptions) -> str:
     files = hashlib.sha256("\n".join(f"{p}\t{y}" for p, y in entries).encode("utf-8")).hexdigest()
-    return json.dumps({"format_version": FORMAT_VERSION, "format": options.format, "image_size": SIZE,
+    return json.dumps({"format_version": LAYOUT_VERSIONS[options.format], "format": options.format, "image_size": SIZE,
                        "jpeg_quality": options.jpeg_quality if options.format == "jpeg" else 0,
                        "block_size": options.block_size, "split": split, "files": files}, sort_keys=True)
 
@@ -200,6 +200,9 @@ def _existing_output(out: Path, digest: str, verify: bool, progress: Reporter) -
         manifest = read_manifest(out)
     except NewerFormat:
         raise
+    except OlderFormat:
+        progress.log(f"{out} holds jpeg shards of an older layout: converting them in place")
+        return None, {}
     except DataError as exc:
         reason = str(exc).split(": run `alexnet prep", 1)[0]
         progress.log(f"{reason}: writing it again from the shards (with nothing left to check their sha256 "
@@ -246,13 +249,58 @@ def _reuse(path: Path, shard: ShardPlan) -> _Finished | None:
     """A shard a previous run finished with the same signature, else None (it is rebuilt)."""
     try:
         with h5py.File(path, "r", locking=False) as f:
-            if f.attrs.get("signature") != shard.signature:
+            if f.attrs.get("signature") == _older_signature(shard.signature) and "jpeg" in f:
+                converted = True
+            elif f.attrs.get("signature") != shard.signature:
                 return None
+            else:
+                converted = False
+    except (OSError, KeyError, ValueError):
+        return None
+    if converted:
+        return _convert_jpeg_v1(path, shard)
+    try:
+        with h5py.File(path, "r", locking=False) as f:
             count, skipped = int(f.attrs["count"]), json.loads(f.attrs["skipped"])
             pixel_sum = np.asarray(f["pixel_sum"][:], np.int64)
     except (OSError, KeyError, ValueError, TypeError, RecursionError):
         return None
     return _Finished(count, pixel_sum, skipped, ShardInfo(count, path.stat().st_size, file_sha256(path)))
+
+
+def _older_signature(signature: str) -> str:
+    """The signature the same shard had in jpeg layout 1 (one variable-length record per image)."""
+    data = json.loads(signature)
+    if data.get("format") != "jpeg":
+        return ""
+    return json.dumps({**data, "format_version": 1}, sort_keys=True)
+
+
+def _convert_jpeg_v1(path: Path, shard: ShardPlan) -> _Finished | None:
+    """Rewrite a jpeg shard of layout 1 in the current layout: the same JPEG bytes, labels,
+    paths, pixel sum and skipped files (nothing decoded), under a temporary name and renamed
+    over the old file (killed midway, the old shard stays and a rerun converts it again)."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            items = [np.asarray(x, np.uint8) for x in f["jpeg"][:]]
+            labels, paths = f["labels"][:].tolist(), [p.decode("utf-8") if isinstance(p, bytes) else str(p)
+                                                       for p in f["paths"][:]]
+            pixel_sum = np.asarray(f["pixel_sum"][:], np.int64)
+            skipped = json.loads(f.attrs["skipped"])
+            block, quality = int(f.attrs["block_size"]), int(f.attrs["jpeg_quality"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None                                       # unreadable: made again from SRC
+    if len(items) != len(labels) or len(paths) != len(labels):
+        return None
+    writer = ShardWriter(path, split=shard.split, fmt="jpeg", block_size=block, jpeg_quality=quality,
+                         signature=shard.signature)
+    try:
+        writer.append(items, labels, paths, pixel_sum)
+        writer.finish(skipped)
+    except BaseException:
+        writer.abort()
+        raise
+    return _Finished(len(labels), pixel_sum, skipped, ShardInfo(len(labels), path.stat().st_size, file_sha256(path)))
 
 
 def _build_shards(src: Path, out: Path, shards: list[ShardPlan], options: PrepOptions, workers: int,

@@ -15,11 +15,14 @@ A data folder holds:
     labels    int16 (N,)                 index of the image's wnid in `classes`
     paths     utf-8 strings (N,)         relative to the source root
     images    uint8 (N, 256, 256, 3) RGB, chunked by `block_size` images   (format "raw")
-    jpeg      variable-length uint8 (N,), one JPEG file per image          (format "jpeg")
+    jpeg_data uint8 (total bytes,), contiguous: the JPEG files one after another (format "jpeg")
+    jpeg_offsets int64 (N + 1,): image i is jpeg_data[offsets[i]:offsets[i + 1]]  (format "jpeg")
     pixel_sum uint32 (256, 256, 3)       the sum of the shard's decoded images, so that the
                                           mean image is exact after an interrupted run
   attributes: format_version, format, split, count, block_size, jpeg_quality, signature
   (the options and file list the shard was made from) and skipped (JSON).
+  The loader reads both formats without h5py in its hot path: raw chunks and the jpeg bytes
+  of a run of images are at known file offsets, read with positional reads (no lock).
 - `mean_image.npy`: float32 (256, 256, 3), the mean of the training images in 0-255 units.
 """
 
@@ -42,11 +45,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from alexnet_cli.errors import DataError
+from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.images import SIZE
 from alexnet_cli.progress import NullReporter, Reporter
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                         # the manifest's: the highest layout version below
+LAYOUT_VERSIONS = {"raw": 1, "jpeg": 2}     # each format's shard layout (jpeg v1: one vlen record per image)
 FORMATS = ("raw", "jpeg")
 MANIFEST = "manifest.json"
 MEAN_IMAGE = "mean_image.npy"
@@ -115,6 +119,10 @@ def check_block_size(block_size: int) -> None:
         raise DataError(f"block size must be in 1..{MAX_BLOCK_SIZE} images, got {block_size}")
 
 
+class OlderFormat(DataError):
+    """jpeg shards of an older layout: `alexnet prep` converts them in place (bytes copied)."""
+
+
 def read_manifest(data_dir: str | Path) -> Manifest:
     """The manifest of a prepared data folder, with every value the readers rely on checked;
     DataError if it is missing, unreadable or inconsistent."""
@@ -130,6 +138,10 @@ def read_manifest(data_dir: str | Path) -> Manifest:
         if version > FORMAT_VERSION:
             raise NewerFormat(f"{path}: format version {version} is newer than this alexnet "
                             f"understands ({FORMAT_VERSION}); upgrade alexnet-cli")
+        if data.get("format") == "jpeg" and version < LAYOUT_VERSIONS["jpeg"]:
+            raise OlderFormat(f"{root} holds jpeg shards of format version {version}, which this alexnet no longer "
+                              f"reads: run `alexnet prep SRC {root}` (the same SRC and options) to convert them "
+                              "in place (the JPEG bytes are copied, not decoded again)")
         splits = {name: SplitInfo(**s) for name, s in data["splits"].items()}
         shards = {name: ShardInfo(**s) for name, s in data.get("shards", {}).items()}
         manifest = Manifest(
@@ -304,7 +316,8 @@ def open_shard(manifest: Manifest, name: str) -> h5py.File:
         f = h5py.File(path, "r", locking=False)
     except OSError as exc:
         raise DataError(f"shard {path} is not a readable HDF5 file ({exc}): {_RERUN}") from None
-    if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION or f.attrs.get("format") != manifest.format:
+    if (int(f.attrs.get("format_version", -1)) != LAYOUT_VERSIONS.get(manifest.format)
+            or f.attrs.get("format") != manifest.format):
         f.close()
         raise DataError(f"shard {path} does not match its manifest (format version or format): {_RERUN}")
     info = manifest.shards.get(name)
@@ -330,11 +343,14 @@ def read_images(f: h5py.File, start: int, stop: int, out: np.ndarray | None = No
         elif "images" in f:
             data = f["images"][start:stop]
             out[rows[rows >= 0]] = data[rows >= 0]
-        else:
-            for j, data in enumerate(f["jpeg"][start:stop]):
+        elif n:
+            offsets = f["jpeg_offsets"][start:stop + 1].tolist()
+            data = f["jpeg_data"][offsets[0]:offsets[-1]]
+            a = offsets[0]
+            for j in range(n):
                 r = j if rows is None else rows[j]
                 if r >= 0:
-                    decode_jpeg(data, out[r])
+                    decode_jpeg(data[offsets[j] - a:offsets[j + 1] - a], out[r])
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise DataError(f"shard {f.filename}: images {start}..{stop} are unreadable "
                         f"({str(exc).splitlines()[0]}): {_RERUN}") from None
@@ -368,47 +384,117 @@ def encode_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return np.frombuffer(buf.getvalue(), np.uint8)
 
 
-@functools.cache
-def _torchvision_decoder():
-    """torchvision.io.decode_jpeg, or None where a torchvision no longer has it (0.29 deprecates
-    its image codecs in favour of TorchCodec; PIL's decode gives the same pixels, slower)."""
-    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                            category=DeprecationWarning)
+def jpeg_index(f: h5py.File) -> tuple[int, np.ndarray]:
+    """(file offset of `jpeg_data`, int64 offsets (count + 1,)) of an open jpeg shard: where
+    each image's bytes are, for positional reads. DataError naming the shard if inconsistent."""
     try:
-        from torchvision.io import ImageReadMode, decode_jpeg
+        data, offsets = f["jpeg_data"], np.asarray(f["jpeg_offsets"][:], np.int64)
+        count = int(f.attrs["count"])
+        contiguous = data.chunks is None and data.compression is None
+        base = data.id.get_offset() if contiguous else None
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"shard {f.filename}: its jpeg index is unreadable ({exc}): {_RERUN}") from None
+    if (not contiguous or len(offsets) != count + 1 or offsets[0] != 0 or offsets[-1] != data.shape[0]
+            or (np.diff(offsets) < 0).any() or (base is None and data.shape[0] > 0)):
+        raise DataError(f"shard {f.filename}: its jpeg bytes and offsets do not agree: {_RERUN}")
+    return int(base or 0), offsets
+
+
+@functools.cache
+def _simplejpeg():
+    """simplejpeg (libjpeg-turbo, the GIL released while it decodes), or None where it is not
+    installed (then PIL decodes: the same pixels, slower)."""
+    try:
+        import simplejpeg
     except ImportError:
         return None
-    return functools.partial(decode_jpeg, mode=ImageReadMode.RGB)
+    return simplejpeg
 
 
-def decode_jpeg(data: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """The bytes of a stored JPEG -> uint8 (256, 256, 3) RGB, into `out` if given.
+def decode_jpeg(data, out: np.ndarray | None = None) -> np.ndarray:
+    """The bytes of a stored JPEG (any buffer: numpy uint8, bytes, memoryview) -> uint8
+    (256, 256, 3) RGB, written into `out` if given (a C-contiguous (256, 256, 3) array).
 
-    torchvision's decoder where there is one: the same libjpeg-turbo decode as PIL's
-    (bit-identical pixels; a test checks it) in one C++ call, about 1.4x faster than PIL's
-    Python-level plugin and with fewer round trips through the GIL, which matters with many
-    loader threads."""
+    simplejpeg's libjpeg-turbo decode, straight into `out`, in one C call that releases the
+    GIL: loader threads decode in parallel. Its pixels are PIL's exactly (the same library and
+    settings: accurate DCT, smooth upsampling; tests check it). ValueError for bytes that are
+    not a decodable 256x256 JPEG."""
     if out is None:
         out = np.empty(IMAGE_SHAPE, np.uint8)
-    decoder = _torchvision_decoder()
-    if decoder is None:
-        with Image.open(io.BytesIO(data.tobytes())) as img:
-            rgb = np.asarray(img.convert("RGB"))
+    codec = _simplejpeg()
+    if codec is None:
+        try:
+            with Image.open(io.BytesIO(bytes(data))) as img:
+                rgb = np.asarray(img.convert("RGB"))
+        except (OSError, SyntaxError) as exc:
+            raise ValueError(f"stored JPEG cannot be decoded: {exc}") from None
         if rgb.shape != IMAGE_SHAPE:
             raise ValueError(f"stored JPEG is {rgb.shape[:2]}, expected {IMAGE_SHAPE[:2]}")
         out[...] = rgb
         return out
-    data = np.ascontiguousarray(data, dtype=np.uint8)
-    if not data.flags.writeable:   # torch wants writable memory (h5py's arrays are)
-        data = data.copy()
     try:
-        chw = decoder(torch.from_numpy(data))                                          # (3, H, W)
-    except RuntimeError as exc:   # "decode_jpeg, <source file>:<line>, <what>" for corrupt bytes
-        raise ValueError(f"stored JPEG cannot be decoded: {str(exc).splitlines()[0].rsplit(', ', 1)[-1]}") from None
-    if tuple(chw.shape[1:]) != IMAGE_SHAPE[:2]:
-        raise ValueError(f"stored JPEG is {tuple(chw.shape[1:])}, expected {IMAGE_SHAPE[:2]}")
-    torch.from_numpy(out).copy_(chw.permute(1, 2, 0))                                  # (256, 256, 3)
+        got = codec.decode_jpeg(data, "RGB", buffer=out)
+    except ValueError as exc:   # corrupt bytes, or an image larger than `out`
+        raise ValueError(f"stored JPEG cannot be decoded: {exc}") from None
+    if got.shape != IMAGE_SHAPE:
+        raise ValueError(f"stored JPEG is {got.shape[:2]}, expected {IMAGE_SHAPE[:2]}")
     return out
+
+
+DECODES = ("cpu", "gpu", "auto")
+
+
+@functools.cache
+def gpu_jpeg_decoder():
+    """A batched nvJPEG decoder, f(list of uint8 CPU tensors, device) -> list of (3, H, W)
+    uint8 tensors on the device: TorchCodec's (torchvision's image codecs' successor) where it
+    is installed, else torchvision.io's (deprecated in torchvision 0.29); None if neither."""
+    try:
+        from torchcodec.decoders import decode_jpeg as codec_decode
+        return lambda blobs, device: codec_decode(blobs, mode="RGB", device=device)
+    except (ImportError, OSError, RuntimeError):    # not installed, or its libraries do not load
+        pass
+    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                            category=DeprecationWarning)
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg as vision_decode
+    except ImportError:
+        return None
+    return lambda blobs, device: vision_decode(blobs, mode=ImageReadMode.RGB, device=device)
+
+
+def resolve_decode(decode: str, fmt: str, device: str | torch.device) -> str:
+    """Where the loader decodes: "cpu" or "gpu" for jpeg shards, "none" for raw ones (nothing
+    to decode). auto: gpu on a CUDA device when a GPU decoder is installed, else cpu; gpu
+    without them is a UsageError (never a silent CPU decode)."""
+    if decode not in DECODES:
+        raise UsageError(f"--decode must be one of {', '.join(DECODES)}; got {decode!r}")
+    if fmt != "jpeg":
+        return "none"
+    device = torch.device(device)
+    usable = device.type == "cuda" and gpu_jpeg_decoder() is not None
+    if decode == "gpu" and not usable:
+        why = "a CUDA --device" if device.type != "cuda" else "torchvision with nvJPEG or torchcodec"
+        raise UsageError(f"--decode gpu needs {why} (device {device}); use --decode cpu or auto")
+    return "gpu" if decode == "gpu" or (decode == "auto" and usable) else "cpu"
+
+
+def decode_jpegs_on(blobs: Sequence, device: torch.device) -> torch.Tensor:
+    """Stored JPEGs (uint8 vectors) -> uint8 (B, 256, 256, 3) RGB on a CUDA device, in one
+    batched nvJPEG call on the current stream. nvJPEG's pixels differ slightly from
+    libjpeg-turbo's (docs/formats.md gives the measured difference)."""
+    decoder = gpu_jpeg_decoder()
+    tensors = [torch.from_numpy(np.asarray(b, np.uint8)) for b in blobs]
+    try:
+        chw = decoder(tensors, device)                                       # B x (3, H, W)
+    except RuntimeError as exc:
+        raise DataError(f"JPEGs cannot be decoded on {device} ({str(exc).splitlines()[0]}): "
+                        "run `alexnet prep SRC OUT --verify`, or use --decode cpu") from None
+    bad = [tuple(c.shape) for c in chw if tuple(c.shape) != (3, *IMAGE_SHAPE[:2])]
+    if bad:
+        raise DataError(f"a stored JPEG decodes to {bad[0]}, expected (3, 256, 256): {_RERUN}")
+    return torch.stack([c.permute(1, 2, 0) for c in chw]) if chw else \
+        torch.empty((0, *IMAGE_SHAPE), dtype=torch.uint8, device=device)           # (B, 256, 256, 3)
 
 
 def data_key(manifest: Manifest, split: str) -> str:
@@ -461,15 +547,17 @@ def shard_name(split: str, index: int) -> str:
 class ShardWriter:
     """Builds one shard in memory; `finish()` writes it with `write_atomic` when complete.
 
-    Images arrive in any number of pieces; they are written in whole chunks of
+    Images arrive in any number of pieces. Raw images are written in whole chunks of
     `block_size` images (the loader's unit of reading), or of `capacity` images when the
-    shard will hold fewer (no chunk is larger than the images there are). The pixel sum is
-    kept exactly.
+    shard will hold fewer (no chunk is larger than the images there are); JPEG files are kept
+    as they come and written by `finish` as one contiguous dataset with their offsets. The
+    pixel sum is kept exactly.
 
     HDF5 only ever writes to memory here: a full disk (or any other write error) is then a
     plain OSError from `write_atomic`, with nothing half-written, instead of an HDF5 write
     failure, which leaves the library in a state that crashes the process when it exits. The
-    cost is one shard in memory while it is made (`shard_size` x 196 KB for raw shards)."""
+    cost is one shard in memory while it is made (`shard_size` x 196 KB for raw shards, tens
+    of MB for jpeg shards)."""
 
     def __init__(self, path: Path, *, split: str, fmt: str, block_size: int, jpeg_quality: int,
                  signature: str, capacity: int | None = None):
@@ -482,16 +570,14 @@ class ShardWriter:
         self.buffer = io.BytesIO()
         self.f = h5py.File(self.buffer, "w", libver="earliest", locking=False,
                            rdcc_nbytes=2 * block_size * int(np.prod(IMAGE_SHAPE)))
-        self.f.attrs.update({"format_version": FORMAT_VERSION, "format": fmt, "split": split,
+        self.f.attrs.update({"format_version": LAYOUT_VERSIONS[fmt], "format": fmt, "split": split,
                              "block_size": block_size, "jpeg_quality": jpeg_quality if fmt == "jpeg" else 0,
                              "signature": signature})
         if fmt == "raw":
             self.data = self.f.create_dataset("images", shape=(0, *IMAGE_SHAPE), maxshape=(None, *IMAGE_SHAPE),
                                               dtype=np.uint8, chunks=(block_size, *IMAGE_SHAPE),
                                               track_times=False)
-        else:
-            self.data = self.f.create_dataset("jpeg", shape=(0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8),
-                                              chunks=(block_size,), track_times=False)
+        self.jpegs: list[np.ndarray] = []           # jpeg: every image's bytes, until finish
         self.pending: list[tuple[np.ndarray | list, list[int], list[str]]] = []
         self.labels: list[int] = []
         self.paths: list[str] = []
@@ -502,6 +588,13 @@ class ShardWriter:
     def append(self, items: np.ndarray | list, labels: Sequence[int], paths: Sequence[str],
                pixel_sum: np.ndarray) -> None:
         """`items`: uint8 (n, 256, 256, 3) for raw, a list of n JPEG byte vectors for jpeg."""
+        if self.fmt == "jpeg":
+            self.jpegs.extend(np.asarray(x, np.uint8).reshape(-1) for x in items)
+            self.labels += list(labels)
+            self.paths += list(paths)
+            self.written += len(labels)
+            self.pixel_sum += pixel_sum
+            return
         self.pending.append((items, list(labels), list(paths)))
         self.buffered += len(labels)
         self.pixel_sum += pixel_sum
@@ -512,10 +605,7 @@ class ShardWriter:
         n = self.buffered if final else self.buffered - self.buffered % self.block
         if n == 0:
             return
-        if self.fmt == "raw":
-            items = np.concatenate([p[0] for p in self.pending])
-        else:
-            items = [x for p in self.pending for x in p[0]]
+        items = np.concatenate([p[0] for p in self.pending])
         labels = [x for p in self.pending for x in p[1]]
         paths = [x for p in self.pending for x in p[2]]
         self.data.resize(self.written + n, axis=0)
@@ -532,6 +622,12 @@ class ShardWriter:
         a temporary name, fsync, rename)."""
         self._flush(final=True)
         f = self.f
+        if self.fmt == "jpeg":   # contiguous (not chunked): the loader reads runs at file offsets
+            offsets = np.zeros(len(self.jpegs) + 1, np.int64)
+            np.cumsum([len(x) for x in self.jpegs], out=offsets[1:])
+            data = np.concatenate(self.jpegs) if self.jpegs else np.zeros(0, np.uint8)
+            f.create_dataset("jpeg_data", data=data, track_times=False)
+            f.create_dataset("jpeg_offsets", data=offsets, track_times=False)
         f.create_dataset("labels", data=np.asarray(self.labels, np.int16).reshape(-1), track_times=False)
         f.create_dataset("paths", data=np.asarray(self.paths, dtype=object), dtype=h5py.string_dtype("utf-8"),
                          track_times=False)

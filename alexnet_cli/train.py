@@ -38,6 +38,7 @@ from alexnet_cli.errors import AlexnetError, TrainingDiverged, UsageError
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.evaluate import evaluate_model
 from alexnet_cli.loader import ShardLoader
+from alexnet_cli.shards import DECODES
 from alexnet_cli.metrics import TopKMeter
 from alexnet_cli.model import LRN_KERNELS, AlexNet, set_lrn_kernel
 from alexnet_cli.optim import PaperSGD, load_velocity_state, param_groups, velocity_state
@@ -70,12 +71,14 @@ class RunOptions:
     compile_mode: str = "default"     # torch.compile's mode; reduce-overhead adds CUDA graphs
     lrn_kernel: str = "auto"          # how LRN computes (model.LRN_KERNELS): same values, other speed
     workers: int | None = None        # loader workers (None: the loader's default)
+    decode: str = "auto"              # jpeg shards: cpu, gpu or auto (loader.resolve_decode)
     val_split: str = "val"
     stuck_steps: int = 2000           # warn when the loss stays at chance this many steps
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
         check_choice("--lrn-kernel", self.lrn_kernel, LRN_KERNELS)
+        check_choice("--decode", self.decode, DECODES)
         check_choice("--compile-mode", self.compile_mode, COMPILE_MODES)
         if self.compile_mode != "default" and not self.compile:
             raise UsageError(f"--compile-mode {self.compile_mode} needs --compile")
@@ -165,14 +168,14 @@ class Trainer:
         d, cfg, run = self.dist, self.train_cfg, self.run
         self.train_loader = ShardLoader(self.data_dir, "train", cfg.batch_size // d.world_size, shuffle=True,
                                         seed=run.seed, drop_last=True, rank=d.rank, world_size=d.world_size,
-                                        device=self.device, workers=run.workers)
+                                        device=self.device, workers=run.workers, decode=run.decode)
         if len(self.train_loader) == 0:
             raise AlexnetError(f"the training split has fewer images than one batch of {cfg.batch_size}")
         self.val_loader = None
         if run.val_split in self.manifest.splits and self.manifest.splits[run.val_split].count > 0:
             self.val_loader = ShardLoader(self.data_dir, run.val_split, max(cfg.batch_size // d.world_size, 1),
                                           shuffle=False, drop_last=False, rank=d.rank, world_size=d.world_size,
-                                          device=self.device, workers=run.workers)
+                                          device=self.device, workers=run.workers, decode=run.decode)
         self.mean_image = torch.from_numpy(read_mean_image(self.data_dir)).float()   # (256, 256, 3)
         eig = {}
         if cfg.pca_aug:
@@ -215,6 +218,7 @@ class Trainer:
     def config_dict(self) -> dict[str, Any]:
         run = dataclasses.asdict(self.run)
         run["parallel"] = self.mode
+        run["decode"] = self.train_loader.decode     # as resolved: cpu, gpu, or none (raw shards)
         return {"recipe": self.recipe, "model": to_dict(self.model_cfg), "train": to_dict(self.train_cfg),
                 "run": run, "data": str(self.data_dir), "data_key": data_key(self.manifest, "train"),
                 "world_size": self.dist.world_size,
@@ -278,6 +282,7 @@ class Trainer:
                                f"of {self.data_dir}); resume with the same DATA, or start a new --out")
         run = saved.get("run", {})
         for what, before, now in (("--seed", run.get("seed"), self.run.seed),
+                                  ("--decode", run.get("decode"), self.train_loader.decode),   # nvJPEG's pixels differ
                                   ("number of processes", saved.get("world_size"), self.dist.world_size)):
             if before is not None and before != now:
                 raise AlexnetError(f"{path} was trained with {what} {before}, not {now}; resume with the same "

@@ -12,16 +12,26 @@ then times, in one run:
   random crop, flip, mean subtraction, PCA colour noise, on the device);
 - torchvision's ImageFolder with RandomResizedCrop(224), RandomHorizontalFlip, ToTensor,
   Normalize and a DataLoader with the same number of workers, also copied to the device.
-Then it times the JPEG decode alone with 1, 2, 4, ... threads: from bytes in memory
-(`shards.decode_jpeg`) and from the shards (`shards.read_images`: the h5py read too), with the
-cores each kept busy (process CPU time / wall time). If images/s stops growing while "cores
-busy" stays near 1, the threads serialise (the GIL, or h5py's global lock).
-Targets: prep >= 150 images/s per core; loader from raw shards >= 10x ImageFolder.
+Then jpeg shards alone:
+- each JPEG decoder there is (PIL, simplejpeg = `shards.decode_jpeg`, torchvision.io,
+  TorchCodec) on one thread from bytes in memory: images/s, images per CPU-second (robust to
+  other processes on the machine) and the largest pixel difference from PIL's decode;
+- `shards.decode_jpeg` from memory with 1, 2, 4, ... --workers threads, and the ShardLoader
+  from jpeg shards (decode="cpu") with as many worker threads: images/s and the cores each
+  kept busy (process CPU time / wall time), beside a control (sha256, which releases the
+  GIL, in as many threads: the cores the machine gives this process now). If images/s stops
+  growing while "cores busy" stays below the control's, the threads serialise (the GIL or a
+  lock);
+- on CUDA, the loader with decode="gpu" (batched nvJPEG) and nvJPEG's pixel difference.
+Targets: prep >= 150 images/s per core; loader from raw shards >= 10x ImageFolder; the jpeg
+loader with 2 threads >= 1.8x its 1-thread rate and >= 90% of 2 threads' decode from memory.
+`--json` prints every row as one JSON document on stdout (the tables then go to stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import multiprocessing
@@ -30,6 +40,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,7 +53,7 @@ from rich.table import Table
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.pca import compute_pca
 from alexnet_cli.prep import PrepOptions, prepare
-from alexnet_cli.shards import decode_jpeg, open_shard, read_images, read_manifest, read_mean_image
+from alexnet_cli.shards import decode_jpeg, jpeg_index, open_shard, read_manifest, read_mean_image
 from alexnet_cli.synth import draw_image, wnid
 
 
@@ -128,28 +139,120 @@ def _threaded(work: list, threads: int, fn, repeat: int) -> tuple[float, float]:
     return repeat * len(work) / wall, (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall
 
 
-def decode_scaling(data: Path, max_threads: int) -> list[dict]:
-    """JPEG decode with 1, 2, 4, ... max_threads threads, from memory and from the shards."""
+def stored_jpegs(data: Path) -> list[np.ndarray]:
+    """Every stored JPEG file of the train split, as uint8 vectors."""
     manifest = read_manifest(data)
-    names = manifest.split("train").shards
-    stored = []
-    for name in names:
+    blobs = []
+    for name in manifest.split("train").shards:
         with open_shard(manifest, name) as f:
-            stored.extend(np.asarray(d) for d in f["jpeg"][:])
+            _, offsets = jpeg_index(f)
+            raw = f["jpeg_data"][:]
+        blobs += [raw[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    return blobs
 
-    def read_shard(name: str) -> None:
-        with open_shard(manifest, name) as f:
-            read_images(f, 0, len(f["labels"]))
 
-    out = np.empty((256, 256, 3), np.uint8)
-    decode_jpeg(stored[0], out)                                   # warm-up: the decoder's import
-    repeat = max(1, 2000 // len(stored))
+def _pil_decode(blob: np.ndarray) -> np.ndarray:
+    from PIL import Image
+    with Image.open(io.BytesIO(blob.tobytes())) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def cpu_decoders() -> dict:
+    """name -> f(uint8 vector) -> uint8 (256, 256, 3), for every decoder installed."""
+    found = {"PIL (Image.open + convert)": _pil_decode, "simplejpeg (shards.decode_jpeg)": lambda b: decode_jpeg(b)}
+    try:
+        import warnings
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_jpeg as tv
+        found["torchvision.io.decode_jpeg"] = lambda b: tv(torch.from_numpy(b), mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+    except ImportError:
+        pass
+    try:
+        from torchcodec.decoders import decode_jpeg as tc
+        found["torchcodec.decoders.decode_jpeg"] = lambda b: tc(torch.from_numpy(b)).permute(1, 2, 0).numpy()
+    except (ImportError, OSError, RuntimeError):
+        pass
+    return found
+
+
+def decoder_rows(blobs: list[np.ndarray]) -> list[dict]:
+    """Each decoder on one thread, from memory: rate, rate per CPU-second, difference from PIL."""
+    reference = [_pil_decode(b) for b in blobs]
+    repeat = max(1, 1500 // len(blobs))
+    rows = []
+    for name, fn in cpu_decoders().items():
+        diff = max(int(np.abs(fn(b).astype(np.int16) - r).max()) for b, r in zip(blobs, reference))
+        rate, busy = _threaded(blobs, 1, fn, repeat)
+        rows.append({"decoder": name, "images_per_s": rate, "cores_busy": busy,
+                     "images_per_cpu_s": rate / max(busy, 1e-9), "max_abs_diff_vs_pil": diff})
+    return rows
+
+
+def time_loader_busy(data: Path, workers: int, batch: int, epochs: int, device: torch.device,
+                     decode: str = "cpu") -> tuple[float, float]:
+    """(images/s, cores busy) of the ShardLoader over `epochs` epochs after a warm-up one."""
+    loader = ShardLoader(data, "train", batch, shuffle=True, seed=0, device=device, workers=workers, decode=decode)
+    for _ in loader.epoch(0):
+        pass
+    _sync(device)
+    cpu0, t0, n = os.times(), time.perf_counter(), 0
+    for e in range(1, epochs + 1):
+        for b in loader.epoch(e):
+            n += len(b.labels)
+    _sync(device)
+    cpu1, wall = os.times(), time.perf_counter() - t0
+    return n / wall, (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall
+
+
+def jpeg_scaling(data: Path, blobs: list[np.ndarray], max_threads: int, batch: int, epochs: int) -> list[dict]:
+    """shards.decode_jpeg from memory and the ShardLoader (decode="cpu") with 1, 2, 4, ... threads."""
+    repeat = max(1, 3000 // len(blobs))
+    chunk = os.urandom(16 << 20)   # control: sha256 releases the GIL, so it shows the cores the threads can get
     rows = []
     for threads in sorted({t for t in (1, 2, 4, 8, 16, 32) if t < max_threads} | {max_threads}):
-        mem, mem_busy = _threaded(stored, threads, lambda d: decode_jpeg(d), repeat)
-        shard, shard_busy = _threaded(names, threads, read_shard, repeat)
-        rows.append({"threads": threads, "memory_images_per_s": mem, "memory_cores_busy": mem_busy,
-                     "shards_images_per_s": shard * len(stored) / len(names), "shards_cores_busy": shard_busy})
+        slots = {}
+
+        def into_slot(b: np.ndarray) -> None:    # each thread decodes into its own buffer, as the loader does
+            decode_jpeg(b, slots.setdefault(threading.get_ident(), np.empty((256, 256, 3), np.uint8)))
+
+        _, control = _threaded([chunk] * (4 * threads), threads, lambda c: hashlib.sha256(c).digest(), 1)
+        mem, mem_busy = _threaded(blobs, threads, into_slot, repeat)
+        rate, busy = time_loader_busy(data, threads, batch, epochs, torch.device("cpu"))
+        rows.append({"threads": threads, "control_cores_busy": control, "memory_images_per_s": mem, "memory_cores_busy": mem_busy,
+                     "loader_images_per_s": rate, "loader_cores_busy": busy})
+    for r in rows:
+        r["loader_vs_1_thread"] = r["loader_images_per_s"] / rows[0]["loader_images_per_s"]
+        r["loader_vs_memory"] = r["loader_images_per_s"] / r["memory_images_per_s"]
+        r["memory_images_per_cpu_s"] = r["memory_images_per_s"] / max(r["memory_cores_busy"], 1e-9)
+        r["loader_images_per_cpu_s"] = r["loader_images_per_s"] / max(r["loader_cores_busy"], 1e-9)
+    return rows
+
+
+def gpu_rows(data: Path, blobs: list[np.ndarray], device: torch.device, workers: int, batch: int,
+             epochs: int) -> list[dict]:
+    """On CUDA: batched nvJPEG from memory, the loader with decode="gpu", and nvJPEG's pixel
+    difference from libjpeg-turbo's (the CPU decode)."""
+    from alexnet_cli.shards import decode_jpegs_on
+    rows = []
+    chunks = [blobs[i:i + batch] for i in range(0, len(blobs), batch)]
+    decode_jpegs_on(chunks[0], device)
+    torch.cuda.synchronize(device)
+    repeat = max(1, 5000 // len(blobs))
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        for c in chunks:
+            decode_jpegs_on(c, device)
+    torch.cuda.synchronize(device)
+    rows.append({"what": f"batched nvJPEG from memory (batches of {batch})",
+                 "images_per_s": repeat * len(blobs) / (time.perf_counter() - t0)})
+    rate, busy = time_loader_busy(data, workers, batch, epochs, device, decode="gpu")
+    rows.append({"what": f"ShardLoader, jpeg shards, decode=gpu, {workers} threads", "images_per_s": rate,
+                 "cores_busy": busy})
+    diffs = [(decode_jpegs_on(c, device).cpu().int() - torch.from_numpy(np.stack([decode_jpeg(b) for b in c])).int()
+              ).abs() for c in chunks]
+    d = torch.cat([x.flatten() for x in diffs]).float()
+    rows.append({"what": "nvJPEG vs libjpeg-turbo pixels", "mean_abs_diff": float(d.mean()),
+                 "max_abs_diff": int(d.max()), "share_differing": float((d > 0).float().mean())})
     return rows
 
 
@@ -194,13 +297,17 @@ def main(argv: list[str] | None = None) -> int:
                          "write, as with ImageNet's ~1,300 shards of 1,024)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one, removed)")
-    ap.add_argument("--json", action="store_true", help="print the results as JSON too")
+    ap.add_argument("--json", action="store_true",
+                    help="print every row as one JSON document on stdout (the tables go to stderr)")
+    ap.add_argument("--only-jpeg", action="store_true",
+                    help="only the jpeg rows: decoders, thread scaling, GPU decode (skips raw and ImageFolder)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     epochs = args.epochs or max(2, -(-20_000 // args.n))
     shard_size = args.shard_size or max(8, args.n // (8 * args.workers))
     work = args.dir or Path(tempfile.mkdtemp(prefix="alexnet-bench-"))
     console = Console(stderr=True)
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else [0.0, 0.0, 0.0]
     try:
         src = work / "src"
         if not (src / "train").is_dir():
@@ -208,46 +315,82 @@ def main(argv: list[str] | None = None) -> int:
             kb = generate(src, args.n, args.classes, args.workers)
         else:
             kb = float(np.mean([p.stat().st_size for p in (src / "train").rglob("*.JPEG")])) / 1024
-        rows = []
-        for fmt in ("raw", "jpeg"):
+        rows, base = [], None
+        for fmt in ("jpeg",) if args.only_jpeg else ("raw", "jpeg"):
             shutil.rmtree(work / fmt, ignore_errors=True)
             console.log(f"prep -> {fmt}")
             rows.append(time_prep(src, work / fmt, fmt, args.workers, shard_size))
-        augment = make_augment(work / "raw", device)
-        for fmt in ("raw", "jpeg"):
-            for aug in (None, augment) if augment is not None else (None,):
-                label = f"ShardLoader, {fmt} shards" + (" + TrainAugment" if aug is not None else "")
-                console.log(label)
-                rows.append({"what": label, "images_per_s": time_loader(work / fmt, device, args.workers,
-                                                                        args.batch_size, epochs, aug)})
-        console.log("ImageFolder + PIL")
-        base = time_imagefolder(src, device, args.workers, args.batch_size, epochs)
-        rows.append({"what": "ImageFolder + PIL (PyTorch ImageNet example)", "images_per_s": base})
-        console.log("JPEG decode, 1 to --workers threads")
-        scaling = decode_scaling(work / "jpeg", args.workers)
+        if not args.only_jpeg:
+            augment = make_augment(work / "raw", device)
+            for fmt in ("raw", "jpeg"):
+                for aug in (None, augment) if augment is not None else (None,):
+                    label = f"ShardLoader, {fmt} shards" + (" + TrainAugment" if aug is not None else "")
+                    console.log(label)
+                    rows.append({"what": label, "images_per_s": time_loader(work / fmt, device, args.workers,
+                                                                            args.batch_size, epochs, aug)})
+            console.log("ImageFolder + PIL")
+            base = time_imagefolder(src, device, args.workers, args.batch_size, epochs)
+            rows.append({"what": "ImageFolder + PIL (PyTorch ImageNet example)", "images_per_s": base})
+        blobs = stored_jpegs(work / "jpeg")
+        console.log("JPEG decoders, one thread, from memory")
+        decoders = decoder_rows(blobs)
+        console.log("jpeg: decode from memory and the loader, 1 to --workers threads")
+        scaling = jpeg_scaling(work / "jpeg", blobs, args.workers, args.batch_size, epochs)
+        gpu = []
+        if device.type == "cuda":
+            console.log("jpeg: decode on the GPU")
+            gpu = gpu_rows(work / "jpeg", blobs, device, args.workers, args.batch_size, epochs)
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
     title = (f"{args.n} generated JPEGs (~{kb:.0f} KB, ~500x375), {args.workers} workers, shards of {shard_size}, "
-             f"batch {args.batch_size}, {epochs} timed epochs, device {device}\n{hardware(device)}")
+             f"batch {args.batch_size}, {epochs} timed epochs, device {device}\n{hardware(device)}\n"
+             f"load average before: {load[0]:.1f} (other processes share these cores)")
+    out = Console(width=140, stderr=args.json)
     table = Table(title=title, title_justify="left")
     for col in ("pipeline", "images/s", "per worker", "vs ImageFolder", "shard MB"):
         table.add_column(col, justify="left" if col == "pipeline" else "right")
     for r in rows:
         table.add_row(r["what"], f"{r['images_per_s']:,.0f}", f"{r['per_core']:,.0f}" if "per_core" in r else "",
-                      "" if r["what"].startswith("prep") else f"{r['images_per_s'] / base:.1f}x",
+                      "" if r["what"].startswith("prep") or not base else f"{r['images_per_s'] / base:.1f}x",
                       f"{r['bytes'] / 2 ** 20:,.1f}" if "bytes" in r else "")
-    Console(width=140).print(table)
-    table = Table(title="JPEG decode alone (shards.decode_jpeg), by threads", title_justify="left")
-    for col in ("threads", "from memory, images/s", "cores busy", "from shards (h5py read + decode)", "cores busy"):
+    out.print(table)
+    table = Table(title=f"JPEG decoders, one thread, from memory ({len(blobs)} stored 256x256 JPEGs)",
+                  title_justify="left")
+    for col in ("decoder", "images/s", "cores busy", "images per CPU-s", "max |diff| vs PIL"):
+        table.add_column(col, justify="left" if col == "decoder" else "right")
+    for r in decoders:
+        table.add_row(r["decoder"], f"{r['images_per_s']:,.0f}", f"{r['cores_busy']:.2f}",
+                      f"{r['images_per_cpu_s']:,.0f}", str(r["max_abs_diff_vs_pil"]))
+    out.print(table)
+    table = Table(title="jpeg shards by threads: shards.decode_jpeg from memory, and the ShardLoader (decode=cpu)",
+                  title_justify="left")
+    table.caption = ("control: the cores busy of sha256 (no GIL) in as many threads, i.e. the cores this "
+                     "process can get now; per CPU-s: images per second of CPU time, which other processes on "
+                     "the machine change least")
+    for col in ("threads", "control", "memory, images/s", "cores busy", "per CPU-s", "loader, images/s", "cores busy",
+                "per CPU-s", "vs 1 thread", "vs memory"):
         table.add_column(col, justify="right")
     for r in scaling:
-        table.add_row(str(r["threads"]), f"{r['memory_images_per_s']:,.0f}", f"{r['memory_cores_busy']:.1f}",
-                      f"{r['shards_images_per_s']:,.0f}", f"{r['shards_cores_busy']:.1f}")
-    Console(width=140).print(table)
+        table.add_row(str(r["threads"]), f"{r['control_cores_busy']:.2f}", f"{r['memory_images_per_s']:,.0f}", f"{r['memory_cores_busy']:.2f}",
+                      f"{r['memory_images_per_cpu_s']:,.0f}", f"{r['loader_images_per_s']:,.0f}",
+                      f"{r['loader_cores_busy']:.2f}", f"{r['loader_images_per_cpu_s']:,.0f}",
+                      f"{r['loader_vs_1_thread']:.2f}x", f"{100 * r['loader_vs_memory']:.0f}%")
+    out.print(table)
+    if gpu:
+        table = Table(title="jpeg shards decoded on the GPU", title_justify="left")
+        table.add_column("what")
+        table.add_column("result", justify="right")
+        for r in gpu:
+            value = (f"{r['images_per_s']:,.0f} images/s" if "images_per_s" in r else
+                     f"mean |diff| {r['mean_abs_diff']:.3f}, max {r['max_abs_diff']}, "
+                     f"{100 * r['share_differing']:.1f}% of values differ")
+            table.add_row(r["what"], value)
+        out.print(table)
     if args.json:
-        print(json.dumps({"hardware": hardware(device), "n": args.n, "workers": args.workers, "epochs": epochs,
-                          "shard_size": shard_size, "rows": rows, "decode_scaling": scaling}))
+        print(json.dumps({"hardware": hardware(device), "load_average": load, "n": args.n, "workers": args.workers,
+                          "epochs": epochs, "shard_size": shard_size, "rows": rows, "decoders": decoders,
+                          "jpeg_scaling": scaling, "gpu_decode": gpu}))
     return 0
 
 

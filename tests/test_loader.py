@@ -15,7 +15,7 @@ import torch
 from alexnet_cli.errors import DataError
 from alexnet_cli.loader import ShardLoader, default_workers
 from alexnet_cli.prep import PrepOptions, prepare
-from alexnet_cli.shards import decode_jpeg, read_manifest, read_split_index
+from alexnet_cli.shards import read_images, read_manifest, read_split_index
 
 
 def _run(loader: ShardLoader, epoch: int = 0, start_batch: int = 0):
@@ -32,7 +32,7 @@ def _all_images(data) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for name in m.split("train").shards:
         with h5py.File(data / name, "r") as f:
-            images.append(f["images"][:] if "images" in f else np.stack([decode_jpeg(b) for b in f["jpeg"][:]]))
+            images.append(read_images(f, 0, len(f["labels"])))
             labels.append(f["labels"][:])
     return np.concatenate(images), np.concatenate(labels)
 

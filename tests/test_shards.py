@@ -115,26 +115,26 @@ def test_jpeg_round_trip_size_check():
         decode_jpeg(encode_jpeg(img[:100], 95))
     data = encode_jpeg(np.full((256, 256, 3), 90, np.uint8), 95)
     for bad in (data[: len(data) // 2], np.frombuffer(b"not a JPEG", np.uint8)):
-        with pytest.raises(ValueError, match="cannot be decoded: (Image is incomplete|Not a JPEG)"):
+        with pytest.raises(ValueError, match="cannot be decoded: (Premature end|.*subsampling)"):
             decode_jpeg(bad)
     with pytest.raises(ValueError, match="expected"):
         decode_jpeg(encode_jpeg(np.zeros((200, 256, 3), np.uint8), 95))
 
 
 @pytest.mark.parametrize("quality", [75, 90, 95])
-@pytest.mark.parametrize("decoder", ["torchvision", "pil"])
+@pytest.mark.parametrize("decoder", ["simplejpeg", "pil"])
 def test_jpeg_decode_is_pixel_identical_to_pil(quality, decoder, monkeypatch):
-    """Stored JPEGs are decoded by torchvision (faster); the pixels must be PIL's exactly, so
-    that the mean image prep computes and the images training sees do not depend on it."""
+    """Stored JPEGs are decoded by simplejpeg (faster, GIL released); the pixels must be PIL's
+    exactly, so that the mean image prep computes and the images training sees do not depend on it."""
     rng = np.random.default_rng(quality)
     ramp = np.linspace(0, 255, 256)
     smooth = ramp[None, :, None] * rng.random(3) * 0.6 + ramp[:, None, None] * rng.random(3) * 0.4
     images = [np.clip(smooth + rng.normal(0, s, (256, 256, 3)), 0, 255).astype(np.uint8) for s in (0, 8, 40)]
     images.append(np.repeat(rng.integers(0, 256, (256, 256, 1), dtype=np.uint8), 3, axis=2))   # grey content
-    if decoder == "pil":   # as where torchvision has dropped its decoder
-        monkeypatch.setattr(shards, "_torchvision_decoder", lambda: None)
+    if decoder == "pil":   # as where simplejpeg is not installed
+        monkeypatch.setattr(shards, "_simplejpeg", lambda: None)
     else:
-        assert shards._torchvision_decoder() is not None
+        assert shards._simplejpeg() is not None
     for img in images:
         data = encode_jpeg(img, quality)
         with Image.open(io.BytesIO(data.tobytes())) as pil:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from alexnet_cli.cli.common import (CropsOpt, DeviceOpt, JsonOpt, WorkersOpt, check_writable, console, err_console, print_json,
                                     reporter)
+from alexnet_cli.cli.options import DecodeOpt
 from alexnet_cli.evaluate import EvalResult, evaluate, write_per_class, write_predictions
 from alexnet_cli.metrics import TOP_K
 
@@ -36,6 +37,7 @@ def eval_cmd(
     bf16: Annotated[bool, typer.Option("--bf16/--no-bf16",
                                        help="bfloat16 autocast on CUDA (ignored on the CPU).")] = True,
     workers: WorkersOpt = None,
+    decode: DecodeOpt = None,
     per_class: Annotated[Optional[Path], typer.Option("--per-class", metavar="FILE.csv", dir_okay=False,
                                                       help="Write per-class errors with class names (CSV).")] = None,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", metavar="FILE", dir_okay=False,
@@ -53,7 +55,8 @@ def eval_cmd(
     check_writable(per_class, "--per-class")
     check_writable(predictions, "--predictions")
     result = evaluate(checkpoints, data, split=split, crops=crops, batch_size=batch_size, device=device or None,
-                      bf16=bf16, keep_predictions=predictions is not None, workers=workers, progress=reporter())
+                      bf16=bf16, keep_predictions=predictions is not None, workers=workers, decode=decode,
+                      progress=reporter())
     if json_out:             # the numbers first: a file that fails to write below does not lose them
         print_json(result.to_json())
     else:

@@ -10,6 +10,7 @@ import typer
 
 from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, JsonOpt, WorkersOpt, console, print_json,
                                     reporter)
+from alexnet_cli.cli.options import DecodeOpt
 from alexnet_cli.features import extract_features
 
 
@@ -22,6 +23,7 @@ def features(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 128,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute even if FILE.h5 exists.")] = False,
     workers: WorkersOpt = None,
+    decode: DecodeOpt = None,
     device: DeviceOpt = "",
     json_out: JsonOpt = False,
 ) -> None:
@@ -30,7 +32,7 @@ def features(
     The file also holds each image's path and label. Resumable: after an interruption, run the
     same command again."""
     info = extract_features(checkpoint, data, out, split=split, batch_size=batch_size, device=device or None,
-                            overwrite=overwrite, workers=workers, progress=reporter())
+                            overwrite=overwrite, workers=workers, decode=decode, progress=reporter())
     if json_out:
         print_json({"out": str(info.path), "split": info.split, "count": info.count, "dim": info.dim,
                     "dtype": "float16", "key": info.key})

@@ -27,6 +27,7 @@ Conv1OrderOpt = Annotated[Optional[str], typer.Option("--conv1-order", help="pap
 WithinMapNormOpt = Annotated[Optional[bool], typer.Option("--within-map-norm/--no-within-map-norm", help="The code's 5x5 within-map normalisation after conv2's LRN.", rich_help_panel=_NET)]
 Conv1PaddingOpt = Annotated[Optional[str], typer.Option("--conv1-padding", help="paper: pad 2 all round; code: 3-pixel right/bottom overhang.", rich_help_panel=_NET)]
 InitStdConv345Opt = Annotated[Optional[float], typer.Option("--init-std-conv345", help="Init std of conv3-conv5 (paper 0.01, code 0.03).", rich_help_panel=_NET)]
+DecodeOpt = Annotated[Optional[str], typer.Option("--decode", help="Where jpeg shards are decoded: cpu (simplejpeg, one thread per --workers), gpu (batched nvJPEG on the CUDA device) or auto (gpu on CUDA when a GPU decoder is installed). Default: auto; eval and features: the decoder the run trained with. Raw shards need none.")]
 BiasInitOpt = Annotated[Optional[float], typer.Option("--bias-init", help="Bias of conv2, conv4, conv5, fc6, fc7 (paper 1; Caffe 0.1).", rich_help_panel=_NET)]
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from alexnet_cli.cli.common import ExistingDir, JsonOpt, console, print_json, reporter
-from alexnet_cli.cli.options import (ActivationOpt, BiasInitOpt, ColumnsOpt, Conv1OrderOpt, Conv1PaddingOpt,
+from alexnet_cli.cli.options import (ActivationOpt, BiasInitOpt, ColumnsOpt, Conv1OrderOpt, Conv1PaddingOpt, DecodeOpt,
                                      DropoutOpt, DropoutStyleOpt, InitStdConv345Opt, LrnAlphaOverNOpt, LrnOpt, NumClassesOpt,
                                      PoolOpt, RecipeOpt, WithinMapNormOpt, model_config_from_options)
 from alexnet_cli.config import resolve_train_config
@@ -68,6 +68,7 @@ def train(
     compile_mode: Annotated[str, _opt("--compile-mode", "With --compile: default, reduce-overhead (CUDA graphs), max-autotune or max-autotune-no-cudagraphs.", _RUN)] = "default",
     lrn_kernel: Annotated[str, _opt("--lrn-kernel", "How LRN computes, same values: auto (fused eager, fused by torch.compile), triton (CUDA), fused or reference.", _RUN)] = "auto",
     workers: Annotated[Optional[int], _opt("--workers", "Data loader threads (default: up to 8 for raw shards, all cores but two for jpeg).", _RUN)] = None,
+    decode: DecodeOpt = None,
     stuck_steps: Annotated[int, _opt("--stuck-steps", "Warn when the loss stays at chance this many steps.", _RUN)] = 2000,
     tensorboard: Annotated[bool, _opt("--tensorboard", "Also log to RUN/tensorboard (needs the tensorboard extra).", _RUN)] = False,
     json_out: JsonOpt = False,
@@ -87,6 +88,7 @@ def train(
                      devices=tuple(d.strip() for d in devices.split(",")) if devices else (),
                      seed=seed, resume=resume, max_steps=max_steps, save_every=save_every, log_every=log_every,
                      bf16=bf16, channels_last=channels_last, compile=compile, compile_mode=compile_mode, lrn_kernel=lrn_kernel, workers=workers,
+                     decode=decode or "auto",
                      stuck_steps=stuck_steps, tensorboard=tensorboard)
     result = train_run(data, out, model_cfg, train_cfg, run, recipe=recipe, progress=reporter())
     if result["rank"] != 0:            # under torchrun, rank 0 alone speaks
