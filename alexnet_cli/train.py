@@ -20,8 +20,9 @@ import dataclasses
 import errno
 import hashlib
 import json
-import os
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,7 +281,7 @@ class Trainer:
             if flag.item() and failed is None:                                 # host sync, at saves only
                 raise AlexnetError("rank 0 could not write the checkpoint; every rank stops")
         if failed is not None:
-            raise _save_error(failed, self.pos.step, self.saved_step)
+            raise _save_error(failed, self.out_dir / "checkpoints", self.pos.step, self.saved_step)
         self.saved_step = self.pos.step
 
     def _write_checkpoints(self, counts: torch.Tensor, best: bool) -> None:
@@ -531,21 +532,32 @@ def _check_run_dir(out: Path) -> None:
         raise AlexnetError(f"{out} is not a training run's folder ({what}): choose another --out")
 
 
-def _save_error(exc: Exception, step: int, saved_step: int | None) -> Exception:
+FULL_DISK_BYTES = 64 << 20   # less free than this after a failed save: the disk is called full
+
+
+def _save_error(exc: Exception, folder: Path, step: int, saved_step: int | None) -> Exception:
     """A failed checkpoint write in the user's terms: which file, why (a full disk said so),
-    and that nothing is lost but the steps since the last checkpoint."""
-    if not isinstance(exc, OSError):
+    and that nothing is lost but the steps since the last checkpoint. An error without an
+    OSError behind it (torch.save's own RuntimeError) is called a full disk when the disk is."""
+    if isinstance(exc, OSError):
+        full, reason, name = exc.errno in (errno.ENOSPC, errno.EDQUOT), exc.strerror or str(exc), exc.filename
+    elif isinstance(exc, RuntimeError):
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            return exc
+        if free >= FULL_DISK_BYTES:
+            return exc
+        full, reason, name = True, f"{free / 2**20:.1f} MiB free", folder
+    else:
         return exc
-    reason = exc.strerror or str(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        reason = f"the disk is full ({reason})"
-        then = "free some space, then continue with --resume"
+    if full:
+        reason, then = f"the disk is full ({reason})", "free some space, then continue with --resume"
     else:
         then = "continue with --resume once it can be written"
     kept = (f"the checkpoint of step {saved_step} is kept" if saved_step is not None
             else "no checkpoint was written yet")
-    return AlexnetError(f"could not write the checkpoint {exc.filename or ''} at step {step}: {reason}; {kept}: "
-                        f"{then}")
+    return AlexnetError(f"could not write the checkpoint {name or ''} at step {step}: {reason}; {kept}: {then}")
 
 
 def _epoch_line(r: dict[str, Any]) -> str:

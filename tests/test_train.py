@@ -679,3 +679,25 @@ def test_a_one_class_data_set_is_a_data_error(tmp_path):
                                  *FAST])
     assert result.exit_code == 1 and "the data has 1 class" in result.stderr, result.output
     assert "--num-classes" not in result.stderr
+
+
+def test_save_errors_in_the_users_terms(tmp_path, monkeypatch):
+    """F12: torch.save's own RuntimeError on a full disk (no OSError behind it) is still said as
+    a full disk; any other error is left as it is (a bug, shown with its type)."""
+    import errno
+    from types import SimpleNamespace
+
+    from alexnet_cli import train as train_module
+
+    enospc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "last.pt"))
+    said = str(train_module._save_error(enospc, tmp_path, 7, None))
+    assert "last.pt at step 7: the disk is full (No space left on device); no checkpoint was written yet" in said
+    torn = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda p: SimpleNamespace(free=4096))
+    said = str(train_module._save_error(torn, tmp_path, 7, 5))
+    assert "the disk is full (0.0 MiB free); the checkpoint of step 5 is kept" in said and "pos" not in said
+    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda p: SimpleNamespace(free=10**12))
+    assert train_module._save_error(torn, tmp_path, 7, 5) is torn
+    eio = OSError(errno.EIO, os.strerror(errno.EIO), "x.pt")
+    assert "Input/output error; the checkpoint of step 5 is kept: continue with --resume once" in \
+        str(train_module._save_error(eio, tmp_path, 7, 5))
