@@ -1,6 +1,6 @@
 """`python -m alexnet_cli` is the `alexnet` command."""
 
-from alexnet_cli.cli.app import main
+from alexnet_cli.cli import main
 
 if __name__ == "__main__":
     main()

@@ -19,11 +19,13 @@ inferred from its shapes, with the paper's defaults for everything else.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import pickle
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alexnet_cli.augment import MEAN_CROPS
 from alexnet_cli.config import LEGACY_MODEL_FIELDS, ModelConfig, model_config_from_dict, resolve_model_config
 from alexnet_cli.errors import AlexnetError, CheckpointError
 from alexnet_cli.model import AlexNet
@@ -56,7 +59,11 @@ def _umask() -> int:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a temporary file in the same folder, then os.replace."""
+    """Write atomically: a temporary file in the same folder, then os.replace.
+
+    A write that fails (a full disk, a lost mount) raises the OSError behind it, naming `path`:
+    torch.save reports such a failure as its own RuntimeError ("unexpected pos ..."), with the
+    OSError only in its context."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -70,9 +77,23 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        cause = _os_error(exc)
+        if cause is None or isinstance(exc, KeyboardInterrupt):
+            raise
+        raise OSError(cause.errno, cause.strerror or os.strerror(cause.errno or errno.EIO), str(path)) from exc
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError in `exc`'s chain (itself, its cause or its context), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -83,11 +104,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():        # torch warns about a plain pickle's protocol before refusing it
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        # torch >= 2.6: "Trying to load unsupported GLOBAL posix.system whose module ..."; older:
+        # "Unsupported global: GLOBAL posix.system was not an allowed global"
+        found = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(exc), re.IGNORECASE)
         if not found:
-            raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a torch.save file)") from None
+            raise CheckpointError(f"{path}: not a readable checkpoint (corrupt, or not a torch.save file: a plain "
+                                  "pickle?)") from None
         raise CheckpointError(f"{path}: refused: it holds Python objects ({found.group(1)}) that only "
                               "unpickling code could load; alexnet loads weights only (weights_only=True)") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
@@ -103,9 +129,36 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               f"version {VERSION} and older: upgrade alexnet_cli")
     if "model" not in data and "conv1.weight" in data:
         data = {"model": data}
-    if "model" not in data or "conv1.weight" not in data["model"]:
+    if not isinstance(data.get("model"), dict) or "conv1.weight" not in data["model"]:
         raise CheckpointError(f"{path}: no AlexNet weights in it (expected keys conv1.weight .. fc8.bias)")
+    data["model"] = _checked_weights(path, data["model"])
+    mean = data.get("mean_image")
+    if mean is not None and not (isinstance(mean, torch.Tensor) and mean.is_floating_point()
+                                 and bool(torch.isfinite(mean).all())):
+        raise CheckpointError(f"{path}: its mean_image is not an image of finite numbers")
+    config = data.get("config")
+    if config is not None and not (isinstance(config, dict) and
+                                   all(isinstance(config.get(part, {}), dict) for part in ("model", "train", "run"))):
+        raise CheckpointError(f"{path}: its config is not a mapping of settings (a {type(config).__name__}"
+                              f"{'' if not isinstance(config, dict) else ' with a part that is not'}); "
+                              "it was not written by alexnet train")
     return data
+
+
+def _checked_weights(path: Path, state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Every weight a finite floating-point tensor, as float32 (the network's dtype: float16,
+    bfloat16 and float64 weights are converted). NaN or infinite weights are refused here, so
+    no command reports numbers, or JSON with NaN, for a network that diverged."""
+    out = {}
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"{path}: weight {name} is {kind}, not floating-point numbers")
+        if not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: weight {name} holds NaN or infinite values (the training diverged?); "
+                                  "this network cannot be used")
+        out[name] = value.float()
+    return out
 
 
 def infer_model_config(state_dict: dict[str, torch.Tensor]) -> ModelConfig:
@@ -130,7 +183,11 @@ class LoadedModel:
     @property
     def mean_crop(self) -> str:
         """How the run subtracted the mean image (TrainConfig.mean_crop; "crop" if unrecorded)."""
-        return (self.config.get("train") or {}).get("mean_crop", "crop")
+        value = (self.config.get("train") or {}).get("mean_crop", "crop")
+        if value not in MEAN_CROPS:        # the file's fault: not a usage error naming --mean-crop
+            raise CheckpointError(f"{self.path}: its config has mean_crop {value!r}; this alexnet knows "
+                                  f"{', '.join(MEAN_CROPS)}")
+        return value
 
     def mean_or_data(self, data_dir: str | Path | None) -> torch.Tensor | None:
         """The mean image to subtract, float32 (256, 256, 3): the checkpoint's, or for a bare

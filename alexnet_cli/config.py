@@ -14,6 +14,7 @@ checkpoint, and the network is rebuilt from them alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -56,6 +57,8 @@ class ModelConfig:
     bias_fill: float = 1.0            # 6: biases 1 in conv2, conv4, conv5, fc6, fc7 (Caffe uses 0.1)
 
     def __post_init__(self) -> None:
+        check_field_types(self, {"bias_fill": "--bias-init", "init_std_conv345": "--init-std-conv345",
+                                 "dropout": "--dropout", "num_classes": "--num-classes", "columns": "--columns"})
         check_choice("activation", self.activation, ("relu", "tanh"))
         check_choice("conv1_order", self.conv1_order, ("paper", "code"))
         check_choice("conv1_padding", self.conv1_padding, ("paper", "code"))
@@ -67,8 +70,8 @@ class ModelConfig:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
         if (self.pool_kernel, self.pool_stride) not in ((3, 2), (2, 2)):
             raise UsageError("--pool: pooling must be 3/2 (overlapping, the paper's) or 2/2 (the ablation)")
-        if self.lrn_size < 1:
-            raise UsageError(f"lrn_size must be at least 1, got {self.lrn_size}")
+        if not 1 <= self.lrn_size <= 256:                    # n adjacent maps of at most 256 (conv2)
+            raise UsageError(f"lrn_size must be between 1 and 256, got {self.lrn_size}")
         for name in ("init_std", "init_std_conv345", "lrn_alpha", "lrn_beta"):
             if not getattr(self, name) >= 0:                  # NaN fails too
                 flag = "--init-std-conv345" if name == "init_std_conv345" else name
@@ -99,6 +102,8 @@ class TrainConfig:
     mean_crop: str = "crop"           # crop of (image - mean image); code: centre 224 of the mean from every crop
 
     def __post_init__(self) -> None:
+        check_field_types(self, {"plateau_patience": "--patience", **{name: "--" + name.replace("_", "-") for name in (
+            "epochs", "batch_size", "lr", "momentum", "weight_decay", "max_lr_drops", "bias_lr_mult", "aug_chunk")}})
         check_choice("lr_schedule", self.lr_schedule, ("plateau", "code", "code2010"))
         check_choice("pca_scale", self.pca_scale, ("paper", "code"))
         check_choice("mean_crop", self.mean_crop, ("crop", "center"))
@@ -139,6 +144,22 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
+
+
+def check_field_types(config, flags: dict[str, str]) -> None:
+    """Every field of the type it is declared with, and every number finite: a value read from a
+    file (a checkpoint's config) can be anything, and one `inf` learning rate makes every weight
+    NaN in one step. The error names the flag of `flags`, else the field."""
+    for f in fields(config):
+        value, name = getattr(config, f.name), flags.get(f.name, f.name)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = {"bool": isinstance(value, bool), "str": isinstance(value, str),
+              "int": number and isinstance(value, int),
+              "float": number and math.isfinite(value)}.get(str(f.type), True)
+        if not ok:
+            what = {"bool": "true or false", "str": "a string", "int": "a whole number",
+                    "float": "a finite number"}[str(f.type)]
+            raise UsageError(f"{name} must be {what}, got {value!r}")
 
 
 def check_choice(name: str, value: Any, choices: tuple) -> None:

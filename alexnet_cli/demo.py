@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from alexnet_cli.config import TrainConfig, resolve_model_config, resolve_train_config
+from alexnet_cli.config import ModelConfig, TrainConfig, resolve_model_config, resolve_train_config
 from alexnet_cli.errors import AlexnetError, UsageError
 from alexnet_cli.evaluate import EvalResult, evaluate
 from alexnet_cli.kernels import KernelReport, kernel_report
@@ -59,10 +59,10 @@ from alexnet_cli.pca import PCA_FILE, PcaStats, compute_pca, read_pca, write_pca
 from alexnet_cli.predict import Prediction, draw_predictions, predict
 from alexnet_cli.prep import PrepOptions, PrepResult, prepare
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.runlog import read_metrics
+from alexnet_cli.runlog import json_text, read_metrics
 from alexnet_cli.shards import read_split_index
 from alexnet_cli.synth import make_tree
-from alexnet_cli.train import RunOptions, train
+from alexnet_cli.train import RunOptions, check_seed, train
 
 DEFAULT_OUT = Path("alexnet-demo")
 MARKER = ".alexnet-demo.json"
@@ -103,6 +103,13 @@ class DemoConfig:
             raise UsageError("epochs, batch size, queries and k must be positive")
         if self.lr is not None and self.lr <= 0:
             raise UsageError(f"the learning rate must be positive, got {self.lr}")
+        check_seed(self.seed)
+        self.configs()          # every setting the trainer will check, checked before anything is written
+
+    def configs(self) -> tuple[ModelConfig, TrainConfig]:
+        """The network and the recipe the demo trains with."""
+        return (resolve_model_config("paper", bias_fill=self.bias_fill, dropout=self.dropout),
+                resolve_train_config("paper", epochs=self.epochs, batch_size=self.batch_size, lr=self.learning_rate))
 
     @property
     def learning_rate(self) -> float:
@@ -200,7 +207,7 @@ def claim_out(out: Path, config: DemoConfig) -> bool:
         raise AlexnetError(f"{out} is not empty and holds no earlier demo ({MARKER} missing): choose another "
                            "--out; the demo never deletes a folder it did not create")
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"alexnet_demo": MARKER_VERSION, "config": config.key()}, indent=2) + "\n",
+    marker.write_text(json_text({"alexnet_demo": MARKER_VERSION, "config": config.key()}, indent=2) + "\n",
                       encoding="utf-8")
     return False
 
@@ -232,9 +239,7 @@ def pca_step(data: Path, progress: Reporter) -> PcaStats:
 
 def train_step(data: Path, run: Path, config: DemoConfig, progress: Reporter) -> dict[str, Any]:
     """The trainer with the demo's knobs; resumes (or does nothing) when `run` holds its run."""
-    model_cfg = resolve_model_config("paper", bias_fill=config.bias_fill, dropout=config.dropout)
-    train_cfg = resolve_train_config("paper", epochs=config.epochs, batch_size=config.batch_size,
-                                     lr=config.learning_rate)
+    model_cfg, train_cfg = config.configs()
     options = RunOptions(device=config.device, seed=config.seed, resume=True, log_every=5)
     return train(data, run, model_cfg, train_cfg, options, recipe="paper", progress=progress)
 

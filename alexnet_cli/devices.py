@@ -15,6 +15,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise UsageError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):      # meta, mps, xpu, ...: nothing here runs on them
+        raise UsageError(f"device {device!r}: alexnet runs on cpu, cuda or cuda:N")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise AlexnetError(f"device {device!r} asked for, but CUDA is not available here")

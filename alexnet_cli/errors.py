@@ -24,5 +24,9 @@ class CheckpointError(AlexnetError):
     """A checkpoint that cannot be loaded safely or does not fit the data."""
 
 
+class NotFiniteError(AlexnetError):
+    """A network whose outputs are NaN or infinite: no number, and no JSON, is reported for it."""
+
+
 class TrainingDiverged(AlexnetError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""

@@ -16,7 +16,6 @@ Two levels:
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,10 +28,11 @@ from torch import nn
 from alexnet_cli.augment import test_crops
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.devices import resolve_device
-from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
+from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, NotFiniteError, UsageError
 from alexnet_cli.loader import ShardLoader, trained_decode
 from alexnet_cli.metrics import TOP_K, TopKCounts, TopKMeter
 from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.runlog import json_text
 from alexnet_cli.shards import read_manifest, read_split_index
 
 CROPS = (1, 10)  # paper 5.1: the centre crop, or the four corners + centre and their mirrors
@@ -118,6 +118,7 @@ def evaluate_models(members: Sequence[Member], loader: ShardLoader, *, crops: in
     if num_classes is None and hasattr(members[0].model, "fc8"):
         num_classes = members[0].model.fc8.out_features
     meter = None if num_classes is None else TopKMeter(num_classes, device, k)
+    bad = torch.zeros((), dtype=torch.int32, device=device)        # a NaN or infinite output seen
     kept: list[tuple[torch.Tensor, ...]] = []
     was_training = [m.model.training for m in members]
     members = [Member(m.model.eval(), m.mean_image.to(device, torch.float32), m.mean_crop) for m in members]
@@ -125,6 +126,7 @@ def evaluate_models(members: Sequence[Member], loader: ShardLoader, *, crops: in
         with progress.task(f"eval {crops}-crop", total=loader.num_images, unit="img") as task:
             for batch in loader.epoch(0):
                 probs = average_softmax(members, batch.images, crops=crops, bf16=bf16)  # (B, C)
+                bad |= (~torch.isfinite(probs).all()).to(torch.int32)
                 if meter is None:
                     meter = TopKMeter(probs.shape[1], device, k)
                 meter.update(probs, batch.labels)
@@ -139,7 +141,11 @@ def evaluate_models(members: Sequence[Member], loader: ShardLoader, *, crops: in
         raise DataError("the split holds no images to evaluate")
     if getattr(loader, "world_size", 1) > 1:
         meter.all_reduce()
-    counts = meter.result()                                            # the one host sync
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    if bad.item():                                                     # host sync
+        raise NotFiniteError("the network's outputs are NaN or infinite on this split (its weights are finite "
+                             "but too large: the training diverged?); no error rates for it")
+    counts = meter.result()
     if counts.total == 0:
         raise DataError("the split holds no images to evaluate")
     predictions = _gather_predictions(kept, meter.k, getattr(loader, "world_size", 1)) if keep_predictions else None
@@ -246,7 +252,7 @@ def write_predictions(result: EvalResult, path: str | Path, data_dir: str | Path
     paths, _ = read_split_index(data_dir, result.split)
     names = result.classes
     if path.suffix.lower() in (".jsonl", ".json"):
-        lines = [json.dumps({"index": int(p.indices[i]), "path": paths[p.indices[i]], "label": names[p.labels[i]],
+        lines = [json_text({"index": int(p.indices[i]), "path": paths[p.indices[i]], "label": names[p.labels[i]],
                              "top": [{"class": names[c], "index": int(c), "prob": round(float(q), 6)}
                                      for c, q in zip(p.top[i], p.probs[i])]}) + "\n"
                  for i in range(len(p.indices))]

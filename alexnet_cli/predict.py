@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from alexnet_cli.checkpoint import LoadedModel, load_model
-from alexnet_cli.errors import CheckpointError, DataError, UsageError
+from alexnet_cli.errors import CheckpointError, DataError, NotFiniteError, UsageError
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.evaluate import Member, average_softmax, check_crops
 from alexnet_cli.figures import grid, hbar_chart, hstack, labeled_tile, save_picture
@@ -94,7 +94,13 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5,
     out: list[Prediction] = []
     for start in range(0, len(pixels), batch_size):
         batch = torch.from_numpy(np.stack(pixels[start:start + batch_size])).to(dev)  # (B, 256, 256, 3)
-        top = average_softmax([member], batch, crops=crops, bf16=bf16).topk(k, dim=1)  # (B, k)
+        probs = average_softmax([member], batch, crops=crops, bf16=bf16)              # (B, C)
+        finite = torch.isfinite(probs).all(dim=1).tolist()                               # host sync
+        if not all(finite):
+            image = images[start + finite.index(False)]
+            raise NotFiniteError(f"{checkpoint}: the network's outputs are NaN or infinite for {image} (its "
+                                 "weights are finite but too large: the training diverged?)")
+        top = probs.topk(k, dim=1)                                                       # (B, k)
         for path, idx, prob in zip(images[start:start + batch_size], top.indices.tolist(), top.values.tolist()):
             out.append(Prediction(str(path), [TopClass(classes[i], names[i], i, p) for i, p in zip(idx, prob)]))
     return out

@@ -71,7 +71,7 @@ class _LogTask:
         of = f"/{self._total:g}" if self._total is not None else ""
         extra = "".join(f" {k}={_fmt(v)}" for k, v in info.items())
         self._console.print(f"{self._desc}: {self._done:g}{of} {self._unit} ({rate:.1f} {self._unit}/s){extra}",
-                            highlight=False, soft_wrap=True)
+                            highlight=False, soft_wrap=True, markup=False)
 
 
 def _fmt(v: object) -> str:
@@ -94,12 +94,13 @@ class ConsoleReporter:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
-                   TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+        # markup=False: a description or info may hold the user's text (a path, a class name)
+        columns = [TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}", markup=False), TimeElapsedColumn(), TextColumn("eta"),
+                   TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False)]
         with Progress(*columns, console=self.console) as progress:
             task_id = progress.add_task(description, total=total, info="", rate="")
             yield _RichTask(progress, task_id, unit)
 
     def log(self, message: str) -> None:
-        self.console.print(message, highlight=False, soft_wrap=True)
+        self.console.print(message, highlight=False, soft_wrap=True, markup=False)

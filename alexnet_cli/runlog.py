@@ -1,22 +1,91 @@
 """What a run folder records: config.json (the resolved settings) and metrics.jsonl (one
-JSON object per log interval and per epoch), optionally mirrored to TensorBoard.
+JSON object per log interval and per epoch), optionally mirrored to TensorBoard; and the
+lock (RUN/.lock) that keeps a second `train` out of a folder in use.
 
 Only rank 0 writes. On --resume the metrics file is cut back to the length it had when the
 checkpoint was written, so a killed and resumed run logs each step exactly once.
+
+Every JSON text the package writes goes through `json_text`: strict JSON, so a NaN or an
+infinity is an error here rather than a file or an output other programs cannot parse.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.shards import write_atomic
 
+try:
+    import fcntl
+except ImportError:            # not POSIX: no lock (CLI.md: Linux is the supported platform)
+    fcntl = None
+
+
+def json_text(data: Any, *, indent: int | None = None) -> str:
+    """`data` as strict JSON (RFC 8259 has no NaN or Infinity, which json.dumps would write)."""
+    try:
+        return json.dumps(data, indent=indent, allow_nan=False)
+    except ValueError:
+        raise AlexnetError("the result holds NaN or infinite numbers, which JSON cannot carry; nothing written "
+                           "(a network that diverged?)") from None
+
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    write_atomic(path, (json_text(data, indent=2) + "\n").encode("utf-8"))
+
+
+class RunLock:
+    """An exclusive lock on a run folder: RUN/.lock, held with flock(2) while a run trains, so
+    a second `train` on the same --out fails at once instead of interleaving two runs. The
+    kernel drops the lock when its process ends, however it ends (SIGKILL, a lost node), so
+    a killed run never blocks its --resume; the (hidden) file itself stays. Under torchrun
+    rank 0 alone takes it, as rank 0 alone writes."""
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / self.NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        if fcntl is None:
+            os.close(fd)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip()
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return                      # a file system without locks (ENOLCK, EOPNOTSUPP): go on unlocked
+            raise AlexnetError(f"{self.path.parent} is in use by another `alexnet train`"
+                               f"{f' (process {holder})' if holder.isdigit() else ''}: wait for it to end, "
+                               "or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._fd = fd
+
+    def release(self, *, remove_folder_if_empty: bool = False) -> None:
+        """Drop the lock; with `remove_folder_if_empty`, also the lock file and the folder when
+        nothing else is in it (a run that failed before writing anything leaves nothing)."""
+        if remove_folder_if_empty and self._fd is not None:
+            folder = self.path.parent
+            if [p.name for p in folder.iterdir()] == [self.NAME]:
+                self.path.unlink(missing_ok=True)
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class MetricsLog:
@@ -47,7 +116,7 @@ class MetricsLog:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json_text(record) + "\n")
         if self._tb is not None:
             step = record.get("step", 0)
             for key, value in record.items():

@@ -17,8 +17,12 @@ weights as one never interrupted (bitwise on the CPU), in every parallel mode.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +38,7 @@ from alexnet_cli.augment import TrainAugment
 from alexnet_cli.checkpoint import load_checkpoint, save_checkpoint
 from alexnet_cli.config import LEGACY_MODEL_FIELDS, ModelConfig, TrainConfig, check_choice, to_dict
 from alexnet_cli.distributed import DistInfo, init_distributed, launched_by_torchrun, shutdown
-from alexnet_cli.errors import AlexnetError, TrainingDiverged, UsageError
+from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, TrainingDiverged, UsageError
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.evaluate import evaluate_model
 from alexnet_cli.loader import ShardLoader
@@ -45,7 +49,7 @@ from alexnet_cli.optim import PaperSGD, load_velocity_state, param_groups, veloc
 from alexnet_cli.parallel import ColumnParallelAlexNet
 from alexnet_cli.pca import read_pca
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.runlog import MetricsLog, write_json_atomic
+from alexnet_cli.runlog import MetricsLog, RunLock, write_json_atomic
 from alexnet_cli.schedule import Schedule
 from alexnet_cli.shards import data_key, read_manifest, read_mean_image
 
@@ -89,6 +93,17 @@ class RunOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        check_seed(self.seed)
+
+
+SEED_MAX = 2**63 - 1   # torch's and NumPy's generators take any seed in [0, 2**63)
+
+
+def check_seed(seed: int) -> None:
+    """A seed every generator of the run accepts (NumPy's refuses negative ones, torch's ones
+    beyond 64 bits): checked before anything is written."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise UsageError(f"--seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}")
 
 
 def resolve_parallel(run: RunOptions) -> str:
@@ -139,6 +154,8 @@ class Trainer:
         self._setup_model()
         self.schedule = Schedule(train_cfg, list(self.named_params))
         self.pos = Position()
+        self.saved_step: int | None = None                # the step of the last checkpoint written or read
+        self.last_x: torch.Tensor | None = None           # the last training batch: the outputs' NaN check
         self.best_top1 = math.inf
         self.stats = _EpochStats(self.model_cfg.num_classes, self.device)
         self.log = MetricsLog(self.out_dir, enabled=self.dist.is_main, tensorboard=run.tensorboard)
@@ -178,10 +195,12 @@ class Trainer:
                                           device=self.device, workers=run.workers, decode=run.decode)
         self.mean_image = torch.from_numpy(read_mean_image(self.data_dir)).float()   # (256, 256, 3)
         eig = {}
+        self.augment_pca = None
         if cfg.pca_aug:
             pca = read_pca(self.data_dir)
             eig = dict(eigenvalues=torch.tensor(pca.eigenvalues, dtype=torch.float32),
                        eigenvectors=torch.tensor(pca.eigenvectors, dtype=torch.float32))
+            self.augment_pca = (eig["eigenvalues"], eig["eigenvectors"])
         self.augment = TrainAugment(self.mean_image.to(self.device), pca_std=cfg.pca_std, pca_scale=cfg.pca_scale,
                                     chunk=cfg.aug_chunk, mean_crop=cfg.mean_crop,
                                     channels_last=self.cuda and run.channels_last,
@@ -220,9 +239,22 @@ class Trainer:
         run["parallel"] = self.mode
         run["decode"] = self.train_loader.decode     # as resolved: cpu, gpu, or none (raw shards)
         return {"recipe": self.recipe, "model": to_dict(self.model_cfg), "train": to_dict(self.train_cfg),
-                "run": run, "data": str(self.data_dir), "data_key": data_key(self.manifest, "train"),
+                "run": run, "data": str(self.data_dir), **self.inputs_key(),
                 "world_size": self.dist.world_size,
                 "alexnet_cli": __version__, "torch": str(torch.__version__)}
+
+    def inputs_key(self) -> dict[str, str | None]:
+        """Keys naming everything read from DATA that changes the weights: the training shards,
+        the validation shards (they steer the plateau schedule), the mean image and the PCA
+        (None when unused). --resume compares them with the checkpoint's."""
+        val = self.run.val_split if self.val_loader is not None else None
+        pca = None
+        if self.augment_pca is not None:
+            pca = hashlib.sha256(b"".join(t.numpy().tobytes() for t in self.augment_pca)).hexdigest()[:16]
+        return {"data_key": data_key(self.manifest, "train"),
+                "val_key": None if val is None else data_key(self.manifest, val),
+                "mean_key": hashlib.sha256(self.mean_image.numpy().tobytes()).hexdigest()[:16],
+                "pca_key": pca}
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -253,7 +285,8 @@ class Trainer:
             if flag.item() and failed is None:                                 # host sync, at saves only
                 raise AlexnetError("rank 0 could not write the checkpoint; every rank stops")
         if failed is not None:
-            raise failed
+            raise _save_error(failed, self.out_dir / "checkpoints", self.pos.step, self.saved_step)
+        self.saved_step = self.pos.step
 
     def _write_checkpoints(self, counts: torch.Tensor, best: bool) -> None:
         payload = self.payload()
@@ -268,7 +301,10 @@ class Trainer:
         """Continue from RUN/checkpoints/last.pt exactly where it stopped."""
         path = self.out_dir / "checkpoints" / "last.pt"
         ckpt = load_checkpoint(path, map_location="cpu")
-        saved = ckpt.get("config", {})
+        if not isinstance(ckpt.get("optimizer"), dict) or not isinstance(ckpt.get("trainer"), dict):
+            raise CheckpointError(f"{path} holds weights but no training state (a best.pt, or a checkpoint for eval "
+                                  "and predict), so it cannot be resumed: start a new --out")
+        saved = ckpt.get("config") or {}
         for part, cfg in (("model", self.model_cfg), ("train", self.train_cfg)):
             before, defaults = saved.get(part, {}), to_dict(type(cfg)())   # a field newer than the run: its value
             if part == "model":                                              # then, else its default
@@ -277,9 +313,12 @@ class Trainer:
             if diff:
                 raise AlexnetError(f"{path} was trained with other {part} settings ({', '.join(diff)}); "
                                    "resume with the same arguments, or start a new --out")
-        if saved.get("data_key", data_key(self.manifest, "train")) != data_key(self.manifest, "train"):
-            raise AlexnetError(f"{path} was trained on other data ({saved.get('data')}, not the training shards "
-                               f"of {self.data_dir}); resume with the same DATA, or start a new --out")
+        now = self.inputs_key()
+        for key, what in (("data_key", "the training shards"), ("val_key", f"the '{self.run.val_split}' shards"),
+                          ("mean_key", "the mean image"), ("pca_key", "the PCA (pca.json)")):
+            if key in saved and saved[key] != now[key]:         # a key older runs lack is not checked
+                raise AlexnetError(f"{path} was trained on other data ({what} in {self.data_dir} changed since "
+                                   "the run began); resume with the same DATA, or start a new --out")
         run = saved.get("run", {})
         for what, before, now in (("--seed", run.get("seed"), self.run.seed),
                                   ("--decode", run.get("decode"), self.train_loader.decode),   # nvJPEG's pixels differ
@@ -294,6 +333,7 @@ class Trainer:
         load_velocity_state(self.optimizer, ckpt["optimizer"]["velocity"], _split)
         t = ckpt["trainer"]
         self.pos = Position(int(t["epoch"]), int(t["batch"]), int(t["step"]))
+        self.saved_step = self.pos.step
         self.schedule.load_state_dict(t["schedule"])
         self.best_top1 = float(t["best_top1"])
         self.stats.load_state_dict(t["stats"])
@@ -313,7 +353,7 @@ class Trainer:
                     group["lr"] = rates.lr[group["name"]]
                 self.train_epoch(epoch, color_noise=rates.color_noise)
                 if self.pos.epoch == epoch:                 # stopped inside the epoch by --max-steps
-                    self._check_finite()
+                    self._check_finite(before_save=True)
                     self.save()
                     break
                 self.end_epoch(epoch)
@@ -366,13 +406,14 @@ class Trainer:
                 x = self.augment(batch.images, gen, color_noise=color_noise)   # (B, 3, 224, 224) float32, as the net's layout
                 torch.manual_seed(seed ^ 0x5DEECE66D)    # this step's dropout masks, on every device
                 logits, loss = self.train_step(x, batch.labels)
+                self.last_x = x
                 self.stats.update(logits, batch.labels, loss)
                 self.pos.batch += 1
                 self.pos.step += 1
                 info = self._maybe_log(epoch) if self.pos.step % run.log_every == 0 else {}
                 task.advance(1, **info)
                 if run.save_every and self.pos.step % run.save_every == 0:
-                    self._check_finite()
+                    self._check_finite(before_save=True)
                     self.save()
                 if self._step_limit_reached():
                     break
@@ -393,18 +434,44 @@ class Trainer:
         gives conv1 and the biases rates of their own)."""
         return next(g["lr"] for g in self.optimizer.param_groups if g["name"] == "fc6.weight")
 
-    def _check_finite(self) -> None:
+    def _check_finite(self, before_save: bool = False) -> None:
         """Stop on a NaN or infinite loss, on every rank at once (a rank that stopped alone
-        would leave the others waiting in the next all-reduce)."""
-        bad = self.stats.bad
+        would leave the others waiting in the next all-reduce). Before a save, the weights and
+        the network's outputs on the last batch too: one step with a huge rate leaves finite
+        weights whose outputs overflow, and no checkpoint is ever written that holds either."""
+        flags = [self.stats.bad]
+        if before_save:
+            flags += [~torch.stack([torch.isfinite(p).all().to(self.device)
+                                    for ps in self.named_params.values() for p in ps]).all(),
+                      self._outputs_bad()]
+        bad = torch.stack(flags).to(torch.int32)                                # (1,) or (3,)
         if self.dist.world_size > 1:
-            bad = bad.to(torch.int32)
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        if bool(bad):                                                       # host sync
-            self.log.write({"kind": "diverged", "step": self.pos.step})     # for `alexnet report`
-            raise TrainingDiverged(
-                f"the loss became NaN or infinite before step {self.pos.step}; stopped. The last good "
-                f"checkpoint is kept in {self.out_dir / 'checkpoints'}. Try a lower --lr.")
+        bad = bad.tolist()                                                  # host sync
+        if not any(bad):
+            return
+        self.log.write({"kind": "diverged", "step": self.pos.step})         # for `alexnet report`
+        what = ("the loss became NaN or infinite" if bad[0] else "the weights became NaN or infinite" if bad[1]
+                else "the network's outputs became NaN or infinite (its weights grew too large)")
+        kept = (f"the last good checkpoint (step {self.saved_step}) is kept in {self.out_dir / 'checkpoints'}"
+                if self.saved_step is not None else "no checkpoint was written")
+        raise TrainingDiverged(f"{what} by step {self.pos.step}; stopped without saving them: {kept}. "
+                               "Try a lower --lr.")
+
+    @torch.no_grad()
+    def _outputs_bad(self) -> torch.Tensor:
+        """Whether the network gives a NaN or infinite output on (a few images of) the last
+        training batch, in eval mode; a bool tensor on the device (no sync)."""
+        if self.last_x is None:
+            return torch.zeros((), dtype=torch.bool, device=self.device)
+        net = self.single if self.mode != "model" else self.net
+        net.eval()
+        try:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.run.bf16):
+                logits = net(self.last_x[:2])                                   # (2, C)
+        finally:
+            net.train()
+        return ~torch.isfinite(logits.float()).all().to(self.device)
 
     def _maybe_log(self, epoch: int) -> dict[str, Any]:
         """Every log_every steps: one host sync for the mean loss; NaN guard; stuck warning."""
@@ -430,7 +497,7 @@ class Trainer:
         record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": self.pos.step,
                                   "train_top1_error": train.top1_error, "train_top5_error": train.topk_error,
                                   "lr": self.weights_lr(), "time_s": self.stats.epoch_time()}
-        self._check_finite()
+        self._check_finite(before_save=True)
         monitored = train.top1_error
         if self.val_loader is not None:
             val = evaluate_model(self.single if self.mode != "model" else self.net, self.val_loader,
@@ -471,6 +538,34 @@ def _check_run_dir(out: Path) -> None:
         what = f"it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}" if others else \
             "its config.json is not a run's"
         raise AlexnetError(f"{out} is not a training run's folder ({what}): choose another --out")
+
+
+FULL_DISK_BYTES = 64 << 20   # less free than this after a failed save: the disk is called full
+
+
+def _save_error(exc: Exception, folder: Path, step: int, saved_step: int | None) -> Exception:
+    """A failed checkpoint write in the user's terms: which file, why (a full disk said so),
+    and that nothing is lost but the steps since the last checkpoint. An error without an
+    OSError behind it (torch.save's own RuntimeError) is called a full disk when the disk is."""
+    if isinstance(exc, OSError):
+        full, reason, name = exc.errno in (errno.ENOSPC, errno.EDQUOT), exc.strerror or str(exc), exc.filename
+    elif isinstance(exc, RuntimeError):
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            return exc
+        if free >= FULL_DISK_BYTES:
+            return exc
+        full, reason, name = True, f"{free / 2**20:.1f} MiB free", folder
+    else:
+        return exc
+    if full:
+        reason, then = f"the disk is full ({reason})", "free some space, then continue with --resume"
+    else:
+        then = "continue with --resume once it can be written"
+    kept = (f"the checkpoint of step {saved_step} is kept" if saved_step is not None
+            else "no checkpoint was written yet")
+    return AlexnetError(f"could not write the checkpoint {name or ''} at step {step}: {reason}; {kept}: {then}")
 
 
 def _epoch_line(r: dict[str, Any]) -> str:
@@ -542,6 +637,9 @@ def _split(tensor: torch.Tensor, params: list[torch.Tensor]) -> tuple[torch.Tens
 
 def _fit_classes(cfg: ModelConfig, n_data: int) -> ModelConfig:
     """Size fc8 to the data's classes (the default 1000 follows the data set)."""
+    if n_data < 2:                      # the data's fault, not a --num-classes the user gave
+        raise DataError(f"the data has {n_data} class{'es' if n_data != 1 else ''}; a classifier needs at least 2 "
+                        "(one sub-folder of images per class)")
     if cfg.num_classes == n_data:
         return cfg
     if cfg.num_classes != ModelConfig.num_classes:
@@ -557,11 +655,23 @@ def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tra
     errors): left to the interpreter's exit, gloo's threads can abort the process (SIGABRT)
     after a run that succeeded, and torchrun would report a failure."""
     owns_group = launched_by_torchrun() and not dist.is_initialized()
+    out_dir = Path(out_dir)
+    # rank 0 alone writes the run, so it alone locks it (RANK: torchrun's, read before the group exists)
+    lock = RunLock(out_dir) if not launched_by_torchrun() or os.environ.get("RANK", "0") == "0" else None
+    created = not out_dir.exists()
     trainer = None
+    finished = False
     try:
-        trainer = Trainer(Path(data_dir), Path(out_dir), model_cfg, train_cfg, run, recipe, progress)
-        return trainer.fit()
+        _check_run_dir(out_dir)        # a clear error for an --out under a file, before the lock's mkdir
+        if lock is not None:
+            lock.acquire()             # before anything is read or written: a second run fails at once
+        trainer = Trainer(Path(data_dir), out_dir, model_cfg, train_cfg, run, recipe, progress)
+        result = trainer.fit()
+        finished = True
+        return result
     finally:
+        if lock is not None:           # a run that failed before writing anything leaves no folder behind
+            lock.release(remove_folder_if_empty=created and not finished)
         if owns_group:
             del trainer        # DistributedDataParallel's references to the group go first
             shutdown()

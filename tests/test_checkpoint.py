@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from alexnet_cli.checkpoint import FORMAT, VERSION, load_checkpoint, load_model, save_checkpoint
@@ -244,3 +245,87 @@ def test_checkpoints_are_readable_as_the_umask_allows(tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "b.pt", state)
     assert load_checkpoint(tmp_path / "b.pt")["model"].keys() == state["model"].keys()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# ---------------------------------------------------------------- hostile checkpoints (issue 21)
+
+class _Getpid:
+    """A pickle whose loading calls os.getpid (harmless, but code: what weights_only refuses)."""
+
+    def __reduce__(self):
+        return (os.getpid, ())
+
+
+def test_a_malicious_pickle_is_refused_in_the_current_torch_wording(tmp_path, two_column_net):
+    """F18: torch >= 2.6 says "unsupported GLOBAL posix.getpid whose module posix is blocked"."""
+    path = tmp_path / "evil.pt"
+    torch.save({"model": compact_state_dict(two_column_net), "extra": _Getpid()}, path)
+    with pytest.raises(CheckpointError, match=r"refused: it holds Python objects \((posix|os)\.getpid\)"):
+        load_checkpoint(path)
+
+
+def test_a_plain_pickle_is_refused_without_torchs_warning(tmp_path, two_column_net):
+    """F18: torch warns about the pickle protocol before refusing; the warning must not come
+    before the Error line."""
+    import warnings
+
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"model": {"conv1.weight": [1.0]}}, protocol=4))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match="not a readable checkpoint.*plain pickle"):
+            load_checkpoint(path)
+    assert seen == []
+    result = CliRunner().invoke(app, ["kernels", str(path)])
+    assert result.exit_code == 1 and result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_weights_of_another_float_type_load_as_float32(tmp_path, two_column_net, dtype):
+    """float16 weights used to fail in the first convolution (Input type (float) and bias type
+    (c10::Half) should be the same); the network computes in float32, so they are converted."""
+    path = tmp_path / "half.pt"
+    save_checkpoint(path, {"model": {k: v.to(dtype) for k, v in compact_state_dict(two_column_net, 0.01).items()},
+                           "classes": CLASSES})
+    model = load_model(path).model
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 224, 224)).shape == (1, 5)
+
+
+def test_weights_that_are_not_numbers_or_not_finite_are_refused(tmp_path, two_column_net):
+    state = compact_state_dict(two_column_net)
+    for name, value, words in (("nan.pt", float("nan"), "NaN or infinite"), ("inf.pt", float("inf"), "NaN or infinite")):
+        poisoned = {**state, "fc7.bias": torch.full(state["fc7.bias"].shape, value)}
+        save_checkpoint(tmp_path / name, {"model": poisoned, "classes": CLASSES})
+        with pytest.raises(CheckpointError, match=f"weight fc7.bias holds {words}"):
+            load_model(tmp_path / name)
+    save_checkpoint(tmp_path / "int.pt", {"model": {**state, "fc8.bias": torch.zeros(5, dtype=torch.int64)},
+                                          "classes": CLASSES})
+    with pytest.raises(CheckpointError, match="fc8.bias is torch.int64"):
+        load_model(tmp_path / "int.pt")
+
+
+def test_config_values_of_the_wrong_kind_are_checkpoint_errors(tmp_path, two_column_net):
+    """F5 and the "twelve more": a config that is a list, lrn_size 1e9, mean_crop "bogus":
+    exit 1 in the file's terms, never a usage error naming a flag, nor a raw exception."""
+    state = compact_state_dict(two_column_net)
+    model = to_dict(resolve_model_config("paper", num_classes=5))
+    cases = {"list": ([1, 2], "its config is not a mapping"),
+             "lrn-float": ({"model": {**model, "lrn_size": 1e9}}, "lrn_size must be a whole number"),
+             "lrn-huge": ({"model": {**model, "lrn_size": 10**9}}, "lrn_size must be between 1 and 256"),
+             "mean-crop": ({"model": model, "train": {"mean_crop": "bogus"}}, "its config has mean_crop 'bogus'"),
+             "train-list": ({"model": model, "train": ["x"]}, "its config is not a mapping")}
+    for name, (config, words) in cases.items():
+        path = tmp_path / f"{name}.pt"
+        save_checkpoint(path, {"model": state, "classes": CLASSES, "mean_image": torch.zeros(256, 256, 3),
+                               "config": config})
+        if name == "mean-crop":                      # read when the network is used: predict
+            image = tmp_path / "x.png"
+            Image.new("RGB", (300, 260), (120, 30, 200)).save(image)
+            result = CliRunner().invoke(app, ["predict", str(path), str(image), "--device", "cpu"])
+        else:
+            result = CliRunner().invoke(app, ["kernels", str(path)])
+        assert result.exit_code == 1, (name, result.output)
+        assert words in result.stderr and "--" not in result.stderr, (name, result.stderr)
+        assert result.stderr.count("\n") == 1, (name, result.stderr)

@@ -218,3 +218,54 @@ def test_under_torchrun_other_ranks_tag_their_error(runner, monkeypatch):
     assert result.exit_code == 1 and result.stderr.strip() == "Error: (rank 1) the loss became NaN"
     result = runner.invoke(app, ["summary"], env={"WORLD_SIZE": "2", "RANK": "0"})
     assert result.stderr.strip() == "Error: the loss became NaN"
+
+
+def test_ctrl_c_while_torch_is_imported_is_one_line(tmp_path):
+    """F11: the imports (torch: 2-3 s) ran before the error boundary, so a Ctrl-C then printed
+    a traceback. A finder that raises KeyboardInterrupt on `import torch` stands in for the key."""
+    code = ("import sys\n"
+            "class CtrlC:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'torch':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, CtrlC())\n"
+            "sys.argv = ['alexnet', 'summary']\n"
+            "from alexnet_cli.cli import main\n"
+            "main()\n")
+    done = _run(sys.executable, "-c", code)
+    assert done.returncode == 130 and done.stdout == "", done.stderr
+    assert done.stderr == "Error: interrupted\n"
+
+
+def test_the_console_script_is_the_light_entry_point():
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["alexnet"] == "alexnet_cli.cli:main"
+    done = _run(sys.executable, "-c", "import sys, alexnet_cli.cli; print('torch' in sys.modules)")
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_json_output_is_strict_json(capsys):
+    """F7: a NaN is an error, never `NaN` on stdout (not JSON)."""
+    from alexnet_cli.cli.common import print_json
+
+    with pytest.raises(AlexnetError, match="NaN or infinite"):
+        print_json({"prob": math.nan})
+    with pytest.raises(AlexnetError):
+        print_json([{"score": math.inf}])
+    assert capsys.readouterr().out == ""
+
+
+def test_neighbors_refuses_an_infinite_memory_budget_before_any_work(runner, tmp_path, monkeypatch):
+    """F6: --memory-mb inf failed with internal text after computing the features."""
+    from alexnet_cli.cli import neighbors as neighbors_command
+
+    monkeypatch.setattr(neighbors_command, "find_neighbors", lambda *a, **k: pytest.fail("features computed"))
+    image = tmp_path / "q.png"
+    image.write_bytes(b"x")
+    for value in ("inf", "nan"):
+        result = runner.invoke(app, ["neighbors", str(image), str(tmp_path), "--query", str(image),
+                                     "--memory-mb", value])
+        assert result.exit_code == 2 and "--memory-mb" in result.stderr, result.output
+

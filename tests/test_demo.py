@@ -106,3 +106,12 @@ def test_bad_sizes_are_rejected():
         DemoConfig(classes=2, train_per_class=1, batch_size=16).check()
     res = CliRunner().invoke(app, ["demo", "--classes", "1"])
     assert res.exit_code == 2
+
+
+@pytest.mark.parametrize("seed", ["-1", str(10**20)])
+def test_a_seed_no_generator_takes_is_bad_usage_before_anything_is_written(tmp_path, seed):
+    """F6: --seed -1 failed with internal text after the data, and a run's config.json, were written."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), *TINY_FLAGS, "--seed", seed])
+    assert result.exit_code == 2 and "--seed must be a whole number" in result.stderr, result.output
+    assert not out.exists()

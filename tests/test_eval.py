@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from alexnet_cli.checkpoint import LoadedModel, load_model, save_checkpoint
+from alexnet_cli.checkpoint import LoadedModel, load_checkpoint, load_model, save_checkpoint
 from alexnet_cli.cli.app import app
 from alexnet_cli.errors import CheckpointError, DataError
 from alexnet_cli.evaluate import Member, check_classes, evaluate, evaluate_model, evaluate_models
@@ -219,8 +219,13 @@ def test_mismatched_classes_are_refused(tiny_data, tmp_path):
 
 
 def test_bare_state_dict_uses_the_data_mean(tiny_data, ckpts, tmp_path):
-    torch.save(torch.load(ckpts[0], weights_only=True)["model"], tmp_path / "bare.pt")
-    full = evaluate([ckpts[0]], tiny_data, device="cpu", keep_predictions=True)
+    """A bare state_dict borrows the data's mean image (and is taken as trained with inverted
+    dropout: the same checkpoint with that style gives the same predictions)."""
+    ckpt = torch.load(ckpts[0], weights_only=True)
+    torch.save(ckpt["model"], tmp_path / "bare.pt")
+    ckpt["config"]["model"]["dropout_style"] = "inverted"
+    save_checkpoint(tmp_path / "full.pt", {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    full = evaluate([tmp_path / "full.pt"], tiny_data, device="cpu", keep_predictions=True)
     bare = evaluate([tmp_path / "bare.pt"], tiny_data, device="cpu", keep_predictions=True)
     assert bare.top1_error == full.top1_error
     np.testing.assert_allclose(bare.predictions.probs, full.predictions.probs, rtol=1e-6)
@@ -391,3 +396,15 @@ def test_cli_ten_crops_json_equals_the_library(small_val, tmp_path):
     assert [[t["index"] for t in r["top"]] for r in rows] == ten.predictions.top.tolist()
     np.testing.assert_allclose(cli_probs, ten.predictions.probs, atol=2e-6)
     assert np.abs(cli_probs - centre.predictions.probs).max() > 1e-3
+
+
+def test_a_network_with_non_finite_outputs_reports_no_error_rates(tiny_data, tmp_path):
+    """F7: eval reported numbers for a network whose every output was NaN."""
+    path = _save(tmp_path / "nan.pt", tiny_data)
+    ckpt = load_checkpoint(path)
+    ckpt["model"]["fc6.weight"] = ckpt["model"]["fc6.weight"] * 1e37        # finite, but the outputs overflow
+    ckpt["model"]["fc7.weight"] = ckpt["model"]["fc7.weight"] * 1e37
+    save_checkpoint(path, ckpt)
+    result = CliRunner().invoke(app, ["eval", str(path), str(tiny_data), "--device", "cpu", "--json"])
+    assert result.exit_code == 1 and result.stdout == "", result.output
+    assert "outputs are NaN or infinite" in result.stderr

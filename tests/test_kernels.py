@@ -133,3 +133,18 @@ def test_cli_kernels_one_column_and_bad_input(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     bad = runner.invoke(app, ["kernels", str(junk)])
     assert bad.exit_code == 1 and "Error:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_kernels_refuses_non_finite_weights_and_markup_is_not_interpreted(tmp_path):
+    """F7: NaN weights gave NaN scores in --json (not JSON); F4: an --out with "[/x]" failed
+    with MarkupError after the picture was written."""
+    ckpt = _checkpoint(tmp_path / "nan.pt")
+    data = torch.load(ckpt, weights_only=True)
+    data["model"]["conv1.weight"][0, 0, 0, 0] = float("nan")
+    save_checkpoint(ckpt, {k: v for k, v in data.items() if k not in ("format", "version")})
+    bad = runner.invoke(app, ["kernels", str(ckpt), "--json"])
+    assert bad.exit_code == 1 and bad.stdout == "" and "conv1.weight holds NaN" in bad.stderr, bad.output
+    out = tmp_path / "a[/x]" / "[red]k.png"
+    good = runner.invoke(app, ["kernels", str(_checkpoint(tmp_path / "ok.pt")), "--out", str(out)])
+    assert good.exit_code == 0, good.output
+    assert f"wrote {out}" in good.stdout.replace("\n", "") and out.exists()

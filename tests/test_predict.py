@@ -203,3 +203,31 @@ def test_cli_default_k_is_five(ckpt8, images):
     assert table.output.count("probability") == 2
     listed = re.findall(r"\b(n0200000\d)\b", table.output)
     assert listed == [t["class"] for d in data for t in d["top"]]
+
+
+def _overflowing(path: Path) -> Path:
+    """Finite weights whose outputs overflow to NaN (fc6 and fc7 scaled by 1e37): what one step
+    at --lr 1e30 leaves."""
+    model = _random_model(4, seed=3)
+    with torch.no_grad():
+        model.fc6.weight.mul_(1e37)
+        model.fc7.weight.mul_(1e37)
+    return _save(path, model, CLASSES, NAMES)
+
+
+def test_a_network_with_non_finite_outputs_is_an_error_not_nan_json(tmp_path, images):
+    """F7: `predict --json` printed `"prob": NaN` (not JSON) and exit 0."""
+    result = runner.invoke(app, ["predict", str(_overflowing(tmp_path / "nan.pt")), str(images["rgb"]),
+                                 "--device", "cpu", "--json"])
+    assert result.exit_code == 1 and result.stdout == "", result.output
+    assert "outputs are NaN or infinite for" in result.stderr and str(images["rgb"]) in result.stderr
+
+
+def test_class_names_are_never_markup(tmp_path, images):
+    """F4: a class named "[red]..." printed without its brackets, "[/x]" failed the command."""
+    names = ["[red]stop[/red]", "a [/x] b", "[bold]c", "d"]
+    path = _save(tmp_path / "markup.pt", _model(), CLASSES, names)
+    result = runner.invoke(app, ["predict", str(path), str(images["rgb"]), "--device", "cpu", "--k", "4"])
+    assert result.exit_code == 0, result.output
+    for name in names:
+        assert name in result.stdout, name

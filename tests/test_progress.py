@@ -54,3 +54,20 @@ def test_cli_draws_no_bar_when_stdout_is_redirected(monkeypatch):
         monkeypatch.setattr(common, "console", Console(file=io.StringIO(), force_terminal=out_tty))
         monkeypatch.setattr(common, "err_console", Console(file=io.StringIO(), force_terminal=err_tty))
         assert common.reporter().interactive is bar, (out_tty, err_tty)
+
+
+def test_user_text_is_never_markup():
+    """F4: "[/x]" in a description or a log line raised MarkupError; "[red]" vanished."""
+    for terminal in (False, True):
+        console, out = _console(terminal)
+        reporter = ConsoleReporter(console, log_every=0.0)
+        with reporter.task("prep a[/x] [red]b", total=1, unit="image") as task:
+            task.advance(1, path="c[/y]")
+        reporter.log("skipped d[/z] [bold]e")
+        text = out.getvalue()
+        assert "prep a[/x] [red]b" in text and "skipped d[/z] [bold]e" in text, text
+        assert terminal or "c[/y]" in text
+
+
+def test_the_clis_consoles_print_user_text_as_it_is(monkeypatch):
+    assert common.console._markup is False and common.err_console._markup is False

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from alexnet_cli.ablate import FULL, VARIANTS, ablate, figure1_line, title
 from alexnet_cli.cli.common import ExistingDir, JsonOpt, console, err_console, print_json, reporter
-from alexnet_cli.cli.options import BiasInitOpt, RecipeOpt, model_config_from_options
+from alexnet_cli.cli.options import BiasInitOpt, DecodeOpt, DropoutStyleOpt, RecipeOpt, model_config_from_options
 from alexnet_cli.config import resolve_train_config
 from alexnet_cli.train import RunOptions
 
@@ -46,6 +46,7 @@ def ablate_cmd(
     patience: Annotated[Optional[int], _opt("--patience", "plateau: epochs without a better val top-1 before /10.")] = None,
     max_lr_drops: Annotated[Optional[int], _opt("--max-lr-drops", "plateau: at most this many drops (paper: 3).")] = None,
     bias_init: BiasInitOpt = None,
+    dropout_style: DropoutStyleOpt = None,
     seed: Annotated[int, _opt("--seed", "Seed of every run (the same initial draw for all).", _RUN)] = 0,
     device: Annotated[Optional[str], _opt("--device", "cpu, cuda or cuda:N (default: cuda when available).", _RUN)] = None,
     parallel: Annotated[str, _opt("--parallel", "auto | single | model (--devices) | data (under torchrun).", _RUN)] = "auto",
@@ -56,13 +57,14 @@ def ablate_cmd(
     bf16: Annotated[bool, _opt("--bf16/--no-bf16", "bf16 autocast on CUDA.", _RUN)] = True,
     compile: Annotated[bool, _opt("--compile", "torch.compile the network.", _RUN)] = False,
     workers: Annotated[Optional[int], _opt("--workers", "Data loader threads.", _RUN)] = None,
+    decode: DecodeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train the full network and the paper's ablations on DATA (each its own run under --out,
     resumable as a whole), evaluate each, print the table beside the paper's differences."""
     model_cfg = model_config_from_options(
         recipe, num_classes=None, lrn=None, pool=None, activation=None, dropout=None, columns=None,
-        lrn_alpha_over_n=None, conv1_order=None, within_map_norm=None, conv1_padding=None, init_std_conv345=None,
+        dropout_style=dropout_style, lrn_alpha_over_n=None, conv1_order=None, within_map_norm=None, conv1_padding=None, init_std_conv345=None,
         bias_init=bias_init)
     train_cfg = resolve_train_config(
         recipe, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
@@ -70,7 +72,7 @@ def ablate_cmd(
     run = RunOptions(device=device, parallel=parallel,
                      devices=tuple(d.strip() for d in devices.split(",")) if devices else (),
                      seed=seed, max_steps=max_steps, save_every=save_every, log_every=log_every, bf16=bf16,
-                     compile=compile, workers=workers)
+                     compile=compile, workers=workers, decode=decode or "auto")
     doc = ablate(data, out, model_cfg, train_cfg, run, recipe=recipe,
                  variants=None if variants is None else variants.split(","), crops=crops,
                  figure1_error=figure1_error / 100, eval_batch_size=eval_batch_size, progress=reporter())

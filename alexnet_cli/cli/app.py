@@ -49,8 +49,11 @@ class AlexnetGroup(TyperGroup):
         except ClickError as exc:     # click's usage errors: bad flag, missing argument, ...
             _show_usage_error(exc)
             sys.exit(exc.exit_code)
-        except typer.Abort:
-            err_console.print("Error: aborted", style="bold red", highlight=False)
+        except typer.Abort as exc:      # click turns a Ctrl-C while it parses into Abort
+            if _interrupted(exc):
+                _error("interrupted")
+                sys.exit(130)
+            _error("aborted")
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
 
@@ -160,4 +163,6 @@ app.command("ablate")(ablate.ablate_cmd)
 
 
 def main() -> None:
+    """The console script before session 4 pointed here; `alexnet_cli.cli.main` also turns a
+    Ctrl-C during the imports above into one line."""
     app()

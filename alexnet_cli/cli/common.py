@@ -7,7 +7,6 @@ stderr through `err_console`, so that `--json` leaves exactly one JSON document 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -17,9 +16,12 @@ import typer
 from rich.console import Console
 
 from alexnet_cli.progress import ConsoleReporter
+from alexnet_cli.runlog import json_text
 
-console = Console()
-err_console = Console(stderr=True)
+# markup=False: paths, class names and messages are the user's text, never rich markup (a class
+# named "[red]" or an --out with "[/x]" prints as it is); styles are passed as style=... or Text.
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 
 def reporter() -> ConsoleReporter:
@@ -44,7 +46,8 @@ def check_writable(path: Path | None, option: str) -> None:
 
 def print_json(data: Any) -> None:
     """Print one JSON document on stdout, nothing else."""
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    text = json_text(data, indent=2)          # strict: a NaN is an error, never invalid JSON
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 

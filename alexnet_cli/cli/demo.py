@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from alexnet_cli.cli.common import DeviceOpt, JsonOpt, console, print_json, reporter
@@ -37,7 +38,7 @@ def demo(
     config = DemoConfig(classes=classes, epochs=epochs, train_per_class=train_per_class, val_per_class=val_per_class,
                         batch_size=batch_size, seed=seed, device=device or None)
     if not json_out:
-        console.print(_intro(config, out))
+        console.print(_intro(config, out), markup=True)
     result = run_demo(out, config, progress=reporter(), on_step=None if json_out else _show)
     if json_out:
         print_json(result.to_json())
@@ -46,7 +47,7 @@ def demo(
 
 
 def _intro(c: DemoConfig, out: Path) -> str:
-    return (f"[bold]alexnet demo[/] into {out}: {c.classes} generated classes, {c.train_per_class} training and "
+    return (f"[bold]alexnet demo[/] into {escape(str(out))}: {c.classes} generated classes, {c.train_per_class} training and "
             f"{c.val_per_class} validation images each; the paper's network and recipe except batch "
             f"{c.batch_size} (paper 128), learning rate {c.learning_rate:g} (paper 0.01 at batch 128), bias init {c.bias_fill:g} "
             f"(paper 1, Caffe 0.1), {c.epochs} epochs; dropout {c.dropout:g}, seed {c.seed}.")
@@ -56,18 +57,18 @@ def _show(step: str, r: DemoResult) -> None:
     """Print one finished step's result."""
     seconds = f"({r.timings[step]:.1f} s)"
     if step == "data":
-        console.print(f"[bold]data[/]: generated tree {r.tree}" + (" (reused)" if r.reused else ""), seconds,
-                      highlight=False)
+        console.print(f"[bold]data[/]: generated tree {escape(str(r.tree))}" + (" (reused)" if r.reused else ""),
+                      seconds, highlight=False, markup=True)
     elif step == "prep":
         m = r.prep.manifest
         splits = ", ".join(f"{k} {v.count}" for k, v in m.splits.items())
         console.print(f"[bold]prep[/]: {r.prep.images} images prepared ({splits}), {len(m.skipped)} skipped"
-                      + (" (already prepared)" if r.prep.up_to_date else ""), seconds, highlight=False)
+                      + (" (already prepared)" if r.prep.up_to_date else ""), seconds, highlight=False, markup=True)
         for s in m.skipped:
             console.print(f"  skipped {s['path']}: {s['reason']}", highlight=False)
     elif step == "pca":
         values = ", ".join(f"{v:,.1f}" for v in r.pca.eigenvalues)
-        console.print(f"[bold]pca[/]: eigenvalues {values} (0-255 units)", seconds, highlight=False)
+        console.print(f"[bold]pca[/]: eigenvalues {values} (0-255 units)", seconds, highlight=False, markup=True)
     elif step == "train":
         console.print(_epochs_table(r, seconds))
     elif step.startswith("eval"):
@@ -76,11 +77,11 @@ def _show(step: str, r: DemoResult) -> None:
         console.print(f"[bold]eval[/] {e.crops:>2} crop{'s' if e.crops > 1 else ' '}: top-1 error "
                       f"[bold]{e.top1_error:.1%}[/] (chance {r.chance_top1_error:.0%}), top-{k} error "
                       f"{e.top5_error:.1%} (chance {max(0.0, 1 - k / r.config.classes):.0%}), {e.n} images", seconds,
-                      highlight=False)
+                      highlight=False, markup=True)
     elif step == "kernels":
         scores = ", ".join(f"column {c.name} {c.mean:.3f}" for c in r.kernels.columns)
         console.print(f"[bold]kernels[/]: conv1 colour specificity {scores} (random init ~0.67; after so few steps "
-                      "conv1 is still close to its init)", seconds, highlight=False)
+                      "conv1 is still close to its init)", seconds, highlight=False, markup=True)
     elif step == "neighbors":
         console.print(_neighbors_table(r, seconds))
     elif step == "predict":
@@ -137,7 +138,8 @@ def _show_paths(r: DemoResult) -> None:
     steps = ", ".join(f"{name} {t:.1f}" for name, t in r.timings.items())
     console.print(f"[bold]done[/] in {sum(r.timings.values()):.0f} s ({steps} s). Validation top-1 error: "
                   f"[bold]{r.evals[1].top1_error:.1%}[/] with 1 crop, [bold]{r.evals[10].top1_error:.1%}[/] with 10 "
-                  f"crops (chance {r.chance_top1_error:.0%}).", highlight=False)
+                  f"crops (chance {r.chance_top1_error:.0%}).", highlight=False, markup=True)
     console.print(f"checkpoint: {r.checkpoint}", highlight=False)
     for name, path in r.figures.items():
-        console.print(f"{name}: {path}  [dim]{FIGURES.get(name, '')}[/]", highlight=False)
+        console.print(f"{escape(name)}: {escape(str(path))}  [dim]{FIGURES.get(name, '')}[/]", highlight=False,
+                      markup=True)

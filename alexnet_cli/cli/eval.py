@@ -77,13 +77,12 @@ def _table(result: EvalResult) -> Table:
     table.add_column("top-1 error", justify="right")
     table.add_column("top-5 error", justify="right")
     table.add_column("images", justify="right")
-    table.add_row("[bold]this run[/]", f"[bold]{100 * result.top1_error:.2f}%[/]",
-                  f"[bold]{100 * result.top5_error:.2f}%[/]", f"{result.n:,}")
+    table.add_row("this run", f"{100 * result.top1_error:.2f}%", f"{100 * result.top5_error:.2f}%", f"{result.n:,}",
+                  style="bold")
     table.add_section()
     if k < TOP_K:
         table.caption = f"only {k} classes: every label is in the top 5"
     reference = PAPER_ENSEMBLE if models > 1 else PAPER_SINGLE_10 if result.crops == 10 else PAPER_SINGLE_1
     for name, top1, top5 in reference:  # ILSVRC-2012 val: 50,000 images; ILSVRC-2010 test: 150,000
-        table.add_row(f"[dim]{name}[/]", f"[dim]{top1}%[/]", f"[dim]{top5}%[/]",
-                      "[dim]50,000[/]" if "2012" in name else "[dim]150,000[/]")
+        table.add_row(name, f"{top1}%", f"{top5}%", "50,000" if "2012" in name else "150,000", style="dim")
     return table

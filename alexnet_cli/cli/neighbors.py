@@ -3,6 +3,7 @@ section 7.1, figure 4 right)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -37,7 +38,9 @@ def neighbors(
     """The k images of a split nearest to each query by Euclidean distance of their 4096-d fc7
     features (exact search, streamed from disk), or with --codes by Hamming distance of their
     binary codes (`alexnet codes`), optionally re-ranked exactly."""
-    check_writable(out, "--out")                  # before the features, which can take hours
+    if not math.isfinite(memory_mb):              # before the features, which can take hours
+        raise typer.BadParameter(f"must be a finite number of MiB, got {memory_mb}", param_hint="--memory-mb")
+    check_writable(out, "--out")
     results = find_neighbors(checkpoint, data, query, k=k, split=split, features=features, device=device or None,
                              batch_size=batch_size, memory_mb=memory_mb, codes=codes, bits=bits, rerank=rerank,
                              progress=reporter())

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.text import Text
 
 from alexnet_cli.cli.common import ExistingDir, JsonOpt, console, print_json, reporter
 from alexnet_cli.cli.options import (ActivationOpt, BiasInitOpt, ColumnsOpt, Conv1OrderOpt, Conv1PaddingOpt, DecodeOpt,
@@ -99,6 +100,6 @@ def train(
     best = result["best_top1_error"]
     how = "done" if result["finished"] else "stopped"      # stopped: by --max-steps; --resume continues
     best_text = f"; best {result['best_split']} top-1 error {best:.2%}" if best is not None else ""
-    console.print(f"[bold]{how}[/]: {result['epochs']} epochs, {result['step']} steps ({result['parallel']} on "
-                  f"{result['device']}){best_text}")
-    console.print(f"checkpoints: {Path(result['run_dir']) / 'checkpoints'}")
+    console.print(Text.assemble((how, "bold"), f": {result['epochs']} epochs, {result['step']} steps "
+                                f"({result['parallel']} on {result['device']}){best_text}"))
+    console.print(f"checkpoints: {Path(result['run_dir']) / 'checkpoints'}", highlight=False)
