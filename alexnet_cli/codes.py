@@ -351,7 +351,7 @@ def _write_codes(path: Path, codes: np.ndarray, net: CodeNet, *, features: Featu
         f.attrs.update({"format": FORMAT, "version": VERSION, "bits": net.bits, "count": len(codes),
                         "features_key": features.key, "data_key": features.data_key, "split": features.split,
                         "epochs": epochs, "settings": json.dumps(settings, sort_keys=True),
-                        "quality": json.dumps(quality), "features": features.path.name})
+                        "quality": json.dumps(quality, allow_nan=False), "features": features.path.name})
     write_atomic(path, buf.getvalue())
 
 

@@ -28,6 +28,7 @@ from alexnet_cli.devices import resolve_device
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.runlog import json_text, write_json_atomic
 from alexnet_cli.shards import (IMAGE_SHAPE, Manifest, abandoned, data_key, open_shard, read_images, read_manifest,
                                 write_atomic)
 
@@ -144,7 +145,7 @@ def _full_pass(manifest: Manifest, device, workers: int | None, batch_size: int,
             if saving and (k % save_every == 0 or images == total):
                 state = {"version": 1, **key, "images": images, "sums": moments.state()}
                 try:
-                    write_atomic(partial, (json.dumps(state) + "\n").encode("utf-8"))
+                    write_atomic(partial, (json_text(state) + "\n").encode("utf-8"))
                 except OSError as exc:                                         # a read-only data folder
                     progress.log(f"cannot save the pass's progress to {partial} ({exc.strerror or exc}): it goes "
                                  "on, but a kill would start it again")
@@ -208,7 +209,7 @@ def write_pca(data_dir: str | Path, stats: PcaStats) -> Path:
             "columns_are_eigenvectors": True,
             "mean_rgb": None if stats.mean_rgb is None else [float(v) for v in stats.mean_rgb],
             "pixels": int(stats.pixels), "images": int(stats.images)}
-    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    write_json_atomic(path, data)
     if stats.partial is not None:              # the pass's sums are now safe in pca.json
         stats.partial.unlink(missing_ok=True)
     return path

@@ -202,7 +202,7 @@ def _plain_name(name: str) -> bool:
 def write_manifest(manifest: Manifest) -> Path:
     """Write manifest.json atomically (the last file a complete `prep` writes)."""
     path = manifest.root / MANIFEST
-    write_atomic(path, (json.dumps(manifest.to_json(), indent=1) + "\n").encode("utf-8"))
+    write_atomic(path, (json.dumps(manifest.to_json(), indent=1, allow_nan=False) + "\n").encode("utf-8"))
     return path
 
 
@@ -635,7 +635,7 @@ class ShardWriter:
         f.create_dataset("pixel_sum", data=self.pixel_sum.astype(np.uint32), track_times=False,
                          shuffle=True, compression="gzip", compression_opts=4)
         f.attrs["count"] = self.written
-        f.attrs["skipped"] = json.dumps(skipped)
+        f.attrs["skipped"] = json.dumps(skipped, allow_nan=False)
         f.close()
         write_atomic(self.path, self.buffer.getbuffer())
         self.buffer = io.BytesIO()
