@@ -1,4 +1,4 @@
-"""Checkpoints: what `alexnet train` writes and every other command reads (CLI.md).
+"""Checkpoints: what `alexnet train` writes and every other command reads (docs/public-surface.md).
 
 A checkpoint is a plain dict saved with `torch.save` and read back with
 `torch.load(..., weights_only=True)`: tensors, numbers, strings, lists and dicts only, so

@@ -3,7 +3,7 @@
 Library code raises `AlexnetError` (or a subclass) for anything the user can fix: bad files,
 missing inputs, inconsistent options; exit code 1. `UsageError` is a value the command line
 does not allow (a choice that is not one, a number out of range): exit code 2, like click's
-own usage errors (CLI.md: 2 is bad usage). Anything else is a bug and, outside `--debug`, is
+own usage errors (docs/public-surface.md: 2 is bad usage). Anything else is a bug and, outside `--debug`, is
 still reported in one line, with the exception type.
 """
 

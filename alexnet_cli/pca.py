@@ -5,7 +5,7 @@ pixel count, the channel sums and the 3x3 sums of outer products. Each batch's s
 exact integers in float64 (products of values <= 255; a batch stays far below 2^53) and are
 added up as Python ints, so the result does not depend on the order, the batch size or the
 device the sums ran on. Covariance = E[x x^T] -
-E[x] E[x]^T in 0-255 units; its eigen-decomposition goes to `pca.json` (CLI.md):
+E[x] E[x]^T in 0-255 units; its eigen-decomposition goes to `pca.json` (docs/public-surface.md):
 eigenvalues descending, COLUMN i of eigenvectors is the eigenvector of eigenvalue i.
 
 The pass over all of ImageNet reads 250 GB of raw shards, so it can be killed part way: every
@@ -201,7 +201,7 @@ def _sample(counts: list[int], sample: int, seed: int) -> list[np.ndarray]:
 
 
 def write_pca(data_dir: str | Path, stats: PcaStats) -> Path:
-    """Write `pca.json` (CLI.md) atomically; returns its path."""
+    """Write `pca.json` (docs/public-surface.md) atomically; returns its path."""
     path = Path(data_dir) / PCA_FILE
     data = {"eigenvalues": [float(v) for v in stats.eigenvalues],
             "eigenvectors": [[float(v) for v in row] for row in stats.eigenvectors],

@@ -2,7 +2,7 @@
 
 Library functions take a `Reporter` (default: `NullReporter`, silent). The CLI passes a
 `ConsoleReporter`, which draws a rich progress bar (rate and ETA) on a terminal and, when the
-output is not a terminal (CLI.md: stdout redirected or piped; or stderr), logs a plain line
+output is not a terminal (docs/public-surface.md: stdout redirected or piped; or stderr), logs a plain line
 every few seconds instead.
 """
 

@@ -22,7 +22,7 @@ from alexnet_cli.shards import write_atomic
 
 try:
     import fcntl
-except ImportError:            # not POSIX: no lock (CLI.md: Linux is the supported platform)
+except ImportError:            # not POSIX: no lock (Linux is the supported platform)
     fcntl = None
 
 

@@ -229,7 +229,7 @@ class Trainer:
 
     # ------------------------------------------------------------ state I/O
     def model_state(self) -> dict[str, torch.Tensor]:
-        """The single-device state_dict, whatever the parallel mode (CLI.md)."""
+        """The single-device state_dict, whatever the parallel mode (docs/public-surface.md)."""
         if self.mode == "model":
             return self.net.single_state_dict()
         return {k: v.detach().cpu() for k, v in self.single.state_dict().items()}

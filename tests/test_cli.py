@@ -1,4 +1,4 @@
-"""The `alexnet` command's frame (CLI.md): help, version, `summary`, exit codes and the one
+"""The `alexnet` command's frame (docs/public-surface.md): help, version, `summary`, exit codes and the one
 error boundary of alexnet_cli/cli/app.py (one `Error:` line, exit 1; bad usage, exit 2)."""
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def test_bad_flag_is_a_usage_error(runner):
     (["summary", "--dropout", "1.5"], "dropout"), (["eval", ".", ".", "--crops", "5"], "crops"),
 ])
 def test_bad_value_is_one_error_line_and_a_usage_error(runner, args, words):
-    """A value the option does not allow is bad usage (CLI.md: exit 2), told in one line,
+    """A value the option does not allow is bad usage (docs/public-surface.md: exit 2), told in one line,
     whether typer or our own validation catches it."""
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output

@@ -134,7 +134,7 @@ def test_cli_neighbors_json_picture_and_cache(data, checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
 
-    # exactly CLI.md's shape: [{"query", "neighbors": [{"path", "label", "distance", ...}]}]
+    # exactly docs/public-surface.md's shape: [{"query", "neighbors": [{"path", "label", "distance", ...}]}]
     assert [a["query"] for a in answer] == [str(q) for q in queries]
     manifest = json.loads((data / "manifest.json").read_text())
     for a in answer:

@@ -49,7 +49,7 @@ def test_bar_on_a_terminal_shows_rate_and_eta():
 
 
 def test_cli_draws_no_bar_when_stdout_is_redirected(monkeypatch):
-    """CLI.md: quiet-but-logging when stdout is not a terminal, even if stderr still is."""
+    """docs/public-surface.md: quiet-but-logging when stdout is not a terminal, even if stderr still is."""
     for out_tty, err_tty, bar in ((True, True, True), (False, True, False), (True, False, False)):
         monkeypatch.setattr(common, "console", Console(file=io.StringIO(), force_terminal=out_tty))
         monkeypatch.setattr(common, "err_console", Console(file=io.StringIO(), force_terminal=err_tty))

@@ -239,7 +239,7 @@ def test_bad_run_options_give_one_error_line(tiny_data, tmp_path):
                          (["--compile-mode", "reduce-overhead"], "needs --compile"),
                          (["--compile", "--compile-mode", "fast"], "--compile-mode")):
         result = runner.invoke(app, base + extra)
-        assert result.exit_code == 2, (extra, result.output)   # CLI.md: bad usage
+        assert result.exit_code == 2, (extra, result.output)   # docs/public-surface.md: bad usage
         assert "Error:" in result.output and words in result.output and "Traceback" not in result.output, extra
 
 

@@ -108,7 +108,7 @@ def _error(message: str) -> None:
 
 
 def _show_usage_error(exc) -> None:
-    """Click's usage errors as one `Error:` line that names the command's --help (CLI.md); a
+    """Click's usage errors as one `Error:` line that names the command's --help (docs/public-surface.md); a
     bare `alexnet` still shows the help."""
     if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
         exc.show()

@@ -26,7 +26,7 @@ err_console = Console(stderr=True, markup=False)
 
 def reporter() -> ConsoleReporter:
     """Progress on stderr: a bar when stdout and stderr are both terminals, a log line every
-    few seconds otherwise (`alexnet train ... > log` gets no bar: CLI.md)."""
+    few seconds otherwise (`alexnet train ... > log` gets no bar: docs/public-surface.md)."""
     return ConsoleReporter(err_console, interactive=err_console.is_terminal and console.is_terminal)
 
 
