@@ -61,6 +61,7 @@ def test_ablate_two_variants_then_a_rerun_trains_nothing(tiny_data, tmp_path):
     assert again.exit_code == 0, again.output
     assert _stamps(out) == before and "evaluating" not in again.stderr
     assert "no-lrn" in again.stdout and "+1.4" in again.stdout and "Figure 1" in again.stdout
+    assert "[dim]" not in again.stdout and "[/]" not in again.stdout      # styles, not markup printed as text
     assert json.loads((out / "ablations.json").read_text())["variants"] == doc["variants"]
     # other training settings for the same folder: refused, naming the variant
     other = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(out), "--variants", "no-lrn", *TINY,

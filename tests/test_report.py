@@ -82,6 +82,7 @@ def test_report_table_names_runs_settings_and_states(two_runs):
     assert result.exit_code == 0, result.output
     for text in ("paper", "no-lrn", "lrn=False", "1/1", "0/1", "finished"):
         assert text in result.stdout, text
+    assert "[bold]" not in result.stdout and "[/]" not in result.stdout    # styles, not markup printed as text
 
 
 def test_report_reads_a_run_being_written(two_runs, tmp_path):

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from alexnet_cli.ablate import FULL, VARIANTS, ablate, figure1_line, title
 from alexnet_cli.cli.common import ExistingDir, JsonOpt, console, err_console, print_json, reporter
@@ -105,5 +106,5 @@ def table(doc: dict) -> Table:
         t.add_row(v["name"], f"{_pct(v['top1_error'])}/{_pct(v['top5_error'])}",
                   "" if full else f"{_pct(v['delta_top1'], True)}/{_pct(v['delta_top5'], True)}",
                   "reference" if full else v["paper"], _pct(v["train_val_gap"], True),
-                  f"{v['epochs_done']}/{v['epochs']}\n[dim]{v['state']}[/]")
+                  Text.assemble(f"{v['epochs_done']}/{v['epochs']}\n", (v["state"], "dim")))
     return t

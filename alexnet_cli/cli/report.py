@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from alexnet_cli.cli.common import JsonOpt, check_writable, console, err_console, print_json
 from alexnet_cli.report import RunReport, report
@@ -65,9 +65,9 @@ def table(reports: list[RunReport]) -> Table:
                      min_width={"run": 13, "lr/10 after": 6}.get(col))
     for r in reports:
         best = _pair(r.best_val_top1_error, r.best_val_top5_error)
-        t.add_row(f"[bold]{escape(r.name)}[/]\n[dim]{escape(_settings(r))}[/]",
+        t.add_row(Text.assemble((r.name, "bold"), "\n", (_settings(r), "dim")),      # user text: no markup
                   f"{r.epochs_done}/{r.epochs_total}\n{r.state}",
-                  f"{best}\n[dim]epoch {r.best_epoch}[/]" if best else "",
+                  Text.assemble(best, "\n", (f"epoch {r.best_epoch}", "dim")) if best else "",
                   _pair(r.last_val_top1_error, r.last_val_top5_error), ", ".join(map(str, r.lr_drops)),
                   _rate(r.images_per_s), _time(r.time_s))
     return t
