@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The whole GPU check in ONE command that ends within 8 minutes on one H100/H200, from a bare
+# checkout: the CUDA-only tests, the LRN kernels, training throughput (ceiling and end to end
+# from raw shards, eager and compiled, batch 128 and 512, without LRN and without groups),
+# 10-crop evaluation, a profile of the eager step, the jpeg loader with CPU and GPU decode,
+# and the codes search on the GPU. Every part runs under its own time limit, taken from what
+# is left of the total, so a slow part costs its own rows, never the later parts or the run.
+#
+#   bash benchmarks/gpu_check.sh                 # on the GPU machine (writes to $OUT)
+#   SMOKE=1 bash benchmarks/gpu_check.sh         # every part, tiny, on the CPU (minutes)
+#
+# With the device tool (docs/performance.md, "Measuring on a lent GPU"): download the wheels
+# the GPU machine lacks into .whl/ here first (benchmarks/gpu_wheels.sh), then
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=540)
+# The results come back under $OUT: check.log (everything, with a summary of the parts at
+# its end) and one JSON per measured part.
+#
+# Environment: OUT (default gpu-results/), BUDGET (total seconds, default 470), PYTHON.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-gpu-results}"
+mkdir -p "$OUT"
+SMOKE="${SMOKE:-0}"
+SCALE=1                                  # SMOKE: the CPU is far slower; each limit x 6
+[[ "$SMOKE" == 1 ]] && SCALE=6
+BUDGET="${BUDGET:-$((470 * SCALE))}"
+python="${PYTHON:-python3}"
+start=$SECONDS
+log="$OUT/check.log"
+: >"$log"
+summary=()
+export PYTHONUNBUFFERED=1
+
+say() { echo "$*" | tee -a "$log"; }
+
+# part NAME SECONDS CMD...: run CMD under min(SECONDS, what is left), output to the log
+part() {
+    local name=$1 want=$(($2 * SCALE)); shift 2
+    local left=$((BUDGET - (SECONDS - start)))
+    local limit=$((want < left ? want : left))
+    if ((limit < 5)); then
+        summary+=("$name: not run (the total budget of ${BUDGET} s is spent)")
+        return
+    fi
+    say "== $name (limit ${limit} s): $*"
+    local t0=$SECONDS
+    timeout --signal=INT --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$log"
+    local rc=${PIPESTATUS[0]}
+    local what="exit $rc"
+    ((rc == 124 || rc == 130 || rc == 137)) && what="stopped at its limit (its rows so far are above)"
+    summary+=("$name: $what, $((SECONDS - t0)) s")
+}
+
+# -- set-up: the carried wheels (simplejpeg is not on the GPU machine's image), the hardware
+if [[ "$SMOKE" != 1 ]] && compgen -G ".whl/*.whl" >/dev/null; then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl 2>&1 | tee -a "$log"
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi"
+  "$python" -c "import platform, os, torch, torchvision, typer, h5py; print('Python', platform.python_version(), '| torch', torch.__version__, '| torchvision', torchvision.__version__, '| typer', typer.__version__, '| h5py', h5py.__version__, '| cores', os.cpu_count(), '| cuda', torch.cuda.is_available())"
+  "$python" -c "import simplejpeg; print('simplejpeg', simplejpeg.__version__)" 2>&1 | tail -1
+} 2>&1 | tee -a "$log"
+
+if [[ "$SMOKE" == 1 ]]; then
+    dev=cpu; workers=2
+    tests=(-m gpu --co)                 # collect only: there is no GPU to run them on
+    tp=(--n 48 --steps 2 --warmup 1 --no-peer --skip b-jpeg --no-compile)   # CPU compiles take minutes
+    tp512=(--n 48 --steps 2 --warmup 1 --batch 8 --no-peer --no-eval --skip b-jpeg,c --no-compile)
+    data=(--n 64 --workers 2)
+    nb=(--n 4000 --queries 10 --devices cpu)
+    prof=(--steps 2 --batch 4)
+else
+    dev=cuda; workers=$(nproc)
+    tests=(-m gpu)
+    tp=(--n 2048 --steps 20 --no-peer --skip b-jpeg)
+    tp512=(--n 4096 --batch 512 --steps 10 --no-peer --no-eval --skip b-jpeg,c)
+    data=(--n 3000 --workers "$workers")
+    nb=(--n 300000 --queries 100 --devices cpu,cuda)
+    prof=(--steps 10)
+fi
+
+# Most wanted first: a part stopped at its limit loses only its own remaining rows.
+part gpu-tests 100 "$python" -m pytest -q -p no:cacheprovider "${tests[@]}"
+part layers 40 "$python" benchmarks/layers.py --device "$dev"
+part throughput-128 150 "$python" benchmarks/train_throughput.py --device "$dev" "${tp[@]}" \
+    --json "$OUT/throughput-128.json"
+export OUT   # data.py --json prints its JSON on stdout, its tables on stderr
+part jpeg-loader 50 bash -c '"$0" benchmarks/data.py "$@" >"$OUT/data.json"' "$python" \
+    --device "$dev" --only-jpeg --json "${data[@]}"
+part throughput-512 60 "$python" benchmarks/train_throughput.py --device "$dev" "${tp512[@]}" \
+    --json "$OUT/throughput-512.json"
+part profile-eager 25 "$python" benchmarks/profile_step.py --device "$dev" "${prof[@]}"
+part codes-search 40 "$python" benchmarks/neighbors.py "${nb[@]}" --json "$OUT/neighbors.json"
+
+say ""
+say "== summary ($((SECONDS - start)) s of a ${BUDGET} s budget)"
+for line in "${summary[@]}"; do say "  $line"; done
