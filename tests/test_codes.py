@@ -190,6 +190,10 @@ def test_a_killed_codes_run_resumes_to_the_same_codes(tmp_path, one_thread):
     more = StopAfter()
     assert not make_codes(part, progress=more, **{**settings, "epochs": 4}).reused
     assert any("resuming after epoch 3 of 4" in line for line in more.lines)
+    other = StopAfter()                                                 # another training rule: trained afresh
+    assert not make_codes(part, progress=other, **{**settings, "neighbours": 0.5}).reused
+    assert any("starting afresh" in line for line in other.lines)
+    assert read_codes_info(codes_path(part, 64)).settings["neighbours"] == 0.5
 
 
 def test_library_refuses_bad_settings_and_files(tmp_path):
