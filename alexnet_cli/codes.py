@@ -12,11 +12,11 @@ The auto-encoder (docs/codes.md says why each choice):
 x is the feature centred and divided by one scalar (its root mean square deviation). The loss
 is the mean squared reconstruction error plus NEIGHBOURS x (1 - r), r the correlation over the
 batch's pairs between the codes' expected Hamming distance and the features' Euclidean distance
-(so that Hamming distance orders neighbours as the exact search does), minimised with Adam. The noise is Krizhevsky &
-Hinton's (and Salakhutdinov & Hinton's semantic hashing) way to make a logistic code layer
-binary: the decoder can only read through the noise what the encoder says with a large |z|,
-so z is driven away from 0 and sigmoid(z) to 0 or 1, and thresholding at 1/2 afterwards loses
-little. No RBM pre-training (theirs): with ReLU and Adam the two-layer encoder trains
+(so that Hamming distance orders neighbours as the exact search does), minimised with Adam.
+The noise is Krizhevsky & Hinton's (and Salakhutdinov & Hinton's semantic hashing) way to
+make a logistic code layer binary: the decoder can only read through the noise what the
+encoder says with a large |z|, so z is driven away from 0 and sigmoid(z) to 0 or 1, and
+thresholding at 1/2 afterwards loses little. No RBM pre-training (theirs): with ReLU and Adam the two-layer encoder trains
 directly, which keeps this small and fast.
 
 Files, beside the features file FEAT.h5 (so keyed like it: weights + network config + data):
@@ -506,7 +506,8 @@ class CodesResult:
 
 def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, seed: int = 0, hidden: int = HIDDEN,
                batch_size: int = BATCH, rerank_depth: int = RERANK, queries: int = QUERIES,
-               neighbours: float = NEIGHBOURS, device: str | torch.device = "cpu", progress: Reporter = NullReporter()) -> CodesResult:
+               neighbours: float = NEIGHBOURS, device: str | torch.device = "cpu",
+               progress: Reporter = NullReporter()) -> CodesResult:
     """Train the auto-encoder on a complete features file, write the codes of every row beside
     it and measure them against random projections (see the module doc). A codes file made
     with the same settings and epochs is kept; a training state with the same settings
@@ -530,7 +531,8 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
         raise DataError(f"{features}: {info.count} images are too few to train codes on")
     settings = {"features_key": info.key, "data_key": info.data_key, "split": info.split, "count": info.count,
                 "dim": info.dim, "bits": bits, "hidden": hidden, "seed": seed, "noise_std": NOISE_STD, "lr": LR,
-                "neighbours": neighbours, "batch_size": batch_size, "queries": int(len(held)), "version": VERSION}   # what the weights depend on
+                "neighbours": float(neighbours), "batch_size": batch_size, "queries": int(len(held)),
+                "version": VERSION}                                        # what the weights depend on
     out, state_file = codes_path(features, bits), state_path(features, bits)
     if out.exists():
         try:
@@ -575,7 +577,7 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
             save_checkpoint(state_file, {"codes": {"settings": settings, "epoch": epoch + 1, "loss": loss,
                                                    "model": {k: v.cpu() for k, v in net.state_dict().items()},
                                                    "optimizer": opt.state_dict()}})
-            progress.log(f"codes: epoch {epoch + 1}/{epochs}, reconstruction loss {loss:.4f}")
+            progress.log(f"codes: epoch {epoch + 1}/{epochs}, loss {loss:.4f} (reconstruction + neighbourhood term)")
     learned, random = _encode_all(net, features, info, random_projections(info.dim, bits, seed), device, progress)
     quality = measure(features, info, held, {"autoencoder": learned, "random_projections": random},
                       rerank_depth=rerank_depth, device=device, progress=progress) if len(held) else {}
