@@ -9,7 +9,8 @@ neighbours, label precision@k, each without and with re-ranking). Two generators
                   isotropic Gaussian noise around each centre, lifted to 64 non-negative
                   dimensions (like fc7 after its ReLU) plus noise
     subclusters   the same, but each cluster is 8 sub-clusters (a class made of several
-                  kinds of picture, as fc7 of a real network has): structure within a label
+                  kinds of picture, as we expect of a real network's fc7): structure
+                  within a label
 
     python benchmarks/codes_quality.py                          # both, 64 and 256 bits (minutes)
     python benchmarks/codes_quality.py --neighbours 0           # the loss without its neighbourhood term
