@@ -10,11 +10,13 @@ The auto-encoder (docs/codes.md says why each choice):
     decoder  code (bits) -> Linear(bits, H) -> ReLU -> Linear(H, D) = reconstruction of x
 
 x is the feature centred and divided by one scalar (its root mean square deviation). The loss
-is the mean squared reconstruction error, minimised with Adam. The noise is Krizhevsky &
-Hinton's (and Salakhutdinov & Hinton's semantic hashing) way to make a logistic code layer
-binary: the decoder can only read through the noise what the encoder says with a large |z|,
-so z is driven away from 0 and sigmoid(z) to 0 or 1, and thresholding at 1/2 afterwards loses
-little. No RBM pre-training (theirs): with ReLU and Adam the two-layer encoder trains
+is the mean squared reconstruction error plus NEIGHBOURS x (1 - r), r the correlation over the
+batch's pairs between the codes' expected Hamming distance and the features' Euclidean distance
+(so that Hamming distance orders neighbours as the exact search does), minimised with Adam.
+The noise is Krizhevsky & Hinton's (and Salakhutdinov & Hinton's semantic hashing) way to
+make a logistic code layer binary: the decoder can only read through the noise what the
+encoder says with a large |z|, so z is driven away from 0 and sigmoid(z) to 0 or 1, and
+thresholding at 1/2 afterwards loses little. No RBM pre-training (theirs): with ReLU and Adam the two-layer encoder trains
 directly, which keeps this small and fast.
 
 Files, beside the features file FEAT.h5 (so keyed like it: weights + network config + data):
@@ -56,6 +58,7 @@ VERSION = 1
 BITS = (64, 128, 256)         # the CLI's choices; the library takes any positive multiple of 64
 HIDDEN = 1024                 # the hidden layers' width (4096 -> 1024 -> bits -> 1024 -> 4096)
 NOISE_STD = 1.0               # std of the noise on the code logits in training (docs/codes.md: why 1)
+NEIGHBOURS = 1.0              # weight of the neighbourhood term of the loss (docs/codes.md: why it is there)
 LR = 3e-3
 BATCH = 256
 BLOCK_ROWS = 32768            # rows read at once in training and encoding (256 MiB of float16 at 4096)
@@ -245,17 +248,34 @@ class CodeNet(nn.Module):
         """Raw features (B, D) -> code logits (B, bits)."""
         return self.encoder((x.float() - self.mean) / self.scale)
 
-    def loss(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Mean squared reconstruction error of the centred, scaled x through a noisy code."""
-        z = self.logits(x)
+    def loss(self, x: torch.Tensor, generator: torch.Generator, neighbours: float = NEIGHBOURS) -> torch.Tensor:
+        """Mean squared reconstruction error of the centred, scaled x through a noisy code, plus
+        `neighbours` x (1 - the correlation, over the batch's pairs, of the codes' expected
+        Hamming distance with the Euclidean distance of the features)."""
+        z = self.logits(x)                                                 # (B, bits)
         noise = torch.randn(z.shape, generator=generator, device=z.device) * NOISE_STD
-        target = (x.float() - self.mean) / self.scale
-        return (self.decoder(torch.sigmoid(z + noise)) - target).square().mean()
+        target = (x.float() - self.mean) / self.scale                      # (B, D)
+        loss = (self.decoder(torch.sigmoid(z + noise)) - target).square().mean()
+        if neighbours and len(x) > 2:
+            loss = loss + neighbours * (1 - _pair_correlation(torch.sigmoid(z), target))
+        return loss
 
     @torch.no_grad()
     def code(self, x: torch.Tensor) -> np.ndarray:
         """Raw features (B, D) -> packed codes uint8 (B, bits/8)."""
         return pack_codes(self.logits(x) > 0)
+
+
+def _pair_correlation(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation over the pairs i != j of a batch between the expected Hamming
+    distance of bits drawn with probabilities p (B, bits) and the Euclidean distance of x (B, D).
+    Scale-free: the codes need only order the pairs as the features do, at any scale."""
+    ham = p @ (1 - p).T + (1 - p) @ p.T                                    # (B, B): sum_j P(bit j differs)
+    dist = torch.cdist(x, x)                                               # (B, B)
+    off = ~torch.eye(len(p), dtype=torch.bool, device=p.device)
+    a, b = ham[off], dist[off]
+    a, b = a - a.mean(), b - b.mean()
+    return (a * b).sum() / (a.norm() * b.norm() + 1e-12)
 
 
 def random_projections(dim: int, bits: int, seed: int) -> torch.Tensor:
@@ -389,7 +409,7 @@ def _centre(features: str | Path, info: FeaturesInfo, train: np.ndarray, progres
 
 
 def _epoch(net: CodeNet, opt: torch.optim.Optimizer, features: str | Path, info: FeaturesInfo, train: np.ndarray,
-           seed: int, epoch: int, batch_size: int, device: torch.device, task) -> float:
+           seed: int, epoch: int, batch_size: int, neighbours: float, device: torch.device, task) -> float:
     """One pass over the training rows in an order fixed by (seed, epoch); the mean loss."""
     rng = np.random.default_rng([seed, epoch])
     gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
@@ -399,7 +419,7 @@ def _epoch(net: CodeNet, opt: torch.optim.Optimizer, features: str | Path, info:
         keep = np.flatnonzero(train[start:start + len(rows)])
         x = torch.from_numpy(rows[rng.permutation(keep)]).to(device)                  # (b, D) float16
         for i in range(0, len(x), batch_size):
-            loss = net.loss(x[i:i + batch_size], gen)
+            loss = net.loss(x[i:i + batch_size], gen, neighbours)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -486,7 +506,8 @@ class CodesResult:
 
 def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, seed: int = 0, hidden: int = HIDDEN,
                batch_size: int = BATCH, rerank_depth: int = RERANK, queries: int = QUERIES,
-               device: str | torch.device = "cpu", progress: Reporter = NullReporter()) -> CodesResult:
+               neighbours: float = NEIGHBOURS, device: str | torch.device = "cpu",
+               progress: Reporter = NullReporter()) -> CodesResult:
     """Train the auto-encoder on a complete features file, write the codes of every row beside
     it and measure them against random projections (see the module doc). A codes file made
     with the same settings and epochs is kept; a training state with the same settings
@@ -498,6 +519,8 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
             raise UsageError(f"{name} must be at least 1, got {value}")
     if seed < 0 or seed >= 2**32:
         raise UsageError(f"--seed must be in [0, 2^32), got {seed}")
+    if not 0 <= neighbours < math.inf:
+        raise UsageError(f"the neighbourhood weight must be finite and >= 0, got {neighbours}")
     device = torch.device(device)
     features = Path(features)
     info = read_features_info(features)
@@ -508,7 +531,8 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
         raise DataError(f"{features}: {info.count} images are too few to train codes on")
     settings = {"features_key": info.key, "data_key": info.data_key, "split": info.split, "count": info.count,
                 "dim": info.dim, "bits": bits, "hidden": hidden, "seed": seed, "noise_std": NOISE_STD, "lr": LR,
-                "batch_size": batch_size, "queries": int(len(held)), "version": VERSION}   # what the weights depend on
+                "neighbours": float(neighbours), "batch_size": batch_size, "queries": int(len(held)),
+                "version": VERSION}                                        # what the weights depend on
     out, state_file = codes_path(features, bits), state_path(features, bits)
     if out.exists():
         try:
@@ -549,11 +573,11 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
         opt = torch.optim.Adam(net.parameters(), lr=LR)
     with progress.task("codes: training", total=(epochs - start) * info.count, unit="img") as task:
         for epoch in range(start, epochs):
-            loss = _epoch(net, opt, features, info, train, seed, epoch, batch_size, device, task)
+            loss = _epoch(net, opt, features, info, train, seed, epoch, batch_size, neighbours, device, task)
             save_checkpoint(state_file, {"codes": {"settings": settings, "epoch": epoch + 1, "loss": loss,
                                                    "model": {k: v.cpu() for k, v in net.state_dict().items()},
                                                    "optimizer": opt.state_dict()}})
-            progress.log(f"codes: epoch {epoch + 1}/{epochs}, reconstruction loss {loss:.4f}")
+            progress.log(f"codes: epoch {epoch + 1}/{epochs}, loss {loss:.4f} (reconstruction + neighbourhood term)")
     learned, random = _encode_all(net, features, info, random_projections(info.dim, bits, seed), device, progress)
     quality = measure(features, info, held, {"autoencoder": learned, "random_projections": random},
                       rerank_depth=rerank_depth, device=device, progress=progress) if len(held) else {}

@@ -44,7 +44,7 @@ def codes(
     q = result.quality
     what = "kept" if result.reused else "written"
     console.print(f"{result.codes}: {result.count:,} codes of {result.bits} bits ({result.bits // 8} bytes per image, "
-                  f"{what}); auto-encoder trained {result.epochs} epochs, reconstruction loss "
+                  f"{what}); auto-encoder trained {result.epochs} epochs, training loss "
                   f"{result.loss if result.loss is None else round(result.loss, 4)}", highlight=False, markup=False)
     if not q.get("queries"):
         return
