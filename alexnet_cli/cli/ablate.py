@@ -15,6 +15,7 @@ from alexnet_cli.ablate import FULL, VARIANTS, ablate, figure1_line, title
 from alexnet_cli.cli.common import ExistingDir, JsonOpt, console, err_console, print_json, reporter
 from alexnet_cli.cli.options import BiasInitOpt, DecodeOpt, DropoutStyleOpt, RecipeOpt, model_config_from_options
 from alexnet_cli.config import resolve_train_config
+from alexnet_cli.errors import UsageError
 from alexnet_cli.train import RunOptions
 
 _ABL = "Ablations"
@@ -63,6 +64,8 @@ def ablate_cmd(
 ) -> None:
     """Train the full network and the paper's ablations on DATA (each its own run under --out,
     resumable as a whole), evaluate each, print the table beside the paper's differences."""
+    if not 0 < figure1_error < 100:
+        raise UsageError(f"--figure1-error must be between 0 and 100 percent, got {figure1_error:g}")
     model_cfg = model_config_from_options(
         recipe, num_classes=None, lrn=None, pool=None, activation=None, dropout=None, columns=None,
         dropout_style=dropout_style, lrn_alpha_over_n=None, conv1_order=None, within_map_norm=None, conv1_padding=None, init_std_conv345=None,
