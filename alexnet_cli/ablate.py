@@ -165,7 +165,7 @@ def _train_variant(variant: Variant, data_dir: Path, run_dir: Path, model_cfg: M
         result = train(data_dir, run_dir, m, t, dataclasses.replace(run, resume=resume), recipe=recipe,
                        progress=progress)
     except AlexnetError as exc:
-        raise type(exc)(f"ablate, variant {variant.name}: {exc}") from None
+        raise exc.within(f"ablate, variant {variant.name}") from None
     return {k: result[k] for k in ("step", "epochs", "finished", "parallel", "rank")}
 
 

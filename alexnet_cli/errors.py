@@ -14,6 +14,7 @@ flag names: its error boundary shows `--dropout must be in [0, 1), got 2` (cli/f
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 
@@ -21,18 +22,29 @@ class AlexnetError(Exception):
     """A problem with the user's input or environment, explained in one line.
 
     `field`: the setting the message is about, when it is one; the message then begins with
-    that name, so that `naming` can put another name (the CLI's flag) in its place."""
+    that name (after the contexts of `within`), so that `naming` can put another name (the
+    CLI's flag) in its place."""
 
     def __init__(self, message: str = "", *, field: str | None = None, value: Any = None) -> None:
         if field is not None and not message.startswith(field):
             raise ValueError(f"an error about {field!r} must begin with it: {message!r}")
         super().__init__(message)
         self.field, self.value = field, value
+        self.field_at = 0                  # where the field's name stands in the message
+
+    def within(self, context: str) -> AlexnetError:
+        """The same error (type, field, value), its message after `context: `."""
+        wrapped = copy.copy(self)
+        wrapped.args = (f"{context}: {self}",)
+        wrapped.field_at = self.field_at + len(context) + 2
+        return wrapped
 
     def naming(self, name: str) -> str:
         """The message with the setting called `name` (e.g. its command-line flag)."""
         message = str(self)
-        return name + message[len(self.field):] if self.field is not None else message
+        if self.field is None:
+            return message
+        return message[:self.field_at] + name + message[self.field_at + len(self.field):]
 
 
 class UsageError(AlexnetError):
