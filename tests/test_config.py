@@ -151,6 +151,20 @@ def test_a_library_error_names_the_field_and_value():
         ModelConfig(activation="sigmoid")
 
 
+def test_an_error_in_a_context_keeps_its_field_for_the_cli():
+    from alexnet_cli.cli.flags import flag_message
+    from alexnet_cli.errors import DataError, UsageError
+
+    error = UsageError("plateau_patience must be at least 1, got 0", field="plateau_patience", value=0)
+    wrapped = error.within("ablate, variant full")
+    assert type(wrapped) is UsageError and (wrapped.field, wrapped.value) == ("plateau_patience", 0)
+    assert str(wrapped) == "ablate, variant full: plateau_patience must be at least 1, got 0"
+    assert flag_message(wrapped) == "ablate, variant full: --patience must be at least 1, got 0"
+    assert flag_message(DataError("no field here").within("x")) == "x: no field here"
+    with pytest.raises(ValueError, match="must begin with it"):
+        UsageError("got 0 for lr", field="lr", value=0)
+
+
 def test_the_cli_names_the_flag_of_a_library_error():
     from typer.testing import CliRunner
 
