@@ -84,7 +84,7 @@ def parse_variants(names: str | Sequence[str] | None) -> list[str]:
     unknown = [n for n in asked if n not in VARIANTS and n != FULL]
     if unknown or not asked:
         what = f"unknown variant {', '.join(map(repr, unknown))}" if unknown else "none given"
-        raise UsageError(f"--variants: {what}; choose among {', '.join(VARIANTS)}")
+        raise UsageError(f"variants: {what}; choose among {', '.join(VARIANTS)}", field="variants", value=names)
     return [n for n in VARIANTS if n in asked]
 
 
@@ -97,7 +97,7 @@ def variant_configs(variant: Variant, model_cfg: ModelConfig,
 def check_ablation_dir(out_dir: Path) -> None:
     """DIR holds run folders; a run folder itself (or a file) is not a place for them."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir} is a file; give a folder for the runs")
+        raise UsageError(f"out_dir {out_dir} is a file; give a folder for the runs", field="out_dir", value=out_dir)
     if (out_dir / "config.json").exists():
         raise AlexnetError(f"{out_dir} is a training run's folder; give ablate a folder of its own "
                            "(it makes one run folder per variant in it)")
@@ -114,9 +114,11 @@ def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tr
     names = [FULL, *parse_variants(variants)]
     check_crops(crops)
     if not 0 < figure1_error < 1:
-        raise UsageError(f"--figure1-error must be between 0 and 100 percent, got {100 * figure1_error:g}")
+        raise UsageError(f"figure1_error must be a fraction in (0, 1), got {figure1_error:g}", field="figure1_error",
+                         value=figure1_error)
     if eval_batch_size < 1:
-        raise UsageError(f"--eval-batch-size must be at least 1, got {eval_batch_size}")
+        raise UsageError(f"eval_batch_size must be at least 1, got {eval_batch_size}", field="eval_batch_size",
+                         value=eval_batch_size)
     check_ablation_dir(out_dir)
     manifest = read_manifest(data_dir)
     # the data by content (train.data_key): a folder prepared again at the same path is other data
@@ -163,7 +165,7 @@ def _train_variant(variant: Variant, data_dir: Path, run_dir: Path, model_cfg: M
         result = train(data_dir, run_dir, m, t, dataclasses.replace(run, resume=resume), recipe=recipe,
                        progress=progress)
     except AlexnetError as exc:
-        raise type(exc)(f"ablate, variant {variant.name}: {exc}") from None
+        raise exc.within(f"ablate, variant {variant.name}") from None
     return {k: result[k] for k in ("step", "epochs", "finished", "parallel", "rank")}
 
 

@@ -81,7 +81,7 @@ def test_crops(images: torch.Tensor, mean_image: torch.Tensor, crops: int, *,
         for top, left, flip in TEN_CROPS:
             yield crop(images, mean_image, top, left, flip, mean_crop=mean_crop)
     else:
-        raise UsageError(f"crops must be 1 or 10, got {crops}")
+        raise UsageError(f"crops must be 1 or 10, got {crops}", field="crops", value=crops)
 
 
 test_crops.__test__ = False  # a library function, not a pytest test, wherever it is imported
@@ -107,7 +107,7 @@ class TrainAugment:
         check_choice("pca_scale", pca_scale, PCA_SCALES)
         check_choice("mean_crop", mean_crop, MEAN_CROPS)
         if chunk < 1:
-            raise UsageError(f"augmentation chunk must be positive, got {chunk}")
+            raise UsageError(f"chunk must be positive, got {chunk}", field="chunk", value=chunk)
         if (eigenvalues is None) != (eigenvectors is None):
             raise AlexnetError("pass both eigenvalues and eigenvectors for PCA colour noise, or neither")
         self.mean_image = torch.as_tensor(mean_image, dtype=torch.float32)      # (256, 256, 3)

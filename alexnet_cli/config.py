@@ -57,27 +57,26 @@ class ModelConfig:
     bias_fill: float = 1.0            # 6: biases 1 in conv2, conv4, conv5, fc6, fc7 (Caffe uses 0.1)
 
     def __post_init__(self) -> None:
-        check_field_types(self, {"bias_fill": "--bias-init", "init_std_conv345": "--init-std-conv345",
-                                 "dropout": "--dropout", "num_classes": "--num-classes", "columns": "--columns"})
+        check_field_types(self)
         check_choice("activation", self.activation, ("relu", "tanh"))
         check_choice("conv1_order", self.conv1_order, ("paper", "code"))
         check_choice("conv1_padding", self.conv1_padding, ("paper", "code"))
         check_choice("columns", self.columns, (1, 2))
         check_choice("dropout_style", self.dropout_style, DROPOUT_STYLES)
         if self.num_classes < 2:
-            raise UsageError(f"--num-classes must be at least 2, got {self.num_classes}")
+            raise _bad(self, "num_classes", "must be at least 2")
         if not 0.0 <= self.dropout < 1.0:
-            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+            raise _bad(self, "dropout", "must be in [0, 1)")
         if (self.pool_kernel, self.pool_stride) not in ((3, 2), (2, 2)):
-            raise UsageError("--pool: pooling must be 3/2 (overlapping, the paper's) or 2/2 (the ablation)")
+            raise UsageError(f"pool_kernel: pooling must be 3/2 (overlapping, the paper's) or 2/2 (the ablation), "
+                             f"got {self.pool_kernel}/{self.pool_stride}", field="pool_kernel", value=self.pool_kernel)
         if not 1 <= self.lrn_size <= 256:                    # n adjacent maps of at most 256 (conv2)
-            raise UsageError(f"lrn_size must be between 1 and 256, got {self.lrn_size}")
+            raise _bad(self, "lrn_size", "must be between 1 and 256")
         for name in ("init_std", "init_std_conv345", "lrn_alpha", "lrn_beta"):
             if not getattr(self, name) >= 0:                  # NaN fails too
-                flag = "--init-std-conv345" if name == "init_std_conv345" else name
-                raise UsageError(f"{flag} must be at least 0, got {getattr(self, name)}")
+                raise _bad(self, name, "must be at least 0")
         if not self.lrn_k > 0:                                 # k + alpha*sum is raised to -beta
-            raise UsageError(f"lrn_k must be positive, got {self.lrn_k}")
+            raise _bad(self, "lrn_k", "must be positive")
 
 
 @dataclass(frozen=True)
@@ -102,24 +101,21 @@ class TrainConfig:
     mean_crop: str = "crop"           # crop of (image - mean image); code: centre 224 of the mean from every crop
 
     def __post_init__(self) -> None:
-        check_field_types(self, {"plateau_patience": "--patience", **{name: "--" + name.replace("_", "-") for name in (
-            "epochs", "batch_size", "lr", "momentum", "weight_decay", "max_lr_drops", "bias_lr_mult", "aug_chunk")}})
+        check_field_types(self)
         check_choice("lr_schedule", self.lr_schedule, ("plateau", "code", "code2010"))
         check_choice("pca_scale", self.pca_scale, ("paper", "code"))
         check_choice("mean_crop", self.mean_crop, ("crop", "center"))
         check_choice("code_epoch_base", self.code_epoch_base, (0, 1))
-        for name, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size"), ("aug_chunk", "--aug-chunk"),
-                           ("plateau_patience", "--patience")):
+        for name in ("epochs", "batch_size", "aug_chunk", "plateau_patience"):
             if getattr(self, name) < 1:
-                raise UsageError(f"{flag} must be at least 1, got {getattr(self, name)}")
+                raise _bad(self, name, "must be at least 1")
         if not self.lr > 0:
-            raise UsageError(f"--lr must be positive, got {self.lr}")
+            raise _bad(self, "lr", "must be positive")
         if not 0.0 <= self.momentum < 1.0:
-            raise UsageError(f"--momentum must be in [0, 1), got {self.momentum}")
-        for name, flag in (("weight_decay", "--weight-decay"), ("bias_lr_mult", "--bias-lr-mult"),
-                           ("pca_std", "pca_std"), ("max_lr_drops", "--max-lr-drops")):
+            raise _bad(self, "momentum", "must be in [0, 1)")
+        for name in ("weight_decay", "bias_lr_mult", "pca_std", "max_lr_drops"):
             if not getattr(self, name) >= 0:
-                raise UsageError(f"{flag} must not be negative, got {getattr(self, name)}")
+                raise _bad(self, name, "must not be negative")
 
 
 # The released code's choices (docs/paper-vs-code.md); every other
@@ -146,12 +142,18 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def check_field_types(config, flags: dict[str, str]) -> None:
+def _bad(config, name: str, rule: str) -> UsageError:
+    """`name must ..., got value`: the error about one field of `config`."""
+    value = getattr(config, name)
+    return UsageError(f"{name} {rule}, got {value}", field=name, value=value)
+
+
+def check_field_types(config) -> None:
     """Every field of the type it is declared with, and every number finite: a value read from a
     file (a checkpoint's config) can be anything, and one `inf` learning rate makes every weight
-    NaN in one step. The error names the flag of `flags`, else the field."""
+    NaN in one step."""
     for f in fields(config):
-        value, name = getattr(config, f.name), flags.get(f.name, f.name)
+        value, name = getattr(config, f.name), f.name
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         ok = {"bool": isinstance(value, bool), "str": isinstance(value, str),
               "int": number and isinstance(value, int),
@@ -159,14 +161,15 @@ def check_field_types(config, flags: dict[str, str]) -> None:
         if not ok:
             what = {"bool": "true or false", "str": "a string", "int": "a whole number",
                     "float": "a finite number"}[str(f.type)]
-            raise UsageError(f"{name} must be {what}, got {value!r}")
+            raise UsageError(f"{name} must be {what}, got {value!r}", field=name, value=value)
 
 
 def check_choice(name: str, value: Any, choices: tuple) -> None:
-    """`value` must be one of `choices`; the error names the command-line flag, --name-with-dashes."""
+    """`value` of the setting `name` (a field or argument) must be one of `choices`."""
     if value not in choices:
-        flag = name if name.startswith("--") else "--" + name.replace("_", "-")
-        raise UsageError(f"{flag} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        field = None if name.startswith("--") else name    # "--flag": a caller that still names the flag
+        raise UsageError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}",
+                         field=field, value=value)
 
 
 def _resolve(cls, recipe: str, part: str, overrides: dict[str, Any]):

@@ -93,7 +93,7 @@ class DemoConfig:
 
     def check(self) -> None:
         if not 2 <= self.classes <= 64:
-            raise UsageError(f"--classes must be in 2..64, got {self.classes}")
+            raise UsageError(f"classes must be in 2..64, got {self.classes}", field="classes", value=self.classes)
         if self.train_per_class < 1 or self.val_per_class < 1:
             raise UsageError("the demo needs at least one training and one validation image per class")
         if self.classes * self.train_per_class < self.batch_size:
@@ -102,7 +102,7 @@ class DemoConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.queries < 1 or self.k < 1:
             raise UsageError("epochs, batch size, queries and k must be positive")
         if self.lr is not None and self.lr <= 0:
-            raise UsageError(f"the learning rate must be positive, got {self.lr}")
+            raise UsageError(f"lr must be positive, got {self.lr}", field="lr", value=self.lr)
         check_seed(self.seed)
         self.configs()          # every setting the trainer will check, checked before anything is written
 
@@ -189,7 +189,7 @@ def claim_out(out: Path, config: DemoConfig) -> bool:
     a non-empty folder without the marker is an error."""
     marker = out / MARKER
     if out.exists() and not out.is_dir():
-        raise AlexnetError(f"{out} exists and is not a folder: choose another --out")
+        raise AlexnetError(f"out {out} exists and is not a folder: choose another folder", field="out", value=out)
     if marker.is_file():
         try:
             saved = json.loads(marker.read_text(encoding="utf-8")).get("config")
@@ -204,8 +204,8 @@ def claim_out(out: Path, config: DemoConfig) -> bool:
             elif path.exists():
                 path.unlink()
     elif out.exists() and any(out.iterdir()):
-        raise AlexnetError(f"{out} is not empty and holds no earlier demo ({MARKER} missing): choose another "
-                           "--out; the demo never deletes a folder it did not create")
+        raise AlexnetError(f"out {out} is not empty and holds no earlier demo ({MARKER} missing): choose another "
+                           "folder; the demo never deletes a folder it did not create", field="out", value=out)
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(json_text({"alexnet_demo": MARKER_VERSION, "config": config.key()}, indent=2) + "\n",
                       encoding="utf-8")

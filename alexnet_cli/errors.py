@@ -5,11 +5,46 @@ missing inputs, inconsistent options; exit code 1. `UsageError` is a value the c
 does not allow (a choice that is not one, a number out of range): exit code 2, like click's
 own usage errors (docs/public-surface.md: 2 is bad usage). Anything else is a bug and, outside `--debug`, is
 still reported in one line, with the exception type.
+
+The library speaks in its own terms: an error about one setting names the setting by its field
+or argument name and carries it, with the value, as `field` and `value`
+(`UsageError("dropout must be in [0, 1), got 2", field="dropout", value=2)`). Only the CLI knows
+flag names: its error boundary shows `--dropout must be in [0, 1), got 2` (cli/flags.py).
 """
+
+from __future__ import annotations
+
+import copy
+from typing import Any
 
 
 class AlexnetError(Exception):
-    """A problem with the user's input or environment, explained in one line."""
+    """A problem with the user's input or environment, explained in one line.
+
+    `field`: the setting the message is about, when it is one; the message then begins with
+    that name (after the contexts of `within`), so that `naming` can put another name (the
+    CLI's flag) in its place."""
+
+    def __init__(self, message: str = "", *, field: str | None = None, value: Any = None) -> None:
+        if field is not None and not message.startswith(field):
+            raise ValueError(f"an error about {field!r} must begin with it: {message!r}")
+        super().__init__(message)
+        self.field, self.value = field, value
+        self.field_at = 0                  # where the field's name stands in the message
+
+    def within(self, context: str) -> AlexnetError:
+        """The same error (type, field, value), its message after `context: `."""
+        wrapped = copy.copy(self)
+        wrapped.args = (f"{context}: {self}",)
+        wrapped.field_at = self.field_at + len(context) + 2
+        return wrapped
+
+    def naming(self, name: str) -> str:
+        """The message with the setting called `name` (e.g. its command-line flag)."""
+        message = str(self)
+        if self.field is None:
+            return message
+        return message[:self.field_at] + name + message[self.field_at + len(self.field):]
 
 
 class UsageError(AlexnetError):

@@ -79,7 +79,8 @@ class EvalResult:
 
 def check_crops(crops: int) -> int:
     if crops not in CROPS:
-        raise UsageError(f"--crops must be 1 (centre crop) or 10 (the paper's ten crops), got {crops}")
+        raise UsageError(f"crops must be 1 (centre crop) or 10 (the paper's ten crops), got {crops}", field="crops",
+                         value=crops)
     return crops
 
 
@@ -217,7 +218,7 @@ def evaluate(checkpoints: Sequence[Path], data_dir: Path, *, split: str = "val",
     prepared data folder, with 1 or 10 crops per image."""
     check_crops(crops)
     if batch_size < 1:
-        raise UsageError(f"--batch-size must be positive, got {batch_size}")
+        raise UsageError(f"batch_size must be positive, got {batch_size}", field="batch_size", value=batch_size)
     if not checkpoints:
         raise AlexnetError("give at least one checkpoint")
     dev = resolve_device(device)

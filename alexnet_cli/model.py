@@ -133,8 +133,8 @@ def set_lrn_kernel(module: nn.Module, kernel: str) -> None:
     if kernel == "triton":
         from alexnet_cli.lrn_triton import triton_available
         if not triton_available():
-            raise AlexnetError("--lrn-kernel triton needs the triton package and a CUDA GPU; "
-                               "use --lrn-kernel auto")
+            raise AlexnetError("lrn_kernel triton needs the triton package and a CUDA GPU; use auto",
+                               field="lrn_kernel", value=kernel)
     for m in module.modules():
         if isinstance(m, LocalResponseNorm):
             m.kernel = kernel

@@ -54,8 +54,8 @@ def _mean_and_names(loaded: LoadedModel, data_dir: Path | None) -> tuple[torch.T
             classes, names = list(manifest.classes), list(manifest.class_names)
     mean = loaded.mean_or_data(data_dir)
     if mean is None:
-        raise CheckpointError(f"{loaded.path}: holds no mean image (a bare state_dict?): pass --data DIR, "
-                              "the prepared data folder it was trained on")
+        raise CheckpointError(f"data_dir is needed: {loaded.path} holds no mean image (a bare state_dict?); give "
+                              "the prepared data folder it was trained on", field="data_dir", value=None)
     return mean, classes, names
 
 
@@ -84,7 +84,7 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5,
     """
     check_crops(crops)
     if k < 1:
-        raise UsageError(f"--k must be at least 1, got {k}")
+        raise UsageError(f"k must be at least 1, got {k}", field="k", value=k)
     dev = resolve_device(device)
     pixels = _load_all(images)                                        # each uint8 (256, 256, 3)
     loaded = load_model(checkpoint, dev)

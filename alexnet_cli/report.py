@@ -193,8 +193,8 @@ def check_picture_path(path: str | Path) -> Path:
     suffix = path.suffix.lower().lstrip(".")
     formats = _figure_formats()
     if suffix not in formats:
-        raise UsageError(f"--out {path}: the suffix names the format; use one of "
-                         f"{', '.join('.' + f for f in sorted(formats))}")
+        raise UsageError(f"out {path}: the suffix names the format; use one of "
+                         f"{', '.join('.' + f for f in sorted(formats))}", field="out", value=path)
     return path
 
 

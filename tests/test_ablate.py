@@ -134,6 +134,45 @@ def test_bad_options_are_one_error_line_before_any_training(tiny_data, tmp_path,
     assert not out.exists()
 
 
+def test_every_run_gets_trains_recipe_network_and_running_options(tiny_data, tmp_path, monkeypatch):
+    """ablate passes train's options on to the library's ablate(), which gives them to every run."""
+    import alexnet_cli.cli.ablate as cli_ablate
+
+    seen = {}
+    monkeypatch.setattr(cli_ablate, "ablate", lambda data, out, model_cfg, train_cfg, run, **kw: seen.update(
+        model=model_cfg, train=train_cfg, run=run, **kw))
+    result = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(tmp_path / "a"), "--variants", "tanh",
+                                 "--pca-scale", "code", "--aug-chunk", "8", "--mean-crop", "center",
+                                 "--code-epoch-base", "1", "--bias-lr-mult", "2", "--no-bias-weight-decay",
+                                 "--lrn-alpha-over-n", "--conv1-order", "code", "--within-map-norm",
+                                 "--conv1-padding", "code", "--init-std-conv345", "0.03", "--lrn-kernel", "reference",
+                                 "--compile", "--compile-mode", "max-autotune", "--no-channels-last",
+                                 "--stuck-steps", "7", "--tensorboard", "--figure1-error", "30"])
+    assert result.exit_code == 0, result.output
+    t, m, r = seen["train"], seen["model"], seen["run"]
+    assert (t.pca_scale, t.aug_chunk, t.mean_crop, t.code_epoch_base, t.bias_lr_mult, t.bias_weight_decay) == (
+        "code", 8, "center", 1, 2.0, False)
+    assert (m.lrn_alpha_over_n, m.conv1_order, m.within_map_norm, m.conv1_padding, m.init_std_conv345) == (
+        True, "code", True, "code", 0.03)
+    assert (r.lrn_kernel, r.compile, r.compile_mode, r.channels_last, r.stuck_steps, r.tensorboard) == (
+        "reference", True, "max-autotune", False, 7, True)
+    assert seen["variants"] == ["tanh"] and seen["figure1_error"] == pytest.approx(0.3)
+
+
+def test_train_and_ablate_share_each_option():
+    """An option of both commands is one definition: the same help, default and panel."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    options = {name: {p.opts[0]: p for p in commands[name].params} for name in ("train", "ablate")}
+    shared = options["train"].keys() & options["ablate"].keys()
+    assert {"--pca-scale", "--aug-chunk", "--mean-crop", "--lrn-kernel", "--compile-mode", "--seed"} <= shared
+    for flag in shared - {"--out"}:
+        a, b = options["train"][flag], options["ablate"][flag]
+        assert (a.help, a.default, a.secondary_opts, a.rich_help_panel) == (b.help, b.default, b.secondary_opts,
+                                                                             b.rich_help_panel), flag
+
+
 def test_a_run_folder_is_not_an_ablation_folder(tiny_data, tmp_path):
     run = tmp_path / "run"
     run.mkdir()

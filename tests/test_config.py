@@ -130,8 +130,60 @@ def test_a_negative_init_std_exits_2_on_the_command_line():
                                                 ("plateau_patience", 0, "--patience"), ("lr", 0.0, "--lr"),
                                                 ("weight_decay", -1.0, "--weight-decay"),
                                                 ("max_lr_drops", -1, "--max-lr-drops")])
-def test_a_bad_training_value_names_its_flag(field, value, flag):
+def test_a_bad_training_value_names_its_field_and_the_cli_its_flag(field, value, flag):
+    from alexnet_cli.cli.flags import flag_message
     from alexnet_cli.errors import UsageError
 
-    with pytest.raises(UsageError, match=f"^{flag} must"):
+    with pytest.raises(UsageError, match=f"^{field} must") as caught:
         TrainConfig(**{field: value})
+    assert (caught.value.field, caught.value.value) == (field, value)
+    assert flag_message(caught.value) == flag + str(caught.value)[len(field):]
+
+
+def test_a_library_error_names_the_field_and_value():
+    from alexnet_cli.errors import UsageError
+
+    with pytest.raises(UsageError) as caught:
+        ModelConfig(dropout=2)
+    assert str(caught.value) == "dropout must be in [0, 1), got 2"
+    assert (caught.value.field, caught.value.value) == ("dropout", 2)
+    with pytest.raises(UsageError, match=r"^activation must be one of relu, tanh; got 'sigmoid'$"):
+        ModelConfig(activation="sigmoid")
+
+
+def test_an_error_in_a_context_keeps_its_field_for_the_cli():
+    from alexnet_cli.cli.flags import flag_message
+    from alexnet_cli.errors import DataError, UsageError
+
+    error = UsageError("plateau_patience must be at least 1, got 0", field="plateau_patience", value=0)
+    wrapped = error.within("ablate, variant full")
+    assert type(wrapped) is UsageError and (wrapped.field, wrapped.value) == ("plateau_patience", 0)
+    assert str(wrapped) == "ablate, variant full: plateau_patience must be at least 1, got 0"
+    assert flag_message(wrapped) == "ablate, variant full: --patience must be at least 1, got 0"
+    assert flag_message(DataError("no field here").within("x")) == "x: no field here"
+    with pytest.raises(ValueError, match="must begin with it"):
+        UsageError("got 0 for lr", field="lr", value=0)
+
+
+def test_the_cli_names_the_flag_of_a_library_error():
+    from typer.testing import CliRunner
+
+    from alexnet_cli.cli.app import app
+
+    for args, line in ((["--dropout", "2"], "Error: --dropout must be in [0, 1), got 2.0"),
+                       (["--bias-init", "nan"], "Error: --bias-init must be a finite number, got nan"),
+                       (["--pool", "4"], "Error: --pool: pooling must be 3/2"),
+                       (["--activation", "sigmoid"], "Error: --activation must be one of relu, tanh; got 'sigmoid'")):
+        result = CliRunner().invoke(app, ["summary", *args])
+        assert result.exit_code == 2 and result.stderr.startswith(line), (args, result.output)
+
+
+def test_every_flag_of_the_table_is_a_flag_of_a_command():
+    import typer.main
+
+    from alexnet_cli.cli.app import app
+    from alexnet_cli.cli.flags import FLAGS
+
+    group = typer.main.get_command(app)
+    flags = {opt for cmd in group.commands.values() for p in cmd.params for opt in (*p.opts, *p.secondary_opts)}
+    assert set(FLAGS.values()) <= flags, set(FLAGS.values()) - flags

@@ -163,8 +163,10 @@ def test_cli_table_and_figure(ckpt, images, tmp_path):
 
 def test_bare_state_dict_needs_the_data_folder(ckpt, images, tmp_path, tiny_data):
     torch.save(_model().state_dict(), tmp_path / "bare.pt")
-    with pytest.raises(CheckpointError, match="--data"):
+    with pytest.raises(CheckpointError, match="^data_dir is needed"):
         predict(tmp_path / "bare.pt", [images["rgb"]], device="cpu")
+    bare = runner.invoke(app, ["predict", str(tmp_path / "bare.pt"), str(images["rgb"])])
+    assert bare.exit_code == 1 and bare.stderr.startswith("Error: --data is needed"), bare.output
     res = runner.invoke(app, ["predict", str(tmp_path / "bare.pt"), str(images["rgb"]), "--data", str(tiny_data),
                               "--json", "--device", "cpu"])
     assert res.exit_code == 0, res.output

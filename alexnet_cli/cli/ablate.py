@@ -12,68 +12,96 @@ from rich.table import Table
 from rich.text import Text
 
 from alexnet_cli.ablate import FULL, VARIANTS, ablate, figure1_line, title
-from alexnet_cli.cli.common import ExistingDir, JsonOpt, console, err_console, print_json, reporter
-from alexnet_cli.cli.options import BiasInitOpt, DecodeOpt, DropoutStyleOpt, RecipeOpt, model_config_from_options
+from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, ExistingDir, JsonOpt, WorkersOpt, console,
+                                    err_console, print_json, reporter)
+from alexnet_cli.cli.options import (AugChunkOpt, BatchSizeOpt, BiasInitOpt, BiasLrMultOpt, BiasWeightDecayOpt,
+                                     ChannelsLastOpt, CodeEpochBaseOpt, CompileModeOpt, CompileOpt, Conv1OrderOpt,
+                                     Conv1PaddingOpt, DevicesOpt, DropoutStyleOpt, EpochsOpt, InitStdConv345Opt,
+                                     LogEveryOpt, LrOpt, LrScheduleOpt, LrnAlphaOverNOpt, LrnKernelOpt, MaxLrDropsOpt,
+                                     MaxStepsOpt, MeanCropOpt, MomentumOpt, ParallelOpt, PatienceOpt, PcaScaleOpt,
+                                     RecipeOpt, SaveEveryOpt, SeedOpt, StuckStepsOpt, TensorboardOpt, WeightDecayOpt,
+                                     WithinMapNormOpt, devices_from_option, model_config_from_options)
 from alexnet_cli.config import resolve_train_config
+from alexnet_cli.errors import UsageError
 from alexnet_cli.train import RunOptions
 
 _ABL = "Ablations"
-_REC = "Training recipe, for every run (default: the recipe's)"
-_RUN = "Running"
-
-
-def _opt(flag: str, help: str, panel: str = _REC, **kw):
-    return typer.Option(flag, help=help, rich_help_panel=panel, **kw)
 
 
 def ablate_cmd(
     data: ExistingDir,
-    out: Annotated[Path, _opt("--out", f"Folder of the runs: one run folder per variant ({FULL}, no-lrn, ...), "
-                                       "ablations.json, ablations.md, curves.png.", _ABL)],
-    variants: Annotated[Optional[str], _opt("--variants", f"Comma-separated, among {','.join(VARIANTS)} "
-                                                          f"(default: all). The full network always runs.", _ABL)] = None,
-    crops: Annotated[int, _opt("--crops", "Evaluation: 1 centre crop, or 10 (four corners, centre, mirrors; "
-                                          "paper 5.1).", _ABL)] = 10,
-    figure1_error: Annotated[float, _opt("--figure1-error", "Figure 1: the training top-1 error (percent) "
-                                                            "that ReLU and tanh are timed to.", _ABL)] = 25.0,
-    eval_batch_size: Annotated[int, _opt("--eval-batch-size", "Images per evaluation batch.", _ABL)] = 128,
+    out: Annotated[Path, typer.Option("--out", help=f"Folder of the runs: one run folder per variant ({FULL}, no-lrn, "
+                                      "...), ablations.json, ablations.md, curves.png.", rich_help_panel=_ABL)],
+    variants: Annotated[Optional[str], typer.Option("--variants", help=f"Comma-separated, among {','.join(VARIANTS)} "
+                                                    "(default: all). The full network always runs.",
+                                                    rich_help_panel=_ABL)] = None,
+    crops: CropsOpt = 10,
+    figure1_error: Annotated[float, typer.Option("--figure1-error", help="Figure 1: the training top-1 error "
+                                                 "(percent) that ReLU and tanh are timed to.",
+                                                 rich_help_panel=_ABL)] = 25.0,
+    eval_batch_size: Annotated[int, typer.Option("--eval-batch-size", help="Images per evaluation batch.",
+                                                 rich_help_panel=_ABL)] = 128,
     recipe: RecipeOpt = "paper",
-    epochs: Annotated[Optional[int], _opt("--epochs", "Epochs of every run (paper: 90).")] = None,
-    batch_size: Annotated[Optional[int], _opt("--batch-size", "Global batch (paper: 128).")] = None,
-    lr: Annotated[Optional[float], _opt("--lr", "Initial learning rate (paper: 0.01).")] = None,
-    momentum: Annotated[Optional[float], _opt("--momentum", "Momentum (paper: 0.9).")] = None,
-    weight_decay: Annotated[Optional[float], _opt("--weight-decay", "Weight decay (paper: 0.0005).")] = None,
-    lr_schedule: Annotated[Optional[str], _opt("--lr-schedule", "plateau (paper), code or code2010.")] = None,
-    patience: Annotated[Optional[int], _opt("--patience", "plateau: epochs without a better val top-1 before /10.")] = None,
-    max_lr_drops: Annotated[Optional[int], _opt("--max-lr-drops", "plateau: at most this many drops (paper: 3).")] = None,
-    bias_init: BiasInitOpt = None,
+    # the recipe, the network and the running of every run: train's options, less those a variant
+    # changes (--lrn, --pool, --columns, --dropout, --pca-aug, --activation), --num-classes and --resume
+    epochs: EpochsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
+    momentum: MomentumOpt = None,
+    weight_decay: WeightDecayOpt = None,
+    lr_schedule: LrScheduleOpt = None,
+    patience: PatienceOpt = None,
+    code_epoch_base: CodeEpochBaseOpt = None,
+    max_lr_drops: MaxLrDropsOpt = None,
+    bias_lr_mult: BiasLrMultOpt = None,
+    bias_weight_decay: BiasWeightDecayOpt = None,
+    pca_scale: PcaScaleOpt = None,
+    aug_chunk: AugChunkOpt = None,
+    mean_crop: MeanCropOpt = None,
     dropout_style: DropoutStyleOpt = None,
-    seed: Annotated[int, _opt("--seed", "Seed of every run (the same initial draw for all).", _RUN)] = 0,
-    device: Annotated[Optional[str], _opt("--device", "cpu, cuda or cuda:N (default: cuda when available).", _RUN)] = None,
-    parallel: Annotated[str, _opt("--parallel", "auto | single | model (--devices) | data (under torchrun).", _RUN)] = "auto",
-    devices: Annotated[Optional[str], _opt("--devices", "model parallel: the devices of column A and B.", _RUN)] = None,
-    max_steps: Annotated[Optional[int], _opt("--max-steps", "Stop each run after this many steps.", _RUN)] = None,
-    save_every: Annotated[Optional[int], _opt("--save-every", "Also write last.pt every N steps.", _RUN)] = None,
-    log_every: Annotated[int, _opt("--log-every", "Steps between log lines.", _RUN)] = 50,
-    bf16: Annotated[bool, _opt("--bf16/--no-bf16", "bf16 autocast on CUDA.", _RUN)] = True,
-    compile: Annotated[bool, _opt("--compile", "torch.compile the network.", _RUN)] = False,
-    workers: Annotated[Optional[int], _opt("--workers", "Data loader threads.", _RUN)] = None,
+    lrn_alpha_over_n: LrnAlphaOverNOpt = None,
+    conv1_order: Conv1OrderOpt = None,
+    within_map_norm: WithinMapNormOpt = None,
+    conv1_padding: Conv1PaddingOpt = None,
+    init_std_conv345: InitStdConv345Opt = None,
+    bias_init: BiasInitOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = None,
+    parallel: ParallelOpt = "auto",
+    devices: DevicesOpt = None,
+    max_steps: MaxStepsOpt = None,
+    save_every: SaveEveryOpt = None,
+    log_every: LogEveryOpt = 50,
+    bf16: Bf16Opt = True,
+    channels_last: ChannelsLastOpt = True,
+    compile: CompileOpt = False,
+    compile_mode: CompileModeOpt = "default",
+    lrn_kernel: LrnKernelOpt = "auto",
+    workers: WorkersOpt = None,
     decode: DecodeOpt = None,
+    stuck_steps: StuckStepsOpt = 2000,
+    tensorboard: TensorboardOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train the full network and the paper's ablations on DATA (each its own run under --out,
-    resumable as a whole), evaluate each, print the table beside the paper's differences."""
+    """Train the full network and the paper's ablations on DATA (each its own run under --out, all
+    with the same recipe, seed and running options, resumable as a whole), evaluate each, print
+    the table beside the paper's differences."""
+    if not 0 < figure1_error < 100:
+        raise UsageError(f"--figure1-error must be between 0 and 100 percent, got {figure1_error:g}")
     model_cfg = model_config_from_options(
         recipe, num_classes=None, lrn=None, pool=None, activation=None, dropout=None, columns=None,
-        dropout_style=dropout_style, lrn_alpha_over_n=None, conv1_order=None, within_map_norm=None, conv1_padding=None, init_std_conv345=None,
+        dropout_style=dropout_style, lrn_alpha_over_n=lrn_alpha_over_n, conv1_order=conv1_order,
+        within_map_norm=within_map_norm, conv1_padding=conv1_padding, init_std_conv345=init_std_conv345,
         bias_init=bias_init)
     train_cfg = resolve_train_config(
         recipe, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-        lr_schedule=lr_schedule, plateau_patience=patience, max_lr_drops=max_lr_drops)
-    run = RunOptions(device=device, parallel=parallel,
-                     devices=tuple(d.strip() for d in devices.split(",")) if devices else (),
-                     seed=seed, max_steps=max_steps, save_every=save_every, log_every=log_every, bf16=bf16,
-                     compile=compile, workers=workers, decode=decode or "auto")
+        lr_schedule=lr_schedule, code_epoch_base=code_epoch_base, plateau_patience=patience,
+        max_lr_drops=max_lr_drops, bias_lr_mult=bias_lr_mult, bias_weight_decay=bias_weight_decay,
+        pca_scale=pca_scale, aug_chunk=aug_chunk, mean_crop=mean_crop)
+    run = RunOptions(device=device, parallel=parallel, devices=devices_from_option(devices), seed=seed,
+                     max_steps=max_steps, save_every=save_every, log_every=log_every, bf16=bf16,
+                     channels_last=channels_last, compile=compile, compile_mode=compile_mode, lrn_kernel=lrn_kernel,
+                     workers=workers, decode=decode or "auto", stuck_steps=stuck_steps, tensorboard=tensorboard)
     doc = ablate(data, out, model_cfg, train_cfg, run, recipe=recipe,
                  variants=None if variants is None else variants.split(","), crops=crops,
                  figure1_error=figure1_error / 100, eval_batch_size=eval_batch_size, progress=reporter())

@@ -7,7 +7,9 @@ not allowed). Click's own usage errors (unknown flag, missing argument, path tha
 exist) become one line too, naming the command's --help, with exit code 2. Ctrl-C:
 `Error: interrupted`, exit code 130 (128 + SIGINT, the shell's convention), also when it
 lands inside a library call that turns it into another exception (torch.save does).
-`alexnet --debug <command>` or ALEXNET_DEBUG=1 lets the traceback through.
+`alexnet --debug <command>` or ALEXNET_DEBUG=1 lets the traceback through. A library error
+about one setting names its field (`dropout must be ...`); the boundary names the flag
+(`--dropout must be ...`) from cli/flags.py's table.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typer.core import TyperGroup
 from alexnet_cli import __version__
 from alexnet_cli.cli import ablate, codes, demo, eval as eval_cmd, features, kernels, neighbors, pca, predict, prep, report, summary, train
 from alexnet_cli.cli.common import err_console
+from alexnet_cli.cli.flags import flag_message
 from alexnet_cli.errors import AlexnetError, UsageError
 
 try:                                    # click's exceptions: typer >= 0.29 names them itself,
@@ -76,10 +79,10 @@ class AlexnetGroup(TyperGroup):
 
 
 def _message(exc: Exception) -> str:
-    """What went wrong, for one line: our errors as written; an OS error as the file and its
+    """What went wrong, for one line: our errors as written, a setting named by its flag; an OS error as the file and its
     reason; anything else (a bug, then) with its type and how to see the traceback."""
     if isinstance(exc, AlexnetError):
-        return str(exc)
+        return flag_message(exc)
     if isinstance(exc, OSError) and exc.strerror:
         names = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
         return f"{names}: {exc.strerror}" if names else exc.strerror

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, JsonOpt, WorkersOpt, console, print_json,
-                                    reporter)
+from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, ForwardBatchOpt, JsonOpt, WorkersOpt,
+                                    console, print_json, reporter)
 from alexnet_cli.codes import BITS, EPOCHS, RERANK, codes_for_split
 
 
@@ -25,7 +25,7 @@ def codes(
         help="Features from `alexnet features` (default: computed once, cached beside the shards).")] = None,
     rerank: Annotated[int, typer.Option("--rerank", min=1, help="Re-ranking depth the quality table measures.")] = RERANK,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the weights, order, noise and held-out queries.")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass when computing features.")] = 128,
+    batch_size: ForwardBatchOpt = 128,
     workers: WorkersOpt = None,
     device: DeviceOpt = "",
     json_out: JsonOpt = False,

@@ -9,9 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import (CropsOpt, DeviceOpt, JsonOpt, WorkersOpt, check_writable, console, err_console, print_json,
-                                    reporter)
-from alexnet_cli.cli.options import DecodeOpt
+from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt,
+                                    check_writable, console, err_console, print_json, reporter)
 from alexnet_cli.evaluate import EvalResult, evaluate, write_per_class, write_predictions
 from alexnet_cli.metrics import TOP_K
 
@@ -32,10 +31,9 @@ def eval_cmd(
     paths: Paths,
     split: Annotated[str, typer.Option("--split", help="The split to evaluate.")] = "val",
     crops: CropsOpt = 1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 128,
+    batch_size: ForwardBatchOpt = 128,
     device: DeviceOpt = "",
-    bf16: Annotated[bool, typer.Option("--bf16/--no-bf16",
-                                       help="bfloat16 autocast on CUDA (ignored on the CPU).")] = True,
+    bf16: Bf16Opt = True,
     workers: WorkersOpt = None,
     decode: DecodeOpt = None,
     per_class: Annotated[Optional[Path], typer.Option("--per-class", metavar="FILE.csv", dir_okay=False,

@@ -8,9 +8,8 @@ from typing import Annotated
 
 import typer
 
-from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, JsonOpt, WorkersOpt, console, print_json,
-                                    reporter)
-from alexnet_cli.cli.options import DecodeOpt
+from alexnet_cli.cli.common import (DecodeOpt, DeviceOpt, ExistingDir, ExistingFile, ForwardBatchOpt, JsonOpt,
+                                    WorkersOpt, console, print_json, reporter)
 from alexnet_cli.features import extract_features
 
 
@@ -20,7 +19,7 @@ def features(
     out: Annotated[Path, typer.Option("--out", metavar="FILE.h5", dir_okay=False,
                                       help="The features file (written as FILE.h5.partial until complete).")],
     split: Annotated[str, typer.Option("--split", help="Which split of DATA.")] = "train",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 128,
+    batch_size: ForwardBatchOpt = 128,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute even if FILE.h5 exists.")] = False,
     workers: WorkersOpt = None,
     decode: DecodeOpt = None,

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, JsonOpt, check_writable, console, err_console,
-                                    print_json, reporter)
+from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, ForwardBatchOpt, JsonOpt, check_writable,
+                                    console, err_console, print_json, reporter)
 from alexnet_cli.neighbors import DEFAULT_K, draw_neighbors, find_neighbors
 
 
@@ -28,7 +28,7 @@ def neighbors(
     out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE.png", dir_okay=False,
                                                 help="Draw each query and its neighbours, one row each (figure 4).")] = None,
     memory_mb: Annotated[float, typer.Option("--memory-mb", min=16, help="Memory budget of the search (MiB).")] = 1024,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass when computing features.")] = 128,
+    batch_size: ForwardBatchOpt = 128,
     codes: Annotated[bool, typer.Option("--codes", help="Rank by Hamming distance of the binary codes of `alexnet codes` (fast, approximate).")] = False,
     bits: Annotated[int, typer.Option("--bits", help="Which codes (with --codes): 64, 128 or 256 bits.")] = 256,
     rerank: Annotated[Optional[int], typer.Option("--rerank", min=1, metavar="N", help="With --codes: re-rank the N nearest codes by exact Euclidean distance.")] = None,

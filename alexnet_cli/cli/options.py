@@ -1,7 +1,9 @@
-"""The network's options, defined once and shared by `summary` and `train`.
+"""The options of the network, the training recipe and the running of a run, each defined
+once and shared by `summary`, `train` and `ablate` (the options of most commands, --json,
+--device, --workers, --bf16, --crops, live in common.py).
 
-Every option defaults to None, meaning "the recipe's value": `--recipe code --no-lrn` is
-the code's network without LRN.
+The network and recipe options default to None, meaning "the recipe's value":
+`--recipe code --no-lrn` is the code's network without LRN.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import typer
 from alexnet_cli.config import ModelConfig, resolve_model_config
 
 _NET = "Network (default: the recipe's)"
+_REC = "Training recipe (default: the recipe's)"
+_RUN = "Running"
 
 RecipeOpt = Annotated[str, typer.Option("--recipe", help="paper: the paper's text; code: the authors' released code (docs/paper-vs-code.md).")]
 NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Output classes (default: 1000, or the data's).", rich_help_panel=_NET)]
@@ -27,8 +31,43 @@ Conv1OrderOpt = Annotated[Optional[str], typer.Option("--conv1-order", help="pap
 WithinMapNormOpt = Annotated[Optional[bool], typer.Option("--within-map-norm/--no-within-map-norm", help="The code's 5x5 within-map normalisation after conv2's LRN.", rich_help_panel=_NET)]
 Conv1PaddingOpt = Annotated[Optional[str], typer.Option("--conv1-padding", help="paper: pad 2 all round; code: 3-pixel right/bottom overhang.", rich_help_panel=_NET)]
 InitStdConv345Opt = Annotated[Optional[float], typer.Option("--init-std-conv345", help="Init std of conv3-conv5 (paper 0.01, code 0.03).", rich_help_panel=_NET)]
-DecodeOpt = Annotated[Optional[str], typer.Option("--decode", help="Where jpeg shards are decoded: cpu (simplejpeg, one thread per --workers), gpu (batched nvJPEG on the CUDA device) or auto (gpu on CUDA when a GPU decoder is installed). Default: auto; eval and features: the decoder the run trained with. Raw shards need none.")]
 BiasInitOpt = Annotated[Optional[float], typer.Option("--bias-init", help="Bias of conv2, conv4, conv5, fc6, fc7 (paper 1; Caffe 0.1).", rich_help_panel=_NET)]
+
+# The training recipe (config.TrainConfig)
+EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Epochs (paper: 90; --lr-schedule code: 91, code2010: 93).", rich_help_panel=_REC)]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Global batch (paper: 128).", rich_help_panel=_REC)]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Initial learning rate (paper: 0.01).", rich_help_panel=_REC)]
+MomentumOpt = Annotated[Optional[float], typer.Option("--momentum", help="Momentum (paper: 0.9).", rich_help_panel=_REC)]
+WeightDecayOpt = Annotated[Optional[float], typer.Option("--weight-decay", help="Weight decay (paper: 0.0005).", rich_help_panel=_REC)]
+LrScheduleOpt = Annotated[Optional[str], typer.Option("--lr-schedule", help="plateau (paper: /10 when val error stops improving), code (the 2012 run's fixed drops) or code2010.", rich_help_panel=_REC)]
+PatienceOpt = Annotated[Optional[int], typer.Option("--patience", help="plateau: epochs without a better val top-1 before /10.", rich_help_panel=_REC)]
+CodeEpochBaseOpt = Annotated[Optional[int], typer.Option("--code-epoch-base", help="code schedules: count the notes' epochs from 0 (default: 'epoch 25' = the 26th) or 1.", rich_help_panel=_REC)]
+MaxLrDropsOpt = Annotated[Optional[int], typer.Option("--max-lr-drops", help="plateau: at most this many drops (paper: 3).", rich_help_panel=_REC)]
+BiasLrMultOpt = Annotated[Optional[float], typer.Option("--bias-lr-mult", help="Biases' rate / weights' initial rate (code: 2).", rich_help_panel=_REC)]
+BiasWeightDecayOpt = Annotated[Optional[bool], typer.Option("--bias-weight-decay/--no-bias-weight-decay", help="Weight decay on biases (code: none).", rich_help_panel=_REC)]
+PcaAugOpt = Annotated[Optional[bool], typer.Option("--pca-aug/--no-pca-aug", help="PCA colour augmentation (paper 5.1); needs DATA/pca.json.", rich_help_panel=_REC)]
+PcaScaleOpt = Annotated[Optional[str], typer.Option("--pca-scale", help="paper: eigenvalues of [0,1] pixels; code: 0.1*sqrt(eigenvalues), then /1.1.", rich_help_panel=_REC)]
+AugChunkOpt = Annotated[Optional[int], typer.Option("--aug-chunk", help="Images sharing one crop offset and flip (paper 1; code 32).", rich_help_panel=_REC)]
+MeanCropOpt = Annotated[Optional[str], typer.Option("--mean-crop", help="crop: crop of (image - mean); center: crop - central mean (code).", rich_help_panel=_REC)]
+
+# Running a run (train.RunOptions): how, not what, it learns
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the initial weights, the data order and the augmentation.", rich_help_panel=_RUN)]
+ParallelOpt = Annotated[str, typer.Option("--parallel", help="auto | single | model (two columns on --devices) | data (DDP under torchrun).", rich_help_panel=_RUN)]
+DevicesOpt = Annotated[Optional[str], typer.Option("--devices", help="model parallel: the devices of column A and B, e.g. cuda:0,cuda:1.", rich_help_panel=_RUN)]
+MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many steps in total.", rich_help_panel=_RUN)]
+SaveEveryOpt = Annotated[Optional[int], typer.Option("--save-every", help="Also write last.pt every N steps.", rich_help_panel=_RUN)]
+LogEveryOpt = Annotated[int, typer.Option("--log-every", help="Steps between log lines.", rich_help_panel=_RUN)]
+ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last/--no-channels-last", help="NHWC memory layout on CUDA.", rich_help_panel=_RUN)]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the network.", rich_help_panel=_RUN)]
+CompileModeOpt = Annotated[str, typer.Option("--compile-mode", help="With --compile: default, reduce-overhead (CUDA graphs), max-autotune or max-autotune-no-cudagraphs.", rich_help_panel=_RUN)]
+LrnKernelOpt = Annotated[str, typer.Option("--lrn-kernel", help="How LRN computes, same values: auto (fused eager, fused by torch.compile), triton (CUDA), fused or reference.", rich_help_panel=_RUN)]
+StuckStepsOpt = Annotated[int, typer.Option("--stuck-steps", help="Warn when the loss stays at chance this many steps.", rich_help_panel=_RUN)]
+TensorboardOpt = Annotated[bool, typer.Option("--tensorboard", help="Also log to RUN/tensorboard (needs the tensorboard extra).", rich_help_panel=_RUN)]
+
+
+def devices_from_option(devices: str | None) -> tuple[str, ...]:
+    """--devices cuda:0,cuda:1 as RunOptions.devices."""
+    return tuple(d.strip() for d in devices.split(",")) if devices else ()
 
 
 def model_config_from_options(recipe: str, *, num_classes: int | None, lrn: bool | None, pool: int | None,

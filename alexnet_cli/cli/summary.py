@@ -6,8 +6,8 @@ from rich.table import Table
 
 from alexnet_cli.cli.common import JsonOpt, console, print_json
 from alexnet_cli.cli.options import (ActivationOpt, BiasInitOpt, ColumnsOpt, Conv1OrderOpt, Conv1PaddingOpt,
-                                     DropoutOpt, DropoutStyleOpt, InitStdConv345Opt, LrnAlphaOverNOpt, LrnOpt, NumClassesOpt,
-                                     PoolOpt, RecipeOpt, WithinMapNormOpt, model_config_from_options)
+                                     DropoutOpt, DropoutStyleOpt, InitStdConv345Opt, LrnAlphaOverNOpt, LrnOpt,
+                                     NumClassesOpt, PoolOpt, RecipeOpt, WithinMapNormOpt, model_config_from_options)
 from alexnet_cli.config import changed_settings
 from alexnet_cli.model import AlexNet
 from alexnet_cli.summary import summarize

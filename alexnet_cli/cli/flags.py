@@ -1,0 +1,74 @@
+"""The one table from the library's setting names to the command-line flags that set them.
+
+Library errors name the setting they are about by its field or argument name and carry it
+(`AlexnetError.field`, errors.py); the error boundary (cli/app.py) shows the flag instead:
+`dropout must be in [0, 1), got 2` reaches the CLI user as `--dropout must be in [0, 1), got 2`.
+A field missing here is shown by its own name. The names are the library's, shared by every
+command that has the flag (`data_dir` is predict's --data: the other commands take DATA as an
+argument and raise nothing about it by name).
+"""
+
+from __future__ import annotations
+
+FLAGS: dict[str, str] = {
+    # ModelConfig (config.py) and summary/train/ablate's network options
+    "num_classes": "--num-classes",
+    "columns": "--columns",
+    "activation": "--activation",
+    "lrn": "--lrn",
+    "lrn_alpha_over_n": "--lrn-alpha-over-n",
+    "pool_kernel": "--pool",
+    "dropout": "--dropout",
+    "dropout_style": "--dropout-style",
+    "conv1_order": "--conv1-order",
+    "within_map_norm": "--within-map-norm",
+    "conv1_padding": "--conv1-padding",
+    "init_std_conv345": "--init-std-conv345",
+    "bias_fill": "--bias-init",
+    # TrainConfig (config.py) and train/ablate's recipe options
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "momentum": "--momentum",
+    "weight_decay": "--weight-decay",
+    "lr_schedule": "--lr-schedule",
+    "plateau_patience": "--patience",
+    "code_epoch_base": "--code-epoch-base",
+    "max_lr_drops": "--max-lr-drops",
+    "bias_lr_mult": "--bias-lr-mult",
+    "bias_weight_decay": "--bias-weight-decay",
+    "pca_aug": "--pca-aug",
+    "pca_scale": "--pca-scale",
+    "aug_chunk": "--aug-chunk",
+    "mean_crop": "--mean-crop",
+    "recipe": "--recipe",
+    # RunOptions (train.py) and the running options
+    "device": "--device",
+    "parallel": "--parallel",
+    "devices": "--devices",
+    "seed": "--seed",
+    "max_steps": "--max-steps",
+    "save_every": "--save-every",
+    "log_every": "--log-every",
+    "compile": "--compile",
+    "compile_mode": "--compile-mode",
+    "lrn_kernel": "--lrn-kernel",
+    "workers": "--workers",
+    "decode": "--decode",
+    "stuck_steps": "--stuck-steps",
+    # evaluation, prediction, ablations, reports, the demo
+    "crops": "--crops",
+    "k": "--k",
+    "data_dir": "--data",
+    "variants": "--variants",
+    "eval_batch_size": "--eval-batch-size",
+    "out": "--out",
+    "out_dir": "--out",
+    "classes": "--classes",
+}
+
+
+def flag_message(exc: Exception) -> str:
+    """`exc`'s message, the setting it is about named by its flag."""
+    field = getattr(exc, "field", None)
+    return exc.naming(FLAGS[field]) if field in FLAGS else str(exc)
