@@ -71,8 +71,9 @@ class AlexNet(nn.Module):
         x = self.lrn2(self.act(grouped_conv(self.conv2, x)))       # (B, 256, 27, 27)
         return self.pool2(self.rnorm2(x))                          # (B, 256, 13, 13)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The five convolutional layers: (B, 3, 224, 224) -> (B, 9216)."""
+    def conv_stack(self, x: torch.Tensor) -> torch.Tensor:
+        """The five convolutional layers, conv5's pooled output flattened: (B, 3, 224, 224) -> (B, 9216).
+        (The "features" of `alexnet features` are fc7's, from `embed`.)"""
         x = self.conv_block1(x)                                    # (B, 96, 27, 27)
         x = self.conv_block2(x)                                    # (B, 256, 13, 13)
         x = self.act(self.conv3(x))                                # (B, 384, 13, 13)
@@ -84,7 +85,7 @@ class AlexNet(nn.Module):
         """fc7 after its ReLU, before drop7 and its test-time scaling: the 4096-d feature of the
         paper's figure 4, whose Euclidean distances `neighbors` ranks. (With the paper's dropout
         fc6's outputs are scaled by 1 - p at test time on the way, as the paper's network does.)"""
-        x = self.drop6(self.act(self.fc6(self.features(x))))      # (B, 4096)
+        x = self.drop6(self.act(self.fc6(self.conv_stack(x))))    # (B, 4096)
         return self.act(self.fc7(x))                               # (B, 4096)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -98,11 +98,11 @@ def test_state_dict_holds_only_the_eight_layers(paper_net):
     assert keys == {f"{n}.{p}" for n in LEARNED for p in ("weight", "bias")}
 
 
-def test_forward_features_embed_shapes(paper_net):
+def test_forward_conv_stack_embed_shapes(paper_net):
     x = torch.randn(2, 3, 224, 224)
     paper_net.eval()
     with torch.no_grad():
-        assert paper_net.features(x).shape == (2, 256 * 6 * 6)
+        assert paper_net.conv_stack(x).shape == (2, 256 * 6 * 6)
         assert paper_net.embed(x).shape == (2, 4096)
         assert paper_net(x).shape == (2, 1000)
 
