@@ -343,9 +343,9 @@ def test_summary_sees_every_layer_when_columns_split_as_on_cuda(paper_net, monke
     assert {"conv2", "conv4", "conv5"} <= set(rows) and sum(r.params for r in rows.values()) == PAPER_PARAMS
 
 
-def test_lrn_kernel_switch_keeps_the_values_and_reaches_every_lrn(monkeypatch):
+def test_lrn_implementation_switch_keeps_the_values_and_reaches_every_lrn(monkeypatch):
     from alexnet_cli import model as model_module
-    from alexnet_cli.model import LRN_KERNELS, LocalResponseNorm, set_lrn_kernel
+    from alexnet_cli.model import LRN_IMPLEMENTATIONS, LocalResponseNorm, set_lrn_implementation
     from alexnet_cli.parallel import ColumnParallelAlexNet
 
     torch.manual_seed(3)
@@ -353,30 +353,30 @@ def test_lrn_kernel_switch_keeps_the_values_and_reaches_every_lrn(monkeypatch):
     x = torch.randn(2, 3, 224, 224, dtype=torch.float64) * 50
     with torch.no_grad():
         outs = {}
-        for kernel in ("auto", "fused", "reference"):
-            set_lrn_kernel(net, kernel)
-            assert {m.kernel for m in net.modules() if isinstance(m, LocalResponseNorm)} == {kernel}
-            outs[kernel] = net(x)
+        for how in ("auto", "fused", "reference"):
+            set_lrn_implementation(net, how)
+            assert {m.implementation for m in net.modules() if isinstance(m, LocalResponseNorm)} == {how}
+            outs[how] = net(x)
     assert torch.allclose(outs["fused"], outs["reference"], rtol=1e-10) and torch.equal(outs["auto"], outs["fused"])
-    calls = []   # the switch is really used: a kernel that counts its calls
+    calls = []   # the switch is really used: a reference that counts its calls
     reference = model_module.local_response_norm
     monkeypatch.setattr(model_module, "local_response_norm", lambda *a: calls.append(1) or reference(*a))
-    set_lrn_kernel(net, "reference")
+    set_lrn_implementation(net, "reference")
     with torch.no_grad():
         net(x)
     assert len(calls) == 2
     split = ColumnParallelAlexNet(AlexNet(num_classes=10), ("cpu", "cpu"))
-    set_lrn_kernel(split, "fused")
-    assert sum(isinstance(m, LocalResponseNorm) and m.kernel == "fused" for m in split.modules()) == 4
+    set_lrn_implementation(split, "fused")
+    assert sum(isinstance(m, LocalResponseNorm) and m.implementation == "fused" for m in split.modules()) == 4
     with pytest.raises(AlexnetError, match="--lrn-kernel"):
-        set_lrn_kernel(net, "fastest")
-    assert "triton" in LRN_KERNELS
+        set_lrn_implementation(net, "fastest")
+    assert "triton" in LRN_IMPLEMENTATIONS
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
-def test_triton_lrn_kernel_without_cuda_is_a_clear_error(monkeypatch):
-    from alexnet_cli.model import set_lrn_kernel
+def test_triton_lrn_implementation_without_cuda_is_a_clear_error(monkeypatch):
+    from alexnet_cli.model import set_lrn_implementation
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(AlexnetError, match="triton.*CUDA"):
-        set_lrn_kernel(AlexNet(num_classes=10), "triton")
+        set_lrn_implementation(AlexNet(num_classes=10), "triton")
