@@ -1,4 +1,4 @@
-"""Dropout as the paper does it (CACM section 5.2), inverted dropout as an option, and a frozen
+"""Dropout as the paper does it (section 5.2), inverted dropout as an option, and a frozen
 layer that stays frozen (the released code skips the update of a layer whose rate is 0).
 
 The paper: "setting to zero the output of each hidden neuron with probability 0.5 ... At test time,
