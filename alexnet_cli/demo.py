@@ -71,7 +71,6 @@ MARKER_VERSION = 1
 IMAGES, DATA, RUN = "images", "data", "run"
 KERNELS_PNG, NEIGHBORS_PNG, PREDICTIONS_PNG = "kernels.png", "neighbors.png", "predictions.png"
 OWNED = (IMAGES, IMAGES + ".partial", DATA, RUN, KERNELS_PNG, NEIGHBORS_PNG, PREDICTIONS_PNG)
-STEPS = ("data", "prep", "pca", "train", "eval_1crop", "eval_10crop", "kernels", "neighbors", "predict")
 
 
 @dataclass(frozen=True)

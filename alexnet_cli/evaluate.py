@@ -150,7 +150,7 @@ def evaluate_models(members: Sequence[Member], loader: ShardLoader, *, crops: in
     if counts.total == 0:
         raise DataError("the split holds no images to evaluate")
     predictions = _gather_predictions(kept, meter.k, getattr(loader, "world_size", 1)) if keep_predictions else None
-    return EvalResult(top1_error=counts.top1_error, top5_error=counts.topk_error, n=counts.total,
+    return EvalResult(top1_error=counts.top1_error, top5_error=counts.top5_error, n=counts.total,
                       crops=crops, counts=counts, predictions=predictions)
 
 

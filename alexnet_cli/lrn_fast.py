@@ -1,5 +1,6 @@
 """The fast ways to compute the paper's LRN (section 4.3): the same values as
-`model.local_response_norm`, less time and memory. A speed switch (`--lrn-kernel`), not a recipe.
+`model.local_response_norm`, less time and memory. A choice of implementation for speed
+(LRN_IMPLEMENTATIONS; `alexnet train --lrn-kernel`), not a recipe.
 
 - `channel_window_sum`: the window sum over each column's maps that every variant uses, in the
   input's memory format (NCHW: shifted adds; NHWC: one reduction over a sliding-window view).
@@ -14,10 +15,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# How LocalResponseNorm computes (the same function each way):
+# How LocalResponseNorm computes (the same function each way), its `implementation`:
 # auto: `fused` in eager mode, `reference` under torch.compile (which fuses its ops);
 # triton: the Triton kernels of lrn_triton.py (CUDA); fused, reference: as named, always.
-LRN_KERNELS = ("auto", "fused", "triton", "reference")
+LRN_IMPLEMENTATIONS = ("auto", "fused", "triton", "reference")
 
 
 def channel_window_sum(t: torch.Tensor, size: int, groups: int, mirror: bool = False) -> torch.Tensor:
@@ -74,10 +75,10 @@ def local_response_norm_fused(x: torch.Tensor, size: int, alpha: float, beta: fl
     return _LRNFunction.apply(x, size, alpha, beta, k, groups)
 
 
-def lrn_fast(kernel: str, x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+def lrn_fast(implementation: str, x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
              groups: int) -> torch.Tensor:
-    """The LRN by `kernel` ("fused" or "triton"; model.LocalResponseNorm handles the others)."""
-    if kernel == "triton":
+    """The LRN by `implementation` ("fused" or "triton"; model.LocalResponseNorm handles the others)."""
+    if implementation == "triton":
         from alexnet_cli.lrn_triton import lrn_triton   # imports triton: only when asked for
         return lrn_triton(x, size, alpha, beta, k, groups)
     return local_response_norm_fused(x, size, alpha, beta, k, groups)

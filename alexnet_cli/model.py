@@ -16,7 +16,7 @@ from torch import nn
 
 from alexnet_cli.config import ModelConfig, check_choice, resolve_model_config
 from alexnet_cli.errors import AlexnetError
-from alexnet_cli.lrn_fast import LRN_KERNELS, channel_window_sum, lrn_fast
+from alexnet_cli.lrn_fast import LRN_IMPLEMENTATIONS, channel_window_sum, lrn_fast
 
 
 class AlexNet(nn.Module):
@@ -71,8 +71,9 @@ class AlexNet(nn.Module):
         x = self.lrn2(self.act(grouped_conv(self.conv2, x)))       # (B, 256, 27, 27)
         return self.pool2(self.rnorm2(x))                          # (B, 256, 13, 13)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The five convolutional layers: (B, 3, 224, 224) -> (B, 9216)."""
+    def conv_stack(self, x: torch.Tensor) -> torch.Tensor:
+        """The five convolutional layers, conv5's pooled output flattened: (B, 3, 224, 224) -> (B, 9216).
+        (The "features" of `alexnet features` are fc7's, from `embed`.)"""
         x = self.conv_block1(x)                                    # (B, 96, 27, 27)
         x = self.conv_block2(x)                                    # (B, 256, 13, 13)
         x = self.act(self.conv3(x))                                # (B, 384, 13, 13)
@@ -84,7 +85,7 @@ class AlexNet(nn.Module):
         """fc7 after its ReLU, before drop7 and its test-time scaling: the 4096-d feature of the
         paper's figure 4, whose Euclidean distances `neighbors` ranks. (With the paper's dropout
         fc6's outputs are scaled by 1 - p at test time on the way, as the paper's network does.)"""
-        x = self.drop6(self.act(self.fc6(self.features(x))))      # (B, 4096)
+        x = self.drop6(self.act(self.fc6(self.conv_stack(x))))    # (B, 4096)
         return self.act(self.fc7(x))                               # (B, 4096)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,38 +107,44 @@ def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k
 
 
 class LocalResponseNorm(nn.Module):
-    """Cross-map response normalisation, per column (paper 4.3; `alpha_over_n` for the code's)."""
+    """Cross-map response normalisation, per column (paper 4.3; `alpha_over_n` for the code's).
+    `implementation` is how it computes, not what (LRN_IMPLEMENTATIONS, lrn_fast.py)."""
 
     def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int, alpha_over_n: bool,
-                 kernel: str = "auto"):
+                 implementation: str = "auto"):
         super().__init__()
         self.size, self.beta, self.k, self.groups = size, beta, k, groups
         self.alpha = alpha / size if alpha_over_n else alpha
-        self.kernel = kernel
+        self.implementation = implementation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = self.kernel                  # how it computes (lrn_fast.py): same values
-        if kernel == "auto":
-            kernel = "reference" if torch.compiler.is_compiling() else "fused"
-        if kernel == "reference":
+        how = self.implementation             # lrn_fast.py: the same values each way
+        if how == "auto":
+            how = "reference" if torch.compiler.is_compiling() else "fused"
+        if how == "reference":
             return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups)
-        return lrn_fast(kernel, x, self.size, self.alpha, self.beta, self.k, self.groups)
+        return lrn_fast(how, x, self.size, self.alpha, self.beta, self.k, self.groups)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha:g}, beta={self.beta}, k={self.k}, groups={self.groups}"
 
 
-def set_lrn_kernel(module: nn.Module, kernel: str) -> None:
-    """Choose how every LocalResponseNorm inside `module` computes (LRN_KERNELS)."""
-    check_choice("lrn_kernel", kernel, LRN_KERNELS)
-    if kernel == "triton":
+def set_lrn_implementation(module: nn.Module, implementation: str) -> None:
+    """Choose how every LocalResponseNorm inside `module` computes (LRN_IMPLEMENTATIONS)."""
+    check_choice("lrn_kernel", implementation, LRN_IMPLEMENTATIONS)
+    if implementation == "triton":
         from alexnet_cli.lrn_triton import triton_available
         if not triton_available():
             raise AlexnetError("lrn_kernel triton needs the triton package and a CUDA GPU; use auto",
                                field="lrn_kernel", value=kernel)
     for m in module.modules():
         if isinstance(m, LocalResponseNorm):
-            m.kernel = kernel
+            m.implementation = implementation
+
+
+# The old names, which train.py still imports; they go once it imports the ones above.
+LRN_KERNELS = LRN_IMPLEMENTATIONS
+set_lrn_kernel = set_lrn_implementation
 
 
 class WithinMapNorm(nn.Module):

@@ -3,7 +3,7 @@
 # them, each part's output saved under OUT (default: gpu-results/). Run from the repo root:
 #
 #   bash benchmarks/gpu_suite.sh tests        # pytest -m gpu: the CUDA-only tests (~2 min)
-#   bash benchmarks/gpu_suite.sh layers       # LRN kernels and grouped convs, ms (~1 min)
+#   bash benchmarks/gpu_suite.sh layers       # LRN implementations and grouped convs, ms (~1 min)
 #   bash benchmarks/gpu_suite.sh throughput   # the end-to-end table (~8 min)
 #   bash benchmarks/gpu_suite.sh profile      # torch.profiler kernel tables, eager (~2 min)
 #   bash benchmarks/gpu_suite.sh data         # prep and the loader, raw and jpeg shards (~5 min)

@@ -3,8 +3,8 @@ forward + backward, at the shapes of a batch of 128, in bf16 channels_last on CU
 
     python benchmarks/layers.py --device cuda
 
-LRN candidates (all the paper's formula, same values):
-  reference   model.local_response_norm through autograd (avg_pool3d over channels)
+LRN implementations (all the paper's formula, same values):
+  reference   model.local_response_norm through autograd (a window sum over the channels)
   fused       lrn_fast.local_response_norm_fused (hand-written backward), the eager default
   torch       F.local_response_norm per column (alpha/n; the usual eager baseline)
   compiled    torch.compile(reference)

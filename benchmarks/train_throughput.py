@@ -6,7 +6,7 @@
 In one run, on the device given (images/s, bf16 autocast on CUDA):
   (a) ceiling: the paper's network on a uint8 batch already resident on the device, through
       the trainer's own augmentation and training step (Trainer.augment, Trainer.train_step),
-      eager and torch.compile'd (on CUDA also in reduce-overhead mode: CUDA graphs); also with the other LRN kernels (same values): triton
+      eager and torch.compile'd (on CUDA also in reduce-overhead mode: CUDA graphs); also with the other LRN implementations (same values): triton
       where triton and CUDA are, and, compiled, the fused autograd function instead of the
       reference ops that `--lrn-kernel auto` lets torch.compile trace;
   (b) end to end: `alexnet train`'s real code path (Trainer.fit: ShardLoader -> augment ->
@@ -43,7 +43,7 @@ from alexnet_cli.config import resolve_model_config, resolve_train_config  # noq
 from alexnet_cli.evaluate import evaluate_model  # noqa: E402
 from alexnet_cli.loader import ShardLoader  # noqa: E402
 from alexnet_cli.lrn_triton import triton_available  # noqa: E402
-from alexnet_cli.model import LRN_KERNELS, LocalResponseNorm, local_response_norm  # noqa: E402
+from alexnet_cli.model import LRN_IMPLEMENTATIONS, LocalResponseNorm, local_response_norm  # noqa: E402
 from alexnet_cli.pca import compute_pca, write_pca  # noqa: E402
 from alexnet_cli.prep import PrepOptions, prepare  # noqa: E402
 from alexnet_cli.progress import NullReporter  # noqa: E402
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--log-every", type=int, default=None)
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--lrn-kernel", default="auto", choices=LRN_KERNELS, help="alexnet train --lrn-kernel for every row")
+    ap.add_argument("--lrn-kernel", default="auto", choices=LRN_IMPLEMENTATIONS, help="alexnet train --lrn-kernel for every row")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     ap.add_argument("--no-eager", action="store_true", help="skip the eager rows")
     ap.add_argument("--no-eval", action="store_true", help="skip the 10-crop evaluation rows")
@@ -248,13 +248,13 @@ def main(argv: list[str] | None = None) -> dict:
                              ceiling(data["raw"], tmp, args, compile=True, compile_mode="reduce-overhead")))
             if "a-lrn" in args.skip:
                 continue
-            # the other LRN kernels (same values) in this mode, to choose `auto`'s pick from
+            # the other LRN implementations (same values) in this mode, to choose `auto`'s pick from
             others = ["triton"] if triton_available() else []
             others += ["fused"] if c else []     # compiled `auto` traces the reference ops
-            for kernel in others:
-                if kernel != args.lrn_kernel:
-                    rows.append((f"(a) ceiling, --lrn-kernel {kernel}, {tag}",
-                                 ceiling(data["raw"], tmp, args, compile=c, lrn_kernel=kernel)))
+            for how in others:
+                if how != args.lrn_kernel:
+                    rows.append((f"(a) ceiling, --lrn-kernel {how}, {tag}",
+                                 ceiling(data["raw"], tmp, args, compile=c, lrn_kernel=how)))
             if not c:
                 for impl in ("reference", "torch"):
                     rows.append((f"(a) ceiling, {impl} LRN by autograd, eager",

@@ -64,7 +64,7 @@ def test_summary_json_has_the_documented_shape(runner):
     assert layers["conv1"]["output_shape"] == [96, 55, 55] and layers["pool5"]["output_shape"] == [256, 6, 6]
     assert sum(layer["params"] for layer in data["layers"]) == data["params"]
     assert "rnorm2" not in layers
-    assert data["input_shape"] == [3, 224, 224] and math.prod(data["input_shape"]) == 150_528   # 3.5
+    assert data["input_shape"] == [3, 224, 224] and math.prod(data["input_shape"]) == 150_528   # 4.5
 
 
 def test_summary_code_recipe_lists_rnorm2(runner):

@@ -17,7 +17,7 @@ def test_paper_model_defaults():
     assert c == ModelConfig()
     assert (c.num_classes, c.columns, c.activation) == (1000, 2, "relu")
     assert (c.lrn, c.lrn_size, c.lrn_k, c.lrn_alpha, c.lrn_beta) == (True, 5, 2.0, 1e-4, 0.75)
-    assert c.lrn_alpha_over_n is False                      # 3.3: alpha as written
+    assert c.lrn_alpha_over_n is False                      # 4.3: alpha as written
     assert (c.pool_kernel, c.pool_stride, c.dropout) == (3, 2, 0.5)
     assert (c.init_std, c.init_std_conv345, c.bias_fill) == (0.01, 0.01, 1.0)
     assert (c.conv1_order, c.conv1_padding, c.within_map_norm) == ("paper", "paper", False)

@@ -14,10 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from alexnet_cli.cli.app import app
-from alexnet_cli.demo import MARKER, STEPS, DemoConfig, claim_out, run_demo
+from alexnet_cli.demo import MARKER, DemoConfig, claim_out, run_demo
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.synth import ODD_FILES
 
+# run_demo's steps in order: the names `on_step` gets and the keys of `timings`
+STEPS = ("data", "prep", "pca", "train", "eval_1crop", "eval_10crop", "kernels", "neighbors", "predict")
 TINY = DemoConfig(classes=2, train_per_class=6, val_per_class=2, epochs=1, batch_size=4, device="cpu")
 TINY_FLAGS = ["--classes", "2", "--train-per-class", "6", "--val-per-class", "2", "--epochs", "1",
               "--batch-size", "4", "--device", "cpu"]

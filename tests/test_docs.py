@@ -1,8 +1,8 @@
-"""docs/cli.md against the code and against the public surface (CLI.md).
+"""docs/cli.md against the code and against the public surface (docs/public-surface.md).
 
 docs/cli.md is generated from the typer app by docs/generate_cli_reference.py; these tests fail
 when someone changes a command or an option without regenerating it, and when the app lacks a
-subcommand or a flag that CLI.md promises.
+subcommand or a flag that the public surface promises.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from alexnet_cli.cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_MD = ROOT / "docs" / "cli.md"
-# The public-surface promise; the first of these that exists is read.
-SURFACE_CANDIDATES = [ROOT / "docs" / "public-surface.md", Path("/work/shared/CLI.md")]
+SURFACE_MD = ROOT / "docs" / "public-surface.md"   # the public-surface promise
 PROMISED = {"prep", "pca", "train", "eval", "kernels", "neighbors", "predict", "summary", "demo"}
 
 
@@ -41,20 +40,19 @@ def generated() -> str:
 
 @pytest.fixture(scope="module")
 def surface() -> str:
-    for path in SURFACE_CANDIDATES:
-        if path.is_file():
-            return path.read_text(encoding="utf-8")
-    pytest.skip("CLI.md (the public-surface promise) not found at: " + ", ".join(map(str, SURFACE_CANDIDATES)))
+    if not SURFACE_MD.is_file():
+        pytest.skip(f"the public-surface promise is not at {SURFACE_MD}")
+    return SURFACE_MD.read_text(encoding="utf-8")
 
 
 def _section(text: str, title: str) -> str:
     match = re.search(rf"^## {re.escape(title)}[^\n]*\n(.*?)(?=^## |\Z)", text, re.M | re.S)
-    assert match, f"CLI.md has no '## {title}' section"
+    assert match, f"public-surface.md has no '## {title}' section"
     return match.group(1)
 
 
 def promised_flags(surface_text: str) -> dict[str, set[str]]:
-    """{subcommand: flags} from CLI.md's `alexnet <cmd> ...` bullets (every backticked --flag in the bullet)."""
+    """{subcommand: flags} from public-surface.md's `alexnet <cmd> ...` bullets (every backticked --flag in the bullet)."""
     promised: dict[str, set[str]] = {}
     for bullet in re.split(r"^- ", _section(surface_text, "Subcommands"), flags=re.M):
         head = re.match(r"`alexnet ([a-z][a-z0-9-]*)", bullet)
@@ -67,9 +65,9 @@ def promised_flags(surface_text: str) -> dict[str, set[str]]:
 
 
 def promised_commands(surface_text: str) -> set[str]:
-    """The subcommands CLI.md names: `alexnet --help` lists at least ..., and each subcommand bullet."""
+    """The subcommands public-surface.md names: `alexnet --help` lists at least ..., and each subcommand bullet."""
     listed = re.search(r"lists at least:(.*?)\.\n", surface_text, re.S)
-    assert listed, "CLI.md no longer says what `alexnet --help` 'lists at least:'"
+    assert listed, "public-surface.md no longer says what `alexnet --help` 'lists at least:'"
     names = {n for n in re.findall(r"`([^`]*)`", listed.group(1)) if re.fullmatch(r"[a-z][a-z0-9-]*", n)}
     return names | set(promised_flags(surface_text))
 
@@ -122,10 +120,10 @@ def test_check_reports_a_stale_file_and_the_command_to_run(tmp_path, capsys, gen
 
 def test_every_promised_subcommand_is_documented(surface, generated):
     promised = promised_commands(surface)
-    assert PROMISED <= promised, f"could not read CLI.md's subcommands (found {sorted(promised)})"
+    assert PROMISED <= promised, f"could not read public-surface.md's subcommands (found {sorted(promised)})"
     commands, _ = _commands()
     for name in sorted(promised):
-        assert name in commands, f"CLI.md promises `alexnet {name}`, the app has no such command"
+        assert name in commands, f"public-surface.md promises `alexnet {name}`, the app has no such command"
         assert f"\n## `alexnet {name}`\n" in generated, f"`alexnet {name}` missing from docs/cli.md"
         assert f"[`{name}`](#alexnet-{name})" in generated  # in the index of commands
 
@@ -141,4 +139,4 @@ def test_every_promised_flag_exists(surface):
         have = {o for p in cmd.get_params(typer.Context(cmd, info_name=name, parent=ctx))
                 for o in [*p.opts, *p.secondary_opts]}
         missing += [f"alexnet {name} {flag}" for flag in sorted(flags - have)]
-    assert not missing, "CLI.md promises flags the app lacks: " + ", ".join(missing)
+    assert not missing, "public-surface.md promises flags the app lacks: " + ", ".join(missing)

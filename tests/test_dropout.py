@@ -1,4 +1,4 @@
-"""Dropout as the paper does it (CACM section 5.2), inverted dropout as an option, and a frozen
+"""Dropout as the paper does it (section 5.2), inverted dropout as an option, and a frozen
 layer that stays frozen (the released code skips the update of a layer whose rate is 0).
 
 The paper: "setting to zero the output of each hidden neuron with probability 0.5 ... At test time,
@@ -88,7 +88,7 @@ def test_embed_is_fc7_after_relu_before_the_test_time_scaling():
     net = _small_logits_net("paper").eval()
     x = torch.randn(2, 3, 224, 224) * 50
     with torch.no_grad():
-        h6 = 0.5 * F.relu(net.fc6(net.features(x)))            # fc6's outputs, halved at test time
+        h6 = 0.5 * F.relu(net.fc6(net.conv_stack(x)))            # fc6's outputs, halved at test time
         assert torch.allclose(net.embed(x), F.relu(net.fc7(h6)), rtol=1e-5, atol=1e-5)
         assert torch.allclose(net(x), net.fc8(0.5 * net.embed(x)), rtol=1e-5, atol=1e-5)
 

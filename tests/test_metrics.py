@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from alexnet_cli.figures import BAR, BAR_HIGHLIGHT, grid, hbar_chart, hstack, labeled_tile
-from alexnet_cli.metrics import TopKMeter, topk_hits
+from alexnet_cli.metrics import TopKMeter
 
 # 4 images, 7 classes, no ties. Ranking of each row, most probable first:
 #   row 0: 2 6 0 1 3 5 4     label 2 -> top-1 hit, top-5 hit
@@ -24,10 +24,20 @@ LOGITS = torch.tensor([
 LABELS = torch.tensor([2, 4, 1, 2])
 
 
-def test_topk_hits_match_hand_computation():
-    assert topk_hits(LOGITS, LABELS, 1).tolist() == [True, False, False, False]
-    assert topk_hits(LOGITS, LABELS, 5).tolist() == [True, True, False, False]
-    assert topk_hits(LOGITS, LABELS, 6).tolist() == [True, True, True, False]
+def _hits(k: int) -> list[bool]:
+    """Per image: is its label among its k highest scores? A meter for each image alone."""
+    hits = []
+    for i in range(len(LABELS)):
+        meter = TopKMeter(7, k=k)
+        meter.update(LOGITS[i:i + 1], LABELS[i:i + 1])
+        hits.append(bool(meter.result().top5.sum()))
+    return hits
+
+
+def test_top_k_hits_match_hand_computation():
+    assert _hits(1) == [True, False, False, False]
+    assert _hits(5) == [True, True, False, False]
+    assert _hits(6) == [True, True, True, False]
 
 
 def test_meter_errors_and_per_class_counts():
@@ -36,11 +46,11 @@ def test_meter_errors_and_per_class_counts():
     counts = meter.result()
     assert counts.total == 4 and counts.k == 5
     assert counts.top1_error == pytest.approx(3 / 4)
-    assert counts.topk_error == pytest.approx(2 / 4)
+    assert counts.top5_error == pytest.approx(2 / 4)
     # class 2: rows 0 (top-1 and top-5 hit) and 3 (both miss); class 4: row 1; class 1: row 2
     assert counts.n.tolist() == [0, 1, 2, 0, 1, 0, 0]
     assert counts.top1.tolist() == [0, 0, 1, 0, 0, 0, 0]
-    assert counts.topk.tolist() == [0, 0, 1, 0, 1, 0, 0]
+    assert counts.top5.tolist() == [0, 0, 1, 0, 1, 0, 0]
     top1_err, top5_err = counts.class_errors()
     assert top1_err[2] == pytest.approx(0.5) and top5_err[4] == pytest.approx(0.0) and top5_err[1] == 1.0
     assert np.isnan(top1_err[0])  # a class with no images has no error, not 0
@@ -53,14 +63,14 @@ def test_meter_accumulates_batches_and_ignores_monotone_transforms():
     parts.update(LOGITS[:1].softmax(1), LABELS[:1])   # probabilities rank like logits
     parts.update(LOGITS[1:].softmax(1), LABELS[1:])
     a, b = whole.result(), parts.result()
-    assert (a.n == b.n).all() and (a.top1 == b.top1).all() and (a.topk == b.topk).all()
+    assert (a.n == b.n).all() and (a.top1 == b.top1).all() and (a.top5 == b.top5).all()
 
 
 def test_k_is_clipped_to_the_number_of_classes():
     meter = TopKMeter(3)
     meter.update(torch.tensor([[0.1, 0.2, 0.7], [0.5, 0.3, 0.2]]), torch.tensor([0, 1]))
     counts = meter.result()
-    assert counts.k == 3 and counts.topk_error == 0.0 and counts.top1_error == 1.0
+    assert counts.k == 3 and counts.top5_error == 0.0 and counts.top1_error == 1.0
 
 
 def test_figure_helpers_draw_and_compose():

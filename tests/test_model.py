@@ -1,8 +1,8 @@
-"""The network of alexnet_cli/model.py against the paper (section 3) and the released code.
+"""The network of alexnet_cli/model.py against the paper (section 4) and the released code.
 
-Shapes and counts are the paper's (3.5, figure 2); the LRN is checked against an independent
-NumPy implementation of the formula of 3.3; the two GPU columns (3.2) against two explicit
-convolutions; the initialisation against section 5. Full-size (60 M parameter) networks are
+Shapes and counts are the paper's (4.5, figure 2); the LRN is checked against an independent
+NumPy implementation of the formula of 4.3; the two GPU columns (4.2) against two explicit
+convolutions; the initialisation against section 6. Full-size (60 M parameter) networks are
 built once per module and shared; tests that need another variant build it with few classes.
 """
 
@@ -18,18 +18,18 @@ from alexnet_cli.errors import AlexnetError
 from alexnet_cli.model import AlexNet, LocalResponseNorm, local_response_norm
 from alexnet_cli.summary import summarize
 
-# Paper 3.5 / figure 2: (C, H, W) after every stage of the two-column network, 224x224 input.
+# Paper 4.5 / figure 2: (C, H, W) after every stage of the two-column network, 224x224 input.
 PAPER_SHAPES = {
     "conv1": (96, 55, 55), "lrn1": (96, 55, 55), "pool1": (96, 27, 27),
     "conv2": (256, 27, 27), "lrn2": (256, 27, 27), "pool2": (256, 13, 13),
     "conv3": (384, 13, 13), "conv4": (384, 13, 13), "conv5": (256, 13, 13), "pool5": (256, 6, 6),
     "fc6": (4096,), "fc7": (4096,), "fc8": (1000,),
 }
-# Paper 3.5: "the number of neurons in the net's remaining layers is given by 290,400-..."
+# Paper 4.5: "the number of neurons in the net's remaining layers is given by 290,400-..."
 PAPER_NEURONS = [290_400, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000]
 PAPER_PARAMS = 60_965_224
 LEARNED = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
-BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")   # section 5: bias 1; the others 0
+BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")   # section 6: bias 1; the others 0
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def shapes_of(model: AlexNet) -> dict[str, tuple[int, ...]]:
     return {row.name: row.output_shape for row in summarize(model)}
 
 
-# ---------------------------------------------------------------- shapes and counts (3.5)
+# ---------------------------------------------------------------- shapes and counts (4.5)
 
 def test_paper_layer_shapes(paper_net):
     assert shapes_of(paper_net) == PAPER_SHAPES
@@ -98,16 +98,16 @@ def test_state_dict_holds_only_the_eight_layers(paper_net):
     assert keys == {f"{n}.{p}" for n in LEARNED for p in ("weight", "bias")}
 
 
-def test_forward_features_embed_shapes(paper_net):
+def test_forward_conv_stack_embed_shapes(paper_net):
     x = torch.randn(2, 3, 224, 224)
     paper_net.eval()
     with torch.no_grad():
-        assert paper_net.features(x).shape == (2, 256 * 6 * 6)
+        assert paper_net.conv_stack(x).shape == (2, 256 * 6 * 6)
         assert paper_net.embed(x).shape == (2, 4096)
         assert paper_net(x).shape == (2, 1000)
 
 
-# ---------------------------------------------------------------- LRN (3.3)
+# ---------------------------------------------------------------- LRN (4.3)
 
 def lrn_reference(a: np.ndarray, n: int, alpha: float, beta: float, k: float, groups: int = 1) -> np.ndarray:
     """The paper's formula, written out map by map; the sum stays inside each group of maps."""
@@ -182,7 +182,7 @@ def test_network_lrn_settings(paper_net, code_net):
     assert isinstance(AlexNet(num_classes=10, lrn=False).lrn1, nn.Identity)
 
 
-# ---------------------------------------------------------------- two columns (3.2)
+# ---------------------------------------------------------------- two columns (4.2)
 
 @pytest.mark.parametrize("name", ["conv2", "conv4", "conv5"])
 def test_grouped_conv_is_two_explicit_columns(paper_net, name):
@@ -203,7 +203,7 @@ def test_conv3_and_fc_see_both_columns(paper_net):
     assert paper_net.fc6.in_features == 256 * 6 * 6
 
 
-# ---------------------------------------------------------------- initialisation (section 5)
+# ---------------------------------------------------------------- initialisation (section 6)
 
 @pytest.mark.parametrize("recipe, conv345_std", [("paper", 0.01), ("code", 0.03)])
 def test_init_statistics(paper_net, code_net, recipe, conv345_std):
@@ -343,9 +343,9 @@ def test_summary_sees_every_layer_when_columns_split_as_on_cuda(paper_net, monke
     assert {"conv2", "conv4", "conv5"} <= set(rows) and sum(r.params for r in rows.values()) == PAPER_PARAMS
 
 
-def test_lrn_kernel_switch_keeps_the_values_and_reaches_every_lrn(monkeypatch):
+def test_lrn_implementation_switch_keeps_the_values_and_reaches_every_lrn(monkeypatch):
     from alexnet_cli import model as model_module
-    from alexnet_cli.model import LRN_KERNELS, LocalResponseNorm, set_lrn_kernel
+    from alexnet_cli.model import LRN_IMPLEMENTATIONS, LocalResponseNorm, set_lrn_implementation
     from alexnet_cli.parallel import ColumnParallelAlexNet
 
     torch.manual_seed(3)
@@ -353,30 +353,30 @@ def test_lrn_kernel_switch_keeps_the_values_and_reaches_every_lrn(monkeypatch):
     x = torch.randn(2, 3, 224, 224, dtype=torch.float64) * 50
     with torch.no_grad():
         outs = {}
-        for kernel in ("auto", "fused", "reference"):
-            set_lrn_kernel(net, kernel)
-            assert {m.kernel for m in net.modules() if isinstance(m, LocalResponseNorm)} == {kernel}
-            outs[kernel] = net(x)
+        for how in ("auto", "fused", "reference"):
+            set_lrn_implementation(net, how)
+            assert {m.implementation for m in net.modules() if isinstance(m, LocalResponseNorm)} == {how}
+            outs[how] = net(x)
     assert torch.allclose(outs["fused"], outs["reference"], rtol=1e-10) and torch.equal(outs["auto"], outs["fused"])
-    calls = []   # the switch is really used: a kernel that counts its calls
+    calls = []   # the switch is really used: a reference that counts its calls
     reference = model_module.local_response_norm
     monkeypatch.setattr(model_module, "local_response_norm", lambda *a: calls.append(1) or reference(*a))
-    set_lrn_kernel(net, "reference")
+    set_lrn_implementation(net, "reference")
     with torch.no_grad():
         net(x)
     assert len(calls) == 2
     split = ColumnParallelAlexNet(AlexNet(num_classes=10), ("cpu", "cpu"))
-    set_lrn_kernel(split, "fused")
-    assert sum(isinstance(m, LocalResponseNorm) and m.kernel == "fused" for m in split.modules()) == 4
+    set_lrn_implementation(split, "fused")
+    assert sum(isinstance(m, LocalResponseNorm) and m.implementation == "fused" for m in split.modules()) == 4
     with pytest.raises(AlexnetError, match="^lrn_kernel must be one of"):
-        set_lrn_kernel(net, "fastest")
-    assert "triton" in LRN_KERNELS
+        set_lrn_implementation(net, "fastest")
+    assert "triton" in LRN_IMPLEMENTATIONS
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
-def test_triton_lrn_kernel_without_cuda_is_a_clear_error(monkeypatch):
-    from alexnet_cli.model import set_lrn_kernel
+def test_triton_lrn_implementation_without_cuda_is_a_clear_error(monkeypatch):
+    from alexnet_cli.model import set_lrn_implementation
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(AlexnetError, match="triton.*CUDA"):
-        set_lrn_kernel(AlexNet(num_classes=10), "triton")
+        set_lrn_implementation(AlexNet(num_classes=10), "triton")

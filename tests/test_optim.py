@@ -1,4 +1,4 @@
-"""The paper's update rule (section 5) and the parameter groups of both recipes."""
+"""The paper's update rule (section 6) and the parameter groups of both recipes."""
 
 import torch
 

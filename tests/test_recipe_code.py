@@ -216,7 +216,7 @@ def test_initialisation_matches_layers_145_cfg():
 # ---------------------------------------------------------------- the paper's network, same layers
 
 def paper_forward(x: np.ndarray, p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The paper's text (sections 3.3-3.5, figure 2), column by column, with the NumPy layers
+    """The paper's text (sections 4.3-4.5, figure 2), column by column, with the NumPy layers
     above: conv1 padded by 2 all round (224 -> 55: the first 55 of the overhanging windows),
     ReLU, then LRN (k = 2, n = 5, alpha = 1e-4 NOT divided by n, beta = 0.75) within the
     column, then overlapping 3/2 max pooling; likewise conv2; conv3 sees both columns; ReLU
