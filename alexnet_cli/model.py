@@ -136,7 +136,7 @@ def set_lrn_implementation(module: nn.Module, implementation: str) -> None:
         from alexnet_cli.lrn_triton import triton_available
         if not triton_available():
             raise AlexnetError("lrn_kernel triton needs the triton package and a CUDA GPU; use auto",
-                               field="lrn_kernel", value=kernel)
+                               field="lrn_kernel", value=implementation)
     for m in module.modules():
         if isinstance(m, LocalResponseNorm):
             m.implementation = implementation
