@@ -27,7 +27,10 @@ from alexnet_cli.cli.common import err_console
 from alexnet_cli.cli.flags import flag_message
 from alexnet_cli.errors import AlexnetError, UsageError
 
-try:                                    # click's exceptions: typer >= 0.29 names them itself,
+# click's exceptions. pyproject asks for typer >= 0.29, which names them itself; the fallbacks
+# stay on purpose: a lent GPU machine's image had typer 0.27.2 (outside our install), and the
+# device check (benchmarks/gpu_check.sh) runs this package there as it is.
+try:
     from typer import TyperException as ClickError
 except ImportError:                     # 0.26-0.28 vendor click without the name, older ones use click
     try:
