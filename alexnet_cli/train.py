@@ -3,7 +3,7 @@ flips and PCA colour noise; validation after every epoch; the learning-rate sche
 
 Three ways to run it (`parallel`):
 - "single": one device, the column split as grouped convolutions;
-- "model":  the paper's two-GPU scheme, column A and column B on two devices (parallel.py);
+- "model":  the paper's two-GPU scheme, column A and column B on two devices (model_parallel.py);
 - "data":   torch.distributed DDP under torchrun, each rank a slice of every batch.
 
 A run folder holds config.json, metrics.jsonl and checkpoints/{last,best}.pt. `last.pt` holds
@@ -46,7 +46,7 @@ from alexnet_cli.shards import DECODES
 from alexnet_cli.metrics import TopKMeter
 from alexnet_cli.model import LRN_KERNELS, AlexNet, set_lrn_kernel
 from alexnet_cli.optim import PaperSGD, load_velocity_state, param_groups, velocity_state
-from alexnet_cli.parallel import ColumnParallelAlexNet
+from alexnet_cli.model_parallel import ColumnParallelAlexNet
 from alexnet_cli.pca import read_pca
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.runlog import MetricsLog, RunLock, write_json_atomic
