@@ -261,7 +261,7 @@ class Trainer:
             "model": self.model_state(),
             "classes": list(self.manifest.classes), "class_names": list(self.manifest.class_names),
             "mean_image": self.mean_image.clone(), "config": self.config_dict(),
-            "optimizer": {"velocity": velocity_state(self.optimizer, _merge)},
+            "optimizer": {"velocity": velocity_state(self.optimizer)},
             "trainer": {"epoch": self.pos.epoch, "batch": self.pos.batch, "step": self.pos.step,
                         "schedule": self.schedule.state_dict(), "best_top1": self.best_top1,
                         "stats": self.stats.state_dict(), "metrics_offset": self.log.offset()},
@@ -330,7 +330,7 @@ class Trainer:
             self.net.load_single_state_dict(ckpt["model"])
         else:
             self.single.load_state_dict(ckpt["model"])
-        load_velocity_state(self.optimizer, ckpt["optimizer"]["velocity"], _split)
+        load_velocity_state(self.optimizer, ckpt["optimizer"]["velocity"])
         t = ckpt["trainer"]
         self.pos = Position(int(t["epoch"]), int(t["batch"]), int(t["step"]))
         self.saved_step = self.pos.step
@@ -625,14 +625,6 @@ class _EpochStats:
         self.meter.counts.copy_(d["counts"])
         self.loss_sum.copy_(d["loss_sum"])
         self.chance_steps, self.warned = int(d["chance_steps"]), bool(d["warned"])
-
-
-def _merge(tensors: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.detach().cpu() for t in tensors])
-
-
-def _split(tensor: torch.Tensor, params: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    return torch.split(tensor, [p.shape[0] for p in params])
 
 
 def _fit_classes(cfg: ModelConfig, n_data: int) -> ModelConfig:
