@@ -43,11 +43,6 @@ class TopKCounts:
     def top5_error(self) -> float:
         return 1.0 - float(self.top5.sum()) / max(self.total, 1)
 
-    @property
-    def topk_error(self) -> float:
-        """The old name of `top5_error`, which train.py still reads; it goes once it reads the new one."""
-        return self.top5_error
-
     def class_errors(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-class top-1 and top-k error, (C,) float64; NaN for classes with no images."""
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -142,11 +142,6 @@ def set_lrn_implementation(module: nn.Module, implementation: str) -> None:
             m.implementation = implementation
 
 
-# The old names, which train.py still imports; they go once it imports the ones above.
-LRN_KERNELS = LRN_IMPLEMENTATIONS
-set_lrn_kernel = set_lrn_implementation
-
-
 class WithinMapNorm(nn.Module):
     """The released code's extra layer after conv2's LRN (layers-145.cfg, `rnorm` type):
     b = a / (k + alpha/size^2 * sum_{size x size window} a^2)^beta, zeros beyond the borders."""

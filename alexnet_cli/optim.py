@@ -81,20 +81,24 @@ def base_lr(name: str, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.bias_lr_mult if name.endswith(".bias") else 1.0)
 
 
-def velocity_state(optimizer: PaperSGD, merge) -> dict[str, torch.Tensor]:
-    """The velocities by single-device parameter name; `merge` joins per-column tensors."""
+def velocity_state(optimizer: PaperSGD) -> dict[str, torch.Tensor]:
+    """The velocities by single-device parameter name, on the CPU. A name held by several
+    tensors (the two columns' parts, model parallel) is their concatenation along dim 0, the
+    output units: the single-device layout (model_parallel.py)."""
     out = {}
     for group in optimizer.param_groups:
         vs = [optimizer.state[p]["velocity"] if "velocity" in optimizer.state[p] else torch.zeros_like(p)
               for p in group["params"]]
-        out[group["name"]] = merge(vs).detach().cpu()
+        out[group["name"]] = torch.cat([v.detach().cpu() for v in vs])
     return out
 
 
-def load_velocity_state(optimizer: PaperSGD, state: dict[str, torch.Tensor], split) -> None:
-    """Inverse of velocity_state; `split` cuts a single-device tensor into the group's tensors."""
+def load_velocity_state(optimizer: PaperSGD, state: dict[str, torch.Tensor]) -> None:
+    """Inverse of velocity_state: each single-device tensor is cut along dim 0 into the
+    group's tensors (one, or column A's and column B's parts)."""
     for group in optimizer.param_groups:
         if group["name"] not in state:
             continue
-        for p, v in zip(group["params"], split(state[group["name"]], group["params"])):
+        parts = torch.split(state[group["name"]], [p.shape[0] for p in group["params"]])
+        for p, v in zip(group["params"], parts):
             optimizer.state[p]["velocity"] = v.to(device=p.device, dtype=p.dtype).clone()

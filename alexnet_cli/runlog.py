@@ -1,6 +1,10 @@
-"""What a run folder records: config.json (the resolved settings) and metrics.jsonl (one
-JSON object per log interval and per epoch), optionally mirrored to TensorBoard; and the
-lock (RUN/.lock) that keeps a second `train` out of a folder in use.
+"""A run folder (`alexnet train --out RUN`) and what it records: the paths (`RunFolder`:
+config.json, metrics.jsonl, checkpoints/last.pt and best.pt), the rule for which folders a run
+may use (`check_run_dir`) and for starting or resuming in one (`RunFolder.resuming`);
+config.json (the resolved settings, written before anything else) and metrics.jsonl (one JSON
+object per log interval and per epoch), optionally mirrored to TensorBoard; the lock
+(RUN/.lock) that keeps a second `train` out of a folder in use; and a failed checkpoint write
+said in the user's terms (`save_error`).
 
 Only rank 0 writes. On --resume the metrics file is cut back to the length it had when the
 checkpoint was written, so a killed and resumed run logs each step exactly once.
@@ -14,10 +18,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from alexnet_cli.errors import AlexnetError
+from alexnet_cli.checkpoint import save_checkpoint
+from alexnet_cli.errors import AlexnetError, UsageError
 from alexnet_cli.shards import write_atomic
 
 try:
@@ -37,6 +43,101 @@ def json_text(data: Any, *, indent: int | None = None) -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_atomic(path, (json_text(data, indent=2) + "\n").encode("utf-8"))
+
+
+class RunFolder:
+    """The files of one run folder (docs/formats.md)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.json"
+        self.checkpoints = self.path / "checkpoints"
+        self.last = self.checkpoints / "last.pt"
+        self.best = self.checkpoints / "best.pt"
+
+    def resuming(self, resume: bool, note: Callable[[str], None]) -> bool:
+        """Whether this start continues last.pt. Without --resume a folder that holds one is
+        refused; a run stopped before its first checkpoint starts again from step 0, and so does
+        --resume where there is nothing to resume (each with a `note`)."""
+        if resume and self.last.exists():
+            return True
+        if self.last.exists():
+            raise AlexnetError(f"{self.path} already holds a run; pass --resume to continue it or choose "
+                               "another --out")
+        if self.config.exists():    # killed before its first checkpoint
+            note(f"Note: the run in {self.path} stopped before its first checkpoint: starting it "
+                 "again from step 0")
+        elif resume:   # a requeued job's first start, or a mistyped --out: say which it was
+            note(f"Note: {self.last} does not exist, so there is nothing to resume: starting a new run")
+        return False
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """config.json: first thing a new run writes (the folder is then a run's); a resumed
+        run writes its own invocation's settings over the old ones."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.config, config)
+
+    def write_checkpoints(self, payload: dict[str, Any], *, best: bool) -> None:
+        """last.pt, and best.pt when `best`: first, so that a kill between the two leaves the
+        older last.pt behind, and resuming redoes both. best.pt is for eval and the other
+        tools: no velocities (half the size of last.pt)."""
+        if best:
+            save_checkpoint(self.best, {k: v for k, v in payload.items() if k != "optimizer"})
+        save_checkpoint(self.last, payload)
+
+
+def check_run_dir(out: Path) -> None:
+    """`--out` must be new, empty (hidden files aside), or a run's folder: its config.json is a
+    run's (a run writes it before anything else; other files may have been added since, e.g.
+    eval's outputs). A folder of other files is refused, never overwritten."""
+    if not out.is_dir():
+        parent = out
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"--out {out}: {parent} is a file, not a folder")
+        return
+    config = out / "config.json"
+    try:
+        saved = json.loads(config.read_text(encoding="utf-8")) if config.exists() else None
+    except (OSError, ValueError):
+        saved = "unreadable"
+    if isinstance(saved, dict) and {"recipe", "model", "train", "run"} <= saved.keys():
+        return
+    # hidden files (.DS_Store, .gitkeep, our .tmp files) and a fresh volume's lost+found are no one's
+    others = sorted(p.name for p in out.iterdir() if p.name != "lost+found" and not p.name.startswith("."))
+    if others or saved is not None:
+        what = f"it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}" if others else \
+            "its config.json is not a run's"
+        raise AlexnetError(f"{out} is not a training run's folder ({what}): choose another --out")
+
+
+FULL_DISK_BYTES = 64 << 20   # less free than this after a failed save: the disk is called full
+
+
+def save_error(exc: Exception, folder: Path, step: int, saved_step: int | None) -> Exception:
+    """A failed checkpoint write in the user's terms: which file, why (a full disk said so),
+    and that nothing is lost but the steps since the last checkpoint. An error without an
+    OSError behind it (torch.save's own RuntimeError) is called a full disk when the disk is."""
+    if isinstance(exc, OSError):
+        full, reason, name = exc.errno in (errno.ENOSPC, errno.EDQUOT), exc.strerror or str(exc), exc.filename
+    elif isinstance(exc, RuntimeError):
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            return exc
+        if free >= FULL_DISK_BYTES:
+            return exc
+        full, reason, name = True, f"{free / 2**20:.1f} MiB free", folder
+    else:
+        return exc
+    if full:
+        reason, then = f"the disk is full ({reason})", "free some space, then continue with --resume"
+    else:
+        then = "continue with --resume once it can be written"
+    kept = (f"the checkpoint of step {saved_step} is kept" if saved_step is not None
+            else "no checkpoint was written yet")
+    return AlexnetError(f"could not write the checkpoint {name or ''} at step {step}: {reason}; {kept}: {then}")
 
 
 class RunLock:

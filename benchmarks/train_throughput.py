@@ -82,7 +82,7 @@ def make_trainer(data: Path, out: Path, args, **run_kw) -> Trainer:
 
 def densify(trainer: Trainer) -> None:
     """conv2, conv4, conv5 as dense convolutions of the same widths (no column split)."""
-    m = trainer.single
+    m = trainer.replica.net
     for name in ("conv2", "conv4", "conv5"):
         old = getattr(m, name)
         setattr(m, name, nn.Conv2d(old.in_channels, old.out_channels, old.kernel_size, padding=old.padding))
@@ -90,13 +90,13 @@ def densify(trainer: Trainer) -> None:
     if trainer.cuda:
         m.to(memory_format=torch.channels_last)
     trainer.optimizer = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    trainer.forward = torch.compile(m) if trainer.run.compile else m
+    trainer.replica.module = torch.compile(m) if trainer.run.compile else m
 
 
 def swap_lrn(trainer: Trainer, impl: str) -> None:
     """LRN implemented by autograd on the reference ops ("reference") or by torch's
     F.local_response_norm ("torch": per-column, alpha/n; the usual eager baseline)."""
-    for m in trainer.single.modules():
+    for m in trainer.replica.net.modules():
         if isinstance(m, LocalResponseNorm):
             if impl == "reference":
                 m.forward = lambda x, m=m: local_response_norm(x, m.size, m.alpha, m.beta, m.k, m.groups)
@@ -172,7 +172,7 @@ def peer(src: Path, args) -> float:
 def ten_crop(data: Path, tmp: Path, args, *, resident: bool) -> float:
     """10-crop evaluation, crops/s: evaluate_model over raw shards, or its step on resident data."""
     trainer = make_trainer(data, tmp / f"eval-{resident}", args, compile=False)
-    model, mean, dev = trainer.single.eval(), trainer.mean_image.to(trainer.device), trainer.device
+    model, mean, dev = trainer.replica.net.eval(), trainer.mean_image.to(trainer.device), trainer.device
     if resident:
         from alexnet_cli.evaluate import Member, average_softmax
         images = torch.randint(0, 256, (args.eval_batch, 256, 256, 3), dtype=torch.uint8, device=dev)

@@ -43,10 +43,10 @@ def run(folder: str, max_steps=None, resume=False):
                       RunOptions(device="cpu", parallel="data", max_steps=max_steps, resume=resume, workers=1),
                       "paper", recorder)
     counts = []
-    stats, reset = trainer.stats, trainer.stats.reset
+    stats, reset = trainer.state.stats, trainer.state.stats.reset
     stats.reset = lambda: (counts.append(stats.meter.counts.clone()), reset())
     summary = trainer.fit()
-    flat = torch.cat([v.flatten().double() for v in trainer.model_state().values()])
+    flat = torch.cat([v.flatten().double() for v in trainer.replica.state_dict().values()])
     del trainer   # DDP's references to the process group, before it is destroyed below
     return summary, counts, torch.stack([flat.sum(), flat.square().sum()]), recorder.said
 
@@ -58,16 +58,16 @@ def diverge_on_rank_1():
                       RunOptions(device="cpu", parallel="data", max_steps=4, log_every=2, workers=1), "paper",
                       Recorder())
     if dist.get_rank() == 1:
-        update, pos = trainer.stats.update, trainer.pos
+        update, pos = trainer.state.stats.update, trainer.state.pos
 
         def poisoned(logits, labels, loss):
             update(logits, labels, loss if pos.step < 1 else loss * float("nan"))
-        trainer.stats.update = poisoned
+        trainer.state.stats.update = poisoned
     try:
         trainer.fit()
         return "finished"
     except TrainingDiverged:
-        return f"diverged before step {trainer.pos.step}"
+        return f"diverged before step {trainer.state.pos.step}"
     finally:
         del trainer
 

@@ -346,7 +346,7 @@ def test_summary_sees_every_layer_when_columns_split_as_on_cuda(paper_net, monke
 def test_lrn_implementation_switch_keeps_the_values_and_reaches_every_lrn(monkeypatch):
     from alexnet_cli import model as model_module
     from alexnet_cli.model import LRN_IMPLEMENTATIONS, LocalResponseNorm, set_lrn_implementation
-    from alexnet_cli.parallel import ColumnParallelAlexNet
+    from alexnet_cli.model_parallel import ColumnParallelAlexNet
 
     torch.manual_seed(3)
     net = AlexNet(num_classes=10).double().eval()

@@ -288,7 +288,7 @@ def test_cuda_training_steps_do_not_sync_with_the_host(tiny_data, tmp_path):
             batch = next(batches)
             x = trainer.augment(batch.images, torch.Generator(device="cuda").manual_seed(0))
             logits, loss = trainer.train_step(x, batch.labels)
-            trainer.stats.update(logits, batch.labels, loss)
+            trainer.state.stats.update(logits, batch.labels, loss)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     batches.close()
@@ -355,7 +355,7 @@ def test_trainer_compiles_the_network_with_the_mode_asked_for(tiny_data, tmp_pat
         trainer = Trainer(tiny_data, tmp_path / mode, resolve_model_config("paper"),
                           resolve_train_config("paper", batch_size=8),
                           RunOptions(device="cpu", compile=True, compile_mode=mode), "paper", NullReporter())
-        assert trainer.forward is trainer.net
+        assert trainer.replica.module is trainer.replica.net
     assert calls == ["default", "reduce-overhead"]
 
 
@@ -590,9 +590,9 @@ def test_nan_guard_names_the_last_good_checkpoint(tiny_data, tmp_path, monkeypat
 
     def poisoned(self, x, y):
         out = step(self, x, y)
-        if self.pos.step == 2:                     # the third step: its weights become NaN
+        if self.state.pos.step == 2:               # the third step: its weights become NaN
             with torch.no_grad():
-                self.single.fc6.weight[0, 0] = float("nan")
+                self.replica.net.fc6.weight[0, 0] = float("nan")
         return out
     monkeypatch.setattr(Trainer, "train_step", poisoned)
     out = tmp_path / "run"
@@ -698,17 +698,17 @@ def test_save_errors_in_the_users_terms(tmp_path, monkeypatch):
     import errno
     from types import SimpleNamespace
 
-    from alexnet_cli import train as train_module
+    from alexnet_cli import runlog
 
     enospc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "last.pt"))
-    said = str(train_module._save_error(enospc, tmp_path, 7, None))
+    said = str(runlog.save_error(enospc, tmp_path, 7, None))
     assert "last.pt at step 7: the disk is full (No space left on device); no checkpoint was written yet" in said
     torn = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
-    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda p: SimpleNamespace(free=4096))
-    said = str(train_module._save_error(torn, tmp_path, 7, 5))
+    monkeypatch.setattr(runlog.shutil, "disk_usage", lambda p: SimpleNamespace(free=4096))
+    said = str(runlog.save_error(torn, tmp_path, 7, 5))
     assert "the disk is full (0.0 MiB free); the checkpoint of step 5 is kept" in said and "pos" not in said
-    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda p: SimpleNamespace(free=10**12))
-    assert train_module._save_error(torn, tmp_path, 7, 5) is torn
+    monkeypatch.setattr(runlog.shutil, "disk_usage", lambda p: SimpleNamespace(free=10**12))
+    assert runlog.save_error(torn, tmp_path, 7, 5) is torn
     eio = OSError(errno.EIO, os.strerror(errno.EIO), "x.pt")
     assert "Input/output error; the checkpoint of step 5 is kept: continue with --resume once" in \
-        str(train_module._save_error(eio, tmp_path, 7, 5))
+        str(runlog.save_error(eio, tmp_path, 7, 5))

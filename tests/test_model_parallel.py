@@ -5,7 +5,7 @@ import torch
 
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.model import AlexNet
-from alexnet_cli.parallel import ColumnParallelAlexNet
+from alexnet_cli.model_parallel import ColumnParallelAlexNet
 
 
 @pytest.mark.parametrize("recipe", ["paper", "code"])

@@ -1,0 +1,175 @@
+"""A run's training state besides its weights and velocities: where it stands (`Position`),
+the statistics of the epoch so far (`EpochStats`), the schedule and the best error seen
+(`TrainingState`, the "trainer" section of last.pt); and the checks that a checkpoint may be
+resumed with the settings and the data given now (`check_resumable`, `inputs_key`).
+
+No random-number state is kept: the loader's order is drawn from (seed, epoch) and each step's
+augmentation and dropout masks from (seed, rank, epoch, batch) (train.step_seed), so the
+position alone says what comes next. docs/formats.md lists the fields; docs/training.md,
+"Checkpoints and resuming", the rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from alexnet_cli.config import LEGACY_MODEL_FIELDS, ModelConfig, TrainConfig, to_dict
+from alexnet_cli.distributed import DistInfo
+from alexnet_cli.errors import AlexnetError, CheckpointError
+from alexnet_cli.metrics import TopKCounts, TopKMeter
+from alexnet_cli.schedule import Schedule
+from alexnet_cli.shards import Manifest, data_key
+
+
+@dataclass
+class Position:
+    """Where a run stands: the next batch to train is `batch` of `epoch`; `step` were done."""
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+class EpochStats:
+    """Training statistics kept on the device (no per-step sync): top-1/top-5 hits of the epoch,
+    the loss summed over the current log interval, a non-finite flag.
+
+    Under DDP each rank counts its own slice of every batch, and every rank must end the epoch
+    with the same numbers (its schedule watches them). One rule does it: the counts are summed
+    over the ranks wherever they leave a rank. `epoch_result` sums them at the epoch's end;
+    `state_dict` writes the sums so far into a checkpoint; `load_state_dict` gives those sums to
+    rank 0 and zero to the others, so that a resumed epoch ends with the same sums as one never
+    interrupted. Both sums are collectives: every rank calls them."""
+
+    def __init__(self, num_classes: int, device: torch.device, ranks: DistInfo = DistInfo()):
+        self.meter = TopKMeter(num_classes, device)
+        self.device, self.ranks = device, ranks
+        self.loss_sum = torch.zeros((), device=device)
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.chance_steps, self.warned = 0, False
+        self.t_interval = self.t_epoch = time.perf_counter()
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
+        self.meter.update(logits.float(), labels.to(logits.device))
+        self.loss_sum += loss.to(self.device)
+        self.bad |= ~torch.isfinite(loss.to(self.device))
+
+    def interval(self, steps: int, batch_size: int) -> tuple[float, float]:
+        """Mean loss over the last `steps` steps and images/s; starts the next interval."""
+        loss = self.loss_sum.item() / steps                                   # host sync
+        now = time.perf_counter()
+        rate = steps * batch_size / max(now - self.t_interval, 1e-9)
+        self.loss_sum.zero_()
+        self.t_interval = now
+        return loss, rate
+
+    def note_chance(self, loss: float, chance: float, steps: int) -> int:
+        """Steps in a row with the loss at chance level; 0 once warned or when learning."""
+        self.chance_steps = self.chance_steps + steps if abs(loss - chance) < 0.05 * chance else 0
+        return 0 if self.warned else self.chance_steps
+
+    def epoch_result(self) -> TopKCounts:
+        """The epoch's top-1/top-5 counts, summed over the ranks (host sync)."""
+        if self.ranks.world_size > 1:
+            self.meter.all_reduce()
+        return self.meter.result()
+
+    def epoch_time(self) -> float:
+        return time.perf_counter() - self.t_epoch
+
+    def reset(self) -> None:
+        self.meter.counts.zero_()
+        self.t_epoch = self.t_interval = time.perf_counter()
+
+    def state_dict(self) -> dict[str, Any]:
+        counts = self.meter.counts
+        if self.ranks.world_size > 1:
+            counts = counts.clone()
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+        return {"counts": counts.cpu(), "loss_sum": self.loss_sum.cpu(),
+                "chance_steps": self.chance_steps, "warned": self.warned}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.meter.counts.copy_(d["counts"])
+        if not self.ranks.is_main:
+            self.meter.counts.zero_()
+        self.loss_sum.copy_(d["loss_sum"])
+        self.chance_steps, self.warned = int(d["chance_steps"]), bool(d["warned"])
+
+
+class TrainingState:
+    """Everything last.pt's "trainer" section holds: the position, the schedule's state, the
+    best error so far and the epoch's statistics (with the length of metrics.jsonl, which the
+    run folder keeps); and the step of the last checkpoint written or read."""
+
+    def __init__(self, schedule: Schedule, stats: EpochStats):
+        self.pos = Position()
+        self.schedule, self.stats = schedule, stats
+        self.best_top1 = math.inf
+        self.saved_step: int | None = None
+
+    def state_dict(self, metrics_offset: int) -> dict[str, Any]:
+        """The "trainer" section; every rank calls it (the counts are summed over the ranks)."""
+        return {"epoch": self.pos.epoch, "batch": self.pos.batch, "step": self.pos.step,
+                "schedule": self.schedule.state_dict(), "best_top1": self.best_top1,
+                "stats": self.stats.state_dict(), "metrics_offset": metrics_offset}
+
+    def load_state_dict(self, t: dict[str, Any]) -> int:
+        """Continue from a "trainer" section; returns the length metrics.jsonl had then."""
+        self.pos.epoch, self.pos.batch, self.pos.step = int(t["epoch"]), int(t["batch"]), int(t["step"])
+        self.saved_step = self.pos.step
+        self.schedule.load_state_dict(t["schedule"])
+        self.best_top1 = float(t["best_top1"])
+        self.stats.load_state_dict(t["stats"])
+        return int(t["metrics_offset"])
+
+
+def inputs_key(manifest: Manifest, val_split: str | None, mean_image: torch.Tensor,
+               pca: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, str | None]:
+    """Keys naming everything read from DATA that changes the weights: the training shards,
+    the validation shards (they steer the plateau schedule), the mean image and the PCA
+    (None when unused). --resume compares them with the checkpoint's."""
+    pca_key = None
+    if pca is not None:
+        pca_key = hashlib.sha256(b"".join(t.numpy().tobytes() for t in pca)).hexdigest()[:16]
+    return {"data_key": data_key(manifest, "train"),
+            "val_key": None if val_split is None else data_key(manifest, val_split),
+            "mean_key": hashlib.sha256(mean_image.numpy().tobytes()).hexdigest()[:16],
+            "pca_key": pca_key}
+
+
+def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse to continue from `ckpt` (read from `path`) what would not end as the run it
+    began: a checkpoint without training state, other model or training settings, other data,
+    another seed, decoder or number of processes. `now` is the config.json this run writes."""
+    if not isinstance(ckpt.get("optimizer"), dict) or not isinstance(ckpt.get("trainer"), dict):
+        raise CheckpointError(f"{path} holds weights but no training state (a best.pt, or a checkpoint for eval "
+                              "and predict), so it cannot be resumed: start a new --out")
+    saved = ckpt.get("config") or {}
+    for part, kind in (("model", ModelConfig), ("train", TrainConfig)):
+        before, defaults = saved.get(part, {}), to_dict(kind())   # a field newer than the run: its value
+        if part == "model":                                        # then, else its default
+            defaults.update(LEGACY_MODEL_FIELDS)
+        diff = sorted(k for k, v in now[part].items() if before.get(k, defaults[k]) != v)
+        if diff:
+            raise AlexnetError(f"{path} was trained with other {part} settings ({', '.join(diff)}); "
+                               "resume with the same arguments, or start a new --out")
+    for key, what in (("data_key", "the training shards"), ("val_key", f"the '{now['run']['val_split']}' shards"),
+                      ("mean_key", "the mean image"), ("pca_key", "the PCA (pca.json)")):
+        if key in saved and saved[key] != now[key]:         # a key older runs lack is not checked
+            raise AlexnetError(f"{path} was trained on other data ({what} in {now['data']} changed since "
+                               "the run began); resume with the same DATA, or start a new --out")
+    run = saved.get("run", {})
+    for what, before, current in (("--seed", run.get("seed"), now["run"]["seed"]),
+                                  ("--decode", run.get("decode"), now["run"]["decode"]),   # nvJPEG's pixels differ
+                                  ("number of processes", saved.get("world_size"), now["world_size"])):
+        if before is not None and before != current:
+            raise AlexnetError(f"{path} was trained with {what} {before}, not {current}; resume with the same "
+                               "arguments, or start a new --out")
