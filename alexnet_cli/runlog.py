@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from alexnet_cli.atomic import write_atomic
 from alexnet_cli.errors import AlexnetError
-from alexnet_cli.shards import write_atomic
 
 try:
     import fcntl
