@@ -51,7 +51,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with replacing(path) as fd, open(fd, "wb", closefd=False) as f:
+        with replacing(path) as fd, os.fdopen(fd, "wb", closefd=False) as f:
             torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
             f.flush()
     except BaseException as exc:
