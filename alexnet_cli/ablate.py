@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from alexnet_cli.atomic import write_atomic
 from alexnet_cli.config import ModelConfig, TrainConfig
 from alexnet_cli.distributed import launched_by_torchrun
 from alexnet_cli.errors import AlexnetError, UsageError
@@ -36,7 +37,7 @@ from alexnet_cli.evaluate import check_crops, evaluate
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.report import RunReport, plot_runs, read_run
 from alexnet_cli.runlog import write_json_atomic
-from alexnet_cli.shards import data_key, read_manifest, write_atomic
+from alexnet_cli.shards import data_key, read_manifest
 from alexnet_cli.train import RunOptions, train
 
 FULL = "full"

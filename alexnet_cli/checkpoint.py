@@ -20,11 +20,9 @@ inferred from its shapes, with the paper's defaults for everything else.
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alexnet_cli.atomic import replacing
 from alexnet_cli.augment import MEAN_CROPS
 from alexnet_cli.config import LEGACY_MODEL_FIELDS, ModelConfig, model_config_from_dict, resolve_model_config
 from alexnet_cli.errors import AlexnetError, CheckpointError
@@ -43,42 +42,19 @@ FORMAT = "alexnet-cli/checkpoint"
 VERSION = 1
 
 
-@functools.cache
-def _umask() -> int:
-    """The process's umask, read once (setting it to read it back is racy with threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a temporary file in the same folder, then os.replace.
+    """Write atomically (`atomic.replacing`: a temporary file in the same folder, renamed over `path`).
 
     A write that fails (a full disk, a lost mount) raises the OSError behind it, naming `path`:
     torch.save reports such a failure as its own RuntimeError ("unexpected pos ..."), with the
     OSError only in its context."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            try:                               # the mode of any new file (mkstemp makes it 0600)
-                os.fchmod(f.fileno(), 0o666 & ~_umask())
-            except (OSError, AttributeError):  # a file system without modes (vfat, some mounts)
-                pass
+        with replacing(path) as fd, os.fdopen(fd, "wb", closefd=False) as f:
             torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
         cause = _os_error(exc)
         if cause is None or isinstance(exc, KeyboardInterrupt):
             raise

@@ -47,11 +47,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from alexnet_cli.atomic import write_atomic
 from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.features import FeaturesInfo, read_features_info, read_rows
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.shards import write_atomic
 
 FORMAT = "alexnet-cli/codes"
 VERSION = 1

@@ -18,9 +18,9 @@ File format ("alexnet-cli/features", version 1):
   Version 1 files (keys without the network config: LRN on and off got the same key) are
   stale: the cache recomputes them, and `--features` refuses them.
 
-Writing is resumable and atomic: rows go into FILE.partial; after each batch the rows are
-flushed, then `done`; a killed run resumes from `done`; at the end FILE.partial is renamed
-to FILE, so a file at FILE is always complete.
+Writing is resumable and atomic: rows go into FILE.partial (alexnet_cli.atomic.partial_path);
+after each batch the rows are flushed, then `done`; a killed run resumes from `done`; at the
+end FILE.partial is renamed to FILE (atomic.publish), so a file at FILE is always complete.
 
 Disk space: the partial file's rows are allocated in full when it is created (HDF5 early
 allocation, then posix_fallocate), so a disk too small fails at once with one error that
@@ -45,6 +45,7 @@ import h5py
 import numpy as np
 import torch
 
+from alexnet_cli.atomic import partial_path, publish
 from alexnet_cli.augment import center_crop
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.errors import CheckpointError, DataError, UsageError
@@ -159,11 +160,6 @@ def load_encoder(checkpoint: str | Path, data_dir: str | Path, device: str | tor
 def cache_path(data_dir: str | Path, split: str, key: str) -> Path:
     """Where `neighbors` caches a split's features: beside the shards, named by the model key."""
     return Path(data_dir) / f"features-{split}-{key}.h5"
-
-
-def partial_path(path: str | Path) -> Path:
-    path = Path(path)
-    return path.with_name(path.name + ".partial")
 
 
 # ---------------------------------------------------------------------------- the file format
@@ -353,7 +349,7 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
                                  device=encoder.device, workers=workers, decode=decode or encoder.decode)
             _fill(partial, encoder, loader.epoch(0, start_batch=done // batch_size), done, count, progress,
                   f"fc7 features ({split})")
-        os.replace(partial, out)
+        publish(partial, out)
     except Exception as exc:
         if _no_space(exc):
             raise DataError(f"{partial}: the disk is full ({_free(partial)} free): free some space and run the "

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from alexnet_cli.errors import DataError
 
 SIZE = 256  # paper section 3: rescale the shorter side to 256, take the central 256x256
+IMAGE_SHAPE = (SIZE, SIZE, 3)   # every stored image: uint8 RGB, height x width x channel
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

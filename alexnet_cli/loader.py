@@ -37,16 +37,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
-import h5py
 import numpy as np
 import torch
 
 from alexnet_cli.errors import DataError, UsageError
-from alexnet_cli.shards import (IMAGE_SHAPE, Manifest, check_shard_file, decode_jpeg, decode_jpegs_on,
-                                jpeg_index, open_shard, read_images, read_labels, read_manifest, resolve_decode,
-                                verify_shards)
-
-IMAGE_BYTES = int(np.prod(IMAGE_SHAPE))
+from alexnet_cli.jpeg import decode_jpeg, decode_jpegs_on, resolve_decode
+from alexnet_cli.shards import (IMAGE_BYTES, IMAGE_SHAPE, Manifest, SplitIndex, check_shard_file, jpeg_index,
+                                open_shard, raw_chunks, read_images, read_labels, read_manifest, verify_shards)
 
 
 @dataclass
@@ -79,13 +76,13 @@ class _ShardReader:
     def __init__(self, manifest: Manifest, names: list[str]):
         self.manifest, self.names = manifest, names
         self.paths = [check_shard_file(manifest, n) for n in names]
-        self.labels, self.chunks, self.counts = [], [], []     # chunks: (rows per chunk, file offsets) or None
+        self.labels, self.chunks, self.counts = [], [], []     # chunks: RawChunks, jpeg_index or None
         for name in names:
             with open_shard(manifest, name) as f:
                 labels = read_labels(f, len(manifest.classes))
                 self.labels.append(labels)
                 self.counts.append(len(labels))
-                self.chunks.append(_chunk_offsets(f) if manifest.format == "raw" else jpeg_index(f))
+                self.chunks.append(raw_chunks(f) if manifest.format == "raw" else jpeg_index(f))
         self.block = manifest.block_size
 
     def read(self, shard: int, start: int, stop: int, out: np.ndarray, rows: np.ndarray) -> None:
@@ -109,15 +106,13 @@ class _ShardReader:
                         raise DataError(f"shard {self.paths[shard]}: image {start + j}: {exc}: run `alexnet prep "
                                         "SRC OUT --verify`") from None
             return
-        rows_per_chunk, offsets = chunks
         path = self.paths[shard]
         fd = self._open(shard)
         scratch = None
         try:
             i = start
             while i < stop:
-                c, within = divmod(i, rows_per_chunk)
-                n = min(stop, (c + 1) * rows_per_chunk) - i
+                offset, n = chunks.run(i, stop)                              # the rest of image i's chunk
                 views = []
                 for r in rows[i - start:i - start + n]:
                     if r < 0:  # not wanted (another rank's, or before a resume point)
@@ -125,7 +120,7 @@ class _ShardReader:
                         views.append(memoryview(scratch))
                     else:
                         views.append(memoryview(out[r].reshape(-1)))
-                if os.preadv(fd, views, offsets[c] + within * IMAGE_BYTES) != n * IMAGE_BYTES:
+                if os.preadv(fd, views, offset) != n * IMAGE_BYTES:
                     raise DataError(f"shard {path} is truncated (images {i}..{i + n} are missing): "
                                     "run `alexnet prep` again")
                 i += n
@@ -153,23 +148,6 @@ class _ShardReader:
             raise DataError(f"shard {self.paths[shard]} is truncated (images {start}..{stop} are missing): "
                             "run `alexnet prep` again")
         return [buf[o[j] - o[0]:o[j + 1] - o[0]] for j in range(stop - start)]
-
-
-def _chunk_offsets(f: h5py.File) -> tuple[int, list[int]] | None:
-    """(images per chunk, file offset of each chunk) of a raw shard's unfiltered images, or
-    None if they are filtered (then h5py reads them)."""
-    d = f["images"]
-    if d.chunks is None or d.compression or d.fletcher32 or d.shuffle or d.scaleoffset:
-        return None
-    try:
-        infos = [d.id.get_chunk_info(i) for i in range(d.id.get_num_chunks())]
-    except (AttributeError, OSError, RuntimeError):
-        return None
-    by_row = {info.chunk_offset[0]: info.byte_offset for info in infos if info.filter_mask == 0}
-    rows = range(0, d.shape[0], d.chunks[0])
-    if any(r not in by_row for r in rows):
-        return None
-    return d.chunks[0], [by_row[r] for r in rows]
 
 
 class ShardLoader:
@@ -203,7 +181,7 @@ class ShardLoader:
         self.prefetch = max(1, prefetch)
         self.reader = _ShardReader(self.manifest, self.manifest.split(split).shards)
         self.labels = np.concatenate(self.reader.labels) if self.reader.labels else np.zeros(0, np.int64)
-        self.starts = np.cumsum([0, *self.reader.counts])                   # global index of each shard's first image
+        self.index = SplitIndex.from_counts(self.reader.names, self.reader.counts)   # global number <-> shard, row
         block = self.reader.block
         self.blocks = [(k, s, min(s + block, c)) for k, c in enumerate(self.reader.counts) for s in range(0, c, block)]
         self.window = max(1, buffer_blocks) * block                          # images per shuffle window
@@ -256,7 +234,7 @@ class ShardLoader:
                             images[r] = blob
                 else:
                     self.reader.read(shard, s0, s0 + n, images, rows)
-                index[rows[rows >= 0]] = np.arange(s0, s0 + n)[rows >= 0] + self.starts[shard]
+                index[rows[rows >= 0]] = np.arange(s0, s0 + n)[rows >= 0] + self.index.starts[shard]
             pos, k = pos + n, k + 1
         return index
 

@@ -36,7 +36,7 @@ from alexnet_cli.features import (Encoder, cache_path, load_encoder, read_featur
 from alexnet_cli.figures import grid, hstack, labeled_tile, save_picture
 from alexnet_cli.images import load_image
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.shards import data_key, open_shard, read_images, read_labels, read_manifest
+from alexnet_cli.shards import data_key, open_shard, read_images, read_manifest, split_index
 
 DEFAULT_K = 6            # figure 4 (right): each query with six training images
 MARGIN = 8               # extra candidates per chunk re-measured exactly (guards against rounding)
@@ -283,25 +283,16 @@ def _code_search(queries: torch.Tensor, features: Path, k: int, *, bits: int, re
 def read_split_images(data_dir: str | Path, split: str, indices: Sequence[int]) -> list[np.ndarray]:
     """The stored 256x256 images at global positions `indices` of `split`: uint8 (256, 256, 3) each."""
     manifest = read_manifest(data_dir)
-    info = manifest.split(split)
-    counts = list(info.shard_counts)
-    if len(counts) != len(info.shards):                      # older manifests: ask the shards
-        counts = []
-        for name in info.shards:
-            with open_shard(manifest, name) as f:
-                counts.append(len(read_labels(f)))
-    offsets = np.cumsum([0] + counts)
+    index = split_index(manifest, split)
     found: dict[int, np.ndarray] = {}
-    for s, name in enumerate(info.shards):
-        wanted = sorted({i for i in indices if offsets[s] <= i < offsets[s + 1]})
-        if wanted:
+    for name, start, rows in zip(index.shards, index.starts.tolist(), index.rows_by_shard(indices)):
+        if len(rows):
             with open_shard(manifest, name) as f:
-                for i in wanted:
-                    j = i - int(offsets[s])
-                    found[i] = read_images(f, j, j + 1)[0]
+                for j in rows.tolist():
+                    found[start + j] = read_images(f, j, j + 1)[0]
     missing = [i for i in indices if i not in found]
     if missing:
-        raise DataError(f"{data_dir}: split '{split}' has no image {missing[0]} ({offsets[-1]} images)")
+        raise DataError(f"{data_dir}: split '{split}' has no image {missing[0]} ({index.count} images)")
     return [found[i] for i in indices]
 
 

@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alexnet_cli.atomic import remove_abandoned, write_atomic
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.runlog import json_text, write_json_atomic
-from alexnet_cli.shards import (IMAGE_SHAPE, Manifest, abandoned, data_key, open_shard, read_images, read_manifest,
-                                write_atomic)
+from alexnet_cli.shards import (IMAGE_SHAPE, Manifest, SplitIndex, data_key, open_shard, read_images, read_manifest,
+                                split_index)
 
 PCA_FILE = "pca.json"
 PARTIAL_FILE = "pca.partial.json"   # the sums of an unfinished pass (module doc)
@@ -131,9 +132,7 @@ def _full_pass(manifest: Manifest, device, workers: int | None, batch_size: int,
         raise UsageError(f"save_every must be at least 1, got {save_every}")
     loader = ShardLoader(manifest.root, "train", batch_size, shuffle=False, device=device, workers=workers)
     total, partial = loader.num_images, manifest.root / PARTIAL_FILE
-    for tmp in manifest.root.glob(f".{PARTIAL_FILE}.*.tmp"):            # a save cut short by a kill
-        if abandoned(tmp):
-            tmp.unlink(missing_ok=True)
+    remove_abandoned(manifest.root, PARTIAL_FILE)                       # a save cut short by a kill
     key = {"data": data_key(manifest, "train"), "batch_size": batch_size}
     moments, done = _resume(partial, key, total, progress)
     saving = True
@@ -179,12 +178,12 @@ def _resume(partial: Path, key: dict, total: int, progress: Reporter) -> tuple[P
 
 def _sample_pass(manifest: Manifest, sample: int, seed: int, progress: Reporter) -> tuple[PixelMoments, int]:
     """The sums over `sample` images picked by `seed`, read one by one."""
-    split = manifest.split("train")
+    index = split_index(manifest, "train")
     moments = PixelMoments()
-    picks = _sample(split.shard_counts, sample, seed)
+    picks = _sample(index, sample, seed)
     total = sum(len(p) for p in picks)
     with progress.task("pca", total=total, unit="img") as task:
-        for name, rows in zip(split.shards, picks):
+        for name, rows in zip(index.shards, picks):
             with open_shard(manifest, name) as f:
                 for i in rows:
                     moments.add(read_images(f, int(i), int(i) + 1))            # (1, 256, 256, 3)
@@ -192,12 +191,11 @@ def _sample_pass(manifest: Manifest, sample: int, seed: int, progress: Reporter)
     return moments, total
 
 
-def _sample(counts: list[int], sample: int, seed: int) -> list[np.ndarray]:
+def _sample(index: SplitIndex, sample: int, seed: int) -> list[np.ndarray]:
     """`sample` distinct images of the split, as sorted indices per shard."""
-    total = sum(counts)
-    chosen = np.sort(np.random.default_rng(seed).choice(total, size=min(sample, total), replace=False))
-    bounds = np.cumsum([0, *counts])
-    return [chosen[(chosen >= bounds[k]) & (chosen < bounds[k + 1])] - bounds[k] for k in range(len(counts))]
+    total = index.count
+    chosen = np.random.default_rng(seed).choice(total, size=min(sample, total), replace=False)
+    return index.rows_by_shard(chosen)
 
 
 def write_pca(data_dir: str | Path, stats: PcaStats) -> Path:

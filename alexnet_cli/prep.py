@@ -33,15 +33,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from alexnet_cli.atomic import remove_abandoned, write_atomic
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.images import SIZE, UnreadableImage, load_image
+from alexnet_cli.jpeg import decode_jpeg, encode_jpeg
 from alexnet_cli.layouts import LabelFiles, Layout, find_layout
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import (LAYOUT_VERSIONS, MAX_BLOCK_SIZE, MAX_CLASSES, MAX_SHARD_SIZE, NewerFormat, OlderFormat,
-                                FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, abandoned,
-                                ShardInfo, ShardWriter, SplitInfo, decode_jpeg, encode_jpeg, file_sha256,
-                                read_manifest, read_mean_image, shard_name, write_atomic,
-                                write_manifest)
+                                FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, ShardInfo, ShardWriter,
+                                SplitInfo, file_sha256, read_manifest, read_mean_image, shard_name, write_manifest)
 
 TASK_IMAGES = 16   # images decoded between two progress reports
 
@@ -229,11 +229,10 @@ def _existing_output(out: Path, digest: str, verify: bool, progress: Reporter) -
 
 def _remove_leftovers(out: Path, shards: list[ShardPlan]) -> None:
     """Temporary files of killed runs, and shards of an unfinished run that the plan no longer has."""
+    remove_abandoned(out)
     wanted = {s.name for s in shards}
     for p in out.iterdir():
-        if re.fullmatch(r"\..+\.\d+\.tmp", p.name) and abandoned(p):
-            p.unlink(missing_ok=True)
-        elif re.fullmatch(r"(train|val)-\d{5}\.h5", p.name) and p.name not in wanted:
+        if re.fullmatch(r"(train|val)-\d{5}\.h5", p.name) and p.name not in wanted:
             p.unlink(missing_ok=True)
 
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from alexnet_cli.atomic import write_atomic
 from alexnet_cli.config import RECIPE_NAMES, resolve_model_config, resolve_train_config, to_dict
 from alexnet_cli.errors import AlexnetError, UsageError
 from alexnet_cli.runlog import read_metrics
-from alexnet_cli.shards import write_atomic
 
 STATES = ("running", "finished", "stopped", "diverged")
 RUNNING_WITHIN_S = 120      # seconds: a run whose files changed this recently is taken to be training

@@ -22,9 +22,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from alexnet_cli.atomic import write_atomic
 from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.errors import AlexnetError, UsageError
-from alexnet_cli.shards import write_atomic
 
 try:
     import fcntl

@@ -1,9 +1,11 @@
 """The prepared data set on disk: `manifest.json`, the HDF5 shards and the mean image
 (paper section 3: images rescaled to 256x256, the training mean subtracted later).
 
-This file is the schema. `prep` writes through `ShardWriter` and `write_manifest`; the
-loader, `pca`, `eval` and `neighbors` read through `read_manifest`, `open_shard` and
-`read_images`.
+This file is the schema, writers and readers alike. `prep` writes through `ShardWriter` and
+`write_manifest` (files go through alexnet_cli.atomic; the JPEG codec is alexnet_cli.jpeg);
+the loader, `pca`, `eval` and `neighbors` read through `read_manifest`, `open_shard`,
+`read_images`, `split_index` (global image number -> shard and row) and the byte layouts
+(`raw_chunks`, `jpeg_index`) that `create_raw_images` and `create_jpeg_data` write.
 
 A data folder holds:
 
@@ -21,20 +23,17 @@ A data folder holds:
                                           mean image is exact after an interrupted run
   attributes: format_version, format, split, count, block_size, jpeg_quality, signature
   (the options and file list the shard was made from) and skipped (JSON).
-  The loader reads both formats without h5py in its hot path: raw chunks and the jpeg bytes
-  of a run of images are at known file offsets, read with positional reads (no lock).
+  The loader reads both formats without h5py in its hot path: raw chunks (`raw_chunks`) and
+  the jpeg bytes of a run of images (`jpeg_index`) are at known file offsets, read with
+  positional reads (no lock).
 - `mean_image.npy`: float32 (256, 256, 3), the mean of the training images in 0-255 units.
 """
 
 from __future__ import annotations
 
-import fcntl
-import functools
 import hashlib
 import io
 import json
-import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,11 +41,11 @@ from typing import Any, Sequence
 
 import h5py
 import numpy as np
-import torch
-from PIL import Image
 
-from alexnet_cli.errors import DataError, UsageError
-from alexnet_cli.images import SIZE
+from alexnet_cli.atomic import write_atomic
+from alexnet_cli.errors import DataError
+from alexnet_cli.images import IMAGE_SHAPE
+from alexnet_cli.jpeg import decode_jpeg
 from alexnet_cli.progress import NullReporter, Reporter
 
 FORMAT_VERSION = 2                         # the manifest's: the highest layout version below
@@ -54,7 +53,7 @@ LAYOUT_VERSIONS = {"raw": 1, "jpeg": 2}     # each format's shard layout (jpeg v
 FORMATS = ("raw", "jpeg")
 MANIFEST = "manifest.json"
 MEAN_IMAGE = "mean_image.npy"
-IMAGE_SHAPE = (SIZE, SIZE, 3)
+IMAGE_BYTES = int(np.prod(IMAGE_SHAPE))     # one raw image: 196,608 bytes
 MAX_CLASSES = 32768        # labels are int16: 0..32767
 MAX_BLOCK_SIZE = 256       # a block of raw images is 50 MB; the loader holds (workers + 1) x 8 of them
 MAX_SHARD_SIZE = 4096      # a shard is built in memory: 4096 raw images are 800 MB
@@ -206,57 +205,6 @@ def write_manifest(manifest: Manifest) -> Path:
     return path
 
 
-def write_atomic(path: Path, data: bytes | memoryview) -> None:
-    """A temporary file in the same folder, fsync, then os.replace: never half a file. A
-    failed write (a full disk) raises an OSError that names `path`."""
-    tmp = temporary_name(path)
-    fd = claim(tmp)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.filename is None:        # os.write and os.fsync name no file: say which
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        os.close(fd)
-
-
-def temporary_name(path: Path) -> Path:
-    """Where `path` is written before it is complete: `.<name>.<pid>.tmp` beside it."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def claim(tmp: Path) -> int:
-    """Create `tmp` and hold an exclusive lock on it while it is being written; the lock
-    dies with the process, so `abandoned` can tell the files of killed runs."""
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)      # mode as umask allows
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return fd
-
-
-def abandoned(tmp: Path) -> bool:
-    """True if no live process holds `tmp` (see `claim`)."""
-    try:
-        fd = os.open(tmp, os.O_RDONLY | os.O_NONBLOCK)   # never blocks, even on a FIFO
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
 def read_mean_image(data_dir: str | Path) -> np.ndarray:
     """The training mean image: float32 (256, 256, 3) in 0-255 units."""
     manifest = read_manifest(data_dir)
@@ -293,6 +241,45 @@ def _read_paths(f: h5py.File, name: str, count: int) -> list[str]:
     if len(paths) != count:
         raise DataError(f"shard {name} is inconsistent: {len(paths)} paths for {count} images: {_REPAIR}")
     return paths
+
+
+# ---------------------------------------------------------------------------- the split index
+
+@dataclass(frozen=True)
+class SplitIndex:
+    """Where each image of a split is. Image i of the split (its global order: shard after
+    shard, the order of `read_split_index` and of an unshuffled loader) is row
+    i - starts[k] of shard k, the shard with starts[k] <= i < starts[k + 1]."""
+
+    shards: list[str]          # the split's shard file names, in order
+    starts: np.ndarray         # int64 (S + 1,): the global number of each shard's first image; [-1] = count
+
+    @classmethod
+    def from_counts(cls, shards: Sequence[str], counts: Sequence[int]) -> "SplitIndex":
+        return cls(list(shards), np.cumsum([0, *counts], dtype=np.int64))
+
+    @property
+    def count(self) -> int:
+        return int(self.starts[-1])
+
+    def rows_by_shard(self, indices: Sequence[int] | np.ndarray) -> list[np.ndarray]:
+        """For each shard, the rows (sorted, each once) of the global image numbers `indices`
+        that lie in it; numbers outside 0..count - 1 lie in none."""
+        wanted = np.unique(np.asarray(indices, np.int64))
+        return [wanted[(wanted >= a) & (wanted < b)] - a for a, b in zip(self.starts[:-1], self.starts[1:])]
+
+
+def split_index(manifest: Manifest, split: str) -> SplitIndex:
+    """The index of `split`: from the manifest's per-shard counts or, in a manifest written
+    before they were recorded, from the shards themselves (their labels)."""
+    info = manifest.split(split)
+    counts = list(info.shard_counts)
+    if len(counts) != len(info.shards):                      # older manifests: ask the shards
+        counts = []
+        for name in info.shards:
+            with open_shard(manifest, name) as f:
+                counts.append(len(read_labels(f)))
+    return SplitIndex.from_counts(info.shards, counts)
 
 
 # ---------------------------------------------------------------------------- reading shards
@@ -377,11 +364,56 @@ def read_labels(f: h5py.File, num_classes: int | None = None) -> np.ndarray:
     return labels
 
 
-def encode_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    """uint8 (256, 256, 3) -> the bytes of a JPEG file as a uint8 vector."""
-    buf = io.BytesIO()
-    Image.fromarray(image, "RGB").save(buf, format="JPEG", quality=quality)
-    return np.frombuffer(buf.getvalue(), np.uint8)
+# ---------------------------------------------------------------------------- byte layouts
+
+def create_raw_images(f: h5py.File, block_size: int) -> h5py.Dataset:
+    """The `images` dataset of a raw shard, empty and grown as images come: uint8
+    (N, 256, 256, 3) in unfiltered chunks of `block_size` whole images, so that every image
+    is IMAGE_BYTES bytes at a known offset in the file (`raw_chunks`)."""
+    return f.create_dataset("images", shape=(0, *IMAGE_SHAPE), maxshape=(None, *IMAGE_SHAPE), dtype=np.uint8,
+                            chunks=(block_size, *IMAGE_SHAPE), track_times=False)
+
+
+@dataclass(frozen=True)
+class RawChunks:
+    """Where a raw shard's images are in its file (the layout `create_raw_images` makes)."""
+
+    rows: int                  # images per chunk
+    offsets: list[int]         # file offset of each chunk, in image order
+
+    def run(self, i: int, stop: int) -> tuple[int, int]:
+        """(file offset of image i, how many of images i..stop lie there one after another:
+        up to the end of its chunk)."""
+        c, within = divmod(i, self.rows)
+        return self.offsets[c] + within * IMAGE_BYTES, min(stop, (c + 1) * self.rows) - i
+
+
+def raw_chunks(f: h5py.File) -> RawChunks | None:
+    """Where an open raw shard's images are, for positional reads; None if they are filtered
+    (compressed, shuffled, ...: prep never writes such shards; then h5py reads them)."""
+    d = f["images"]
+    if d.chunks is None or d.compression or d.fletcher32 or d.shuffle or d.scaleoffset:
+        return None
+    try:
+        infos = [d.id.get_chunk_info(i) for i in range(d.id.get_num_chunks())]
+    except (AttributeError, OSError, RuntimeError):
+        return None
+    by_row = {info.chunk_offset[0]: info.byte_offset for info in infos if info.filter_mask == 0}
+    rows = range(0, d.shape[0], d.chunks[0])
+    if any(r not in by_row for r in rows):
+        return None
+    return RawChunks(d.chunks[0], [by_row[r] for r in rows])
+
+
+def create_jpeg_data(f: h5py.File, jpegs: Sequence[np.ndarray]) -> None:
+    """The `jpeg_data` and `jpeg_offsets` datasets of a jpeg shard: the JPEG files one after
+    another, contiguous (not chunked), so that the loader reads a run of them at a file offset
+    (`jpeg_index`)."""
+    offsets = np.zeros(len(jpegs) + 1, np.int64)
+    np.cumsum([len(x) for x in jpegs], out=offsets[1:])
+    data = np.concatenate(jpegs) if jpegs else np.zeros(0, np.uint8)
+    f.create_dataset("jpeg_data", data=data, track_times=False)
+    f.create_dataset("jpeg_offsets", data=offsets, track_times=False)
 
 
 def jpeg_index(f: h5py.File) -> tuple[int, np.ndarray]:
@@ -400,102 +432,7 @@ def jpeg_index(f: h5py.File) -> tuple[int, np.ndarray]:
     return int(base or 0), offsets
 
 
-@functools.cache
-def _simplejpeg():
-    """simplejpeg (libjpeg-turbo, the GIL released while it decodes), or None where it is not
-    installed (then PIL decodes: the same pixels, slower)."""
-    try:
-        import simplejpeg
-    except ImportError:
-        return None
-    return simplejpeg
-
-
-def decode_jpeg(data, out: np.ndarray | None = None) -> np.ndarray:
-    """The bytes of a stored JPEG (any buffer: numpy uint8, bytes, memoryview) -> uint8
-    (256, 256, 3) RGB, written into `out` if given (a C-contiguous (256, 256, 3) array).
-
-    simplejpeg's libjpeg-turbo decode, straight into `out`, in one C call that releases the
-    GIL: loader threads decode in parallel. Its pixels are PIL's exactly (the same library and
-    settings: accurate DCT, smooth upsampling; tests check it). ValueError for bytes that are
-    not a decodable 256x256 JPEG."""
-    if out is None:
-        out = np.empty(IMAGE_SHAPE, np.uint8)
-    codec = _simplejpeg()
-    if codec is None:
-        try:
-            with Image.open(io.BytesIO(bytes(data))) as img:
-                rgb = np.asarray(img.convert("RGB"))
-        except (OSError, SyntaxError) as exc:
-            raise ValueError(f"stored JPEG cannot be decoded: {exc}") from None
-        if rgb.shape != IMAGE_SHAPE:
-            raise ValueError(f"stored JPEG is {rgb.shape[:2]}, expected {IMAGE_SHAPE[:2]}")
-        out[...] = rgb
-        return out
-    try:
-        got = codec.decode_jpeg(data, "RGB", buffer=out)
-    except ValueError as exc:   # corrupt bytes, or an image larger than `out`
-        raise ValueError(f"stored JPEG cannot be decoded: {exc}") from None
-    if got.shape != IMAGE_SHAPE:
-        raise ValueError(f"stored JPEG is {got.shape[:2]}, expected {IMAGE_SHAPE[:2]}")
-    return out
-
-
-DECODES = ("cpu", "gpu", "auto")
-
-
-@functools.cache
-def gpu_jpeg_decoder():
-    """A batched nvJPEG decoder, f(list of uint8 CPU tensors, device) -> list of (3, H, W)
-    uint8 tensors on the device: TorchCodec's (torchvision's image codecs' successor) where it
-    is installed, else torchvision.io's (deprecated in torchvision 0.29); None if neither."""
-    try:
-        from torchcodec.decoders import decode_jpeg as codec_decode
-        return lambda blobs, device: codec_decode(blobs, mode="RGB", device=device)
-    except (ImportError, OSError, RuntimeError):    # not installed, or its libraries do not load
-        pass
-    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                            category=DeprecationWarning)
-    try:
-        from torchvision.io import ImageReadMode, decode_jpeg as vision_decode
-    except ImportError:
-        return None
-    return lambda blobs, device: vision_decode(blobs, mode=ImageReadMode.RGB, device=device)
-
-
-def resolve_decode(decode: str, fmt: str, device: str | torch.device) -> str:
-    """Where the loader decodes: "cpu" or "gpu" for jpeg shards, "none" for raw ones (nothing
-    to decode). auto: gpu on a CUDA device when a GPU decoder is installed, else cpu; gpu
-    without them is a UsageError (never a silent CPU decode)."""
-    if decode not in DECODES:
-        raise UsageError(f"--decode must be one of {', '.join(DECODES)}; got {decode!r}")
-    if fmt != "jpeg":
-        return "none"
-    device = torch.device(device)
-    usable = device.type == "cuda" and gpu_jpeg_decoder() is not None
-    if decode == "gpu" and not usable:
-        why = "a CUDA --device" if device.type != "cuda" else "torchvision with nvJPEG or torchcodec"
-        raise UsageError(f"--decode gpu needs {why} (device {device}); use --decode cpu or auto")
-    return "gpu" if decode == "gpu" or (decode == "auto" and usable) else "cpu"
-
-
-def decode_jpegs_on(blobs: Sequence, device: torch.device) -> torch.Tensor:
-    """Stored JPEGs (uint8 vectors) -> uint8 (B, 256, 256, 3) RGB on a CUDA device, in one
-    batched nvJPEG call on the current stream. nvJPEG's pixels differ slightly from
-    libjpeg-turbo's (docs/formats.md gives the measured difference)."""
-    decoder = gpu_jpeg_decoder()
-    tensors = [torch.from_numpy(np.asarray(b, np.uint8)) for b in blobs]
-    try:
-        chw = decoder(tensors, device)                                       # B x (3, H, W)
-    except RuntimeError as exc:
-        raise DataError(f"JPEGs cannot be decoded on {device} ({str(exc).splitlines()[0]}): "
-                        "run `alexnet prep SRC OUT --verify`, or use --decode cpu") from None
-    bad = [tuple(c.shape) for c in chw if tuple(c.shape) != (3, *IMAGE_SHAPE[:2])]
-    if bad:
-        raise DataError(f"a stored JPEG decodes to {bad[0]}, expected (3, 256, 256): {_RERUN}")
-    return torch.stack([c.permute(1, 2, 0) for c in chw]) if chw else \
-        torch.empty((0, *IMAGE_SHAPE), dtype=torch.uint8, device=device)           # (B, 256, 256, 3)
-
+# ---------------------------------------------------------------------------- keys and checksums
 
 def data_key(manifest: Manifest, split: str) -> str:
     """16 hex digits naming a split's content: its shards' names, counts and sha256 (from the
@@ -574,9 +511,7 @@ class ShardWriter:
                              "block_size": block_size, "jpeg_quality": jpeg_quality if fmt == "jpeg" else 0,
                              "signature": signature})
         if fmt == "raw":
-            self.data = self.f.create_dataset("images", shape=(0, *IMAGE_SHAPE), maxshape=(None, *IMAGE_SHAPE),
-                                              dtype=np.uint8, chunks=(block_size, *IMAGE_SHAPE),
-                                              track_times=False)
+            self.data = create_raw_images(self.f, block_size)
         self.jpegs: list[np.ndarray] = []           # jpeg: every image's bytes, until finish
         self.pending: list[tuple[np.ndarray | list, list[int], list[str]]] = []
         self.labels: list[int] = []
@@ -622,12 +557,8 @@ class ShardWriter:
         a temporary name, fsync, rename)."""
         self._flush(final=True)
         f = self.f
-        if self.fmt == "jpeg":   # contiguous (not chunked): the loader reads runs at file offsets
-            offsets = np.zeros(len(self.jpegs) + 1, np.int64)
-            np.cumsum([len(x) for x in self.jpegs], out=offsets[1:])
-            data = np.concatenate(self.jpegs) if self.jpegs else np.zeros(0, np.uint8)
-            f.create_dataset("jpeg_data", data=data, track_times=False)
-            f.create_dataset("jpeg_offsets", data=offsets, track_times=False)
+        if self.fmt == "jpeg":
+            create_jpeg_data(f, self.jpegs)
         f.create_dataset("labels", data=np.asarray(self.labels, np.int16).reshape(-1), track_times=False)
         f.create_dataset("paths", data=np.asarray(self.paths, dtype=object), dtype=h5py.string_dtype("utf-8"),
                          track_times=False)

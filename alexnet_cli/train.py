@@ -28,12 +28,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from alexnet_cli import __version__
+from alexnet_cli.atomic import remove_abandoned
 from alexnet_cli.augment import TrainAugment
 from alexnet_cli.checkpoint import load_checkpoint
 from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, to_dict
 from alexnet_cli.distributed import launched_by_torchrun, shutdown
 from alexnet_cli.errors import AlexnetError, DataError, TrainingDiverged, UsageError
 from alexnet_cli.evaluate import evaluate_model
+from alexnet_cli.jpeg import DECODES
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.model import LRN_IMPLEMENTATIONS, AlexNet, set_lrn_implementation
 from alexnet_cli.optim import PaperSGD, load_velocity_state, param_groups, velocity_state
@@ -42,7 +44,7 @@ from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.replicas import make_replica, place
 from alexnet_cli.runlog import MetricsLog, RunFolder, RunLock, check_run_dir, save_error
 from alexnet_cli.schedule import Schedule
-from alexnet_cli.shards import DECODES, read_manifest, read_mean_image
+from alexnet_cli.shards import read_manifest, read_mean_image
 from alexnet_cli.train_state import EpochStats, TrainingState, check_resumable, inputs_key
 
 PARALLEL_MODES = ("auto", "single", "model", "data")
@@ -256,8 +258,8 @@ class Trainer:
 
     def _prepare_run_dir(self) -> None:
         if self.dist.is_main:                               # left by a kill in the middle of a save
-            for tmp in [*self.out_dir.glob(".*.tmp"), *(self.out_dir / "checkpoints").glob(".*.tmp")]:
-                tmp.unlink(missing_ok=True)
+            for folder in (self.out_dir, self.out_dir / "checkpoints"):
+                remove_abandoned(folder)
         resuming = self.folder.resuming(self.run.resume, self.progress.log)
         if resuming:
             self.restore()

@@ -13,10 +13,10 @@ then times, in one run:
 - torchvision's ImageFolder with RandomResizedCrop(224), RandomHorizontalFlip, ToTensor,
   Normalize and a DataLoader with the same number of workers, also copied to the device.
 Then jpeg shards alone:
-- each JPEG decoder there is (PIL, simplejpeg = `shards.decode_jpeg`, torchvision.io,
+- each JPEG decoder there is (PIL, simplejpeg = `jpeg.decode_jpeg`, torchvision.io,
   TorchCodec) on one thread from bytes in memory: images/s, images per CPU-second (robust to
   other processes on the machine) and the largest pixel difference from PIL's decode;
-- `shards.decode_jpeg` from memory with 1, 2, 4, ... --workers threads, and the ShardLoader
+- `jpeg.decode_jpeg` from memory with 1, 2, 4, ... --workers threads, and the ShardLoader
   from jpeg shards (decode="cpu") with as many worker threads: images/s and the cores each
   kept busy (process CPU time / wall time), beside a control (sha256, which releases the
   GIL, in as many threads: the cores the machine gives this process now). If images/s stops
@@ -50,10 +50,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from alexnet_cli.jpeg import decode_jpeg
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.pca import compute_pca
 from alexnet_cli.prep import PrepOptions, prepare
-from alexnet_cli.shards import decode_jpeg, jpeg_index, open_shard, read_manifest, read_mean_image
+from alexnet_cli.shards import jpeg_index, open_shard, read_manifest, read_mean_image
 from alexnet_cli.synth import draw_image, wnid
 
 
@@ -159,7 +160,7 @@ def _pil_decode(blob: np.ndarray) -> np.ndarray:
 
 def cpu_decoders() -> dict:
     """name -> f(uint8 vector) -> uint8 (256, 256, 3), for every decoder installed."""
-    found = {"PIL (Image.open + convert)": _pil_decode, "simplejpeg (shards.decode_jpeg)": lambda b: decode_jpeg(b)}
+    found = {"PIL (Image.open + convert)": _pil_decode, "simplejpeg (jpeg.decode_jpeg)": lambda b: decode_jpeg(b)}
     try:
         import warnings
         warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -205,7 +206,7 @@ def time_loader_busy(data: Path, workers: int, batch: int, epochs: int, device: 
 
 
 def jpeg_scaling(data: Path, blobs: list[np.ndarray], max_threads: int, batch: int, epochs: int) -> list[dict]:
-    """shards.decode_jpeg from memory and the ShardLoader (decode="cpu") with 1, 2, 4, ... threads."""
+    """jpeg.decode_jpeg from memory and the ShardLoader (decode="cpu") with 1, 2, 4, ... threads."""
     repeat = max(1, 3000 // len(blobs))
     chunk = os.urandom(16 << 20)   # control: sha256 releases the GIL, so it shows the cores the threads can get
     rows = []
@@ -232,7 +233,7 @@ def gpu_rows(data: Path, blobs: list[np.ndarray], device: torch.device, workers:
              epochs: int) -> list[dict]:
     """On CUDA: batched nvJPEG from memory, the loader with decode="gpu", and nvJPEG's pixel
     difference from libjpeg-turbo's (the CPU decode)."""
-    from alexnet_cli.shards import decode_jpegs_on
+    from alexnet_cli.jpeg import decode_jpegs_on
     rows = []
     chunks = [blobs[i:i + batch] for i in range(0, len(blobs), batch)]
     decode_jpegs_on(chunks[0], device)
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(r["decoder"], f"{r['images_per_s']:,.0f}", f"{r['cores_busy']:.2f}",
                       f"{r['images_per_cpu_s']:,.0f}", str(r["max_abs_diff_vs_pil"]))
     out.print(table)
-    table = Table(title="jpeg shards by threads: shards.decode_jpeg from memory, and the ShardLoader (decode=cpu)",
+    table = Table(title="jpeg shards by threads: jpeg.decode_jpeg from memory, and the ShardLoader (decode=cpu)",
                   title_justify="left")
     table.caption = ("control: the cores busy of sha256 (no GIL) in as many threads, i.e. the cores this "
                      "process can get now; per CPU-s: images per second of CPU time, which other processes on "

@@ -35,7 +35,7 @@ def test_data_layers_and_neighbors_benchmarks():
     data = json.loads(run("data.py", "--n", "24", "--classes", "2", "--workers", "1", "--batch-size", "4",
                           "--epochs", "1", "--device", "cpu", "--json"))       # one JSON document on stdout
     assert any("ImageFolder" in r["what"] for r in data["rows"])
-    assert {r["decoder"]: r["max_abs_diff_vs_pil"] for r in data["decoders"]}["simplejpeg (shards.decode_jpeg)"] == 0
+    assert {r["decoder"]: r["max_abs_diff_vs_pil"] for r in data["decoders"]}["simplejpeg (jpeg.decode_jpeg)"] == 0
     assert [r["threads"] for r in data["jpeg_scaling"]] == [1] and data["jpeg_scaling"][0]["loader_images_per_s"] > 0
     assert "conv4" in run("layers.py", "--device", "cpu", "--batch", "1", "--iters", "1")
     assert "CPU" in run("neighbors.py", "--n", "2000", "--queries", "5", "--repeat", "1", "--devices", "cpu")

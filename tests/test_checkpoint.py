@@ -227,14 +227,14 @@ def test_a_text_file_is_not_a_checkpoint(tmp_path):
 
 
 def test_checkpoints_are_readable_as_the_umask_allows(tmp_path, monkeypatch):
-    from alexnet_cli import checkpoint as checkpoint_module
+    from alexnet_cli import atomic
 
     mask = os.umask(0)
     os.umask(mask)
-    assert checkpoint_module._umask.__wrapped__() == mask                    # the real one, read back
+    assert atomic._umask.__wrapped__() == mask                    # the real one, read back
     state = {"model": AlexNet(num_classes=4).state_dict()}
     for umask, mode in ((0o022, 0o644), (0o077, 0o600)):
-        monkeypatch.setattr(checkpoint_module, "_umask", lambda: umask)
+        monkeypatch.setattr(atomic, "_umask", lambda: umask)
         save_checkpoint(tmp_path / "a.pt", state)
         assert (tmp_path / "a.pt").stat().st_mode & 0o777 == mode
 

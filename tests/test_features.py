@@ -19,10 +19,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from alexnet_cli.atomic import partial_path
 from alexnet_cli.checkpoint import load_checkpoint, save_checkpoint
 from alexnet_cli.cli.app import app
 from alexnet_cli.errors import DataError
-from alexnet_cli.features import extract_features, load_encoder, partial_path, read_features_info, write_features
+from alexnet_cli.features import extract_features, load_encoder, read_features_info, write_features
 from alexnet_cli.neighbors import read_split_images
 from alexnet_cli.shards import read_split_index
 

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from alexnet_cli import images, prep, shards, synth
+from alexnet_cli import atomic, images, prep, shards, synth
 from alexnet_cli.cli.app import app
 from alexnet_cli.errors import AlexnetError, DataError
 from alexnet_cli.images import UnreadableImage, load_image
@@ -351,7 +351,7 @@ def test_a_full_disk_names_the_file_in_every_atomic_write(tiny_data, tmp_path, m
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(shards.os, "fsync", full)
+    monkeypatch.setattr(atomic.os, "fsync", full)
     result = runner.invoke(app, ["pca", str(data), "--sample", "4"])
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1] == f"Error: {data / 'pca.json'}: No space left on device"

@@ -18,13 +18,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from alexnet_cli import loader as loader_module
-from alexnet_cli import shards
+from alexnet_cli import jpeg as jpeg_module
 from alexnet_cli.cli.app import app
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.loader import ShardLoader, trained_decode
 from alexnet_cli.prep import PrepOptions, _older_signature, prepare
-from alexnet_cli.shards import (ShardWriter, decode_jpeg, encode_jpeg, file_sha256, jpeg_index, open_shard,
-                                read_images, read_manifest, resolve_decode)
+from alexnet_cli.jpeg import encode_jpeg, resolve_decode
+from alexnet_cli.shards import ShardWriter, file_sha256, jpeg_index, open_shard, read_images, read_manifest
 
 OPTIONS = dict(format="jpeg", shard_size=16, block_size=8, workers=1)
 
@@ -114,7 +114,7 @@ def test_a_corrupt_jpeg_is_named(jpeg_data, tmp_path):
 
 _KILLER = r"""
 import os, signal, sys
-from alexnet_cli import shards
+from alexnet_cli import atomic
 from alexnet_cli.prep import PrepOptions, prepare
 calls = [0]
 real = os.replace
@@ -123,7 +123,7 @@ def replace(a, b):                 # the second shard complete under its tempora
     if calls[0] == 2:
         os.kill(os.getpid(), signal.SIGKILL)
     real(a, b)
-shards.os.replace = replace
+atomic.os.replace = replace
 prepare(sys.argv[1], sys.argv[2], PrepOptions(format="jpeg", shard_size=16, block_size=8, workers=1))
 """
 
@@ -209,7 +209,7 @@ def test_decode_choice_and_its_cpu_fallback(monkeypatch):
         resolve_decode("nvjpeg", "jpeg", "cpu")
     assert resolve_decode("auto", "jpeg", "cuda") == "gpu"                # a decoder is installed here
     assert resolve_decode("cpu", "jpeg", "cuda") == "cpu"
-    monkeypatch.setattr(shards, "gpu_jpeg_decoder", lambda: None)          # CUDA, but no GPU decoder
+    monkeypatch.setattr(jpeg_module, "gpu_jpeg_decoder", lambda: None)          # CUDA, but no GPU decoder
     assert resolve_decode("auto", "jpeg", "cuda") == "cpu"
     with pytest.raises(UsageError, match="needs torchvision with nvJPEG or torchcodec"):
         resolve_decode("gpu", "jpeg", "cuda")
@@ -276,10 +276,10 @@ def test_gpu_decode_matches_cpu_decode_within_the_documented_bound(jpeg_data):
 @pytest.mark.gpu
 def test_gpu_decode_names_undecodable_bytes():
     good = encode_jpeg(np.full((256, 256, 3), 90, np.uint8), 90)
-    out = shards.decode_jpegs_on([good, good], torch.device("cuda"))
+    out = jpeg_module.decode_jpegs_on([good, good], torch.device("cuda"))
     assert out.shape == (2, 256, 256, 3) and out.dtype == torch.uint8
     with pytest.raises(DataError, match="cannot be decoded on cuda"):
-        shards.decode_jpegs_on([good, np.frombuffer(b"not a JPEG", np.uint8)], torch.device("cuda"))
+        jpeg_module.decode_jpegs_on([good, np.frombuffer(b"not a JPEG", np.uint8)], torch.device("cuda"))
 
 
 def test_batch_buffers_are_reused_only_once_released(jpeg_data):

@@ -97,6 +97,22 @@ def test_sample_is_deterministic(known):
     assert other.images == 2 and not np.array_equal(other.eigenvalues, a.eigenvalues)
 
 
+def test_a_sample_of_data_with_an_older_manifest_is_the_same_sample(known, tmp_path):
+    """A manifest written before per-shard counts were recorded: the sample finds its images
+    through the shards (shards.split_index), and picks the same ones."""
+    import shutil
+
+    data, _ = known
+    old = tmp_path / "old"
+    shutil.copytree(data, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["splits"]["train"]["shard_counts"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    a, b = compute_pca(data, sample=3, seed=2), compute_pca(old, sample=3, seed=2)
+    assert b.images == 3 and b.pixels == a.pixels
+    np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
+
+
 def test_pca_json_round_trip_and_errors(tmp_path, tiny_data):
     with pytest.raises(DataError, match=r"pca.json not found: run `alexnet pca .*` first \(or train with --no-pca-aug\)"):
         read_pca(tmp_path)

@@ -228,7 +228,7 @@ def test_worker_processes_give_the_same_bytes(odd_tree, odd_data, tmp_path):
 
 _KILLER = r"""
 import os, signal, sys
-from alexnet_cli import prep, shards
+from alexnet_cli import atomic, prep
 from alexnet_cli.prep import PrepOptions, prepare
 
 where, n = sys.argv[3], int(sys.argv[4])
@@ -257,7 +257,7 @@ if where == "rename":                      # a complete temporary shard, never r
         if calls[0] == n:
             die()
         real(a, b)
-    shards.os.replace = replace
+    atomic.os.replace = replace
 if where == "manifest":                    # every shard and the mean written, no manifest
     prep.write_manifest = lambda m: die()
 prepare(sys.argv[1], sys.argv[2], PrepOptions(workers=2, shard_size=8, block_size=4), progress=Reporter())

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_cli import shards
+from alexnet_cli import jpeg as jpeg_module
 from alexnet_cli.errors import DataError
-from alexnet_cli.shards import (ShardWriter, abandoned, claim, decode_jpeg, encode_jpeg, open_shard, read_images, read_manifest,
-                                read_mean_image, read_split_index, verify_shards)
+from alexnet_cli.atomic import abandoned, claim
+from alexnet_cli.jpeg import decode_jpeg, encode_jpeg
+from alexnet_cli.shards import (ShardWriter, open_shard, read_images, read_manifest, read_mean_image, read_split_index,
+                                split_index, verify_shards)
 
 
 def test_manifest_round_trip(tiny_data):
@@ -61,6 +63,27 @@ def test_split_index_is_the_shards_in_order(tiny_data, tiny_tree):
     assert paths == sorted(paths)    # val keeps the sorted order; train is hashed
     train, _ = read_split_index(tiny_data, "train")
     assert sorted(train) != train and len(set(train)) == 48
+
+
+def test_global_image_numbers_map_to_shard_and_row_even_in_older_manifests(tiny_data, tmp_path):
+    """split_index: image i of a split is row i - starts[k] of shard k; a manifest written
+    before per-shard counts were recorded gets them from the shards (same index)."""
+    index = split_index(read_manifest(tiny_data), "train")
+    assert index.shards == ["train-00000.h5", "train-00001.h5", "train-00002.h5"] and index.count == 48
+    assert index.starts.tolist() == [0, 16, 32, 48]
+    rows = index.rows_by_shard([47, 3, 16, 3, -1, 48, 20])
+    assert [r.tolist() for r in rows] == [[3], [0, 4], [15]]        # sorted, once each; outside: nowhere
+    data = tmp_path / "old"
+    shutil.copytree(tiny_data, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    for split in manifest["splits"].values():
+        del split["shard_counts"]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    older = split_index(read_manifest(data), "train")
+    assert older.shards == index.shards and older.starts.tolist() == index.starts.tolist()
+    paths, _ = read_split_index(data, "train")
+    with open_shard(read_manifest(data), "train-00001.h5") as f:
+        assert f["paths"][4].decode() == paths[20]                   # image 20 = shard 1, row 4
 
 
 def test_truncated_shard_is_named(tiny_data, tmp_path):
@@ -132,9 +155,9 @@ def test_jpeg_decode_is_pixel_identical_to_pil(quality, decoder, monkeypatch):
     images = [np.clip(smooth + rng.normal(0, s, (256, 256, 3)), 0, 255).astype(np.uint8) for s in (0, 8, 40)]
     images.append(np.repeat(rng.integers(0, 256, (256, 256, 1), dtype=np.uint8), 3, axis=2))   # grey content
     if decoder == "pil":   # as where simplejpeg is not installed
-        monkeypatch.setattr(shards, "_simplejpeg", lambda: None)
+        monkeypatch.setattr(jpeg_module, "_simplejpeg", lambda: None)
     else:
-        assert shards._simplejpeg() is not None
+        assert jpeg_module._simplejpeg() is not None
     for img in images:
         data = encode_jpeg(img, quality)
         with Image.open(io.BytesIO(data.tobytes())) as pil:

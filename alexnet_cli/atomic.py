@@ -1,0 +1,134 @@
+"""Files that are never seen half-written: the data, checkpoints and every other file a later
+command reads are written through here.
+
+Two kinds of temporaries, both beside their target (same folder, so the final rename is
+atomic on every POSIX file system):
+
+- `.NAME.PID.tmp` (`temporary_name`): a file written in one go (`write_atomic`, `replacing`:
+  the manifest, shards, the mean image, pca.json, run files, checkpoints, codes). It is
+  created by `claim`, which holds an exclusive flock on it while it is written; the lock
+  dies with its process, so `abandoned` tells the temporaries of killed runs from those of
+  live ones, and `remove_abandoned` deletes only the former.
+- `NAME.partial` (`partial_path`): a file filled over many runs (the features), resumed
+  where a killed run stopped and renamed onto NAME by `publish` once complete.
+
+A new file's mode is what the umask allows (0o666 & ~umask), as for any file a program
+creates, also when a temporary of the same name was left with another mode.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+_TEMPORARY = re.compile(r"\..+\.\d+\.tmp")      # the names temporary_name gives
+
+
+def temporary_name(path: Path) -> Path:
+    """Where `path` is written before it is complete: `.<name>.<pid>.tmp` beside it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once (setting it to read it back is racy with threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def claim(tmp: Path) -> int:
+    """Create `tmp` (emptied if it exists), with the mode the umask allows, and hold an
+    exclusive lock on it while it is being written; the lock dies with the process, so
+    `abandoned` can tell the files of killed runs. Returns the open file descriptor."""
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)      # mode as umask allows
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:                                   # a leftover of the same name keeps its own mode otherwise
+            os.fchmod(fd, 0o666 & ~_umask())
+        except (OSError, AttributeError):      # a file system without modes (vfat, some mounts)
+            pass
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def abandoned(tmp: Path) -> bool:
+    """True if no live process holds `tmp` (see `claim`)."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY | os.O_NONBLOCK)   # never blocks, even on a FIFO
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def remove_abandoned(folder: Path, target: str | None = None) -> None:
+    """Delete the temporaries (`temporary_name`) in `folder` that killed runs left, of any
+    file or of the file named `target` only; a live writer's are kept. A missing folder has
+    none."""
+    pattern = ".*.tmp" if target is None else f".{target}.*.tmp"
+    for tmp in folder.glob(pattern):
+        if (target is not None or _TEMPORARY.fullmatch(tmp.name)) and abandoned(tmp):
+            tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[int]:
+    """Write `path` through a claimed temporary beside it: the body writes to the yielded file
+    descriptor; on success it is fsynced and renamed onto `path` (os.replace), on any error
+    removed. Never half a file at `path`."""
+    tmp = temporary_name(path)
+    fd = claim(tmp)
+    try:
+        yield fd
+        os.fsync(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes | memoryview) -> None:
+    """`data` into `path`, all or nothing (`replacing`). A failed write (a full disk) raises an
+    OSError that names `path`."""
+    try:
+        with replacing(path) as fd:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+    except OSError as exc:
+        if exc.filename is None:        # os.write and os.fsync name no file: say which
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
+
+
+def partial_path(path: str | Path) -> Path:
+    """Where a file filled over several runs is kept until complete: `NAME.partial` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def publish(partial: Path, path: Path) -> None:
+    """A complete `partial_path` file becomes `path` (os.replace: atomic)."""
+    os.replace(partial, path)

@@ -1,0 +1,63 @@
+"""alexnet_cli.atomic: all-or-nothing writes, and the clean-up of temporaries left by killed
+writers (never a live writer's, never a file of another name)."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from alexnet_cli import atomic
+from alexnet_cli.atomic import claim, partial_path, publish, remove_abandoned, temporary_name, write_atomic
+
+
+def test_write_atomic_replaces_the_whole_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "a.json"
+    write_atomic(path, b"first version, longer")
+    write_atomic(path, memoryview(b"second"))
+    assert path.read_bytes() == b"second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+    assert temporary_name(path).name == f".a.json.{os.getpid()}.tmp"
+
+
+def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    path = tmp_path / "a.json"
+    write_atomic(path, b"old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(OSError) as caught:
+        write_atomic(path, b"new")
+    assert caught.value.filename == str(path) and caught.value.errno == errno.ENOSPC
+    assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_only_the_temporaries_of_dead_writers_are_removed(tmp_path):
+    dead = tmp_path / ".x.h5.123.tmp"
+    os.close(claim(dead))                               # its writer is gone (as after SIGKILL)
+    live = tmp_path / ".y.h5.456.tmp"
+    fd = claim(live)
+    other = tmp_path / ".notes.tmp"                     # not a name temporary_name gives
+    other.write_text("mine")
+    partial = tmp_path / ".pca.partial.json.789.tmp"
+    os.close(claim(partial))
+    try:
+        remove_abandoned(tmp_path, "pca.partial.json")  # that file's only
+        assert not partial.exists() and dead.exists()
+        remove_abandoned(tmp_path)
+        assert not dead.exists() and live.exists() and other.read_text() == "mine"
+        remove_abandoned(tmp_path / "missing")          # a folder not made yet has none
+    finally:
+        os.close(fd)
+
+
+def test_a_partial_file_is_published_under_its_name(tmp_path):
+    out = tmp_path / "features.h5"
+    partial = partial_path(out)
+    assert partial == tmp_path / "features.h5.partial"
+    partial.write_bytes(b"rows")
+    publish(partial, out)
+    assert out.read_bytes() == b"rows" and not partial.exists()
