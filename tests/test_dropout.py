@@ -247,7 +247,7 @@ def test_an_old_checkpoint_evaluates_to_the_same_errors(tmp_path, tiny_data):
 def test_model_config_from_an_old_file_and_a_new_one():
     assert model_config_from_dict({"num_classes": 4}).dropout_style == "inverted"
     assert model_config_from_dict({"num_classes": 4, "dropout_style": "paper"}).dropout_style == "paper"
-    with pytest.raises(Exception, match="dropout-style"):
+    with pytest.raises(Exception, match="^dropout_style must be one of"):
         resolve_model_config("paper", dropout_style="scaled")
 
 
