@@ -10,7 +10,8 @@ atomic on every POSIX file system):
   dies with its process, so `abandoned` tells the temporaries of killed runs from those of
   live ones, and `remove_abandoned` deletes only the former.
 - `NAME.partial` (`partial_path`): a file filled over many runs (the features), resumed
-  where a killed run stopped and renamed onto NAME by `publish` once complete.
+  where a killed run stopped and renamed onto NAME by `publish` once complete; also the
+  demo's generated image tree, a folder made again from the start when a run was killed.
 
 A new file's mode is what the umask allows (0o666 & ~umask), as for any file a program
 creates, also when a temporary of the same name was left with another mode.
@@ -124,11 +125,13 @@ def write_atomic(path: Path, data: bytes | memoryview) -> None:
 
 
 def partial_path(path: str | Path) -> Path:
-    """Where a file filled over several runs is kept until complete: `NAME.partial` beside it."""
+    """Where a file filled over several runs (or a folder, the demo's images) is kept until
+    complete: `NAME.partial` beside it."""
     path = Path(path)
     return path.with_name(path.name + ".partial")
 
 
 def publish(partial: Path, path: Path) -> None:
-    """A complete `partial_path` file becomes `path` (os.replace: atomic)."""
+    """A complete `partial_path` file, or folder, becomes `path` (os.replace: atomic; a folder
+    replaces only a missing or empty one)."""
     os.replace(partial, path)

@@ -504,6 +504,12 @@ class CodesResult:
                 "reused": self.reused}
 
 
+def check_bits(bits: int) -> None:
+    """Codes are packed in 64-bit words."""
+    if bits < 64 or bits % 64:
+        raise UsageError(f"bits must be a positive multiple of 64, got {bits}", field="bits", value=bits)
+
+
 def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, seed: int = 0, hidden: int = HIDDEN,
                batch_size: int = BATCH, rerank_depth: int = RERANK, queries: int = QUERIES,
                neighbours: float = NEIGHBOURS, device: str | torch.device = "cpu",
@@ -512,13 +518,12 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
     it and measure them against random projections (see the module doc). A codes file made
     with the same settings and epochs is kept; a training state with the same settings
     continues after its last finished epoch (also towards more epochs)."""
-    if bits < 64 or bits % 64:
-        raise UsageError(f"--bits must be a positive multiple of 64, got {bits}")
-    for name, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--rerank", rerank_depth)):
+    check_bits(bits)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("rerank_depth", rerank_depth)):
         if value < 1:
-            raise UsageError(f"{name} must be at least 1, got {value}")
+            raise UsageError(f"{name} must be at least 1, got {value}", field=name, value=value)
     if seed < 0 or seed >= 2**32:
-        raise UsageError(f"--seed must be in [0, 2^32), got {seed}")
+        raise UsageError(f"seed must be in [0, 2^32), got {seed}", field="seed", value=seed)
     if not 0 <= neighbours < math.inf:
         raise UsageError(f"the neighbourhood weight must be finite and >= 0, got {neighbours}")
     device = torch.device(device)
@@ -614,8 +619,7 @@ def codes_for_split(checkpoint: str | Path, data_dir: str | Path, *, split: str 
     from alexnet_cli.features import load_encoder
     from alexnet_cli.neighbors import split_features
 
-    if bits < 64 or bits % 64:
-        raise UsageError(f"--bits must be a positive multiple of 64, got {bits}")
+    check_bits(bits)
     encoder = load_encoder(checkpoint, data_dir, device)
     path = split_features(encoder, Path(data_dir), split, features, batch_size=batch_size, workers=workers,
                           progress=progress)

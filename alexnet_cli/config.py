@@ -167,9 +167,8 @@ def check_field_types(config) -> None:
 def check_choice(name: str, value: Any, choices: tuple) -> None:
     """`value` of the setting `name` (a field or argument) must be one of `choices`."""
     if value not in choices:
-        field = None if name.startswith("--") else name    # "--flag": a caller that still names the flag
         raise UsageError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}",
-                         field=field, value=value)
+                         field=name, value=value)
 
 
 def _resolve(cls, recipe: str, part: str, overrides: dict[str, Any]):

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from alexnet_cli.atomic import partial_path, publish
 from alexnet_cli.config import ModelConfig, TrainConfig, resolve_model_config, resolve_train_config
 from alexnet_cli.errors import AlexnetError, UsageError
 from alexnet_cli.evaluate import EvalResult, evaluate
@@ -214,16 +215,16 @@ def claim_out(out: Path, config: DemoConfig) -> bool:
 # ---------------------------------------------------------------------------- the steps
 
 def make_data(out: Path, config: DemoConfig) -> Path:
-    """The generated ImageNet-like tree, written under a temporary name and renamed when complete."""
+    """The generated ImageNet-like tree, written as images.partial and published when complete."""
     tree = out / IMAGES
     if tree.is_dir():
         return tree
-    partial = out / (IMAGES + ".partial")
-    if partial.exists():
+    partial = partial_path(tree)
+    if partial.exists():                # a killed demo's: generated again from the start
         shutil.rmtree(partial)
     make_tree(partial, classes=config.classes, train_per_class=config.train_per_class,
               val_per_class=config.val_per_class, seed=config.seed, odd_files=True)
-    partial.rename(tree)
+    publish(partial, tree)
     return tree
 
 

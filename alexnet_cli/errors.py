@@ -9,12 +9,16 @@ still reported in one line, with the exception type.
 The library speaks in its own terms: an error about one setting names the setting by its field
 or argument name and carries it, with the value, as `field` and `value`
 (`UsageError("dropout must be in [0, 1), got 2", field="dropout", value=2)`). Only the CLI knows
-flag names: its error boundary shows `--dropout must be in [0, 1), got 2` (cli/flags.py).
+flag names: its error boundary shows `--dropout must be in [0, 1), got 2` (cli/flags.py). Another
+setting the message names, besides its field, is written in backticks and listed in `mentions`
+(`UsageError("compile_mode max-autotune needs `compile`", field="compile_mode", value=...,
+mentions=("compile",))`): the CLI shows its flag there too.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -23,13 +27,18 @@ class AlexnetError(Exception):
 
     `field`: the setting the message is about, when it is one; the message then begins with
     that name (after the contexts of `within`), so that `naming` can put another name (the
-    CLI's flag) in its place."""
+    CLI's flag) in its place. `mentions`: other settings the message names, each written as
+    `name` (in backticks), for `naming` to rename as well."""
 
-    def __init__(self, message: str = "", *, field: str | None = None, value: Any = None) -> None:
+    def __init__(self, message: str = "", *, field: str | None = None, value: Any = None,
+                 mentions: tuple[str, ...] = ()) -> None:
         if field is not None and not message.startswith(field):
             raise ValueError(f"an error about {field!r} must begin with it: {message!r}")
+        missing = [m for m in mentions if f"`{m}`" not in message]
+        if missing:
+            raise ValueError(f"an error mentioning {missing} must write them as `name`: {message!r}")
         super().__init__(message)
-        self.field, self.value = field, value
+        self.field, self.value, self.mentions = field, value, tuple(mentions)
         self.field_at = 0                  # where the field's name stands in the message
 
     def within(self, context: str) -> AlexnetError:
@@ -39,12 +48,16 @@ class AlexnetError(Exception):
         wrapped.field_at = self.field_at + len(context) + 2
         return wrapped
 
-    def naming(self, name: str) -> str:
-        """The message with the setting called `name` (e.g. its command-line flag)."""
+    def naming(self, name: str | None, others: Mapping[str, str] | None = None) -> str:
+        """The message with the setting called `name` (e.g. its command-line flag; None: as
+        it is) and each mentioned setting called as `others` says (unlisted: as written)."""
         message = str(self)
-        if self.field is None:
-            return message
-        return message[:self.field_at] + name + message[self.field_at + len(self.field):]
+        if self.field is not None and name is not None:
+            message = message[:self.field_at] + name + message[self.field_at + len(self.field):]
+        for mention in self.mentions:
+            if others and mention in others:
+                message = message.replace(f"`{mention}`", others[mention])
+        return message
 
 
 class UsageError(AlexnetError):

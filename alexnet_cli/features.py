@@ -320,7 +320,7 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
     run's FILE.partial is resumed.
     """
     if batch_size < 1:
-        raise UsageError(f"--batch-size must be positive, got {batch_size}")
+        raise UsageError(f"batch_size must be positive, got {batch_size}", field="batch_size", value=batch_size)
     out, manifest = Path(out), read_manifest(data_dir)
     count, data = manifest.split(split).count, data_key(manifest, split)
     want = (encoder.key, split, count, data)              # what a matching file was made from

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from alexnet_cli.config import check_choice
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.images import IMAGE_SHAPE
 
@@ -95,15 +96,16 @@ def resolve_decode(decode: str, fmt: str, device: str | torch.device) -> str:
     """Where the loader decodes: "cpu" or "gpu" for jpeg shards, "none" for raw ones (nothing
     to decode). auto: gpu on a CUDA device when a GPU decoder is installed, else cpu; gpu
     without them is a UsageError (never a silent CPU decode)."""
-    if decode not in DECODES:
-        raise UsageError(f"--decode must be one of {', '.join(DECODES)}; got {decode!r}")
+    check_choice("decode", decode, DECODES)
     if fmt != "jpeg":
         return "none"
     device = torch.device(device)
     usable = device.type == "cuda" and gpu_jpeg_decoder() is not None
     if decode == "gpu" and not usable:
-        why = "a CUDA --device" if device.type != "cuda" else "torchvision with nvJPEG or torchcodec"
-        raise UsageError(f"--decode gpu needs {why} (device {device}); use --decode cpu or auto")
+        why, mentions = (("a CUDA `device`", ("device", "decode")) if device.type != "cuda"
+                         else ("torchvision with nvJPEG or torchcodec", ("decode",)))
+        raise UsageError(f"decode gpu needs {why} (device {device}); use `decode` cpu or auto", field="decode",
+                         value=decode, mentions=mentions)
     return "gpu" if decode == "gpu" or (decode == "auto" and usable) else "cpu"
 
 

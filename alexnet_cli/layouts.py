@@ -81,7 +81,7 @@ def find_layout(src: str | Path, splits: list[str] | None = None, labels: LabelF
     wanted = list(splits) if splits else present
     for s in wanted:
         if s not in SPLITS:
-            raise UsageError(f"--splits: unknown split '{s}' (splits: {', '.join(SPLITS)})")
+            raise UsageError(f"splits: unknown split '{s}' (splits: {', '.join(SPLITS)})", field="splits", value=wanted)
         if s not in present:
             raise DataError(f"{image_root}: no {s}/ folder (found: {', '.join(present) or 'none'}); {EXPECTED}")
     search = _search_dirs(src, image_root)

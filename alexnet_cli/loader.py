@@ -164,7 +164,7 @@ class ShardLoader:
         if batch_size < 1:
             raise DataError(f"batch size must be positive, got {batch_size}")
         if workers is not None and workers < 1:
-            raise UsageError(f"--workers must be at least 1, got {workers}")
+            raise UsageError(f"workers must be at least 1, got {workers}", field="workers", value=workers)
         if not 0 <= rank < world_size:
             raise DataError(f"rank {rank} is not in 0..{world_size - 1}")
         self.manifest = read_manifest(data_dir)

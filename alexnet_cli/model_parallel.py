@@ -65,7 +65,8 @@ class ColumnParallelAlexNet(nn.Module):
     def __init__(self, model: AlexNet, devices: tuple[str | torch.device, str | torch.device]):
         super().__init__()
         if model.config.columns != 2:
-            raise UsageError("--parallel model needs the two-column network; --columns 1 trains on one device")
+            raise UsageError("parallel model needs the two-column network; `columns` 1 trains on one device",
+                             field="parallel", value="model", mentions=("columns",))
         self.config = model.config
         self.devices = tuple(torch.device(d) for d in devices)
         self.a = Column(model, 0).to(self.devices[0])

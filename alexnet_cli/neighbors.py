@@ -217,17 +217,19 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
     with `codes`, by Hamming distance of the binary codes of `alexnet codes` (and, with
     `rerank`, the `rerank` nearest of those re-ranked by exact Euclidean distance)."""
     if k < 1:
-        raise UsageError(f"--k must be at least 1, got {k}")
+        raise UsageError(f"k must be at least 1, got {k}", field="k", value=k)
     if not queries:
-        raise UsageError("give at least one --query image")
+        raise UsageError("queries must name at least one image", field="queries", value=queries)
     if rerank is not None and not codes:
-        raise UsageError("--rerank re-ranks the Hamming search: give --codes too")
+        raise UsageError("rerank re-ranks the Hamming search: give `codes` too", field="rerank", value=rerank,
+                         mentions=("codes",))
     if codes and bits not in BITS:
-        raise UsageError(f"--bits must be one of {', '.join(map(str, BITS))}, got {bits}")
+        raise UsageError(f"bits must be one of {', '.join(map(str, BITS))}, got {bits}", field="bits", value=bits)
     if rerank is not None and rerank < k:
-        raise UsageError(f"--rerank must be at least --k ({k}), got {rerank}")
+        raise UsageError(f"rerank must be at least `k` ({k}), got {rerank}", field="rerank", value=rerank,
+                         mentions=("k",))
     if not math.isfinite(memory_mb) or memory_mb <= 0:
-        raise UsageError(f"--memory-mb must be a positive number, got {memory_mb}")
+        raise UsageError(f"memory_mb must be a positive number, got {memory_mb}", field="memory_mb", value=memory_mb)
     data_dir = Path(data_dir)
     images = [load_image(q) for q in queries]                 # unreadable queries fail before any work
     encoder = load_encoder(checkpoint, data_dir, device)

@@ -59,17 +59,17 @@ class PrepOptions:
 
     def check(self) -> None:
         if self.format not in FORMATS:
-            raise UsageError(f"--format must be raw or jpeg, got {self.format!r}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise UsageError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
-        if not 1 <= self.shard_size <= MAX_SHARD_SIZE:   # a shard is built in memory (shards.ShardWriter)
-            raise UsageError(f"--shard-size must be in 1..{MAX_SHARD_SIZE}, got {self.shard_size}")
-        if not 1 <= self.block_size <= MAX_BLOCK_SIZE:   # the loader's read unit, held (workers + 1) x 8 times
-            raise UsageError(f"--block-size must be in 1..{MAX_BLOCK_SIZE}, got {self.block_size}")
-        if self.limit_per_class is not None and self.limit_per_class < 1:
-            raise UsageError(f"--limit-per-class must be positive, got {self.limit_per_class}")
-        if self.workers is not None and self.workers < 1:
-            raise UsageError(f"--workers must be positive, got {self.workers}")
+            raise UsageError(f"format must be raw or jpeg, got {self.format!r}", field="format", value=self.format)
+        # a shard is built in memory (shards.ShardWriter); a block is the loader's read unit, held
+        # (workers + 1) x 8 times
+        for name, top in (("jpeg_quality", 100), ("shard_size", MAX_SHARD_SIZE), ("block_size", MAX_BLOCK_SIZE)):
+            value = getattr(self, name)
+            if not 1 <= value <= top:
+                raise UsageError(f"{name} must be in 1..{top}, got {value}", field=name, value=value)
+        for name in ("limit_per_class", "workers"):      # None: every file, all cores
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"{name} must be positive, got {value}", field=name, value=value)
 
 
 @dataclass

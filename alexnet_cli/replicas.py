@@ -51,20 +51,22 @@ def place(mode: str, device: str | None, devices: tuple[str, ...], batch_size: i
     process group torchrun set up, and each process takes its own GPU."""
     if mode == "model":
         if len(devices) != 2:
-            raise UsageError("--parallel model needs two devices: --devices cuda:0,cuda:1 (or cpu,cpu)")
+            raise UsageError("parallel model needs two devices: `devices` cuda:0,cuda:1 (or cpu,cpu)",
+                             field="parallel", value=mode, mentions=("devices",))
         return Placement(tuple(resolve_device(d) for d in devices), DistInfo())
     dev = resolve_device(device)
     if mode != "data":
         return Placement((dev,), DistInfo())
     if not distributed.launched_by_torchrun():
-        raise UsageError("--parallel data runs under torchrun with several processes, e.g. "
-                         "torchrun --nproc_per_node 8 -m alexnet_cli train DATA --out RUN --parallel data")
+        raise UsageError("parallel data runs under torchrun with several processes, e.g. "     # a command to run
+                         "torchrun --nproc_per_node 8 -m alexnet_cli train DATA --out RUN --parallel data",
+                         field="parallel", value=mode)
     info = distributed.init_distributed(dev.type)
     if dev.type == "cuda":
         dev = torch.device("cuda", info.local_rank)
     if batch_size % info.world_size:
-        raise UsageError(f"--batch-size {batch_size} is the global batch; it must divide "
-                         f"by the {info.world_size} processes")
+        raise UsageError(f"batch_size {batch_size} is the global batch; it must divide "
+                         f"by the {info.world_size} processes", field="batch_size", value=batch_size)
     return Placement((dev,), info)
 
 

@@ -95,7 +95,7 @@ def check_run_dir(out: Path) -> None:
         while not parent.exists() and parent != parent.parent:
             parent = parent.parent
         if not parent.is_dir():
-            raise UsageError(f"--out {out}: {parent} is a file, not a folder")
+            raise UsageError(f"out {out}: {parent} is a file, not a folder", field="out", value=out)
         return
     config = out / "config.json"
     try:
@@ -200,8 +200,8 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise AlexnetError("--tensorboard needs the tensorboard package: "
-                                   "pip install 'alexnet-cli[tensorboard]'") from None
+                raise AlexnetError("tensorboard needs the tensorboard package: "
+                                   "pip install 'alexnet-cli[tensorboard]'", field="tensorboard", value=True) from None
             self._tb = SummaryWriter(str(run_dir / "tensorboard"))
 
     def offset(self) -> int:

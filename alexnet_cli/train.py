@@ -75,18 +75,16 @@ class RunOptions:
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
-        check_choice("--lrn-kernel", self.lrn_kernel, LRN_IMPLEMENTATIONS)
-        check_choice("--decode", self.decode, DECODES)
-        check_choice("--compile-mode", self.compile_mode, COMPILE_MODES)
+        check_choice("lrn_kernel", self.lrn_kernel, LRN_IMPLEMENTATIONS)
+        check_choice("decode", self.decode, DECODES)
+        check_choice("compile_mode", self.compile_mode, COMPILE_MODES)
         if self.compile_mode != "default" and not self.compile:
-            raise UsageError(f"--compile-mode {self.compile_mode} needs --compile")
-        for name in ("log_every", "stuck_steps"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_steps", "save_every", "workers"):
-            value = getattr(self, name)
+            raise UsageError(f"compile_mode {self.compile_mode} needs `compile`", field="compile_mode",
+                             value=self.compile_mode, mentions=("compile",))
+        for name in ("log_every", "stuck_steps", "max_steps", "save_every", "workers"):
+            value = getattr(self, name)        # the last three: None means unset
             if value is not None and value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+                raise UsageError(f"{name} must be at least 1, got {value}", field=name, value=value)
         check_seed(self.seed)
 
 
@@ -97,20 +95,20 @@ def check_seed(seed: int) -> None:
     """A seed every generator of the run accepts (NumPy's refuses negative ones, torch's ones
     beyond 64 bits): checked before anything is written."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise UsageError(f"--seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}")
+        raise UsageError(f"seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}", field="seed", value=seed)
 
 
 def resolve_parallel(run: RunOptions) -> str:
     """The documented rule for `--parallel auto`: data under torchrun (WORLD_SIZE > 1); model
     when two --devices are given; otherwise single."""
-    if run.parallel not in PARALLEL_MODES:
-        raise UsageError(f"--parallel must be one of {', '.join(PARALLEL_MODES)}; got {run.parallel!r}")
+    check_choice("parallel", run.parallel, PARALLEL_MODES)
     if run.devices and (len(run.devices) != 2 or not all(run.devices)):   # a typo must not mean "single"
-        raise UsageError(f"--devices takes two devices, one per column (e.g. cuda:0,cuda:1); got "
-                         f"{','.join(run.devices)!r}")
+        raise UsageError(f"devices takes two devices, one per column (e.g. cuda:0,cuda:1); got "
+                         f"{','.join(run.devices)!r}", field="devices", value=run.devices)
     if launched_by_torchrun():
         if run.parallel not in ("auto", "data"):   # every process would be "rank 0" and write the run
-            raise UsageError(f"--parallel {run.parallel} runs in one process; under torchrun use --parallel data")
+            raise UsageError(f"parallel {run.parallel} runs in one process; under torchrun use `parallel` data",
+                             field="parallel", value=run.parallel, mentions=("parallel",))
         return "data"
     if run.parallel != "auto":
         return run.parallel
@@ -408,7 +406,8 @@ def _fit_classes(cfg: ModelConfig, n_data: int) -> ModelConfig:
     if cfg.num_classes == n_data:
         return cfg
     if cfg.num_classes != ModelConfig.num_classes:
-        raise AlexnetError(f"--num-classes {cfg.num_classes} does not match the data's {n_data} classes")
+        raise AlexnetError(f"num_classes {cfg.num_classes} does not match the data's {n_data} classes",
+                           field="num_classes", value=cfg.num_classes)
     return dataclasses.replace(cfg, num_classes=n_data)
 
 

@@ -167,9 +167,10 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> No
             raise AlexnetError(f"{path} was trained on other data ({what} in {now['data']} changed since "
                                "the run began); resume with the same DATA, or start a new --out")
     run = saved.get("run", {})
-    for what, before, current in (("--seed", run.get("seed"), now["run"]["seed"]),
-                                  ("--decode", run.get("decode"), now["run"]["decode"]),   # nvJPEG's pixels differ
-                                  ("number of processes", saved.get("world_size"), now["world_size"])):
-        if before is not None and before != current:
+    for what, mentions, before, current in (
+            ("`seed`", ("seed",), run.get("seed"), now["run"]["seed"]),
+            ("`decode`", ("decode",), run.get("decode"), now["run"]["decode"]),   # nvJPEG's pixels differ
+            ("number of processes", (), saved.get("world_size"), now["world_size"])):
+        if before is not None and before != current:        # the CLI shows the settings' flags
             raise AlexnetError(f"{path} was trained with {what} {before}, not {current}; resume with the same "
-                               "arguments, or start a new --out")
+                               "arguments, or start a new --out", mentions=mentions)

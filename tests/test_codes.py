@@ -200,9 +200,9 @@ def test_library_refuses_bad_settings_and_files(tmp_path):
     rows, labels = _clusters(n=50, dim=16)
     path = tmp_path / "f.h5"
     _features_file(path, rows, labels)
-    with pytest.raises(UsageError, match="--bits"):
+    with pytest.raises(UsageError, match="^bits"):
         make_codes(path, bits=100)
-    with pytest.raises(UsageError, match="--epochs"):
+    with pytest.raises(UsageError, match="^epochs"):
         make_codes(path, epochs=0)
     with pytest.raises(UsageError, match="neighbourhood weight"):
         make_codes(path, bits=64, neighbours=-1)

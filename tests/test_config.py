@@ -187,3 +187,55 @@ def test_every_flag_of_the_table_is_a_flag_of_a_command():
     group = typer.main.get_command(app)
     flags = {opt for cmd in group.commands.values() for p in cmd.params for opt in (*p.opts, *p.secondary_opts)}
     assert set(FLAGS.values()) <= flags, set(FLAGS.values()) - flags
+
+
+def test_data_search_and_running_errors_name_their_field_and_the_cli_its_flag(tmp_path):
+    """The settings of prep, neighbors, RunOptions and the decoder, in the library's names; the
+    CLI shows the flags, also of the other settings a message mentions (`k`, `compile`)."""
+    from typer.testing import CliRunner
+
+    from alexnet_cli.cli.app import app
+    from alexnet_cli.cli.flags import flag_message
+    from alexnet_cli.errors import UsageError
+    from alexnet_cli.jpeg import resolve_decode
+    from alexnet_cli.neighbors import find_neighbors
+    from alexnet_cli.prep import PrepOptions
+    from alexnet_cli.train import RunOptions
+
+    cases = [
+        (lambda: PrepOptions(jpeg_quality=0).check(), "jpeg_quality", 0,
+         "jpeg_quality must be in 1..100, got 0", "--jpeg-quality must be in 1..100, got 0"),
+        (lambda: PrepOptions(format="png").check(), "format", "png",
+         "format must be raw or jpeg, got 'png'", "--format must be raw or jpeg, got 'png'"),
+        (lambda: RunOptions(workers=0), "workers", 0,
+         "workers must be at least 1, got 0", "--workers must be at least 1, got 0"),
+        (lambda: RunOptions(compile_mode="max-autotune"), "compile_mode", "max-autotune",
+         "compile_mode max-autotune needs `compile`", "--compile-mode max-autotune needs --compile"),
+        (lambda: find_neighbors("x.pt", "data", ["q.jpg"], k=0), "k", 0,
+         "k must be at least 1, got 0", "--k must be at least 1, got 0"),
+        (lambda: find_neighbors("x.pt", "data", ["q.jpg"], k=5, codes=True, rerank=3), "rerank", 3,
+         "rerank must be at least `k` (5), got 3", "--rerank must be at least --k (5), got 3"),
+        (lambda: resolve_decode("gpu", "jpeg", "cpu"), "decode", "gpu",
+         "decode gpu needs a CUDA `device` (device cpu); use `decode` cpu or auto",
+         "--decode gpu needs a CUDA --device (device cpu); use --decode cpu or auto"),
+    ]
+    for call, field, value, message, cli_message in cases:
+        with pytest.raises(UsageError) as caught:
+            call()
+        assert (str(caught.value), caught.value.field, caught.value.value) == (message, field, value)
+        assert flag_message(caught.value) == cli_message
+    with pytest.raises(ValueError, match="must write them as `name`"):
+        UsageError("rerank must be at least k", field="rerank", mentions=("k",))
+
+    (tmp_path / "src").mkdir()
+    for name in ("x.pt", "q.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    runner = CliRunner()
+    for args, line in (
+            (["prep", str(tmp_path / "src"), str(tmp_path / "out"), "--shard-size", "0"],
+             "Error: --shard-size must be in 1..4096, got 0"),
+            (["neighbors", str(tmp_path / "x.pt"), str(tmp_path / "src"), "--query", str(tmp_path / "q.jpg"),
+              "--codes", "--k", "5", "--rerank", "3"], "Error: --rerank must be at least --k (5), got 3")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and result.stderr.strip() == line, (args, result.output)
+    assert not (tmp_path / "out").exists()                  # refused before anything is written

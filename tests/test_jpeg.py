@@ -203,9 +203,9 @@ def test_decode_choice_and_its_cpu_fallback(monkeypatch):
     assert resolve_decode("cpu", "jpeg", "cpu") == "cpu"
     assert resolve_decode("auto", "jpeg", "cpu") == "cpu"                 # no CUDA: the CPU decodes
     assert resolve_decode("gpu", "raw", "cpu") == resolve_decode("auto", "raw", "cuda") == "none"
-    with pytest.raises(UsageError, match="--decode gpu needs a CUDA --device"):
+    with pytest.raises(UsageError, match="^decode gpu needs a CUDA `device`"):
         resolve_decode("gpu", "jpeg", "cpu")
-    with pytest.raises(UsageError, match="--decode must be one of cpu, gpu, auto"):
+    with pytest.raises(UsageError, match="^decode must be one of cpu, gpu, auto"):
         resolve_decode("nvjpeg", "jpeg", "cpu")
     assert resolve_decode("auto", "jpeg", "cuda") == "gpu"                # a decoder is installed here
     assert resolve_decode("cpu", "jpeg", "cuda") == "cpu"

@@ -414,7 +414,7 @@ def test_one_process_modes_are_refused_under_torchrun(monkeypatch):
     monkeypatch.setattr(train_module, "launched_by_torchrun", lambda: True)
     assert train_module.resolve_parallel(RunOptions(parallel="auto")) == "data"
     for mode in ("single", "model"):
-        with pytest.raises(UsageError, match="--parallel data"):
+        with pytest.raises(UsageError, match="under torchrun use `parallel` data"):
             train_module.resolve_parallel(RunOptions(parallel=mode))
 
 

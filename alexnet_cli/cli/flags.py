@@ -5,7 +5,10 @@ Library errors name the setting they are about by its field or argument name and
 `dropout must be in [0, 1), got 2` reaches the CLI user as `--dropout must be in [0, 1), got 2`.
 A field missing here is shown by its own name. The names are the library's, shared by every
 command that has the flag (`data_dir` is predict's --data: the other commands take DATA as an
-argument and raise nothing about it by name).
+argument and raise nothing about it by name; `batch_size` is --batch-size, the training batch
+of `train` and the forward batch of `eval`, `features`, `neighbors` and `codes`, while
+codes.make_codes' own `batch_size`, the auto-encoder's, is no flag and never reaches the CLI).
+An error's `mentions` (other settings its message names) are shown by their flags as well.
 """
 
 from __future__ import annotations
@@ -56,9 +59,24 @@ FLAGS: dict[str, str] = {
     "workers": "--workers",
     "decode": "--decode",
     "stuck_steps": "--stuck-steps",
+    "tensorboard": "--tensorboard",
+    # PrepOptions (prep.py) and the data layout (layouts.py)
+    "format": "--format",
+    "jpeg_quality": "--jpeg-quality",
+    "shard_size": "--shard-size",
+    "block_size": "--block-size",
+    "limit_per_class": "--limit-per-class",
+    "splits": "--splits",
     # evaluation, prediction, ablations, reports, the demo
     "crops": "--crops",
     "k": "--k",
+    # neighbors and codes (neighbors.py, codes.py)
+    "queries": "--query",
+    "codes": "--codes",
+    "bits": "--bits",
+    "rerank": "--rerank",
+    "rerank_depth": "--rerank",
+    "memory_mb": "--memory-mb",
     "data_dir": "--data",
     "variants": "--variants",
     "eval_batch_size": "--eval-batch-size",
@@ -69,6 +87,7 @@ FLAGS: dict[str, str] = {
 
 
 def flag_message(exc: Exception) -> str:
-    """`exc`'s message, the setting it is about named by its flag."""
-    field = getattr(exc, "field", None)
-    return exc.naming(FLAGS[field]) if field in FLAGS else str(exc)
+    """`exc`'s message, the setting it is about, and those it mentions, named by their flags."""
+    if not hasattr(exc, "naming"):
+        return str(exc)
+    return exc.naming(FLAGS.get(exc.field), FLAGS)
