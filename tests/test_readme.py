@@ -21,6 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from alexnet_cli.cli.app import app
+from alexnet_cli.synth import make_tree
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TRAIN_TINY = ["--epochs", "1", "--batch-size", "8", "--log-every", "1", "--workers", "1"]
@@ -59,7 +60,10 @@ def test_readme_has_the_commands_it_promises():
     assert sum(c.startswith("torchrun") for c in commands) == 2
 
 
-def test_every_readme_command_runs_on_tiny_data(tiny_tree, tmp_path):
+def test_every_readme_command_runs_on_tiny_data(tmp_path):
+    # Smaller than conftest's tiny_tree: 18 lines train, evaluate or search with the real
+    # network on the CPU, so every image costs; 16 training images are two batches of 8.
+    tiny_tree = make_tree(tmp_path / "tree", classes=4, train_per_class=4, val_per_class=2)
     work = tmp_path / "work"
     work.mkdir()
     photo = work / "photo.jpg"
