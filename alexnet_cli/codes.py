@@ -50,7 +50,7 @@ from torch import nn
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.errors import DataError, UsageError
-from alexnet_cli.features import FeaturesInfo, read_features_info, read_rows
+from alexnet_cli.features import FeaturesInfo, read_checked, read_features_info, read_rows
 from alexnet_cli.progress import NullReporter, Reporter
 
 FORMAT = "alexnet-cli/codes"
@@ -320,27 +320,16 @@ class CodesInfo:
 
 
 def read_codes_info(path: str | Path) -> CodesInfo:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such codes file")
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            a = f.attrs
-            if a.get("format") != FORMAT or "codes" not in f:
-                raise DataError(f"{path}: not a codes file (write one with `alexnet codes`)")
-            if int(a["version"]) > VERSION:
-                raise DataError(f"{path}: codes format version {int(a['version'])} is newer than this alexnet "
-                                f"understands ({VERSION})")
-            info = CodesInfo(path, int(a["bits"]), int(a["count"]), str(a["features_key"]), str(a["data_key"]),
-                             str(a["split"]), int(a["epochs"]), json.loads(a["settings"]), json.loads(a["quality"]))
-            if f["codes"].shape != (info.count, info.bits // 8) or f["codes"].dtype != np.uint8:
-                raise DataError(f"{path}: codes of shape {f['codes'].shape}, attributes say ({info.count}, "
-                                f"{info.bits // 8}) bytes")
-            return info
-    except OSError as exc:
-        raise DataError(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0]})") from None
-    except (KeyError, ValueError) as exc:
-        raise DataError(f"{path}: a damaged codes file ({exc})") from None
+    def read(f: h5py.File) -> CodesInfo:
+        a = f.attrs
+        info = CodesInfo(Path(path), int(a["bits"]), int(a["count"]), str(a["features_key"]), str(a["data_key"]),
+                         str(a["split"]), int(a["epochs"]), json.loads(a["settings"]), json.loads(a["quality"]))
+        if f["codes"].shape != (info.count, info.bits // 8) or f["codes"].dtype != np.uint8:
+            raise DataError(f"{path}: codes of shape {f['codes'].shape}, attributes say ({info.count}, "
+                            f"{info.bits // 8}) bytes")
+        return info
+    return read_checked(path, kind="codes", fmt=FORMAT, dataset="codes", version=VERSION, command="alexnet codes",
+                        read=read)
 
 
 def read_codes(path: str | Path) -> tuple[np.ndarray, CodeNet]:

@@ -39,7 +39,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import h5py
 import numpy as np
@@ -53,6 +53,8 @@ from alexnet_cli.devices import resolve_device
 from alexnet_cli.loader import Batch, ShardLoader, trained_decode
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import data_key, read_manifest, read_split_index
+
+T = TypeVar("T")
 
 FORMAT = "alexnet-cli/features"
 VERSION = 2         # 2: the key covers the resolved network config (1: weights and mean image only)
@@ -241,29 +243,40 @@ def reserve_space(path: str | Path) -> None:
         os.close(fd)
 
 
-def read_features_info(path: str | Path) -> FeaturesInfo:
-    """The attributes of a features file; DataError if it is not one."""
+def read_checked(path: str | Path, *, kind: str, fmt: str, dataset: str, version: int, command: str,
+                 read: Callable[[h5py.File], T]) -> T:
+    """`read(f)` of an HDF5 file that this package writes: `kind` names it in errors ("features",
+    "codes"), `fmt` and `version` are its format attributes, `dataset` the array it must hold,
+    `command` the one that writes it. Every problem is one DataError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such features file")
+        raise DataError(f"{path}: no such {kind} file")
     try:
         with h5py.File(path, "r", locking=False) as f:
-            a = f.attrs
-            if a.get("format") != FORMAT or "features" not in f:
-                raise DataError(f"{path}: not a features file (write one with `alexnet features`)")
-            if int(a["version"]) > VERSION:
-                raise DataError(f"{path}: features format version {int(a['version'])} is newer than this "
-                                f"alexnet understands ({VERSION})")
-            info = FeaturesInfo(path, str(a["split"]), int(a["count"]), int(a["dim"]), int(a["done"]), str(a["key"]),
-                                str(a.get("data_key", "")), int(a["version"]), str(a.get("network", "")))
-            if f["features"].shape != (info.count, info.dim):
-                raise DataError(f"{path}: features have shape {f['features'].shape}, attributes say "
-                                f"({info.count}, {info.dim})")
-            return info
+            if f.attrs.get("format") != fmt or dataset not in f:
+                raise DataError(f"{path}: not a {kind} file (write one with `{command}`)")
+            if int(f.attrs["version"]) > version:
+                raise DataError(f"{path}: {kind} format version {int(f.attrs['version'])} is newer than this "
+                                f"alexnet understands ({version})")
+            return read(f)
     except OSError as exc:
         raise DataError(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0]})") from None
-    except KeyError as exc:
-        raise DataError(f"{path}: a features file without {exc}") from None
+    except (KeyError, ValueError) as exc:
+        raise DataError(f"{path}: a damaged {kind} file ({exc})") from None
+
+
+def read_features_info(path: str | Path) -> FeaturesInfo:
+    """The attributes of a features file; DataError if it is not one."""
+    def read(f: h5py.File) -> FeaturesInfo:
+        a = f.attrs
+        info = FeaturesInfo(Path(path), str(a["split"]), int(a["count"]), int(a["dim"]), int(a["done"]), str(a["key"]),
+                            str(a.get("data_key", "")), int(a["version"]), str(a.get("network", "")))
+        if f["features"].shape != (info.count, info.dim):
+            raise DataError(f"{path}: features have shape {f['features'].shape}, attributes say "
+                            f"({info.count}, {info.dim})")
+        return info
+    return read_checked(path, kind="features", fmt=FORMAT, dataset="features", version=VERSION,
+                        command="alexnet features", read=read)
 
 
 def read_rows_index(path: str | Path, rows: Sequence[int]) -> tuple[list[str], np.ndarray, list[str]]:
