@@ -27,7 +27,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-_TEMPORARY = re.compile(r"\..+\.\d+\.tmp")      # the names temporary_name gives
+# The names temporary_name gives (.NAME.PID.tmp), and those of checkpoints saved by versions
+# before it (tempfile.mkstemp: .NAME.<8 random characters>.tmp), which killed runs left too.
+_TEMPORARY = re.compile(r"\..+\.(\d+|[a-z0-9_]{8})\.tmp")
 
 
 def temporary_name(path: Path) -> Path:
@@ -54,9 +56,10 @@ def claim(tmp: Path) -> int:
     """Create `tmp` (emptied if it exists), with the mode the umask allows, and hold an
     exclusive lock on it while it is being written; the lock dies with the process, so
     `abandoned` can tell the files of killed runs. Returns the open file descriptor."""
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)      # mode as umask allows
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o666)      # mode as umask allows
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(fd, 0)                    # only once it is ours: a live writer's file stays whole
         try:                                   # a leftover of the same name keeps its own mode otherwise
             os.fchmod(fd, 0o666 & ~_umask())
         except (OSError, AttributeError):      # a file system without modes (vfat, some mounts)

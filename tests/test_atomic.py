@@ -54,6 +54,28 @@ def test_only_the_temporaries_of_dead_writers_are_removed(tmp_path):
         os.close(fd)
 
 
+def test_a_checkpoint_temporary_of_an_older_version_is_removed_too(tmp_path):
+    import tempfile
+    fd, old = tempfile.mkstemp(prefix=".last.pt.", suffix=".tmp", dir=tmp_path)   # a checkpoint temporary before atomic.py
+    os.close(fd)
+    remove_abandoned(tmp_path)
+    assert not os.path.exists(old)
+
+
+def test_a_second_claim_fails_and_leaves_the_live_writers_file_whole(tmp_path):
+    tmp = tmp_path / ".a.h5.123.tmp"
+    fd = claim(tmp)
+    try:
+        os.write(fd, b"x" * 1000)
+        with pytest.raises(OSError):
+            claim(tmp)
+        assert tmp.stat().st_size == 1000
+    finally:
+        os.close(fd)
+    os.close(claim(tmp))                                # once its writer is gone, a claim empties it
+    assert tmp.stat().st_size == 0
+
+
 def test_a_partial_file_is_published_under_its_name(tmp_path):
     out = tmp_path / "features.h5"
     partial = partial_path(out)
