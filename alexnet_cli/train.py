@@ -256,7 +256,7 @@ class Trainer:
 
     def _prepare_run_dir(self) -> None:
         if self.dist.is_main:                               # left by a kill in the middle of a save
-            for folder in (self.out_dir, self.out_dir / "checkpoints"):
+            for folder in (self.out_dir, self.folder.checkpoints):
                 remove_abandoned(folder)
         resuming = self.folder.resuming(self.run.resume, self.progress.log)
         if resuming:
