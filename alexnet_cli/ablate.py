@@ -36,7 +36,7 @@ from alexnet_cli.errors import AlexnetError, UsageError
 from alexnet_cli.evaluate import check_crops, evaluate
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.report import RunReport, plot_runs, read_run
-from alexnet_cli.runlog import write_json_atomic
+from alexnet_cli.runlog import RunFolder, write_json_atomic
 from alexnet_cli.shards import data_key, read_manifest
 from alexnet_cli.train import RunOptions, train
 
@@ -161,7 +161,7 @@ def _train_variant(variant: Variant, data_dir: Path, run_dir: Path, model_cfg: M
                    run: RunOptions, recipe: str, progress: Reporter) -> dict[str, Any]:
     """Train the variant's run to its end (or --max-steps), continuing what is there."""
     m, t = variant_configs(variant, model_cfg, train_cfg)
-    resume = (run_dir / "checkpoints" / "last.pt").exists()
+    resume = RunFolder(run_dir).last.exists()
     try:
         result = train(data_dir, run_dir, m, t, dataclasses.replace(run, resume=resume), recipe=recipe,
                        progress=progress)
@@ -199,7 +199,7 @@ def _previous(out_dir: Path) -> dict[str, Any]:
 
 def _checkpoint_id(run_dir: Path) -> dict[str, int] | None:
     """Which last.pt this is: a retrained or resumed run writes a new file."""
-    path = run_dir / "checkpoints" / "last.pt"
+    path = RunFolder(run_dir).last
     if not path.exists():
         return None
     st = path.stat()
@@ -219,7 +219,7 @@ def _still_valid(entry: dict[str, Any] | None, run_dir: Path, trained: dict[str,
 def _evaluate(run_dir: Path, data_dir: Path, trained: dict[str, Any], crops: int, run: RunOptions,
               batch_size: int, progress: Reporter) -> dict[str, Any]:
     device = run.devices[0] if trained["parallel"] == "model" else run.device
-    result = evaluate([run_dir / "checkpoints" / "last.pt"], data_dir, split=run.val_split, crops=crops,
+    result = evaluate([RunFolder(run_dir).last], data_dir, split=run.val_split, crops=crops,
                       batch_size=batch_size, device=device, bf16=run.bf16, workers=run.workers, progress=progress)
     measured = {"top1_error": result.top1_error, "top5_error": result.top5_error, "n": result.n, "crops": crops,
                 "split": run.val_split, "step": trained["step"], "checkpoint": _checkpoint_id(run_dir)}

@@ -60,7 +60,7 @@ from alexnet_cli.pca import PCA_FILE, PcaStats, compute_pca, read_pca, write_pca
 from alexnet_cli.predict import Prediction, draw_predictions, predict
 from alexnet_cli.prep import PrepOptions, PrepResult, prepare
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.runlog import json_text, read_metrics
+from alexnet_cli.runlog import RunFolder, json_text, read_metrics
 from alexnet_cli.shards import read_split_index
 from alexnet_cli.synth import make_tree
 from alexnet_cli.train import RunOptions, check_seed, train
@@ -272,7 +272,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, config: DemoConfig = DemoConfig(), *
     out = Path(out)
     result = DemoResult(out, config, reused=claim_out(out, config))
     tree_dir, data_dir, run_dir = out / IMAGES, out / DATA, out / RUN
-    checkpoint = run_dir / "checkpoints" / "last.pt"
+    checkpoint = RunFolder(run_dir).last
 
     def step(name: str, fn: Callable[[], None]) -> None:
         progress.log(f"demo: {name}")

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.config import RECIPE_NAMES, resolve_model_config, resolve_train_config, to_dict
 from alexnet_cli.errors import AlexnetError, UsageError
-from alexnet_cli.runlog import read_metrics
+from alexnet_cli.runlog import RunFolder, read_metrics
 
 STATES = ("running", "finished", "stopped", "diverged")
 RUNNING_WITHIN_S = 120      # seconds: a run whose files changed this recently is taken to be training
@@ -157,8 +157,8 @@ def run_state(run_dir: Path, config: dict[str, Any], records: list[dict[str, Any
         return "diverged"
     if epochs_total and epochs_done >= epochs_total:
         return "finished"
-    written = [p.stat().st_mtime for p in (run_dir / "metrics.jsonl", run_dir / "config.json",
-                                           run_dir / "checkpoints" / "last.pt") if p.exists()]
+    folder = RunFolder(run_dir)
+    written = [p.stat().st_mtime for p in (run_dir / "metrics.jsonl", folder.config, folder.last) if p.exists()]
     return "running" if written and now - max(written) < running_within_s(records, config) else "stopped"
 
 

@@ -27,7 +27,7 @@ def codes(
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the weights, order, noise and held-out queries.")] = 0,
     batch_size: ForwardBatchOpt = 128,
     workers: WorkersOpt = None,
-    device: DeviceOpt = "",
+    device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train an auto-encoder whose code layer is binary on the split's fc7 features and store
@@ -37,7 +37,7 @@ def codes(
         raise typer.BadParameter(f"must be one of {', '.join(map(str, BITS))}, got {bits}", param_hint="--bits")
     result = codes_for_split(checkpoint, data, split=split, bits=bits, epochs=epochs, features=features,
                              rerank_depth=rerank, seed=seed, batch_size=batch_size, workers=workers,
-                             device=device or None, progress=reporter())
+                             device=device, progress=reporter())
     if json_out:
         print_json(result.to_json())
         return

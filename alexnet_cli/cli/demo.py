@@ -30,13 +30,13 @@ def demo(
     val_per_class: Annotated[int, typer.Option("--val-per-class", min=1, help="Validation images per class.", rich_help_panel=_SIZE)] = _D.val_per_class,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch size (paper: 128).", rich_help_panel=_SIZE)] = _D.batch_size,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data, the initial weights, the order and the augmentation.")] = _D.seed,
-    device: DeviceOpt = "",
+    device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run the whole pipeline on a small generated data set: prep, pca, train, eval (1 and 10
     crops), kernels, neighbors, predict; a few minutes on two CPU cores."""
     config = DemoConfig(classes=classes, epochs=epochs, train_per_class=train_per_class, val_per_class=val_per_class,
-                        batch_size=batch_size, seed=seed, device=device or None)
+                        batch_size=batch_size, seed=seed, device=device)
     if not json_out:
         console.print(_intro(config, out), markup=True)
     result = run_demo(out, config, progress=reporter(), on_step=None if json_out else _show)

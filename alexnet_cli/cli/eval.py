@@ -32,7 +32,7 @@ def eval_cmd(
     split: Annotated[str, typer.Option("--split", help="The split to evaluate.")] = "val",
     crops: CropsOpt = 1,
     batch_size: ForwardBatchOpt = 128,
-    device: DeviceOpt = "",
+    device: DeviceOpt = None,
     bf16: Bf16Opt = True,
     workers: WorkersOpt = None,
     decode: DecodeOpt = None,
@@ -52,7 +52,7 @@ def eval_cmd(
                                  "OUT)", param_hint="DATA")
     check_writable(per_class, "--per-class")
     check_writable(predictions, "--predictions")
-    result = evaluate(checkpoints, data, split=split, crops=crops, batch_size=batch_size, device=device or None,
+    result = evaluate(checkpoints, data, split=split, crops=crops, batch_size=batch_size, device=device,
                       bf16=bf16, keep_predictions=predictions is not None, workers=workers, decode=decode,
                       progress=reporter())
     if json_out:             # the numbers first: a file that fails to write below does not lose them

@@ -23,14 +23,14 @@ def features(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute even if FILE.h5 exists.")] = False,
     workers: WorkersOpt = None,
     decode: DecodeOpt = None,
-    device: DeviceOpt = "",
+    device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Store the fc7 feature (after ReLU, centre crop) of every image of a split, as float16.
 
     The file also holds each image's path and label. Resumable: after an interruption, run the
     same command again."""
-    info = extract_features(checkpoint, data, out, split=split, batch_size=batch_size, device=device or None,
+    info = extract_features(checkpoint, data, out, split=split, batch_size=batch_size, device=device,
                             overwrite=overwrite, workers=workers, decode=decode, progress=reporter())
     if json_out:
         print_json({"out": str(info.path), "split": info.split, "count": info.count, "dim": info.dim,

@@ -32,7 +32,7 @@ def neighbors(
     codes: Annotated[bool, typer.Option("--codes", help="Rank by Hamming distance of the binary codes of `alexnet codes` (fast, approximate).")] = False,
     bits: Annotated[int, typer.Option("--bits", help="Which codes (with --codes): 64, 128 or 256 bits.")] = 256,
     rerank: Annotated[Optional[int], typer.Option("--rerank", min=1, metavar="N", help="With --codes: re-rank the N nearest codes by exact Euclidean distance.")] = None,
-    device: DeviceOpt = "",
+    device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The k images of a split nearest to each query by Euclidean distance of their 4096-d fc7
@@ -41,7 +41,7 @@ def neighbors(
     if not math.isfinite(memory_mb):              # before the features, which can take hours
         raise typer.BadParameter(f"must be a finite number of MiB, got {memory_mb}", param_hint="--memory-mb")
     check_writable(out, "--out")
-    results = find_neighbors(checkpoint, data, query, k=k, split=split, features=features, device=device or None,
+    results = find_neighbors(checkpoint, data, query, k=k, split=split, features=features, device=device,
                              batch_size=batch_size, memory_mb=memory_mb, codes=codes, bits=bits, rerank=rerank,
                              progress=reporter())
     if out is not None:

@@ -17,14 +17,14 @@ def pca(
     data: ExistingDir,
     sample: Annotated[Optional[int], typer.Option("--sample", help="Use N training images picked deterministically (default: all).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the --sample subset.")] = 0,
-    device: DeviceOpt = "",
+    device: DeviceOpt = None,
     workers: WorkersOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Compute the PCA of all training RGB pixels (0-255) and write DATA/pca.json."""
     if sample is not None and sample < 1:
         raise typer.BadParameter("must be positive", param_hint="--sample")
-    stats = compute_pca(data, progress=reporter(), sample=sample, seed=seed, device=device or None,
+    stats = compute_pca(data, progress=reporter(), sample=sample, seed=seed, device=device,
                         workers=workers)
     path = write_pca(data, stats)
     if json_out:

@@ -26,12 +26,12 @@ def predict_cmd(
     data: Annotated[Optional[Path], typer.Option("--data", exists=True, file_okay=False,
                                                  help="Prepared data folder: mean image and class names for "
                                                       "a bare state_dict.")] = None,
-    device: DeviceOpt = "",
+    device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Top-k classes and probabilities of each IMAGE under CHECKPOINT."""
     check_writable(out, "--out")
-    preds = predict(checkpoint, images, k=k, crops=crops, device=device or None, data_dir=data)
+    preds = predict(checkpoint, images, k=k, crops=crops, device=device, data_dir=data)
     if out is not None:
         err_console.print(f"figure: {draw_predictions(preds, out)}", highlight=False)
     if json_out:
