@@ -15,25 +15,29 @@ The order of an epoch is a pure function of (seed, epoch), whatever the number o
 
 `shuffle=False` skips 1 and 2: the split's global order (that of `read_split_index`).
 
-Workers are threads, and nothing they do per image holds the GIL or a lock for long: raw
-shards are read with positional reads of the (unfiltered) HDF5 chunks; jpeg shards with one
-positional read of a run of images' bytes (`jpeg_data` is contiguous, `jpeg_offsets` says
-where each image is), then one simplejpeg call per image that decodes straight into the
-batch (`decode="cpu"`). With `decode="gpu"` the workers only read bytes and the producer
-decodes each batch on the device in one batched nvJPEG call, on a side stream. A
-producer thread keeps a queue of a few finished batches (pinned memory), so the consumer
-does not wait; on CUDA they are copied on a side stream one batch ahead (`_DeviceCopier`),
-so the copy overlaps the previous step instead of delaying the next one. Data stays uint8 until it is on the device.
+Workers are threads. Their unit of work is a part: a run of `PART_IMAGES` stream positions of
+one window, so that all threads share every window and none idles while the last window of an
+epoch completes. Nothing they do per image holds the GIL or a lock for long: raw shards are
+read with positional reads of the (unfiltered) HDF5 chunks; jpeg shards with one positional
+read of a run of images' bytes (`jpeg_data` is contiguous, `jpeg_offsets` says where each image
+is), then one simplejpeg call per image that decodes straight into the batch (`decode="cpu"`).
+With `decode="gpu"` the workers only read bytes and the producer decodes each batch on the
+device in one batched nvJPEG call, on a side stream. A producer thread keeps a queue of a few
+finished batches (pinned memory), so the consumer does not wait; on CUDA they are copied on a
+side stream one batch ahead (`_DeviceCopier`), so the copy overlaps the previous step instead
+of delaying the next one. Data stays uint8 until it is on the device.
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
+import contextlib
 import os
 import queue
 import threading
 import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -44,6 +48,9 @@ from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.jpeg import decode_jpeg, decode_jpegs_on, resolve_decode
 from alexnet_cli.shards import (IMAGE_BYTES, IMAGE_SHAPE, Manifest, SplitIndex, check_shard_file, jpeg_index,
                                 open_shard, raw_chunks, read_images, read_labels, read_manifest, verify_shards)
+
+
+PART_IMAGES = 32   # stream positions per worker task: ~6 ms of JPEG decoding, far above a task's cost
 
 
 @dataclass
@@ -209,34 +216,50 @@ class ShardLoader:
         starts = np.cumsum([0, *(b[2] - b[1] for b in blocks)])
         return blocks, starts
 
-    def _window(self, epoch: int, blocks, starts: np.ndarray, w: int, lo: int, hi: int, images: "_Rows"):
-        """Stream positions lo..hi (inside window w), permuted within the window: the image
-        that comes k-th is read (decoded) straight into images[k], a row of its batch; returns
-        the global indices, (hi - lo,)."""
+    def _slots(self, epoch: int, starts: np.ndarray, w: int, lo: int, hi: int) -> tuple[int, np.ndarray]:
+        """Where window w's images go: (a, slot), a the window's first stream position and
+        slot[i] the output row (counted from lo) of the image at stream position a + i, or -1
+        if it is not among positions lo..hi (another rank's, or before a resume point). The
+        window is permuted as a whole, so the rows lo..hi take a fixed subset of its images."""
         a, b = w * self.window, min((w + 1) * self.window, int(starts[-1]))
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch, w]).permutation(b - a)[lo - a:hi - a]
         else:
             order = np.arange(lo - a, hi - a)                               # window-relative positions
         slot = np.full(b - a, -1, np.int64)
-        slot[order] = np.arange(hi - lo)                                    # where each position goes
-        index = np.empty(hi - lo, np.int64)
-        pos, k = a, bisect.bisect_right(starts, a) - 1
-        while pos < b:  # the window's blocks (or parts of them), in stream order
+        slot[order] = np.arange(hi - lo)
+        return a, slot
+
+    def _parts(self, a: int, slot: np.ndarray) -> list[tuple[int, int]]:
+        """Window a..a+len(slot) cut into runs of `PART_IMAGES` stream positions (p0, p1),
+        from its first wanted image to its last: the worker threads' unit of work, so that
+        every thread has work until the window is done."""
+        wanted = np.flatnonzero(slot >= 0)
+        if not len(wanted):
+            return []
+        p, end = a + int(wanted[0]), a + int(wanted[-1]) + 1
+        return [(q, min(q + PART_IMAGES, end)) for q in range(p, end, PART_IMAGES)]
+
+    def _read_part(self, blocks, starts: np.ndarray, a: int, slot: np.ndarray, p0: int, p1: int,
+                   images: "_Rows", index: np.ndarray) -> None:
+        """Stream positions p0..p1 of the window that begins at a: each wanted image is read
+        (decoded) straight into images[slot], its global index into index[slot]."""
+        pos, k = p0, bisect.bisect_right(starts, p0) - 1
+        while pos < p1:  # the blocks (or parts of them) under p0..p1, in stream order
             shard, s, e = blocks[k]
             s0 = s + (pos - int(starts[k]))
-            n = min(e - s0, b - pos)
+            n = min(e - s0, p1 - pos)
             rows = slot[pos - a:pos - a + n]
-            if (rows >= 0).any():
+            wanted = rows >= 0
+            if wanted.any():
                 if self.decode == "gpu":   # the stored JPEGs, decoded per batch on the device (_emit)
                     for r, blob in zip(rows.tolist(), self.reader.read_jpegs(shard, s0, s0 + n)):
                         if r >= 0:
                             images[r] = blob
                 else:
                     self.reader.read(shard, s0, s0 + n, images, rows)
-                index[rows[rows >= 0]] = np.arange(s0, s0 + n)[rows >= 0] + self.index.starts[shard]
+                index[rows[wanted]] = np.arange(s0, s0 + n)[wanted] + self.index.starts[shard]
             pos, k = pos + n, k + 1
-        return index
 
     def _windows(self, epoch: int, start: int) -> list[tuple[int, int, int]]:
         """(window, lo, hi) covering this rank's stream positions from `start` on."""
@@ -307,21 +330,37 @@ class ShardLoader:
                     tensor = torch.from_numpy(rows[b])
                 buffers[b] = (tensor, torch.empty(n, dtype=torch.int64, pin_memory=pin), torch.empty(n, dtype=torch.int64))
 
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="ShardLoader") as pool:
-                pending: list[tuple[Future, int, int]] = []
+            pending: collections.deque = collections.deque()         # windows: (futures, q0, q1, index)
+
+            def cancel_pending() -> None:   # stopped early, or failed: the parts not yet started are dropped
+                for futures, *_ in pending:
+                    for future in futures:
+                        future.cancel()
+
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="ShardLoader") as pool, \
+                    contextlib.ExitStack() as cleanup:
+                cleanup.callback(cancel_pending)
+                queued = 0                                             # parts of the pending windows
                 todo = iter(self._windows(epoch, start))
                 emitted = 0
                 while True:
-                    while len(pending) < self.workers + 1 and (w := next(todo, None)) is not None:
+                    # enough parts queued that no thread idles while the oldest window completes
+                    while (len(pending) < 2 or queued < 2 * self.workers) and (w := next(todo, None)) is not None:
                         q0, q1 = w[1] - base, w[2] - base
                         for b in range(batch_of(q0), batch_of(q1 - 1) + 1):
                             allocate(b)
-                        future = pool.submit(self._window, epoch, blocks, starts, *w, _Rows(rows, q0, size))
-                        pending.append((future, q0, q1))
+                        a, slot = self._slots(epoch, starts, *w)
+                        index, images = np.empty(q1 - q0, np.int64), _Rows(rows, q0, size)
+                        futures = [pool.submit(self._read_part, blocks, starts, a, slot, p0, p1, images, index)
+                                   for p0, p1 in self._parts(a, slot)]
+                        pending.append((futures, q0, q1, index))
+                        queued += len(futures)
                     if not pending or stop.is_set():
                         break
-                    future, q0, q1 = pending.pop(0)
-                    index = future.result()                                  # (q1 - q0,)
+                    futures, q0, q1, index = pending.popleft()
+                    queued -= len(futures)
+                    for future in futures:
+                        future.result()
                     for b in range(batch_of(q0), batch_of(q1 - 1) + 1):      # labels and indices into their rows
                         a, e = max(q0, b * size), min(q1, (b + 1) * size)
                         _, labels, idx = buffers[b]
@@ -332,8 +371,6 @@ class ShardLoader:
                         self._emit(tensor if tensor is not None else rows[emitted], labels, idx, out, stop)
                         rows.pop(emitted)
                         emitted += 1
-                for f, _, _ in pending:
-                    f.cancel()
             _put(out, None, stop)
         except BaseException as exc:  # handed to the consumer, which raises it
             _put(out, exc, stop)

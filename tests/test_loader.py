@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from alexnet_cli.errors import DataError
-from alexnet_cli.loader import ShardLoader, default_workers
+from alexnet_cli import loader as loader_module
+from alexnet_cli.loader import ShardLoader, _ShardReader, default_workers
 from alexnet_cli.prep import PrepOptions, prepare
 from alexnet_cli.shards import read_images, read_manifest, read_split_index
 
@@ -52,6 +53,38 @@ def test_workers_do_not_change_the_order(tiny_data):
     runs = [_indices(_run(ShardLoader(tiny_data, "train", 7, shuffle=True, seed=1, workers=w, buffer_blocks=2,
                                       prefetch=p), 5)) for w, p in ((1, 1), (3, 4), (8, 2))]
     assert runs[0] == runs[1] == runs[2]
+
+
+@pytest.mark.parametrize("part", [3, 32])
+def test_threads_sharing_a_window_give_the_same_batches(tiny_data, monkeypatch, part):
+    """Threads share each window in parts of PART_IMAGES stream positions (3: parts that begin
+    and end inside the 8-image blocks; 32: two parts of the one 48-image window): the batches
+    hold the same images in the same order on any number of threads, each its own image."""
+    monkeypatch.setattr(loader_module, "PART_IMAGES", part)
+    images, labels = _all_images(tiny_data)
+    runs = []
+    for workers in (1, 2, 5):
+        batches = _run(ShardLoader(tiny_data, "train", 7, shuffle=True, seed=1, workers=workers, buffer_blocks=8), 3)
+        for index, got_labels, got in batches:
+            assert np.array_equal(got.numpy(), images[index]) and got_labels == labels[index].tolist()
+        runs.append(_indices(batches))
+    assert runs[0] == runs[1] == runs[2] and sorted(sum(runs[0], [])) == list(range(48))
+
+
+def test_two_threads_both_work_on_a_single_window(tiny_data, monkeypatch):
+    """The epoch's one window (48 images, parts of 32) is read by both threads, not by one
+    while the other idles (the cause of poor scaling on small epochs)."""
+    readers, read = set(), _ShardReader.read
+
+    def slow_read(self, *args):
+        readers.add(threading.get_ident())
+        time.sleep(0.05)
+        return read(self, *args)
+
+    monkeypatch.setattr(_ShardReader, "read", slow_read)
+    assert sum(len(b.labels) for b in ShardLoader(tiny_data, "train", 16, shuffle=True, workers=2,
+                                                  buffer_blocks=8).epoch(0)) == 48
+    assert len(readers) == 2
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
