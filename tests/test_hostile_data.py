@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from alexnet_cli import atomic, images, prep, shards, synth
 from alexnet_cli.cli.app import app
-from alexnet_cli.errors import AlexnetError, DataError
+from alexnet_cli.errors import DataError
 from alexnet_cli.images import UnreadableImage, load_image
 from alexnet_cli.layouts import LabelFiles, find_layout
 from alexnet_cli.loader import ShardLoader

@@ -24,7 +24,7 @@ from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.loader import ShardLoader, trained_decode
 from alexnet_cli.prep import PrepOptions, _older_signature, prepare
 from alexnet_cli.jpeg import encode_jpeg, resolve_decode
-from alexnet_cli.shards import ShardWriter, file_sha256, jpeg_index, open_shard, read_images, read_manifest
+from alexnet_cli.shards import ShardWriter, file_sha256, jpeg_index, read_images, read_manifest
 
 OPTIONS = dict(format="jpeg", shard_size=16, block_size=8, workers=1)
 

@@ -23,7 +23,10 @@ from alexnet_cli.cli.app import app
 from alexnet_cli.config import resolve_model_config, resolve_train_config
 from alexnet_cli.model import AlexNet, WithinMapNorm
 from alexnet_cli.optim import PaperSGD, param_groups
+from alexnet_cli.pca import compute_pca, write_pca
+from alexnet_cli.prep import PrepOptions, prepare
 from alexnet_cli.shards import read_manifest
+from alexnet_cli.synth import make_tree
 from alexnet_cli.train import RunOptions, train
 
 runner = CliRunner()
@@ -84,29 +87,45 @@ def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
             *extra]
 
 
-def test_resume_after_sigkill_is_bitwise_exact(tiny_data, tmp_path):
+@pytest.fixture(scope="module")
+def kill_data(tmp_path_factory) -> Path:
+    """32 training images (4 steps of 8 per epoch) and 8 validation images, raw shards."""
+    root = tmp_path_factory.mktemp("kill")
+    tree = make_tree(root / "tree", classes=4, train_per_class=8, val_per_class=2)
+    prepare(tree, root / "data", PrepOptions(format="raw", shard_size=16, block_size=8, workers=1))
+    write_pca(root / "data", compute_pca(root / "data"))
+    return root / "data"
+
+
+def test_resume_after_sigkill_is_bitwise_exact(kill_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     clean, killed = tmp_path / "clean", tmp_path / "killed"
-    subprocess.run(_train_cmd(tiny_data, clean), check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(_train_cmd(tiny_data, killed), env=env, stdout=subprocess.DEVNULL,
+    # the uninterrupted run and the one to be killed side by side, a core each
+    straight = subprocess.Popen(_train_cmd(kill_data, clean), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_train_cmd(kill_data, killed), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     metrics = killed / "metrics.jsonl"
     deadline = time.time() + 240
-    # kill it in the middle of the first epoch: the last save (every 2 steps) is behind it, so
-    # the resumed run also replays the steps after that save and drops their logged lines
+    # kill it in the middle of the first epoch (4 steps): the last save (every 2 steps) is
+    # behind it, so the resumed run also replays the steps after that save and drops their
+    # logged lines, then crosses into the second epoch
     while time.time() < deadline:
         if metrics.exists() and metrics.read_text().count('"train"') >= 3:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (killed / "metrics.jsonl").read_text().count('"epoch"') == 2, "finished before the kill"
-    done = subprocess.run(_train_cmd(tiny_data, killed, "--resume"), env=env, capture_output=True, text=True)
+    kinds = [json.loads(line)["kind"] for line in metrics.read_text().splitlines()]
+    assert kinds.count("epoch") < 2, "finished before the kill"
+    _, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err[-3000:]
+    done = subprocess.run(_train_cmd(kill_data, killed, "--resume"), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     a, b = _weights(clean), _weights(killed)
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the clean one"
     # each step is logged once, as in the clean run
-    assert (clean / "metrics.jsonl").read_text().count('"train"') == metrics.read_text().count('"train"')
+    assert (clean / "metrics.jsonl").read_text().count('"train"') == metrics.read_text().count('"train"') == 8
 
 
 def test_rerun_without_resume_refuses_to_overwrite(tiny_data, tmp_path):
