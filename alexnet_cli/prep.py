@@ -60,8 +60,8 @@ class PrepOptions:
     def check(self) -> None:
         if self.format not in FORMATS:
             raise UsageError(f"format must be raw or jpeg, got {self.format!r}", field="format", value=self.format)
-        # a shard is built in memory (shards.ShardWriter); a block is the loader's read unit, held
-        # (workers + 1) x 8 times
+        # a shard is built in memory (shards.ShardWriter); the loader holds 2 or more windows of
+        # 8 blocks (enough for 2 parts of 32 images per worker thread)
         for name, top in (("jpeg_quality", 100), ("shard_size", MAX_SHARD_SIZE), ("block_size", MAX_BLOCK_SIZE)):
             value = getattr(self, name)
             if not 1 <= value <= top:
