@@ -71,28 +71,43 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--neighbours", type=float, default=1.0, help="weight of the loss's neighbourhood term")
     parser.add_argument("--rerank", type=int, default=200, help="re-ranking depth")
+    parser.add_argument("--queries", type=int, default=100, help="held-out queries per run")
+    parser.add_argument("--seeds", default="0",
+                        help="comma-separated seeds: each draws its own data, queries, baseline and training; "
+                             "with several, each measure is the mean (and the table adds the range)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     args = parser.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",")]
     torch.set_num_threads(1)                  # tiny networks: one thread is fastest and deterministic
     print(f"epochs {args.epochs}, hidden {args.hidden}, neighbourhood weight {args.neighbours}, batches of 32, "
-          f"1,000 points, 100 held-out queries, re-ranked: the {args.rerank} nearest by Hamming distance")
+          f"1,000 points, {args.queries} held-out queries, seeds {args.seeds}, re-ranked: the {args.rerank} "
+          "nearest by Hamming distance")
     print(f"{'data':<12} {'codes':<19} {'bits':>4} " + " ".join(f"{m.replace('_rerank', ' rr'):>12}" for m in MEASURES))
     rows_out = []
     with tempfile.TemporaryDirectory(prefix="alexnet-codes-") as tmp:
         for data in args.data.split(","):
-            rows, labels = clusters(sub=8 if data == "subclusters" else 1)
             for bits in map(int, args.bits.split(",")):
-                path = Path(tmp) / f"{data}{bits}" / "f.h5"
-                path.parent.mkdir()
-                write_features(path, rows, labels)
-                q = make_codes(path, bits=bits, epochs=args.epochs, hidden=args.hidden, batch_size=32, queries=100,
-                               rerank_depth=args.rerank, neighbours=args.neighbours).quality
-                for name in ("autoencoder", "random_projections", "exact"):
-                    m = q[name] if name != "exact" else {**q["exact"], **{f"recall@{k}": 1.0 for k in q["ks"]}}
-                    m = {k: m.get(k, m.get(k.replace("_rerank", ""))) for k in MEASURES}
-                    rows_out.append({"data": data, "codes": name, "bits": bits, **m})
+                runs: dict[str, list[dict]] = {"autoencoder": [], "random_projections": [], "exact": []}
+                for seed in seeds:
+                    rows, labels = clusters(sub=8 if data == "subclusters" else 1, seed=seed)
+                    path = Path(tmp) / f"{data}{bits}-{seed}" / "f.h5"
+                    path.parent.mkdir()
+                    write_features(path, rows, labels)
+                    q = make_codes(path, bits=bits, epochs=args.epochs, hidden=args.hidden, batch_size=32, seed=seed,
+                                   queries=args.queries, rerank_depth=args.rerank, neighbours=args.neighbours).quality
+                    for name in runs:
+                        m = q[name] if name != "exact" else {**q["exact"], **{f"recall@{k}": 1.0 for k in q["ks"]}}
+                        runs[name].append({k: m.get(k, m.get(k.replace("_rerank", ""))) for k in MEASURES})
+                for name, measured in runs.items():
+                    mean = {k: float(np.mean([m[k] for m in measured])) for k in MEASURES}
+                    spread = {k: [min(m[k] for m in measured), max(m[k] for m in measured)] for k in MEASURES}
+                    rows_out.append({"data": data, "codes": name, "bits": bits, "seeds": seeds, **mean,
+                                     "range": spread})
                     print(f"{data:<12} {name.replace('_', ' '):<19} {bits:>4} "
-                          + " ".join(f"{m[k]:>12.3f}" for k in MEASURES), flush=True)
+                          + " ".join(f"{mean[k]:>12.3f}" for k in MEASURES), flush=True)
+                    if len(seeds) > 1:
+                        print(f"{'':<12} {'  range':<19} {'':>4} "
+                              + " ".join(f"{f'{lo:.3f}-{hi:.3f}':>12}" for lo, hi in spread.values()), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"settings": vars(args) | {"json": str(args.json)}, "rows": rows_out},
                                         indent=2) + "\n")
