@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from alexnet_cli.atomic import remove_abandoned, write_atomic
-from alexnet_cli.errors import DataError, UsageError
+from alexnet_cli.errors import AlexnetError, DataError, UsageError
 from alexnet_cli.images import SIZE, UnreadableImage, load_image
 from alexnet_cli.jpeg import decode_jpeg, encode_jpeg
 from alexnet_cli.layouts import LabelFiles, Layout, find_layout
@@ -154,6 +154,7 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
         options = replace(options, block_size=options.shard_size)
     t0 = time.perf_counter()
     src, out = Path(src), Path(out)
+    check_data_dir(out)
     layout = find_layout(src, options.splits, options.labels)
     if len(layout.classes) > MAX_CLASSES:   # labels are stored as int16
         raise DataError(f"{src}: {len(layout.classes):,} classes found, at most {MAX_CLASSES:,} can be stored "
@@ -185,6 +186,28 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
     return PrepResult(manifest, False, len(written), len(shards) - len(written),
                       sum(s.count for s in manifest.splits.values()), time.perf_counter() - t0, workers,
                       sum(len(s.entries) for s in written))
+
+
+# What prep and the tools that write beside its data leave in a data folder: manifest.json, the
+# mean image, the shards (finished ones of an interrupted run too), `alexnet pca`'s pca.json
+# and pca.partial.json, `alexnet features`' features-SPLIT-KEY.h5 (and .partial) with
+# `alexnet codes`' FEAT.codesBITS.h5 and .pt. Temporaries (.NAME.PID.tmp) are hidden files.
+_PREP_OWNED = re.compile(r"manifest\.json|mean_image\.npy|[a-z]+-\d{5}\.h5|pca(\.partial)?\.json"
+                         r"|features-.+\.(h5(\.partial)?|codes\d+\.(h5|pt))")
+
+
+def check_data_dir(out: Path) -> None:
+    """OUT must be new, empty (hidden files aside), or hold something of an earlier or
+    interrupted prep (a rerun continues or updates it). A folder of other files (a training
+    run's, the user's) is refused, never written into."""
+    if not out.is_dir():
+        return
+    # hidden files (.DS_Store, our .tmp files, a run's .lock) and a fresh volume's lost+found are no one's
+    entries = sorted(p.name for p in out.iterdir() if p.name != "lost+found" and not p.name.startswith("."))
+    if not entries or any(_PREP_OWNED.fullmatch(name) for name in entries):
+        return
+    raise AlexnetError(f"{out} is not a prepared data folder (it holds {', '.join(entries[:3])}"
+                       f"{', ...' if len(entries) > 3 else ''}): choose another OUT")
 
 
 def _existing_output(out: Path, digest: str, verify: bool, progress: Reporter) -> tuple[Manifest | None, dict]:

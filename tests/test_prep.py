@@ -144,6 +144,54 @@ def test_rerun_on_finished_output_does_nothing(tiny_tree, tmp_path):
         prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"], format="jpeg"))
 
 
+def _tree_state(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("files", [
+    {"config.json": '{"recipe": {}, "model": {}, "train": {}, "run": {}}', "metrics.jsonl": "{}\n",
+     "checkpoints/last.pt": "x", ".lock": ""},                                        # a training run's folder
+    {"notes.txt": "mine", "photos/cat.jpg": "x", ".DS_Store": ""},                   # the user's own files
+])
+def test_a_folder_of_other_files_is_refused_and_left_untouched(tiny_tree, tmp_path, files):
+    out = tmp_path / "out"
+    for name, text in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    before = _tree_state(out)
+    result = runner.invoke(app, ["prep", str(tiny_tree), str(out), "--workers", "1", "--splits", "val"])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "choose another OUT" in lines[0]
+    visible = sorted(n for n in files if not n.startswith("."))
+    assert visible[0].split("/")[0] in lines[0] and ".DS_Store" not in lines[0] and ".lock" not in lines[0]
+    assert "Traceback" not in result.output
+    assert _tree_state(out) == before                      # not one file added or changed
+
+
+def test_an_interrupted_or_finished_prep_and_hidden_files_are_accepted(tiny_tree, tmp_path):
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".DS_Store").write_text("")                  # hidden files alone: an empty folder
+    assert not prepare(tiny_tree, hidden, PrepOptions(workers=1, splits=["val"], shard_size=8)).up_to_date
+    out = tmp_path / "out"
+    prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"], shard_size=8))
+    # what a kill leaves: finished shards, a temporary of the shard in progress, no manifest or mean yet
+    (out / "manifest.json").unlink()
+    (out / "mean_image.npy").unlink()
+    shards = sorted(out.glob("val-*.h5"))
+    assert len(shards) >= 2
+    shards[-1].rename(out / f".{shards[-1].name}.999999.tmp")
+    again = prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"], shard_size=8))
+    assert not again.up_to_date and again.shards_reused == len(shards) - 1 and again.shards_written == 1
+    # a finished folder with what the other tools write beside the data, and a user's notes
+    for name in ("pca.json", "features-val-0123abcd.h5", "features-val-0123abcd.codes256.h5", "notes.txt"):
+        (out / name).write_text("x")
+    result = runner.invoke(app, ["prep", str(tiny_tree), str(out), "--workers", "1", "--splits", "val",
+                                 "--shard-size", "8"])
+    assert result.exit_code == 0 and "nothing to do" in result.stdout
+
+
 def test_verify_makes_a_silently_damaged_shard_again(tiny_tree, tmp_path):
     """Bit rot keeps a shard's size, so only its sha256 tells; --verify reads every shard and
     makes the damaged ones again, bit for bit, leaving the others alone."""
