@@ -23,10 +23,10 @@ from typing import Any, Sequence
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.config import RECIPE_NAMES, resolve_model_config, resolve_train_config, to_dict
 from alexnet_cli.errors import AlexnetError, UsageError
-from alexnet_cli.runlog import RunFolder, read_metrics
+from alexnet_cli.runlog import RunFolder, RunLock, read_metrics
 
 STATES = ("running", "finished", "stopped", "diverged")
-RUNNING_WITHIN_S = 120      # seconds: a run whose files changed this recently is taken to be training
+RUNNING_WITHIN_S = 120      # seconds: with no lock to ask (older runs), files changed this recently = training
 # settings with a column of their own (epochs) or that follow the data (num_classes)
 NOT_CHANGES = {"epochs", "num_classes"}
 
@@ -151,12 +151,17 @@ def training_time(epochs: list[dict[str, Any]], steps: list[dict[str, Any]], con
 
 def run_state(run_dir: Path, config: dict[str, Any], records: list[dict[str, Any]], epochs_done: int,
               epochs_total: int, now: float) -> str:
-    """diverged (its last record says so), finished (every epoch done), running (its files
-    changed recently) or stopped (killed, or ended by --max-steps: `train --resume` continues)."""
+    """diverged (its last record says so), finished (every epoch done), running (a live
+    `alexnet train` holds the run's lock, RUN/.lock) or stopped (killed, or ended by
+    --max-steps: `train --resume` continues). Where the lock cannot tell (no lock file: a run of
+    an older version), a run whose files changed recently is taken to be running."""
     if records and records[-1].get("kind") == "diverged":
         return "diverged"
     if epochs_total and epochs_done >= epochs_total:
         return "finished"
+    held = RunLock(run_dir).held()
+    if held is not None:
+        return "running" if held else "stopped"
     folder = RunFolder(run_dir)
     written = [p.stat().st_mtime for p in (run_dir / "metrics.jsonl", folder.config, folder.last) if p.exists()]
     return "running" if written and now - max(written) < running_within_s(records, config) else "stopped"

@@ -173,6 +173,27 @@ class RunLock:
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self._fd = fd
 
+    def held(self) -> bool | None:
+        """Whether a live `alexnet train` holds the lock now: True or False, or None where the
+        lock cannot tell (no lock file, as in runs of older versions; no permission to open it;
+        a file system without locks). Read-only and never blocking: a shared lock is tried and
+        dropped at once, so a training that holds the lock is not disturbed."""
+        if fcntl is None:
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            return True if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
     def release(self, *, remove_folder_if_empty: bool = False) -> None:
         """Drop the lock; with `remove_folder_if_empty`, also the lock file and the folder when
         nothing else is in it (a run that failed before writing anything leaves nothing)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -67,7 +69,7 @@ def test_report_json_and_picture_hold_what_the_runs_logged(two_runs, tmp_path):
     # the run stopped by --max-steps: no epoch yet, its one step, the ablation named
     assert b["changed"] == {"lrn": False, "batch_size": 24}
     assert b["epochs_done"] == 0 and b["step"] == 1 and b["best_val_top1_error"] is None
-    assert b["state"] in ("running", "stopped")          # written a moment ago: "running" until 2 minutes pass
+    assert b["state"] == "stopped"           # its lock is free: stopped at once, though written a moment ago
     assert read_run(no_lrn, now=time.time() + 3600).state == "stopped"
     assert b["time_s"] == pytest.approx(24 / read_metrics(no_lrn)[0]["images_per_s"])
     # the picture: a real, non-blank image of a sensible size
@@ -100,6 +102,32 @@ def test_report_reads_a_run_being_written(two_runs, tmp_path):
     metrics.write_text(complete.replace('"kind": "epoch"', '"kind": "epo', 1))
     result = runner.invoke(app, ["report", str(run)])
     assert result.exit_code == 1 and "metrics.jsonl: line 3 is not JSON" in _error_line(result)
+
+
+def test_the_run_lock_says_whether_a_run_is_running(two_runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[1], run, ignore=shutil.ignore_patterns("checkpoints"))   # stopped by --max-steps
+    assert (run / ".lock").exists() and read_run(run).state == "stopped"
+    hold = ("import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert read_run(run, now=time.time() + 3600).state == "running"   # however old its files
+        result = runner.invoke(app, ["report", str(run), "--json"])
+        assert result.exit_code == 0 and json.loads(result.stdout)[0]["state"] == "running"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert read_run(run).state == "stopped"                           # the lock is free again
+    # no lock file (a run of an older version): the files' times decide, as before
+    (run / ".lock").unlink()
+    (run / "metrics.jsonl").touch()
+    assert read_run(run).state == "running"
+    assert read_run(run, now=time.time() + 3600).state == "stopped"
 
 
 def test_best_last_rate_drops_time_and_divergence_from_the_log(two_runs, tmp_path):
