@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 import torch
 from torch import nn
 from typer.testing import CliRunner
@@ -19,8 +20,9 @@ from typer.testing import CliRunner
 from alexnet_cli.checkpoint import LoadedModel, load_checkpoint, load_model, save_checkpoint
 from alexnet_cli.cli.app import app
 from alexnet_cli.errors import CheckpointError, DataError
-from alexnet_cli.evaluate import Member, check_classes, evaluate, evaluate_model, evaluate_models
+from alexnet_cli.evaluate import EvalResult, Member, check_classes, evaluate, evaluate_model, evaluate_models
 from alexnet_cli.loader import ShardLoader
+from alexnet_cli.metrics import TOP_K, TopKCounts
 from alexnet_cli.model import AlexNet
 from alexnet_cli.prep import PrepOptions, prepare
 from alexnet_cli.shards import open_shard, read_images, read_manifest, read_mean_image, read_split_index
@@ -350,9 +352,9 @@ def test_bf16_on_cuda_agrees_with_fp32(tiny_data, ckpts):
 
 def test_reference_rows_are_the_papers_results():
     """SPEC.md "Results to aim at" (paper section 7) and torchvision's single-GPU variant."""
-    from alexnet_cli.cli.eval import PAPER_ENSEMBLE, PAPER_SINGLE_1, PAPER_SINGLE_10
+    from alexnet_cli.cli.eval import REFERENCES
 
-    rows = {name: (top1, top5) for name, top1, top5 in PAPER_SINGLE_10 + PAPER_SINGLE_1 + PAPER_ENSEMBLE}
+    rows = {name: (top1, top5) for name, _, _, top1, top5, _ in REFERENCES}
     assert rows == {
         "paper: 2012 val, 1 CNN": (40.7, 18.2),
         "paper: 2010 test, 1 CNN, 10 crops": (37.5, 17.0),
@@ -360,6 +362,31 @@ def test_reference_rows_are_the_papers_results():
         "torchvision: 2012 val, centre crop": (43.48, 20.93),
         "paper: 2012 val, 5 CNNs averaged": (38.1, 16.4),
     }
+
+
+@pytest.mark.parametrize("split, models, crops, shown, note", [
+    ("val", 1, 10, ["paper: 2012 val, 1 CNN", "paper: 2010 test, 1 CNN, 10 crops"], None),
+    ("val", 1, 1, ["paper: 2010 test, 1 CNN, centre crop", "torchvision: 2012 val, centre crop"], None),
+    ("val", 5, 10, ["paper: 2012 val, 5 CNNs averaged"], None),
+    ("val", 2, 10, [], "no paper figure for 2 models and 10 crops"),
+    ("val", 5, 1, [], "no paper figure for 5 models and 1 crop"),
+    ("train", 1, 10, [], "no paper figure for the train split"),
+    ("train", 5, 10, [], "no paper figure for the train split"),
+])
+def test_the_table_sets_only_like_results_beside_the_papers(split, models, crops, shown, note):
+    from alexnet_cli.cli.eval import REFERENCES, _table
+
+    classes = 1000
+    counts = TopKCounts(np.full(classes, 2), np.ones(classes, np.int64), np.full(classes, 2), TOP_K)
+    result = EvalResult(0.5, 0.0, 2 * classes, crops, counts, checkpoints=[f"m{i}.pt" for i in range(models)],
+                        split=split)
+    console = Console(width=200, record=True)
+    console.print(_table(result))
+    text = console.export_text()
+    assert "this run" in text and "50.00%" in text
+    assert [name for name, *_ in REFERENCES if name in text] == shown
+    assert text.count("paper:") + text.count("torchvision:") == len(shown)
+    assert (note is None and "no paper figure" not in text) or (note is not None and note in text)
 
 
 @pytest.fixture(scope="module")

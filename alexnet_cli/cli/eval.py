@@ -1,5 +1,5 @@
 """`alexnet eval`: top-1 / top-5 error of one checkpoint or an ensemble, centre crop or the
-paper's ten crops (sections 5.1 and 7), beside the paper's own figures."""
+paper's ten crops (sections 5.1 and 7), beside the paper's figures for the same setting."""
 
 from __future__ import annotations
 
@@ -14,13 +14,28 @@ from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, For
 from alexnet_cli.evaluate import EvalResult, evaluate, write_per_class, write_predictions
 from alexnet_cli.metrics import TOP_K
 
-# The paper's results (paper section 7): (setting, top-1, top-5) in percent.
-PAPER_SINGLE_10 = [("paper: 2012 val, 1 CNN", 40.7, 18.2),
-                   ("paper: 2010 test, 1 CNN, 10 crops", 37.5, 17.0)]
-PAPER_SINGLE_1 = [("paper: 2010 test, 1 CNN, centre crop", 39.0, 18.3),
-                  ("torchvision: 2012 val, centre crop", 43.48, 20.93)]
-PAPER_ENSEMBLE = [("paper: 2012 val, 5 CNNs averaged", 38.1, 16.4),
-                  ("paper: 2012 val, 1 CNN", 40.7, 18.2)]
+# The published results (paper section 7, and torchvision's single-GPU variant), each with the
+# setting it was measured in: (name, models averaged, crops, top-1 %, top-5 %, images). All are
+# validation or test figures: none is set beside a --split train result.
+REFERENCES = [("paper: 2012 val, 1 CNN", 1, 10, 40.7, 18.2, 50_000),
+              ("paper: 2010 test, 1 CNN, 10 crops", 1, 10, 37.5, 17.0, 150_000),
+              ("paper: 2010 test, 1 CNN, centre crop", 1, 1, 39.0, 18.3, 150_000),
+              ("torchvision: 2012 val, centre crop", 1, 1, 43.48, 20.93, 50_000),
+              ("paper: 2012 val, 5 CNNs averaged", 5, 10, 38.1, 16.4, 50_000)]
+
+
+def reference_rows(split: str, models: int, crops: int) -> tuple[list[tuple], str | None]:
+    """The published rows measured as this result was (the val split, as many models averaged,
+    as many crops), and when there is none a line that says so."""
+    if split != "val":
+        return [], f"no paper figure for the {split} split: the paper reports validation and test errors"
+    rows = [r for r in REFERENCES if r[1] == models and r[2] == crops]
+    if rows:
+        return rows, None
+    return [], (f"no paper figure for {models} model{'s' if models > 1 else ''} and {crops} "
+                f"crop{'s' if crops > 1 else ''}: the paper reports 1 CNN (1 or 10 crops) and 5 CNNs "
+                "averaged (10 crops)")
+
 
 Paths = Annotated[list[Path], typer.Argument(exists=True, metavar="CHECKPOINT... DATA", show_default=False,
                                              help="One or more checkpoints (several = an ensemble), then "
@@ -70,17 +85,21 @@ def _table(result: EvalResult) -> Table:
     what = f"{models} models averaged" if models > 1 else "1 model"
     k = result.counts.k
     table = Table(title=f"{result.split}: {result.n:,} images, {result.crops} crop{'s' if result.crops > 1 else ''}, "
-                        f"{what}", title_justify="left")
+                        f"{what}", title_justify="left", caption_justify="left")
     table.add_column("")
     table.add_column("top-1 error", justify="right")
     table.add_column("top-5 error", justify="right")
     table.add_column("images", justify="right")
     table.add_row("this run", f"{100 * result.top1_error:.2f}%", f"{100 * result.top5_error:.2f}%", f"{result.n:,}",
                   style="bold")
-    table.add_section()
-    if k < TOP_K:
-        table.caption = f"only {k} classes: every label is in the top 5"
-    reference = PAPER_ENSEMBLE if models > 1 else PAPER_SINGLE_10 if result.crops == 10 else PAPER_SINGLE_1
-    for name, top1, top5 in reference:  # ILSVRC-2012 val: 50,000 images; ILSVRC-2010 test: 150,000
-        table.add_row(name, f"{top1}%", f"{top5}%", "50,000" if "2012" in name else "150,000", style="dim")
+    rows, note = reference_rows(result.split, models, result.crops)
+    notes = [f"only {k} classes: every label is in the top 5"] if k < TOP_K else []
+    if rows:
+        table.add_section()
+    for name, _, _, top1, top5, images in rows:
+        table.add_row(name, f"{top1}%", f"{top5}%", f"{images:,}", style="dim")
+    if note:
+        notes.append(note)
+    if notes:
+        table.caption = "\n".join(notes)
     return table
