@@ -312,7 +312,7 @@ def title(doc: dict[str, Any]) -> str:
     n = doc["variants"][0]["eval"]["n"] if doc["variants"] else 0
     crops = f"{doc['crops']} crop{'s' if doc['crops'] > 1 else ''}"
     return (f"Ablations ({doc['recipe']} recipe): error (%) of each final network on {doc['split']} "
-            f"({n:,} images, {crops}); Δ = variant - full, in points")
+            f"({n:,} image{'s' if n != 1 else ''}, {crops}); Δ = variant - full, in points")
 
 
 def markdown(doc: dict[str, Any]) -> str:

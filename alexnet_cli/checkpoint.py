@@ -206,7 +206,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     n = model_config.num_classes
     classes = list(data.get("classes") or [str(i) for i in range(n)])
     if len(classes) != n:
-        raise CheckpointError(f"{path}: lists {len(classes)} classes but its last layer has {n} outputs")
+        raise CheckpointError(f"{path}: lists {len(classes)} class{'es' if len(classes) != 1 else ''} but its last layer has {n} outputs")
     mean = data.get("mean_image")
     return LoadedModel(model.to(device).eval(), classes, list(data.get("class_names") or classes),
                        None if mean is None else mean.float(), config, Path(path))

@@ -184,3 +184,10 @@ def test_a_run_folder_is_not_an_ablation_folder(tiny_data, tmp_path):
     result = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(run)])
     assert result.exit_code == 1 and "a folder of its own" in _error_line(result)
 
+
+@pytest.mark.parametrize("n, crops, words", [(1, 1, "(1 image, 1 crop)"), (2, 10, "(2 images, 10 crops)")])
+def test_the_title_counts_in_words_that_agree(n, crops, words):
+    from alexnet_cli.ablate import title
+
+    doc = {"recipe": "paper", "split": "val", "crops": crops, "variants": [{"eval": {"n": n}}]}
+    assert words in title(doc)

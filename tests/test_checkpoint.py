@@ -360,3 +360,11 @@ def test_the_reason_of_an_unreadable_checkpoint_ends_at_a_boundary(message, firs
     else:                                       # one endless sentence: cut between words, marked
         assert len(reason) <= 200 and reason.endswith("...") and reason[:-3].split() == ["word"] * len(reason[:-3].split())
         assert reason[:-3].endswith("word")
+
+
+@pytest.mark.parametrize("names, words", [(["a"], "lists 1 class but"), (["a", "b", "c"], "lists 3 classes but")])
+def test_a_class_list_that_does_not_fit_fc8_is_named_in_words_that_agree(tmp_path, names, words):
+    path = tmp_path / "odd.pt"
+    torch.save({"model": AlexNet(num_classes=2).state_dict(), "classes": names}, path)
+    with pytest.raises(CheckpointError, match=words):
+        load_model(path)
