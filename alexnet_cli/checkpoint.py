@@ -94,10 +94,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               "unpickling code could load; alexnet loads weights only (weights_only=True)") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         # garbage reaches torch's legacy (non-zip) reader, which fails in any of these ways
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = _first_sentence(str(exc)) or type(exc).__name__
         if isinstance(exc, (KeyError, IndexError, TypeError, AttributeError)):
             reason = "not a torch.save file"                 # the legacy reader's KeyError: 101 says nothing
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a checkpoint (a {type(data).__name__}, expected a dict)")
     if data.get("format") == FORMAT and not (isinstance(data.get("version"), int) and data["version"] <= VERSION):
@@ -119,6 +119,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               f"{'' if not isinstance(config, dict) else ' with a part that is not'}); "
                               "it was not written by alexnet train")
     return data
+
+
+def _first_sentence(message: str, limit: int = 200) -> str:
+    """The first line, first sentence of an exception's message, on one line and at most `limit`
+    characters, cut between words ("...") if it must be: torch's zip reader goes on for four
+    sentences after "failed finding central directory"."""
+    line = next((ln.strip() for ln in message.splitlines() if ln.strip()), "")
+    sentence = re.split(r"(?<=[.!?])\s+(?=[A-Z])", line, maxsplit=1)[0].strip()
+    sentence = " ".join(sentence.split()).removesuffix(".")
+    if len(sentence) <= limit:
+        return sentence
+    return sentence[:limit - 3].rsplit(" ", 1)[0].rstrip(" ,;:") + "..."
 
 
 def _checked_weights(path: Path, state: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -194,7 +206,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     n = model_config.num_classes
     classes = list(data.get("classes") or [str(i) for i in range(n)])
     if len(classes) != n:
-        raise CheckpointError(f"{path}: lists {len(classes)} classes but its last layer has {n} outputs")
+        raise CheckpointError(f"{path}: lists {len(classes)} class{'es' if len(classes) != 1 else ''} but its last layer has {n} outputs")
     mean = data.get("mean_image")
     return LoadedModel(model.to(device).eval(), classes, list(data.get("class_names") or classes),
                        None if mean is None else mean.float(), config, Path(path))

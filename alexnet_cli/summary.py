@@ -1,5 +1,7 @@
 """The layer table of `alexnet summary`: output shape, neurons and parameters per layer,
-measured by running one 224x224 image through the network (so it cannot drift from it)."""
+measured by running one 224x224 image through the network (so it cannot drift from it). Shapes
+and counts need no numbers: `meta_network` builds the network on the meta device, without
+allocating its weights (any class count can be counted)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from alexnet_cli.config import ModelConfig
 from alexnet_cli.model import AlexNet
 
 # Stages in the order of the forward pass; parameter-free stages appear only when present.
@@ -22,6 +25,12 @@ class LayerRow:
     output_shape: tuple[int, ...]
     neurons: int    # output elements per image
     params: int
+
+
+def meta_network(config: ModelConfig) -> AlexNet:
+    """The network of `config` with shapes but no storage, for `summarize`."""
+    with torch.device("meta"):
+        return AlexNet(config=config)
 
 
 def summarize(model: AlexNet) -> list[LayerRow]:

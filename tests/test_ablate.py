@@ -51,6 +51,10 @@ def test_ablate_two_variants_then_a_rerun_trains_nothing(tiny_data, tmp_path):
         assert rows[name]["state"] == "stopped" and rows[name]["eval"]["n"] == 16
         assert rows[name]["delta_top1"] == pytest.approx(rows[name]["top1_error"] - rows[FULL]["top1_error"])
     assert rows["no-lrn"]["paper_delta_top1"] == 0.014 and rows["no-lrn"]["paper_delta_top5"] == 0.012
+    # the settings recorded are those the full network trained with: fc8 sized to the data's 4 classes
+    full_config = json.loads((out / FULL / "config.json").read_text())
+    assert doc["model"]["num_classes"] == full_config["model"]["num_classes"] == 4
+    assert doc["model"] == full_config["model"]
     assert doc["figure1"]["relu"] is None and doc["figure1"]["paper_ratio"] == 6.0   # no epoch done yet
     md = (out / "ablations.md").read_text()
     assert md == markdown(doc) and "| no-lrn | no response normalisation |" in md and "+1.4 / +1.2" in md
@@ -179,3 +183,11 @@ def test_a_run_folder_is_not_an_ablation_folder(tiny_data, tmp_path):
     (run / "config.json").write_text(json.dumps({"recipe": "paper", "model": {}, "train": {}, "run": {}}))
     result = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(run)])
     assert result.exit_code == 1 and "a folder of its own" in _error_line(result)
+
+
+@pytest.mark.parametrize("n, crops, words", [(1, 1, "(1 image, 1 crop)"), (2, 10, "(2 images, 10 crops)")])
+def test_the_title_counts_in_words_that_agree(n, crops, words):
+    from alexnet_cli.ablate import title
+
+    doc = {"recipe": "paper", "split": "val", "crops": crops, "variants": [{"eval": {"n": n}}]}
+    assert words in title(doc)

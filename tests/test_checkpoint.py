@@ -329,3 +329,42 @@ def test_config_values_of_the_wrong_kind_are_checkpoint_errors(tmp_path, two_col
         assert result.exit_code == 1, (name, result.output)
         assert words in result.stderr and "--" not in result.stderr, (name, result.stderr)
         assert result.stderr.count("\n") == 1, (name, result.stderr)
+
+
+def test_a_truncated_checkpoint_is_one_short_line_cut_at_a_sentence(tmp_path):
+    """torch's message runs on for several sentences; the Error line keeps its first, whole."""
+    path = tmp_path / "trunc.pt"
+    torch.save({"model": AlexNet(num_classes=4).state_dict()}, path)
+    path.write_bytes(path.read_bytes()[:4096])
+    result = CliRunner().invoke(app, ["kernels", str(path)])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {path}: not a readable checkpoint ("), result.stderr
+    reason = lines[0].split("not a readable checkpoint (", 1)[1]
+    assert reason.endswith(")") and len(reason) <= 200
+    assert "central directory" in reason and "If you are seeing" not in reason      # the first sentence only
+
+
+@pytest.mark.parametrize("message, first", [
+    ("A failed. This is why. More here.", "A failed"),
+    ("one line\nsecond line", "one line"),
+    ("file model.pt is bad: read 3 of 7 bytes", "file model.pt is bad: read 3 of 7 bytes"),
+    ("word " * 60, None),
+])
+def test_the_reason_of_an_unreadable_checkpoint_ends_at_a_boundary(message, first):
+    from alexnet_cli.checkpoint import _first_sentence
+
+    reason = _first_sentence(message)
+    if first is not None:
+        assert reason == first
+    else:                                       # one endless sentence: cut between words, marked
+        assert len(reason) <= 200 and reason.endswith("...") and reason[:-3].split() == ["word"] * len(reason[:-3].split())
+        assert reason[:-3].endswith("word")
+
+
+@pytest.mark.parametrize("names, words", [(["a"], "lists 1 class but"), (["a", "b", "c"], "lists 3 classes but")])
+def test_a_class_list_that_does_not_fit_fc8_is_named_in_words_that_agree(tmp_path, names, words):
+    path = tmp_path / "odd.pt"
+    torch.save({"model": AlexNet(num_classes=2).state_dict(), "classes": names}, path)
+    with pytest.raises(CheckpointError, match=words):
+        load_model(path)

@@ -269,3 +269,12 @@ def test_neighbors_refuses_an_infinite_memory_budget_before_any_work(runner, tmp
                                      "--memory-mb", value])
         assert result.exit_code == 2 and "--memory-mb" in result.stderr, result.output
 
+
+
+def test_summary_counts_without_allocating_weights(runner):
+    """Shapes and counts need no real weights (meta device): a class count whose fc8 could never
+    be allocated (1.6 PB) is still counted, not an allocator's error."""
+    n = 99_999_999_999
+    layers = {layer["name"]: layer for layer in summary_json(runner, "--num-classes", str(n))["layers"]}
+    assert layers["fc8"]["output_shape"] == [n] and layers["fc8"]["params"] == 4096 * n + n
+    assert layers["fc7"]["params"] == 4096 * 4096 + 4096

@@ -148,3 +148,17 @@ def test_cli_kernels_refuses_non_finite_weights_and_markup_is_not_interpreted(tm
     good = runner.invoke(app, ["kernels", str(_checkpoint(tmp_path / "ok.pt")), "--out", str(out)])
     assert good.exit_code == 0, good.output
     assert f"wrote {out}" in good.stdout.replace("\n", "") and out.exists()
+
+
+@pytest.mark.parametrize("name", ["k.txt", "k.svg", "k"])
+def test_cli_kernels_refuses_a_suffix_it_cannot_write_before_any_work(tmp_path, name):
+    """The suffix names the format (as for `alexnet report`); .txt would get PNG bytes. The
+    checkpoint is not even read: it is not one."""
+    checkpoint = tmp_path / "not-yet-read.pt"
+    checkpoint.write_text("never loaded")
+    result = runner.invoke(app, ["kernels", str(checkpoint), "--out", str(tmp_path / name)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"Error: --out {tmp_path / name}: the suffix names the format; use one of .bmp,")
+    assert ".png" in lines[0] and not (tmp_path / name).exists()

@@ -233,3 +233,16 @@ def test_class_names_are_never_markup(tmp_path, images):
     assert result.exit_code == 0, result.output
     for name in names:
         assert name in result.stdout, name
+
+
+def test_cli_predict_refuses_a_picture_suffix_it_cannot_write_before_any_work(tmp_path):
+    """The suffix names the format (as for `alexnet report`); nothing is read or run first."""
+    checkpoint, image = tmp_path / "not-yet-read.pt", tmp_path / "not-yet-read.jpg"
+    checkpoint.write_text("never loaded")
+    image.write_text("never decoded")
+    out = tmp_path / "x.txt"
+    result = runner.invoke(app, ["predict", str(checkpoint), str(image), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: --out {out}: the suffix names the format; use one of ")
+    assert ".png" in lines[0] and not out.exists()

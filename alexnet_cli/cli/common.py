@@ -15,6 +15,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from alexnet_cli.errors import UsageError
+from alexnet_cli.figures import PICTURE_FORMATS
 from alexnet_cli.progress import ConsoleReporter
 from alexnet_cli.runlog import json_text
 
@@ -42,6 +44,17 @@ def check_writable(path: Path | None, option: str) -> None:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise typer.BadParameter(f"cannot write {path}: {parent} is not a writable folder", param_hint=option)
+
+
+def check_picture_out(path: Path | None) -> None:
+    """Refuse, before any work, an --out picture (drawn with PIL: figures.save_picture) that could
+    not be written or whose suffix names no format PIL writes: `--out k.txt` would get PNG bytes.
+    The same message as `alexnet report --out` (report.check_picture_path, whose matplotlib writes
+    other formats: .pdf, .svg)."""
+    check_writable(path, "--out")
+    if path is not None and path.suffix.lower() not in PICTURE_FORMATS:
+        raise UsageError(f"out {path}: the suffix names the format; use one of "
+                         f"{', '.join(sorted(PICTURE_FORMATS))}", field="out", value=path)
 
 
 def print_json(data: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from alexnet_cli.cli.common import (DecodeOpt, DeviceOpt, ExistingDir, ExistingFile, ForwardBatchOpt, JsonOpt,
-                                    WorkersOpt, console, print_json, reporter)
+                                    WorkersOpt, check_writable, console, print_json, reporter)
 from alexnet_cli.features import extract_features
 
 
@@ -30,6 +30,7 @@ def features(
 
     The file also holds each image's path and label. Resumable: after an interruption, run the
     same command again."""
+    check_writable(out, "--out")
     info = extract_features(checkpoint, data, out, split=split, batch_size=batch_size, device=device,
                             overwrite=overwrite, workers=workers, decode=decode, progress=reporter())
     if json_out:

@@ -9,15 +9,15 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import ExistingFile, JsonOpt, console, print_json
+from alexnet_cli.cli.common import ExistingFile, JsonOpt, check_picture_out, console, print_json
 from alexnet_cli.kernels import kernel_report
 
 
 def kernels(
     checkpoint: ExistingFile,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE.png", dir_okay=False,
-                                                help="Write the kernels here, as in figure 3 (PNG, or the format "
-                                                     "the suffix names).")] = None,
+                                                help="Write the kernels here, as in figure 3, in the format the "
+                                                     "suffix names (.png, .jpg, .webp, ...).")] = None,
     scale: Annotated[int, typer.Option("--scale", min=1, max=64, help="Screen pixels per kernel pixel (tile = 11 x scale).")] = 4,
     json_out: JsonOpt = False,
 ) -> None:
@@ -26,6 +26,7 @@ def kernels(
     The score is the share of a kernel's energy off the grey axis of RGB: 0 for a grey kernel,
     about 0.67 for random weights. The paper finds column A colour-agnostic, column B colour-specific.
     """
+    check_picture_out(out)
     report = kernel_report(checkpoint, out, scale=scale)
     if json_out:
         print_json({"checkpoint": str(report.checkpoint), "kernels": report.kernels,

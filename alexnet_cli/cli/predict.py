@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import (CropsOpt, DeviceOpt, ExistingFile, JsonOpt, check_writable, console, err_console,
+from alexnet_cli.cli.common import (CropsOpt, DeviceOpt, ExistingFile, JsonOpt, check_picture_out, console, err_console,
                                     print_json)
 from alexnet_cli.predict import draw_predictions, predict
 
@@ -30,7 +30,7 @@ def predict_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Top-k classes and probabilities of each IMAGE under CHECKPOINT."""
-    check_writable(out, "--out")
+    check_picture_out(out)
     preds = predict(checkpoint, images, k=k, crops=crops, device=device, data_dir=data)
     if out is not None:
         err_console.print(f"figure: {draw_predictions(preds, out)}", highlight=False)

@@ -9,8 +9,7 @@ from alexnet_cli.cli.options import (ActivationOpt, BiasInitOpt, ColumnsOpt, Con
                                      DropoutOpt, DropoutStyleOpt, InitStdConv345Opt, LrnAlphaOverNOpt, LrnOpt,
                                      NumClassesOpt, PoolOpt, RecipeOpt, WithinMapNormOpt, model_config_from_options)
 from alexnet_cli.config import changed_settings
-from alexnet_cli.model import AlexNet
-from alexnet_cli.summary import summarize
+from alexnet_cli.summary import meta_network, summarize
 
 
 def summary(
@@ -36,7 +35,7 @@ def summary(
         dropout_style=dropout_style, columns=columns, lrn_alpha_over_n=lrn_alpha_over_n, conv1_order=conv1_order,
         within_map_norm=within_map_norm, conv1_padding=conv1_padding, init_std_conv345=init_std_conv345,
         bias_init=bias_init)
-    rows = summarize(AlexNet(config=config))
+    rows = summarize(meta_network(config))
     total = sum(r.params for r in rows)
     changed = changed_settings(config, recipe)
     if json_out:
