@@ -18,6 +18,7 @@ mentions=("compile",))`): the CLI shows its flag there too.
 from __future__ import annotations
 
 import copy
+import signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,6 +75,21 @@ class CheckpointError(AlexnetError):
 
 class NotFiniteError(AlexnetError):
     """A network whose outputs are NaN or infinite: no number, and no JSON, is reported for it."""
+
+
+class Interrupted(AlexnetError):
+    """A run that stopped on request (Ctrl-C, SIGTERM) after saving where it was; the CLI
+    exits with 128 + `signum` (130 for Ctrl-C, 143 for SIGTERM), as a process killed by it."""
+
+    def __init__(self, message: str = "", signum: int = signal.SIGINT) -> None:   # defaults: for copy.copy
+        super().__init__(message)
+        self.signum = int(signum)
+
+    def advising(self, advice: str) -> Interrupted:
+        """The same stop, its message followed by how to continue (which the command knows)."""
+        wrapped = copy.copy(self)
+        wrapped.args = (f"{self}; {advice}",)
+        return wrapped
 
 
 class TrainingDiverged(AlexnetError):

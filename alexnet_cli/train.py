@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from alexnet_cli.augment import TrainAugment
 from alexnet_cli.checkpoint import load_checkpoint
 from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, to_dict
 from alexnet_cli.distributed import launched_by_torchrun, shutdown
-from alexnet_cli.errors import AlexnetError, DataError, TrainingDiverged, UsageError
+from alexnet_cli.errors import AlexnetError, DataError, Interrupted, TrainingDiverged, UsageError
 from alexnet_cli.evaluate import evaluate_model
 from alexnet_cli.jpeg import DECODES
 from alexnet_cli.loader import ShardLoader
@@ -45,6 +46,7 @@ from alexnet_cli.replicas import make_replica, place
 from alexnet_cli.runlog import MetricsLog, RunFolder, RunLock, check_run_dir, save_error
 from alexnet_cli.schedule import Schedule
 from alexnet_cli.shards import read_manifest, read_mean_image
+from alexnet_cli.stopping import StopRequests
 from alexnet_cli.train_state import EpochStats, TrainingState, check_resumable, inputs_key
 
 PARALLEL_MODES = ("auto", "single", "model", "data")
@@ -153,6 +155,7 @@ class Trainer:
         self.state = TrainingState(Schedule(train_cfg, list(named_params)),
                                    EpochStats(self.model_cfg.num_classes, self.device, self.dist))
         self.last_x: torch.Tensor | None = None           # the last training batch: the outputs' NaN check
+        self.stop = StopRequests("training")               # entered by fit: Ctrl-C / SIGTERM stop after a step
         self.log = MetricsLog(self.out_dir, enabled=self.dist.is_main, tensorboard=run.tensorboard)
 
     def _setup_data(self) -> None:
@@ -234,17 +237,20 @@ class Trainer:
         self._prepare_run_dir()
         cfg = self.train_cfg
         try:
-            while self.state.pos.epoch < cfg.epochs and not self._step_limit_reached():
-                epoch = self.state.pos.epoch
-                rates = self.state.schedule.rates(epoch)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = rates.lr[group["name"]]
-                self.train_epoch(epoch, color_noise=rates.color_noise)
-                if self.state.pos.epoch == epoch:           # stopped inside the epoch by --max-steps
-                    self._check_finite(before_save=True)
-                    self.save()
-                    break
-                self.end_epoch(epoch)
+            with self.stop:    # Ctrl-C or SIGTERM: stop after the step, saved (_stop_here)
+                while self.state.pos.epoch < cfg.epochs and not self._step_limit_reached():
+                    epoch = self.state.pos.epoch
+                    rates = self.state.schedule.rates(epoch)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = rates.lr[group["name"]]
+                    self.train_epoch(epoch, color_noise=rates.color_noise)
+                    if self.state.pos.epoch == epoch:           # stopped inside the epoch by --max-steps
+                        self._check_finite(before_save=True)
+                        self.save()
+                        break
+                    self.end_epoch(epoch)
+                    if self._stop_requested(anywhere=True):     # during the validation: saved just now
+                        self._stop_here()
         finally:
             self.log.close()
         pos, best = self.state.pos, self.state.best_top1
@@ -291,10 +297,35 @@ class Trainer:
                 if run.save_every and pos.step % run.save_every == 0:
                     self._check_finite(before_save=True)
                     self.save()
+                if self._stop_requested():
+                    self._stop_here()
                 if self._step_limit_reached():
                     break
         if pos.batch >= len(loader):
             pos.epoch, pos.batch = epoch + 1, 0
+
+    def _stop_requested(self, anywhere: bool = False) -> bool:
+        """Whether a Ctrl-C or SIGTERM asks to stop here, after a whole step: at once in one
+        process; under DDP at the log steps (or `anywhere`), for every rank together (any
+        rank's request stops all; one small all-reduce where the ranks sync anyway)."""
+        if self.dist.world_size == 1:
+            return self.stop.signum is not None
+        if not anywhere and self.state.pos.step % self.run.log_every:
+            return False
+        flag = torch.tensor(int(self.stop.signum is not None), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _stop_here(self) -> None:
+        """Save the position (unless it was just saved) and stop with `Interrupted`."""
+        pos = self.state.pos
+        if self.state.saved_step != pos.step:
+            self._check_finite(before_save=True)
+            self.save()
+        signum = self.stop.signum or signal.SIGTERM         # under DDP another rank may have had it
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        where = f"after epoch {pos.epoch}" if pos.batch == 0 else f"in epoch {pos.epoch + 1}, batch {pos.batch}"
+        raise Interrupted(f"{name}: stopped at step {pos.step} ({where}) and saved {self.folder.last}", signum)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.run.bf16):

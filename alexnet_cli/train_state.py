@@ -94,7 +94,7 @@ class EpochStats:
             counts = counts.clone()
             dist.all_reduce(counts, op=dist.ReduceOp.SUM)
         return {"counts": counts.cpu(), "loss_sum": self.loss_sum.cpu(),
-                "chance_steps": self.chance_steps, "warned": self.warned}
+                "chance_steps": self.chance_steps, "warned": self.warned, "epoch_time_s": self.epoch_time()}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         self.meter.counts.copy_(d["counts"])
@@ -102,6 +102,9 @@ class EpochStats:
             self.meter.counts.zero_()
         self.loss_sum.copy_(d["loss_sum"])
         self.chance_steps, self.warned = int(d["chance_steps"]), bool(d["warned"])
+        # the epoch's time so far (0 in checkpoints older than the key): a resumed epoch's time_s
+        # counts its training before the save as well as after the resume
+        self.t_epoch = time.perf_counter() - float(d.get("epoch_time_s", 0.0))
 
 
 class TrainingState:

@@ -22,7 +22,7 @@ from alexnet_cli.cli.options import (AugChunkOpt, BatchSizeOpt, BiasInitOpt, Bia
                                      RecipeOpt, SaveEveryOpt, SeedOpt, StuckStepsOpt, TensorboardOpt, WeightDecayOpt,
                                      WithinMapNormOpt, devices_from_option, model_config_from_options)
 from alexnet_cli.config import resolve_train_config
-from alexnet_cli.errors import UsageError
+from alexnet_cli.errors import Interrupted, UsageError
 from alexnet_cli.train import RunOptions
 
 _ABL = "Ablations"
@@ -102,9 +102,12 @@ def ablate_cmd(
                      max_steps=max_steps, save_every=save_every, log_every=log_every, bf16=bf16,
                      channels_last=channels_last, compile=compile, compile_mode=compile_mode, lrn_kernel=lrn_kernel,
                      workers=workers, decode=decode or "auto", stuck_steps=stuck_steps, tensorboard=tensorboard)
-    doc = ablate(data, out, model_cfg, train_cfg, run, recipe=recipe,
-                 variants=None if variants is None else variants.split(","), crops=crops,
-                 figure1_error=figure1_error / 100, eval_batch_size=eval_batch_size, progress=reporter())
+    try:
+        doc = ablate(data, out, model_cfg, train_cfg, run, recipe=recipe,
+                     variants=None if variants is None else variants.split(","), crops=crops,
+                     figure1_error=figure1_error / 100, eval_batch_size=eval_batch_size, progress=reporter())
+    except Interrupted as exc:
+        raise exc.advising("run the same command again to continue") from None
     if doc is None:                    # under torchrun, rank 0 alone speaks
         return
     if json_out:

@@ -25,7 +25,7 @@ from alexnet_cli import __version__
 from alexnet_cli.cli import ablate, codes, demo, eval as eval_cmd, features, kernels, neighbors, pca, predict, prep, report, summary, train
 from alexnet_cli.cli.common import err_console
 from alexnet_cli.cli.flags import flag_message
-from alexnet_cli.errors import AlexnetError, UsageError
+from alexnet_cli.errors import AlexnetError, Interrupted, UsageError
 
 # click's exceptions. pyproject asks for typer >= 0.29, which names them itself; the fallbacks
 # stay on purpose: a lent GPU machine's image had typer 0.27.2 (outside our install), and the
@@ -78,6 +78,8 @@ class AlexnetGroup(TyperGroup):
                 _error("interrupted")
                 raise typer.Exit(130)
             _error(_message(exc))
+            if isinstance(exc, Interrupted):    # stopped on a signal, after saving: exit as if killed by it
+                raise typer.Exit(128 + exc.signum)
             raise typer.Exit(2 if isinstance(exc, UsageError) else 1)
 
 

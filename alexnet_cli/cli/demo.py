@@ -14,6 +14,7 @@ from rich.table import Table
 
 from alexnet_cli.cli.common import DeviceOpt, JsonOpt, console, print_json, reporter
 from alexnet_cli.demo import DEFAULT_OUT, DemoConfig, DemoResult, run_demo
+from alexnet_cli.errors import Interrupted
 
 _D = DemoConfig()
 _SIZE = "Size (default: the demo's)"
@@ -39,7 +40,10 @@ def demo(
                         batch_size=batch_size, seed=seed, device=device)
     if not json_out:
         console.print(_intro(config, out), markup=True)
-    result = run_demo(out, config, progress=reporter(), on_step=None if json_out else _show)
+    try:
+        result = run_demo(out, config, progress=reporter(), on_step=None if json_out else _show)
+    except Interrupted as exc:
+        raise exc.advising("run the same command again to continue") from None
     if json_out:
         print_json(result.to_json())
         return

@@ -19,6 +19,7 @@ from alexnet_cli.cli.options import (ActivationOpt, AugChunkOpt, BatchSizeOpt, B
                                      PoolOpt, RecipeOpt, SaveEveryOpt, SeedOpt, StuckStepsOpt, TensorboardOpt,
                                      WeightDecayOpt, WithinMapNormOpt, devices_from_option, model_config_from_options)
 from alexnet_cli.config import resolve_train_config
+from alexnet_cli.errors import Interrupted
 from alexnet_cli.train import RunOptions, train as train_run
 
 
@@ -92,7 +93,10 @@ def train(
                      bf16=bf16, channels_last=channels_last, compile=compile, compile_mode=compile_mode, lrn_kernel=lrn_kernel, workers=workers,
                      decode=decode or "auto",
                      stuck_steps=stuck_steps, tensorboard=tensorboard)
-    result = train_run(data, out, model_cfg, train_cfg, run, recipe=recipe, progress=reporter())
+    try:
+        result = train_run(data, out, model_cfg, train_cfg, run, recipe=recipe, progress=reporter())
+    except Interrupted as exc:
+        raise exc.advising("run the same command with --resume to continue") from None
     if result["rank"] != 0:            # under torchrun, rank 0 alone speaks
         return
     if json_out:

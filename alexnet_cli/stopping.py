@@ -1,0 +1,52 @@
+"""Ctrl-C and SIGTERM during a long job, turned into a request to stop at the next safe point.
+
+A signal can arrive between any two bytecodes: in the middle of an optimizer step (half the
+weights updated) or of a save. `StopRequests` catches the first SIGINT or SIGTERM, says that
+the job will stop, and only records it; the job looks at `signum` where its state is whole
+(training: after a step), saves, and stops. A second Ctrl-C stops at once, as without it (the
+last checkpoint stands); further SIGTERMs are ignored (a scheduler's SIGKILL follows anyway).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType
+
+
+class StopRequests:
+    """While entered (in the main thread; elsewhere it does nothing), the first SIGINT or
+    SIGTERM sets `signum` instead of stopping the process."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, what: str = "the run"):
+        self.what = what
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt           # a second Ctrl-C: at once
+            return
+        self.signum = signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        try:      # straight to stderr: the handler may run inside the progress bar's own writing
+            sys.stderr.write(f"\n{name}: {self.what} stops after this step and saves where it is "
+                             "(press Ctrl-C again to stop at once, losing the steps since the last save)\n")
+            sys.stderr.flush()
+        except (OSError, RuntimeError, ValueError):   # a reentrant write, a closed stream: the stop still happens
+            pass

@@ -1,0 +1,123 @@
+"""Ctrl-C and SIGTERM during `train`: the run stops after the step in progress, saves where it
+is, says how to continue and exits as if killed by the signal; `--resume` goes on from there.
+The signals are real ones (signal.raise_signal), sent from inside the training loop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from alexnet_cli import train as train_module
+from alexnet_cli.checkpoint import load_checkpoint
+from alexnet_cli.cli.app import app
+from alexnet_cli.stopping import StopRequests
+from alexnet_cli.train import Trainer
+from alexnet_cli.train_state import EpochStats
+
+runner = CliRunner()
+FAST = ["--device", "cpu", "--batch-size", "8", "--log-every", "1", "--workers", "1"]
+
+
+def _signal_after_step(monkeypatch, n: int, signum: int) -> None:
+    step = Trainer.train_step
+    done = []
+
+    def signalling(self, x, y):
+        result = step(self, x, y)
+        done.append(1)
+        if len(done) == n:
+            signal.raise_signal(signum)
+        return result
+    monkeypatch.setattr(Trainer, "train_step", signalling)
+
+
+def _records(out, kind: str) -> list[dict]:
+    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+def test_ctrl_c_stops_after_the_step_saves_and_resume_continues(tiny_data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    args = ["train", str(tiny_data), "--out", str(out), "--max-steps", "4", *FAST]
+    _signal_after_step(monkeypatch, 2, signal.SIGINT)
+    stopped = runner.invoke(app, args)
+    assert stopped.exit_code == 130, stopped.output
+    error = [line for line in stopped.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "Ctrl-C: stopped at step 2 (in epoch 1, batch 2) and saved" in error[0]
+    assert "--resume" in error[0] and "Traceback" not in stopped.output
+    assert "stops after this step" in stopped.stderr                     # said when the signal came
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["trainer"]["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+    monkeypatch.undo()
+    resumed = runner.invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert [r["step"] for r in _records(out, "train")] == [1, 2, 3, 4]          # each step once
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["trainer"]["step"] == 4
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _terminated(signum, frame):
+    raise _Terminated          # stands in for the default action (the end of pytest) if train lets it through
+
+
+def test_sigterm_exits_143_with_the_position_saved(tiny_data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _signal_after_step(monkeypatch, 1, signal.SIGTERM)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        stopped = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--max-steps", "3", *FAST])
+        assert signal.getsignal(signal.SIGTERM) is _terminated                    # put back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.exit_code == 143, stopped.output
+    assert "SIGTERM: stopped at step 1" in stopped.stderr
+    ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert (ckpt["trainer"]["step"], ckpt["trainer"]["batch"]) == (1, 1)
+
+
+def test_a_signal_during_validation_stops_after_the_epochs_save(tiny_data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    evaluate = train_module.evaluate_model
+
+    def interrupted_evaluation(*args, **kwargs):
+        result = evaluate(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)
+        return result
+    monkeypatch.setattr(train_module, "evaluate_model", interrupted_evaluation)
+    args = ["train", str(tiny_data), "--out", str(out), "--epochs", "2", *FAST, "--batch-size", "16"]  # 3 steps
+    stopped = runner.invoke(app, args)
+    assert stopped.exit_code == 130, stopped.output
+    assert "stopped at step 3 (after epoch 1)" in stopped.stderr
+    trainer = load_checkpoint(out / "checkpoints" / "last.pt")["trainer"]
+    assert (trainer["epoch"], trainer["batch"], trainer["step"]) == (1, 0, 3)
+    assert len(_records(out, "epoch")) == 1
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_handlers_are_restored():
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with StopRequests("the test") as stop:
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)              # a repeated SIGTERM changes nothing
+        assert stop.signum == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_an_epochs_time_counts_its_training_before_a_resume():
+    stats = EpochStats(4, torch.device("cpu"))
+    stats.t_epoch -= 30.0                                 # 30 s into the epoch when saved
+    saved = stats.state_dict()
+    resumed = EpochStats(4, torch.device("cpu"))
+    time.sleep(0.01)
+    resumed.load_state_dict(saved)
+    assert 30.0 <= resumed.epoch_time() < 31.0
+    old = {k: v for k, v in saved.items() if k != "epoch_time_s"}   # a checkpoint from before the key
+    EpochStats(4, torch.device("cpu")).load_state_dict(old)
