@@ -51,7 +51,7 @@ from alexnet_cli.atomic import write_atomic
 from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.features import FeaturesInfo, read_checked, read_features_info, read_rows
-from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.progress import NullReporter, Reporter, plural
 
 FORMAT = "alexnet-cli/codes"
 VERSION = 1
@@ -551,12 +551,12 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
         opt.load_state_dict(saved["optimizer"])
         start, loss = int(saved["epoch"]), saved.get("loss")
         if start == epochs:
-            progress.log(f"codes: {state_file} is trained ({epochs} epochs): encoding and measuring again")
+            progress.log(f"codes: {state_file} is trained ({plural(epochs, 'epoch')}): encoding and measuring again")
         elif start:
             progress.log(f"codes: resuming after epoch {start} of {epochs} ({state_file})")
     else:
         if saved is not None:
-            progress.log(f"codes: starting afresh: {state_file} has {saved['epoch']} epochs, more than --epochs {epochs}")
+            progress.log(f"codes: starting afresh: {state_file} has {plural(saved['epoch'], 'epoch')}, more than --epochs {epochs}")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = CodeNet(info.dim, bits, hidden)

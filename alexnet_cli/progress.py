@@ -74,6 +74,12 @@ class _LogTask:
                             highlight=False, soft_wrap=True, markup=False)
 
 
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """"1 epoch", "0 epochs", "1,281,167 images": a count and its noun, for lines people read
+    (`nouns`: the plural where it is not noun + "s")."""
+    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
+
+
 def _fmt(v: object) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 

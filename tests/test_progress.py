@@ -71,3 +71,11 @@ def test_user_text_is_never_markup():
 
 def test_the_clis_consoles_print_user_text_as_it_is(monkeypatch):
     assert common.console._markup is False and common.err_console._markup is False
+
+
+def test_counts_read_as_english():
+    from alexnet_cli.progress import plural
+
+    assert [plural(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+    assert plural(1_281_167, "image") == "1,281,167 images" and plural(1, "class", "classes") == "1 class"
+    assert plural(4, "class", "classes") == "4 classes"

@@ -12,6 +12,7 @@ from rich.table import Table
 from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, ForwardBatchOpt, JsonOpt, WorkersOpt,
                                     console, print_json, reporter)
 from alexnet_cli.codes import BITS, EPOCHS, RERANK, codes_for_split
+from alexnet_cli.progress import plural
 
 
 def codes(
@@ -44,7 +45,7 @@ def codes(
     q = result.quality
     what = "kept" if result.reused else "written"
     console.print(f"{result.codes}: {result.count:,} codes of {result.bits} bits ({result.bits // 8} bytes per image, "
-                  f"{what}); auto-encoder trained {result.epochs} epochs, training loss "
+                  f"{what}); auto-encoder trained {plural(result.epochs, 'epoch')}, training loss "
                   f"{result.loss if result.loss is None else round(result.loss, 4)}", highlight=False, markup=False)
     if not q.get("queries"):
         return

@@ -15,6 +15,7 @@ from rich.table import Table
 from alexnet_cli.cli.common import DeviceOpt, JsonOpt, console, print_json, reporter
 from alexnet_cli.demo import DEFAULT_OUT, DemoConfig, DemoResult, run_demo
 from alexnet_cli.errors import Interrupted
+from alexnet_cli.progress import plural
 
 _D = DemoConfig()
 _SIZE = "Size (default: the demo's)"
@@ -54,7 +55,7 @@ def _intro(c: DemoConfig, out: Path) -> str:
     return (f"[bold]alexnet demo[/] into {escape(str(out))}: {c.classes} generated classes, {c.train_per_class} training and "
             f"{c.val_per_class} validation images each; the paper's network and recipe except batch "
             f"{c.batch_size} (paper 128), learning rate {c.learning_rate:g} (paper 0.01 at batch 128), bias init {c.bias_fill:g} "
-            f"(paper 1, Caffe 0.1), {c.epochs} epochs; dropout {c.dropout:g}, seed {c.seed}.")
+            f"(paper 1, Caffe 0.1), {plural(c.epochs, 'epoch')}; dropout {c.dropout:g}, seed {c.seed}.")
 
 
 def _show(step: str, r: DemoResult) -> None:
@@ -93,7 +94,7 @@ def _show(step: str, r: DemoResult) -> None:
 
 
 def _epochs_table(r: DemoResult, seconds: str) -> Table:
-    table = Table(title=f"train: {r.train.get('step')} steps on {r.train.get('device')} {seconds}",
+    table = Table(title=f"train: {plural(r.train.get('step') or 0, 'step')} on {r.train.get('device')} {seconds}",
                   title_justify="left")
     for col in ("epoch", "train top-1 err", "val top-1 err", "lr", "s"):
         table.add_column(col, justify="right")

@@ -13,6 +13,7 @@ from rich.table import Table
 from alexnet_cli.cli.common import JsonOpt, console, err_console, print_json, reporter
 from alexnet_cli.layouts import LabelFiles
 from alexnet_cli.prep import PrepOptions, PrepResult, prepare
+from alexnet_cli.progress import plural
 
 _LABELS = "Label files (default: found automatically)"
 
@@ -88,7 +89,7 @@ def _print(result: PrepResult, out: Path) -> None:
     if result.up_to_date:
         console.print(f"{out} is already prepared ({m.layout}, {m.format}): nothing to do.", highlight=False)
         return
-    console.print(f"{out}: {len(m.classes)} classes, {m.format} shards ({m.layout})", highlight=False)
+    console.print(f"{out}: {plural(len(m.classes), 'class', 'classes')}, {m.format} shards ({m.layout})", highlight=False)
     table = Table()
     for col in ("split", "images", "shards"):
         table.add_column(col, justify="left" if col == "split" else "right")
@@ -97,5 +98,5 @@ def _print(result: PrepResult, out: Path) -> None:
     console.print(table)
     reused = f", {result.shards_reused} reused from an earlier run" if result.shards_reused else ""
     console.print(f"{result.shards_written} shard(s) written{reused} in {result.seconds:.1f} s "
-                  f"({result.images_per_second:,.0f} images/s, {result.workers} workers); "
+                  f"({result.images_per_second:,.0f} images/s, {plural(result.workers, 'worker')}); "
                   f"mean RGB {', '.join(f'{v:.1f}' for v in m.mean_rgb)}", highlight=False)

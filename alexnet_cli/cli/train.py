@@ -20,6 +20,7 @@ from alexnet_cli.cli.options import (ActivationOpt, AugChunkOpt, BatchSizeOpt, B
                                      WeightDecayOpt, WithinMapNormOpt, devices_from_option, model_config_from_options)
 from alexnet_cli.config import resolve_train_config
 from alexnet_cli.errors import Interrupted
+from alexnet_cli.progress import plural
 from alexnet_cli.train import RunOptions, train as train_run
 
 
@@ -105,6 +106,6 @@ def train(
     best = result["best_top1_error"]
     how = "done" if result["finished"] else "stopped"      # stopped: by --max-steps; --resume continues
     best_text = f"; best {result['best_split']} top-1 error {best:.2%}" if best is not None else ""
-    console.print(Text.assemble((how, "bold"), f": {result['epochs']} epochs, {result['step']} steps "
+    console.print(Text.assemble((how, "bold"), f": {plural(result['epochs'], 'epoch')}, {plural(result['step'], 'step')} "
                                 f"({result['parallel']} on {result['device']}){best_text}"))
     console.print(f"checkpoints: {Path(result['run_dir']) / 'checkpoints'}", highlight=False)
