@@ -241,3 +241,11 @@ def test_cli_neighbors_defaults_to_six_training_images(data, checkpoint, tmp_pat
     assert hits[0]["index"] == row and hits[0]["distance"] < hits[1]["distance"] / 20   # itself, found in train
     assert [n["distance"] for n in hits] == sorted(n["distance"] for n in hits)
     assert len({n["index"] for n in hits}) == 6
+
+
+def test_cli_neighbors_refuses_a_picture_suffix_it_would_not_write(data, checkpoint, tmp_path):
+    """--out k.txt would get PNG bytes: refused before any work, as kernels and predict do."""
+    out, query = tmp_path / "neighbors.txt", tmp_path / "q.png"
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(query)
+    result = runner.invoke(app, ["neighbors", str(checkpoint), str(data), "--query", str(query), "--out", str(out)])
+    assert result.exit_code == 2 and "the suffix names the format" in result.output and not out.exists()

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, ForwardBatchOpt, JsonOpt, check_writable,
+from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, ForwardBatchOpt, JsonOpt, check_picture_out,
                                     console, err_console, print_json, reporter)
 from alexnet_cli.neighbors import DEFAULT_K, draw_neighbors, find_neighbors
 
@@ -40,7 +40,7 @@ def neighbors(
     binary codes (`alexnet codes`), optionally re-ranked exactly."""
     if not math.isfinite(memory_mb):              # before the features, which can take hours
         raise typer.BadParameter(f"must be a finite number of MiB, got {memory_mb}", param_hint="--memory-mb")
-    check_writable(out, "--out")
+    check_picture_out(out)
     results = find_neighbors(checkpoint, data, query, k=k, split=split, features=features, device=device,
                              batch_size=batch_size, memory_mb=memory_mb, codes=codes, bits=bits, rerank=rerank,
                              progress=reporter())
