@@ -345,7 +345,8 @@ class ShardLoader:
                 emitted = 0
                 while True:
                     # enough parts queued that no thread idles while the oldest window completes
-                    while (len(pending) < 2 or queued < 2 * self.workers) and (w := next(todo, None)) is not None:
+                    while ((len(pending) < 2 or queued < 2 * self.workers) and not stop.is_set()
+                           and (w := next(todo, None)) is not None):
                         q0, q1 = w[1] - base, w[2] - base
                         for b in range(batch_of(q0), batch_of(q1 - 1) + 1):
                             allocate(b)
@@ -357,10 +358,11 @@ class ShardLoader:
                         queued += len(futures)
                     if not pending or stop.is_set():
                         break
-                    futures, q0, q1, index = pending.popleft()
-                    queued -= len(futures)
+                    futures, q0, q1, index = pending[0]
                     for future in futures:
-                        future.result()
+                        future.result()                  # a failed part: cancel_pending drops this window's too
+                    pending.popleft()
+                    queued -= len(futures)
                     for b in range(batch_of(q0), batch_of(q1 - 1) + 1):      # labels and indices into their rows
                         a, e = max(q0, b * size), min(q1, (b + 1) * size)
                         _, labels, idx = buffers[b]

@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -140,6 +141,9 @@ def save_error(exc: Exception, folder: Path, step: int, saved_step: int | None) 
     return AlexnetError(f"could not write the checkpoint {name or ''} at step {step}: {reason}; {kept}: {then}")
 
 
+LOCK_TRIES = 10        # RunLock.acquire: about 0.2 s for a `report` that peeks at the lock
+
+
 class RunLock:
     """An exclusive lock on a run folder: RUN/.lock, held with flock(2) while a run trains, so
     a second `train` on the same --out fails at once instead of interleaving two runs. The
@@ -159,9 +163,8 @@ class RunLock:
         if fcntl is None:
             os.close(fd)
             return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+        exc = self._lock_exclusive(fd)
+        if exc is not None:
             holder = os.read(fd, 64).decode("ascii", "replace").strip()
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -172,6 +175,20 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self._fd = fd
+
+    @staticmethod
+    def _lock_exclusive(fd: int) -> OSError | None:
+        """flock(LOCK_EX) without blocking; None once held. Tried LOCK_TRIES times 20 ms apart:
+        `report` (held()) may hold a shared lock for an instant."""
+        for attempt in range(LOCK_TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return None
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or attempt == LOCK_TRIES - 1:
+                    return exc
+                time.sleep(0.02)
+        return None
 
     def held(self) -> bool | None:
         """Whether a live `alexnet train` holds the lock now: True or False, or None where the

@@ -21,8 +21,8 @@ class StopRequests:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, what: str = "the run"):
-        self.what = what
+    def __init__(self, what: str = "the run", when: str = "after this step"):
+        self.what, self.when = what, when
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
 
@@ -34,7 +34,7 @@ class StopRequests:
 
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)   # None: set from C, not Python
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -45,7 +45,7 @@ class StopRequests:
         self.signum = signum
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         try:      # straight to stderr: the handler may run inside the progress bar's own writing
-            sys.stderr.write(f"\n{name}: {self.what} stops after this step and saves where it is "
+            sys.stderr.write(f"\n{name}: {self.what} stops {self.when} and saves where it is "
                              "(press Ctrl-C again to stop at once, losing the steps since the last save)\n")
             sys.stderr.flush()
         except (OSError, RuntimeError, ValueError):   # a reentrant write, a closed stream: the stop still happens

@@ -155,7 +155,8 @@ class Trainer:
         self.state = TrainingState(Schedule(train_cfg, list(named_params)),
                                    EpochStats(self.model_cfg.num_classes, self.device, self.dist))
         self.last_x: torch.Tensor | None = None           # the last training batch: the outputs' NaN check
-        self.stop = StopRequests("training")               # entered by fit: Ctrl-C / SIGTERM stop after a step
+        self.stop = StopRequests("training", "after this step" if self.dist.world_size == 1 else
+                                 "at the next log step (--log-every)")   # entered by fit
         self.log = MetricsLog(self.out_dir, enabled=self.dist.is_main, tensorboard=run.tensorboard)
 
     def _setup_data(self) -> None:
@@ -249,7 +250,8 @@ class Trainer:
                         self.save()
                         break
                     self.end_epoch(epoch)
-                    if self._stop_requested(anywhere=True):     # during the validation: saved just now
+                    work_left = self.state.pos.epoch < cfg.epochs and not self._step_limit_reached()
+                    if work_left and self._stop_requested(anywhere=True):   # during the validation: saved just now
                         self._stop_here()
         finally:
             self.log.close()
@@ -297,10 +299,10 @@ class Trainer:
                 if run.save_every and pos.step % run.save_every == 0:
                     self._check_finite(before_save=True)
                     self.save()
+                if self._step_limit_reached():      # the run ends here anyway, saved by fit
+                    break
                 if self._stop_requested():
                     self._stop_here()
-                if self._step_limit_reached():
-                    break
         if pos.batch >= len(loader):
             pos.epoch, pos.batch = epoch + 1, 0
 

@@ -55,19 +55,22 @@ class EpochStats:
         self.bad = torch.zeros((), dtype=torch.bool, device=device)
         self.chance_steps, self.warned = 0, False
         self.t_interval = self.t_epoch = time.perf_counter()
+        self.timed_steps = 0          # steps since t_interval (after a resume, fewer than the interval's)
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
         self.meter.update(logits.float(), labels.to(logits.device))
         self.loss_sum += loss.to(self.device)
         self.bad |= ~torch.isfinite(loss.to(self.device))
+        self.timed_steps += 1
 
     def interval(self, steps: int, batch_size: int) -> tuple[float, float]:
-        """Mean loss over the last `steps` steps and images/s; starts the next interval."""
+        """Mean loss over the last `steps` steps and images/s (of the steps this process timed:
+        a resumed interval's first steps ran before the checkpoint); starts the next interval."""
         loss = self.loss_sum.item() / steps                                   # host sync
         now = time.perf_counter()
-        rate = steps * batch_size / max(now - self.t_interval, 1e-9)
+        rate = max(self.timed_steps, 1) * batch_size / max(now - self.t_interval, 1e-9)
         self.loss_sum.zero_()
-        self.t_interval = now
+        self.t_interval, self.timed_steps = now, 0
         return loss, rate
 
     def note_chance(self, loss: float, chance: float, steps: int) -> int:
@@ -87,6 +90,7 @@ class EpochStats:
     def reset(self) -> None:
         self.meter.counts.zero_()
         self.t_epoch = self.t_interval = time.perf_counter()
+        self.timed_steps = 0
 
     def state_dict(self) -> dict[str, Any]:
         counts = self.meter.counts
@@ -105,6 +109,7 @@ class EpochStats:
         # the epoch's time so far (0 in checkpoints older than the key): a resumed epoch's time_s
         # counts its training before the save as well as after the resume
         self.t_epoch = time.perf_counter() - float(d.get("epoch_time_s", 0.0))
+        self.t_interval, self.timed_steps = time.perf_counter(), 0
 
 
 class TrainingState:

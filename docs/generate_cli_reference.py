@@ -218,10 +218,10 @@ def render(app: typer.Typer) -> str:
         "",
         "Exit codes: 0 success; 2 bad usage: an unknown flag, a missing argument, a path that does",
         "not exist, or an option value that is not allowed (`--pool 5`, `--crops 3`); 1 any other",
-        "failure; 130 interrupted (Ctrl-C); 143 stopped by SIGTERM. `train`, `ablate` and `demo` stop",
-        "after the training step in progress and save first (a second Ctrl-C stops at once). A",
-        "failure prints one line starting `Error:` on stderr and nothing else (`alexnet --debug",
-        "COMMAND ...` or `ALEXNET_DEBUG=1` shows the traceback).",
+        "failure; 130 interrupted (Ctrl-C). While `train`, `ablate` or `demo` trains, Ctrl-C or SIGTERM",
+        "stops it after the step in progress, saved first (exit 130, or 143 for SIGTERM; a second",
+        "Ctrl-C stops at once). A failure prints one line starting `Error:` on stderr and nothing",
+        "else (`alexnet --debug COMMAND ...` or `ALEXNET_DEBUG=1` shows the traceback).",
         "",
     ]
     lines += _render_command(root, ctx)

@@ -100,6 +100,26 @@ def test_a_signal_during_validation_stops_after_the_epochs_save(tiny_data, tmp_p
     assert len(_records(out, "epoch")) == 1
 
 
+def test_a_signal_when_no_work_is_left_lets_the_run_end_as_usual(tiny_data, tmp_path, monkeypatch):
+    """Ctrl-C during the last epoch's validation, or on the --max-steps step: the run is
+    complete (saved as usual), so it ends as usual, exit 0, not as interrupted."""
+    evaluate = train_module.evaluate_model
+
+    def interrupted_evaluation(*args, **kwargs):
+        result = evaluate(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)
+        return result
+    monkeypatch.setattr(train_module, "evaluate_model", interrupted_evaluation)
+    out = tmp_path / "last-epoch"
+    done = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--epochs", "1", *FAST, "--batch-size", "16"])
+    assert done.exit_code == 0 and done.stdout.startswith("done: 1 epoch, 3 steps"), done.output
+    monkeypatch.undo()
+    _signal_after_step(monkeypatch, 2, signal.SIGINT)
+    out = tmp_path / "max-steps"
+    done = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--max-steps", "2", *FAST])
+    assert done.exit_code == 0 and done.stdout.startswith("stopped: 0 epochs, 2 steps"), done.output
+
+
 def test_a_second_ctrl_c_stops_at_once_and_the_handlers_are_restored():
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with StopRequests("the test") as stop:
@@ -121,3 +141,17 @@ def test_an_epochs_time_counts_its_training_before_a_resume():
     assert 30.0 <= resumed.epoch_time() < 31.0
     old = {k: v for k, v in saved.items() if k != "epoch_time_s"}   # a checkpoint from before the key
     EpochStats(4, torch.device("cpu")).load_state_dict(old)
+
+
+def test_the_rate_after_a_resume_counts_only_the_steps_it_timed():
+    """Resumed 3 steps into a 4-step log interval: the logged images/s are those of the one
+    step this process ran, not 4 steps' images over one step's time."""
+    stats = EpochStats(4, torch.device("cpu"))
+    for _ in range(3):
+        stats.update(torch.zeros(8, 4), torch.zeros(8, dtype=torch.int64), torch.tensor(1.0))
+    resumed = EpochStats(4, torch.device("cpu"))
+    resumed.load_state_dict(stats.state_dict())
+    resumed.update(torch.zeros(8, 4), torch.zeros(8, dtype=torch.int64), torch.tensor(1.0))
+    resumed.t_interval -= 1.0                                      # the one step took a second
+    loss, rate = resumed.interval(4, 8)
+    assert loss == pytest.approx(1.0) and rate == pytest.approx(8.0, rel=0.05)

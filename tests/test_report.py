@@ -178,3 +178,26 @@ def test_a_run_stopped_by_a_nan_loss_reads_diverged(tiny_data, tmp_path):
     assert read_metrics(run)[-1]["kind"] == "diverged"
     result = runner.invoke(app, ["report", str(run), "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)[0]["state"] == "diverged"
+
+
+def test_a_train_starting_while_report_peeks_at_the_lock_waits_it_out(tmp_path):
+    """`report` holds a shared lock on RUN/.lock for an instant (RunLock.held); a `train`
+    taking the lock in that instant tries again for a moment instead of failing."""
+    import fcntl
+    import os
+    import threading
+
+    from alexnet_cli.runlog import RunLock
+
+    lock = RunLock(tmp_path)
+    lock.path.write_text("")
+    fd = os.open(lock.path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)                             # report's peek, as held() takes it
+    release = threading.Timer(0.05, lambda: (fcntl.flock(fd, fcntl.LOCK_UN), os.close(fd)))
+    release.start()
+    try:
+        lock.acquire()
+        assert lock.held() is True                             # ours now
+    finally:
+        release.join()
+        lock.release()
