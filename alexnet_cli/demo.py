@@ -240,7 +240,8 @@ def pca_step(data: Path, progress: Reporter) -> PcaStats:
 def train_step(data: Path, run: Path, config: DemoConfig, progress: Reporter) -> dict[str, Any]:
     """The trainer with the demo's knobs; resumes (or does nothing) when `run` holds its run."""
     model_cfg, train_cfg = config.configs()
-    options = RunOptions(device=config.device, seed=config.seed, resume=True, log_every=5)
+    resume = RunFolder(run).last.exists()      # a first run is no resume: no "nothing to resume" note
+    options = RunOptions(device=config.device, seed=config.seed, resume=resume, log_every=5)
     return train(data, run, model_cfg, train_cfg, options, recipe="paper", progress=progress)
 
 

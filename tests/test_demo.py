@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from alexnet_cli.cli.app import app
 from alexnet_cli.demo import MARKER, DemoConfig, claim_out, run_demo
 from alexnet_cli.errors import AlexnetError
+from alexnet_cli.progress import NullReporter
 from alexnet_cli.synth import ODD_FILES
 
 # run_demo's steps in order: the names `on_step` gets and the keys of `timings`
@@ -29,8 +30,20 @@ TINY_FLAGS = ["--classes", "2", "--train-per-class", "6", "--val-per-class", "2"
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
     seen: list[str] = []
-    result = run_demo(out, TINY, on_step=lambda name, r: seen.append(name))
+    said = _Said()
+    result = run_demo(out, TINY, on_step=lambda name, r: seen.append(name), progress=said)
+    assert not [m for m in said.lines if "nothing to resume" in m], said.lines   # a first run resumes nothing
     return out, result, seen
+
+
+class _Said(NullReporter):
+    """A reporter that keeps the lines logged."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
 
 
 def test_every_step_runs_and_leaves_its_artefacts(demo_run):

@@ -36,6 +36,16 @@ def _signal_after_step(monkeypatch, n: int, signum: int) -> None:
     monkeypatch.setattr(Trainer, "train_step", signalling)
 
 
+def _signal_after_validation(monkeypatch) -> None:
+    evaluate = train_module.evaluate_model
+
+    def interrupted_evaluation(*args, **kwargs):
+        result = evaluate(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)
+        return result
+    monkeypatch.setattr(train_module, "evaluate_model", interrupted_evaluation)
+
+
 def _records(out, kind: str) -> list[dict]:
     return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
 
@@ -84,13 +94,7 @@ def test_sigterm_exits_143_with_the_position_saved(tiny_data, tmp_path, monkeypa
 
 def test_a_signal_during_validation_stops_after_the_epochs_save(tiny_data, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    evaluate = train_module.evaluate_model
-
-    def interrupted_evaluation(*args, **kwargs):
-        result = evaluate(*args, **kwargs)
-        signal.raise_signal(signal.SIGINT)
-        return result
-    monkeypatch.setattr(train_module, "evaluate_model", interrupted_evaluation)
+    _signal_after_validation(monkeypatch)
     args = ["train", str(tiny_data), "--out", str(out), "--epochs", "2", *FAST, "--batch-size", "16"]  # 3 steps
     stopped = runner.invoke(app, args)
     assert stopped.exit_code == 130, stopped.output
@@ -103,13 +107,7 @@ def test_a_signal_during_validation_stops_after_the_epochs_save(tiny_data, tmp_p
 def test_a_signal_when_no_work_is_left_lets_the_run_end_as_usual(tiny_data, tmp_path, monkeypatch):
     """Ctrl-C during the last epoch's validation, or on the --max-steps step: the run is
     complete (saved as usual), so it ends as usual, exit 0, not as interrupted."""
-    evaluate = train_module.evaluate_model
-
-    def interrupted_evaluation(*args, **kwargs):
-        result = evaluate(*args, **kwargs)
-        signal.raise_signal(signal.SIGINT)
-        return result
-    monkeypatch.setattr(train_module, "evaluate_model", interrupted_evaluation)
+    _signal_after_validation(monkeypatch)
     out = tmp_path / "last-epoch"
     done = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--epochs", "1", *FAST, "--batch-size", "16"])
     assert done.exit_code == 0 and done.stdout.startswith("done: 1 epoch, 3 steps"), done.output
