@@ -34,11 +34,11 @@ from alexnet_cli.config import ModelConfig, TrainConfig
 from alexnet_cli.distributed import launched_by_torchrun
 from alexnet_cli.errors import AlexnetError, UsageError
 from alexnet_cli.evaluate import check_crops, evaluate
-from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.report import RunReport, plot_runs, read_run
 from alexnet_cli.runlog import RunFolder, write_json_atomic
 from alexnet_cli.shards import data_key, read_manifest
-from alexnet_cli.train import RunOptions, _fit_classes, train
+from alexnet_cli.train import RunOptions, fit_classes, train
 
 FULL = "full"
 PAPER_TANH_RATIO = 6.0     # figure 1: "six times faster than an equivalent network with tanh neurons"
@@ -124,7 +124,7 @@ def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tr
     manifest = read_manifest(data_dir)
     # the data by content (train.data_key): a folder prepared again at the same path is other data
     data_keys = {split: data_key(manifest, split) for split in ("train", run.val_split)}   # no split: an error now
-    trained_model = _fit_classes(model_cfg, len(manifest.classes))     # fc8 sized to the data, as train does
+    trained_model = fit_classes(model_cfg, len(manifest.classes))     # fc8 sized to the data, as train does
     settings = {"recipe": recipe, "data": str(data_dir), "data_keys": data_keys, "split": run.val_split,
                 "seed": run.seed, "max_steps": run.max_steps, "model": dataclasses.asdict(trained_model),
                 "train": dataclasses.asdict(train_cfg)}
@@ -312,7 +312,7 @@ def title(doc: dict[str, Any]) -> str:
     n = doc["variants"][0]["eval"]["n"] if doc["variants"] else 0
     crops = f"{doc['crops']} crop{'s' if doc['crops'] > 1 else ''}"
     return (f"Ablations ({doc['recipe']} recipe): error (%) of each final network on {doc['split']} "
-            f"({n:,} image{'s' if n != 1 else ''}, {crops}); Δ = variant - full, in points")
+            f"({plural(n, 'image')}, {crops}); Δ = variant - full, in points")
 
 
 def markdown(doc: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ from alexnet_cli.augment import MEAN_CROPS
 from alexnet_cli.config import LEGACY_MODEL_FIELDS, ModelConfig, model_config_from_dict, resolve_model_config
 from alexnet_cli.errors import AlexnetError, CheckpointError
 from alexnet_cli.model import AlexNet
+from alexnet_cli.progress import plural
 from alexnet_cli.shards import read_mean_image
 
 FORMAT = "alexnet-cli/checkpoint"
@@ -206,7 +207,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     n = model_config.num_classes
     classes = list(data.get("classes") or [str(i) for i in range(n)])
     if len(classes) != n:
-        raise CheckpointError(f"{path}: lists {len(classes)} class{'es' if len(classes) != 1 else ''} but its last layer has {n} outputs")
+        raise CheckpointError(f"{path}: lists {plural(len(classes), 'class', 'classes')} but its last layer has {n} outputs")
     mean = data.get("mean_image")
     return LoadedModel(model.to(device).eval(), classes, list(data.get("class_names") or classes),
                        None if mean is None else mean.float(), config, Path(path))

@@ -139,7 +139,7 @@ class Trainer:
         if not self.dist.is_main:                          # rank 0 alone reports (and writes the run)
             self.progress = NullReporter()
         self.manifest = read_manifest(self.data_dir)
-        self.model_cfg = _fit_classes(model_cfg, len(self.manifest.classes))
+        self.model_cfg = fit_classes(model_cfg, len(self.manifest.classes))
         self.folder = RunFolder(self.out_dir)
         check_run_dir(self.out_dir)                # every rank, before DDP's first collective below
         self._setup_data()
@@ -430,9 +430,9 @@ def _epoch_line(r: dict[str, Any]) -> str:
             f"{val}  lr {r['lr']:g}  {r['time_s']:.1f}s{drop}")
 
 
-
-def _fit_classes(cfg: ModelConfig, n_data: int) -> ModelConfig:
-    """Size fc8 to the data's classes (the default 1000 follows the data set)."""
+def fit_classes(cfg: ModelConfig, n_data: int) -> ModelConfig:
+    """The network trained on data of `n_data` classes: fc8 sized to them (the default 1000
+    follows the data set; another --num-classes must match). `ablate` records it too."""
     if n_data < 2:                      # the data's fault, not a --num-classes the user gave
         raise DataError(f"the data has {n_data} class{'es' if n_data != 1 else ''}; a classifier needs at least 2 "
                         "(one sub-folder of images per class)")
