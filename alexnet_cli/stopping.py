@@ -15,6 +15,11 @@ import threading
 from types import FrameType
 
 
+def signal_name(signum: int) -> str:
+    """How a person calls the signal: "Ctrl-C" for SIGINT, else its name ("SIGTERM")."""
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
 class StopRequests:
     """While entered (in the main thread; elsewhere it does nothing), the first SIGINT or
     SIGTERM sets `signum` instead of stopping the process."""
@@ -43,7 +48,7 @@ class StopRequests:
                 raise KeyboardInterrupt           # a second Ctrl-C: at once
             return
         self.signum = signum
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        name = signal_name(signum)
         try:      # straight to stderr: the handler may run inside the progress bar's own writing
             sys.stderr.write(f"\n{name}: {self.what} stops {self.when} and saves where it is "
                              "(press Ctrl-C again to stop at once, losing the steps since the last save)\n")

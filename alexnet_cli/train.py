@@ -46,7 +46,7 @@ from alexnet_cli.replicas import make_replica, place
 from alexnet_cli.runlog import MetricsLog, RunFolder, RunLock, check_run_dir, save_error
 from alexnet_cli.schedule import Schedule
 from alexnet_cli.shards import read_manifest, read_mean_image
-from alexnet_cli.stopping import StopRequests
+from alexnet_cli.stopping import StopRequests, signal_name
 from alexnet_cli.train_state import EpochStats, TrainingState, check_resumable, inputs_key
 
 PARALLEL_MODES = ("auto", "single", "model", "data")
@@ -325,7 +325,7 @@ class Trainer:
             self._check_finite(before_save=True)
             self.save()
         signum = self.stop.signum or signal.SIGTERM         # under DDP another rank may have had it
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        name = signal_name(signum)
         where = f"after epoch {pos.epoch}" if pos.batch == 0 else f"in epoch {pos.epoch + 1}, batch {pos.batch}"
         raise Interrupted(f"{name}: stopped at step {pos.step} ({where}) and saved {self.folder.last}", signum)
 

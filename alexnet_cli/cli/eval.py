@@ -13,6 +13,7 @@ from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, For
                                     check_writable, console, err_console, print_json, reporter)
 from alexnet_cli.evaluate import EvalResult, evaluate, write_per_class, write_predictions
 from alexnet_cli.metrics import TOP_K
+from alexnet_cli.progress import plural
 
 # The published results (paper section 7, and torchvision's single-GPU variant), each with the
 # setting it was measured in: (name, models averaged, crops, top-1 %, top-5 %, images). All are
@@ -32,8 +33,7 @@ def reference_rows(split: str, models: int, crops: int) -> tuple[list[tuple], st
     rows = [r for r in REFERENCES if r[1] == models and r[2] == crops]
     if rows:
         return rows, None
-    return [], (f"no paper figure for {models} model{'s' if models > 1 else ''} and {crops} "
-                f"crop{'s' if crops > 1 else ''}: the paper reports 1 CNN (1 or 10 crops) and 5 CNNs "
+    return [], (f"no paper figure for {plural(models, 'model')} and {plural(crops, 'crop')}: the paper reports 1 CNN (1 or 10 crops) and 5 CNNs "
                 "averaged (10 crops)")
 
 
