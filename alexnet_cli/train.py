@@ -314,9 +314,10 @@ class Trainer:
             return self.stop.signum is not None
         if not anywhere and self.state.pos.step % self.run.log_every:
             return False
-        flag = torch.tensor(int(self.stop.signum is not None), device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        signum = torch.tensor(self.stop.signum or 0, device=self.device)
+        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+        self.stop.signum = int(signum.item()) or None    # a rank with none names another's (SIGTERM over Ctrl-C)
+        return self.stop.signum is not None
 
     def _stop_here(self) -> None:
         """Save the position (unless it was just saved) and stop with `Interrupted`."""
@@ -324,7 +325,7 @@ class Trainer:
         if self.state.saved_step != pos.step:
             self._check_finite(before_save=True)
             self.save()
-        signum = self.stop.signum or signal.SIGTERM         # under DDP another rank may have had it
+        signum = self.stop.signum or signal.SIGTERM
         name = signal_name(signum)
         where = f"after epoch {pos.epoch}" if pos.batch == 0 else f"in epoch {pos.epoch + 1}, batch {pos.batch}"
         raise Interrupted(f"{name}: stopped at step {pos.step} ({where}) and saved {self.folder.last}", signum)

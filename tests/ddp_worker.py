@@ -1,9 +1,11 @@
 """Run by test_train.py under torchrun (2 processes, gloo): trains with --parallel data
 (1) straight through one epoch and (2) stopped after one step and resumed to the end of the
 epoch, then writes a report per rank: the weights' sums, the epoch's summed counts, and what
-the rank reported (rank 0 alone may speak)."""
+the rank reported (rank 0 alone may speak). Two short runs go wrong on rank 1 alone: a NaN
+loss, and a Ctrl-C."""
 
 import json
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +14,8 @@ import torch
 import torch.distributed as dist
 
 from alexnet_cli.config import resolve_model_config, resolve_train_config
-from alexnet_cli.errors import TrainingDiverged
+from alexnet_cli.checkpoint import load_checkpoint
+from alexnet_cli.errors import Interrupted, TrainingDiverged
 from alexnet_cli.train import RunOptions, Trainer
 
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
@@ -72,7 +75,35 @@ def diverge_on_rank_1():
         del trainer
 
 
+def ctrl_c_on_rank_1():
+    """Ctrl-C on rank 1 alone, during step 1: every rank stops together at the next log step
+    (2 of 4), after a save there; returns where each stopped and what last.pt holds."""
+    trainer = Trainer(data, out / "stopped", resolve_model_config("paper"),
+                      resolve_train_config("paper", batch_size=8, epochs=1),
+                      RunOptions(device="cpu", parallel="data", max_steps=4, log_every=2, workers=1), "paper",
+                      Recorder())
+    if dist.get_rank() == 1:
+        update, pos = trainer.state.stats.update, trainer.state.pos
+
+        def interrupted(logits, labels, loss):
+            if pos.step == 0:
+                signal.raise_signal(signal.SIGINT)     # handled by the trainer: a request, recorded
+            update(logits, labels, loss)
+        trainer.state.stats.update = interrupted
+    try:
+        trainer.fit()
+        return {"stopped": "finished"}
+    except Interrupted as stop:
+        dist.barrier()                                 # rank 0's save is on disk for both
+        saved = load_checkpoint(trainer.folder.last, map_location="cpu")["trainer"]
+        return {"stopped": f"at step {trainer.state.pos.step}", "signum": stop.signum,
+                "message": str(stop), "saved_step": saved["step"]}
+    finally:
+        del trainer
+
+
 summary, counts, sums, said = run("straight")
+stopped = ctrl_c_on_rank_1()
 diverged = diverge_on_rank_1()
 run("resumed", max_steps=1)
 _, resumed_counts, resumed_sums, _ = run("resumed", resume=True)
@@ -82,5 +113,6 @@ rank = dist.get_rank()
 (out / f"ddp_report_{rank}.json").write_text(json.dumps({
     "world_size": dist.get_world_size(), "summary": summary, "rank_sums": [s.tolist() for s in gathered],
     "counts": [c.tolist() for c in counts], "resumed_counts": [c.tolist() for c in resumed_counts],
-    "sums": sums.tolist(), "resumed_sums": resumed_sums.tolist(), "said": said, "diverged": diverged}))
+    "sums": sums.tolist(), "resumed_sums": resumed_sums.tolist(), "said": said, "diverged": diverged,
+    "stopped": stopped}))
 dist.destroy_process_group()

@@ -247,6 +247,12 @@ def test_data_parallel_with_gloo_two_processes(tiny_data, tmp_path):
     assert main["resumed_counts"] == main["counts"] == other["counts"]
     assert sum(main["counts"][0][0]) == read_manifest(tiny_data).split("train").count   # every image once
     assert main["diverged"] == other["diverged"] == "diverged before step 2"   # a NaN on rank 1 stops both
+    # Ctrl-C on rank 1 during step 1: both ranks stop at the next log step, saved there, and both
+    # name the signal (rank 0, which speaks, had none itself)
+    assert main["stopped"]["stopped"] == other["stopped"]["stopped"] == "at step 2"
+    assert main["stopped"]["saved_step"] == other["stopped"]["saved_step"] == 2
+    assert (main["stopped"]["signum"], other["stopped"]["signum"]) == (signal.SIGINT, signal.SIGINT)
+    assert main["stopped"]["message"].startswith("Ctrl-C: stopped at step 2 (in epoch 1, batch 2) and saved ")
 
 
 def test_bad_run_options_give_one_error_line(tiny_data, tmp_path):
