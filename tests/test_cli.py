@@ -278,3 +278,34 @@ def test_summary_counts_without_allocating_weights(runner):
     layers = {layer["name"]: layer for layer in summary_json(runner, "--num-classes", str(n))["layers"]}
     assert layers["fc8"]["output_shape"] == [n] and layers["fc8"]["params"] == 4096 * n + n
     assert layers["fc7"]["params"] == 4096 * 4096 + 4096
+
+
+def _early_breaks(lines: list[str], width: int) -> list[str]:
+    """The lines of wrapped text that end although the next line's first word would have fitted:
+    a line break from the source, not from the terminal's width."""
+    return [line for line, after in zip(lines, lines[1:])
+            if line.strip() and after.strip() and len(line.rstrip()) + 1 + len(after.split()[0]) <= width]
+
+
+def test_help_wraps_only_at_the_terminal_width(runner):
+    """At 80 columns a description breaks only where the next word does not fit (the command list
+    kept the docstrings' source line breaks: "eval (1 and 10" then a break, in demo's)."""
+    listing = runner.invoke(app, ["--help"], env={"COLUMNS": "80"}).stdout.splitlines()
+    rows = [line for line in listing if line.startswith("│ ") and not line.startswith("│ -")]   # not --debug's
+    start = rows[0].index(rows[0].split()[2])           # where the descriptions begin: after "│ demo"
+    end = rows[0].rindex("│") - 1                       # and end: before the padding and the border
+    described: dict[str, list[str]] = {}                # each command's description, line by line
+    for line in rows:
+        if line[2:start].strip():
+            name = line[2:start].strip()
+        described.setdefault(name, []).append(line[start:end])
+    commands = list(described)
+    assert len(commands) == 13 and max(len(lines) for lines in described.values()) >= 3
+    for name, lines in described.items():
+        assert _early_breaks(lines, end - start) == [], name
+    for width in (80, 120):
+        for name in commands:
+            text = runner.invoke(app, [name, "--help"], env={"COLUMNS": str(width)}).stdout.splitlines()
+            top = text[text.index(next(t for t in text if "Usage:" in t)) + 2:]
+            top = top[:next(i for i, t in enumerate(top) if t.startswith("╭"))]
+            assert _early_breaks([t[1:] for t in top], width - 2) == [], (name, width)
