@@ -206,7 +206,7 @@ def test_summary_names_the_ablations_it_shows(runner):
     assert json.loads(result.stdout)["changed"] == {"activation": "tanh", "dropout": 0.0}
     assert json.loads(runner.invoke(app, ["summary", "--json"]).stdout)["changed"] == {}
     text = runner.invoke(app, ["summary", "--pool", "2"], env={"COLUMNS": "200"}).stdout
-    assert "paper recipe, pool_kernel 2" in text
+    assert "paper recipe, --pool 2" in text
 
 
 def test_under_torchrun_other_ranks_tag_their_error(runner, monkeypatch):
@@ -309,3 +309,40 @@ def test_help_wraps_only_at_the_terminal_width(runner):
             top = text[text.index(next(t for t in text if "Usage:" in t)) + 2:]
             top = top[:next(i for i, t in enumerate(top) if t.startswith("╭"))]
             assert _early_breaks([t[1:] for t in top], width - 2) == [], (name, width)
+
+
+def test_summary_names_changed_settings_by_their_flags(runner):
+    """The title says what changed as the user asked for it, not by the config's field names;
+    --json keeps the field names (docs/public-surface.md)."""
+    args = ["summary", "--no-lrn", "--pool", "2", "--bias-init", "0.1", "--lrn-alpha-over-n"]
+    text = " ".join(runner.invoke(app, args, env={"COLUMNS": "200"}).stdout.split())
+    assert "AlexNet (paper recipe, --no-lrn, --lrn-alpha-over-n, --pool 2, --bias-init 0.1)" in text
+    for field in ("lrn False", "lrn_alpha_over_n", "pool_kernel", "bias_fill"):
+        assert field not in text
+    changed = json.loads(runner.invoke(app, [*args, "--json"]).stdout)["changed"]
+    assert changed == {"lrn": False, "lrn_alpha_over_n": True, "pool_kernel": 2, "bias_fill": 0.1}
+
+
+def test_every_setting_has_a_user_facing_name():
+    """Each model and training setting reads as a real flag of `train` or `summary` (either spelling of a
+    --x/--no-x pair), or, where no flag sets it, in plain words with the paper's section."""
+    import dataclasses
+
+    import typer.main
+
+    from alexnet_cli.cli.common import setting_text
+    from alexnet_cli.config import ModelConfig, TrainConfig
+
+    commands = typer.main.get_command(app).commands
+    spellings = {o for name in ("train", "summary") for p in commands[name].params
+                 for o in (*p.opts, *getattr(p, "secondary_opts", ()))}
+    for config in (ModelConfig(), TrainConfig()):
+        for field in dataclasses.fields(config):
+            value = getattr(config, field.name)
+            for shown in ((True, False) if isinstance(value, bool) else (value,)):
+                text = setting_text(field.name, shown)
+                assert "_" not in text, text                     # no field name
+                if text.startswith("--"):
+                    assert text.split()[0] in spellings, text
+                else:
+                    assert "(paper " in text or "(code" in text, text

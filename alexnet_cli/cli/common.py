@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from alexnet_cli.cli.flags import FLAGS
 from alexnet_cli.errors import UsageError
 from alexnet_cli.figures import PICTURE_FORMATS
 from alexnet_cli.progress import ConsoleReporter
@@ -55,6 +56,29 @@ def check_picture_out(path: Path | None) -> None:
     if path is not None and path.suffix.lower() not in PICTURE_FORMATS:
         raise UsageError(f"out {path}: the suffix names the format; use one of "
                          f"{', '.join(sorted(PICTURE_FORMATS))}", field="out", value=path)
+
+
+# The spelling of an on/off flag that turns its setting off (FLAGS names the one that turns it on).
+OFF_FLAGS = {"lrn": "--no-lrn", "lrn_alpha_over_n": "--lrn-alpha-as-written", "within_map_norm": "--no-within-map-norm",
+             "bias_weight_decay": "--no-bias-weight-decay", "pca_aug": "--no-pca-aug"}
+# Settings that no flag sets (only a run configured from Python changes them): plain words and the
+# paper's section that gives them.
+SETTING_WORDS = {"lrn_size": ("LRN size n", "4.3"), "lrn_k": ("LRN k", "4.3"), "lrn_alpha": ("LRN alpha", "4.3"),
+                 "lrn_beta": ("LRN beta", "4.3"), "pool_stride": ("pooling stride", "4.4"),
+                 "init_std": ("weights' init std", "6"), "pca_std": ("PCA colour noise std", "5.1")}
+
+
+def setting_text(field: str, value: Any) -> str:
+    """A model or training setting as the user would ask for it: `--pool 2`, `--no-lrn`,
+    `--lrn-alpha-over-n`; one that no flag sets in plain words, `LRN k 3.0 (paper 4.3)`. For the
+    human output of `summary` and `report`; their JSON keeps the field names."""
+    if field in SETTING_WORDS:
+        words, section = SETTING_WORDS[field]
+        return f"{words} {value} (paper {section})"
+    flag = FLAGS.get(field, field)
+    if isinstance(value, bool) and field in OFF_FLAGS:
+        return flag if value else OFF_FLAGS[field]
+    return f"{flag} {value}"
 
 
 def print_json(data: Any) -> None:
