@@ -346,3 +346,86 @@ def test_every_setting_has_a_user_facing_name():
                     assert text.split()[0] in spellings, text
                 else:
                     assert "(paper " in text or "(code" in text, text
+
+
+def _outputs(tmp_path: Path, base: Path) -> list[tuple[list[str], str, Path]]:
+    """Every command's output (--out, OUT, eval's files, codes' beside --features) placed under
+    `base`: the arguments, the option the refusal names and the path it names."""
+    data, src, run = (tmp_path / name for name in ("data", "src", "run"))
+    for folder in (data, src, run):
+        folder.mkdir(exist_ok=True)
+    checkpoint, image = tmp_path / "model.pt", tmp_path / "q.png"
+    checkpoint.write_bytes(b"")
+    image.write_bytes(b"")
+    c, d, new = str(checkpoint), str(data), base / "new"
+    return [(["train", d, "--out", str(new)], "--out", new),
+            (["prep", str(src), str(new)], "OUT", new),
+            (["demo", "--out", str(new)], "--out", new),
+            (["ablate", d, "--out", str(new)], "--out", new),
+            (["features", c, d, "--out", str(new / "f.h5")], "--out", new / "f.h5"),
+            (["neighbors", c, d, "--query", str(image), "--out", str(new / "n.png")], "--out", new / "n.png"),
+            (["kernels", c, "--out", str(new / "k.png")], "--out", new / "k.png"),
+            (["predict", c, str(image), "--out", str(new / "p.png")], "--out", new / "p.png"),
+            (["report", str(run), "--out", str(new / "r.png")], "--out", new / "r.png"),
+            (["eval", c, d, "--predictions", str(new / "p.csv")], "--predictions", new / "p.csv"),
+            (["eval", c, d, "--per-class", str(new / "c.csv")], "--per-class", new / "c.csv")]
+
+
+def _assert_refused_up_front(runner, tmp_path: Path, base: Path, blocker: Path, why: str = "") -> None:
+    for args, option, path in _outputs(tmp_path, base):
+        result = runner.invoke(app, args, env={"COLUMNS": "400"})
+        assert result.exit_code == 2 and result.stdout == "", (args, result.output)      # no banner, no work
+        assert result.stderr.strip() == (f"Error: Invalid value for {option}: cannot write {path}: {blocker} is not a "
+                                         f"writable folder{why} (see `alexnet {args[0]} --help`)"), result.stderr
+
+
+def test_every_output_under_a_file_or_in_proc_is_refused_up_front(runner, tmp_path):
+    """Under a regular file (prep said "Not a directory" late; demo after its banner) and in
+    /proc, where os.access says yes to root but nothing can be created (every command failed
+    late, with a bare OS error, exit 1)."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    _assert_refused_up_front(runner, tmp_path, blocker, blocker, " (it is a file)")
+    if Path("/proc/self").is_dir():
+        _assert_refused_up_front(runner, tmp_path, Path("/proc"), Path("/proc"))
+
+
+def test_a_read_only_folder_is_refused_up_front_even_for_root(runner, tmp_path):
+    """A folder made read-only (chmod 555) is refused unless this process can write there anyway
+    (root can: the check tries, as the write would); a folder root cannot write to either
+    (chattr +i, where the file system and our capabilities allow it) is refused as well."""
+    from alexnet_cli.cli.common import check_writable
+
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        try:
+            (read_only / "probe").touch()
+            writable = True                                   # root: permissions do not stop it
+            (read_only / "probe").unlink()
+        except OSError:
+            writable = False
+        if writable:
+            check_writable(read_only / "x" / "f.h5", "--out")
+            check_writable(read_only / "x", "--out", folder=True)
+        else:
+            _assert_refused_up_front(runner, tmp_path, read_only, read_only)
+    finally:
+        read_only.chmod(0o755)
+
+    immutable = tmp_path / "immutable"
+    immutable.mkdir()
+    features = immutable / "f.h5"
+    features.write_bytes(b"")
+    if subprocess.run(["chattr", "+i", str(immutable)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (tool, file system or capability)")
+    try:
+        _assert_refused_up_front(runner, tmp_path, immutable, immutable)
+        codes = runner.invoke(app, ["codes", str(tmp_path / "model.pt"), str(tmp_path / "data"), "--features",
+                                    str(features), "--bits", "64"])
+        assert codes.exit_code == 2 and codes.stderr.strip() == (
+            f"Error: Invalid value for --features: cannot write {immutable / 'f.codes64.h5'}: {immutable} is not a "
+            "writable folder (see `alexnet codes --help`)"), codes.stderr
+    finally:
+        subprocess.run(["chattr", "-i", str(immutable)], check=True)

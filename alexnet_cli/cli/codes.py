@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, ForwardBatchOpt, JsonOpt, WorkersOpt,
-                                    console, print_json, reporter)
-from alexnet_cli.codes import BITS, EPOCHS, RERANK, codes_for_split
+                                    check_writable, console, print_json, reporter)
+from alexnet_cli.codes import BITS, EPOCHS, RERANK, codes_for_split, codes_path
 from alexnet_cli.progress import plural
 
 
@@ -36,6 +36,8 @@ def codes(
     against random projections. Resumable: after an interruption, run the same command again."""
     if bits not in BITS:
         raise typer.BadParameter(f"must be one of {', '.join(map(str, BITS))}, got {bits}", param_hint="--bits")
+    if features is not None and not codes_path(features, bits).exists():   # new codes go beside the features
+        check_writable(codes_path(features, bits), "--features")
     result = codes_for_split(checkpoint, data, split=split, bits=bits, epochs=epochs, features=features,
                              rerank_depth=rerank, seed=seed, batch_size=batch_size, workers=workers,
                              device=device, progress=reporter())

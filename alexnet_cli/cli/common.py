@@ -7,8 +7,8 @@ stderr through `err_console`, so that `--json` leaves exactly one JSON document 
 
 from __future__ import annotations
 
-import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -33,18 +33,34 @@ def reporter() -> ConsoleReporter:
     return ConsoleReporter(err_console, interactive=err_console.is_terminal and console.is_terminal)
 
 
-def check_writable(path: Path | None, option: str) -> None:
-    """Refuse, before any work, an output file that could not be written after it: a folder,
-    or a file under something that is not a writable folder."""
+def check_writable(path: Path | None, option: str, *, folder: bool = False) -> None:
+    """Refuse, before any work, an output that could not be written after it: a folder where a
+    file is asked for (or a file where a folder is: `folder`), or a path whose nearest existing
+    folder does not let us create a file. That is tried, not asked of os.access, which says yes
+    to root whatever the folder (root cannot write into /proc or onto a read-only mount)."""
     if path is None:
         return
-    if path.is_dir():
+    if folder and path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} is a file; give a folder", param_hint=option)
+    if not folder and path.is_dir():
         raise typer.BadParameter(f"{path} is a folder; give a file", param_hint=option)
-    parent = path.parent
+    parent = path if folder else path.parent
     while not parent.exists() and parent != parent.parent:     # the folders to be made
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir():
+        raise typer.BadParameter(f"cannot write {path}: {parent} is not a writable folder (it is a file)",
+                                 param_hint=option)
+    if not _can_create_in(parent):
         raise typer.BadParameter(f"cannot write {path}: {parent} is not a writable folder", param_hint=option)
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be made in `folder`: an unnamed temporary one is made and dropped."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def check_picture_out(path: Path | None) -> None:
