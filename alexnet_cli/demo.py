@@ -156,7 +156,7 @@ class DemoResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "out": str(self.out), "reused": self.reused,
-            "config": {**dataclasses.asdict(self.config), "learning_rate": self.config.learning_rate},
+            "config": {**dataclasses.asdict(self.config), "lr": self.config.learning_rate},   # the rate trained with
             "device": self.train.get("device"),
             "chance": {"top1_error": self.chance_top1_error, "top5_error": self.chance_top5_error},
             "prep": None if self.prep is None else {

@@ -35,7 +35,7 @@ from alexnet_cli.features import (Encoder, cache_path, load_encoder, read_featur
                                   write_features)
 from alexnet_cli.figures import grid, hstack, labeled_tile, save_picture
 from alexnet_cli.images import load_image
-from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.shards import data_key, open_shard, read_images, read_manifest, split_index
 
 DEFAULT_K = 6            # figure 4 (right): each query with six training images
@@ -200,9 +200,14 @@ def split_features(encoder: Encoder, data_dir: Path, split: str, features: str |
     if other:
         raise CheckpointError(f"{features}: {other}; {encoder.checkpoint}'s features are not comparable with "
                               "them")
+    if info.split != split:
+        raise DataError(f"{features} holds the features of split '{info.split}' ({plural(info.count, 'image')}), "
+                        f"not of '{split}' ({plural(count, 'image')}) as asked: use `split` {info.split}, or leave "
+                        f"out `features` to compute those of '{split}'", mentions=("split", "features"))
     if not info.made_by(encoder.key, split, count, data):
-        raise DataError(f"{features}: holds the features of split '{info.split}' ({info.count} images) of other "
-                        f"data than {data_dir}'s '{split}' ({count} images)")
+        raise DataError(f"{features} holds the features of split '{split}' of other data ({plural(info.count, 'image')}; "
+                        f"{data_dir}'s '{split}' has {count}): compute them again with `alexnet features`, or leave "
+                        "out `features`", mentions=("features",))
     if not info.complete:
         raise DataError(f"{features}: incomplete ({info.done} of {info.count} rows): rerun `alexnet features`")
     return Path(features)

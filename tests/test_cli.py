@@ -206,7 +206,7 @@ def test_summary_names_the_ablations_it_shows(runner):
     assert json.loads(result.stdout)["changed"] == {"activation": "tanh", "dropout": 0.0}
     assert json.loads(runner.invoke(app, ["summary", "--json"]).stdout)["changed"] == {}
     text = runner.invoke(app, ["summary", "--pool", "2"], env={"COLUMNS": "200"}).stdout
-    assert "paper recipe, pool_kernel 2" in text
+    assert "paper recipe, --pool 2" in text
 
 
 def test_under_torchrun_other_ranks_tag_their_error(runner, monkeypatch):
@@ -278,3 +278,154 @@ def test_summary_counts_without_allocating_weights(runner):
     layers = {layer["name"]: layer for layer in summary_json(runner, "--num-classes", str(n))["layers"]}
     assert layers["fc8"]["output_shape"] == [n] and layers["fc8"]["params"] == 4096 * n + n
     assert layers["fc7"]["params"] == 4096 * 4096 + 4096
+
+
+def _early_breaks(lines: list[str], width: int) -> list[str]:
+    """The lines of wrapped text that end although the next line's first word would have fitted:
+    a line break from the source, not from the terminal's width."""
+    return [line for line, after in zip(lines, lines[1:])
+            if line.strip() and after.strip() and len(line.rstrip()) + 1 + len(after.split()[0]) <= width]
+
+
+def test_help_wraps_only_at_the_terminal_width(runner):
+    """At 80 columns a description breaks only where the next word does not fit (the command list
+    kept the docstrings' source line breaks: "eval (1 and 10" then a break, in demo's)."""
+    listing = runner.invoke(app, ["--help"], env={"COLUMNS": "80"}).stdout.splitlines()
+    rows = [line for line in listing if line.startswith("│ ") and not line.startswith("│ -")]   # not --debug's
+    start = rows[0].index(rows[0].split()[2])           # where the descriptions begin: after "│ demo"
+    end = rows[0].rindex("│") - 1                       # and end: before the padding and the border
+    described: dict[str, list[str]] = {}                # each command's description, line by line
+    for line in rows:
+        if line[2:start].strip():
+            name = line[2:start].strip()
+        described.setdefault(name, []).append(line[start:end])
+    commands = list(described)
+    assert len(commands) == 13 and max(len(lines) for lines in described.values()) >= 3
+    for name, lines in described.items():
+        assert _early_breaks(lines, end - start) == [], name
+    for width in (80, 120):
+        for name in commands:
+            text = runner.invoke(app, [name, "--help"], env={"COLUMNS": str(width)}).stdout.splitlines()
+            top = text[text.index(next(t for t in text if "Usage:" in t)) + 2:]
+            top = top[:next(i for i, t in enumerate(top) if t.startswith("╭"))]
+            assert _early_breaks([t[1:] for t in top], width - 2) == [], (name, width)
+
+
+def test_summary_names_changed_settings_by_their_flags(runner):
+    """The title says what changed as the user asked for it, not by the config's field names;
+    --json keeps the field names (docs/public-surface.md)."""
+    args = ["summary", "--no-lrn", "--pool", "2", "--bias-init", "0.1", "--lrn-alpha-over-n"]
+    text = " ".join(runner.invoke(app, args, env={"COLUMNS": "200"}).stdout.split())
+    assert "AlexNet (paper recipe, --no-lrn, --lrn-alpha-over-n, --pool 2, --bias-init 0.1)" in text
+    for field in ("lrn False", "lrn_alpha_over_n", "pool_kernel", "bias_fill"):
+        assert field not in text
+    changed = json.loads(runner.invoke(app, [*args, "--json"]).stdout)["changed"]
+    assert changed == {"lrn": False, "lrn_alpha_over_n": True, "pool_kernel": 2, "bias_fill": 0.1}
+
+
+def test_every_setting_has_a_user_facing_name():
+    """Each model and training setting reads as a real flag of `train` or `summary` (either spelling of a
+    --x/--no-x pair), or, where no flag sets it, in plain words with the paper's section."""
+    import dataclasses
+
+    import typer.main
+
+    from alexnet_cli.cli.common import setting_text
+    from alexnet_cli.config import ModelConfig, TrainConfig
+
+    commands = typer.main.get_command(app).commands
+    spellings = {o for name in ("train", "summary") for p in commands[name].params
+                 for o in (*p.opts, *getattr(p, "secondary_opts", ()))}
+    for config in (ModelConfig(), TrainConfig()):
+        for field in dataclasses.fields(config):
+            value = getattr(config, field.name)
+            for shown in ((True, False) if isinstance(value, bool) else (value,)):
+                text = setting_text(field.name, shown)
+                assert "_" not in text, text                     # no field name
+                if text.startswith("--"):
+                    assert text.split()[0] in spellings, text
+                else:
+                    assert "(paper " in text or "(code" in text, text
+
+
+def _outputs(tmp_path: Path, base: Path) -> list[tuple[list[str], str, Path]]:
+    """Every command's output (--out, OUT, eval's files, codes' beside --features) placed under
+    `base`: the arguments, the option the refusal names and the path it names."""
+    data, src, run = (tmp_path / name for name in ("data", "src", "run"))
+    for folder in (data, src, run):
+        folder.mkdir(exist_ok=True)
+    checkpoint, image = tmp_path / "model.pt", tmp_path / "q.png"
+    checkpoint.write_bytes(b"")
+    image.write_bytes(b"")
+    c, d, new = str(checkpoint), str(data), base / "new"
+    return [(["train", d, "--out", str(new)], "--out", new),
+            (["prep", str(src), str(new)], "OUT", new),
+            (["demo", "--out", str(new)], "--out", new),
+            (["ablate", d, "--out", str(new)], "--out", new),
+            (["features", c, d, "--out", str(new / "f.h5")], "--out", new / "f.h5"),
+            (["neighbors", c, d, "--query", str(image), "--out", str(new / "n.png")], "--out", new / "n.png"),
+            (["kernels", c, "--out", str(new / "k.png")], "--out", new / "k.png"),
+            (["predict", c, str(image), "--out", str(new / "p.png")], "--out", new / "p.png"),
+            (["report", str(run), "--out", str(new / "r.png")], "--out", new / "r.png"),
+            (["eval", c, d, "--predictions", str(new / "p.csv")], "--predictions", new / "p.csv"),
+            (["eval", c, d, "--per-class", str(new / "c.csv")], "--per-class", new / "c.csv")]
+
+
+def _assert_refused_up_front(runner, tmp_path: Path, base: Path, blocker: Path, why: str = "") -> None:
+    for args, option, path in _outputs(tmp_path, base):
+        result = runner.invoke(app, args, env={"COLUMNS": "400"})
+        assert result.exit_code == 2 and result.stdout == "", (args, result.output)      # no banner, no work
+        assert result.stderr.strip() == (f"Error: Invalid value for {option}: cannot write {path}: {blocker} is not a "
+                                         f"writable folder{why} (see `alexnet {args[0]} --help`)"), result.stderr
+
+
+def test_every_output_under_a_file_or_in_proc_is_refused_up_front(runner, tmp_path):
+    """Under a regular file (prep said "Not a directory" late; demo after its banner) and in
+    /proc, where os.access says yes to root but nothing can be created (every command failed
+    late, with a bare OS error, exit 1)."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    _assert_refused_up_front(runner, tmp_path, blocker, blocker, " (it is a file)")
+    if Path("/proc/self").is_dir():
+        _assert_refused_up_front(runner, tmp_path, Path("/proc"), Path("/proc"))
+
+
+def test_a_read_only_folder_is_refused_up_front_even_for_root(runner, tmp_path):
+    """A folder made read-only (chmod 555) is refused unless this process can write there anyway
+    (root can: the check tries, as the write would); a folder root cannot write to either
+    (chattr +i, where the file system and our capabilities allow it) is refused as well."""
+    from alexnet_cli.cli.common import check_writable
+
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        try:
+            (read_only / "probe").touch()
+            writable = True                                   # root: permissions do not stop it
+            (read_only / "probe").unlink()
+        except OSError:
+            writable = False
+        if writable:
+            check_writable(read_only / "x" / "f.h5", "--out")
+            check_writable(read_only / "x", "--out", folder=True)
+        else:
+            _assert_refused_up_front(runner, tmp_path, read_only, read_only)
+    finally:
+        read_only.chmod(0o755)
+
+    immutable = tmp_path / "immutable"
+    immutable.mkdir()
+    features = immutable / "f.h5"
+    features.write_bytes(b"")
+    if subprocess.run(["chattr", "+i", str(immutable)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (tool, file system or capability)")
+    try:
+        _assert_refused_up_front(runner, tmp_path, immutable, immutable)
+        codes = runner.invoke(app, ["codes", str(tmp_path / "model.pt"), str(tmp_path / "data"), "--features",
+                                    str(features), "--bits", "64"])
+        assert codes.exit_code == 2 and codes.stderr.strip() == (
+            f"Error: Invalid value for --features: cannot write {immutable / 'f.codes64.h5'}: {immutable} is not a "
+            "writable folder (see `alexnet codes --help`)"), codes.stderr
+    finally:
+        subprocess.run(["chattr", "-i", str(immutable)], check=True)

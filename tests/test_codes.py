@@ -307,3 +307,35 @@ def test_gpu_hamming_search_and_training_match_the_cpu(tmp_path):
     _features_file(path, rows, labels)
     result = make_codes(path, bits=64, epochs=3, hidden=32, batch_size=64, queries=60, device="cuda")
     assert result.quality["autoencoder"]["recall@6_rerank"] > 0.5
+
+
+def test_cli_codes_quality_fits_80_columns(tmp_path, monkeypatch):
+    """With k = 6 and 100 the quality table had nine columns: at 80 columns its headers and rows
+    wrapped ("random" / "projections"). Every measure is still printed, in its row."""
+    from alexnet_cli.cli import codes as codes_command
+    from alexnet_cli.codes import CodesResult
+
+    metrics = [f"{m}@{k}{r}" for r in ("", "_rerank") for m in ("recall", "precision") for k in (6, 100)]
+    rows = {name: {m: round(0.1 * i + 0.001 * j, 3) for j, m in enumerate(metrics, 1)}
+            for i, name in enumerate(("autoencoder", "random_projections"), 1)}
+    quality = {"queries": 500, "rerank": 500, "ks": [6, 100], "exact": {"precision@6": 0.901, "precision@100": 0.902},
+               **rows}
+    result = CodesResult(codes=tmp_path / "c.h5", state=tmp_path / "s.pt", bits=64, count=50_000, epochs=10,
+                         loss=0.5, quality=quality, reused=False)
+    monkeypatch.setattr(codes_command, "codes_for_split", lambda *a, **k: result)
+    (tmp_path / "model.pt").write_bytes(b"")
+    shown = runner.invoke(app, ["codes", str(tmp_path / "model.pt"), str(tmp_path)], env={"COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    headers = [[c.strip() for c in line.split("┃")[1:-1]] for line in lines if line.startswith("┃")]
+    measures = ["recall@6", "recall@100", "precision@6", "precision@100"]
+    assert headers == [["ranked by Hamming", *measures], ["re-ranked exactly", *measures]]       # none wrapped
+    for name, label in (("autoencoder", "autoencoder"), ("random_projections", "random projections")):
+        found = [line for line in lines if line.startswith(f"│ {label} ")]
+        assert len(found) == 2                              # ranked by Hamming distance, then re-ranked
+        for line, suffix in zip(found, ("", "_rerank")):
+            values = [f"{rows[name][m + suffix]:.3f}" for m in metrics[:4]]
+            assert line.split("│")[2:-1] and [c.strip() for c in line.split("│")[2:-1]] == values
+    exact = [[c.strip() for c in line.split("│")[2:-1]] for line in lines if line.startswith("│ exact search ")]
+    assert exact and all(row == ["1.000", "1.000", "0.901", "0.902"] for row in exact)
+    assert "500 held-out queries" in shown.stdout and "the 500 nearest" in shown.stdout

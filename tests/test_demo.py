@@ -130,3 +130,14 @@ def test_a_seed_no_generator_takes_is_bad_usage_before_anything_is_written(tmp_p
     result = CliRunner().invoke(app, ["demo", "--out", str(out), *TINY_FLAGS, "--seed", seed])
     assert result.exit_code == 2 and "--seed must be a whole number" in result.stderr, result.output
     assert not out.exists()
+
+
+def test_json_config_names_the_rate_trained_with_lr():
+    """`demo --json`'s config gives the learning rate once, as `lr` (train's --lr, config.json's
+    train.lr, metrics.jsonl's lr): it said `"lr": null` beside `"learning_rate": 0.0025`."""
+    from alexnet_cli.demo import DemoResult
+
+    config = DemoResult(Path("out"), TINY).to_json()["config"]
+    assert config["lr"] == TINY.learning_rate == 2 * 0.01 * 4 / 128 and "learning_rate" not in config
+    assert DemoResult(Path("out"), DemoConfig(lr=0.003)).to_json()["config"]["lr"] == 0.003
+    assert config["lr"] == TINY.configs()[1].lr                       # what the run's config.json records

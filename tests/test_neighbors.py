@@ -249,3 +249,25 @@ def test_cli_neighbors_refuses_a_picture_suffix_it_would_not_write(data, checkpo
     Image.new("RGB", (64, 48), (200, 40, 40)).save(query)
     result = runner.invoke(app, ["neighbors", str(checkpoint), str(data), "--query", str(query), "--out", str(out)])
     assert result.exit_code == 2 and "the suffix names the format" in result.output and not out.exists()
+
+
+def test_cli_neighbors_features_of_another_split_says_which_and_what_to_do(data, checkpoint, tmp_path):
+    """--features of 'val' while searching 'train': one line saying which split the file holds,
+    which was asked, and what to do (it said "of other data than DATA's 'train'")."""
+    val = extract_features(checkpoint, data, tmp_path / "val.h5", split="val", device="cpu").path
+    png = tmp_path / "q.png"
+    Image.fromarray(read_split_images(data, "val", [3])[0]).save(png)
+    args = ["neighbors", str(checkpoint), str(data), "--query", str(png), "--device", "cpu", "--features", str(val)]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1 and refused.stdout == ""
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith(f"Error: {val} holds the features of split 'val' (16 images), not of 'train' (48 images)")
+    assert line.endswith("as asked: use --split val, or leave out --features to compute those of 'train'")
+    assert runner.invoke(app, args + ["--split", "val", "--json"]).exit_code == 0        # as the message says
+    # the same split of other data (other shards): said so, with the counts
+    other = tmp_path / "other.h5"
+    shutil.copy(val, other)
+    with h5py.File(other, "r+") as f:
+        f.attrs["data_key"] = "0123456789abcdef"
+    refused = runner.invoke(app, args[:-1] + [str(other), "--split", "val"])
+    assert refused.exit_code == 1 and "split 'val' of other data" in refused.stderr, refused.stderr

@@ -82,7 +82,7 @@ def test_report_json_and_picture_hold_what_the_runs_logged(two_runs, tmp_path):
 def test_report_table_names_runs_settings_and_states(two_runs):
     result = runner.invoke(app, ["report", *map(str, two_runs)])
     assert result.exit_code == 0, result.output
-    for text in ("paper", "no-lrn", "lrn=False", "1/1", "0/1", "finished"):
+    for text in ("paper", "no-lrn", "--no-lrn", "1/1", "0/1", "finished"):
         assert text in result.stdout, text
     assert "[bold]" not in result.stdout and "[/]" not in result.stdout    # styles, not markup printed as text
 
@@ -201,3 +201,24 @@ def test_a_train_starting_while_report_peeks_at_the_lock_waits_it_out(tmp_path):
     finally:
         release.join()
         lock.release()
+
+
+def test_report_names_changed_settings_as_the_user_sets_them(tmp_path):
+    """The table names a changed setting by its flag (`--bias-init 0.1`, `--no-lrn`), one that no
+    flag sets in plain words with the paper's section; never by the config's field name. JSON
+    keeps the field names."""
+    from alexnet_cli.config import to_dict
+    run = tmp_path / "run"
+    run.mkdir()
+    model = resolve_model_config("paper", lrn=False, lrn_alpha_over_n=True, pool_kernel=2, bias_fill=0.1)
+    config = {"recipe": "paper", "model": to_dict(model), "train": to_dict(resolve_train_config("paper", pca_std=0.2))}
+    (run / "config.json").write_text(json.dumps(config))
+    shown = runner.invoke(app, ["report", str(run)], env={"COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    for text in ("--no-lrn", "--lrn-alpha-over-n", "--pool 2", "--bias-init 0.1", "PCA colour noise std 0.2 (paper 5.1)"):
+        assert text in " ".join(line.strip() for line in shown.stdout.splitlines()), text
+    for field in ("lrn_alpha_over_n", "pool_kernel", "bias_fill", "pca_std", "lrn=False"):
+        assert field not in shown.stdout, field
+    [record] = json.loads(runner.invoke(app, ["report", str(run), "--json"]).stdout)
+    assert record["changed"] == {"lrn": False, "lrn_alpha_over_n": True, "pool_kernel": 2, "bias_fill": 0.1,
+                                 "pca_std": 0.2}

@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from alexnet_cli.ablate import FULL, VARIANTS, ablate, figure1_line, title
-from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, ExistingDir, JsonOpt, WorkersOpt, console,
-                                    err_console, print_json, reporter)
+from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, ExistingDir, JsonOpt, WorkersOpt,
+                                    check_writable, console, err_console, print_json, reporter)
 from alexnet_cli.cli.options import (AugChunkOpt, BatchSizeOpt, BiasInitOpt, BiasLrMultOpt, BiasWeightDecayOpt,
                                      ChannelsLastOpt, CodeEpochBaseOpt, CompileModeOpt, CompileOpt, Conv1OrderOpt,
                                      Conv1PaddingOpt, DevicesOpt, DropoutStyleOpt, EpochsOpt, InitStdConv345Opt,
@@ -88,6 +88,7 @@ def ablate_cmd(
     the table beside the paper's differences."""
     if not 0 < figure1_error < 100:
         raise UsageError(f"--figure1-error must be between 0 and 100 percent, got {figure1_error:g}")
+    check_writable(out, "--out", folder=True)
     model_cfg = model_config_from_options(
         recipe, num_classes=None, lrn=None, pool=None, activation=None, dropout=None, columns=None,
         dropout_style=dropout_style, lrn_alpha_over_n=lrn_alpha_over_n, conv1_order=conv1_order,

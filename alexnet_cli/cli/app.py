@@ -14,6 +14,7 @@ about one setting names its field (`dropout must be ...`); the boundary names th
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from typing import Annotated, Optional
@@ -154,20 +155,33 @@ def root(
     ctx.meta["alexnet.debug"] = debug
 
 
+def _help(function) -> str:
+    """A command's docstring as its help, each paragraph on one line: rich keeps a paragraph's
+    source line breaks (in the command list, and after the first paragraph of a command's
+    --help), which broke lines mid-sentence; the terminal's width wraps them instead. A
+    paragraph starting with click's no-rewrap marker "\\b" is kept as written."""
+    paragraphs = (inspect.getdoc(function) or "").split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
+
+
+def _command(name: str, function) -> None:
+    app.command(name, help=_help(function))(function)
+
+
 # In the order of the pipeline: data, network, training, evaluation, looking inside.
-app.command("demo")(demo.demo)
-app.command("prep")(prep.prep)
-app.command("pca")(pca.pca)
-app.command("summary")(summary.summary)
-app.command("train")(train.train)
-app.command("eval")(eval_cmd.eval_cmd)
-app.command("predict")(predict.predict_cmd)
-app.command("kernels")(kernels.kernels)
-app.command("features")(features.features)
-app.command("neighbors")(neighbors.neighbors)
-app.command("codes")(codes.codes)
-app.command("report")(report.report_cmd)
-app.command("ablate")(ablate.ablate_cmd)
+_command("demo", demo.demo)
+_command("prep", prep.prep)
+_command("pca", pca.pca)
+_command("summary", summary.summary)
+_command("train", train.train)
+_command("eval", eval_cmd.eval_cmd)
+_command("predict", predict.predict_cmd)
+_command("kernels", kernels.kernels)
+_command("features", features.features)
+_command("neighbors", neighbors.neighbors)
+_command("codes", codes.codes)
+_command("report", report.report_cmd)
+_command("ablate", ablate.ablate_cmd)
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, ForwardBatchOpt, JsonOpt, WorkersOpt,
-                                    console, print_json, reporter)
-from alexnet_cli.codes import BITS, EPOCHS, RERANK, codes_for_split
+                                    check_writable, console, print_json, reporter)
+from alexnet_cli.codes import BITS, EPOCHS, RERANK, codes_for_split, codes_path
 from alexnet_cli.progress import plural
 
 
@@ -36,6 +36,8 @@ def codes(
     against random projections. Resumable: after an interruption, run the same command again."""
     if bits not in BITS:
         raise typer.BadParameter(f"must be one of {', '.join(map(str, BITS))}, got {bits}", param_hint="--bits")
+    if features is not None and not codes_path(features, bits).exists():   # new codes go beside the features
+        check_writable(codes_path(features, bits), "--features")
     result = codes_for_split(checkpoint, data, split=split, bits=bits, epochs=epochs, features=features,
                              rerank_depth=rerank, seed=seed, batch_size=batch_size, workers=workers,
                              device=device, progress=reporter())
@@ -49,15 +51,24 @@ def codes(
                   f"{result.loss if result.loss is None else round(result.loss, 4)}", highlight=False, markup=False)
     if not q.get("queries"):
         return
-    table = Table(title=f"{q['queries']} held-out queries: recall of the exact Euclidean neighbours and label "
-                        f"precision (re-ranked: the {q['rerank']} nearest by Hamming, re-ranked exactly)",
-                  title_justify="left")
-    table.add_column("codes")
-    cols = [f"{m}@{k}{r}" for r in ("", "_rerank") for m in ("recall", "precision") for k in q["ks"]]
-    for c in cols:
-        table.add_column(c.replace("_rerank", " re-ranked"), justify="right")
-    for name in ("autoencoder", "random_projections"):
-        table.add_row(name.replace("_", " "), *(f"{q[name][c]:.3f}" for c in cols))
+    console.print(f"{q['queries']} held-out queries: recall of the exact Euclidean neighbours and label precision; "
+                  f"re-ranked: the {q['rerank']} nearest by Hamming distance, re-ranked exactly", highlight=False)
+    for table in quality_tables(q):
+        console.print(table)
+
+
+def quality_tables(q: dict) -> list[Table]:
+    """The codes' quality (codes.measure's dict) as two tables that fit 80 columns: ranked by
+    Hamming distance alone, then re-ranked exactly; exact search is the reference row of both."""
+    metrics = [f"{m}@{k}" for m in ("recall", "precision") for k in q["ks"]]
     exact = {**q["exact"], **{f"recall@{k}": 1.0 for k in q["ks"]}}
-    table.add_row("exact search", *(f"{exact[c.replace('_rerank', '')]:.3f}" for c in cols))
-    console.print(table)
+    tables = []
+    for suffix, ranking in (("", "ranked by Hamming"), ("_rerank", "re-ranked exactly")):
+        table = Table(ranking)
+        for m in metrics:
+            table.add_column(m, justify="right")
+        for name in ("autoencoder", "random_projections"):
+            table.add_row(name.replace("_", " "), *(f"{q[name][m + suffix]:.3f}" for m in metrics))
+        table.add_row("exact search", *(f"{exact[m]:.3f}" for m in metrics))
+        tables.append(table)
+    return tables

@@ -7,14 +7,15 @@ stderr through `err_console`, so that `--json` leaves exactly one JSON document 
 
 from __future__ import annotations
 
-import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 
+from alexnet_cli.cli.flags import FLAGS
 from alexnet_cli.errors import UsageError
 from alexnet_cli.figures import PICTURE_FORMATS
 from alexnet_cli.progress import ConsoleReporter
@@ -32,18 +33,34 @@ def reporter() -> ConsoleReporter:
     return ConsoleReporter(err_console, interactive=err_console.is_terminal and console.is_terminal)
 
 
-def check_writable(path: Path | None, option: str) -> None:
-    """Refuse, before any work, an output file that could not be written after it: a folder,
-    or a file under something that is not a writable folder."""
+def check_writable(path: Path | None, option: str, *, folder: bool = False) -> None:
+    """Refuse, before any work, an output that could not be written after it: a folder where a
+    file is asked for (or a file where a folder is: `folder`), or a path whose nearest existing
+    folder does not let us create a file. That is tried, not asked of os.access, which says yes
+    to root whatever the folder (root cannot write into /proc or onto a read-only mount)."""
     if path is None:
         return
-    if path.is_dir():
+    if folder and path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} is a file; give a folder", param_hint=option)
+    if not folder and path.is_dir():
         raise typer.BadParameter(f"{path} is a folder; give a file", param_hint=option)
-    parent = path.parent
+    parent = path if folder else path.parent
     while not parent.exists() and parent != parent.parent:     # the folders to be made
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir():
+        raise typer.BadParameter(f"cannot write {path}: {parent} is not a writable folder (it is a file)",
+                                 param_hint=option)
+    if not _can_create_in(parent):
         raise typer.BadParameter(f"cannot write {path}: {parent} is not a writable folder", param_hint=option)
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be made in `folder`: an unnamed temporary one is made and dropped."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def check_picture_out(path: Path | None) -> None:
@@ -55,6 +72,29 @@ def check_picture_out(path: Path | None) -> None:
     if path is not None and path.suffix.lower() not in PICTURE_FORMATS:
         raise UsageError(f"out {path}: the suffix names the format; use one of "
                          f"{', '.join(sorted(PICTURE_FORMATS))}", field="out", value=path)
+
+
+# The spelling of an on/off flag that turns its setting off (FLAGS names the one that turns it on).
+OFF_FLAGS = {"lrn": "--no-lrn", "lrn_alpha_over_n": "--lrn-alpha-as-written", "within_map_norm": "--no-within-map-norm",
+             "bias_weight_decay": "--no-bias-weight-decay", "pca_aug": "--no-pca-aug"}
+# Settings that no flag sets (only a run configured from Python changes them): plain words and the
+# paper's section that gives them.
+SETTING_WORDS = {"lrn_size": ("LRN size n", "4.3"), "lrn_k": ("LRN k", "4.3"), "lrn_alpha": ("LRN alpha", "4.3"),
+                 "lrn_beta": ("LRN beta", "4.3"), "pool_stride": ("pooling stride", "4.4"),
+                 "init_std": ("weights' init std", "6"), "pca_std": ("PCA colour noise std", "5.1")}
+
+
+def setting_text(field: str, value: Any) -> str:
+    """A model or training setting as the user would ask for it: `--pool 2`, `--no-lrn`,
+    `--lrn-alpha-over-n`; one that no flag sets in plain words, `LRN k 3.0 (paper 4.3)`. For the
+    human output of `summary` and `report`; their JSON keeps the field names."""
+    if field in SETTING_WORDS:
+        words, section = SETTING_WORDS[field]
+        return f"{words} {value} (paper {section})"
+    flag = FLAGS.get(field, field)
+    if isinstance(value, bool) and field in OFF_FLAGS:
+        return flag if value else OFF_FLAGS[field]
+    return f"{flag} {value}"
 
 
 def print_json(data: Any) -> None:

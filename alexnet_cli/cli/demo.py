@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from alexnet_cli.cli.common import DeviceOpt, JsonOpt, console, print_json, reporter
+from alexnet_cli.cli.common import DeviceOpt, JsonOpt, check_writable, console, print_json, reporter
 from alexnet_cli.demo import DEFAULT_OUT, DemoConfig, DemoResult, run_demo
 from alexnet_cli.errors import Interrupted
 from alexnet_cli.progress import plural
@@ -39,6 +39,7 @@ def demo(
     crops), kernels, neighbors, predict; a few minutes on two CPU cores."""
     config = DemoConfig(classes=classes, epochs=epochs, train_per_class=train_per_class, val_per_class=val_per_class,
                         batch_size=batch_size, seed=seed, device=device)
+    check_writable(out, "--out", folder=True)
     if not json_out:
         console.print(_intro(config, out), markup=True)
     try:

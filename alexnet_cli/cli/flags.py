@@ -77,6 +77,8 @@ FLAGS: dict[str, str] = {
     "rerank": "--rerank",
     "rerank_depth": "--rerank",
     "memory_mb": "--memory-mb",
+    "split": "--split",
+    "features": "--features",
     "data_dir": "--data",
     "variants": "--variants",
     "eval_batch_size": "--eval-batch-size",

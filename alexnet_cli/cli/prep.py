@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import JsonOpt, console, err_console, print_json, reporter
+from alexnet_cli.cli.common import JsonOpt, check_writable, console, err_console, print_json, reporter
 from alexnet_cli.layouts import LabelFiles
 from alexnet_cli.prep import PrepOptions, PrepResult, prepare
 from alexnet_cli.progress import plural
@@ -49,6 +49,7 @@ def prep(
     json_out: JsonOpt = False,
 ) -> None:
     """Resize an ImageNet tree to 256x256 RGB shards, with the training mean image and manifest.json."""
+    check_writable(out, "OUT", folder=True)
     options = PrepOptions(
         format=format, jpeg_quality=jpeg_quality, shard_size=shard_size, block_size=block_size,
         limit_per_class=limit_per_class, workers=workers,

@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from alexnet_cli.cli.common import JsonOpt, check_writable, console, err_console, print_json
+from alexnet_cli.cli.common import JsonOpt, check_writable, console, err_console, print_json, setting_text
 from alexnet_cli.report import RunReport, report
 
 Runs = Annotated[list[Path], typer.Argument(exists=True, file_okay=False, metavar="RUN...", show_default=False,
@@ -41,7 +41,7 @@ def _pair(top1: float | None, top5: float | None) -> str:
 
 
 def _settings(r: RunReport) -> str:
-    return "\n".join([r.recipe, *(f"{k}={v}" for k, v in r.changed.items())])
+    return "\n".join([r.recipe, *(setting_text(k, v) for k, v in r.changed.items())])
 
 
 def _rate(images_per_s: float | None) -> str:

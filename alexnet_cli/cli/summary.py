@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from alexnet_cli.cli.common import JsonOpt, console, print_json
+from alexnet_cli.cli.common import JsonOpt, console, print_json, setting_text
 from alexnet_cli.cli.options import (ActivationOpt, BiasInitOpt, ColumnsOpt, Conv1OrderOpt, Conv1PaddingOpt,
                                      DropoutOpt, DropoutStyleOpt, InitStdConv345Opt, LrnAlphaOverNOpt, LrnOpt,
                                      NumClassesOpt, PoolOpt, RecipeOpt, WithinMapNormOpt, model_config_from_options)
@@ -44,7 +44,7 @@ def summary(
                                 "neurons": r.neurons, "params": r.params} for r in rows],
                     "params": total, "input_shape": [3, 224, 224]})
         return
-    variant = "".join(f", {k} {v}" for k, v in changed.items())                # the ablation switches given
+    variant = "".join(f", {setting_text(k, v)}" for k, v in changed.items())   # the ablation switches given
     table = Table(title=f"AlexNet ({recipe} recipe{variant}), input 3x224x224", title_justify="left")
     for col, justify in (("layer", "left"), ("type", "left"), ("output", "right"), ("neurons", "right"),
                          ("params", "right")):

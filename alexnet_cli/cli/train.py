@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from alexnet_cli.cli.common import (Bf16Opt, DecodeOpt, DeviceOpt, ExistingDir, JsonOpt, WorkersOpt, console,
-                                    print_json, reporter)
+from alexnet_cli.cli.common import (Bf16Opt, DecodeOpt, DeviceOpt, ExistingDir, JsonOpt, WorkersOpt, check_writable,
+                                    console, print_json, reporter)
 from alexnet_cli.cli.options import (ActivationOpt, AugChunkOpt, BatchSizeOpt, BiasInitOpt, BiasLrMultOpt,
                                      BiasWeightDecayOpt, ChannelsLastOpt, CodeEpochBaseOpt, ColumnsOpt, CompileModeOpt,
                                      CompileOpt, Conv1OrderOpt, Conv1PaddingOpt, DevicesOpt, DropoutOpt,
@@ -78,6 +78,7 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train AlexNet on DATA (a folder made by `alexnet prep`) into --out."""
+    check_writable(out, "--out", folder=True)
     model_cfg = model_config_from_options(
         recipe, num_classes=num_classes, lrn=lrn, pool=pool, activation=activation, dropout=dropout,
         dropout_style=dropout_style, columns=columns, lrn_alpha_over_n=lrn_alpha_over_n, conv1_order=conv1_order,
