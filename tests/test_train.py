@@ -37,9 +37,9 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run / "checkpoints" / "last.pt")["model"]
 
 
-def test_a_short_run_writes_the_run_folder(tiny_data, tmp_path):
+def test_a_short_run_writes_the_run_folder(small_data, tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--epochs", "1", *FAST, "--json"])
+    result = runner.invoke(app, ["train", str(small_data), "--out", str(out), "--epochs", "1", *FAST, "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["epochs"] == 1 and summary["parallel"] == "single"
@@ -88,8 +88,9 @@ def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def kill_data(tmp_path_factory) -> Path:
-    """32 training images (4 steps of 8 per epoch) and 8 validation images, raw shards."""
+def small_data(tmp_path_factory) -> Path:
+    """32 training images (4 steps of 8 per epoch) and 8 validation images, raw shards: for the
+    tests that train whole epochs (tiny_data's are 6 steps and 16 validation images)."""
     root = tmp_path_factory.mktemp("kill")
     tree = make_tree(root / "tree", classes=4, train_per_class=8, val_per_class=2)
     prepare(tree, root / "data", PrepOptions(format="raw", shard_size=16, block_size=8, workers=1))
@@ -97,13 +98,13 @@ def kill_data(tmp_path_factory) -> Path:
     return root / "data"
 
 
-def test_resume_after_sigkill_is_bitwise_exact(kill_data, tmp_path):
+def test_resume_after_sigkill_is_bitwise_exact(small_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     # the uninterrupted run and the one to be killed side by side, a core each
-    straight = subprocess.Popen(_train_cmd(kill_data, clean), env=env, stdout=subprocess.DEVNULL,
+    straight = subprocess.Popen(_train_cmd(small_data, clean), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-    proc = subprocess.Popen(_train_cmd(kill_data, killed), env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_train_cmd(small_data, killed), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     metrics = killed / "metrics.jsonl"
     deadline = time.time() + 240
@@ -120,7 +121,7 @@ def test_resume_after_sigkill_is_bitwise_exact(kill_data, tmp_path):
     assert kinds.count("epoch") < 2, "finished before the kill"
     _, err = straight.communicate(timeout=600)
     assert straight.returncode == 0, err[-3000:]
-    done = subprocess.run(_train_cmd(kill_data, killed, "--resume"), env=env, capture_output=True, text=True)
+    done = subprocess.run(_train_cmd(small_data, killed, "--resume"), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     a, b = _weights(clean), _weights(killed)
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the clean one"
@@ -228,11 +229,11 @@ def test_ablations_and_recipe_are_recorded(tiny_data, tmp_path):
     assert json.loads(evaluated.stdout)["n"] == 16
 
 
-def test_data_parallel_with_gloo_two_processes(tiny_data, tmp_path):
+def test_data_parallel_with_gloo_two_processes(small_data, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           str(Path(__file__).with_name("ddp_worker.py")), str(tiny_data), str(out)]
+           str(Path(__file__).with_name("ddp_worker.py")), str(small_data), str(out)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     main, other = (json.loads((out / f"ddp_report_{r}.json").read_text()) for r in (0, 1))
@@ -245,7 +246,7 @@ def test_data_parallel_with_gloo_two_processes(tiny_data, tmp_path):
     # over both ranks (last.pt holds the sums so far, not rank 0's own)
     assert main["resumed_sums"] == main["sums"]
     assert main["resumed_counts"] == main["counts"] == other["counts"]
-    assert sum(main["counts"][0][0]) == read_manifest(tiny_data).split("train").count   # every image once
+    assert sum(main["counts"][0][0]) == read_manifest(small_data).split("train").count   # every image once
     assert main["diverged"] == other["diverged"] == "diverged before step 2"   # a NaN on rank 1 stops both
     # Ctrl-C on rank 1 during step 1: both ranks stop at the next log step, saved there, and both
     # name the signal (rank 0, which speaks, had none itself)
@@ -321,7 +322,7 @@ def test_cuda_training_steps_do_not_sync_with_the_host(tiny_data, tmp_path):
     batches.close()
 
 
-def test_fit_trains_each_epoch_with_the_schedules_rates_and_noise(tiny_data, tmp_path, monkeypatch):
+def test_fit_trains_each_epoch_with_the_schedules_rates_and_noise(small_data, tmp_path, monkeypatch):
     """The code schedule squeezed into 3 epochs (boundaries round(e * 3 / 91)): epoch 0 at 0.01,
     epoch 1 at 0.001, epoch 2 at 1e-4 with conv1 frozen and the colour noise off; biases 0.02.
     Checked where the optimizer and the augmentation receive them, and in metrics.jsonl."""
@@ -337,7 +338,7 @@ def test_fit_trains_each_epoch_with_the_schedules_rates_and_noise(tiny_data, tmp
 
     monkeypatch.setattr(Trainer, "train_epoch", spy)
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--recipe", "code", "--epochs", "3",
+    result = runner.invoke(app, ["train", str(small_data), "--out", str(out), "--recipe", "code", "--epochs", "3",
                                  "--device", "cpu", "--batch-size", "16", "--log-every", "1"])
     assert result.exit_code == 0, result.output
     assert [(e, noise) for e, noise, _ in seen] == [(0, True), (1, True), (2, False)]
@@ -659,9 +660,9 @@ def test_resume_checks_the_pca_and_the_mean_image(tiny_data, tmp_path):
     assert runner.invoke(app, [*args, "--max-steps", "2", "--resume"]).exit_code == 0
 
 
-def test_resume_from_a_checkpoint_without_training_state_says_so(tiny_data, tmp_path):
+def test_resume_from_a_checkpoint_without_training_state_says_so(small_data, tmp_path):
     out = tmp_path / "run"
-    args = ["train", str(tiny_data), "--out", str(out), *FAST]
+    args = ["train", str(small_data), "--out", str(out), *FAST]
     assert runner.invoke(app, [*args, "--epochs", "1"]).exit_code == 0
     shutil.copy(out / "checkpoints" / "best.pt", out / "checkpoints" / "last.pt")
     result = runner.invoke(app, [*args, "--epochs", "2", "--resume"])
