@@ -18,7 +18,10 @@ class Task(Protocol):
 
 
 class Reporter(Protocol):
-    def task(self, description: str, total: float | None, unit: str = "it") -> AbstractContextManager[Task]: ...
+    def task(self, description: str, total: float | None, unit: str = "it",
+             done: float = 0) -> AbstractContextManager[Task]:
+        """A task of `total` units (None: unknown), of which `done` were done before it began (a
+        resumed job's): counted in the position shown, never in the rate."""
 
     def log(self, message: str) -> None: ...
 
@@ -32,7 +35,7 @@ class NullReporter:
     """Reports nothing: the default for library calls."""
 
     @contextmanager
-    def task(self, description: str, total: float | None, unit: str = "it") -> Iterator[_NullTask]:
+    def task(self, description: str, total: float | None, unit: str = "it", done: float = 0) -> Iterator[_NullTask]:
         yield _NullTask()
 
     def log(self, message: str) -> None:
@@ -55,9 +58,9 @@ class _RichTask:
 class _LogTask:
     """Plain log lines every `every` seconds, for logs and pipes."""
 
-    def __init__(self, console, description: str, total: float | None, unit: str, every: float):
+    def __init__(self, console, description: str, total: float | None, unit: str, every: float, done: float = 0):
         self._console, self._desc, self._total, self._unit = console, description, total, unit
-        self._every, self._done = every, 0.0
+        self._every, self._done, self._start = every, float(done), float(done)
         self._t0 = self._last = time.perf_counter()
 
     def advance(self, n: float = 1, **info: object) -> None:
@@ -67,7 +70,7 @@ class _LogTask:
         if now - self._last < self._every and not finished:
             return
         self._last = now
-        rate = self._done / max(now - self._t0, 1e-9)
+        rate = (self._done - self._start) / max(now - self._t0, 1e-9)     # this run's units only
         of = f"/{self._total:g}" if self._total is not None else ""
         extra = "".join(f" {k}={_fmt(v)}" for k, v in info.items())
         self._console.print(f"{self._desc}: {self._done:g}{of} {self._unit} ({rate:.1f} {self._unit}/s){extra}",
@@ -93,9 +96,9 @@ class ConsoleReporter:
         self.interactive = console.is_terminal if interactive is None else interactive
 
     @contextmanager
-    def task(self, description: str, total: float | None, unit: str = "it"):
+    def task(self, description: str, total: float | None, unit: str = "it", done: float = 0):
         if not self.interactive:
-            yield _LogTask(self.console, description, total, unit, self.log_every)
+            yield _LogTask(self.console, description, total, unit, self.log_every, done)
             return
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
@@ -105,7 +108,7 @@ class ConsoleReporter:
                    TextColumn("{task.fields[rate]}", markup=False), TimeElapsedColumn(), TextColumn("eta"),
                    TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False)]
         with Progress(*columns, console=self.console) as progress:
-            task_id = progress.add_task(description, total=total, info="", rate="")
+            task_id = progress.add_task(description, total=total, completed=done, info="", rate="")   # no speed sample
             yield _RichTask(progress, task_id, unit)
 
     def log(self, message: str) -> None:

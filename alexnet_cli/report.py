@@ -141,12 +141,17 @@ def rate_drops(epochs: list[dict[str, Any]]) -> list[int]:
 
 def training_time(epochs: list[dict[str, Any]], steps: list[dict[str, Any]], config: dict[str, Any]) -> float:
     """Seconds of training logged: each finished epoch's `time_s`, plus the log intervals of
-    the epoch in progress (each lasted log_every * batch_size / images_per_s)."""
+    the epoch in progress (each lasted its steps since the record before x batch_size /
+    images_per_s; an interval ends every log_every steps and at an epoch's or a run's end)."""
     total = sum(float(r.get("time_s", 0.0)) for r in epochs)
     last_step = epochs[-1]["step"] if epochs else 0
-    images = int(config.get("run", {}).get("log_every", 1)) * int(config["train"].get("batch_size", 1))
-    return total + sum(images / r["images_per_s"] for r in steps
-                       if r["step"] > last_step and r.get("images_per_s", 0) > 0)
+    batch, every = int(config["train"].get("batch_size", 1)), int(config.get("run", {}).get("log_every", 1))
+    before = 0
+    for r in steps:
+        interval, before = min(int(r["step"]) - before, every), int(r["step"])
+        if r["step"] > last_step and r.get("images_per_s", 0) > 0:
+            total += interval * batch / r["images_per_s"]
+    return total
 
 
 def run_state(run_dir: Path, config: dict[str, Any], records: list[dict[str, Any]], epochs_done: int,
@@ -224,7 +229,7 @@ def plot_runs(runs: Sequence[RunReport], path: str | Path, *, title: str | None 
                          label=run.name, marker="." if len(steps) < 30 else None)
             losses += [r["loss"] for r in steps if r["loss"] == r["loss"]]
         else:
-            loss_ax.plot([], [], color=color, label=f"{run.name} (no step logged yet)")
+            loss_ax.plot([], [], color=color, label=f"{run.name} (no step logged{' yet' if run.state == 'running' else ''})")
         marker = "o" if len(epochs) < 30 else None
         x = [r["epoch"] for r in epochs]
         val = [(r["epoch"], 100 * r["val_top1_error"]) for r in epochs if r.get("val_top1_error") is not None]

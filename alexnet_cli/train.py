@@ -282,8 +282,7 @@ class Trainer:
         self.replica.net.train()
         loader, run, pos = self.train_loader, self.run, self.state.pos
         with self.progress.task(f"epoch {epoch + 1}/{self.train_cfg.epochs}", total=len(loader),
-                                unit="batch") as task:
-            task.advance(pos.batch)
+                                unit="batch", done=pos.batch) as task:       # a resume's done batches: not in the rate
             for batch in loader.epoch(epoch, start_batch=pos.batch):
                 seed = step_seed(run.seed, self.dist.rank, epoch, pos.batch)
                 gen = torch.Generator(device=self.device).manual_seed(seed)
@@ -294,7 +293,8 @@ class Trainer:
                 self.state.stats.update(logits, batch.labels, loss)
                 pos.batch += 1
                 pos.step += 1
-                info = self._maybe_log(epoch) if pos.step % run.log_every == 0 else {}
+                last = pos.batch >= len(loader) or self._step_limit_reached()   # a short run's steps get logged too
+                info = self._maybe_log(epoch) if pos.step % run.log_every == 0 or last else {}
                 task.advance(1, **info)
                 if run.save_every and pos.step % run.save_every == 0:
                     self._check_finite(before_save=True)
@@ -385,12 +385,15 @@ class Trainer:
         return ~torch.isfinite(logits.float()).all().to(self.device)
 
     def _maybe_log(self, epoch: int) -> dict[str, Any]:
-        """Every log_every steps: one host sync for the mean loss; NaN guard; stuck warning."""
+        """Every log_every steps, and after an epoch's or the run's last step: the mean loss of
+        the steps since the last record (one host sync); NaN guard; stuck warning."""
         self._check_finite()
-        stats, step = self.state.stats, self.state.pos.step
-        loss, rate = stats.interval(self.run.log_every, self.train_cfg.batch_size)  # host sync
+        stats, pos = self.state.stats, self.state.pos
+        step, every = pos.step, self.run.log_every
+        steps = min((step - 1) % every + 1, pos.batch)     # since the last multiple of every, within the epoch
+        loss, rate = stats.interval(steps, self.train_cfg.batch_size)  # host sync
         chance = math.log(self.model_cfg.num_classes)
-        if stats.note_chance(loss, chance, self.run.log_every) >= self.run.stuck_steps:
+        if stats.note_chance(loss, chance, steps) >= self.run.stuck_steps:
             stats.warned = True
             self.progress.log(
                 f"Warning: the loss has stayed at chance (ln {self.model_cfg.num_classes} = {chance:.2f}) for "

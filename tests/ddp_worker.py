@@ -26,7 +26,7 @@ class Recorder:
         self.said = []
 
     @contextmanager
-    def task(self, description, total, unit="it"):
+    def task(self, description, total, unit="it", done=0):
         self.said.append(description)
         yield self
 

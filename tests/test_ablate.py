@@ -81,7 +81,7 @@ class _Interrupt:
         self.after, self.steps = after, 0
 
     @contextmanager
-    def task(self, description, total, unit="it"):
+    def task(self, description, total, unit="it", done=0):
         yield self
 
     def advance(self, n=1, **info):

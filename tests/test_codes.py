@@ -146,7 +146,7 @@ class StopAfter:
         self.prefix, self.after, self.seen, self.lines = prefix, after, 0, []
 
     @contextmanager
-    def task(self, description, total, unit="it"):
+    def task(self, description, total, unit="it", done=0):
         yield self
 
     def advance(self, n=1, **info):

@@ -57,7 +57,7 @@ class Interrupt:
         self.after, self.batches, self.lines = after, 0, []
 
     @contextmanager
-    def task(self, description, total, unit="it"):
+    def task(self, description, total, unit="it", done=0):
         yield self
 
     def advance(self, n=1, **info):

@@ -160,7 +160,7 @@ class _Recorder:
         self.lines, self.totals, self.batches, self.stop_after = [], [], 0, stop_after
 
     @contextlib.contextmanager
-    def task(self, description, total, unit="it"):
+    def task(self, description, total, unit="it", done=0):
         self.totals.append(total)
         yield self
 

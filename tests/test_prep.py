@@ -203,7 +203,7 @@ def test_verify_makes_a_silently_damaged_shard_again(tiny_tree, tmp_path):
 
     class Log:
         @contextlib.contextmanager
-        def task(self, description, total, unit="it"):
+        def task(self, description, total, unit="it", done=0):
             yield self
 
         def advance(self, n=1, **info):
@@ -286,7 +286,7 @@ die = lambda: os.kill(main, signal.SIGKILL)   # from a worker too: the workers t
 class Reporter:
     from contextlib import contextmanager
     @contextmanager
-    def task(self, description, total, unit="it"):
+    def task(self, description, total, unit="it", done=0):
         class T:
             count = 0
             def advance(self, k=1, **info):

@@ -48,6 +48,28 @@ def test_bar_on_a_terminal_shows_rate_and_eta():
     assert "epoch 1/1" in text and "3/3" in text and "eta" in text and "batch/s" in text and "loss 1" in text
 
 
+def test_a_resumed_task_shows_its_position_but_rates_only_its_own_work(monkeypatch):
+    """A run resumed at batch 998 of 1000 shows 1000/1000 at the end, and a rate of the 2
+    batches it did (the audit saw "6/6 batch (936037.1 batch/s)": the done batches as work)."""
+    from alexnet_cli import progress
+
+    clock = iter([0.0, 1.0, 2.0])                       # the task starts at 0, each batch takes 1 s
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    console, out = _console(terminal=False)
+    with ConsoleReporter(console, log_every=0.0).task("epoch 2/2", total=1000, unit="batch", done=998) as task:
+        task.advance(1)
+        task.advance(1)
+    assert out.getvalue().strip().splitlines()[-1] == "epoch 2/2: 1000/1000 batch (1.0 batch/s)"
+    ticks = iter(range(10**6))                          # the bar's clock: 1 s a reading
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120, color_system=None, get_time=lambda: next(ticks))
+    with ConsoleReporter(console).task("epoch 2/2", total=1000, unit="batch", done=998) as task:
+        task.advance(1)
+        task.advance(1)
+    last = out.getvalue().split("\r")[-1]
+    assert "1000/1000" in last and float(last.split(" batch/s")[0].split()[-1]) < 2   # not 1,000 over a few s
+
+
 def test_cli_draws_no_bar_when_stdout_is_redirected(monkeypatch):
     """docs/public-surface.md: quiet-but-logging when stdout is not a terminal, even if stderr still is."""
     for out_tty, err_tty, bar in ((True, True, True), (False, True, False), (True, False, False)):

@@ -98,6 +98,31 @@ def small_data(tmp_path_factory) -> Path:
     return root / "data"
 
 
+def test_every_step_is_logged_even_in_a_run_shorter_than_log_every(small_data, tmp_path, monkeypatch):
+    """An interval ends every --log-every steps and at an epoch's or the run's last step, so a
+    short run's loss and images/s are in metrics.jsonl (the audit's --max-steps 3 run with the
+    default 50 logged nothing, and report showed 0m00s); each record's loss is the mean of its
+    own steps' losses. 4 steps an epoch, --log-every 3, --max-steps 5: records at 3, 4 and 5."""
+    from alexnet_cli.report import read_run
+    from alexnet_cli.runlog import read_metrics
+    from alexnet_cli.train_state import EpochStats
+
+    losses = []
+    update = EpochStats.update
+    monkeypatch.setattr(EpochStats, "update", lambda self, logits, labels, loss: (
+        losses.append(float(loss)), update(self, logits, labels, loss)))
+    out = tmp_path / "run"
+    args = ["train", str(small_data), "--out", str(out), "--device", "cpu", "--batch-size", "8", "--epochs", "2",
+            "--log-every", "3", "--max-steps", "5"]
+    assert runner.invoke(app, args).exit_code == 0
+    steps = [r for r in read_metrics(out) if r["kind"] == "train"]
+    assert [(r["step"], r["epoch"]) for r in steps] == [(3, 1), (4, 1), (5, 2)]
+    for r, (a, b) in zip(steps, ((0, 3), (3, 4), (4, 5))):
+        assert r["loss"] == pytest.approx(sum(losses[a:b]) / (b - a), rel=1e-5) and r["images_per_s"] > 0
+    report = read_run(out)
+    assert report.step == 5 and report.images_per_s > 0 and report.time_s > 0
+
+
 def test_resume_after_sigkill_is_bitwise_exact(small_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     clean, killed = tmp_path / "clean", tmp_path / "killed"
