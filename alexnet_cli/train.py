@@ -41,7 +41,7 @@ from alexnet_cli.loader import ShardLoader
 from alexnet_cli.model import LRN_IMPLEMENTATIONS, AlexNet, set_lrn_implementation
 from alexnet_cli.optim import PaperSGD, load_velocity_state, param_groups, velocity_state
 from alexnet_cli.pca import read_pca
-from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.replicas import make_replica, place
 from alexnet_cli.runlog import MetricsLog, RunFolder, RunLock, check_run_dir, save_error
 from alexnet_cli.schedule import Schedule
@@ -269,10 +269,20 @@ class Trainer:
         resuming = self.folder.resuming(self.run.resume, self.progress.log)
         if resuming:
             self.restore()
+            self.progress.log(self._resume_line())
         if self.dist.is_main:      # a new run's first write (the folder is then a run's); else this invocation's
             self.folder.write_config(self.config_dict())
             if not resuming:
                 self.log.truncate(0)
+
+    def _resume_line(self) -> str:
+        """What a resumed start says: where it continues, or that nothing is left to train."""
+        pos, last, epochs = self.state.pos, self.folder.last, self.train_cfg.epochs
+        if pos.epoch >= epochs:
+            return f"Note: {last} finished its {plural(epochs, 'epoch')} at step {pos.step}: nothing left to train"
+        if self._step_limit_reached():
+            return f"Note: {last} is already at step {pos.step} (--max-steps {self.run.max_steps}): nothing left to train"
+        return f"Resuming from step {pos.step} ({pos.where()}) of {last}"
 
     def _step_limit_reached(self) -> bool:
         return self.run.max_steps is not None and self.state.pos.step >= self.run.max_steps
@@ -326,8 +336,7 @@ class Trainer:
             self.save()
         signum = self.stop.signum or signal.SIGTERM         # under DDP another rank may have had it
         name = signal_name(signum)
-        where = f"after epoch {pos.epoch}" if pos.batch == 0 else f"in epoch {pos.epoch + 1}, batch {pos.batch}"
-        raise Interrupted(f"{name}: stopped at step {pos.step} ({where}) and saved {self.folder.last}", signum)
+        raise Interrupted(f"{name}: stopped at step {pos.step} ({pos.where()}) and saved {self.folder.last}", signum)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.run.bf16):

@@ -733,3 +733,29 @@ def test_save_errors_in_the_users_terms(tmp_path, monkeypatch):
     eio = OSError(errno.EIO, os.strerror(errno.EIO), "x.pt")
     assert "Input/output error; the checkpoint of step 5 is kept: continue with --resume once" in \
         str(runlog.save_error(eio, tmp_path, 7, 5))
+
+
+def test_resume_says_where_it_continues(tiny_data, tmp_path):
+    """--resume names the step, the place in the epoch and the checkpoint, on stderr (never in
+    --json's stdout); a first run says nothing about resuming; a run with nothing left says so."""
+    out = tmp_path / "run"
+    args = ["train", str(tiny_data), "--out", str(out), *FAST]
+    first = runner.invoke(app, [*args, "--max-steps", "1"])
+    assert first.exit_code == 0 and "esum" not in first.stderr, first.output
+    resumed = runner.invoke(app, [*args, "--max-steps", "2", "--resume", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["step"] == 2
+    last = out / "checkpoints" / "last.pt"
+    assert f"Resuming from step 1 (in epoch 1, batch 1) of {last}" in resumed.stderr, resumed.stderr
+    again = runner.invoke(app, [*args, "--max-steps", "2", "--resume"])
+    assert again.exit_code == 0, again.output
+    assert "already at step 2 (--max-steps 2): nothing left to train" in again.stderr, again.stderr
+    assert "Resuming" not in again.stderr
+
+
+def test_resume_of_a_finished_run_says_nothing_is_left(tiny_data, tmp_path):
+    args = ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1", *FAST, "--batch-size", "24"]
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, [*args, "--resume"])
+    assert again.exit_code == 0 and again.stdout.startswith("done: 1 epoch, 2 steps"), again.output
+    assert "finished its 1 epoch at step 2: nothing left to train" in again.stderr, again.stderr
