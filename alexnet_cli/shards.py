@@ -94,9 +94,25 @@ class Manifest:
 
     def split(self, name: str) -> SplitInfo:
         if name not in self.splits:
-            have = ", ".join(sorted(self.splits)) or "none"
-            raise DataError(f"{self.root}: no split '{name}' in this data (splits: {have})")
+            raise DataError(self._no_split(name))
         return self.splits[name]
+
+    def asked_split(self, name: str) -> SplitInfo:
+        """The split a user chose by name (the `split` setting): a missing one is an error that
+        says which to pass instead and, for val, how to have one."""
+        if name in self.splits:
+            return self.splits[name]
+        have = sorted(self.splits)
+        if not have:
+            raise DataError(f"{self._no_split(name)}: {_RERUN}")
+        advice = f"pass `split` {have[0]}" if len(have) == 1 else "pass one of them as `split`"
+        if name == "val":          # eval's default: the data was prepared without validation images
+            advice += (" (measured on training images), or prepare the validation images too: `alexnet prep` "
+                       "takes them from a val/ folder, or flat with their label file")
+        raise DataError(f"{self._no_split(name)}: {advice}", mentions=("split",))
+
+    def _no_split(self, name: str) -> str:
+        return f"{self.root}: no split '{name}' in this data (splits: {', '.join(sorted(self.splits)) or 'none'})"
 
     def shard_path(self, name: str) -> Path:
         return self.root / name

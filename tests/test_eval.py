@@ -435,3 +435,19 @@ def test_a_network_with_non_finite_outputs_reports_no_error_rates(tiny_data, tmp
     result = CliRunner().invoke(app, ["eval", str(path), str(tiny_data), "--device", "cpu", "--json"])
     assert result.exit_code == 1 and result.stdout == "", result.output
     assert "outputs are NaN or infinite" in result.stderr
+
+
+def test_a_split_the_data_lacks_says_what_to_pass_instead(tiny_tree, tiny_data, ckpts, tmp_path):
+    """eval's default --split val on data prepared without validation images: the split there
+    is to pass instead, and how to prepare a val split; another missing split: what to pass."""
+    train_only = tmp_path / "train_only"
+    prepare(tiny_tree, train_only, PrepOptions(workers=1, splits=["train"]))
+    res = runner.invoke(app, ["eval", str(ckpts[0]), str(train_only), "--device", "cpu"])
+    lines = res.stderr.strip().splitlines()
+    assert res.exit_code == 1 and len(lines) == 1, res.output
+    assert lines[0].startswith(f"Error: {train_only}: no split 'val' in this data (splits: train): pass --split train "
+                               "(measured on training images), or prepare the validation images too: "
+                               "`alexnet prep` takes them from a val/ folder"), lines
+    res = runner.invoke(app, ["eval", str(ckpts[0]), str(tiny_data), "--split", "test", "--device", "cpu"])
+    assert res.exit_code == 1 and res.stderr.strip().endswith(
+        "no split 'test' in this data (splits: train, val): pass one of them as --split"), res.output
