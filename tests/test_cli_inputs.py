@@ -58,3 +58,50 @@ def test_a_damaged_manifest_is_one_line_with_the_fix_in_every_command(damaged, t
         assert result.exit_code == 1 and len(lines) == 1, (name, result.output)
         assert lines[0].startswith(f"Error: {data / 'manifest.json'} is corrupt ") and words in lines[0], (name, lines)
         assert lines[0].endswith(f"run `alexnet prep SRC {data}` again to write it anew from the shards"), lines
+
+
+@pytest.fixture(scope="module")
+def mixed_up(tiny_data, tiny_tree, tmp_path_factory, make_checkpoint):
+    """A checkpoint, a training run's folder (config.json, checkpoints/best.pt), a query image."""
+    root = tmp_path_factory.mktemp("mixed_up")
+    run = root / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"recipe": "paper", "model": {}, "train": {}, "run": {}}))
+    make_checkpoint(run / "checkpoints" / "best.pt", tiny_data)
+    return make_checkpoint(root / "net.pt", tiny_data), run, next((tiny_tree / "val").rglob("*.JPEG"))
+
+
+def test_a_data_folder_as_the_checkpoint_and_the_reverse_are_bad_usage_everywhere(tiny_data, mixed_up, tmp_path):
+    """Exit 2 (a bad argument, as a path that does not exist) and one line saying what the path
+    is and what was expected, in every command that takes a CHECKPOINT or DATA; `eval DATA DATA`
+    exited 1 and `eval CKPT CKPT` 2."""
+    checkpoint, run, image = mixed_up
+    data = str(tiny_data)
+    as_checkpoint = f"{data} is a data folder made by `alexnet prep`, not a checkpoint"
+    as_data = f"{checkpoint} is a checkpoint, not a data folder made by `alexnet prep`"
+    cases = [
+        (["eval", data, data], as_checkpoint),
+        (["eval", str(checkpoint), str(checkpoint)], as_data),
+        (["eval", data, str(checkpoint)], as_checkpoint),               # the two swapped
+        (["eval", str(run), data], f"{run} is a training run's folder, not a checkpoint: give "
+                                   f"{run / 'checkpoints' / 'best.pt'}"),
+        (["eval", str(checkpoint), str(run)], f"{run} is a training run's folder, not a data folder made by "
+                                              "`alexnet prep`"),
+        (["eval", str(checkpoint), str(image)], f"{image} is a file, not a data folder made by `alexnet prep`"),
+        (["predict", data, str(image)], as_checkpoint),
+        (["predict", str(checkpoint), str(image), "--data", str(checkpoint)], as_data),
+        (["kernels", data], as_checkpoint),
+        (["pca", str(checkpoint)], as_data),
+        (["train", str(checkpoint), "--out", str(tmp_path / "r")], as_data),
+        (["ablate", str(checkpoint), "--out", str(tmp_path / "a")], as_data),
+    ]
+    for command in ("features", "neighbors", "codes"):
+        extra = {"features": ["--out", str(tmp_path / "f.h5")], "neighbors": ["--query", str(image)]}.get(command, [])
+        cases += [([command, data, data, *extra], as_checkpoint),
+                  ([command, str(checkpoint), str(checkpoint), *extra], as_data)]
+    for args, words in cases:
+        result = runner.invoke(app, args)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, (args, result.output)
+        assert lines[0].startswith("Error: ") and words in lines[0], (args, lines)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "a").exists()

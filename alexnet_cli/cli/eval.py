@@ -11,6 +11,7 @@ from rich.table import Table
 
 from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt,
                                     check_writable, console, err_console, print_json, reporter)
+from alexnet_cli.cli.paths import check_checkpoint, check_data
 from alexnet_cli.evaluate import EvalResult, evaluate, write_per_class, write_predictions
 from alexnet_cli.metrics import TOP_K
 from alexnet_cli.progress import plural
@@ -62,9 +63,9 @@ def eval_cmd(
     if len(paths) < 2:
         raise typer.BadParameter("give at least one CHECKPOINT and then DATA", param_hint="CHECKPOINT... DATA")
     *checkpoints, data = paths
-    if not data.is_dir():
-        raise typer.BadParameter(f"{data} is a file; the last argument is the prepared data folder (alexnet prep's "
-                                 "OUT)", param_hint="DATA")
+    for checkpoint in checkpoints:
+        check_checkpoint(checkpoint, "CHECKPOINT")
+    check_data(data, "DATA (the last argument)")
     check_writable(per_class, "--per-class")
     check_writable(predictions, "--predictions")
     result = evaluate(checkpoints, data, split=split, crops=crops, batch_size=batch_size, device=device,
