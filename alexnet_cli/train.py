@@ -38,6 +38,7 @@ from alexnet_cli.errors import AlexnetError, DataError, Interrupted, TrainingDiv
 from alexnet_cli.evaluate import evaluate_model
 from alexnet_cli.jpeg import DECODES
 from alexnet_cli.loader import ShardLoader
+from alexnet_cli.metrics import top5_is_trivial
 from alexnet_cli.model import LRN_IMPLEMENTATIONS, AlexNet, set_lrn_implementation
 from alexnet_cli.optim import PaperSGD, load_velocity_state, param_groups, velocity_state
 from alexnet_cli.pca import read_pca
@@ -426,17 +427,24 @@ class Trainer:
         improved = monitored < state.best_top1
         state.best_top1 = min(state.best_top1, monitored)
         self.log.write(record)
-        self.progress.log(_epoch_line(record))
+        self.progress.log(_epoch_line(record, self.model_cfg.num_classes))
         state.stats.reset()
         self.save(best=improved)
 
 
-def _epoch_line(r: dict[str, Any]) -> str:
-    val = (f"  val top-1 {r['val_top1_error']:.2%} top-5 {r['val_top5_error']:.2%}"
-           if "val_top1_error" in r else "")
+def _epoch_line(r: dict[str, Any], num_classes: int) -> str:
+    """The epoch's log line; with at most 5 classes no top-5 figure (0 by construction), but a
+    word on why (metrics.jsonl keeps every figure)."""
+    trivial = top5_is_trivial(num_classes)
+
+    def errors(split: str) -> str:
+        top5 = "" if trivial else f" top-5 {r[f'{split}_top5_error']:.2%}"
+        return f"{split} top-1 {r[f'{split}_top1_error']:.2%}{top5}"
+
+    val = f"  {errors('val')}" if "val_top1_error" in r else ""
     drop = "  (learning rate divided by 10)" if r["lr_dropped"] else ""
-    return (f"epoch {r['epoch']}: train top-1 {r['train_top1_error']:.2%} top-5 {r['train_top5_error']:.2%}"
-            f"{val}  lr {r['lr']:g}  {r['time_s']:.1f}s{drop}")
+    why = f"  (no top-5 error: only {num_classes} classes)" if trivial else ""
+    return f"epoch {r['epoch']}: {errors('train')}{val}  lr {r['lr']:g}  {r['time_s']:.1f}s{drop}{why}"
 
 
 def fit_classes(cfg: ModelConfig, n_data: int) -> ModelConfig:

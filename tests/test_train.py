@@ -759,3 +759,20 @@ def test_resume_of_a_finished_run_says_nothing_is_left(tiny_data, tmp_path):
     again = runner.invoke(app, [*args, "--resume"])
     assert again.exit_code == 0 and again.stdout.startswith("done: 1 epoch, 2 steps"), again.output
     assert "finished its 1 epoch at step 2: nothing left to train" in again.stderr, again.stderr
+
+
+@pytest.mark.parametrize("classes", [4, 5, 6])
+def test_the_epoch_line_shows_no_trivial_top5_error(classes):
+    """With at most 5 classes the top-5 error is 0 whatever the network: the epoch's line leaves
+    it out and says why (metrics.jsonl keeps it)."""
+    from alexnet_cli.train import _epoch_line
+
+    record = {"epoch": 1, "train_top1_error": 0.5, "train_top5_error": 0.0, "val_top1_error": 0.25,
+              "val_top5_error": 0.0, "lr": 0.01, "time_s": 1.0, "lr_dropped": False}
+    line = _epoch_line(record, classes)
+    assert "train top-1 50.00%" in line and "val top-1 25.00%" in line
+    if classes <= 5:
+        assert "top-5" not in line.replace("no top-5 error", "") and \
+            line.endswith(f"(no top-5 error: only {classes} classes)"), line
+    else:
+        assert "train top-1 50.00% top-5 0.00%" in line and "val top-1 25.00% top-5 0.00%" in line, line
