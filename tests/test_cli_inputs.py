@@ -104,3 +104,20 @@ def test_a_data_folder_as_the_checkpoint_and_the_reverse_are_bad_usage_everywher
         assert result.exit_code == 2 and len(lines) == 1, (args, result.output)
         assert lines[0].startswith("Error: ") and words in lines[0], (args, lines)
     assert not (tmp_path / "r").exists() and not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("value, shown", [("nan", "nan"), ("inf", "inf"), ("-inf", "-inf"), ("-5", "-5"),
+                                          ("0", "0"), ("15", "15"), ("1e400", "inf")])
+def test_a_memory_budget_that_is_no_budget_is_one_line_before_any_work(tmp_path, monkeypatch, value, shown):
+    """`neighbors --memory-mb nan` said "should be greater than or equal to 16", inf another
+    sentence: one message for every value that is no budget, before the features are computed."""
+    from alexnet_cli.cli import neighbors as neighbors_command
+
+    monkeypatch.setattr(neighbors_command, "find_neighbors", lambda *a, **k: pytest.fail("features computed"))
+    image = tmp_path / "q.png"
+    image.write_bytes(b"x")
+    result = runner.invoke(app, ["neighbors", str(image), str(tmp_path), "--query", str(image),
+                                 f"--memory-mb={value}"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert f"--memory-mb: must be a finite number of MiB, at least 16, got {shown} " in lines[0], lines
