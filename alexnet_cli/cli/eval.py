@@ -12,7 +12,7 @@ from rich.table import Table
 from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt,
                                     check_writable, console, err_console, print_json, reporter)
 from alexnet_cli.cli.paths import check_checkpoint, check_data
-from alexnet_cli.evaluate import EvalResult, evaluate, write_per_class, write_predictions
+from alexnet_cli.evaluate import EvalResult, check_crops, evaluate, write_per_class, write_predictions
 from alexnet_cli.metrics import top5_is_trivial, top5_note
 from alexnet_cli.progress import plural
 
@@ -63,6 +63,7 @@ def eval_cmd(
     if len(paths) < 2:
         raise typer.BadParameter("give at least one CHECKPOINT and then DATA", param_hint="CHECKPOINT... DATA")
     *checkpoints, data = paths
+    check_crops(crops)                       # the options first, as click checks them before the body
     for checkpoint in checkpoints:
         check_checkpoint(checkpoint, "CHECKPOINT")
     check_data(data, "DATA (the last argument)")
