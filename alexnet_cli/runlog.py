@@ -140,8 +140,8 @@ def not_a_checkpoint(path: Path) -> str | None:
     if not path.is_dir():
         return None
     message = f"{path} is {what_is(path)}, not a checkpoint"
-    run = RunFolder(path)
-    found = next((f for f in (run.best, run.last) if f.is_file()), None)
+    run = RunFolder(path)                    # the run's folder, or its checkpoints/ folder
+    found = next((f for f in (run.best, run.last, path / run.best.name, path / run.last.name) if f.is_file()), None)
     return f"{message}: give {found}" if found is not None else message
 
 

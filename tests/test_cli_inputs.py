@@ -84,6 +84,8 @@ def test_a_data_folder_as_the_checkpoint_and_the_reverse_are_bad_usage_everywher
         (["eval", data, str(checkpoint)], as_checkpoint),               # the two swapped
         (["eval", str(run), data], f"{run} is a training run's folder, not a checkpoint: give "
                                    f"{run / 'checkpoints' / 'best.pt'}"),
+        (["kernels", str(run / "checkpoints")], f"{run / 'checkpoints'} is a folder, not a checkpoint: give "
+                                                f"{run / 'checkpoints' / 'best.pt'}"),
         (["eval", str(checkpoint), str(run)], f"{run} is a training run's folder, not a data folder made by "
                                               "`alexnet prep`"),
         (["eval", str(checkpoint), str(image)], f"{image} is a file, not a data folder made by `alexnet prep`"),
