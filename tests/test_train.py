@@ -690,7 +690,9 @@ def test_a_full_disk_during_a_save_is_one_line_and_resume_continues(tiny_data, t
     fdopen = os.fdopen
     monkeypatch.setattr(checkpoint.os, "fdopen", lambda *a, **k: FullDisk(fdopen(*a, **k)))
     full = runner.invoke(app, [*args, "--max-steps", "2", "--resume"])
-    assert full.exit_code == 1 and full.stderr.count("\n") == 1, full.output
+    # the resume's line, then the error's one line
+    assert full.exit_code == 1 and full.stderr.count("\n") == 2 and full.stderr.startswith("Resuming from step 1"), \
+        full.output
     assert "the disk is full" in full.stderr and "the checkpoint of step 1 is kept" in full.stderr
     assert "unexpected pos" not in full.stderr and "Traceback" not in full.output
     assert not list((out / "checkpoints").glob(".*.tmp"))
