@@ -224,7 +224,7 @@ def evaluate(checkpoints: Sequence[Path], data_dir: Path, *, split: str = "val",
     dev = resolve_device(device)
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
-    manifest.split(split)                                  # a clear error naming the splits there are
+    manifest.asked_split(split)                            # a clear error naming the splits there are
     members = load_members(checkpoints, data_dir, manifest.classes, dev)
     loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False, device=dev, workers=workers,
                          decode=decode or members[0].decode)   # unless told, the decoder the run trained with

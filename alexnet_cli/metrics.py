@@ -19,6 +19,17 @@ from alexnet_cli.errors import AlexnetError
 TOP_K = 5  # paper section 3: top-5 error
 
 
+def top5_is_trivial(num_classes: int) -> bool:
+    """Whether every label is among the top 5 (at most TOP_K classes): the top-5 error is then 0
+    whatever the network, and a line that shows it says so (`top5_note`)."""
+    return num_classes <= TOP_K
+
+
+def top5_note(num_classes: int) -> str:
+    """What a line for people says instead of a trivial top-5 figure."""
+    return f"only {num_classes} classes: every label is among the top 5, so the top-5 error is 0 whatever the network"
+
+
 @dataclass
 class TopKCounts:
     """Per-class counts on the host: images, top-1 hits, top-k hits (each (C,) int64).
@@ -30,6 +41,10 @@ class TopKCounts:
     top1: np.ndarray
     top5: np.ndarray
     k: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.n)
 
     @property
     def total(self) -> int:

@@ -240,8 +240,7 @@ def _existing_output(out: Path, digest: str, verify: bool, progress: Reporter) -
     for name, info in manifest.shards.items():
         path = out / name
         if not path.is_file() or path.stat().st_size != info.bytes:
-            progress.log(f"{path} is missing or damaged: making it again")
-            return None, hashes
+            return None, hashes              # the build names each shard it makes again (_build_shards)
     try:
         read_mean_image(out)
     except DataError:
@@ -328,13 +327,21 @@ def _convert_jpeg_v1(path: Path, shard: ShardPlan) -> _Finished | None:
 def _build_shards(src: Path, out: Path, shards: list[ShardPlan], options: PrepOptions, workers: int,
                   progress: Reporter, hashes: dict[str, str]) -> tuple[dict[str, _Finished], list[ShardPlan]]:
     """Reuse the finished shards (those listed in `hashes` only if their sha256 is still that),
-    write the others; returns each shard's results and the shards written."""
+    write the others; returns each shard's results and the shards written. Each shard the
+    manifest lists that is made again is named, with what is wrong with it."""
     finished: dict[str, _Finished] = {}
     for s in shards:
-        if (out / s.name).is_file() and (r := _reuse(out / s.name, s)) is not None:
-            if s.name in hashes and r.info.sha256 != hashes[s.name]:
-                progress.log(f"{out / s.name} is damaged (its sha256 differs from the manifest's): making it again")
+        path = out / s.name
+        r = _reuse(path, s) if path.is_file() else None
+        if s.name in hashes:             # finished before: anything but the same file is damage
+            problem = ("is missing" if not path.is_file() else
+                       "is damaged (it no longer reads as a finished shard)" if r is None else
+                       "is damaged (its sha256 differs from the manifest's)" if r.info.sha256 != hashes[s.name]
+                       else None)
+            if problem is not None:
+                progress.log(f"{path} {problem}: making it again")
                 continue
+        if r is not None:
             finished[s.name] = r
     todo = [s for s in shards if s.name not in finished]
     if finished:

@@ -4,7 +4,8 @@ may use (`check_run_dir`) and for starting or resuming in one (`RunFolder.resumi
 config.json (the resolved settings, written before anything else) and metrics.jsonl (one JSON
 object per log interval and per epoch), optionally mirrored to TensorBoard; the lock
 (RUN/.lock) that keeps a second `train` out of a folder in use; and a failed checkpoint write
-said in the user's terms (`save_error`).
+said in the user's terms (`save_error`). And what a path given as a checkpoint or a data folder
+is when it is not one (`not_a_checkpoint`, `not_a_data_folder`): a run's folder among others.
 
 Only rank 0 writes. On --resume the metrics file is cut back to the length it had when the
 checkpoint was written, so a killed and resumed run logs each step exactly once.
@@ -20,12 +21,14 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.errors import AlexnetError, UsageError
+from alexnet_cli.shards import MANIFEST
 
 try:
     import fcntl
@@ -111,6 +114,44 @@ def check_run_dir(out: Path) -> None:
         what = f"it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}" if others else \
             "its config.json is not a run's"
         raise AlexnetError(f"{out} is not a training run's folder ({what}): choose another --out")
+
+
+PREPPED = "a data folder made by `alexnet prep`"
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+def what_is(path: Path) -> str:
+    """What an existing `path` is, in words: a data folder, a training run's folder, a
+    checkpoint (a .pt file, or any torch.save zip), another folder or another file."""
+    if path.is_dir():
+        if (path / MANIFEST).is_file():
+            return PREPPED
+        return "a training run's folder" if RunFolder(path).config.is_file() else "a folder"
+    try:
+        checkpoint = path.suffix.lower() in CHECKPOINT_SUFFIXES or zipfile.is_zipfile(path)
+    except OSError:
+        checkpoint = False
+    return "a checkpoint" if checkpoint else "a file"
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """Why an existing `path` given as a checkpoint is not one (a folder), with the file to
+    give instead in a run's folder; None for a file (load_checkpoint reads it)."""
+    if not path.is_dir():
+        return None
+    message = f"{path} is {what_is(path)}, not a checkpoint"
+    run = RunFolder(path)                    # the run's folder, or its checkpoints/ folder
+    found = next((f for f in (run.best, run.last, path / run.best.name, path / run.last.name) if f.is_file()), None)
+    return f"{message}: give {found}" if found is not None else message
+
+
+def not_a_data_folder(path: Path) -> str | None:
+    """Why an existing `path` given as a prepared data folder is not one (a file, a run's folder),
+    or None (a folder read_manifest reads, or says what is missing in)."""
+    what = what_is(path)
+    if what in ("a folder", PREPPED):
+        return None
+    return f"{path} is {what}, not {PREPPED}"
 
 
 FULL_DISK_BYTES = 64 << 20   # less free than this after a failed save: the disk is called full

@@ -35,9 +35,9 @@ import hashlib
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import h5py
 import numpy as np
@@ -94,9 +94,25 @@ class Manifest:
 
     def split(self, name: str) -> SplitInfo:
         if name not in self.splits:
-            have = ", ".join(sorted(self.splits)) or "none"
-            raise DataError(f"{self.root}: no split '{name}' in this data (splits: {have})")
+            raise DataError(self._no_split(name))
         return self.splits[name]
+
+    def asked_split(self, name: str) -> SplitInfo:
+        """The split a user chose by name (the `split` setting): a missing one is an error that
+        says which to pass instead and, for val, how to have one."""
+        if name in self.splits:
+            return self.splits[name]
+        have = sorted(self.splits)
+        if not have:
+            raise DataError(f"{self._no_split(name)}: {_RERUN}")
+        advice = f"pass `split` {have[0]}" if len(have) == 1 else "pass one of them as `split`"
+        if name == "val":          # eval's default: the data was prepared without validation images
+            advice += (" (measured on training images), or prepare the validation images too: `alexnet prep` "
+                       "takes them from a val/ folder, or flat with their label file")
+        raise DataError(f"{self._no_split(name)}: {advice}", mentions=("split",))
+
+    def _no_split(self, name: str) -> str:
+        return f"{self.root}: no split '{name}' in this data (splits: {', '.join(sorted(self.splits)) or 'none'})"
 
     def shard_path(self, name: str) -> Path:
         return self.root / name
@@ -124,25 +140,44 @@ class OlderFormat(DataError):
 
 def read_manifest(data_dir: str | Path) -> Manifest:
     """The manifest of a prepared data folder, with every value the readers rely on checked;
-    DataError if it is missing, unreadable or inconsistent."""
+    DataError if it is missing, unreadable or inconsistent: one line naming the file, what is
+    wrong with it, and the command that writes it again."""
     root = Path(data_dir)
     path = root / MANIFEST
     if not path.is_file():
         raise DataError(f"{path} not found: run `alexnet prep SRC {root}` first")
+    rerun = f"run `alexnet prep SRC {root}` again to write it anew from the shards"
+
+    def corrupt(what: str) -> DataError:
+        return DataError(f"{path} is corrupt ({what}): {rerun}")
+
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+    except RecursionError:        # json gives up on deeply nested input
+        raise corrupt("nested too deeply to be a manifest") from None
+    except UnicodeDecodeError:
+        raise corrupt("not UTF-8 text") from None
+    except ValueError as exc:     # truncated or not JSON at all
+        raise corrupt(f"not valid JSON: {exc}" if path.stat().st_size else "empty") from None
+    if not isinstance(data, dict):
+        raise corrupt(f"{_json_kind(data)}, not an object of fields")
+    missing = [k for k in _MANIFEST_FIELDS if k not in data]
+    if missing:
+        raise corrupt(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(repr(k) for k in missing)}")
+    try:
         version = int(data.get("format_version", 0))
-        if version > FORMAT_VERSION:
-            raise NewerFormat(f"{path}: format version {version} is newer than this alexnet "
-                            f"understands ({FORMAT_VERSION}); upgrade alexnet-cli")
-        if data.get("format") == "jpeg" and version < LAYOUT_VERSIONS["jpeg"]:
-            raise OlderFormat(f"{root} holds jpeg shards of format version {version}, which this alexnet no longer "
-                              f"reads: run `alexnet prep SRC {root}` (the same SRC and options) to convert them "
-                              "in place (the JPEG bytes are copied, not decoded again)")
-        splits = {name: SplitInfo(**s) for name, s in data["splits"].items()}
-        shards = {name: ShardInfo(**s) for name, s in data.get("shards", {}).items()}
+    except (ValueError, TypeError):
+        raise corrupt(f"'format_version' is {_json_kind(data['format_version'])}, not a whole number") from None
+    if version > FORMAT_VERSION:
+        raise NewerFormat(f"{path}: format version {version} is newer than this alexnet "
+                          f"understands ({FORMAT_VERSION}); upgrade alexnet-cli")
+    if data.get("format") == "jpeg" and version < LAYOUT_VERSIONS["jpeg"]:
+        raise OlderFormat(f"{root} holds jpeg shards of format version {version}, which this alexnet no longer "
+                          f"reads: run `alexnet prep SRC {root}` (the same SRC and options) to convert them "
+                          "in place (the JPEG bytes are copied, not decoded again)")
+    splits = _records(data, "splits", SplitInfo, corrupt)
+    shards = _records(data, "shards", ShardInfo, corrupt)
+    try:
         manifest = Manifest(
             root=root, classes=list(data["classes"]), class_names=list(data["class_names"]),
             splits=splits, mean_rgb=[float(v) for v in data["mean_rgb"]],
@@ -151,16 +186,38 @@ def read_manifest(data_dir: str | Path) -> Manifest:
             block_size=int(data.get("block_size", 32)), source=str(data.get("source", "")),
             layout=str(data.get("layout", "")), options=dict(data.get("options", {})),
             format_version=version)
-    except DataError:
-        raise
-    except RecursionError:        # json gives up on deeply nested input
-        raise DataError(f"{path} is corrupt (nested too deeply to be a manifest): {_RERUN}") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path} is corrupt (a field is missing or of the wrong type: {exc}): {_RERUN}") from None
+        raise corrupt(f"a field has the wrong type: {exc}") from None
     problem = _manifest_problem(manifest)
     if problem:
-        raise DataError(f"{path} is corrupt ({problem}): {_RERUN}")
+        raise corrupt(problem)
     return manifest
+
+
+# The fields every reader needs (format_version, shards, block_size, ...: defaults for older data).
+_MANIFEST_FIELDS = ("classes", "class_names", "splits", "mean_rgb", "mean_image", "format")
+
+
+def _records(data: dict[str, Any], key: str, record: type, corrupt: Callable[[str], DataError]) -> dict[str, Any]:
+    """The manifest's `key` (an object of objects, by name: the splits, the shards) as `record`s."""
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise corrupt(f"'{key}' is {_json_kind(value)}, not an object")
+    try:
+        return {name: record(**entry) for name, entry in value.items()}
+    except TypeError:              # not an object, or other fields than a record's
+        needed = ", ".join(f.name for f in fields(record) if f.default is MISSING and f.default_factory is MISSING)
+        raise corrupt(f"each entry of '{key}' must be an object with the fields {needed}") from None
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words: `a list`, `a string`, `null`, ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    kinds = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number"}
+    return next((k for t, k in kinds.items() if isinstance(value, t)), type(value).__name__)
 
 
 def _manifest_problem(m: Manifest) -> str | None:

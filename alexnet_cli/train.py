@@ -38,10 +38,11 @@ from alexnet_cli.errors import AlexnetError, DataError, Interrupted, TrainingDiv
 from alexnet_cli.evaluate import evaluate_model
 from alexnet_cli.jpeg import DECODES
 from alexnet_cli.loader import ShardLoader
+from alexnet_cli.metrics import top5_is_trivial
 from alexnet_cli.model import LRN_IMPLEMENTATIONS, AlexNet, set_lrn_implementation
 from alexnet_cli.optim import PaperSGD, load_velocity_state, param_groups, velocity_state
 from alexnet_cli.pca import read_pca
-from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.replicas import make_replica, place
 from alexnet_cli.runlog import MetricsLog, RunFolder, RunLock, check_run_dir, save_error
 from alexnet_cli.schedule import Schedule
@@ -269,10 +270,20 @@ class Trainer:
         resuming = self.folder.resuming(self.run.resume, self.progress.log)
         if resuming:
             self.restore()
+            self.progress.log(self._resume_line())
         if self.dist.is_main:      # a new run's first write (the folder is then a run's); else this invocation's
             self.folder.write_config(self.config_dict())
             if not resuming:
                 self.log.truncate(0)
+
+    def _resume_line(self) -> str:
+        """What a resumed start says: where it continues, or that nothing is left to train."""
+        pos, last, epochs = self.state.pos, self.folder.last, self.train_cfg.epochs
+        if pos.epoch >= epochs:
+            return f"Note: {last} finished its {plural(epochs, 'epoch')} at step {pos.step}: nothing left to train"
+        if self._step_limit_reached():
+            return f"Note: {last} is already at step {pos.step} (--max-steps {self.run.max_steps}): nothing left to train"
+        return f"Resuming from step {pos.step} ({pos.where()}) of {last}"
 
     def _step_limit_reached(self) -> bool:
         return self.run.max_steps is not None and self.state.pos.step >= self.run.max_steps
@@ -327,8 +338,7 @@ class Trainer:
             self.save()
         signum = self.stop.signum or signal.SIGTERM
         name = signal_name(signum)
-        where = f"after epoch {pos.epoch}" if pos.batch == 0 else f"in epoch {pos.epoch + 1}, batch {pos.batch}"
-        raise Interrupted(f"{name}: stopped at step {pos.step} ({where}) and saved {self.folder.last}", signum)
+        raise Interrupted(f"{name}: stopped at step {pos.step} ({pos.where()}) and saved {self.folder.last}", signum)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.run.bf16):
@@ -421,17 +431,24 @@ class Trainer:
         improved = monitored < state.best_top1
         state.best_top1 = min(state.best_top1, monitored)
         self.log.write(record)
-        self.progress.log(_epoch_line(record))
+        self.progress.log(_epoch_line(record, self.model_cfg.num_classes))
         state.stats.reset()
         self.save(best=improved)
 
 
-def _epoch_line(r: dict[str, Any]) -> str:
-    val = (f"  val top-1 {r['val_top1_error']:.2%} top-5 {r['val_top5_error']:.2%}"
-           if "val_top1_error" in r else "")
+def _epoch_line(r: dict[str, Any], num_classes: int) -> str:
+    """The epoch's log line; with at most 5 classes no top-5 figure (0 by construction), but a
+    word on why (metrics.jsonl keeps every figure)."""
+    trivial = top5_is_trivial(num_classes)
+
+    def errors(split: str) -> str:
+        top5 = "" if trivial else f" top-5 {r[f'{split}_top5_error']:.2%}"
+        return f"{split} top-1 {r[f'{split}_top1_error']:.2%}{top5}"
+
+    val = f"  {errors('val')}" if "val_top1_error" in r else ""
     drop = "  (learning rate divided by 10)" if r["lr_dropped"] else ""
-    return (f"epoch {r['epoch']}: train top-1 {r['train_top1_error']:.2%} top-5 {r['train_top5_error']:.2%}"
-            f"{val}  lr {r['lr']:g}  {r['time_s']:.1f}s{drop}")
+    why = f"  (no top-5 error: only {num_classes} classes)" if trivial else ""
+    return f"epoch {r['epoch']}: {errors('train')}{val}  lr {r['lr']:g}  {r['time_s']:.1f}s{drop}{why}"
 
 
 def fit_classes(cfg: ModelConfig, n_data: int) -> ModelConfig:

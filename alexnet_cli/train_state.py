@@ -36,6 +36,11 @@ class Position:
     batch: int = 0
     step: int = 0
 
+    def where(self) -> str:
+        """The position in words, epochs counted from 1: `after epoch 2` at an epoch's end,
+        else `in epoch 3, batch 5` (5 batches of it done)."""
+        return f"after epoch {self.epoch}" if self.batch == 0 else f"in epoch {self.epoch + 1}, batch {self.batch}"
+
 
 class EpochStats:
     """Training statistics kept on the device (no per-step sync): top-1/top-5 hits of the epoch,

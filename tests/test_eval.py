@@ -435,3 +435,37 @@ def test_a_network_with_non_finite_outputs_reports_no_error_rates(tiny_data, tmp
     result = CliRunner().invoke(app, ["eval", str(path), str(tiny_data), "--device", "cpu", "--json"])
     assert result.exit_code == 1 and result.stdout == "", result.output
     assert "outputs are NaN or infinite" in result.stderr
+
+
+def test_a_split_the_data_lacks_says_what_to_pass_instead(tiny_tree, tiny_data, ckpts, tmp_path):
+    """eval's default --split val on data prepared without validation images: the split there
+    is to pass instead, and how to prepare a val split; another missing split: what to pass."""
+    train_only = tmp_path / "train_only"
+    prepare(tiny_tree, train_only, PrepOptions(workers=1, splits=["train"]))
+    res = runner.invoke(app, ["eval", str(ckpts[0]), str(train_only), "--device", "cpu"])
+    lines = res.stderr.strip().splitlines()
+    assert res.exit_code == 1 and len(lines) == 1, res.output
+    assert lines[0].startswith(f"Error: {train_only}: no split 'val' in this data (splits: train): pass --split train "
+                               "(measured on training images), or prepare the validation images too: "
+                               "`alexnet prep` takes them from a val/ folder"), lines
+    res = runner.invoke(app, ["eval", str(ckpts[0]), str(tiny_data), "--split", "test", "--device", "cpu"])
+    assert res.exit_code == 1 and res.stderr.strip().endswith(
+        "no split 'test' in this data (splits: train, val): pass one of them as --split"), res.output
+
+
+@pytest.mark.parametrize("classes, trivial", [(4, True), (5, True), (6, False), (1000, False)])
+def test_the_table_says_when_the_top5_error_is_trivial(classes, trivial):
+    """With at most 5 classes every label is among the top 5: the figure is marked trivial and
+    the caption says why (5 classes said nothing; the JSON keys stay as they are)."""
+    from alexnet_cli.cli.eval import _table
+
+    k = min(TOP_K, classes)
+    counts = TopKCounts(np.full(classes, 2), np.ones(classes, np.int64), np.full(classes, 2), k)
+    result = EvalResult(0.5, 0.0, 2 * classes, 1, counts, checkpoints=["m.pt"])
+    console = Console(width=200, record=True)
+    console.print(_table(result))
+    text = " ".join(console.export_text().split())          # the caption wraps at the table's width
+    assert ("0.00% (trivial)" in text) == trivial, text
+    note = f"only {classes} classes: every label is among the top 5, so the top-5 error is 0 whatever the network"
+    assert (note in text) == trivial, text
+    assert set(result.to_json()) >= {"top1_error", "top5_error", "n", "crops"}

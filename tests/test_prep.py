@@ -414,3 +414,30 @@ def test_cli_limit_per_class_keeps_the_first_n_files_of_every_class(tiny_tree, t
     # the mean image is that of the kept training images only
     train = np.concatenate([images for _, _, _, images in _shard_contents(out, "train")])
     np.testing.assert_allclose(read_mean_image(out), train.mean(axis=0, dtype=np.float64), rtol=0, atol=1e-4)
+
+
+def test_a_rerun_names_every_shard_it_makes_again(tiny_tree, tmp_path):
+    """Each finished shard made again is named on stderr with what is wrong with it: one whose
+    bytes changed, one that no longer reads as a shard, one deleted (--verify and a plain rerun)."""
+    out = tmp_path / "out"
+    args = ["prep", str(tiny_tree), str(out), "--workers", "1", "--shard-size", "16"]
+    assert runner.invoke(app, args).exit_code == 0
+    names = json.loads((out / "manifest.json").read_text())["splits"]["train"]["shards"]
+    changed, unreadable, deleted = (out / n for n in names[:3])
+    data = bytearray(changed.read_bytes())
+    data[len(data) // 2] ^= 0xFF                                 # same size, other bytes
+    changed.write_bytes(bytes(data))
+    data = bytearray(unreadable.read_bytes())
+    data[:8] = bytes(8)                                          # the HDF5 signature gone
+    unreadable.write_bytes(bytes(data))
+    deleted.unlink()
+    result = runner.invoke(app, [*args, "--verify", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["shards_written"] == 3, result.output
+    said = result.stderr
+    assert f"{changed} is damaged (its sha256 differs from the manifest's): making it again" in said, said
+    assert f"{unreadable} is damaged (it no longer reads as a finished shard): making it again" in said, said
+    assert f"{deleted} is missing: making it again" in said, said
+    unreadable.write_bytes(b"")                                  # a plain rerun (sizes tell) names it too
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and f"{unreadable} is damaged" in result.stderr, result.output
+    assert str(changed) not in result.stderr and str(deleted) not in result.stderr

@@ -722,7 +722,9 @@ def test_a_full_disk_during_a_save_is_one_line_and_resume_continues(tiny_data, t
     fdopen = os.fdopen
     monkeypatch.setattr(checkpoint.os, "fdopen", lambda *a, **k: FullDisk(fdopen(*a, **k)))
     full = runner.invoke(app, [*args, "--max-steps", "2", "--resume"])
-    assert full.exit_code == 1 and full.stderr.count("\n") == 1, full.output
+    # the resume's line, then the error's one line
+    assert full.exit_code == 1 and full.stderr.count("\n") == 2 and full.stderr.startswith("Resuming from step 1"), \
+        full.output
     assert "the disk is full" in full.stderr and "the checkpoint of step 1 is kept" in full.stderr
     assert "unexpected pos" not in full.stderr and "Traceback" not in full.output
     assert not list((out / "checkpoints").glob(".*.tmp"))
@@ -765,3 +767,46 @@ def test_save_errors_in_the_users_terms(tmp_path, monkeypatch):
     eio = OSError(errno.EIO, os.strerror(errno.EIO), "x.pt")
     assert "Input/output error; the checkpoint of step 5 is kept: continue with --resume once" in \
         str(runlog.save_error(eio, tmp_path, 7, 5))
+
+
+def test_resume_says_where_it_continues(tiny_data, tmp_path):
+    """--resume names the step, the place in the epoch and the checkpoint, on stderr (never in
+    --json's stdout); a first run says nothing about resuming; a run with nothing left says so."""
+    out = tmp_path / "run"
+    args = ["train", str(tiny_data), "--out", str(out), *FAST]
+    first = runner.invoke(app, [*args, "--max-steps", "1"])
+    assert first.exit_code == 0 and "esum" not in first.stderr, first.output
+    resumed = runner.invoke(app, [*args, "--max-steps", "2", "--resume", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["step"] == 2
+    last = out / "checkpoints" / "last.pt"
+    assert f"Resuming from step 1 (in epoch 1, batch 1) of {last}" in resumed.stderr, resumed.stderr
+    again = runner.invoke(app, [*args, "--max-steps", "2", "--resume"])
+    assert again.exit_code == 0, again.output
+    assert "already at step 2 (--max-steps 2): nothing left to train" in again.stderr, again.stderr
+    assert "Resuming" not in again.stderr
+
+
+def test_resume_of_a_finished_run_says_nothing_is_left(tiny_data, tmp_path):
+    args = ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1", *FAST, "--batch-size", "24"]
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, [*args, "--resume"])
+    assert again.exit_code == 0 and again.stdout.startswith("done: 1 epoch, 2 steps"), again.output
+    assert "finished its 1 epoch at step 2: nothing left to train" in again.stderr, again.stderr
+
+
+@pytest.mark.parametrize("classes", [4, 5, 6])
+def test_the_epoch_line_shows_no_trivial_top5_error(classes):
+    """With at most 5 classes the top-5 error is 0 whatever the network: the epoch's line leaves
+    it out and says why (metrics.jsonl keeps it)."""
+    from alexnet_cli.train import _epoch_line
+
+    record = {"epoch": 1, "train_top1_error": 0.5, "train_top5_error": 0.0, "val_top1_error": 0.25,
+              "val_top5_error": 0.0, "lr": 0.01, "time_s": 1.0, "lr_dropped": False}
+    line = _epoch_line(record, classes)
+    assert "train top-1 50.00%" in line and "val top-1 25.00%" in line
+    if classes <= 5:
+        assert "top-5" not in line.replace("no top-5 error", "") and \
+            line.endswith(f"(no top-5 error: only {classes} classes)"), line
+    else:
+        assert "train top-1 50.00% top-5 0.00%" in line and "val top-1 25.00% top-5 0.00%" in line, line

@@ -9,15 +9,16 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, ForwardBatchOpt, JsonOpt, WorkersOpt,
-                                    check_writable, console, print_json, reporter)
+from alexnet_cli.cli.common import (DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt, check_writable, console,
+                                    print_json, reporter)
+from alexnet_cli.cli.paths import CheckpointArg, DataArg
 from alexnet_cli.codes import BITS, EPOCHS, RERANK, codes_for_split, codes_path
 from alexnet_cli.progress import plural
 
 
 def codes(
-    checkpoint: ExistingFile,
-    data: ExistingDir,
+    checkpoint: CheckpointArg,
+    data: DataArg,
     bits: Annotated[int, typer.Option("--bits", help=f"Bits per image: {', '.join(map(str, BITS))}.")] = 256,
     split: Annotated[str, typer.Option("--split", help="The split of DATA to encode.")] = "train",
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs of the auto-encoder.")] = EPOCHS,

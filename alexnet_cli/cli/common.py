@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from alexnet_cli.cli.flags import FLAGS
+from alexnet_cli.cli.paths import CheckpointArg, DataArg
 from alexnet_cli.errors import UsageError
 from alexnet_cli.figures import PICTURE_FORMATS
 from alexnet_cli.progress import ConsoleReporter
@@ -114,5 +115,5 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or
 DecodeOpt = Annotated[Optional[str], typer.Option("--decode", help="Where jpeg shards are decoded: cpu (simplejpeg, one thread per --workers), gpu (batched nvJPEG on the CUDA device) or auto (gpu on CUDA when a GPU decoder is installed). Default: auto; eval and features: the decoder the run trained with. Raw shards need none.")]
 Bf16Opt = Annotated[bool, typer.Option("--bf16/--no-bf16", help="bfloat16 autocast on CUDA (ignored on the CPU).")]
 ForwardBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
-ExistingDir = Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A prepared data folder (alexnet prep's OUT).")]
-ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False)]
+ExistingDir = DataArg            # DATA, and a CHECKPOINT: given the other, one line saying so (cli/paths.py)
+ExistingFile = CheckpointArg

@@ -11,8 +11,9 @@ from rich.table import Table
 
 from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt,
                                     check_writable, console, err_console, print_json, reporter)
-from alexnet_cli.evaluate import EvalResult, evaluate, write_per_class, write_predictions
-from alexnet_cli.metrics import TOP_K
+from alexnet_cli.cli.paths import check_checkpoint, check_data
+from alexnet_cli.evaluate import EvalResult, check_crops, evaluate, write_per_class, write_predictions
+from alexnet_cli.metrics import top5_is_trivial, top5_note
 from alexnet_cli.progress import plural
 
 # The published results (paper section 7, and torchvision's single-GPU variant), each with the
@@ -62,9 +63,10 @@ def eval_cmd(
     if len(paths) < 2:
         raise typer.BadParameter("give at least one CHECKPOINT and then DATA", param_hint="CHECKPOINT... DATA")
     *checkpoints, data = paths
-    if not data.is_dir():
-        raise typer.BadParameter(f"{data} is a file; the last argument is the prepared data folder (alexnet prep's "
-                                 "OUT)", param_hint="DATA")
+    check_crops(crops)                       # the options first, as click checks them before the body
+    for checkpoint in checkpoints:
+        check_checkpoint(checkpoint, "CHECKPOINT")
+    check_data(data, "DATA (the last argument)")
     check_writable(per_class, "--per-class")
     check_writable(predictions, "--predictions")
     result = evaluate(checkpoints, data, split=split, crops=crops, batch_size=batch_size, device=device,
@@ -83,17 +85,18 @@ def eval_cmd(
 def _table(result: EvalResult) -> Table:
     models = len(result.checkpoints)
     what = f"{models} models averaged" if models > 1 else "1 model"
-    k = result.counts.k
+    classes = result.counts.num_classes
     table = Table(title=f"{result.split}: {result.n:,} images, {result.crops} crop{'s' if result.crops > 1 else ''}, "
                         f"{what}", title_justify="left", caption_justify="left")
     table.add_column("")
     table.add_column("top-1 error", justify="right")
     table.add_column("top-5 error", justify="right")
     table.add_column("images", justify="right")
-    table.add_row("this run", f"{100 * result.top1_error:.2f}%", f"{100 * result.top5_error:.2f}%", f"{result.n:,}",
-                  style="bold")
+    trivial = " (trivial)" if top5_is_trivial(classes) else ""     # the caption says why
+    table.add_row("this run", f"{100 * result.top1_error:.2f}%", f"{100 * result.top5_error:.2f}%{trivial}",
+                  f"{result.n:,}", style="bold")
     rows, note = reference_rows(result.split, models, result.crops)
-    notes = [f"only {k} classes: every label is in the top 5"] if k < TOP_K else []
+    notes = [top5_note(classes)] if top5_is_trivial(classes) else []
     if rows:
         table.add_section()
     for name, _, _, top1, top5, images in rows:

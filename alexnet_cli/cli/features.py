@@ -8,14 +8,15 @@ from typing import Annotated
 
 import typer
 
-from alexnet_cli.cli.common import (DecodeOpt, DeviceOpt, ExistingDir, ExistingFile, ForwardBatchOpt, JsonOpt,
+from alexnet_cli.cli.common import (DecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt,
                                     WorkersOpt, check_writable, console, print_json, reporter)
+from alexnet_cli.cli.paths import CheckpointArg, DataArg
 from alexnet_cli.features import extract_features
 
 
 def features(
-    checkpoint: ExistingFile,
-    data: ExistingDir,
+    checkpoint: CheckpointArg,
+    data: DataArg,
     out: Annotated[Path, typer.Option("--out", metavar="FILE.h5", dir_okay=False,
                                       help="The features file (written as FILE.h5.partial until complete).")],
     split: Annotated[str, typer.Option("--split", help="Which split of DATA.")] = "train",

@@ -69,6 +69,7 @@ FLAGS: dict[str, str] = {
     "splits": "--splits",
     # evaluation, prediction, ablations, reports, the demo
     "crops": "--crops",
+    "split": "--split",
     "k": "--k",
     # neighbors and codes (neighbors.py, codes.py)
     "queries": "--query",

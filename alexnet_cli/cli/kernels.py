@@ -9,12 +9,13 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import ExistingFile, JsonOpt, check_picture_out, console, print_json
+from alexnet_cli.cli.common import JsonOpt, check_picture_out, console, print_json
+from alexnet_cli.cli.paths import CheckpointArg
 from alexnet_cli.kernels import kernel_report
 
 
 def kernels(
-    checkpoint: ExistingFile,
+    checkpoint: CheckpointArg,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE.png", dir_okay=False,
                                                 help="Write the kernels here, as in figure 3, in the format the "
                                                      "suffix names (.png, .jpg, .webp, ...).")] = None,

@@ -15,6 +15,9 @@ from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, Forwar
 from alexnet_cli.neighbors import DEFAULT_K, draw_neighbors, find_neighbors
 
 
+MIN_MEMORY_MB = 16      # below this the search's chunks are a few rows: slow, and no budget anyone means
+
+
 def neighbors(
     checkpoint: ExistingFile,
     data: ExistingDir,
@@ -27,7 +30,7 @@ def neighbors(
         help="Features from `alexnet features` (default: computed once, cached beside the shards).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE.png", dir_okay=False,
                                                 help="Draw each query and its neighbours, one row each (figure 4).")] = None,
-    memory_mb: Annotated[float, typer.Option("--memory-mb", min=16, help="Memory budget of the search (MiB).")] = 1024,
+    memory_mb: Annotated[float, typer.Option("--memory-mb", help="Memory budget of the search (MiB, at least 16).")] = 1024,
     batch_size: ForwardBatchOpt = 128,
     codes: Annotated[bool, typer.Option("--codes", help="Rank by Hamming distance of the binary codes of `alexnet codes` (fast, approximate).")] = False,
     bits: Annotated[int, typer.Option("--bits", help="Which codes (with --codes): 64, 128 or 256 bits.")] = 256,
@@ -38,8 +41,9 @@ def neighbors(
     """The k images of a split nearest to each query by Euclidean distance of their 4096-d fc7
     features (exact search, streamed from disk), or with --codes by Hamming distance of their
     binary codes (`alexnet codes`), optionally re-ranked exactly."""
-    if not math.isfinite(memory_mb):              # before the features, which can take hours
-        raise typer.BadParameter(f"must be a finite number of MiB, got {memory_mb}", param_hint="--memory-mb")
+    if not (math.isfinite(memory_mb) and memory_mb >= MIN_MEMORY_MB):   # before the features, which can take hours
+        raise typer.BadParameter(f"must be a finite number of MiB, at least {MIN_MEMORY_MB}, got {memory_mb:g}",
+                                 param_hint="--memory-mb")
     check_picture_out(out)
     results = find_neighbors(checkpoint, data, query, k=k, split=split, features=features, device=device,
                              batch_size=batch_size, memory_mb=memory_mb, codes=codes, bits=bits, rerank=rerank,

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import (CropsOpt, DeviceOpt, ExistingFile, JsonOpt, check_picture_out, console, err_console,
+from alexnet_cli.cli.common import (CropsOpt, DeviceOpt, JsonOpt, check_picture_out, console, err_console,
                                     print_json)
+from alexnet_cli.cli.paths import CheckpointArg, check_data
 from alexnet_cli.predict import draw_predictions, predict
 
 Images = Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, metavar="IMAGE...",
@@ -17,13 +18,13 @@ Images = Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, metav
 
 
 def predict_cmd(
-    checkpoint: ExistingFile,
+    checkpoint: CheckpointArg,
     images: Images,
     k: Annotated[int, typer.Option("--k", min=1, help="How many classes to show per image.")] = 5,
     crops: CropsOpt = 1,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE.png", dir_okay=False,
                                                 help="Draw each image beside bars for its top 5 (figure 4).")] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", exists=True, file_okay=False,
+    data: Annotated[Optional[Path], typer.Option("--data", exists=True,
                                                  help="Prepared data folder: mean image and class names for "
                                                       "a bare state_dict.")] = None,
     device: DeviceOpt = None,
@@ -31,6 +32,7 @@ def predict_cmd(
 ) -> None:
     """Top-k classes and probabilities of each IMAGE under CHECKPOINT."""
     check_picture_out(out)
+    check_data(data, "--data")
     preds = predict(checkpoint, images, k=k, crops=crops, device=device, data_dir=data)
     if out is not None:
         err_console.print(f"figure: {draw_predictions(preds, out)}", highlight=False)

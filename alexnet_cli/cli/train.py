@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from alexnet_cli.cli.common import (Bf16Opt, DecodeOpt, DeviceOpt, ExistingDir, JsonOpt, WorkersOpt, check_writable,
-                                    console, print_json, reporter)
+from alexnet_cli.cli.common import (Bf16Opt, DecodeOpt, DeviceOpt, JsonOpt, WorkersOpt, check_writable, console,
+                                    print_json, reporter)
+from alexnet_cli.cli.paths import DataArg
 from alexnet_cli.cli.options import (ActivationOpt, AugChunkOpt, BatchSizeOpt, BiasInitOpt, BiasLrMultOpt,
                                      BiasWeightDecayOpt, ChannelsLastOpt, CodeEpochBaseOpt, ColumnsOpt, CompileModeOpt,
                                      CompileOpt, Conv1OrderOpt, Conv1PaddingOpt, DevicesOpt, DropoutOpt,
@@ -25,7 +26,7 @@ from alexnet_cli.train import RunOptions, train as train_run
 
 
 def train(
-    data: ExistingDir,
+    data: DataArg,
     out: Annotated[Path, typer.Option("--out", help="Run folder: config.json, metrics.jsonl, checkpoints/.",
                                       rich_help_panel="Running")],
     recipe: RecipeOpt = "paper",
