@@ -78,7 +78,6 @@ FLAGS: dict[str, str] = {
     "rerank": "--rerank",
     "rerank_depth": "--rerank",
     "memory_mb": "--memory-mb",
-    "split": "--split",
     "features": "--features",
     "data_dir": "--data",
     "variants": "--variants",
