@@ -35,6 +35,7 @@ from alexnet_cli.atomic import replacing
 from alexnet_cli.augment import MEAN_CROPS
 from alexnet_cli.config import LEGACY_MODEL_FIELDS, ModelConfig, model_config_from_dict, resolve_model_config
 from alexnet_cli.errors import AlexnetError, CheckpointError
+from alexnet_cli.images import not_regular
 from alexnet_cli.model import AlexNet
 from alexnet_cli.progress import plural
 from alexnet_cli.shards import read_mean_image
@@ -78,8 +79,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file():        # a FIFO would block torch.load forever
+        try:
+            why = not_regular(path.stat().st_mode)
+        except OSError:
+            why = "no such checkpoint file"
+        raise CheckpointError(f"{path}: {why}")
     try:
         with warnings.catch_warnings():        # torch warns about a plain pickle's protocol before refusing it
             warnings.simplefilter("ignore")
@@ -98,6 +103,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         reason = _first_sentence(str(exc)) or type(exc).__name__
         if isinstance(exc, (KeyError, IndexError, TypeError, AttributeError)):
             reason = "not a torch.save file"                 # the legacy reader's KeyError: 101 says nothing
+        elif isinstance(exc, EOFError):                     # the legacy reader ran out of bytes
+            reason = "an empty file" if path.stat().st_size == 0 else "it ends too soon: truncated?"
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a checkpoint (a {type(data).__name__}, expected a dict)")

@@ -108,13 +108,19 @@ def _open_regular(path: str | Path):
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(path)
         if not stat.S_ISREG(mode):
-            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-            raise UnreadableImage(path, f"not a regular file ({kind})")
+            raise UnreadableImage(path, not_regular(mode))
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def not_regular(mode: int) -> str:
+    """Why a path of this st_mode, neither a regular file nor a folder, is not read."""
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special")
+    return f"not a regular file ({kind})"
 
 
 def _reason(path: str | Path, exc: Exception) -> str:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alexnet_cli.errors import DataError, UsageError
+from alexnet_cli.images import not_regular
 from alexnet_cli.matfile import read_synsets
 
 SPLITS = ("train", "val")
@@ -198,9 +199,7 @@ def _not_regular(path: Path) -> str:
         return "a broken link"
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
-    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special")
-    return f"not a regular file ({kind})"
+    return not_regular(mode)
 
 
 def _utf8(name: str) -> bool:

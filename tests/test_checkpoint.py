@@ -136,6 +136,20 @@ def test_truncated_file(tmp_path, two_column_net):
             load_model(bad)
 
 
+def test_what_is_not_a_checkpoint_file_is_named(tmp_path):
+    """The audit's `predict /dev/null ...` said "no such checkpoint file", and an empty file
+    "(EOFError)"; a FIFO must not block torch.load."""
+    (tmp_path / "empty.pt").write_bytes(b"")
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    for path, reason in ((Path(os.devnull), "not a regular file (a device)"), (fifo, "not a regular file (a FIFO)"),
+                         (tmp_path / "empty.pt", "not a readable checkpoint (an empty file)"),
+                         (tmp_path / "absent.pt", "no such checkpoint file")):
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        assert str(info.value) == f"{path}: {reason}"
+
+
 GARBAGE = [b"not a checkpoint at all\n", bytes(range(256)) * 8]
 
 
