@@ -67,6 +67,7 @@ class Layout:
     class_names: dict[str, str]
     splits: dict[str, list[tuple[str, str]]]            # split -> sorted [(path relative to SRC, wnid)]
     unlabeled: dict[str, list[dict]] = field(default_factory=dict)  # split -> [{"path", "reason"}]
+    unused: list[str] = field(default_factory=list)     # why a label file given was not read ("--val-labels X: ...")
 
 
 def find_layout(src: str | Path, splits: list[str] | None = None, labels: LabelFiles | None = None) -> Layout:
@@ -99,10 +100,30 @@ def find_layout(src: str | Path, splits: list[str] | None = None, labels: LabelF
     if not out.classes:
         raise DataError(f"{src}: found no class folders and no labelled images; {EXPECTED}")
     _drop_unknown_classes(out)
+    out.unused = _unused_label_files(labels, dict(zip(wanted, kinds)))
     nested = image_root != src
     out.name = ("kaggle root " if nested else "") + ", ".join(kinds)
     out.class_names = {w: out.class_names.get(w, w) for w in out.classes}
     return out
+
+
+def _unused_label_files(labels: LabelFiles, kinds: dict[str, str]) -> list[str]:
+    """The label files given that no split read, each with why: given, never silently dropped."""
+    val = kinds.get("val")
+    if val is None:
+        why_val = "no val/ split is prepared"
+    elif val.endswith(" folders"):
+        why_val = "val/ is in class folders, which give the labels"
+    else:
+        why_val = None
+    devkit = val is not None and "devkit ground truth" in val
+    unused = []
+    for flag, path, why in (("--val-labels", labels.val_labels, why_val),
+                            ("--devkit-meta", labels.devkit_meta, None if devkit else "no split is labelled by the devkit's ground truth"),
+                            ("--val-synsets", labels.val_synsets, None if devkit else "no split is labelled by the devkit's ground truth")):
+        if path is not None and why is not None:
+            unused.append(f"{flag} {path} is not used: {why}")
+    return unused
 
 
 def _image_root(src: Path) -> Path | None:

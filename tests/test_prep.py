@@ -395,6 +395,23 @@ def test_cli_label_flags(tmp_path):
         assert [truth[Path(p).name] for p in paths] == labels.tolist()
 
 
+def test_a_label_file_no_split_reads_is_named_not_dropped(tmp_path):
+    """The audit's `prep --val-labels FILE` on a val/ in class folders ran with no word of FILE."""
+    root = synth.make_tree(tmp_path / "src", classes=2, train_per_class=1, val_per_class=1)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("junk")
+    args = ["prep", str(root), str(tmp_path / "a"), "--workers", "1", "--val-labels", str(labels),
+            "--devkit-meta", str(labels)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("Note: ")]
+    assert notes == [f"Note: --val-labels {labels} is not used: val/ is in class folders, which give the labels",
+                     f"Note: --devkit-meta {labels} is not used: no split is labelled by the devkit's ground truth"]
+    only_train = runner.invoke(app, ["prep", str(root), str(tmp_path / "b"), "--workers", "1", "--splits", "train",
+                                     "--val-labels", str(labels)])
+    assert f"--val-labels {labels} is not used: no val/ split is prepared" in only_train.stderr
+
+
 def test_cli_limit_per_class_keeps_the_first_n_files_of_every_class(tiny_tree, tmp_path):
     # tiny_tree has 12 train and 4 val images per class: N = 3 cuts both splits
     out = tmp_path / "out"
