@@ -216,11 +216,12 @@ def split_features(encoder: Encoder, data_dir: Path, split: str, features: str |
 def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequence[str | Path], *,
                    k: int = DEFAULT_K, split: str = "train", features: str | Path | None = None,
                    device: str | torch.device | None = None, batch_size: int = 128, memory_mb: float = 1024,
-                   workers: int | None = None, codes: bool = False, bits: int = 256, rerank: int | None = None,
+                   workers: int | None = None, codes: bool = False, bits: int | None = None, rerank: int | None = None,
                    progress: Reporter = NullReporter()) -> list[QueryResult]:
     """What `alexnet neighbors` does: for each query image, its k nearest images of `split`;
     with `codes`, by Hamming distance of the binary codes of `alexnet codes` (and, with
-    `rerank`, the `rerank` nearest of those re-ranked by exact Euclidean distance)."""
+    `rerank`, the `rerank` nearest of those re-ranked by exact Euclidean distance; `bits`: which
+    codes, 256 unless given)."""
     if k < 1:
         raise UsageError(f"k must be at least 1, got {k}", field="k", value=k)
     if not queries:
@@ -228,6 +229,10 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
     if rerank is not None and not codes:
         raise UsageError("rerank re-ranks the Hamming search: give `codes` too", field="rerank", value=rerank,
                          mentions=("codes",))
+    if bits is not None and not codes:
+        raise UsageError("bits chooses the codes of the Hamming search: give `codes` too", field="bits", value=bits,
+                         mentions=("codes",))
+    bits = BITS[-1] if bits is None else bits
     if codes and bits not in BITS:
         raise UsageError(f"bits must be one of {', '.join(map(str, BITS))}, got {bits}", field="bits", value=bits)
     if rerank is not None and rerank < k:

@@ -271,3 +271,14 @@ def test_cli_neighbors_features_of_another_split_says_which_and_what_to_do(data,
         f.attrs["data_key"] = "0123456789abcdef"
     refused = runner.invoke(app, args[:-1] + [str(other), "--split", "val"])
     assert refused.exit_code == 1 and "split 'val' of other data" in refused.stderr, refused.stderr
+
+
+def test_bits_and_rerank_without_codes_are_refused_alike(tmp_path):
+    """The audit: `--bits 64` without --codes ran the exact search as if not given, while
+    `--rerank` without --codes was refused; both choose something of the Hamming search."""
+    from alexnet_cli.errors import UsageError
+    from alexnet_cli.neighbors import find_neighbors
+
+    for option in ({"bits": 64}, {"rerank": 10}):
+        with pytest.raises(UsageError, match="give `codes` too"):     # before any file is read
+            find_neighbors(tmp_path / "absent.pt", tmp_path, [tmp_path / "absent.jpg"], **option)
