@@ -133,6 +133,13 @@ def _signature(split: str, entries: list[tuple[str, int]], options: PrepOptions)
                        "block_size": options.block_size, "split": split, "files": files}, sort_keys=True)
 
 
+def _options_json(options: PrepOptions) -> dict:
+    """The options a manifest records (the number of workers changes nothing written)."""
+    recorded = {k: v for k, v in asdict(options).items() if k not in ("labels", "workers")}
+    recorded["labels"] = {k: str(v) for k, v in asdict(options.labels).items() if v is not None}
+    return recorded
+
+
 def _plan_digest(shards: list[ShardPlan], layout: Layout) -> str:
     h = hashlib.sha256()
     for s in shards:
@@ -164,7 +171,7 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
     shards = plan(layout, options)
     digest = _plan_digest(shards, layout)
     workers = options.workers or os.cpu_count() or 1
-    done, hashes = _existing_output(out, digest, verify, progress)
+    done, hashes = _existing_output(out, digest, verify, progress, src, options)
     if done is not None:
         return PrepResult(done, True, 0, 0, sum(s.count for s in done.splits.values()),
                           time.perf_counter() - t0, workers)
@@ -174,7 +181,7 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
         finished, written = _build_shards(src, out, shards, options, workers, progress, hashes)
         if verify and hashes and not written:
             progress.log(f"every shard in {out} matches the sha256 in its manifest")
-            intact, _ = _existing_output(out, digest, False, progress)
+            intact, _ = _existing_output(out, digest, False, progress, src, options)
             if intact is not None:   # nothing to repair: leave the folder as it is (it may be read-only)
                 return PrepResult(intact, True, 0, len(shards), sum(s.count for s in intact.splits.values()),
                                   time.perf_counter() - t0, workers)
@@ -212,7 +219,33 @@ def check_data_dir(out: Path) -> None:
                        f"{', ...' if len(entries) > 3 else ''}): choose another OUT")
 
 
-def _existing_output(out: Path, digest: str, verify: bool, progress: Reporter) -> tuple[Manifest | None, dict]:
+def _other_preparation(out: Path, manifest: Manifest, src: Path, options: PrepOptions) -> DataError:
+    """`out` holds another preparation: which options differ (as `name`s the CLI shows as flags),
+    or else that the source differs, by folder or by its files."""
+    asked = _options_json(options)
+    differ = [k for k in asked if k in manifest.options and manifest.options[k] != asked[k]]
+    if differ:
+        said = "; ".join(f"{'label files' if k == 'labels' else f'`{k}`'} {_shown_option(manifest.options[k])} there, "
+                         f"{_shown_option(asked[k])} now" for k in differ)
+        what = f"with other options ({said})"
+    elif manifest.source != str(src.resolve()):        # a copy of the same files would be taken as they are
+        what = f"from other files (those under {manifest.source})"
+    else:
+        what = f"from other files (the files under {src} changed since)"
+    return DataError(f"{out} already holds data prepared {what}; choose another output folder (or delete this "
+                     "one)", mentions=tuple(k for k in differ if k != "labels"))
+
+
+def _shown_option(value: object) -> str:
+    if isinstance(value, dict):                  # the label files: {"val_labels": path}
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "all"
+    return "none" if value is None else str(value)
+
+
+def _existing_output(out: Path, digest: str, verify: bool, progress: Reporter, src: Path,
+                     options: PrepOptions) -> tuple[Manifest | None, dict]:
     """What `out` already holds: (its manifest if it is exactly this preparation, complete,
     with nothing to do; the sha256 of each shard the manifest lists, to check reused shards
     against). Something to repair (a missing or resized shard, a missing mean image, with
@@ -234,8 +267,7 @@ def _existing_output(out: Path, digest: str, verify: bool, progress: Reporter) -
                      "against)")
         return None, {}
     if manifest.options.get("plan_digest") != digest:
-        raise DataError(f"{out} already holds data prepared from other files or with other options; "
-                        "choose another output folder (or delete this one)")
+        raise _other_preparation(out, manifest, src, options)
     hashes = {name: info.sha256 for name, info in manifest.shards.items()}
     if verify:
         return None, hashes
@@ -463,8 +495,7 @@ def _write_outputs(src: Path, out: Path, layout: Layout, shards: list[ShardPlan]
     _save_npy(out / MEAN_IMAGE, mean)
     skipped = [x for split in layout.splits for x in layout.unlabeled.get(split, [])]
     skipped += [x for s in shards for x in finished[s.name].skipped]
-    options_json = {k: v for k, v in asdict(options).items() if k not in ("labels", "workers")}
-    options_json["labels"] = {k: str(v) for k, v in asdict(options.labels).items() if v is not None}
+    options_json = _options_json(options)
     options_json.update(image_size=SIZE, mean_split=mean_split, plan_digest=digest)
     manifest = Manifest(
         root=out, classes=layout.classes, class_names=[layout.class_names[w] for w in layout.classes],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -142,6 +143,28 @@ def test_rerun_on_finished_output_does_nothing(tiny_tree, tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
     with pytest.raises(DataError, match="other options"):
         prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"], format="jpeg"))
+
+
+def test_another_preparation_says_what_differs(tiny_tree, tmp_path):
+    """The audit: "already holds data prepared from other files or with other options" named
+    neither. The options that differ are named by their flags, else the source folder, else
+    the files under it."""
+    out = tmp_path / "out"
+    base = ["prep", str(tiny_tree), str(out), "--workers", "1", "--splits", "val"]
+    assert runner.invoke(app, [*base, "--limit-per-class", "2"]).exit_code == 0
+    other = runner.invoke(app, [*base, "--format", "jpeg"])
+    assert other.exit_code == 1 and other.stderr.strip() == (
+        f"Error: {out} already holds data prepared with other options (--format raw there, jpeg now; "
+        "--limit-per-class 2 there, none now); choose another output folder (or delete this one)")
+    copy = tmp_path / "copy"                   # a copy of the same files: taken as they are
+    shutil.copytree(tiny_tree, copy)
+    assert runner.invoke(app, ["prep", str(copy), *base[2:], "--limit-per-class", "2"]).exit_code == 0
+    assert prepare(copy, tmp_path / "c", PrepOptions(workers=1, splits=["val"])).shards_written
+    shutil.copy(next(tiny_tree.glob("val/*/*")), next((copy / "val").iterdir()) / "0.JPEG")   # sorts first
+    moved = runner.invoke(app, ["prep", str(copy), *base[2:], "--limit-per-class", "2"])
+    assert f"prepared from other files (those under {tiny_tree.resolve()})" in moved.stderr
+    with pytest.raises(DataError, match=f"from other files \\(the files under {copy} changed since\\)"):
+        prepare(copy, tmp_path / "c", PrepOptions(workers=1, splits=["val"]))
 
 
 def _tree_state(folder: Path) -> dict:
