@@ -58,6 +58,9 @@ class PrepOptions:
     labels: LabelFiles = field(default_factory=LabelFiles)
 
     def check(self) -> None:
+        if self.splits is not None and not self.splits:      # `--splits ""`: not "all", which is leaving it out
+            raise UsageError("splits must name at least one split (train, val); leave it out for all found",
+                             field="splits", value=self.splits)
         if self.format not in FORMATS:
             raise UsageError(f"format must be raw or jpeg, got {self.format!r}", field="format", value=self.format)
         # a shard is built in memory (shards.ShardWriter); the loader holds 2 or more windows of

@@ -398,6 +398,9 @@ def test_cli_errors(tmp_path):
     assert missing.exit_code == 2
     bad = runner.invoke(app, ["prep", str(tmp_path / "empty"), str(tmp_path / "out"), "--format", "png"])
     assert bad.exit_code == 2 and "--format must be raw or jpeg" in bad.stderr   # a bad value: usage
+    for empty in ("", " , "):                     # not "every split", which is leaving --splits out
+        none = runner.invoke(app, ["prep", str(tmp_path / "empty"), str(tmp_path / "out"), "--splits", empty])
+        assert none.exit_code == 2 and "--splits must name at least one split" in none.stderr
 
 
 def test_cli_label_flags(tmp_path):

@@ -53,7 +53,7 @@ def prep(
     options = PrepOptions(
         format=format, jpeg_quality=jpeg_quality, shard_size=shard_size, block_size=block_size,
         limit_per_class=limit_per_class, workers=workers,
-        splits=[s.strip() for s in splits.split(",") if s.strip()] if splits else None,
+        splits=None if splits is None else [s.strip() for s in splits.split(",") if s.strip()],
         labels=LabelFiles(val_labels=val_labels, synset_mapping=synset_mapping, devkit_meta=devkit_meta,
                           val_synsets=val_synsets))
     result = prepare(src, out, options, progress=reporter(), verify=verify)
