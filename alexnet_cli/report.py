@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from alexnet_cli.atomic import write_atomic
-from alexnet_cli.config import RECIPE_NAMES, resolve_model_config, resolve_train_config, to_dict
+from alexnet_cli.config import RECIPE_NAMES, ModelConfig, resolve_model_config, resolve_train_config, to_dict
 from alexnet_cli.errors import AlexnetError, UsageError
 from alexnet_cli.runlog import RunFolder, RunLock, read_metrics
 
@@ -49,6 +49,7 @@ class RunReport:
     last_val_top5_error: float | None
     last_train_top1_error: float | None
     lr_drops: list[int]                     # the epochs after which the rate was divided
+    num_classes: int                        # fc8's outputs: at most 5 make the top-5 error trivial
     images_per_s: float | None              # median over the log intervals
     time_s: float                           # training time logged (validation and saves left out)
     state: str                              # one of STATES
@@ -61,7 +62,8 @@ class RunReport:
                 "best_val_top5_error": self.best_val_top5_error,
                 "last_val_top1_error": self.last_val_top1_error, "last_val_top5_error": self.last_val_top5_error,
                 "last_train_top1_error": self.last_train_top1_error, "lr_drops": self.lr_drops,
-                "images_per_s": self.images_per_s, "time_s": self.time_s, "state": self.state}
+                "num_classes": self.num_classes, "images_per_s": self.images_per_s, "time_s": self.time_s,
+                "state": self.state}
 
     def kind(self, kind: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r.get("kind") == kind]
@@ -122,6 +124,7 @@ def read_run(run_dir: str | Path, name: str | None = None, *, now: float | None 
         last_val_top5_error=last_val and last_val.get("val_top5_error"),
         last_train_top1_error=epochs[-1].get("train_top1_error") if epochs else None,
         lr_drops=rate_drops(epochs),
+        num_classes=int(config["model"].get("num_classes", ModelConfig.num_classes)),
         images_per_s=statistics.median(r["images_per_s"] for r in steps) if steps else None,
         time_s=training_time(epochs, steps, config),
         state=run_state(run_dir, config, records, len(epochs), total, time.time() if now is None else now),

@@ -85,6 +85,11 @@ def test_report_table_names_runs_settings_and_states(two_runs):
     for text in ("paper", "no-lrn", "--no-lrn", "1/1", "0/1", "finished"):
         assert text in result.stdout, text
     assert "[bold]" not in result.stdout and "[/]" not in result.stdout    # styles, not markup printed as text
+    # 4 classes: every label is in the top 5, so no top-5 figure (it read 0.00 whatever the network)
+    best = read_run(two_runs[0]).best_val_top1_error
+    assert f"{100 * best:.2f}/-" in result.stdout and "/0.00" not in result.stdout
+    assert "top-5 '-': a run of at most 5 classes" in " ".join(result.stdout.split())
+    assert json.loads(runner.invoke(app, ["report", str(two_runs[0]), "--json"]).stdout)[0]["num_classes"] == 4
 
 
 def test_report_reads_a_run_being_written(two_runs, tmp_path):

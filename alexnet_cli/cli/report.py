@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from alexnet_cli.cli.common import JsonOpt, check_writable, console, err_console, print_json, setting_text
+from alexnet_cli.metrics import TOP_K, top5_is_trivial
 from alexnet_cli.report import RunReport, report
 
 Runs = Annotated[list[Path], typer.Argument(exists=True, file_okay=False, metavar="RUN...", show_default=False,
@@ -36,8 +37,10 @@ def report_cmd(
         err_console.print(f"curves: {out}", highlight=False)
 
 
-def _pair(top1: float | None, top5: float | None) -> str:
-    return "" if top1 is None else f"{100 * top1:.2f}/{100 * (top5 or 0):.2f}"
+def _pair(top1: float | None, top5: float | None, trivial: bool) -> str:
+    if top1 is None:
+        return ""
+    return f"{100 * top1:.2f}/{'-' if trivial else f'{100 * (top5 or 0):.2f}'}"
 
 
 def _settings(r: RunReport) -> str:
@@ -63,11 +66,16 @@ def table(reports: list[RunReport]) -> Table:
                          ("lr/10 after", "left"), ("img/s", "right"), ("time", "right")):
         t.add_column(col, justify=justify, overflow="fold", no_wrap=col not in ("run", "lr/10 after"),
                      min_width={"run": 13, "lr/10 after": 6}.get(col))
+    if any(top5_is_trivial(r.num_classes) for r in reports):
+        t.caption = (f"top-5 '-': a run of at most {TOP_K} classes, whose every label is among the top {TOP_K} "
+                     "(its top-5 error is 0 whatever the network)")
+        t.caption_justify = "left"
     for r in reports:
-        best = _pair(r.best_val_top1_error, r.best_val_top5_error)
+        trivial_5 = top5_is_trivial(r.num_classes)
+        best = _pair(r.best_val_top1_error, r.best_val_top5_error, trivial_5)
         t.add_row(Text.assemble((r.name, "bold"), "\n", (_settings(r), "dim")),      # user text: no markup
                   f"{r.epochs_done}/{r.epochs_total}\n{r.state}",
                   Text.assemble(best, "\n", (f"epoch {r.best_epoch}", "dim")) if best else "",
-                  _pair(r.last_val_top1_error, r.last_val_top5_error), ", ".join(map(str, r.lr_drops)),
+                  _pair(r.last_val_top1_error, r.last_val_top5_error, trivial_5), ", ".join(map(str, r.lr_drops)),
                   _rate(r.images_per_s), _time(r.time_s))
     return t
