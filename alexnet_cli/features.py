@@ -335,7 +335,7 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
     if batch_size < 1:
         raise UsageError(f"batch_size must be positive, got {batch_size}", field="batch_size", value=batch_size)
     out, manifest = Path(out), read_manifest(data_dir)
-    count, data = manifest.split(split).count, data_key(manifest, split)
+    count, data = manifest.asked_split(split).count, data_key(manifest, split)
     want = (encoder.key, split, count, data)              # what a matching file was made from
     partial = partial_path(out)
     if out.exists() and not overwrite:

@@ -182,7 +182,7 @@ def split_features(encoder: Encoder, data_dir: Path, split: str, features: str |
     """The features file to search: `features` after checking it was made by this network from
     this data, or else the split's cached file (computed once, resumable, atomic)."""
     manifest = read_manifest(data_dir)
-    count, data = manifest.split(split).count, data_key(manifest, split)
+    count, data = manifest.asked_split(split).count, data_key(manifest, split)
     if features is None:
         path = cache_path(data_dir, split, encoder.key)
         stale = path.exists() and not _cache_fits(path, encoder.key, split, count, data)

@@ -146,7 +146,7 @@ def test_cli_features(tiny_data, checkpoint, tmp_path):
     assert data["count"] == 16 and data["dim"] == 4096 and data["out"] == str(out) and data["split"] == "val"
 
     bad = runner.invoke(app, ["features", str(checkpoint), str(tiny_data), "--split", "test", "--out", str(out)])
-    assert bad.exit_code == 1 and "Error:" in bad.stderr and "no split 'test'" in bad.stderr
+    assert bad.exit_code == 1 and "Error:" in bad.stderr and "no split 'test'" in bad.stderr and "pass one of them as --split" in bad.stderr
     assert runner.invoke(app, ["features", str(checkpoint), str(tmp_path / "nodata"), "--out", str(out)]).exit_code == 2
     assert runner.invoke(app, ["features", str(checkpoint), str(tiny_data)]).exit_code == 2   # --out is required
 

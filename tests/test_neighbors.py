@@ -193,7 +193,7 @@ def test_cli_neighbors_bad_input(data, checkpoint, tmp_path):
     png = tmp_path / "q.png"
     Image.new("RGB", (256, 256), (10, 200, 30)).save(png)
     nosplit = runner.invoke(app, ["neighbors", str(checkpoint), str(data), "--query", str(png), "--split", "test"])
-    assert nosplit.exit_code == 1 and "no split 'test'" in nosplit.stderr
+    assert nosplit.exit_code == 1 and "no split 'test'" in nosplit.stderr and "as --split" in nosplit.stderr
 
 
 @pytest.mark.gpu
