@@ -233,6 +233,9 @@ class Trainer:
         self.replica.load_state_dict(ckpt["model"])
         load_velocity_state(self.optimizer, ckpt["optimizer"]["velocity"])
         self.log.truncate(self.state.load_state_dict(ckpt["trainer"]))
+        stats = self.state.stats
+        if stats.loss_steps is None:         # older checkpoints: their intervals ended at multiples of log_every
+            stats.loss_steps = self.state.pos.step % self.run.log_every
 
     # -------------------------------------------------------------- training
     def fit(self) -> dict[str, Any]:
@@ -398,10 +401,8 @@ class Trainer:
         """Every log_every steps, and after an epoch's or the run's last step: the mean loss of
         the steps since the last record (one host sync); NaN guard; stuck warning."""
         self._check_finite()
-        stats, pos = self.state.stats, self.state.pos
-        step, every = pos.step, self.run.log_every
-        steps = min((step - 1) % every + 1, pos.batch)     # since the last multiple of every, within the epoch
-        loss, rate = stats.interval(steps, self.train_cfg.batch_size)  # host sync
+        stats, step = self.state.stats, self.state.pos.step
+        loss, steps, rate = stats.interval(self.train_cfg.batch_size)  # host sync
         chance = math.log(self.model_cfg.num_classes)
         if stats.note_chance(loss, chance, steps) >= self.run.stuck_steps:
             stats.warned = True

@@ -61,22 +61,26 @@ class EpochStats:
         self.chance_steps, self.warned = 0, False
         self.t_interval = self.t_epoch = time.perf_counter()
         self.timed_steps = 0          # steps since t_interval (after a resume, fewer than the interval's)
+        self.loss_steps: int | None = 0   # the steps loss_sum holds (None: read from a checkpoint without it)
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
         self.meter.update(logits.float(), labels.to(logits.device))
         self.loss_sum += loss.to(self.device)
         self.bad |= ~torch.isfinite(loss.to(self.device))
         self.timed_steps += 1
+        self.loss_steps = (self.loss_steps or 0) + 1
 
-    def interval(self, steps: int, batch_size: int) -> tuple[float, float]:
-        """Mean loss over the last `steps` steps and images/s (of the steps this process timed:
-        a resumed interval's first steps ran before the checkpoint); starts the next interval."""
-        loss = self.loss_sum.item() / steps                                   # host sync
+    def interval(self, batch_size: int) -> tuple[float, int, float]:
+        """The mean loss of the interval's steps, their number, and images/s (of the steps this
+        process timed: a resumed interval's first steps ran before the checkpoint); starts the
+        next interval."""
+        steps = max(self.loss_steps or 0, 1)
+        loss = self.loss_sum.item() / steps                                  # host sync
         now = time.perf_counter()
         rate = max(self.timed_steps, 1) * batch_size / max(now - self.t_interval, 1e-9)
         self.loss_sum.zero_()
-        self.t_interval, self.timed_steps = now, 0
-        return loss, rate
+        self.t_interval, self.timed_steps, self.loss_steps = now, 0, 0
+        return loss, steps, rate
 
     def note_chance(self, loss: float, chance: float, steps: int) -> int:
         """Steps in a row with the loss at chance level; 0 once warned or when learning."""
@@ -102,7 +106,7 @@ class EpochStats:
         if self.ranks.world_size > 1:
             counts = counts.clone()
             dist.all_reduce(counts, op=dist.ReduceOp.SUM)
-        return {"counts": counts.cpu(), "loss_sum": self.loss_sum.cpu(),
+        return {"counts": counts.cpu(), "loss_sum": self.loss_sum.cpu(), "loss_steps": self.loss_steps,
                 "chance_steps": self.chance_steps, "warned": self.warned, "epoch_time_s": self.epoch_time()}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
@@ -110,6 +114,7 @@ class EpochStats:
         if not self.ranks.is_main:
             self.meter.counts.zero_()
         self.loss_sum.copy_(d["loss_sum"])
+        self.loss_steps = d.get("loss_steps")       # None in older checkpoints: the trainer works it out
         self.chance_steps, self.warned = int(d["chance_steps"]), bool(d["warned"])
         # the epoch's time so far (0 in checkpoints older than the key): a resumed epoch's time_s
         # counts its training before the save as well as after the resume

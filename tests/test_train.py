@@ -121,6 +121,12 @@ def test_every_step_is_logged_even_in_a_run_shorter_than_log_every(small_data, t
         assert r["loss"] == pytest.approx(sum(losses[a:b]) / (b - a), rel=1e-5) and r["images_per_s"] > 0
     report = read_run(out)
     assert report.step == 5 and report.images_per_s > 0 and report.time_s > 0
+    # continued to step 8: the interval after the stop holds step 6 alone, then 7 and 8
+    assert runner.invoke(app, [*args[:-1], "8", "--resume"]).exit_code == 0
+    steps = [r for r in read_metrics(out) if r["kind"] == "train"]
+    assert [r["step"] for r in steps] == [3, 4, 5, 6, 8]
+    for r, (a, b) in zip(steps[3:], ((5, 6), (6, 8))):
+        assert r["loss"] == pytest.approx(sum(losses[a:b]) / (b - a), rel=1e-5)
 
 
 def test_resume_after_sigkill_is_bitwise_exact(small_data, tmp_path):
