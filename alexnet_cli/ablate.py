@@ -8,7 +8,8 @@ validation split and set beside the full network, with the paper's differences:
 - no-lrn       section 4.3: LRN lowers top-1 / top-5 error by 1.4 / 1.2 points
 - pool2        section 4.4: overlapping pooling (3/2 against 2/2) by 0.4 / 0.3
 - one-column   section 4.2: two columns against one with half the kernels, by 1.7 / 1.2
-- no-dropout   section 5.2: without dropout the network overfits substantially (train-val gap)
+- no-dropout   section 5.2: without dropout the network overfits substantially (the column
+               "val − train": the last epoch's validation minus training top-1 error)
 - no-pca-aug   section 5.1: the PCA colour noise lowers top-1 error by over 1 point
 - tanh         section 4.1, figure 1: ReLUs reach 25% training error about 6 times faster
 
@@ -66,7 +67,7 @@ VARIANTS = {v.name: v for v in (
     Variant("one-column", "one column, half the kernels", "4.2", model={"columns": 1},
             paper_top1=0.017, paper_top5=0.012, paper="+1.7 / +1.2"),
     Variant("no-dropout", "no dropout", "5.2", model={"dropout": 0.0},
-            paper="overfits (see gap)"),
+            paper="overfits (see val − train)"),
     Variant("no-pca-aug", "no PCA colour noise", "5.1", train={"pca_aug": False},
             paper_top1=0.01, paper="+1 or more (top-1)"),
     Variant("tanh", "tanh instead of ReLU", "4.1", model={"activation": "tanh"},
@@ -132,9 +133,11 @@ def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tr
     trained = {}
     for i, name in enumerate(names, 1):
         variant = VARIANTS.get(name, FULL_VARIANT)
-        progress.log(f"ablate: {name} ({variant.what}), run {i} of {len(names)} in {out_dir / name}")
-        trained[name] = _done_before(previous, settings, out_dir / name) or _train_variant(
-            variant, data_dir, out_dir / name, model_cfg, train_cfg, run, recipe, progress)
+        done = _done_before(previous, settings, out_dir / name)
+        progress.log(f"ablate: {name} ({variant.what}), run {i} of {len(names)} in {out_dir / name}"
+                     + (": finished before, skipped" if done else ""))
+        trained[name] = done or _train_variant(variant, data_dir, out_dir / name, model_cfg, train_cfg, run, recipe,
+                                               progress)
         if trained[name]["rank"] != 0:                  # under torchrun, process 0 alone reports
             progress = NullReporter()
     if trained[FULL]["rank"] != 0:
@@ -267,7 +270,8 @@ def _document(settings: dict[str, Any], names: list[str], results: dict[str, Any
 
 
 # ----------------------------------------------------------------------- the table
-HEADER = ["variant", "what", "top-1", "top-5", "Δ top-1", "Δ top-5", "paper Δ", "train-val gap", "epochs",
+VAL_MINUS_TRAIN = "val − train"     # JSON train_val_gap: the last epoch's val minus train top-1 error, in points
+HEADER = ["variant", "what", "top-1", "top-5", "Δ top-1", "Δ top-5", "paper Δ", VAL_MINUS_TRAIN, "epochs",
           "state"]
 
 

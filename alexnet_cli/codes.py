@@ -22,10 +22,13 @@ directly, which keeps this small and fast.
 Files, beside the features file FEAT.h5 (so keyed like it: weights + network config + data):
 
     FEAT.codes<bits>.pt   the training state after each finished epoch (save_checkpoint:
-                          atomic); a killed `codes` resumes after the last finished epoch
+                          atomic); a killed `codes` resumes after the last finished epoch.
+                          Removed once the codes file is complete (weights and Adam's state:
+                          about 100 MB at 4096 features)
     FEAT.codes<bits>.h5   the codes: uint8 (N, bits/8), np.packbits of each row's bits (row i
                           = row i of FEAT.h5), written atomically when complete, with the
-                          encoder (weights, centring) and the measured quality
+                          encoder (weights, centring: all that a search needs; the decoder
+                          only trains it) and the measured quality
 
 Training is deterministic for a seed: epoch e shuffles with (seed, e) and draws its noise
 from a generator seeded with (seed, e), so resuming at an epoch gives the same weights as an
@@ -49,6 +52,7 @@ from torch import nn
 
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.checkpoint import save_checkpoint
+from alexnet_cli.config import SEED_MAX, check_seed
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.features import FeaturesInfo, read_checked, read_features_info, read_rows
 from alexnet_cli.progress import NullReporter, Reporter, plural
@@ -333,29 +337,39 @@ def read_codes_info(path: str | Path) -> CodesInfo:
 
 
 def read_codes(path: str | Path) -> tuple[np.ndarray, CodeNet]:
-    """The packed codes (N, bits/8) and the encoder that made them (on the CPU)."""
+    """The packed codes (N, bits/8) and the encoder that made them (on the CPU; its decoder,
+    which files keep no more, is untrained: only `code` may be used)."""
     info = read_codes_info(path)
     with h5py.File(path, "r", locking=False) as f:
         codes = f["codes"][:]
         state = {name: torch.from_numpy(np.asarray(f["encoder"][name][()])) for name in f["encoder"]}
     s = info.settings
     net = CodeNet(int(s["dim"]), info.bits, int(s["hidden"]))
-    try:
-        net.load_state_dict(state)
+    try:                       # files before session 7 hold the decoder too: loaded, unused
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        missing = [name for name in missing if not name.startswith("decoder.")]
+        if missing or unexpected:
+            raise RuntimeError(f"missing {missing}, unexpected {unexpected}")
     except RuntimeError as exc:
         raise DataError(f"{path}: its encoder does not fit its settings ({str(exc).splitlines()[0]})") from None
     return codes, net.eval()
 
 
+def encoder_state(net: CodeNet) -> dict[str, torch.Tensor]:
+    """What a codes file keeps of the auto-encoder: the encoder and its input's centring."""
+    return {name: t for name, t in net.state_dict().items() if not name.startswith("decoder.")}
+
+
 def _write_codes(path: Path, codes: np.ndarray, net: CodeNet, *, features: FeaturesInfo, epochs: int,
                  settings: dict[str, Any], quality: dict[str, Any]) -> None:
-    """The codes file, built in memory and written atomically (41 MB for 1.28 M x 256 bits)."""
+    """The codes file, built in memory and written atomically: the codes (41 MB for 1.28 M x 256
+    bits) and the encoder that makes a query's code (17 MB at 4096 x 1024; not the decoder)."""
     buf = io.BytesIO()
     with h5py.File(buf, "w") as f:
         f.create_dataset("codes", data=codes, chunks=(max(1, min(len(codes), 65536)), codes.shape[1]) if len(codes)
                          else None, track_times=False)
         g = f.create_group("encoder")
-        for name, tensor in net.state_dict().items():
+        for name, tensor in encoder_state(net).items():
             g.create_dataset(name, data=tensor.detach().cpu().numpy(), track_times=False)
         f.attrs.update({"format": FORMAT, "version": VERSION, "bits": net.bits, "count": len(codes),
                         "features_key": features.key, "data_key": features.data_key, "split": features.split,
@@ -397,11 +411,17 @@ def _centre(features: str | Path, info: FeaturesInfo, train: np.ndarray, progres
     return torch.from_numpy(mean.astype(np.float32)), math.sqrt(var)
 
 
+def _mix(seed: int, epoch: int) -> int:
+    """The seed of epoch `epoch`'s noise: within torch's 64 bits for any seed (SEED_MAX), the
+    same number as before the mask for every seed below 2^32 (codes made then are unchanged)."""
+    return (seed * 1_000_003 + epoch) & SEED_MAX
+
+
 def _epoch(net: CodeNet, opt: torch.optim.Optimizer, features: str | Path, info: FeaturesInfo, train: np.ndarray,
            seed: int, epoch: int, batch_size: int, neighbours: float, device: torch.device, task) -> float:
     """One pass over the training rows in an order fixed by (seed, epoch); the mean loss."""
     rng = np.random.default_rng([seed, epoch])
-    gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+    gen = torch.Generator(device=device).manual_seed(_mix(seed, epoch))
     total, count = 0.0, 0
     net.train()
     for start, rows in _blocks(features, rng.permutation(math.ceil(info.count / BLOCK_ROWS))):
@@ -439,6 +459,12 @@ def _encode_all(net: CodeNet, features: str | Path, info: FeaturesInfo, proj: to
 
 # ---------------------------------------------------------------------------- quality
 
+def rerank_candidates(rerank_depth: int, count: int) -> int:
+    """How many codes `measure` re-ranks for each query: `rerank_depth`, at most the count - 1
+    others (the query excluded), at least the largest k measured."""
+    return max(min(max(KS), count - 1), min(rerank_depth, count - 1))
+
+
 def measure(features: str | Path, info: FeaturesInfo, queries: np.ndarray, codes: dict[str, np.ndarray], *,
             rerank_depth: int, device: torch.device, progress: Reporter = NullReporter()) -> dict[str, Any]:
     """recall@k of the exact Euclidean neighbours and label precision@k of each kind of codes,
@@ -465,7 +491,7 @@ def measure(features: str | Path, info: FeaturesInfo, queries: np.ndarray, codes
 
     result: dict[str, Any] = {"queries": int(len(queries)), "rerank": int(rerank_depth), "ks": ks,
                               "exact": {f"precision@{k}": float((labels[exact[:, :k]] == qlab).mean()) for k in ks}}
-    depth = max(kmax, min(rerank_depth, info.count - 1))
+    depth = rerank_candidates(rerank_depth, info.count)
     for name, c in codes.items():
         _, cand = hamming_nearest(c[queries], c, depth, exclude=queries, device=device)
         plain = scores(cand[:, :kmax])
@@ -478,6 +504,9 @@ def measure(features: str | Path, info: FeaturesInfo, queries: np.ndarray, codes
 
 @dataclass
 class CodesResult:
+    """What make_codes made or kept. `state`: where the training state is kept while training;
+    removed once `codes` is complete."""
+
     codes: Path
     state: Path
     bits: int
@@ -488,9 +517,15 @@ class CodesResult:
     reused: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {"codes": str(self.codes), "state": str(self.state), "bits": self.bits, "count": self.count,
+        return {"codes": str(self.codes), "bits": self.bits, "count": self.count,
                 "epochs": self.epochs, "loss": self.loss, "bytes_per_image": self.bits // 8, "quality": self.quality,
                 "reused": self.reused}
+
+
+def check_bits_choice(bits: int) -> None:
+    """The --bits of `codes` and `neighbors --codes`: one of BITS."""
+    if bits not in BITS:
+        raise UsageError(f"bits must be one of {', '.join(map(str, BITS))}, got {bits}", field="bits", value=bits)
 
 
 def check_bits(bits: int) -> None:
@@ -511,8 +546,7 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("rerank_depth", rerank_depth)):
         if value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}", field=name, value=value)
-    if seed < 0 or seed >= 2**32:
-        raise UsageError(f"seed must be in [0, 2^32), got {seed}", field="seed", value=seed)
+    check_seed(seed)
     if not 0 <= neighbours < math.inf:
         raise UsageError(f"the neighbourhood weight must be finite and >= 0, got {neighbours}")
     device = torch.device(device)
@@ -531,10 +565,15 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
     if out.exists():
         try:
             done = read_codes_info(out)
-            if (done.settings == settings and done.epochs == epochs
-                    and done.quality.get("rerank", rerank_depth) == rerank_depth):
-                return CodesResult(out, state_file, bits, info.count, epochs, done.quality.get("loss"),
-                                   done.quality, True)
+            if done.settings == settings and done.epochs == epochs:
+                state_file.unlink(missing_ok=True)   # left by a kill between writing the codes and this
+                if done.quality.get("rerank", rerank_depth) == rerank_depth:
+                    return CodesResult(out, state_file, bits, info.count, epochs, done.quality.get("loss"),
+                                       done.quality, True)
+                progress.log(f"codes: {out} is trained ({plural(epochs, 'epoch')}): measuring again")
+                learned, net = read_codes(out)
+                return _finish(out, state_file, learned, net.to(device), info, held, epochs, done.quality.get("loss"),
+                               settings, rerank_depth, device, progress)
         except DataError as exc:
             progress.log(f"making the codes again: {exc}")
 
@@ -572,12 +611,23 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
                                                    "model": {k: v.cpu() for k, v in net.state_dict().items()},
                                                    "optimizer": opt.state_dict()}})
             progress.log(f"codes: epoch {epoch + 1}/{epochs}, loss {loss:.4f} (reconstruction + neighbourhood term)")
-    learned, random = _encode_all(net, features, info, random_projections(info.dim, bits, seed), device, progress)
-    quality = measure(features, info, held, {"autoencoder": learned, "random_projections": random},
+    return _finish(out, state_file, None, net, info, held, epochs, loss, settings, rerank_depth, device, progress)
+
+
+def _finish(out: Path, state_file: Path, learned: np.ndarray | None, net: CodeNet, info: FeaturesInfo,
+            held: np.ndarray, epochs: int, loss: float | None, settings: dict[str, Any], rerank_depth: int,
+            device: torch.device, progress: Reporter) -> CodesResult:
+    """Encode every row (or keep the `learned` codes of an earlier file), measure the codes
+    against random projections, write the codes file and remove the training state."""
+    proj = random_projections(info.dim, net.bits, int(settings["seed"]))
+    encoded, random = _encode_all(net, info.path, info, proj, device, progress)
+    learned = encoded if learned is None else learned
+    quality = measure(info.path, info, held, {"autoencoder": learned, "random_projections": random},
                       rerank_depth=rerank_depth, device=device, progress=progress) if len(held) else {}
     quality["loss"] = loss
     _write_codes(out, learned, net.cpu(), features=info, epochs=epochs, settings=settings, quality=quality)
-    return CodesResult(out, state_file, bits, info.count, epochs, loss, quality, False)
+    state_file.unlink(missing_ok=True)         # the codes are complete (written atomically): nothing to resume
+    return CodesResult(out, state_file, net.bits, info.count, epochs, loss, quality, False)
 
 
 def _load_state(path: Path, settings: dict[str, Any], progress: Reporter) -> dict[str, Any] | None:

@@ -171,6 +171,16 @@ def check_choice(name: str, value: Any, choices: tuple) -> None:
                          field=name, value=value)
 
 
+SEED_MAX = 2**63 - 1   # torch's and NumPy's generators take any seed in [0, 2**63)
+
+
+def check_seed(seed: int) -> None:
+    """A seed every generator accepts (NumPy's refuses negative ones, torch's ones beyond 64
+    bits): the one range of every command's --seed, checked before anything is written."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise UsageError(f"seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}", field="seed", value=seed)
+
+
 def _resolve(cls, recipe: str, part: str, overrides: dict[str, Any]):
     check_choice("recipe", recipe, RECIPE_NAMES)
     known = {f.name for f in fields(cls)}

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from alexnet_cli.atomic import partial_path, publish
-from alexnet_cli.config import ModelConfig, TrainConfig, resolve_model_config, resolve_train_config
+from alexnet_cli.config import ModelConfig, TrainConfig, check_seed, resolve_model_config, resolve_train_config
 from alexnet_cli.errors import AlexnetError, UsageError
 from alexnet_cli.evaluate import EvalResult, evaluate
 from alexnet_cli.kernels import KernelReport, kernel_report
@@ -63,7 +63,7 @@ from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.runlog import RunFolder, json_text, read_metrics
 from alexnet_cli.shards import read_split_index
 from alexnet_cli.synth import make_tree
-from alexnet_cli.train import RunOptions, check_seed, train
+from alexnet_cli.train import RunOptions, train
 
 DEFAULT_OUT = Path("alexnet-demo")
 MARKER = ".alexnet-demo.json"
@@ -183,13 +183,23 @@ def _str(path: Path | None) -> str | None:
 
 # ---------------------------------------------------------------------------- the output folder
 
+def check_out(out: str | Path) -> None:
+    """Refuse an `out` the demo may not use: a file, or a non-empty folder without the demo's
+    marker. Changes nothing: the CLI asks before it prints anything."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise AlexnetError(f"out {out} exists and is not a folder: choose another folder", field="out", value=out)
+    if not (out / MARKER).is_file() and out.exists() and any(out.iterdir()):
+        raise AlexnetError(f"out {out} is not empty and holds no earlier demo ({MARKER} missing): choose another "
+                           "folder; the demo never deletes a folder it did not create", field="out", value=out)
+
+
 def claim_out(out: Path, config: DemoConfig) -> bool:
     """Make `out` the demo's folder; True if it holds an earlier demo with the same settings
     (reuse it). An earlier demo with other settings is cleared (only the demo's own entries);
-    a non-empty folder without the marker is an error."""
+    a non-empty folder without the marker is an error (check_out)."""
     marker = out / MARKER
-    if out.exists() and not out.is_dir():
-        raise AlexnetError(f"out {out} exists and is not a folder: choose another folder", field="out", value=out)
+    check_out(out)
     if marker.is_file():
         try:
             saved = json.loads(marker.read_text(encoding="utf-8")).get("config")
@@ -203,9 +213,6 @@ def claim_out(out: Path, config: DemoConfig) -> bool:
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
-    elif out.exists() and any(out.iterdir()):
-        raise AlexnetError(f"out {out} is not empty and holds no earlier demo ({MARKER} missing): choose another "
-                           "folder; the demo never deletes a folder it did not create", field="out", value=out)
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(json_text({"alexnet_demo": MARKER_VERSION, "config": config.key()}, indent=2) + "\n",
                       encoding="utf-8")

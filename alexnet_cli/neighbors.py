@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 import torch
 
-from alexnet_cli.codes import BITS, codes_path, hamming_nearest, read_codes, read_codes_info
+from alexnet_cli.codes import BITS, check_bits_choice, codes_path, hamming_nearest, read_codes, read_codes_info
 from alexnet_cli.codes import rerank as rerank_rows
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
 from alexnet_cli.features import (Encoder, cache_path, load_encoder, read_features_info, read_rows_index,
@@ -186,14 +186,15 @@ def split_features(encoder: Encoder, data_dir: Path, split: str, features: str |
     if features is None:
         path = cache_path(data_dir, split, encoder.key)
         stale = path.exists() and not _cache_fits(path, encoder.key, split, count, data)
+        reused = path.exists() and not stale           # complete (published atomically) and this network's
         try:
             write_features(encoder, data_dir, split, path, batch_size=batch_size, overwrite=stale, workers=workers,
                            progress=progress)
         except OSError as exc:
             raise DataError(f"cannot cache the features of '{split}' in {data_dir} ({exc}): write them elsewhere "
                             "with `alexnet features ... --out FILE.h5` and pass --features FILE.h5") from None
-        progress.log(f"fc7 features of '{split}' cached in {path} ({path.stat().st_size / 2**20:,.1f} MiB, one "
-                     "file per network; delete it to free the space)")
+        progress.log(f"fc7 features of '{split}' {'reused from' if reused else 'cached in'} {path} "
+                     f"({path.stat().st_size / 2**20:,.1f} MiB, one file per network; delete it to free the space)")
         return path
     info = read_features_info(features)
     other = info.other_network(encoder)                   # the key covers weights, network config, mean image
@@ -233,8 +234,8 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
         raise UsageError("bits chooses the codes of the Hamming search: give `codes` too", field="bits", value=bits,
                          mentions=("codes",))
     bits = BITS[-1] if bits is None else bits
-    if codes and bits not in BITS:
-        raise UsageError(f"bits must be one of {', '.join(map(str, BITS))}, got {bits}", field="bits", value=bits)
+    if codes:
+        check_bits_choice(bits)
     if rerank is not None and rerank < k:
         raise UsageError(f"rerank must be at least `k` ({k}), got {rerank}", field="rerank", value=rerank,
                          mentions=("k",))

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from alexnet_cli.atomic import remove_abandoned, write_atomic
+from alexnet_cli.config import check_seed
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.loader import ShardLoader
@@ -114,6 +115,7 @@ def compute_pca(data_dir: str | Path, progress: Reporter = NullReporter(), sampl
     """PCA of all training pixels, read by the shard loader and summed on `device` (default:
     CUDA when there is one; the sums are exact, so every device gives the same result), resuming an interrupted pass (module
     doc); or of `sample` images picked deterministically by `seed`."""
+    check_seed(seed)
     manifest = read_manifest(data_dir)
     if sample:
         moments, images = _sample_pass(manifest, sample, seed, progress)

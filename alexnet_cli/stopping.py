@@ -20,6 +20,12 @@ def signal_name(signum: int) -> str:
     return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
+# What a second signal does (StopRequests._handle), said when the first one comes.
+_AGAIN = {signal.SIGINT: "press Ctrl-C again to stop at once, losing the steps since the last save",
+          signal.SIGTERM: "further SIGTERMs are ignored; Ctrl-C or SIGKILL stops at once, losing the steps "
+                          "since the last save"}
+
+
 class StopRequests:
     """While entered (in the main thread; elsewhere it does nothing), the first SIGINT or
     SIGTERM sets `signum` instead of stopping the process."""
@@ -50,8 +56,7 @@ class StopRequests:
         self.signum = signum
         name = signal_name(signum)
         try:      # straight to stderr: the handler may run inside the progress bar's own writing
-            sys.stderr.write(f"\n{name}: {self.what} stops {self.when} and saves where it is "
-                             "(press Ctrl-C again to stop at once, losing the steps since the last save)\n")
+            sys.stderr.write(f"\n{name}: {self.what} stops {self.when} and saves where it is ({_AGAIN[signum]})\n")
             sys.stderr.flush()
         except (OSError, RuntimeError, ValueError):   # a reentrant write, a closed stream: the stop still happens
             pass

@@ -64,6 +64,8 @@ def test_ablate_two_variants_then_a_rerun_trains_nothing(tiny_data, tmp_path):
     again = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(out), "--variants", "no-lrn,tanh", *TINY])
     assert again.exit_code == 0, again.output
     assert _stamps(out) == before and "evaluating" not in again.stderr
+    for i, name in enumerate((FULL, "no-lrn", "tanh"), 1):             # said, not only done
+        assert f"run {i} of 3 in {out / name}: finished before, skipped" in " ".join(again.stderr.split())
     assert "no-lrn" in again.stdout and "+1.4" in again.stdout and "Figure 1" in again.stdout
     assert "[dim]" not in again.stdout and "[/]" not in again.stdout      # styles, not markup printed as text
     assert json.loads((out / "ablations.json").read_text())["variants"] == doc["variants"]
@@ -191,3 +193,25 @@ def test_the_title_counts_in_words_that_agree(n, crops, words):
 
     doc = {"recipe": "paper", "split": "val", "crops": crops, "variants": [{"eval": {"n": n}}]}
     assert words in title(doc)
+
+
+def test_the_overfitting_column_is_named_for_what_it_holds():
+    """The column "train-val gap" held val - train (-4.17 when the validation error was the lower)."""
+    import io
+
+    from rich.console import Console
+
+    from alexnet_cli.cli.ablate import table
+
+    def variant(name, gap):
+        return {"name": name, "what": name, "top1_error": 0.5, "top5_error": 0.2, "delta_top1": 0.01,
+                "delta_top5": 0.0, "paper": "overfits (see val − train)", "train_val_gap": gap, "epochs_done": 2,
+                "epochs": 2, "state": "finished", "eval": {"n": 16}}
+    doc = {"recipe": "paper", "split": "val", "crops": 1, "variants": [variant(FULL, -0.0417), variant("no-dropout", 0.1)]}
+    md = markdown(doc)
+    header = md.splitlines()[2]
+    assert "| val − train |" in header and "gap" not in header and "| -4.17 |" in md and "| +10.00 |" in md
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(table(doc))
+    shown = console.export_text()
+    assert "val − train" in shown and "gap" not in shown and "-4.17" in shown

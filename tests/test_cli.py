@@ -429,3 +429,59 @@ def test_a_read_only_folder_is_refused_up_front_even_for_root(runner, tmp_path):
             "writable folder (see `alexnet codes --help`)"), codes.stderr
     finally:
         subprocess.run(["chattr", "-i", str(immutable)], check=True)
+
+
+@pytest.mark.parametrize("command", ["train", "ablate", "demo", "pca", "codes"])
+def test_every_seed_has_one_range_and_one_message(runner, tmp_path, command):
+    """codes took 0..2^32-1 (click's range message), train, demo and ablate 0..2^63-1, pca any
+    seed (NumPy's ValueError); one option now, checked as it is parsed: exit 2, one line."""
+    (tmp_path / "model.pt").write_bytes(b"")
+    args = {"train": ["train", str(tmp_path), "--out", str(tmp_path / "run")],
+            "ablate": ["ablate", str(tmp_path), "--out", str(tmp_path / "abl")],
+            "demo": ["demo", "--out", str(tmp_path / "demo")],
+            "pca": ["pca", str(tmp_path)],
+            "codes": ["codes", str(tmp_path / "model.pt"), str(tmp_path)]}[command]
+    for seed in ("-5", str(2**63)):
+        bad = runner.invoke(app, [*args, "--seed", seed])
+        assert bad.exit_code == 2, (command, bad.output)
+        assert bad.stderr == f"Error: --seed must be a whole number from 0 to 9223372036854775807, got {seed}\n"
+        assert bad.stdout == "" and not list(tmp_path.iterdir())[1:]          # nothing printed, nothing made
+    helped = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
+    assert "0 to 2^63-1" in helped
+
+
+def test_plain_lines_are_not_wrapped_off_a_terminal_but_tables_fit(runner, tmp_path, monkeypatch):
+    """Piped (CliRunner is no terminal), rich assumed 80 columns and broke a line inside a path
+    or a number ("mean RGB 147.3, 162.5, ⏎105.4"); a table still fits 80 columns."""
+    from alexnet_cli.cli import pca as pca_command
+    from alexnet_cli.pca import PcaStats
+    import numpy as np
+
+    deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "data"
+    deep.mkdir(parents=True)
+    stats = PcaStats(np.array([3e3, 2e2, 1e1]), np.eye(3), np.array([147.3, 162.5, 105.4]), 10**9, 10**4, None)
+    monkeypatch.setattr(pca_command, "compute_pca", lambda *a, **k: stats)
+    shown = runner.invoke(app, ["pca", str(deep)])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert f"written to {deep / 'pca.json'}" in lines                  # one line, however long
+    table = [line for line in lines if line[:1] in "┏┃┡│└"]
+    assert len(table) >= 6 and max(len(line) for line in table) <= 80
+    assert any(len(line) > 80 for line in lines)
+
+
+def test_flags_show_no_value_in_help(runner):
+    """--debug and --version (and every on/off flag) were shown as `--debug <bool>`."""
+    from typer.main import get_command
+
+    root = runner.invoke(app, ["--help"], env={"COLUMNS": "100"}).stdout
+    for flag in ("--debug", "--version", "--help"):
+        line = next(line for line in root.splitlines() if flag in line)
+        assert "<" not in line, line
+    group = get_command(app)
+    for name, command in group.commands.items():
+        text = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).stdout
+        assert "<bool>" not in text, name
+        flags = [p for p in command.params if getattr(p, "is_flag", False)]
+        assert flags and all(p.metavar == "" for p in flags), name
+    assert "<int>" in runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).stdout   # values still shown

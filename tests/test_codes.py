@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from alexnet_cli.cli.app import app
 from alexnet_cli.codes import (codes_path, hamming_nearest, make_codes, pack_codes, read_codes, read_codes_info,
-                               rerank, state_path, unpack_codes)
+                               encoder_state, rerank, state_path, unpack_codes)
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.features import create_features_file
 from alexnet_cli.neighbors import nearest, read_split_images
@@ -176,11 +176,13 @@ def test_a_killed_codes_run_resumes_to_the_same_codes(tmp_path, one_thread):
     assert any("resuming after epoch 2 of 3" in line for line in log.lines)
     a, b = read_codes(codes_path(whole, 64)), read_codes(result.codes)
     np.testing.assert_array_equal(a[0], b[0])                           # the same codes, bit for bit
-    for (name, x), y in zip(a[1].state_dict().items(), b[1].state_dict().values()):
+    for (name, x), y in zip(encoder_state(a[1]).items(), encoder_state(b[1]).values()):   # what the files keep
         assert torch.equal(x, y), name
     assert read_codes_info(result.codes).quality == read_codes_info(codes_path(whole, 64)).quality
 
-    # a finished file is kept; more epochs continue from the saved state
+    # a finished file is kept, and the training state is gone; more epochs train afresh (the same
+    # weights as continuing would give: the run is deterministic for its seed)
+    assert not state_path(part, 64).exists()
     again = StopAfter()
     assert make_codes(part, progress=again, **settings).reused and not again.lines
     deeper = StopAfter()                                                # another --rerank: measured again, not trained
@@ -189,10 +191,10 @@ def test_a_killed_codes_run_resumes_to_the_same_codes(tmp_path, one_thread):
     np.testing.assert_array_equal(read_codes(result.codes)[0], a[0])
     more = StopAfter()
     assert not make_codes(part, progress=more, **{**settings, "epochs": 4}).reused
-    assert any("resuming after epoch 3 of 4" in line for line in more.lines)
+    assert any("codes: epoch 1/4" in line for line in more.lines) and not state_path(part, 64).exists()
     other = StopAfter()                                                 # another training rule: trained afresh
     assert not make_codes(part, progress=other, **{**settings, "neighbours": 0.5}).reused
-    assert any("starting afresh" in line for line in other.lines)
+    assert any("codes: epoch 1/3" in line for line in other.lines)      # from the first epoch (no state is left)
     assert read_codes_info(codes_path(part, 64)).settings["neighbours"] == 0.5
 
 
@@ -339,3 +341,107 @@ def test_cli_codes_quality_fits_80_columns(tmp_path, monkeypatch):
     exact = [[c.strip() for c in line.split("│")[2:-1]] for line in lines if line.startswith("│ exact search ")]
     assert exact and all(row == ["1.000", "1.000", "0.901", "0.902"] for row in exact)
     assert "500 held-out queries" in shown.stdout and "the 500 nearest" in shown.stdout
+
+
+def test_the_training_state_is_removed_once_the_codes_are_complete(tmp_path, one_thread):
+    """The state (weights and Adam's, three times the auto-encoder) was left beside every codes
+    file; the codes file kept the decoder, which no search reads. A kill still resumes."""
+    rows, labels = _clusters(n=200, dim=32)
+    path = tmp_path / "f.h5"
+    _features_file(path, rows, labels)
+    settings = dict(bits=64, epochs=2, hidden=32, batch_size=64, queries=20, rerank_depth=30)
+    with pytest.raises(KeyboardInterrupt):
+        make_codes(path, progress=StopAfter("codes: epoch", after=1), **settings)
+    kept = state_path(path, 64).read_bytes()                            # what a kill leaves: resumed from
+    log = StopAfter()
+    result = make_codes(path, progress=log, **settings)
+    assert any("resuming after epoch 1 of 2" in line for line in log.lines)
+    assert result.codes.exists() and not state_path(path, 64).exists()
+    with h5py.File(result.codes, "r") as f:                             # the encoder and its centring only
+        assert sorted(f["encoder"]) == ["encoder.0.bias", "encoder.0.weight", "encoder.2.bias", "encoder.2.weight",
+                                        "mean", "scale"]
+    assert "state" not in result.to_json()
+    again = StopAfter()                                                 # finished: nothing to do, nothing made
+    assert make_codes(path, progress=again, **settings).reused and not again.lines
+    assert not state_path(path, 64).exists()
+    state_path(path, 64).write_bytes(kept)                              # a kill after the codes, before the removal
+    assert make_codes(path, progress=StopAfter(), **settings).reused and not state_path(path, 64).exists()
+
+    codes, net = read_codes(result.codes)                               # a file that still holds the decoder reads
+    with h5py.File(result.codes, "r+") as f:
+        for name, tensor in net.state_dict().items():
+            if name.startswith("decoder."):
+                f["encoder"].create_dataset(name, data=tensor.numpy())
+    older, older_net = read_codes(result.codes)
+    np.testing.assert_array_equal(older, codes)
+    x = torch.from_numpy(rows[:30].astype(np.float32))
+    np.testing.assert_array_equal(older_net.code(x), net.code(x))
+    with h5py.File(result.codes, "r+") as f:                            # one without its encoder does not
+        del f["encoder"]["encoder.2.weight"]
+    with pytest.raises(DataError, match="does not fit"):
+        read_codes(result.codes)
+
+
+def test_codes_accepts_every_seed_of_the_other_commands(tmp_path, one_thread):
+    """codes took 0..2^32-1, train 0..2^63-1: one range now; a seed past 2^32 trains (its epoch
+    noise seed is folded into torch's 64 bits), a negative one is refused by every command alike."""
+    rows, labels = _clusters(n=100, dim=16)
+    path = tmp_path / "f.h5"
+    _features_file(path, rows, labels)
+    result = make_codes(path, bits=64, epochs=1, hidden=16, batch_size=64, queries=10, seed=2**63 - 1)
+    assert read_codes_info(result.codes).settings["seed"] == 2**63 - 1
+    for seed in (-1, 2**63):
+        with pytest.raises(UsageError, match=r"seed must be a whole number from 0 to 9223372036854775807"):
+            make_codes(path, bits=64, epochs=1, hidden=16, seed=seed)
+
+
+def _fake_result(tmp_path, monkeypatch, count: int, quality: dict):
+    from alexnet_cli.cli import codes as codes_command
+    from alexnet_cli.codes import CodesResult
+
+    result = CodesResult(codes=tmp_path / "c.h5", state=tmp_path / "s.pt", bits=64, count=count, epochs=10,
+                         loss=0.5, quality=quality, reused=False)
+    monkeypatch.setattr(codes_command, "codes_for_split", lambda *a, **k: result)
+    (tmp_path / "model.pt").write_bytes(b"")
+    shown = runner.invoke(app, ["codes", str(tmp_path / "model.pt"), str(tmp_path)], env={"COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    return shown.stdout
+
+
+def test_cli_codes_says_why_there_is_no_quality_table_and_what_it_reranked(tmp_path, monkeypatch):
+    few = _fake_result(tmp_path, monkeypatch, 8, {"loss": 0.5})          # under 10 images: no held-out queries
+    assert "no quality table: 8 images are too few to hold out queries from (one per 10 images)" in few
+    assert "┃" not in few
+    row = {m: 0.5 for m in ("recall@6", "recall@100", "precision@6", "precision@100")}
+    row.update({m + "_rerank": 0.5 for m in list(row)})
+    quality = {"queries": 1, "rerank": 500, "ks": [6, 100], "exact": {"precision@6": 1.0, "precision@100": 1.0},
+               "autoencoder": row, "random_projections": row}
+    small = _fake_result(tmp_path, monkeypatch, 48, quality)
+    assert "1 held-out query: " in small
+    assert "re-ranked: all 47 other codes by Hamming distance" in small and "500 nearest" not in small
+    large = _fake_result(tmp_path, monkeypatch, 5000, {**quality, "queries": 500, "rerank": 50})
+    assert "500 held-out queries" in large and "re-ranked: the 100 nearest" in large      # at least the largest k
+
+
+def test_cli_bits_refused_in_one_wording_by_codes_and_neighbors(data, checkpoint, tmp_path):
+    png = tmp_path / "q.png"
+    Image.new("RGB", (256, 256), (10, 200, 30)).save(png)
+    asks = (["codes", str(checkpoint), str(data), "--bits", "100"],
+            ["neighbors", str(checkpoint), str(data), "--query", str(png), "--codes", "--bits", "100"])
+    for ask in asks:
+        bad = runner.invoke(app, ask)
+        assert bad.exit_code == 2 and bad.stderr == "Error: --bits must be one of 64, 128, 256, got 100\n", bad.stderr
+
+
+def test_cli_codes_says_when_it_reuses_the_cached_features(tiny_data, tmp_path, make_checkpoint):
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    model = make_checkpoint(tmp_path / "model.pt", data)
+    base = ["codes", str(model), str(data), "--split", "val", "--device", "cpu", "--epochs", "1"]
+    first = runner.invoke(app, base + ["--bits", "64"])
+    assert first.exit_code == 0, first.output
+    assert "fc7 features of 'val' cached in" in first.stderr and "reused" not in first.stderr
+    assert "1 held-out query:" in first.stdout                         # 16 images: one held out
+    assert not list(data.glob("*.pt")) and not list(data.rglob("*.codes64.pt"))       # no training state left
+    second = runner.invoke(app, base + ["--bits", "128"])
+    assert second.exit_code == 0, second.output
+    assert "fc7 features of 'val' reused from" in second.stderr and "cached in" not in second.stderr

@@ -141,3 +141,14 @@ def test_json_config_names_the_rate_trained_with_lr():
     assert config["lr"] == TINY.learning_rate == 2 * 0.01 * 4 / 128 and "learning_rate" not in config
     assert DemoResult(Path("out"), DemoConfig(lr=0.003)).to_json()["config"]["lr"] == 0.003
     assert config["lr"] == TINY.configs()[1].lr                       # what the run's config.json records
+
+
+def test_cli_refuses_a_foreign_folder_before_printing_its_plan(tmp_path):
+    """The plan paragraph ("alexnet demo into ...") was printed on stdout, then the error."""
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    refused = CliRunner().invoke(app, ["demo", "--out", str(foreign)])
+    assert refused.exit_code == 1 and refused.stdout == "", refused.stdout
+    assert refused.stderr.startswith("Error: --out ") and "holds no earlier demo" in refused.stderr
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]

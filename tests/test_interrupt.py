@@ -153,3 +153,17 @@ def test_the_rate_after_a_resume_counts_only_the_steps_it_timed():
     resumed.t_interval -= 1.0                                      # the one step took a second
     loss, steps, rate = resumed.interval(8)
     assert loss == pytest.approx(1.0) and steps == 4 and rate == pytest.approx(8.0, rel=0.05)
+
+
+@pytest.mark.parametrize("signum, says, not_said", [
+    (signal.SIGINT, "press Ctrl-C again to stop at once", "SIGTERM"),
+    (signal.SIGTERM, "further SIGTERMs are ignored; Ctrl-C or SIGKILL stops at once", "press Ctrl-C again")])
+def test_the_stop_message_says_what_a_second_signal_does(capsys, signum, says, not_said):
+    """A SIGTERM was answered "(press Ctrl-C again to stop at once, ...)": odd for a scheduler's
+    signal, and a second SIGTERM is ignored."""
+    with StopRequests("the test") as stop:
+        signal.raise_signal(signum)
+        assert stop.signum == signum
+    said = capsys.readouterr().err
+    assert "the test stops after this step and saves where it is" in said
+    assert says in said and not_said not in said

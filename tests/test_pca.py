@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from alexnet_cli.cli.app import app
-from alexnet_cli.errors import DataError
+from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.pca import PARTIAL_FILE, PixelMoments, compute_pca, eigen, read_pca, write_pca
 from alexnet_cli.prep import PrepOptions, prepare
 
@@ -248,3 +248,18 @@ def test_a_read_only_data_folder_still_gets_its_pca(known, monkeypatch):
     said = _Recorder()
     got = compute_pca(data, batch_size=2, save_every=1, progress=said)
     assert got.images == 6 and sum("cannot save" in line for line in said.lines) == 1
+
+
+def test_cli_pca_seed_is_checked_like_every_commands(known):
+    """--seed -5 --sample 3 was a ValueError from NumPy ("run alexnet --debug"), exit 1; without
+    --sample it was accepted. Now: train's range and message, exit 2, before anything is read."""
+    data, _ = known
+    for args in (["--seed", "-5", "--sample", "3"], ["--seed", "-5"], ["--seed", str(2**63)]):
+        bad = runner.invoke(app, ["pca", str(data), *args])
+        assert bad.exit_code == 2, bad.output
+        assert bad.stderr.startswith("Error: --seed must be a whole number from 0 to 9223372036854775807, got ")
+        assert len(bad.stderr.splitlines()) == 1
+    big = runner.invoke(app, ["pca", str(data), "--sample", "3", "--seed", str(2**63 - 1), "--json"])
+    assert big.exit_code == 0 and json.loads(big.stdout)["images"] == 3, big.output
+    with pytest.raises(UsageError, match="seed must be a whole number"):
+        compute_pca(data, sample=3, seed=-1)

@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from alexnet_cli.ablate import FULL, VARIANTS, ablate, figure1_line, title
+from alexnet_cli.ablate import FULL, VAL_MINUS_TRAIN, VARIANTS, ablate, figure1_line, title
 from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, ExistingDir, JsonOpt, WorkersOpt,
                                     check_writable, console, err_console, print_json, reporter)
 from alexnet_cli.cli.options import (AugChunkOpt, BatchSizeOpt, BiasInitOpt, BiasLrMultOpt, BiasWeightDecayOpt,
@@ -130,8 +130,8 @@ def table(doc: dict) -> Table:
     t = Table(title=title(doc), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
               collapse_padding=True)
     for col, justify in (("variant", "left"), ("top-1/top-5", "right"), ("Δ top-1/top-5", "right"),
-                         ("paper Δ", "left"), ("train-val gap", "right"), ("epochs", "right")):
-        t.add_column(col, justify=justify, no_wrap=col not in ("paper Δ", "train-val gap"),
+                         ("paper Δ", "left"), (VAL_MINUS_TRAIN, "right"), ("epochs", "right")):
+        t.add_column(col, justify=justify, no_wrap=col not in ("paper Δ", VAL_MINUS_TRAIN),
                      min_width=9 if col == "paper Δ" else None)
     for v in doc["variants"]:
         full = v["name"] == FULL

@@ -20,7 +20,7 @@ import sys
 from typing import Annotated, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from alexnet_cli import __version__
 from alexnet_cli.cli import ablate, codes, demo, eval as eval_cmd, features, kernels, neighbors, pca, predict, prep, report, summary, train
@@ -44,9 +44,34 @@ def _debug_wanted(ctx: typer.Context) -> bool:
     return bool(ctx.meta.get("alexnet.debug")) or os.environ.get("ALEXNET_DEBUG", "") not in ("", "0")
 
 
-class AlexnetGroup(TyperGroup):
+class _PlainFlags:
+    """A command whose on/off flags (--json, --lrn/--no-lrn, --help) show no value in its --help:
+    typer writes `<bool>` beside them, as if they took one (`--json <bool>`). A flag's metavar
+    is only ever shown, never parsed; "" shows nothing."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            _plain_flag(param)
+
+    def get_help_option(self, ctx):
+        return _plain_flag(super().get_help_option(ctx))
+
+
+def _plain_flag(param):
+    if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
+        param.metavar = ""
+    return param
+
+
+class AlexnetCommand(_PlainFlags, TyperCommand):
+    """Every subcommand: its flags shown as flags (_PlainFlags)."""
+
+
+class AlexnetGroup(_PlainFlags, TyperGroup):
     """A typer group whose `invoke` is the CLI's one error boundary, and whose usage errors
-    are click's plain lines (usage, hint, `Error: ...`; exit 2) rather than a rich box."""
+    are click's plain lines (usage, hint, `Error: ...`; exit 2) rather than a rich box; its
+    flags (--debug, --version) shown as flags (_PlainFlags)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -165,7 +190,7 @@ def _help(function) -> str:
 
 
 def _command(name: str, function) -> None:
-    app.command(name, help=_help(function))(function)
+    app.command(name, help=_help(function), cls=AlexnetCommand)(function)
 
 
 # In the order of the pipeline: data, network, training, evaluation, looking inside.

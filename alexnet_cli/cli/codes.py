@@ -10,10 +10,13 @@ import typer
 from rich.table import Table
 
 from alexnet_cli.cli.common import (DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt, check_writable, console,
-                                    print_json, reporter)
+                                    print_json, reporter, seed_option)
 from alexnet_cli.cli.paths import CheckpointArg, DataArg
-from alexnet_cli.codes import BITS, EPOCHS, RERANK, codes_for_split, codes_path
+from alexnet_cli.codes import (BITS, EPOCHS, RERANK, check_bits_choice, codes_for_split, codes_path,
+                               rerank_candidates)
 from alexnet_cli.progress import plural
+
+_SeedOpt = seed_option("Seed of the weights, order, noise and held-out queries.")
 
 
 def codes(
@@ -26,7 +29,7 @@ def codes(
         "--features", exists=True, dir_okay=False, metavar="FILE.h5",
         help="Features from `alexnet features` (default: computed once, cached beside the shards).")] = None,
     rerank: Annotated[int, typer.Option("--rerank", min=1, help="Re-ranking depth the quality table measures.")] = RERANK,
-    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the weights, order, noise and held-out queries.")] = 0,
+    seed: _SeedOpt = 0,
     batch_size: ForwardBatchOpt = 128,
     workers: WorkersOpt = None,
     device: DeviceOpt = None,
@@ -35,8 +38,7 @@ def codes(
     """Train an auto-encoder whose code layer is binary on the split's fc7 features and store
     each image's code (packed bits) beside the features; measure the codes on held-out images
     against random projections. Resumable: after an interruption, run the same command again."""
-    if bits not in BITS:
-        raise typer.BadParameter(f"must be one of {', '.join(map(str, BITS))}, got {bits}", param_hint="--bits")
+    check_bits_choice(bits)
     if features is not None and not codes_path(features, bits).exists():   # new codes go beside the features
         check_writable(codes_path(features, bits), "--features")
     result = codes_for_split(checkpoint, data, split=split, bits=bits, epochs=epochs, features=features,
@@ -50,12 +52,21 @@ def codes(
     console.print(f"{result.codes}: {result.count:,} codes of {result.bits} bits ({result.bits // 8} bytes per image, "
                   f"{what}); auto-encoder trained {plural(result.epochs, 'epoch')}, training loss "
                   f"{result.loss if result.loss is None else round(result.loss, 4)}", highlight=False, markup=False)
-    if not q.get("queries"):
+    if not q.get("queries"):     # codes.held_out: min(500, count // 10) rows
+        console.print(f"no quality table: {plural(result.count, 'image')} are too few to hold out queries from "
+                      "(one per 10 images)", highlight=False)
         return
-    console.print(f"{q['queries']} held-out queries: recall of the exact Euclidean neighbours and label precision; "
-                  f"re-ranked: the {q['rerank']} nearest by Hamming distance, re-ranked exactly", highlight=False)
+    console.print(f"{plural(q['queries'], 'held-out query', 'held-out queries')}: recall of the exact Euclidean "
+                  f"neighbours and label precision; re-ranked: {_reranked(q['rerank'], result.count)} by Hamming "
+                  "distance, re-ranked exactly", highlight=False)
     for table in quality_tables(q):
         console.print(table)
+
+
+def _reranked(depth: int, count: int) -> str:
+    """The candidates codes.measure re-ranked: a query's nearest among the count - 1 other codes."""
+    n = rerank_candidates(depth, count)
+    return f"all {count - 1:,} other codes" if n >= count - 1 else f"the {n:,} nearest"
 
 
 def quality_tables(q: dict) -> list[Table]:

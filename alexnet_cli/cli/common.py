@@ -17,15 +17,31 @@ from rich.console import Console
 
 from alexnet_cli.cli.flags import FLAGS
 from alexnet_cli.cli.paths import CheckpointArg, DataArg
+from alexnet_cli.config import check_seed
 from alexnet_cli.errors import UsageError
 from alexnet_cli.figures import PICTURE_FORMATS
 from alexnet_cli.progress import ConsoleReporter
 from alexnet_cli.runlog import json_text
 
+class _Console(Console):
+    """A rich Console whose plain text lines are never broken when its stream is not a terminal
+    (piped to a log, a file, a test's runner): rich then assumes 80 columns and would cut a long
+    path or a number in two. Tables still fit those 80 columns; on a terminal, its width wraps
+    both. `soft_wrap` follows the stream at each print, since the stream can change (CliRunner)."""
+
+    @property
+    def soft_wrap(self) -> bool:
+        return not self.is_terminal
+
+    @soft_wrap.setter
+    def soft_wrap(self, value: bool) -> None:      # Console.__init__ sets it: the stream decides instead
+        pass
+
+
 # markup=False: paths, class names and messages are the user's text, never rich markup (a class
 # named "[red]" or an --out with "[/x]" prints as it is); styles are passed as style=... or Text.
-console = Console(markup=False)
-err_console = Console(stderr=True, markup=False)
+console = _Console(markup=False)
+err_console = _Console(stderr=True, markup=False)
 
 
 def reporter() -> ConsoleReporter:
@@ -103,6 +119,17 @@ def print_json(data: Any) -> None:
     text = json_text(data, indent=2)          # strict: a NaN is an error, never invalid JSON
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def _checked_seed(value: int) -> int:
+    check_seed(value)              # config.check_seed: the one range and message (exit 2)
+    return value
+
+
+def seed_option(help: str, **kwargs: Any) -> Any:
+    """The --seed of every command that has one, its help saying what it seeds: checked as it is
+    parsed (0 to 2^63-1, every generator's range), before the command prints or writes anything."""
+    return Annotated[int, typer.Option("--seed", callback=_checked_seed, help=f"{help} 0 to 2^63-1.", **kwargs)]
 
 
 # Options that several subcommands share, defined once.

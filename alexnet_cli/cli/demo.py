@@ -12,12 +12,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from alexnet_cli.cli.common import DeviceOpt, JsonOpt, check_writable, console, print_json, reporter
-from alexnet_cli.demo import DEFAULT_OUT, DemoConfig, DemoResult, run_demo
+from alexnet_cli.cli.common import DeviceOpt, JsonOpt, check_writable, console, print_json, reporter, seed_option
+from alexnet_cli.demo import DEFAULT_OUT, DemoConfig, DemoResult, check_out, run_demo
 from alexnet_cli.errors import Interrupted
 from alexnet_cli.progress import plural
 
 _D = DemoConfig()
+_SeedOpt = seed_option("Seed of the data, the initial weights, the order and the augmentation.")
 _SIZE = "Size (default: the demo's)"
 _OUT_HELP = ("Folder for the images, data, run and figures. A later demo with the same settings reuses what is "
              "finished; with other settings it replaces the demo's own files; a non-empty folder without the "
@@ -31,7 +32,7 @@ def demo(
     train_per_class: Annotated[int, typer.Option("--train-per-class", min=1, help="Training images per class.", rich_help_panel=_SIZE)] = _D.train_per_class,
     val_per_class: Annotated[int, typer.Option("--val-per-class", min=1, help="Validation images per class.", rich_help_panel=_SIZE)] = _D.val_per_class,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch size (paper: 128).", rich_help_panel=_SIZE)] = _D.batch_size,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the data, the initial weights, the order and the augmentation.")] = _D.seed,
+    seed: _SeedOpt = _D.seed,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -40,6 +41,7 @@ def demo(
     config = DemoConfig(classes=classes, epochs=epochs, train_per_class=train_per_class, val_per_class=val_per_class,
                         batch_size=batch_size, seed=seed, device=device)
     check_writable(out, "--out", folder=True)
+    check_out(out)                       # a foreign folder: refused before the plan is printed
     if not json_out:
         console.print(_intro(config, out), markup=True)
     try:

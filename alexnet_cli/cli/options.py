@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from alexnet_cli.cli.common import seed_option
 from alexnet_cli.config import ModelConfig, resolve_model_config
 
 _NET = "Network (default: the recipe's)"
@@ -51,7 +52,7 @@ AugChunkOpt = Annotated[Optional[int], typer.Option("--aug-chunk", help="Images 
 MeanCropOpt = Annotated[Optional[str], typer.Option("--mean-crop", help="crop: crop of (image - mean); center: crop - central mean (code).", rich_help_panel=_REC)]
 
 # Running a run (train.RunOptions): how, not what, it learns
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the initial weights, the data order and the augmentation.", rich_help_panel=_RUN)]
+SeedOpt = seed_option("Seed of the initial weights, the data order and the augmentation.", rich_help_panel=_RUN)
 ParallelOpt = Annotated[str, typer.Option("--parallel", help="auto | single | model (two columns on --devices) | data (DDP under torchrun).", rich_help_panel=_RUN)]
 DevicesOpt = Annotated[Optional[str], typer.Option("--devices", help="model parallel: the devices of column A and B, e.g. cuda:0,cuda:1.", rich_help_panel=_RUN)]
 MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many steps in total.", rich_help_panel=_RUN)]

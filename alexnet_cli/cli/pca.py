@@ -9,14 +9,16 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import DeviceOpt, ExistingDir, JsonOpt, WorkersOpt, console, print_json, reporter
+from alexnet_cli.cli.common import DeviceOpt, ExistingDir, JsonOpt, WorkersOpt, console, print_json, reporter, seed_option
 from alexnet_cli.pca import PcaStats, compute_pca, write_pca
+
+_SeedOpt = seed_option("Seed of the --sample subset.")
 
 
 def pca(
     data: ExistingDir,
     sample: Annotated[Optional[int], typer.Option("--sample", help="Use N training images picked deterministically (default: all).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the --sample subset.")] = 0,
+    seed: _SeedOpt = 0,
     device: DeviceOpt = None,
     workers: WorkersOpt = None,
     json_out: JsonOpt = False,
