@@ -32,7 +32,7 @@ from alexnet_cli import __version__
 from alexnet_cli.atomic import remove_abandoned
 from alexnet_cli.augment import TrainAugment
 from alexnet_cli.checkpoint import load_checkpoint
-from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, to_dict
+from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, check_seed, to_dict
 from alexnet_cli.distributed import launched_by_torchrun, shutdown
 from alexnet_cli.errors import AlexnetError, DataError, Interrupted, TrainingDiverged, UsageError
 from alexnet_cli.evaluate import evaluate_model
@@ -89,16 +89,6 @@ class RunOptions:
             if value is not None and value < 1:
                 raise UsageError(f"{name} must be at least 1, got {value}", field=name, value=value)
         check_seed(self.seed)
-
-
-SEED_MAX = 2**63 - 1   # torch's and NumPy's generators take any seed in [0, 2**63)
-
-
-def check_seed(seed: int) -> None:
-    """A seed every generator of the run accepts (NumPy's refuses negative ones, torch's ones
-    beyond 64 bits): checked before anything is written."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise UsageError(f"seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}", field="seed", value=seed)
 
 
 def resolve_parallel(run: RunOptions) -> str:
