@@ -116,11 +116,15 @@ def _open_regular(path: str | Path):
         raise
 
 
+def special_kind(mode: int) -> str:
+    """What a path of this st_mode, neither a regular file nor a folder, is: "a FIFO", ..."""
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+
+
 def not_regular(mode: int) -> str:
     """Why a path of this st_mode, neither a regular file nor a folder, is not read."""
-    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special")
-    return f"not a regular file ({kind})"
+    return f"not a regular file ({special_kind(mode)})"
 
 
 def _reason(path: str | Path, exc: Exception) -> str:

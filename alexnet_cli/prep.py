@@ -174,7 +174,7 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
     shards = plan(layout, options)
     digest = _plan_digest(shards, layout)
     workers = options.workers or os.cpu_count() or 1
-    done, hashes = _existing_output(out, digest, verify, progress, src, options)
+    done, hashes = _existing_output(out, digest, verify, progress, layout, options)
     if done is not None:
         return PrepResult(done, True, 0, 0, sum(s.count for s in done.splits.values()),
                           time.perf_counter() - t0, workers)
@@ -184,7 +184,7 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
         finished, written = _build_shards(src, out, shards, options, workers, progress, hashes)
         if verify and hashes and not written:
             progress.log(f"every shard in {out} matches the sha256 in its manifest")
-            intact, _ = _existing_output(out, digest, False, progress, src, options)
+            intact, _ = _existing_output(out, digest, False, progress, layout, options)
             if intact is not None:   # nothing to repair: leave the folder as it is (it may be read-only)
                 return PrepResult(intact, True, 0, len(shards), sum(s.count for s in intact.splits.values()),
                                   time.perf_counter() - t0, workers)
@@ -222,19 +222,25 @@ def check_data_dir(out: Path) -> None:
                        f"{', ...' if len(entries) > 3 else ''}): choose another OUT")
 
 
-def _other_preparation(out: Path, manifest: Manifest, src: Path, options: PrepOptions) -> DataError:
+def _other_preparation(out: Path, manifest: Manifest, layout: Layout, options: PrepOptions) -> DataError:
     """`out` holds another preparation: which options differ (as `name`s the CLI shows as flags),
-    or else that the source differs, by folder or by its files."""
-    asked = _options_json(options)
-    differ = [k for k in asked if k in manifest.options and manifest.options[k] != asked[k]]
+    compared by what they make (the splits prepared, not how they were asked for; the quality
+    of jpeg shards only), or else that the source's files differ."""
+    there, asked = manifest.options, _options_json(options)
+    shown = {"splits": (",".join(sorted(manifest.splits)), ",".join(sorted(layout.splits)))}
+    if there.get("format") == asked["format"] == "jpeg":
+        shown["jpeg_quality"] = (there.get("jpeg_quality"), asked["jpeg_quality"])
+    for key in ("format", "shard_size", "block_size", "limit_per_class", "labels"):
+        shown[key] = (there.get(key), asked[key])
+    differ = {k: v for k, v in shown.items() if v[0] != v[1]}
     if differ:
-        said = "; ".join(f"{'label files' if k == 'labels' else f'`{k}`'} {_shown_option(manifest.options[k])} there, "
-                         f"{_shown_option(asked[k])} now" for k in differ)
+        said = "; ".join(f"{'label files' if k == 'labels' else f'`{k}`'} {_shown_option(a)} there, "
+                         f"{_shown_option(b)} now" for k, (a, b) in differ.items())
         what = f"with other options ({said})"
-    elif manifest.source != str(src.resolve()):        # a copy of the same files would be taken as they are
+    elif manifest.source != str(layout.source.resolve()):   # a copy of the same files would be taken as they are
         what = f"from other files (those under {manifest.source})"
     else:
-        what = f"from other files (the files under {src} changed since)"
+        what = f"from other files (the files under {layout.source} changed since)"
     return DataError(f"{out} already holds data prepared {what}; choose another output folder (or delete this "
                      "one)", mentions=tuple(k for k in differ if k != "labels"))
 
@@ -242,12 +248,10 @@ def _other_preparation(out: Path, manifest: Manifest, src: Path, options: PrepOp
 def _shown_option(value: object) -> str:
     if isinstance(value, dict):                  # the label files: {"val_labels": path}
         return ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value)) or "all"
     return "none" if value is None else str(value)
 
 
-def _existing_output(out: Path, digest: str, verify: bool, progress: Reporter, src: Path,
+def _existing_output(out: Path, digest: str, verify: bool, progress: Reporter, layout: Layout,
                      options: PrepOptions) -> tuple[Manifest | None, dict]:
     """What `out` already holds: (its manifest if it is exactly this preparation, complete,
     with nothing to do; the sha256 of each shard the manifest lists, to check reused shards
@@ -270,7 +274,7 @@ def _existing_output(out: Path, digest: str, verify: bool, progress: Reporter, s
                      "against)")
         return None, {}
     if manifest.options.get("plan_digest") != digest:
-        raise _other_preparation(out, manifest, src, options)
+        raise _other_preparation(out, manifest, layout, options)
     hashes = {name: info.sha256 for name, info in manifest.shards.items()}
     if verify:
         return None, hashes

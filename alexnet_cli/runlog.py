@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import time
 import zipfile
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, Callable
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.errors import AlexnetError, UsageError
+from alexnet_cli.images import special_kind
 from alexnet_cli.shards import MANIFEST
 
 try:
@@ -128,6 +130,12 @@ def what_is(path: Path) -> str:
             return PREPPED
         return "a training run's folder" if RunFolder(path).config.is_file() else "a folder"
     try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"a path that cannot be read ({exc.strerror or exc})"
+    if not stat.S_ISREG(mode):            # never opened: reading a FIFO blocks until someone writes
+        return special_kind(mode)
+    try:
         checkpoint = path.suffix.lower() in CHECKPOINT_SUFFIXES or zipfile.is_zipfile(path)
     except OSError:
         checkpoint = False
@@ -136,9 +144,10 @@ def what_is(path: Path) -> str:
 
 def not_a_checkpoint(path: Path) -> str | None:
     """Why an existing `path` given as a checkpoint is not one (a folder), with the file to
-    give instead in a run's folder; None for a file (load_checkpoint reads it)."""
+    give instead in a run's folder, or a FIFO, a device; None for a file (load_checkpoint reads it)."""
     if not path.is_dir():
-        return None
+        what = what_is(path)
+        return None if what in ("a checkpoint", "a file") else f"{path} is {what}, not a checkpoint"
     message = f"{path} is {what_is(path)}, not a checkpoint"
     run = RunFolder(path)                    # the run's folder, or its checkpoints/ folder
     found = next((f for f in (run.best, run.last, path / run.best.name, path / run.last.name) if f.is_file()), None)

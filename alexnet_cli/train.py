@@ -148,6 +148,7 @@ class Trainer:
         self.last_x: torch.Tensor | None = None           # the last training batch: the outputs' NaN check
         self.stop = StopRequests("training", "after this step" if self.dist.world_size == 1 else
                                  "at the next log step (--log-every)")   # entered by fit
+        self.agreed_signum: int | None = None            # under DDP: the signal any rank had (_stop_requested)
         self.log = MetricsLog(self.out_dir, enabled=self.dist.is_main, tensorboard=run.tensorboard)
 
     def _setup_data(self) -> None:
@@ -320,8 +321,10 @@ class Trainer:
             return False
         signum = torch.tensor(self.stop.signum or 0, device=self.device)
         dist.all_reduce(signum, op=dist.ReduceOp.MAX)
-        self.stop.signum = int(signum.item()) or None    # a rank with none names another's (SIGTERM over Ctrl-C)
-        return self.stop.signum is not None
+        # kept apart from self.stop.signum, which says whether THIS process had one (its next
+        # Ctrl-C would otherwise count as a second one and stop it at once, in the save)
+        self.agreed_signum = int(signum.item()) or None   # a rank with none names another's (SIGTERM over Ctrl-C)
+        return self.agreed_signum is not None
 
     def _stop_here(self) -> None:
         """Save the position (unless it was just saved) and stop with `Interrupted`."""
@@ -329,7 +332,7 @@ class Trainer:
         if self.state.saved_step != pos.step:
             self._check_finite(before_save=True)
             self.save()
-        signum = self.stop.signum or signal.SIGTERM
+        signum = self.agreed_signum or self.stop.signum or signal.SIGTERM
         name = signal_name(signum)
         raise Interrupted(f"{name}: stopped at step {pos.step} ({pos.where()}) and saved {self.folder.last}", signum)
 

@@ -54,18 +54,24 @@ def run(folder: str, max_steps=None, resume=False):
     return summary, counts, torch.stack([flat.sum(), flat.square().sum()]), recorder.said
 
 
-def diverge_on_rank_1():
-    """A NaN loss on rank 1 alone, at step 2: every rank must stop at the same check."""
-    trainer = Trainer(data, out / "nan", resolve_model_config("paper"),
+def four_steps(folder: str, on_rank_1) -> Trainer:
+    """A run of 4 steps logged every 2 whose rank 1 alone sees each step's statistics through
+    `on_rank_1(pos, logits, labels, loss, update)` (the rank's own update is `update`)."""
+    trainer = Trainer(data, out / folder, resolve_model_config("paper"),
                       resolve_train_config("paper", batch_size=8, epochs=1),
                       RunOptions(device="cpu", parallel="data", max_steps=4, log_every=2, workers=1), "paper",
                       Recorder())
     if dist.get_rank() == 1:
         update, pos = trainer.state.stats.update, trainer.state.pos
+        trainer.state.stats.update = lambda logits, labels, loss: on_rank_1(pos, logits, labels, loss, update)
+    return trainer
 
-        def poisoned(logits, labels, loss):
-            update(logits, labels, loss if pos.step < 1 else loss * float("nan"))
-        trainer.state.stats.update = poisoned
+
+def diverge_on_rank_1():
+    """A NaN loss on rank 1 alone, at step 2: every rank must stop at the same check."""
+    def poisoned(pos, logits, labels, loss, update):
+        update(logits, labels, loss if pos.step < 1 else loss * float("nan"))
+    trainer = four_steps("nan", poisoned)
     try:
         trainer.fit()
         return "finished"
@@ -78,18 +84,11 @@ def diverge_on_rank_1():
 def ctrl_c_on_rank_1():
     """Ctrl-C on rank 1 alone, during step 1: every rank stops together at the next log step
     (2 of 4), after a save there; returns where each stopped and what last.pt holds."""
-    trainer = Trainer(data, out / "stopped", resolve_model_config("paper"),
-                      resolve_train_config("paper", batch_size=8, epochs=1),
-                      RunOptions(device="cpu", parallel="data", max_steps=4, log_every=2, workers=1), "paper",
-                      Recorder())
-    if dist.get_rank() == 1:
-        update, pos = trainer.state.stats.update, trainer.state.pos
-
-        def interrupted(logits, labels, loss):
-            if pos.step == 0:
-                signal.raise_signal(signal.SIGINT)     # handled by the trainer: a request, recorded
-            update(logits, labels, loss)
-        trainer.state.stats.update = interrupted
+    def interrupted(pos, logits, labels, loss, update):
+        if pos.step == 0:
+            signal.raise_signal(signal.SIGINT)         # handled by the trainer: a request, recorded
+        update(logits, labels, loss)
+    trainer = four_steps("stopped", interrupted)
     try:
         trainer.fit()
         return {"stopped": "finished"}

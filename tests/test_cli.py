@@ -390,6 +390,17 @@ def test_every_output_under_a_file_or_in_proc_is_refused_up_front(runner, tmp_pa
         _assert_refused_up_front(runner, tmp_path, Path("/proc"), Path("/proc"))
 
 
+def test_a_broken_link_as_an_output_is_refused_up_front(runner, tmp_path):
+    """`--out LINK` where LINK points nowhere passed the check (it does not exist and its folder
+    is writable) and failed late ("File exists", exit 1)."""
+    link = tmp_path / "dangling"
+    link.symlink_to(tmp_path / "nowhere" / "x")
+    for args in (["train", str(tmp_path), "--out", str(link)], ["kernels", str(tmp_path / "m.pt"), "--out", str(link)]):
+        (tmp_path / "m.pt").write_bytes(b"")
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and f"{link} is a broken link (to {tmp_path / 'nowhere' / 'x'})" in result.stderr
+
+
 def test_a_read_only_folder_is_refused_up_front_even_for_root(runner, tmp_path):
     """A folder made read-only (chmod 555) is refused unless this process can write there anyway
     (root can: the check tries, as the write would); a folder root cannot write to either

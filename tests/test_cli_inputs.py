@@ -5,6 +5,7 @@ line naming the file, what is wrong, and what to do."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -100,11 +101,19 @@ def test_a_data_folder_as_the_checkpoint_and_the_reverse_are_bad_usage_everywher
         extra = {"features": ["--out", str(tmp_path / "f.h5")], "neighbors": ["--query", str(image)]}.get(command, [])
         cases += [([command, data, data, *extra], as_checkpoint),
                   ([command, str(checkpoint), str(checkpoint), *extra], as_data)]
+    fifo = tmp_path / "fifo"                 # never opened: a FIFO blocks its reader until someone writes
+    os.mkfifo(fifo)
+    cases += [(["pca", str(fifo)], f"{fifo} is a FIFO, not a data folder made by `alexnet prep`"),
+              (["eval", str(checkpoint), str(fifo)], f"{fifo} is a FIFO, not a data folder"),
+              (["eval", str(fifo), data], f"{fifo} is a FIFO, not a checkpoint"),
+              (["kernels", os.devnull], f"{os.devnull} is a device, not a checkpoint")]
     for args, words in cases:
         result = runner.invoke(app, args)
         lines = result.stderr.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1, (args, result.output)
         assert lines[0].startswith("Error: ") and words in lines[0], (args, lines)
+        which = ("CHECKPOINT" if "not a checkpoint" in words else "--data" if "--data" in args else "DATA")   # as in --help
+        assert lines[0].startswith(f"Error: Invalid value for {which}"), (args, lines)
     assert not (tmp_path / "r").exists() and not (tmp_path / "a").exists()
 
 

@@ -252,6 +252,13 @@ def test_verify_on_a_read_only_file_system(tree, small_disk):
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     result = prepare(tree, small_disk / "out", PrepOptions(**OPTIONS), verify=True)
     assert result.up_to_date and result.manifest.splits["train"].count == 6
+    # the command too: its up-front write check leaves an existing preparation to prepare (it
+    # refused the folder, exit 2, before any check); a new OUT there is still refused up front
+    args = ["prep", str(tree), str(small_disk / "out"), "--workers", "1", "--shard-size", "8", "--block-size", "4"]
+    verified = runner.invoke(app, [*args, "--verify"])
+    assert verified.exit_code == 0 and "matches the sha256" in verified.stderr, verified.output
+    new = runner.invoke(app, ["prep", str(tree), str(small_disk / "new")])
+    assert new.exit_code == 2 and "is not a writable folder" in new.stderr
 
 
 # ---------------------------------------------------------------------------- F16, manifests and pca.json

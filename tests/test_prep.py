@@ -156,6 +156,11 @@ def test_another_preparation_says_what_differs(tiny_tree, tmp_path):
     assert other.exit_code == 1 and other.stderr.strip() == (
         f"Error: {out} already holds data prepared with other options (--format raw there, jpeg now; "
         "--limit-per-class 2 there, none now); choose another output folder (or delete this one)")
+    asked_alike = runner.invoke(app, ["prep", str(tiny_tree), str(out), "--workers", "1", "--limit-per-class", "2",
+                                      "--splits", "val,"])          # the same split, asked another way
+    assert asked_alike.exit_code == 0, asked_alike.output
+    every = runner.invoke(app, ["prep", str(tiny_tree), str(out), "--workers", "1", "--limit-per-class", "2"])
+    assert "(--splits val there, train,val now)" in every.stderr   # the splits prepared, not the flag's text
     copy = tmp_path / "copy"                   # a copy of the same files: taken as they are
     shutil.copytree(tiny_tree, copy)
     assert runner.invoke(app, ["prep", str(copy), *base[2:], "--limit-per-class", "2"]).exit_code == 0

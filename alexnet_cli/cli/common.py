@@ -7,6 +7,7 @@ stderr through `err_console`, so that `--json` leaves exactly one JSON document 
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -57,6 +58,9 @@ def check_writable(path: Path | None, option: str, *, folder: bool = False) -> N
     to root whatever the folder (root cannot write into /proc or onto a read-only mount)."""
     if path is None:
         return
+    if path.is_symlink() and not path.exists():       # writing through it would fail late ("File exists")
+        raise typer.BadParameter(f"{path} is a broken link (to {os.readlink(path)}); give another path",
+                                 param_hint=option)
     if folder and path.exists() and not path.is_dir():
         raise typer.BadParameter(f"{path} is a file; give a folder", param_hint=option)
     if not folder and path.is_dir():

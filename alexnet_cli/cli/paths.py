@@ -29,11 +29,11 @@ def check_data(path: Path | None, hint: str | None = None) -> Path | None:
 
 
 def _checkpoint_argument(value: Path) -> Path:
-    return check_checkpoint(value)
+    return check_checkpoint(value, "CHECKPOINT")      # named as in the usage line, as eval's body check does
 
 
 def _data_argument(value: Path) -> Path:
-    return check_data(value)
+    return check_data(value, "DATA")
 
 
 CheckpointArg = Annotated[Path, typer.Argument(

@@ -14,6 +14,7 @@ from alexnet_cli.cli.common import JsonOpt, check_writable, console, err_console
 from alexnet_cli.layouts import LabelFiles
 from alexnet_cli.prep import PrepOptions, PrepResult, prepare
 from alexnet_cli.progress import plural
+from alexnet_cli.shards import MANIFEST
 
 _LABELS = "Label files (default: found automatically)"
 
@@ -49,7 +50,8 @@ def prep(
     json_out: JsonOpt = False,
 ) -> None:
     """Resize an ImageNet tree to 256x256 RGB shards, with the training mean image and manifest.json."""
-    check_writable(out, "OUT", folder=True)
+    if not (out / MANIFEST).is_file():     # an existing preparation is checked by prepare: intact, it writes nothing
+        check_writable(out, "OUT", folder=True)              # (so --verify works on a read-only data folder)
     options = PrepOptions(
         format=format, jpeg_quality=jpeg_quality, shard_size=shard_size, block_size=block_size,
         limit_per_class=limit_per_class, workers=workers,
