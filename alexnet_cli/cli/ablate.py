@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from alexnet_cli.ablate import FULL, VAL_MINUS_TRAIN, VARIANTS, ablate, figure1_line, title
-from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, ExistingDir, JsonOpt, WorkersOpt,
+from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, JsonOpt, WorkersOpt,
                                     check_writable, console, err_console, print_json, reporter)
 from alexnet_cli.cli.options import (AugChunkOpt, BatchSizeOpt, BiasInitOpt, BiasLrMultOpt, BiasWeightDecayOpt,
                                      ChannelsLastOpt, CodeEpochBaseOpt, CompileModeOpt, CompileOpt, Conv1OrderOpt,
@@ -21,6 +21,7 @@ from alexnet_cli.cli.options import (AugChunkOpt, BatchSizeOpt, BiasInitOpt, Bia
                                      MaxStepsOpt, MeanCropOpt, MomentumOpt, ParallelOpt, PatienceOpt, PcaScaleOpt,
                                      RecipeOpt, SaveEveryOpt, SeedOpt, StuckStepsOpt, TensorboardOpt, WeightDecayOpt,
                                      WithinMapNormOpt, devices_from_option, model_config_from_options)
+from alexnet_cli.cli.paths import DataArg
 from alexnet_cli.config import resolve_train_config
 from alexnet_cli.errors import Interrupted, UsageError
 from alexnet_cli.train import RunOptions
@@ -29,7 +30,7 @@ _ABL = "Ablations"
 
 
 def ablate_cmd(
-    data: ExistingDir,
+    data: DataArg,
     out: Annotated[Path, typer.Option("--out", help=f"Folder of the runs: one run folder per variant ({FULL}, no-lrn, "
                                       "...), ablations.json, ablations.md, curves.png.", rich_help_panel=_ABL)],
     variants: Annotated[Optional[str], typer.Option("--variants", help=f"Comma-separated, among {','.join(VARIANTS)} "

@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 
 from alexnet_cli.cli.flags import FLAGS
-from alexnet_cli.cli.paths import CheckpointArg, DataArg
 from alexnet_cli.config import check_seed
 from alexnet_cli.errors import UsageError
 from alexnet_cli.figures import PICTURE_FORMATS
@@ -146,5 +145,3 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or
 DecodeOpt = Annotated[Optional[str], typer.Option("--decode", help="Where jpeg shards are decoded: cpu (simplejpeg, one thread per --workers), gpu (batched nvJPEG on the CUDA device) or auto (gpu on CUDA when a GPU decoder is installed). Default: auto; eval and features: the decoder the run trained with. Raw shards need none.")]
 Bf16Opt = Annotated[bool, typer.Option("--bf16/--no-bf16", help="bfloat16 autocast on CUDA (ignored on the CPU).")]
 ForwardBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
-ExistingDir = DataArg            # DATA, and a CHECKPOINT: given the other, one line saying so (cli/paths.py)
-ExistingFile = CheckpointArg

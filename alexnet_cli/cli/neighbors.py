@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import (DeviceOpt, ExistingDir, ExistingFile, ForwardBatchOpt, JsonOpt, check_picture_out,
+from alexnet_cli.cli.common import (DeviceOpt, ForwardBatchOpt, JsonOpt, check_picture_out,
                                     console, err_console, print_json, reporter)
+from alexnet_cli.cli.paths import CheckpointArg, DataArg
 from alexnet_cli.neighbors import DEFAULT_K, draw_neighbors, find_neighbors
 
 
@@ -19,8 +20,8 @@ MIN_MEMORY_MB = 16      # below this the search's chunks are a few rows: slow, a
 
 
 def neighbors(
-    checkpoint: ExistingFile,
-    data: ExistingDir,
+    checkpoint: CheckpointArg,
+    data: DataArg,
     query: Annotated[list[Path], typer.Option("--query", exists=True, dir_okay=False, metavar="IMAGE",
                                               help="A query image (repeat for several).")],
     k: Annotated[int, typer.Option("--k", min=1, help="Neighbours per query.")] = DEFAULT_K,

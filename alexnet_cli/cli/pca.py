@@ -9,14 +9,15 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import DeviceOpt, ExistingDir, JsonOpt, WorkersOpt, console, print_json, reporter, seed_option
+from alexnet_cli.cli.common import DeviceOpt, JsonOpt, WorkersOpt, console, print_json, reporter, seed_option
+from alexnet_cli.cli.paths import DataArg
 from alexnet_cli.pca import PcaStats, compute_pca, write_pca
 
 _SeedOpt = seed_option("Seed of the --sample subset.")
 
 
 def pca(
-    data: ExistingDir,
+    data: DataArg,
     sample: Annotated[Optional[int], typer.Option("--sample", help="Use N training images picked deterministically (default: all).")] = None,
     seed: _SeedOpt = 0,
     device: DeviceOpt = None,
