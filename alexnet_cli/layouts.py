@@ -43,6 +43,9 @@ NESTED_ROOTS = ("ILSVRC/Data/CLS-LOC", "Data/CLS-LOC", "CLS-LOC")
 _DEVKIT_SUBDIRS = (".", "data", "ILSVRC2012_devkit_t12/data", "ILSVRC2012_devkit_t12", "devkit/data")
 _VAL_NUMBER = re.compile(r"ILSVRC20\d\d_val_0*(\d+)")
 
+FOLDERS = "folders"                          # a split's kind: class folders label its images
+DEVKIT_KIND = "devkit ground truth"          # ... the devkit's ground truth file does (with its name)
+
 EXPECTED = ("expected train/<wnid>/*.JPEG and/or val/ (val/<wnid>/*.JPEG, or flat val/*.JPEG with "
             f"{LOC_SOLUTION} or the devkit's {DEVKIT_TRUTH} + {DEVKIT_META}), directly in SRC or under "
             "Kaggle's ILSVRC/Data/CLS-LOC/")
@@ -90,19 +93,18 @@ def find_layout(src: str | Path, splits: list[str] | None = None, labels: LabelF
     names = _read_mapping(labels.synset_mapping or _find(search, LOC_MAPPING))
     classes = _class_dirs(image_root / "train") if "train" in present else []
     out = Layout(name="", source=src, image_root=image_root, classes=classes, class_names=names, splits={})
-    kinds = []
+    kinds = {}
     for s in wanted:
-        entries, unlabeled, kind = _list_split(src, image_root / s, s, search, labels, names)
+        entries, unlabeled, kinds[s] = _list_split(src, image_root / s, s, search, labels, names)
         out.splits[s], out.unlabeled[s] = entries, unlabeled
-        kinds.append(f"{s} {kind}")
     if not out.classes:
         out.classes = sorted({w for entries in out.splits.values() for _, w in entries})
     if not out.classes:
         raise DataError(f"{src}: found no class folders and no labelled images; {EXPECTED}")
     _drop_unknown_classes(out)
-    out.unused = _unused_label_files(labels, dict(zip(wanted, kinds)))
+    out.unused = _unused_label_files(labels, kinds)
     nested = image_root != src
-    out.name = ("kaggle root " if nested else "") + ", ".join(kinds)
+    out.name = ("kaggle root " if nested else "") + ", ".join(f"{s} {kind}" for s, kind in kinds.items())
     out.class_names = {w: out.class_names.get(w, w) for w in out.classes}
     return out
 
@@ -112,11 +114,11 @@ def _unused_label_files(labels: LabelFiles, kinds: dict[str, str]) -> list[str]:
     val = kinds.get("val")
     if val is None:
         why_val = "no val/ split is prepared"
-    elif val.endswith(" folders"):
+    elif val == FOLDERS:
         why_val = "val/ is in class folders, which give the labels"
     else:
         why_val = None
-    devkit = val is not None and "devkit ground truth" in val
+    devkit = val is not None and val.startswith(DEVKIT_KIND)
     unused = []
     for flag, path, why in (("--val-labels", labels.val_labels, why_val),
                             ("--devkit-meta", labels.devkit_meta, None if devkit else "no split is labelled by the devkit's ground truth"),
@@ -254,7 +256,7 @@ def _list_split(src: Path, folder: Path, split: str, search: list[Path], labels:
             entries += [(_rel(src, p), w) for p in files]
             unread += [{"path": _rel(src, p), "reason": why} for p, why in odd]
         unlabeled = [{"path": _rel(src, folder / f), "reason": "not inside a class folder"} for f in top]
-        return sorted(entries), unlabeled + unread, "folders"
+        return sorted(entries), unlabeled + unread, FOLDERS
     label_of, kind = _flat_val_labels(search, labels, names)
     entries, unlabeled = [], unread
     for f in top:
@@ -270,12 +272,12 @@ def _flat_val_labels(search: list[Path], labels: LabelFiles, names: dict[str, st
     """A function file name -> wnid (or None) for a flat val/ folder, and the source's name."""
     given = labels.val_labels
     if given is not None:
-        kind = "LOC csv" if "," in _read_text(given, "label file").split("\n", 1)[0] else "devkit ground truth"
+        kind = "LOC csv" if "," in _read_text(given, "label file").split("\n", 1)[0] else DEVKIT_KIND
         path = given
     elif (path := _find(search, LOC_SOLUTION)) is not None:
         kind = "LOC csv"
     elif (path := _find(search, DEVKIT_TRUTH)) is not None:
-        kind = "devkit ground truth"
+        kind = DEVKIT_KIND
     else:
         raise DataError(f"val/ is flat (no class folders) and no labels were found: put {LOC_SOLUTION} "
                         f"or the devkit's {DEVKIT_TRUTH} (+ {DEVKIT_META}) beside it, or pass --val-labels FILE")
@@ -293,7 +295,7 @@ def _flat_val_labels(search: list[Path], labels: LabelFiles, names: dict[str, st
             return None
         return id_to_wnid.get(truth[n - 1])
 
-    return label, f"devkit ground truth ({path.name})"
+    return label, f"{DEVKIT_KIND} ({path.name})"
 
 
 def _read_text(path: Path, what: str) -> str:

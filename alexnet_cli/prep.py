@@ -227,11 +227,10 @@ def _other_preparation(out: Path, manifest: Manifest, layout: Layout, options: P
     compared by what they make (the splits prepared, not how they were asked for; the quality
     of jpeg shards only), or else that the source's files differ."""
     there, asked = manifest.options, _options_json(options)
-    shown = {"splits": (",".join(sorted(manifest.splits)), ",".join(sorted(layout.splits)))}
-    if there.get("format") == asked["format"] == "jpeg":
-        shown["jpeg_quality"] = (there.get("jpeg_quality"), asked["jpeg_quality"])
-    for key in ("format", "shard_size", "block_size", "limit_per_class", "labels"):
-        shown[key] = (there.get(key), asked[key])
+    shown = {key: (there.get(key), value) for key, value in asked.items()}
+    shown["splits"] = (",".join(sorted(manifest.splits)), ",".join(sorted(layout.splits)))
+    if not there.get("format") == asked["format"] == "jpeg":     # raw shards have no quality
+        del shown["jpeg_quality"]
     differ = {k: v for k, v in shown.items() if v[0] != v[1]}
     if differ:
         said = "; ".join(f"{'label files' if k == 'labels' else f'`{k}`'} {_shown_option(a)} there, "
