@@ -6,12 +6,12 @@ READ-ONLY: copy them (shutil.copytree) before changing anything.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 import pytest
 import torch
-
-import dataclasses
 
 from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.model import AlexNet
@@ -19,6 +19,17 @@ from alexnet_cli.pca import compute_pca, write_pca
 from alexnet_cli.shards import read_mean_image
 from alexnet_cli.prep import PrepOptions, prepare
 from alexnet_cli.synth import make_tree
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (pyproject's addopts: a worker per core, up to 4), each worker's torch,
+    and the commands its tests start, use their share of the cores: two workers each running
+    torch on every core would ask for twice the cores there are."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = str(max(1, len(os.sched_getaffinity(0)) // int(workers)))
+        torch.set_num_threads(int(threads))
+        os.environ["OMP_NUM_THREADS"] = threads
 
 
 def pytest_collection_modifyitems(config, items):
