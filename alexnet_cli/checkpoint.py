@@ -37,7 +37,7 @@ from alexnet_cli.config import LEGACY_MODEL_FIELDS, ModelConfig, model_config_fr
 from alexnet_cli.errors import AlexnetError, CheckpointError
 from alexnet_cli.images import not_regular
 from alexnet_cli.model import AlexNet
-from alexnet_cli.progress import plural
+from alexnet_cli.progress import Reporter, plural
 from alexnet_cli.shards import read_mean_image
 
 FORMAT = "alexnet-cli/checkpoint"
@@ -184,6 +184,18 @@ class LoadedModel:
             raise CheckpointError(f"{self.path}: its config has mean_crop {value!r}; this alexnet knows "
                                   f"{', '.join(MEAN_CROPS)}")
         return value
+
+    def tell_assumptions(self, progress: Reporter) -> None:
+        """For a network inferred from its weights' shapes (a bare state_dict: infer_model_config),
+        a note on `progress` of what was taken for granted. Commands call it once their checks of
+        the network have passed, so that an error about it stays the only line."""
+        if "model" in self.config:
+            return
+        net = self.model.config
+        progress.log(f"Note: {self.path} holds no network settings (a bare state_dict?): taken as the paper's "
+                     f"network with {plural(net.num_classes, 'class', 'classes')} and "
+                     f"{plural(net.columns, 'column')}, read from its shapes, trained with inverted dropout "
+                     "(docs/formats.md, Loading)")
 
     def mean_or_data(self, data_dir: str | Path | None) -> torch.Tensor | None:
         """The mean image to subtract, float32 (256, 256, 3): the checkpoint's, or for a bare

@@ -659,7 +659,7 @@ def codes_for_split(checkpoint: str | Path, data_dir: str | Path, *, split: str 
     from alexnet_cli.neighbors import split_features
 
     check_bits(bits)
-    encoder = load_encoder(checkpoint, data_dir, device)
+    encoder = load_encoder(checkpoint, data_dir, device, progress)
     path = split_features(encoder, Path(data_dir), split, features, batch_size=batch_size, workers=workers,
                           progress=progress)
     return make_codes(path, bits=bits, epochs=epochs, seed=seed, rerank_depth=rerank_depth,

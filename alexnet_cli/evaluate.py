@@ -198,13 +198,14 @@ def check_classes(loaded: LoadedModel, classes: list[str], data_dir: Path) -> No
 
 
 def load_members(checkpoints: Sequence[Path], data_dir: Path, classes: list[str],
-                 device: torch.device) -> list[Member]:
+                 device: torch.device, progress: Reporter = NullReporter()) -> list[Member]:
     """Load each checkpoint on `device`, check its classes; a bare state_dict borrows the data's
     mean image (it carries none)."""
     members = []
     for path in checkpoints:
         loaded = load_model(path, device)
         check_classes(loaded, classes, data_dir)
+        loaded.tell_assumptions(progress)
         members.append(Member(loaded.model, loaded.mean_or_data(data_dir).to(device), loaded.mean_crop,
                               trained_decode(loaded.config)))
     return members
@@ -225,7 +226,7 @@ def evaluate(checkpoints: Sequence[Path], data_dir: Path, *, split: str = "val",
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
     manifest.asked_split(split)                            # a clear error naming the splits there are
-    members = load_members(checkpoints, data_dir, manifest.classes, dev)
+    members = load_members(checkpoints, data_dir, manifest.classes, dev, progress)
     loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False, device=dev, workers=workers,
                          decode=decode or members[0].decode)   # unless told, the decoder the run trained with
     result = evaluate_models(members, loader, crops=crops, bf16=bf16, keep_predictions=keep_predictions,

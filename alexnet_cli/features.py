@@ -147,13 +147,15 @@ def model_key(model: torch.nn.Module, mean_image: torch.Tensor, mean_crop: str) 
     return h.hexdigest()[:16]
 
 
-def load_encoder(checkpoint: str | Path, data_dir: str | Path, device: str | torch.device | None = None) -> Encoder:
+def load_encoder(checkpoint: str | Path, data_dir: str | Path, device: str | torch.device | None = None,
+                 progress: Reporter = NullReporter()) -> Encoder:
     """The checkpoint's network on `device`; a bare state_dict borrows the data's mean image."""
     dev = resolve_device(device)
     loaded: LoadedModel = load_model(checkpoint, dev)
     mean = loaded.mean_or_data(data_dir)                                   # (256, 256, 3)
     if loaded.model.fc7.out_features != DIM:
         raise CheckpointError(f"{checkpoint}: fc7 has {loaded.model.fc7.out_features} units, expected {DIM}")
+    loaded.tell_assumptions(progress)
     key = model_key(loaded.model, mean, loaded.mean_crop)
     return Encoder(loaded.model, mean.to(dev, torch.float32), loaded.mean_crop, key, dev, str(checkpoint),
                    network_json(loaded.model), trained_decode(loaded.config))
@@ -422,6 +424,6 @@ def extract_features(checkpoint: str | Path, data_dir: str | Path, out: str | Pa
                      workers: int | None = None, decode: str | None = None,
                      progress: Reporter = NullReporter()) -> FeaturesInfo:
     """What `alexnet features` does: the fc7 features of every image of `split` into `out`."""
-    encoder = load_encoder(checkpoint, data_dir, device)
+    encoder = load_encoder(checkpoint, data_dir, device, progress)
     return write_features(encoder, data_dir, split, out, batch_size=batch_size, overwrite=overwrite,
                           workers=workers, decode=decode, progress=progress)

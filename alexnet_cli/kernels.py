@@ -22,6 +22,7 @@ from PIL import Image
 from alexnet_cli.checkpoint import load_model
 from alexnet_cli.figures import grid, save_picture, to_image
 from alexnet_cli.model import AlexNet
+from alexnet_cli.progress import NullReporter, Reporter
 
 COLUMN_NAMES = ("A", "B")   # figure 3: column A (GPU 1) on top, column B (GPU 2) below
 PER_ROW = 16                # figure 3: rows of 16 tiles, three rows per column
@@ -98,9 +99,11 @@ def draw_kernels(weights: torch.Tensor, columns: int, scale: int = 4) -> Image.I
     return grid(blocks, 1, pad=4 * scale)
 
 
-def kernel_report(checkpoint: str | Path, out: str | Path | None = None, *, scale: int = 4) -> KernelReport:
+def kernel_report(checkpoint: str | Path, out: str | Path | None = None, *, scale: int = 4,
+                  progress: Reporter = NullReporter()) -> KernelReport:
     """What `alexnet kernels` does: the colour scores per column, and the picture if `out`."""
     loaded = load_model(checkpoint, "cpu")
+    loaded.tell_assumptions(progress)
     columns = loaded.model.config.columns
     weights = conv1_weights(loaded.model)                          # (96, 3, 11, 11)
     size = None

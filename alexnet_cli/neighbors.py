@@ -243,7 +243,7 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
         raise UsageError(f"memory_mb must be a positive number, got {memory_mb}", field="memory_mb", value=memory_mb)
     data_dir = Path(data_dir)
     images = [load_image(q) for q in queries]                 # unreadable queries fail before any work
-    encoder = load_encoder(checkpoint, data_dir, device)
+    encoder = load_encoder(checkpoint, data_dir, device, progress)
     if codes:                                            # before the features, which can take hours
         wanted = codes_path(features if features is not None else cache_path(data_dir, split, encoder.key), bits)
         if not wanted.exists():

@@ -19,6 +19,7 @@ from alexnet_cli.devices import resolve_device
 from alexnet_cli.evaluate import Member, average_softmax, check_crops
 from alexnet_cli.figures import grid, hbar_chart, hstack, labeled_tile, save_picture
 from alexnet_cli.images import load_image
+from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import read_manifest
 
 
@@ -77,7 +78,7 @@ def _load_all(images: Sequence[str | Path]) -> list[np.ndarray]:
 
 def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5, crops: int = 1,
             device: str | torch.device | None = None, bf16: bool = True, data_dir: str | Path | None = None,
-            batch_size: int = 32) -> list[Prediction]:
+            batch_size: int = 32, progress: Reporter = NullReporter()) -> list[Prediction]:
     """Top-k classes and probabilities for each image file, in the order given.
 
     A file that is not a readable image raises DataError naming it, before any work is done.
@@ -89,6 +90,7 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5,
     pixels = _load_all(images)                                        # each uint8 (256, 256, 3)
     loaded = load_model(checkpoint, dev)
     mean, classes, names = _mean_and_names(loaded, None if data_dir is None else Path(data_dir))
+    loaded.tell_assumptions(progress)
     member = Member(loaded.model, mean.to(dev, torch.float32), loaded.mean_crop)
     k = min(k, len(classes))
     out: list[Prediction] = []

@@ -25,6 +25,7 @@ from alexnet_cli.loader import ShardLoader
 from alexnet_cli.metrics import TOP_K, TopKCounts
 from alexnet_cli.model import AlexNet
 from alexnet_cli.prep import PrepOptions, prepare
+from alexnet_cli.progress import NullReporter
 from alexnet_cli.shards import open_shard, read_images, read_manifest, read_mean_image, read_split_index
 
 runner = CliRunner()
@@ -227,10 +228,24 @@ def test_bare_state_dict_uses_the_data_mean(tiny_data, ckpts, tmp_path):
     torch.save(ckpt["model"], tmp_path / "bare.pt")
     ckpt["config"]["model"]["dropout_style"] = "inverted"
     save_checkpoint(tmp_path / "full.pt", {k: v for k, v in ckpt.items() if k not in ("format", "version")})
-    full = evaluate([tmp_path / "full.pt"], tiny_data, device="cpu", keep_predictions=True)
-    bare = evaluate([tmp_path / "bare.pt"], tiny_data, device="cpu", keep_predictions=True)
+    full_notes, bare_notes = _Notes(), _Notes()
+    full = evaluate([tmp_path / "full.pt"], tiny_data, device="cpu", keep_predictions=True, progress=full_notes)
+    bare = evaluate([tmp_path / "bare.pt"], tiny_data, device="cpu", keep_predictions=True, progress=bare_notes)
     assert bare.top1_error == full.top1_error
     np.testing.assert_allclose(bare.predictions.probs, full.predictions.probs, rtol=1e-6)
+    # the bare one is said to be taken so; the full checkpoint says how it was trained, no note
+    assert full_notes.lines == [] and len(bare_notes.lines) == 1
+    assert "bare state_dict" in bare_notes.lines[0] and "inverted dropout" in bare_notes.lines[0]
+
+
+class _Notes(NullReporter):
+    """A reporter that keeps the notes logged to it."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, message: str, mentions: tuple[str, ...] = ()) -> None:
+        self.lines.append(message)
 
 
 class Evil:

@@ -167,9 +167,16 @@ def test_bare_state_dict_needs_the_data_folder(ckpt, images, tmp_path, tiny_data
         predict(tmp_path / "bare.pt", [images["rgb"]], device="cpu")
     bare = runner.invoke(app, ["predict", str(tmp_path / "bare.pt"), str(images["rgb"])])
     assert bare.exit_code == 1 and bare.stderr.startswith("Error: --data is needed"), bare.output
+    assert len(bare.stderr.splitlines()) == 1                   # the error alone: no note before it
     res = runner.invoke(app, ["predict", str(tmp_path / "bare.pt"), str(images["rgb"]), "--data", str(tiny_data),
                               "--json", "--device", "cpu"])
     assert res.exit_code == 0, res.output
+    # what was taken for granted is said, once the network is usable (a full checkpoint says nothing)
+    note = [line for line in res.stderr.splitlines() if line.startswith("Note:")]
+    assert len(note) == 1 and "bare state_dict" in note[0] and "4 classes and 2 columns" in note[0] \
+        and "inverted dropout" in note[0], res.stderr
+    full = runner.invoke(app, ["predict", str(ckpt), str(images["rgb"]), "--json", "--device", "cpu"])
+    assert full.exit_code == 0 and "Note:" not in full.stderr, full.output
     from alexnet_cli.shards import read_manifest
     classes = read_manifest(tiny_data).classes
     assert {t["class"] for t in json.loads(res.stdout)[0]["top"]} <= set(classes)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import JsonOpt, check_picture_out, console, print_json
+from alexnet_cli.cli.common import JsonOpt, check_picture_out, console, print_json, reporter
 from alexnet_cli.cli.paths import CheckpointArg
 from alexnet_cli.kernels import kernel_report
 
@@ -28,7 +28,7 @@ def kernels(
     about 0.67 for random weights. The paper finds column A colour-agnostic, column B colour-specific.
     """
     check_picture_out(out)
-    report = kernel_report(checkpoint, out, scale=scale)
+    report = kernel_report(checkpoint, out, scale=scale, progress=reporter())
     if json_out:
         print_json({"checkpoint": str(report.checkpoint), "kernels": report.kernels,
                     "out": None if report.out is None else str(report.out),

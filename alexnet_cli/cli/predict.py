@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from alexnet_cli.cli.common import (CropsOpt, DeviceOpt, JsonOpt, check_picture_out, console, err_console,
-                                    print_json)
+                                    print_json, reporter)
 from alexnet_cli.cli.paths import CheckpointArg, check_data
 from alexnet_cli.predict import draw_predictions, predict
 
@@ -33,7 +33,8 @@ def predict_cmd(
     """Top-k classes and probabilities of each IMAGE under CHECKPOINT."""
     check_picture_out(out)
     check_data(data, "--data")
-    preds = predict(checkpoint, images, k=k, crops=crops, device=device, data_dir=data)
+    preds = predict(checkpoint, images, k=k, crops=crops, device=device, data_dir=data,
+                    progress=reporter())
     if out is not None:
         err_console.print(f"figure: {draw_predictions(preds, out)}", highlight=False)
     if json_out:
