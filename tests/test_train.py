@@ -286,6 +286,9 @@ def test_data_parallel_with_gloo_two_processes(small_data, tmp_path):
     assert main["stopped"]["saved_step"] == other["stopped"]["saved_step"] == 2
     assert (main["stopped"]["signum"], other["stopped"]["signum"]) == (signal.SIGINT, signal.SIGINT)
     assert main["stopped"]["message"].startswith("Ctrl-C: stopped at step 2 (in epoch 1, batch 2) and saved ")
+    # rank 1's signal handler says when it stops, its setting named by the reporter given (a Python one here:
+    # as the library writes it; the CLI's shows --log-every)
+    assert "Ctrl-C: training stops at the next log step (`log_every`) and saves where it is" in done.stderr
 
 
 def test_bad_run_options_give_one_error_line(tiny_data, tmp_path):
