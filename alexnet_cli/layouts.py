@@ -346,8 +346,8 @@ def _read_ground_truth(path: Path) -> list[int]:
 def _devkit_synsets(truth: Path, search: list[Path], labels: LabelFiles, names: dict[str, str]) -> dict[int, str]:
     """ILSVRC2012_ID -> wnid, from `val_synsets` or meta.mat; also fills `names`."""
     if labels.val_synsets is not None:
-        ids = {}
-        for i, line in enumerate(_read_text(labels.val_synsets, "`val_synsets` file", ("val_synsets",)).splitlines(), start=1):
+        ids, text = {}, _read_text(labels.val_synsets, "`val_synsets` file", ("val_synsets",))
+        for i, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 wnid, _, name = line.strip().partition(" ")
                 ids[i] = wnid

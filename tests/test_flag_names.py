@@ -132,7 +132,8 @@ def test_an_unused_label_file_is_named_by_its_setting(tmp_path):
     labels.write_text("junk")
     layout = find_layout(root, labels=LabelFiles(val_labels=labels, val_synsets=labels))
     assert [u.setting for u in layout.unused] == ["val_labels", "val_synsets"]
-    assert str(layout.unused[0]) == f"`val_labels` {labels} is not used: val/ is in class folders, which give the labels"
+    assert str(layout.unused[0]) == (f"`val_labels` {labels} is not used: val/ is in class folders, which give "
+                                     "the labels")
     cli_lines = [common.reporter().named(str(u), (u.setting,)) for u in layout.unused]
     assert cli_lines[1] == f"--val-synsets {labels} is not used: no split is labelled by the devkit's ground truth"
 
