@@ -595,7 +595,8 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
             progress.log(f"codes: resuming after epoch {start} of {epochs} ({state_file})")
     else:
         if saved is not None:
-            progress.log(f"codes: starting afresh: {state_file} has {plural(saved['epoch'], 'epoch')}, more than --epochs {epochs}")
+            progress.log(f"codes: starting afresh: {state_file} has {plural(saved['epoch'], 'epoch')}, more than "
+                         f"`epochs` {epochs}", mentions=("epochs",))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = CodeNet(info.dim, bits, hidden)

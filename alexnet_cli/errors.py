@@ -12,7 +12,16 @@ or argument name and carries it, with the value, as `field` and `value`
 flag names: its error boundary shows `--dropout must be in [0, 1), got 2` (cli/flags.py). Another
 setting the message names, besides its field, is written in backticks and listed in `mentions`
 (`UsageError("compile_mode max-autotune needs `compile`", field="compile_mode", value=...,
-mentions=("compile",))`): the CLI shows its flag there too.
+mentions=("compile",))`): the CLI shows its flag there too. An on/off setting the message asks
+to turn off is written `name=False` (`train with `pca_aug=False``), which the CLI shows as the
+flag that turns it off (--no-pca-aug). Notes printed through a reporter follow the same rule
+(`progress.log(message, mentions=...)`, progress.py); `rename_mentions` below renames them, for
+errors and notes alike.
+
+A whole command line the message tells the user to run stays as written, in backticks
+("run `alexnet prep SRC OUT --verify`", "`alexnet train --out RUN` makes one", "e.g. torchrun
+--nproc_per_node 8 -m alexnet_cli train ..."): it names the tool to run, which is the same advice
+for a Python user. Only a setting named on its own is written in the library's terms.
 """
 
 from __future__ import annotations
@@ -21,6 +30,22 @@ import copy
 import signal
 from collections.abc import Mapping
 from typing import Any
+
+
+def check_mentions(message: str, mentions: tuple[str, ...]) -> None:
+    """ValueError unless each mentioned setting is written as `name` in `message` (a bug)."""
+    missing = [m for m in mentions if f"`{m}`" not in message]
+    if missing:
+        raise ValueError(f"a message mentioning {missing} must write them as `name`: {message!r}")
+
+
+def rename_mentions(message: str, mentions: tuple[str, ...], names: Mapping[str, str] | None) -> str:
+    """`message` with each mentioned `name` (in backticks) called as `names` says (the CLI:
+    its flag); a name `names` lacks, or every name when `names` is None, stays as written."""
+    for mention in mentions:
+        if names and mention in names:
+            message = message.replace(f"`{mention}`", names[mention])
+    return message
 
 
 class AlexnetError(Exception):
@@ -35,9 +60,7 @@ class AlexnetError(Exception):
                  mentions: tuple[str, ...] = ()) -> None:
         if field is not None and not message.startswith(field):
             raise ValueError(f"an error about {field!r} must begin with it: {message!r}")
-        missing = [m for m in mentions if f"`{m}`" not in message]
-        if missing:
-            raise ValueError(f"an error mentioning {missing} must write them as `name`: {message!r}")
+        check_mentions(message, mentions)
         super().__init__(message)
         self.field, self.value, self.mentions = field, value, tuple(mentions)
         self.field_at = 0                  # where the field's name stands in the message
@@ -55,10 +78,7 @@ class AlexnetError(Exception):
         message = str(self)
         if self.field is not None and name is not None:
             message = message[:self.field_at] + name + message[self.field_at + len(self.field):]
-        for mention in self.mentions:
-            if others and mention in others:
-                message = message.replace(f"`{mention}`", others[mention])
-        return message
+        return rename_mentions(message, self.mentions, others)
 
 
 class UsageError(AlexnetError):

@@ -345,7 +345,8 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
         if info.made_by(*want) and info.complete:
             return info
         why = info.other_network(encoder) or f"split {info.split}, {info.count} images, other data"
-        raise DataError(f"{out} holds other features ({why}): pass --overwrite or another --out")
+        raise DataError(f"{out} holds other features ({why}): pass `overwrite` or another `out`",
+                        mentions=("overwrite", "out"))
     if overwrite:
         partial.unlink(missing_ok=True)
     done = _resume_point(partial, want, progress)

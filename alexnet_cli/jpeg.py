@@ -119,7 +119,7 @@ def decode_jpegs_on(blobs: Sequence, device: torch.device) -> torch.Tensor:
         chw = decoder(tensors, device)                                       # B x (3, H, W)
     except RuntimeError as exc:
         raise DataError(f"JPEGs cannot be decoded on {device} ({str(exc).splitlines()[0]}): "
-                        "run `alexnet prep SRC OUT --verify`, or use --decode cpu") from None
+                        "run `alexnet prep SRC OUT --verify`, or use `decode` cpu", mentions=("decode",)) from None
     bad = [tuple(c.shape) for c in chw if tuple(c.shape) != (3, *IMAGE_SHAPE[:2])]
     if bad:
         raise DataError(f"a stored JPEG decodes to {bad[0]}, expected (3, 256, 256): "

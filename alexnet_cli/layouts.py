@@ -61,6 +61,17 @@ class LabelFiles:
     val_synsets: Path | None = None       # one wnid per line in ILSVRC2012_ID order
 
 
+@dataclass(frozen=True)
+class UnusedLabelFile:
+    """A label file given that no split read, and why: prep notes it, never drops it silently."""
+    setting: str                          # its LabelFiles field: val_labels, devkit_meta or val_synsets
+    path: Path
+    why: str
+
+    def __str__(self) -> str:             # the setting in backticks: a reporter names it (progress.py)
+        return f"`{self.setting}` {self.path} is not used: {self.why}"
+
+
 @dataclass
 class Layout:
     name: str                                           # e.g. "train folders, val LOC csv"
@@ -70,7 +81,7 @@ class Layout:
     class_names: dict[str, str]
     splits: dict[str, list[tuple[str, str]]]            # split -> sorted [(path relative to SRC, wnid)]
     unlabeled: dict[str, list[dict]] = field(default_factory=dict)  # split -> [{"path", "reason"}]
-    unused: list[str] = field(default_factory=list)     # why a label file given was not read ("--val-labels X: ...")
+    unused: list[UnusedLabelFile] = field(default_factory=list)     # label files given that no split read
 
 
 def find_layout(src: str | Path, splits: list[str] | None = None, labels: LabelFiles | None = None) -> Layout:
@@ -109,7 +120,7 @@ def find_layout(src: str | Path, splits: list[str] | None = None, labels: LabelF
     return out
 
 
-def _unused_label_files(labels: LabelFiles, kinds: dict[str, str]) -> list[str]:
+def _unused_label_files(labels: LabelFiles, kinds: dict[str, str]) -> list[UnusedLabelFile]:
     """The label files given that no split read, each with why: given, never silently dropped."""
     val = kinds.get("val")
     if val is None:
@@ -119,12 +130,12 @@ def _unused_label_files(labels: LabelFiles, kinds: dict[str, str]) -> list[str]:
     else:
         why_val = None
     devkit = val is not None and val.startswith(DEVKIT_KIND)
+    why_devkit = None if devkit else "no split is labelled by the devkit's ground truth"
     unused = []
-    for flag, path, why in (("--val-labels", labels.val_labels, why_val),
-                            ("--devkit-meta", labels.devkit_meta, None if devkit else "no split is labelled by the devkit's ground truth"),
-                            ("--val-synsets", labels.val_synsets, None if devkit else "no split is labelled by the devkit's ground truth")):
+    for setting, why in (("val_labels", why_val), ("devkit_meta", why_devkit), ("val_synsets", why_devkit)):
+        path = getattr(labels, setting)
         if path is not None and why is not None:
-            unused.append(f"{flag} {path} is not used: {why}")
+            unused.append(UnusedLabelFile(setting, path, why))
     return unused
 
 
@@ -280,7 +291,8 @@ def _flat_val_labels(search: list[Path], labels: LabelFiles, names: dict[str, st
         kind = DEVKIT_KIND
     else:
         raise DataError(f"val/ is flat (no class folders) and no labels were found: put {LOC_SOLUTION} "
-                        f"or the devkit's {DEVKIT_TRUTH} (+ {DEVKIT_META}) beside it, or pass --val-labels FILE")
+                        f"or the devkit's {DEVKIT_TRUTH} (+ {DEVKIT_META}) beside it, or pass `val_labels` FILE",
+                        mentions=("val_labels",))
     if kind == "LOC csv":
         by_id = _read_loc_solution(path)
         return (lambda f: by_id.get(Path(f).stem)), f"LOC csv ({path.name})"
@@ -298,19 +310,19 @@ def _flat_val_labels(search: list[Path], labels: LabelFiles, names: dict[str, st
     return label, f"{DEVKIT_KIND} ({path.name})"
 
 
-def _read_text(path: Path, what: str) -> str:
+def _read_text(path: Path, what: str, mentions: tuple[str, ...] = ()) -> str:
     """A label file's text; DataError if it is missing, not a regular file (a FIFO would
-    block) or not UTF-8 text."""
+    block) or not UTF-8 text. `mentions`: the settings `what` names (`val_synsets`)."""
     try:
         if not stat.S_ISREG(path.stat().st_mode):
-            raise DataError(f"{path}: not a regular file (the {what} must be one)")
+            raise DataError(f"{path}: not a regular file (the {what} must be one)", mentions=mentions)
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DataError(f"{path}: no such {what}") from None
+        raise DataError(f"{path}: no such {what}", mentions=mentions) from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: the {what} is not UTF-8 text (byte {exc.start})") from None
+        raise DataError(f"{path}: the {what} is not UTF-8 text (byte {exc.start})", mentions=mentions) from None
     except OSError as exc:
-        raise DataError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+        raise DataError(f"{path}: cannot read the {what} ({exc.strerror or exc})", mentions=mentions) from None
 
 
 def _read_loc_solution(path: Path) -> dict[str, str]:
@@ -332,10 +344,10 @@ def _read_ground_truth(path: Path) -> list[int]:
 
 
 def _devkit_synsets(truth: Path, search: list[Path], labels: LabelFiles, names: dict[str, str]) -> dict[int, str]:
-    """ILSVRC2012_ID -> wnid, from --val-synsets or meta.mat; also fills `names`."""
+    """ILSVRC2012_ID -> wnid, from `val_synsets` or meta.mat; also fills `names`."""
     if labels.val_synsets is not None:
-        ids = {}
-        for i, line in enumerate(_read_text(labels.val_synsets, "--val-synsets file").splitlines(), start=1):
+        ids, text = {}, _read_text(labels.val_synsets, "`val_synsets` file", ("val_synsets",))
+        for i, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 wnid, _, name = line.strip().partition(" ")
                 ids[i] = wnid
@@ -345,13 +357,15 @@ def _devkit_synsets(truth: Path, search: list[Path], labels: LabelFiles, names: 
     meta = labels.devkit_meta or _find([truth.parent, *search], DEVKIT_META)
     if meta is None:
         raise DataError(f"{truth.name} needs the devkit's {DEVKIT_META} to map ILSVRC2012_IDs to wnids: pass "
-                        "--devkit-meta FILE, or --val-synsets FILE (one wnid per line in ILSVRC2012_ID order)")
+                        "`devkit_meta` FILE, or `val_synsets` FILE (one wnid per line in ILSVRC2012_ID order)",
+                        mentions=("devkit_meta", "val_synsets"))
     ids = {}
     for s in read_synsets(meta):
         try:
             sid, wnid = int(s["ILSVRC2012_ID"]), str(s["WNID"])
         except (KeyError, TypeError, ValueError):
-            raise DataError(f"{meta}: synsets lack ILSVRC2012_ID/WNID; use --val-synsets FILE") from None
+            raise DataError(f"{meta}: synsets lack ILSVRC2012_ID/WNID; use `val_synsets` FILE",
+                            mentions=("val_synsets",)) from None
         ids[sid] = wnid
         if isinstance(s.get("words"), str) and s["words"]:
             names.setdefault(wnid, s["words"])
@@ -378,7 +392,7 @@ def _drop_unknown_classes(layout: Layout) -> None:
         if bad:
             if len(bad) == len(entries):
                 raise DataError(f"none of the {s} labels ({bad[0][1]}, ...) is a class of train/: wrong label "
-                                "files? (for the devkit, check meta.mat or --val-synsets)")
+                                "files? (for the devkit, check meta.mat or `val_synsets`)", mentions=("val_synsets",))
             layout.splits[s] = [(p, w) for p, w in entries if w in known]
             layout.unlabeled[s] += [{"path": p, "reason": f"class {w} is not among the training classes"}
                                     for p, w in bad]

@@ -49,7 +49,8 @@ def read_synsets(path: str | Path) -> list[dict[str, Any]]:
         variables = read_mat_v5(path.read_bytes())
     except (struct.error, zlib.error, ValueError, IndexError, KeyError, RecursionError) as exc:
         raise DataError(f"{path}: cannot parse this MATLAB file ({exc}); pass the class order as text "
-                        "with --val-synsets FILE (one wnid per line, in ILSVRC2012_ID order)") from None
+                        "with `val_synsets` FILE (one wnid per line, in ILSVRC2012_ID order)",
+                        mentions=("val_synsets",)) from None
     if "synsets" not in variables or not isinstance(variables["synsets"], list):
         raise DataError(f"{path}: no struct array 'synsets' in it (not the devkit's meta.mat?)")
     return [{k: _scalar(v) for k, v in s.items()} for s in variables["synsets"]]

@@ -192,7 +192,8 @@ def split_features(encoder: Encoder, data_dir: Path, split: str, features: str |
                            progress=progress)
         except OSError as exc:
             raise DataError(f"cannot cache the features of '{split}' in {data_dir} ({exc}): write them elsewhere "
-                            "with `alexnet features ... --out FILE.h5` and pass --features FILE.h5") from None
+                            "with `alexnet features ... --out FILE.h5` and pass `features` FILE.h5",
+                            mentions=("features",)) from None
         progress.log(f"fc7 features of '{split}' {'reused from' if reused else 'cached in'} {path} "
                      f"({path.stat().st_size / 2**20:,.1f} MiB, one file per network; delete it to free the space)")
         return path
@@ -259,7 +260,8 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
     else:
         dist, index = nearest(q, path, k, memory_mb=memory_mb, progress=progress)
     if index.shape[1] < k:
-        progress.log(f"Note: '{split}' holds {index.shape[1]} images, fewer than --k {k}: all of them are shown")
+        progress.log(f"Note: '{split}' holds {index.shape[1]} images, fewer than `k` {k}: all of them are shown",
+                     mentions=("k",))
     paths, labels, names = read_rows_index(path, index.ravel())
     results, j = [], 0
     for query, row_d, row_i in zip(queries, dist, index):

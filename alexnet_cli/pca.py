@@ -219,7 +219,8 @@ def read_pca(data_dir: str | Path) -> PcaStats:
     """The PCA that `alexnet pca` wrote; DataError if it is missing or malformed."""
     path = Path(data_dir) / PCA_FILE
     if not path.is_file():
-        raise DataError(f"{path} not found: run `alexnet pca {Path(data_dir)}` first (or train with --no-pca-aug)")
+        raise DataError(f"{path} not found: run `alexnet pca {Path(data_dir)}` first (or train with `pca_aug=False`)",
+                        mentions=("pca_aug=False",))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         values = np.asarray(data["eigenvalues"], np.float64)

@@ -166,8 +166,8 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
     src, out = Path(src), Path(out)
     check_data_dir(out)
     layout = find_layout(src, options.splits, options.labels)
-    for note in layout.unused:
-        progress.log(f"Note: {note}")
+    for unused in layout.unused:
+        progress.log(f"Note: {unused}", mentions=(unused.setting,))
     if len(layout.classes) > MAX_CLASSES:   # labels are stored as int16
         raise DataError(f"{src}: {len(layout.classes):,} classes found, at most {MAX_CLASSES:,} can be stored "
                         "(is SRC the right folder?)")

@@ -4,13 +4,21 @@ Library functions take a `Reporter` (default: `NullReporter`, silent). The CLI p
 `ConsoleReporter`, which draws a rich progress bar (rate and ETA) on a terminal and, when the
 output is not a terminal (docs/public-surface.md: stdout redirected or piped; or stderr), logs a plain line
 every few seconds instead.
+
+A note (`log`) names a setting in the library's terms, in backticks, and lists it in `mentions`
+("fewer than `k` 5", mentions=("k",)): the rule of library errors (errors.py). A reporter shows
+each mentioned setting as its reader knows it: the CLI's reporter by its flag (`names`, which
+the CLI gives it: cli/flags.py), one made from Python as written.
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Mapping
 from typing import Iterator, Protocol
+
+from alexnet_cli.errors import check_mentions, rename_mentions
 
 
 class Task(Protocol):
@@ -23,7 +31,12 @@ class Reporter(Protocol):
         """A task of `total` units (None: unknown), of which `done` were done before it began (a
         resumed job's): counted in the position shown, never in the rate."""
 
-    def log(self, message: str) -> None: ...
+    def log(self, message: str, mentions: tuple[str, ...] = ()) -> None:
+        """Print a note; `mentions`: the settings it names, each written `name` in it."""
+
+    def named(self, message: str, mentions: tuple[str, ...] = ()) -> str:
+        """`message` with its `mentions` named as this reporter's reader knows them (what `log`
+        would print), for text that must be written by other means (a signal handler's)."""
 
 
 class _NullTask:
@@ -38,8 +51,12 @@ class NullReporter:
     def task(self, description: str, total: float | None, unit: str = "it", done: float = 0) -> Iterator[_NullTask]:
         yield _NullTask()
 
-    def log(self, message: str) -> None:
-        pass
+    def log(self, message: str, mentions: tuple[str, ...] = ()) -> None:
+        check_mentions(message, mentions)
+
+    def named(self, message: str, mentions: tuple[str, ...] = ()) -> str:
+        check_mentions(message, mentions)
+        return message
 
 
 class _RichTask:
@@ -88,12 +105,15 @@ def _fmt(v: object) -> str:
 
 
 class ConsoleReporter:
-    """Rich progress bars on a terminal; periodic log lines otherwise."""
+    """Rich progress bars on a terminal; periodic log lines otherwise. `names`: what a note's
+    mentioned settings are called (the CLI's flags); None: as the library writes them."""
 
-    def __init__(self, console, log_every: float = 10.0, interactive: bool | None = None):
+    def __init__(self, console, log_every: float = 10.0, interactive: bool | None = None,
+                 names: Mapping[str, str] | None = None):
         self.console = console
         self.log_every = log_every
         self.interactive = console.is_terminal if interactive is None else interactive
+        self.names = names
 
     @contextmanager
     def task(self, description: str, total: float | None, unit: str = "it", done: float = 0):
@@ -111,5 +131,9 @@ class ConsoleReporter:
             task_id = progress.add_task(description, total=total, completed=done, info="", rate="")   # no speed sample
             yield _RichTask(progress, task_id, unit)
 
-    def log(self, message: str) -> None:
-        self.console.print(message, highlight=False, soft_wrap=True, markup=False)
+    def log(self, message: str, mentions: tuple[str, ...] = ()) -> None:
+        self.console.print(self.named(message, mentions), highlight=False, soft_wrap=True, markup=False)
+
+    def named(self, message: str, mentions: tuple[str, ...] = ()) -> str:
+        check_mentions(message, mentions)
+        return rename_mentions(message, mentions, self.names)

@@ -68,8 +68,8 @@ class RunFolder:
         if resume and self.last.exists():
             return True
         if self.last.exists():
-            raise AlexnetError(f"{self.path} already holds a run; pass --resume to continue it or choose "
-                               "another --out")
+            raise AlexnetError(f"{self.path} already holds a run; pass `resume` to continue it or choose "
+                               "another `out`", mentions=("resume", "out"))
         if self.config.exists():    # killed before its first checkpoint
             note(f"Note: the run in {self.path} stopped before its first checkpoint: starting it "
                  "again from step 0")
@@ -115,7 +115,8 @@ def check_run_dir(out: Path) -> None:
     if others or saved is not None:
         what = f"it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}" if others else \
             "its config.json is not a run's"
-        raise AlexnetError(f"{out} is not a training run's folder ({what}): choose another --out")
+        raise AlexnetError(f"{out} is not a training run's folder ({what}): choose another `out`",
+                           mentions=("out",))
 
 
 PREPPED = "a data folder made by `alexnet prep`"
@@ -183,12 +184,13 @@ def save_error(exc: Exception, folder: Path, step: int, saved_step: int | None) 
     else:
         return exc
     if full:
-        reason, then = f"the disk is full ({reason})", "free some space, then continue with --resume"
+        reason, then = f"the disk is full ({reason})", "free some space, then continue with `resume`"
     else:
-        then = "continue with --resume once it can be written"
+        then = "continue with `resume` once it can be written"
     kept = (f"the checkpoint of step {saved_step} is kept" if saved_step is not None
             else "no checkpoint was written yet")
-    return AlexnetError(f"could not write the checkpoint {name or ''} at step {step}: {reason}; {kept}: {then}")
+    return AlexnetError(f"could not write the checkpoint {name or ''} at step {step}: {reason}; {kept}: {then}",
+                        mentions=("resume",))
 
 
 LOCK_TRIES = 10        # RunLock.acquire: about 0.2 s for a `report` that peeks at the lock
@@ -221,7 +223,7 @@ class RunLock:
                 return                      # a file system without locks (ENOLCK, EOPNOTSUPP): go on unlocked
             raise AlexnetError(f"{self.path.parent} is in use by another `alexnet train`"
                                f"{f' (process {holder})' if holder.isdigit() else ''}: wait for it to end, "
-                               "or choose another --out") from None
+                               "or choose another `out`", mentions=("out",)) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self._fd = fd

@@ -146,8 +146,9 @@ class Trainer:
         self.state = TrainingState(Schedule(train_cfg, list(named_params)),
                                    EpochStats(self.model_cfg.num_classes, self.device, self.dist))
         self.last_x: torch.Tensor | None = None           # the last training batch: the outputs' NaN check
-        self.stop = StopRequests("training", "after this step" if self.dist.world_size == 1 else
-                                 "at the next log step (--log-every)")   # entered by fit
+        when = ("after this step" if self.dist.world_size == 1 else          # every rank says it, in its reader's
+                progress.named("at the next log step (`log_every`)", ("log_every",)))    # terms (given `progress`)
+        self.stop = StopRequests("training", when)                           # entered by fit
         self.agreed_signum: int | None = None            # under DDP: the signal any rank had (_stop_requested)
         self.log = MetricsLog(self.out_dir, enabled=self.dist.is_main, tensorboard=run.tensorboard)
 
@@ -264,20 +265,23 @@ class Trainer:
         resuming = self.folder.resuming(self.run.resume, self.progress.log)
         if resuming:
             self.restore()
-            self.progress.log(self._resume_line())
+            self._note_resume()
         if self.dist.is_main:      # a new run's first write (the folder is then a run's); else this invocation's
             self.folder.write_config(self.config_dict())
             if not resuming:
                 self.log.truncate(0)
 
-    def _resume_line(self) -> str:
+    def _note_resume(self) -> None:
         """What a resumed start says: where it continues, or that nothing is left to train."""
         pos, last, epochs = self.state.pos, self.folder.last, self.train_cfg.epochs
         if pos.epoch >= epochs:
-            return f"Note: {last} finished its {plural(epochs, 'epoch')} at step {pos.step}: nothing left to train"
-        if self._step_limit_reached():
-            return f"Note: {last} is already at step {pos.step} (--max-steps {self.run.max_steps}): nothing left to train"
-        return f"Resuming from step {pos.step} ({pos.where()}) of {last}"
+            self.progress.log(f"Note: {last} finished its {plural(epochs, 'epoch')} at step {pos.step}: nothing "
+                              "left to train")
+        elif self._step_limit_reached():
+            self.progress.log(f"Note: {last} is already at step {pos.step} (`max_steps` {self.run.max_steps}): "
+                              "nothing left to train", mentions=("max_steps",))
+        else:
+            self.progress.log(f"Resuming from step {pos.step} ({pos.where()}) of {last}")
 
     def _step_limit_reached(self) -> bool:
         return self.run.max_steps is not None and self.state.pos.step >= self.run.max_steps
@@ -373,7 +377,7 @@ class Trainer:
         kept = (f"the last good checkpoint (step {saved_step}) is kept in {self.folder.checkpoints}"
                 if saved_step is not None else "no checkpoint was written")
         raise TrainingDiverged(f"{what} by step {step}; stopped without saving them: {kept}. "
-                               "Try a lower --lr.")
+                               "Try a lower `lr`.", mentions=("lr",))
 
     @torch.no_grad()
     def _outputs_bad(self) -> torch.Tensor:
@@ -402,7 +406,7 @@ class Trainer:
             self.progress.log(
                 f"Warning: the loss has stayed at chance (ln {self.model_cfg.num_classes} = {chance:.2f}) for "
                 f"{self.run.stuck_steps} steps. With the paper's bias init of 1 this is common: "
-                "try --bias-init 0.1 or a lower --lr; see the README's troubleshooting.")
+                "try `bias_fill` 0.1 or a lower `lr`; see the README's troubleshooting.", mentions=("bias_fill", "lr"))
             self.log.write({"kind": "warning", "step": step, "message": "loss stuck at chance"})
         self.log.write({"kind": "train", "step": step, "epoch": epoch + 1, "loss": loss, "lr": self.weights_lr(),
                         "images_per_s": rate})

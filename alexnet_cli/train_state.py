@@ -169,7 +169,7 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> No
     another seed, decoder or number of processes. `now` is the config.json this run writes."""
     if not isinstance(ckpt.get("optimizer"), dict) or not isinstance(ckpt.get("trainer"), dict):
         raise CheckpointError(f"{path} holds weights but no training state (a best.pt, or a checkpoint for eval "
-                              "and predict), so it cannot be resumed: start a new --out")
+                              "and predict), so it cannot be resumed: start a new `out`", mentions=("out",))
     saved = ckpt.get("config") or {}
     for part, kind in (("model", ModelConfig), ("train", TrainConfig)):
         before, defaults = saved.get(part, {}), to_dict(kind())   # a field newer than the run: its value
@@ -178,17 +178,17 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> No
         diff = sorted(k for k, v in now[part].items() if before.get(k, defaults[k]) != v)
         if diff:
             raise AlexnetError(f"{path} was trained with other {part} settings ({', '.join(diff)}); "
-                               "resume with the same arguments, or start a new --out")
+                               "resume with the same arguments, or start a new `out`", mentions=("out",))
     for key, what in (("data_key", "the training shards"), ("val_key", f"the '{now['run']['val_split']}' shards"),
                       ("mean_key", "the mean image"), ("pca_key", "the PCA (pca.json)")):
         if key in saved and saved[key] != now[key]:         # a key older runs lack is not checked
             raise AlexnetError(f"{path} was trained on other data ({what} in {now['data']} changed since "
-                               "the run began); resume with the same DATA, or start a new --out")
+                               "the run began); resume with the same DATA, or start a new `out`", mentions=("out",))
     run = saved.get("run", {})
     for what, mentions, before, current in (
-            ("`seed`", ("seed",), run.get("seed"), now["run"]["seed"]),
-            ("`decode`", ("decode",), run.get("decode"), now["run"]["decode"]),   # nvJPEG's pixels differ
-            ("number of processes", (), saved.get("world_size"), now["world_size"])):
+            ("`seed`", ("seed", "out"), run.get("seed"), now["run"]["seed"]),
+            ("`decode`", ("decode", "out"), run.get("decode"), now["run"]["decode"]),   # nvJPEG's pixels differ
+            ("number of processes", ("out",), saved.get("world_size"), now["world_size"])):
         if before is not None and before != current:        # the CLI shows the settings' flags
             raise AlexnetError(f"{path} was trained with {what} {before}, not {current}; resume with the same "
-                               "arguments, or start a new --out", mentions=mentions)
+                               "arguments, or start a new `out`", mentions=mentions)

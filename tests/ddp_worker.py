@@ -33,8 +33,11 @@ class Recorder:
     def advance(self, n=1, **info):
         pass
 
-    def log(self, message):
+    def log(self, message, mentions=()):
         self.said.append(message)
+
+    def named(self, message, mentions=()):
+        return message
 
 
 def run(folder: str, max_steps=None, resume=False):

@@ -92,7 +92,7 @@ class _Interrupt:
             if self.steps == self.after:
                 raise KeyboardInterrupt
 
-    def log(self, message):
+    def log(self, message, mentions=()):
         pass
 
 

@@ -152,7 +152,7 @@ class StopAfter:
     def advance(self, n=1, **info):
         pass
 
-    def log(self, message):
+    def log(self, message, mentions=()):
         self.lines.append(message)
         if self.after is not None and message.startswith(self.prefix):
             self.seen += 1

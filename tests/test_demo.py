@@ -42,7 +42,7 @@ class _Said(NullReporter):
     def __init__(self):
         self.lines: list[str] = []
 
-    def log(self, message: str) -> None:
+    def log(self, message: str, mentions: tuple[str, ...] = ()) -> None:
         self.lines.append(message)
 
 

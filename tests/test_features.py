@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from alexnet_cli.atomic import partial_path
 from alexnet_cli.checkpoint import load_checkpoint, save_checkpoint
 from alexnet_cli.cli.app import app
+from alexnet_cli.cli.flags import flag_message
 from alexnet_cli.errors import DataError
 from alexnet_cli.features import extract_features, load_encoder, read_features_info, write_features
 from alexnet_cli.neighbors import read_split_images
@@ -65,7 +66,7 @@ class Interrupt:
         if self.after is not None and self.batches >= self.after:
             raise KeyboardInterrupt
 
-    def log(self, message):
+    def log(self, message, mentions=()):
         self.lines.append(message)
 
 
@@ -131,8 +132,9 @@ def test_damaged_partial_restarts_and_foreign_file_is_refused(tiny_data, encoder
 
     with h5py.File(out, "r+") as f:                         # pretend another network made it
         f.attrs["key"] = "0123456789abcdef"
-    with pytest.raises(DataError, match="--overwrite"):
+    with pytest.raises(DataError, match="pass `overwrite` or another `out`") as refused:   # the library's names
         write_features(encoder, tiny_data, "val", out)
+    assert flag_message(refused.value).endswith("pass --overwrite or another --out")       # the CLI's flags
     info = write_features(encoder, tiny_data, "val", out, batch_size=8, overwrite=True)
     assert info.key != "0123456789abcdef" and info.complete
 

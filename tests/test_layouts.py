@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from alexnet_cli import synth
+from alexnet_cli.cli.flags import flag_message
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.layouts import LabelFiles, find_layout
 from alexnet_cli.matfile import read_synsets
@@ -55,8 +56,9 @@ def test_val_synsets_file_replaces_meta_mat(trees, tmp_path):
     root = tmp_path / "devkit"
     shutil.copytree(trees["devkit"], root)
     (root / "ILSVRC2012_devkit_t12/data/meta.mat").unlink()
-    with pytest.raises(DataError, match="--val-synsets"):
+    with pytest.raises(DataError, match="`val_synsets` FILE") as refused:      # the library's name
         find_layout(root)
+    assert "--val-synsets FILE" in flag_message(refused.value)                 # the CLI's flag
     order = {i: synth.wnid(k) for k, i in enumerate(synth.devkit_ids(CLASSES))}
     synsets = tmp_path / "synsets.txt"
     synsets.write_text("".join(f"{order[i]} name {i}\n" for i in sorted(order)))
@@ -71,8 +73,9 @@ def test_flags_point_at_label_files_elsewhere(trees, tmp_path):
     labels.mkdir()
     for name in ("LOC_val_solution.csv", "LOC_synset_mapping.txt"):
         (root / name).rename(labels / name)
-    with pytest.raises(DataError, match="--val-labels"):
+    with pytest.raises(DataError, match="`val_labels` FILE") as refused:
         find_layout(root)
+    assert flag_message(refused.value).endswith("or pass --val-labels FILE")
     found = find_layout(root, labels=LabelFiles(val_labels=labels / "LOC_val_solution.csv",
                                                 synset_mapping=labels / "LOC_synset_mapping.txt"))
     assert {Path(p).name: w for p, w in found.splits["val"]} == _truth(trees)

@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from alexnet_cli.cli.app import app
+from alexnet_cli.cli.flags import flag_message
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.pca import PARTIAL_FILE, PixelMoments, compute_pca, eigen, read_pca, write_pca
 from alexnet_cli.prep import PrepOptions, prepare
@@ -114,8 +115,10 @@ def test_a_sample_of_data_with_an_older_manifest_is_the_same_sample(known, tmp_p
 
 
 def test_pca_json_round_trip_and_errors(tmp_path, tiny_data):
-    with pytest.raises(DataError, match=r"pca.json not found: run `alexnet pca .*` first \(or train with --no-pca-aug\)"):
+    with pytest.raises(DataError, match=r"pca.json not found: run `alexnet pca .*` first \(or train with "
+                                        r"`pca_aug=False`\)") as missing:        # the library's terms
         read_pca(tmp_path)
+    assert flag_message(missing.value).endswith("first (or train with --no-pca-aug)")   # the CLI's flag
     stats = read_pca(tiny_data)
     path = write_pca(tmp_path, stats)
     data = json.loads(path.read_text())
@@ -169,7 +172,7 @@ class _Recorder:
         if self.batches == self.stop_after:
             raise KeyboardInterrupt
 
-    def log(self, message):
+    def log(self, message, mentions=()):
         self.lines.append(message)
 
 

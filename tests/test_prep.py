@@ -237,7 +237,7 @@ def test_verify_makes_a_silently_damaged_shard_again(tiny_tree, tmp_path):
         def advance(self, n=1, **info):
             pass
 
-        def log(self, message):
+        def log(self, message, mentions=()):
             log.append(message)
 
     again = prepare(tiny_tree, out, PrepOptions(workers=1, shard_size=16), Log(), verify=True)
@@ -322,7 +322,7 @@ class Reporter:
                 if where == "advance" and T.count == n:
                     die()
         yield T()
-    def log(self, message):
+    def log(self, message, mentions=()):
         pass
 
 if where == "rename":                      # a complete temporary shard, never renamed (in a worker)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from alexnet_cli.cli.flags import FLAGS
+from alexnet_cli.cli.flags import FLAGS, NAMES, OFF_FLAGS
 from alexnet_cli.config import check_seed
 from alexnet_cli.errors import UsageError
 from alexnet_cli.figures import PICTURE_FORMATS
@@ -46,8 +46,9 @@ err_console = _Console(stderr=True, markup=False)
 
 def reporter() -> ConsoleReporter:
     """Progress on stderr: a bar when stdout and stderr are both terminals, a log line every
-    few seconds otherwise (`alexnet train ... > log` gets no bar: docs/public-surface.md)."""
-    return ConsoleReporter(err_console, interactive=err_console.is_terminal and console.is_terminal)
+    few seconds otherwise (`alexnet train ... > log` gets no bar: docs/public-surface.md). The
+    settings the library's notes name (`k`) are shown by their flags (--k: cli/flags.py)."""
+    return ConsoleReporter(err_console, interactive=err_console.is_terminal and console.is_terminal, names=NAMES)
 
 
 def check_writable(path: Path | None, option: str, *, folder: bool = False) -> None:
@@ -94,9 +95,6 @@ def check_picture_out(path: Path | None) -> None:
                          f"{', '.join(sorted(PICTURE_FORMATS))}", field="out", value=path)
 
 
-# The spelling of an on/off flag that turns its setting off (FLAGS names the one that turns it on).
-OFF_FLAGS = {"lrn": "--no-lrn", "lrn_alpha_over_n": "--lrn-alpha-as-written", "within_map_norm": "--no-within-map-norm",
-             "bias_weight_decay": "--no-bias-weight-decay", "pca_aug": "--no-pca-aug"}
 # Settings that no flag sets (only a run configured from Python changes them): plain words and the
 # paper's section that gives them.
 SETTING_WORDS = {"lrn_size": ("LRN size n", "4.3"), "lrn_k": ("LRN k", "4.3"), "lrn_alpha": ("LRN alpha", "4.3"),

@@ -8,7 +8,11 @@ command that has the flag (`data_dir` is predict's --data: the other commands ta
 argument and raise nothing about it by name; `batch_size` is --batch-size, the training batch
 of `train` and the forward batch of `eval`, `features`, `neighbors` and `codes`, while
 codes.make_codes' own `batch_size`, the auto-encoder's, is no flag and never reaches the CLI).
-An error's `mentions` (other settings its message names) are shown by their flags as well.
+An error's `mentions` (other settings its message names, `name` in backticks) are shown by their
+flags as well, and so are those of the notes the library prints through the CLI's reporter
+(cli/common.py gives it `NAMES`). An on/off setting has two flags: FLAGS names the one that turns
+it on, OFF_FLAGS the one that turns it off, which a message asking for the setting off writes
+`name=False` (`train with `pca_aug=False`` reaches the CLI user as `train with --no-pca-aug`).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ FLAGS: dict[str, str] = {
     "decode": "--decode",
     "stuck_steps": "--stuck-steps",
     "tensorboard": "--tensorboard",
+    "resume": "--resume",
     # PrepOptions (prep.py) and the data layout (layouts.py)
     "format": "--format",
     "jpeg_quality": "--jpeg-quality",
@@ -67,6 +72,9 @@ FLAGS: dict[str, str] = {
     "block_size": "--block-size",
     "limit_per_class": "--limit-per-class",
     "splits": "--splits",
+    "val_labels": "--val-labels",
+    "devkit_meta": "--devkit-meta",
+    "val_synsets": "--val-synsets",
     # evaluation, prediction, ablations, reports, the demo
     "crops": "--crops",
     "split": "--split",
@@ -79,6 +87,7 @@ FLAGS: dict[str, str] = {
     "rerank_depth": "--rerank",
     "memory_mb": "--memory-mb",
     "features": "--features",
+    "overwrite": "--overwrite",
     "data_dir": "--data",
     "variants": "--variants",
     "eval_batch_size": "--eval-batch-size",
@@ -87,9 +96,22 @@ FLAGS: dict[str, str] = {
     "classes": "--classes",
 }
 
+# The spelling of an on/off flag that turns its setting off (FLAGS names the one that turns it on).
+OFF_FLAGS: dict[str, str] = {
+    "lrn": "--no-lrn",
+    "lrn_alpha_over_n": "--lrn-alpha-as-written",
+    "within_map_norm": "--no-within-map-norm",
+    "bias_weight_decay": "--no-bias-weight-decay",
+    "pca_aug": "--no-pca-aug",
+}
+
+# What a `name` in a library message becomes on the command line: a setting's flag, and `name=False`
+# (the setting turned off) the flag that turns it off.
+NAMES: dict[str, str] = {**FLAGS, **{f"{name}=False": flag for name, flag in OFF_FLAGS.items()}}
+
 
 def flag_message(exc: Exception) -> str:
     """`exc`'s message, the setting it is about, and those it mentions, named by their flags."""
     if not hasattr(exc, "naming"):
         return str(exc)
-    return exc.naming(FLAGS.get(exc.field), FLAGS)
+    return exc.naming(FLAGS.get(exc.field), NAMES)
