@@ -281,16 +281,17 @@ def read_features_info(path: str | Path) -> FeaturesInfo:
                         command="alexnet features", read=read)
 
 
-def read_rows_index(path: str | Path, rows: Sequence[int]) -> tuple[list[str], np.ndarray, list[str]]:
-    """The paths, labels and class names of some rows of a features file (any order)."""
+def read_rows_index(path: str | Path, rows: Sequence[int]) -> tuple[list[str], np.ndarray, list[str], list[str]]:
+    """The paths and labels of some rows of a features file (any order), and the file's classes
+    (wnids) and class names, which the labels index."""
     rows = np.asarray(rows, np.int64)
     order = np.unique(rows)                           # h5py wants increasing indices
     with h5py.File(path, "r", locking=False) as f:
         paths = f["paths"].asstr()[order] if len(order) else []
         labels = f["labels"][order] if len(order) else np.zeros(0, np.int64)
-        names = list(f["class_names"].asstr()[:])
+        classes, names = list(f["classes"].asstr()[:]), list(f["class_names"].asstr()[:])
     where = np.searchsorted(order, rows)
-    return [paths[i] for i in where], np.asarray(labels)[where], names
+    return [paths[i] for i in where], np.asarray(labels)[where], classes, names
 
 
 def read_rows(path: str | Path, rows: Sequence[int] | np.ndarray) -> np.ndarray:

@@ -47,13 +47,15 @@ QUERY_BLOCK = 256        # queries per exact re-measurement, (256, k + MARGIN, 4
 class Neighbor:
     index: int           # row in the features file = position of the image in the split
     path: str            # relative to the source root, as in the shards
-    label: int
-    label_name: str
+    label: int           # the class's position in the data's classes
+    label_name: str      # its readable name
     distance: float
+    wnid: str = ""       # the class itself, as `predict` names it
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "label": self.label_name, "distance": self.distance, "index": self.index,
-                "label_index": self.label}
+        # "class" and "name" as in predict's JSON; "label" (the name) and "label_index" as before
+        return {"path": self.path, "class": self.wnid, "name": self.label_name, "label": self.label_name,
+                "distance": self.distance, "index": self.index, "label_index": self.label}
 
 
 @dataclass
@@ -262,14 +264,14 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
     if index.shape[1] < k:
         progress.log(f"Note: '{split}' holds {index.shape[1]} images, fewer than `k` {k}: all of them are shown",
                      mentions=("k",))
-    paths, labels, names = read_rows_index(path, index.ravel())
+    paths, labels, classes, names = read_rows_index(path, index.ravel())
     results, j = [], 0
     for query, row_d, row_i in zip(queries, dist, index):
         hits = []
         for d, i in zip(row_d.tolist(), row_i.tolist()):
             if not 0 <= labels[j] < len(names):
                 raise DataError(f"{path}: image {i} has label {labels[j]}, outside the {len(names)} classes")
-            hits.append(Neighbor(i, paths[j], int(labels[j]), names[labels[j]], float(d)))
+            hits.append(Neighbor(i, paths[j], int(labels[j]), names[labels[j]], float(d), classes[labels[j]]))
             j += 1
         results.append(QueryResult(str(query), hits, kind))
     return results

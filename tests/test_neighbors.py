@@ -134,13 +134,13 @@ def test_cli_neighbors_json_picture_and_cache(data, checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
 
-    # exactly docs/public-surface.md's shape: [{"query", "neighbors": [{"path", "label", "distance", ...}]}]
+    # exactly docs/public-surface.md's shape: [{"query", "neighbors": [{"path", "class", "name", "label", "distance", ...}]}]
     assert [a["query"] for a in answer] == [str(q) for q in queries]
     manifest = json.loads((data / "manifest.json").read_text())
     for a in answer:
         assert len(a["neighbors"]) == 4
         for n in a["neighbors"]:
-            assert {"path", "label", "distance"} <= set(n) and n["label"] in manifest["class_names"]
+            assert {"path", "class", "name", "label", "distance"} <= set(n) and n["label"] in manifest["class_names"]
             assert n["path"].startswith("val/")
 
     # the features were cached beside the shards, keyed by the network, and complete
@@ -237,7 +237,8 @@ def test_cli_neighbors_defaults_to_six_training_images(data, checkpoint, tmp_pat
     assert answer["query"] == str(png) and len(hits) == 6
     for n in hits:                                        # rows of the train split, not of val
         assert n["path"].startswith("train/") and n["path"] == train_paths[n["index"]]
-        assert n["label"] == manifest["class_names"][train_labels[n["index"]]]
+        assert n["label"] == n["name"] == manifest["class_names"][train_labels[n["index"]]]
+        assert n["class"] == manifest["classes"][train_labels[n["index"]]] != n["name"]   # the wnid, as predict's
     assert hits[0]["index"] == row and hits[0]["distance"] < hits[1]["distance"] / 20   # itself, found in train
     assert [n["distance"] for n in hits] == sorted(n["distance"] for n in hits)
     assert len({n["index"] for n in hits}) == 6
