@@ -86,6 +86,17 @@ class FeaturesInfo:
         return (self.version == VERSION and (self.key, self.split, self.count, self.data_key) ==
                 (key, split, count, data))
 
+    def other_data(self, split: str, count: int, data: str) -> str:
+        """Why these are not the features of `split` (`count` images, shards `data`), "" if they
+        are: the split, or the images it holds, as they differ."""
+        if self.split != split:
+            return f"of split '{self.split}', not '{split}'"
+        if self.count != count:
+            return f"of {self.count} images of '{split}', which now holds {count}"
+        if self.data_key != data:
+            return f"of other images of '{split}' (the data was prepared again since)"
+        return "" if self.complete else f"incomplete: {self.done} of {self.count} images"
+
     def other_network(self, encoder: "Encoder") -> str:
         """Why these features are not `encoder`'s ("" if they are): the settings that differ."""
         if self.version < 2:
@@ -345,7 +356,7 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
         info = read_features_info(out)
         if info.made_by(*want) and info.complete:
             return info
-        why = info.other_network(encoder) or f"split {info.split}, {info.count} images, other data"
+        why = info.other_network(encoder) or info.other_data(split, count, data) or f"format {info.version}"
         raise DataError(f"{out} holds other features ({why}): pass `overwrite` or another `out`",
                         mentions=("overwrite", "out"))
     if overwrite:

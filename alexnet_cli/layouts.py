@@ -84,6 +84,12 @@ class Layout:
     unused: list[UnusedLabelFile] = field(default_factory=list)     # label files given that no split read
 
 
+def looks_like_source(path: Path) -> bool:
+    """Whether `path` holds an image tree for `alexnet prep` (train/ or val/, directly or under a
+    Kaggle root): a cheap look, for telling a user who gives it where a data folder belongs."""
+    return any((path / root / split).is_dir() for root in (".", *NESTED_ROOTS) for split in ("train", "val"))
+
+
 def find_layout(src: str | Path, splits: list[str] | None = None, labels: LabelFiles | None = None) -> Layout:
     """Find the images, labels and classes of the ImageNet copy at `src`."""
     src = Path(src)

@@ -30,6 +30,7 @@ from alexnet_cli.atomic import write_atomic
 from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.errors import AlexnetError, UsageError
 from alexnet_cli.images import special_kind
+from alexnet_cli.layouts import looks_like_source
 from alexnet_cli.shards import MANIFEST
 
 try:
@@ -120,6 +121,7 @@ def check_run_dir(out: Path) -> None:
 
 
 PREPPED = "a data folder made by `alexnet prep`"
+SOURCE = "a folder of images to prepare (train/, val/)"
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
@@ -129,7 +131,9 @@ def what_is(path: Path) -> str:
     if path.is_dir():
         if (path / MANIFEST).is_file():
             return PREPPED
-        return "a training run's folder" if RunFolder(path).config.is_file() else "a folder"
+        if RunFolder(path).config.is_file():
+            return "a training run's folder"
+        return SOURCE if looks_like_source(path) else "a folder"
     try:
         mode = path.stat().st_mode
     except OSError as exc:
@@ -161,6 +165,8 @@ def not_a_data_folder(path: Path) -> str | None:
     what = what_is(path)
     if what in ("a folder", PREPPED):
         return None
+    if what == SOURCE:
+        return f"{path} is {what}, not {PREPPED}: prepare it with `alexnet prep {path} OUT`, then give OUT"
     return f"{path} is {what}, not {PREPPED}"
 
 

@@ -90,6 +90,9 @@ def test_a_data_folder_as_the_checkpoint_and_the_reverse_are_bad_usage_everywher
         (["eval", str(checkpoint), str(run)], f"{run} is a training run's folder, not a data folder made by "
                                               "`alexnet prep`"),
         (["eval", str(checkpoint), str(image)], f"{image} is a file, not a data folder made by `alexnet prep`"),
+        (["train", str(image.parents[2]), "--out", str(tmp_path / "r")],      # the images themselves
+         f"{image.parents[2]} is a folder of images to prepare (train/, val/), not a data folder made by "
+         f"`alexnet prep`: prepare it with `alexnet prep {image.parents[2]} OUT`, then give OUT"),
         (["predict", data, str(image)], as_checkpoint),
         (["predict", str(checkpoint), str(image), "--data", str(checkpoint)], as_data),
         (["kernels", data], as_checkpoint),

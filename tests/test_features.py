@@ -137,6 +137,9 @@ def test_damaged_partial_restarts_and_foreign_file_is_refused(tiny_data, encoder
     assert flag_message(refused.value).endswith("pass --overwrite or another --out")       # the CLI's flags
     info = write_features(encoder, tiny_data, "val", out, batch_size=8, overwrite=True)
     assert info.key != "0123456789abcdef" and info.complete
+    # the same network's features of another split: the split is named, not "other data"
+    with pytest.raises(DataError, match=r"holds other features \(of split 'val', not 'train'\)"):
+        write_features(encoder, tiny_data, "train", out)
 
 
 def test_cli_features(tiny_data, checkpoint, tmp_path):

@@ -37,7 +37,7 @@ def _data_argument(value: Path) -> Path:
 
 
 CheckpointArg = Annotated[Path, typer.Argument(
-    exists=True, callback=_checkpoint_argument, show_default=False,
+    exists=True, callback=_checkpoint_argument, show_default=False, metavar="CHECKPOINT",
     help="A checkpoint written by `alexnet train` (RUN/checkpoints/best.pt or last.pt).")]
-DataArg = Annotated[Path, typer.Argument(exists=True, callback=_data_argument, show_default=False,
+DataArg = Annotated[Path, typer.Argument(exists=True, callback=_data_argument, show_default=False, metavar="DATA",
                                          help="A prepared data folder (alexnet prep's OUT).")]

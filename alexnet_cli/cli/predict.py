@@ -13,7 +13,7 @@ from alexnet_cli.cli.common import (CropsOpt, DeviceOpt, JsonOpt, check_picture_
 from alexnet_cli.cli.paths import CheckpointArg, check_data
 from alexnet_cli.predict import draw_predictions, predict
 
-Images = Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, metavar="IMAGE...",
+Images = Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, metavar="IMAGE",
                                               help="Image files (JPEG, PNG, ...; any colour mode).")]
 
 

@@ -32,8 +32,8 @@ ValSynsetsOpt = Annotated[Optional[Path], _label_file(
     "--val-synsets", "Instead of meta.mat: one wnid per line in ILSVRC2012_ID order.")]
 
 def prep(
-    src: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="ImageNet root (train/, val/, or Kaggle's ILSVRC/Data/CLS-LOC/).")],
-    out: Annotated[Path, typer.Argument(file_okay=False, help="Output data folder: new, empty, or an earlier prep's (continued); a folder of other files is refused.")],
+    src: Annotated[Path, typer.Argument(exists=True, file_okay=False, metavar="SRC", help="ImageNet root (train/, val/, or Kaggle's ILSVRC/Data/CLS-LOC/).")],
+    out: Annotated[Path, typer.Argument(file_okay=False, metavar="OUT", help="Output data folder: new, empty, or an earlier prep's (continued); a folder of other files is refused.")],
     format: Annotated[str, typer.Option("--format", help="raw: uint8 pixels (fastest to read); jpeg: re-encoded JPEGs (~10x smaller).")] = "raw",
     jpeg_quality: Annotated[int, typer.Option("--jpeg-quality", help="JPEG quality for --format jpeg.")] = 90,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding processes (default: all cores).")] = None,

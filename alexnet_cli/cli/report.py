@@ -14,7 +14,7 @@ from alexnet_cli.cli.common import JsonOpt, check_writable, console, err_console
 from alexnet_cli.metrics import TOP_K, top5_is_trivial
 from alexnet_cli.report import RunReport, report
 
-Runs = Annotated[list[Path], typer.Argument(exists=True, file_okay=False, metavar="RUN...", show_default=False,
+Runs = Annotated[list[Path], typer.Argument(exists=True, file_okay=False, metavar="RUN", show_default=False,
                                             help="Run folders (alexnet train's --out), one or more.")]
 
 
