@@ -496,3 +496,19 @@ def test_flags_show_no_value_in_help(runner):
         flags = [p for p in command.params if getattr(p, "is_flag", False)]
         assert flags and all(p.metavar == "" for p in flags), name
     assert "<int>" in runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).stdout   # values still shown
+
+
+def test_help_joins_a_paragraphs_lines_unless_marked_no_rewrap():
+    """A docstring paragraph becomes one line (the terminal wraps it); one that begins with
+    click's no-rewrap marker \\b (a table, a list of commands) keeps its line breaks."""
+    from alexnet_cli.cli.app import _help
+
+    def documented():
+        """First line
+        goes on here.
+
+        \b
+        keep   this
+        as     written
+        """
+    assert _help(documented) == "First line goes on here.\n\n\b\nkeep   this\nas     written"
