@@ -101,7 +101,7 @@ def test_bad_flag_is_a_usage_error(runner):
 @pytest.mark.parametrize("args,words", [
     (["summary", "--pool", "5"], "pool"), (["summary", "--columns", "3"], "columns"),
     (["summary", "--activation", "gelu"], "activation"), (["summary", "--recipe", "bogus"], "recipe"),
-    (["summary", "--dropout", "1.5"], "dropout"), (["eval", ".", ".", "--crops", "5"], "crops"),
+    (["summary", "--dropout", "1.5"], "dropout"), (["eval", "--crops", "5", ".", "."], "crops"),
 ])
 def test_bad_value_is_one_error_line_and_a_usage_error(runner, args, words):
     """A value the option does not allow is bad usage (docs/public-surface.md: exit 2), told in one line,

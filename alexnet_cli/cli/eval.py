@@ -11,8 +11,8 @@ from rich.table import Table
 
 from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt,
                                     check_writable, console, err_console, print_json, reporter)
-from alexnet_cli.cli.paths import check_checkpoint, check_data
-from alexnet_cli.evaluate import EvalResult, check_crops, evaluate, write_per_class, write_predictions
+from alexnet_cli.cli.paths import DataArg, check_checkpoint
+from alexnet_cli.evaluate import EvalResult, evaluate, write_per_class, write_predictions
 from alexnet_cli.metrics import top5_is_trivial, top5_note
 from alexnet_cli.progress import plural
 
@@ -38,13 +38,19 @@ def reference_rows(split: str, models: int, crops: int) -> tuple[list[tuple], st
                 "averaged (10 crops)")
 
 
-Paths = Annotated[list[Path], typer.Argument(exists=True, metavar="CHECKPOINT... DATA", show_default=False,
-                                             help="One or more checkpoints (several = an ensemble), then "
-                                                  "the prepared data folder (alexnet prep's OUT).")]
+def _checkpoints_argument(values: list[Path]) -> list[Path]:
+    return [check_checkpoint(value, "CHECKPOINT") for value in values]
+
+
+# click fills DATA, the last argument, first: `eval A.pt B.pt DATA` is an ensemble of two
+Checkpoints = Annotated[list[Path], typer.Argument(
+    exists=True, metavar="CHECKPOINT", show_default=False, callback=_checkpoints_argument,
+    help="One or more checkpoints written by `alexnet train`; several = an ensemble (softmax averaged).")]
 
 
 def eval_cmd(
-    paths: Paths,
+    checkpoints: Checkpoints,
+    data: DataArg,
     split: Annotated[str, typer.Option("--split", help="The split to evaluate.")] = "val",
     crops: CropsOpt = 1,
     batch_size: ForwardBatchOpt = 128,
@@ -60,13 +66,6 @@ def eval_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Top-1 and top-5 error of CHECKPOINT(s) on DATA: one model or an ensemble (softmax averaged)."""
-    if len(paths) < 2:
-        raise typer.BadParameter("give at least one CHECKPOINT and then DATA", param_hint="CHECKPOINT... DATA")
-    *checkpoints, data = paths
-    check_crops(crops)                       # the options first, as click checks them before the body
-    for checkpoint in checkpoints:
-        check_checkpoint(checkpoint, "CHECKPOINT")
-    check_data(data, "DATA (the last argument)")
     check_writable(per_class, "--per-class")
     check_writable(predictions, "--predictions")
     result = evaluate(checkpoints, data, split=split, crops=crops, batch_size=batch_size, device=device,
