@@ -248,11 +248,15 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
     images = [load_image(q) for q in queries]                 # unreadable queries fail before any work
     encoder = load_encoder(checkpoint, data_dir, device, progress)
     if codes:                                            # before the features, which can take hours
-        wanted = codes_path(features if features is not None else cache_path(data_dir, split, encoder.key), bits)
+        base = features if features is not None else cache_path(data_dir, split, encoder.key)
+        wanted = codes_path(base, bits)
         if not wanted.exists():
+            there = [b for b in BITS if b != bits and codes_path(base, b).exists()]
+            other = f", or use the codes there are (`bits` {' or '.join(map(str, there))})" if there else ""
             raise DataError(f"no {bits}-bit codes of these features ({wanted}): make them with `alexnet codes "
                             f"{checkpoint} {data_dir} --split {split} --bits {bits}"
-                            f"{'' if features is None else f' --features {features}'}`")
+                            f"{'' if features is None else f' --features {features}'}`{other}",
+                            mentions=("bits",) if there else ())
     path = split_features(encoder, data_dir, split, features, batch_size=batch_size, workers=workers,
                           progress=progress)
     q = encode_queries(encoder, images)

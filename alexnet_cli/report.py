@@ -189,8 +189,10 @@ def read_runs(run_dirs: Sequence[str | Path]) -> list[RunReport]:
     paths = [Path(p) for p in run_dirs]
     if not paths:
         raise UsageError("give at least one run folder")
-    names = [p.name or str(p) for p in paths]
-    names = [f"{p.parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
+    full = [p.resolve() for p in paths]                  # `.` and `./run` are named as the folders they are
+    names = [p.name or str(p) for p in full]
+    names = [f"{p.parent.name}/{n}" if len({q for q, m in zip(full, names) if m == n}) > 1 else n
+             for p, n in zip(full, names)]                # the same folder twice keeps one name
     return [read_run(p, n) for p, n in zip(paths, names)]
 
 

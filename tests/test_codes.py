@@ -252,6 +252,9 @@ def test_cli_codes_then_neighbors_by_codes(data, checkpoint, tmp_path):
     first = answer["neighbors"][0]
     assert first["distance"] == 0 and first["distance"] == int(first["distance"])
     assert 5 in [n["index"] for n in answer["neighbors"] if n["distance"] == 0]    # its own code, at 0
+    default = runner.invoke(app, [a for a in ask if a not in ("--bits", "64")])     # 256 bits: none made
+    assert default.exit_code == 1 and "no 256-bit codes" in default.stderr, default.output
+    assert default.stderr.rstrip().endswith("or use the codes there are (--bits 64)"), default.stderr
 
     exact = runner.invoke(app, ask[:-4] + ["--json"])
     reranked = runner.invoke(app, ask + ["--rerank", "16"])             # N covers the split: the exact answer

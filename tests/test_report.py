@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from alexnet_cli.cli.app import app
 from alexnet_cli.config import resolve_model_config, resolve_train_config
 from alexnet_cli.errors import TrainingDiverged
-from alexnet_cli.report import read_run
+from alexnet_cli.report import read_run, read_runs
 from alexnet_cli.runlog import read_metrics
 from alexnet_cli.train import RunOptions, train
 
@@ -90,6 +90,19 @@ def test_report_table_names_runs_settings_and_states(two_runs):
     assert f"{100 * best:.2f}/-" in result.stdout and "/0.00" not in result.stdout
     assert "top-5 '-': a run of at most 5 classes" in " ".join(result.stdout.split())
     assert json.loads(runner.invoke(app, ["report", str(two_runs[0]), "--json"]).stdout)[0]["num_classes"] == 4
+
+
+def test_runs_are_named_by_their_folders_however_given(two_runs, monkeypatch, tmp_path):
+    """`.` and `./paper` are the folder `paper` (they read "." and "/paper"); two folders of one
+    name are told apart by their parents; the same folder twice keeps its name."""
+    paper, no_lrn = two_runs
+    monkeypatch.chdir(paper)
+    assert [r.name for r in read_runs([".", f"../{paper.name}", str(no_lrn)])] == ["paper", "paper", "no-lrn"]
+    monkeypatch.chdir(paper.parent)
+    assert [r.name for r in read_runs([f"./{paper.name}"])] == ["paper"]
+    twin = tmp_path / "other" / "paper"                      # its logs, not its checkpoints
+    shutil.copytree(paper, twin, ignore=shutil.ignore_patterns("checkpoints"))
+    assert [r.name for r in read_runs([paper, twin])] == [f"{paper.parent.name}/paper", "other/paper"]
 
 
 def test_report_reads_a_run_being_written(two_runs, tmp_path):
