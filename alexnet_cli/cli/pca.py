@@ -9,9 +9,10 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import DeviceOpt, JsonOpt, WorkersOpt, console, print_json, reporter, seed_option
+from alexnet_cli.cli.common import (DeviceOpt, JsonOpt, WorkersOpt, check_writable, console, print_json, reporter,
+                                    seed_option)
 from alexnet_cli.cli.paths import DataArg
-from alexnet_cli.pca import PcaStats, compute_pca, write_pca
+from alexnet_cli.pca import PCA_FILE, PcaStats, compute_pca, write_pca
 
 _SeedOpt = seed_option("Seed of the --sample subset.")
 
@@ -27,6 +28,7 @@ def pca(
     """Compute the PCA of all training RGB pixels (0-255) and write DATA/pca.json."""
     if sample is not None and sample < 1:
         raise typer.BadParameter("must be positive", param_hint="--sample")
+    check_writable(data / PCA_FILE, "DATA")          # before the pass, which takes hours on ImageNet
     stats = compute_pca(data, progress=reporter(), sample=sample, seed=seed, device=device,
                         workers=workers)
     path = write_pca(data, stats)
