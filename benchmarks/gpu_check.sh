@@ -82,7 +82,9 @@ else
 fi
 
 # Most wanted first: a part stopped at its limit loses only its own remaining rows.
-part gpu-tests 100 "$python" -m pytest -q -p no:cacheprovider "${tests[@]}"
+# -o addopts=: in one process, without pyproject's pytest-xdist options (the device's own Python
+# may lack the plugin, and the GPU tests share one GPU)
+part gpu-tests 100 "$python" -m pytest -q -p no:cacheprovider -o addopts= "${tests[@]}"
 part layers 40 "$python" benchmarks/layers.py --device "$dev"
 part throughput-128 150 "$python" benchmarks/train_throughput.py --device "$dev" "${tp[@]}" \
     --json "$OUT/throughput-128.json"
