@@ -17,7 +17,7 @@ module per subcommand). The modules, by role (docs/paper-to-code.md maps the pap
               (PaperSGD), schedule, distributed, devices, checkpoint, metrics
 - results:    evaluate (`alexnet eval`), predict, kernels, features and neighbors (fc7 and
               figure 4's search), codes (binary codes for that search), report, ablate, figures
-- shared:     errors, progress, demo (`alexnet demo`)
+- shared:     errors, progress, paths (one path where a list is expected), demo (`alexnet demo`)
 """
 
 __version__ = "0.1.0"

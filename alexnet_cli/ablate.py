@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from alexnet_cli.atomic import write_atomic
-from alexnet_cli.config import ModelConfig, TrainConfig
+from alexnet_cli.config import ModelConfig, TrainConfig, recipe_of
 from alexnet_cli.distributed import launched_by_torchrun
 from alexnet_cli.errors import AlexnetError, UsageError
 from alexnet_cli.evaluate import check_crops, evaluate
@@ -106,12 +106,14 @@ def check_ablation_dir(out_dir: Path) -> None:
 
 
 def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
-           run: RunOptions = RunOptions(), *, recipe: str = "paper", variants: Sequence[str] | None = None,
+           run: RunOptions = RunOptions(), *, recipe: str | None = None, variants: Sequence[str] | None = None,
            crops: int = 10, figure1_error: float = 0.25, eval_batch_size: int = 128,
            progress: Reporter = NullReporter()) -> dict[str, Any] | None:
     """Train (or continue) the full network and each variant under `out_dir`, evaluate each,
     write ablations.json, ablations.md and curves.png; returns the ablations.json document
-    (None in processes other than torchrun's rank 0)."""
+    (None in processes other than torchrun's rank 0). `recipe`: as train's (None: the one the
+    base configs were resolved from, config.recipe_of), recorded with every variant's run."""
+    recipe = recipe_of(model_cfg, train_cfg, recipe)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     names = [FULL, *parse_variants(variants)]
     check_crops(crops)

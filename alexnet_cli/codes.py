@@ -59,7 +59,7 @@ from alexnet_cli.progress import NullReporter, Reporter, plural
 
 FORMAT = "alexnet-cli/codes"
 VERSION = 1
-BITS = (64, 128, 256)         # the CLI's choices; the library takes any positive multiple of 64
+BITS = (64, 128, 256)         # the code lengths made and searched (issue 19), in the CLI and the library alike
 HIDDEN = 1024                 # the hidden layers' width (4096 -> 1024 -> bits -> 1024 -> 4096)
 NOISE_STD = 1.0               # std of the noise on the code logits in training (docs/codes.md: why 1)
 NEIGHBOURS = 1.0              # weight of the neighbourhood term of the loss (docs/codes.md: why it is there)
@@ -522,16 +522,11 @@ class CodesResult:
                 "reused": self.reused}
 
 
-def check_bits_choice(bits: int) -> None:
-    """The --bits of `codes` and `neighbors --codes`: one of BITS."""
-    if bits not in BITS:
-        raise UsageError(f"bits must be one of {', '.join(map(str, BITS))}, got {bits}", field="bits", value=bits)
-
-
 def check_bits(bits: int) -> None:
-    """Codes are packed in 64-bit words."""
-    if bits < 64 or bits % 64:
-        raise UsageError(f"bits must be a positive multiple of 64, got {bits}", field="bits", value=bits)
+    """The one rule for the length of the codes, in make_codes, codes_for_split, find_neighbors
+    and the CLI's --bits: one of BITS (section 7.1's short codes; packed in 64-bit words)."""
+    if isinstance(bits, bool) or bits not in BITS:
+        raise UsageError(f"bits must be one of {', '.join(map(str, BITS))}, got {bits}", field="bits", value=bits)
 
 
 def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, seed: int = 0, hidden: int = HIDDEN,

@@ -203,6 +203,32 @@ def changed_settings(config: ModelConfig, recipe: str) -> dict[str, Any]:
             if getattr(config, f.name) != getattr(base, f.name)}
 
 
+# The fields a recipe sets (those whose value tells which recipe a config was resolved from).
+RECIPE_FIELDS = {part: sorted({f for r in RECIPES.values() for f in r[part]}) for part in ("model", "train")}
+
+
+def recipe_of(model_cfg: ModelConfig, train_cfg: TrainConfig, recipe: str | None = None) -> str:
+    """The recipe `model_cfg` and `train_cfg` were resolved from (what a run records, and what
+    `report` lists its changed settings against): `recipe` when given; else the one recipe whose
+    values every recipe-dependent field (each field some recipe sets in RECIPES) has. Configs
+    that are not all one recipe's there (resolved from two recipes, or one's field overridden to
+    the other's value) are a UsageError: the caller names the recipe."""
+    if recipe is not None:
+        check_choice("recipe", recipe, RECIPE_NAMES)
+        return recipe
+    differing = {}                          # recipe -> the recipe-dependent fields without its values
+    for name in RECIPE_NAMES:
+        model_base, train_base = resolve_model_config(name), resolve_train_config(name)
+        differing[name] = ([f for f in RECIPE_FIELDS["model"] if getattr(model_cfg, f) != getattr(model_base, f)]
+                           + [f for f in RECIPE_FIELDS["train"] if getattr(train_cfg, f) != getattr(train_base, f)])
+    matches = [name for name in RECIPE_NAMES if not differing[name]]
+    if len(matches) == 1:
+        return matches[0]
+    why = "; ".join(f"not {name}'s: {', '.join(fields_)}" for name, fields_ in differing.items())
+    raise UsageError(f"recipe cannot be told from the configs ({why}): give it, one of {', '.join(RECIPE_NAMES)}",
+                     field="recipe", value=None)
+
+
 # The length of each fixed schedule of the released code (layer-params-145.cfg's notes: the
 # 2012 run stopped after 91 epochs, the 2010 run after 93). Choosing one of them without
 # --epochs trains for its length; with --epochs its boundaries are scaled (schedule.py).

@@ -320,7 +320,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, config: DemoConfig = DemoConfig(), *
         queries[:] = query_images(tree_dir, data_dir, config.queries)
         result.neighbors = find_neighbors(checkpoint, data_dir, queries, k=config.k, split="train",
                                           device=config.device, batch_size=config.batch_size, progress=progress)
-        result.figures["neighbors"] = draw_neighbors(result.neighbors, data_dir, "train", out / NEIGHBORS_PNG)
+        result.figures["neighbors"] = draw_neighbors(result.neighbors, data_dir, out / NEIGHBORS_PNG)
 
     def predictions() -> None:
         result.predictions = predict(checkpoint, queries, k=min(5, config.classes), device=config.device)

@@ -31,6 +31,7 @@ from alexnet_cli.devices import resolve_device
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, NotFiniteError, UsageError
 from alexnet_cli.loader import ShardLoader, trained_decode
 from alexnet_cli.metrics import TOP_K, TopKCounts, TopKMeter
+from alexnet_cli.paths import path_list
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.runlog import json_text
 from alexnet_cli.shards import read_manifest, read_split_index
@@ -211,12 +212,13 @@ def load_members(checkpoints: Sequence[Path], data_dir: Path, classes: list[str]
     return members
 
 
-def evaluate(checkpoints: Sequence[Path], data_dir: Path, *, split: str = "val", crops: int = 1,
+def evaluate(checkpoints: str | Path | Sequence[str | Path], data_dir: str | Path, *, split: str = "val", crops: int = 1,
              batch_size: int = 128, device: str | torch.device | None = None, bf16: bool = True,
              keep_predictions: bool = False, workers: int | None = None, decode: str | None = None,
              progress: Reporter = NullReporter()) -> EvalResult:
     """Top-1 / top-5 error of the checkpoints' (ensemble's) averaged softmax on `split` of a
-    prepared data folder, with 1 or 10 crops per image."""
+    prepared data folder, with 1 or 10 crops per image. One checkpoint may be given as a path."""
+    checkpoints = path_list(checkpoints)
     check_crops(crops)
     if batch_size < 1:
         raise UsageError(f"batch_size must be positive, got {batch_size}", field="batch_size", value=batch_size)

@@ -39,7 +39,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import h5py
 import numpy as np
@@ -80,6 +80,11 @@ class FeaturesInfo:
     @property
     def complete(self) -> bool:
         return self.done == self.count
+
+    def to_json(self) -> dict[str, Any]:
+        """The document `alexnet features --json` prints (docs/public-surface.md)."""
+        return {"out": str(self.path), "split": self.split, "count": self.count, "dim": self.dim,
+                "dtype": "float16", "key": self.key}
 
     def made_by(self, key: str, split: str, count: int, data: str) -> bool:
         """Whether these are the features of `split` (`count` images, shards `data`) by network `key`."""

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from alexnet_cli.errors import AlexnetError
+from alexnet_cli.errors import AlexnetError, UsageError
 
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
@@ -122,6 +122,20 @@ def grid(tiles: Sequence[Image.Image], cols: int, *, pad: int = 8,
 # suffixes whose format PIL writes from RGB (it reads many more: .psd, .xpm, ...)
 PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                    ".tif": "TIFF", ".tiff": "TIFF", ".gif": "GIF"}
+
+
+def check_picture_path(path: str | Path, formats: Iterable[str] = PICTURE_FORMATS) -> Path:
+    """`path` as a Path when its suffix is one of `formats` (default: those save_picture writes;
+    report.plot_runs passes matplotlib's); else a UsageError about `out`, the argument every
+    drawing function names its picture by. Every function that draws one (kernel_report,
+    draw_predictions, draw_neighbors, report) checks it before its work, and the CLI before it
+    starts them: `k.txt` would otherwise get PNG bytes after the work."""
+    path = Path(path)
+    suffixes = {s.lower() for s in formats}
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"out {path}: the suffix names the format; use one of {', '.join(sorted(suffixes))}",
+                         field="out", value=path)
+    return path
 
 
 def save_picture(img: Image.Image, path: str | Path) -> Path:

@@ -83,13 +83,19 @@ def gpu_jpeg_decoder():
         return lambda blobs, device: codec_decode(blobs, mode="RGB", device=device)
     except (ImportError, OSError, RuntimeError):    # not installed, or its libraries do not load
         pass
-    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                            category=DeprecationWarning)
     try:
         from torchvision.io import ImageReadMode, decode_jpeg as vision_decode
     except ImportError:
         return None
-    return lambda blobs, device: vision_decode(blobs, mode=ImageReadMode.RGB, device=device)
+
+    def decode(blobs, device):
+        # each call warns that the codecs are deprecated: silenced for this call only, the caller's
+        # (a notebook's) warning filters as they were
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                                    category=DeprecationWarning)
+            return vision_decode(blobs, mode=ImageReadMode.RGB, device=device)
+    return decode
 
 
 def resolve_decode(decode: str, fmt: str, device: str | torch.device) -> str:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from alexnet_cli.checkpoint import load_model
-from alexnet_cli.figures import grid, save_picture, to_image
+from alexnet_cli.errors import UsageError
+from alexnet_cli.figures import check_picture_path, grid, save_picture, to_image
 from alexnet_cli.model import AlexNet
 from alexnet_cli.progress import NullReporter, Reporter
 
@@ -46,6 +48,14 @@ class KernelReport:
     columns: list[ColumnScore]
     out: Path | None                 # the picture, if one was drawn
     image_size: tuple[int, int] | None   # (width, height) in pixels
+
+    def to_json(self) -> dict[str, Any]:
+        """The document `alexnet kernels --json` prints (docs/public-surface.md)."""
+        return {"checkpoint": str(self.checkpoint), "kernels": self.kernels,
+                "out": None if self.out is None else str(self.out),
+                "image_size": None if self.image_size is None else list(self.image_size),
+                "columns": [{"name": c.name, "kernels": c.kernels, "color_score_mean": c.mean,
+                             "color_score_median": c.median, "color_scores": c.scores} for c in self.columns]}
 
 
 def conv1_weights(model: AlexNet) -> torch.Tensor:
@@ -91,17 +101,26 @@ def draw_kernels(weights: torch.Tensor, columns: int, scale: int = 4) -> Image.I
     """Figure 3: one block per column (rows of 16 tiles), column A above column B.
 
     Tiles are `scale` pixels apart inside a block; blocks are 4 * `scale` apart."""
-    if scale < 1:
-        raise ValueError(f"scale must be at least 1, got {scale}")
+    check_scale(scale)
     tiles = kernel_tiles(weights, scale)
     per_column = len(tiles) // columns
     blocks = [grid(tiles[i * per_column:(i + 1) * per_column], PER_ROW, pad=scale) for i in range(columns)]
     return grid(blocks, 1, pad=4 * scale)
 
 
+def check_scale(scale: int) -> None:
+    """Screen pixels per kernel pixel: a whole number, at least 1."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise UsageError(f"scale must be a whole number of at least 1, got {scale!r}", field="scale", value=scale)
+
+
 def kernel_report(checkpoint: str | Path, out: str | Path | None = None, *, scale: int = 4,
                   progress: Reporter = NullReporter()) -> KernelReport:
-    """What `alexnet kernels` does: the colour scores per column, and the picture if `out`."""
+    """What `alexnet kernels` does: the colour scores per column, and the picture if `out` (its
+    suffix names the format: figures.check_picture_path, checked before the work)."""
+    check_scale(scale)
+    if out is not None:
+        check_picture_path(out)
     loaded = load_model(checkpoint, "cpu")
     loaded.tell_assumptions(progress)
     columns = loaded.model.config.columns

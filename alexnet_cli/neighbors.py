@@ -28,13 +28,14 @@ import h5py
 import numpy as np
 import torch
 
-from alexnet_cli.codes import BITS, check_bits_choice, codes_path, hamming_nearest, read_codes, read_codes_info
+from alexnet_cli.codes import BITS, check_bits, codes_path, hamming_nearest, read_codes, read_codes_info
 from alexnet_cli.codes import rerank as rerank_rows
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
 from alexnet_cli.features import (Encoder, cache_path, load_encoder, read_features_info, read_rows_index,
                                   write_features)
-from alexnet_cli.figures import grid, hstack, labeled_tile, save_picture
+from alexnet_cli.figures import check_picture_path, grid, hstack, labeled_tile, save_picture
 from alexnet_cli.images import load_image
+from alexnet_cli.paths import path_list
 from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.shards import data_key, open_shard, read_images, read_manifest, split_index
 
@@ -63,9 +64,10 @@ class QueryResult:
     query: str           # the image path as given
     neighbors: list[Neighbor]
     distance_kind: str = "euclidean"   # of `distance`: "euclidean" (fc7) or "hamming" (bits of the codes)
+    split: str = "train"               # the split searched: each neighbour's `index` is a position in it
 
     def to_json(self) -> dict[str, Any]:
-        return {"query": self.query, "distance_kind": self.distance_kind,
+        return {"query": self.query, "split": self.split, "distance_kind": self.distance_kind,
                 "neighbors": [n.to_json() for n in self.neighbors]}
 
 
@@ -217,7 +219,7 @@ def split_features(encoder: Encoder, data_dir: Path, split: str, features: str |
     return Path(features)
 
 
-def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequence[str | Path], *,
+def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: str | Path | Sequence[str | Path], *,
                    k: int = DEFAULT_K, split: str = "train", features: str | Path | None = None,
                    device: str | torch.device | None = None, batch_size: int = 128, memory_mb: float = 1024,
                    workers: int | None = None, codes: bool = False, bits: int | None = None, rerank: int | None = None,
@@ -225,7 +227,8 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
     """What `alexnet neighbors` does: for each query image, its k nearest images of `split`;
     with `codes`, by Hamming distance of the binary codes of `alexnet codes` (and, with
     `rerank`, the `rerank` nearest of those re-ranked by exact Euclidean distance; `bits`: which
-    codes, 256 unless given)."""
+    codes, 256 unless given). One query may be given as a path."""
+    queries = path_list(queries)
     if k < 1:
         raise UsageError(f"k must be at least 1, got {k}", field="k", value=k)
     if not queries:
@@ -238,7 +241,7 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
                          mentions=("codes",))
     bits = BITS[-1] if bits is None else bits
     if codes:
-        check_bits_choice(bits)
+        check_bits(bits)
     if rerank is not None and rerank < k:
         raise UsageError(f"rerank must be at least `k` ({k}), got {rerank}", field="rerank", value=rerank,
                          mentions=("k",))
@@ -277,7 +280,7 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: Sequen
                 raise DataError(f"{path}: image {i} has label {labels[j]}, outside the {len(names)} classes")
             hits.append(Neighbor(i, paths[j], int(labels[j]), names[labels[j]], float(d), classes[labels[j]]))
             j += 1
-        results.append(QueryResult(str(query), hits, kind))
+        results.append(QueryResult(str(query), hits, kind, split))
     return results
 
 
@@ -317,17 +320,20 @@ def read_split_images(data_dir: str | Path, split: str, indices: Sequence[int]) 
     return [found[i] for i in indices]
 
 
-def draw_neighbors(results: Sequence[QueryResult], data_dir: str | Path, split: str, out: str | Path, *,
+def draw_neighbors(results: Sequence[QueryResult], data_dir: str | Path, out: str | Path, *,
                    thumb: int = 128) -> Path:
     """Figure 4 (right): one row per query, the query image then its neighbours, nearest first,
-    each captioned with its label and distance."""
-    pictures = read_split_images(data_dir, split, [n.index for r in results for n in r.neighbors])
-    rows, j = [], 0
+    each captioned with its label and distance; the neighbours are read from the split each
+    result was searched in (`QueryResult.split`) of `data_dir`."""
+    check_picture_path(out)                                   # before the images are read
+    pictures = {}                                             # (split, index) -> uint8 (256, 256, 3)
+    for split in dict.fromkeys(r.split for r in results):
+        indices = [n.index for r in results if r.split == split for n in r.neighbors]
+        pictures.update(zip([(split, i) for i in indices], read_split_images(data_dir, split, indices)))
+    rows = []
     for r in results:
-        tiles = []
-        for n in r.neighbors:
-            tiles.append(labeled_tile(pictures[j], f"{n.label_name} ({n.distance:.2f})", size=thumb))
-            j += 1
+        tiles = [labeled_tile(pictures[r.split, n.index], f"{n.label_name} ({n.distance:.2f})", size=thumb)
+                 for n in r.neighbors]
         query = labeled_tile(load_image(r.query), f"query: {Path(r.query).name}", size=thumb)
         rows.append(hstack([query, hstack(tiles, pad=4)], pad=16))
     return save_picture(grid(rows, 1), out)

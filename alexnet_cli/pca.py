@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +49,14 @@ class PcaStats:
     pixels: int = 0                      # how many pixels it was computed over
     images: int = 0
     partial: Path | None = None          # a full pass's saved sums, removed once pca.json is written
+
+    def to_json(self, path: str | Path | None = None) -> dict[str, Any]:
+        """The document `alexnet pca --json` prints (docs/public-surface.md); `path`: where
+        write_pca wrote it (None when it was not written)."""
+        return {"path": None if path is None else str(path), "eigenvalues": self.eigenvalues.tolist(),
+                "eigenvectors": self.eigenvectors.tolist(), "scale": "0-255",
+                "mean_rgb": None if self.mean_rgb is None else self.mean_rgb.tolist(), "pixels": self.pixels,
+                "images": self.images}
 
 
 class PixelMoments:
@@ -109,12 +118,19 @@ def eigen(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values, vectors
 
 
+def check_sample(sample: int | None) -> None:
+    """How many images the PCA samples: None (all of them) or a whole number, at least 1."""
+    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 1):
+        raise UsageError(f"sample must be positive, got {sample!r}", field="sample", value=sample)
+
+
 def compute_pca(data_dir: str | Path, progress: Reporter = NullReporter(), sample: int | None = None,
                 seed: int = 0, device: str | torch.device | None = None, workers: int | None = None,
                 batch_size: int = BATCH_SIZE, save_every: int = SAVE_EVERY) -> PcaStats:
     """PCA of all training pixels, read by the shard loader and summed on `device` (default:
     CUDA when there is one; the sums are exact, so every device gives the same result), resuming an interrupted pass (module
-    doc); or of `sample` images picked deterministically by `seed`."""
+    doc); or of `sample` images picked deterministically by `seed` (None: all of them)."""
+    check_sample(sample)
     check_seed(seed)
     manifest = read_manifest(data_dir)
     if sample:

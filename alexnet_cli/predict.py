@@ -17,8 +17,9 @@ from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.errors import CheckpointError, DataError, NotFiniteError, UsageError
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.evaluate import Member, average_softmax, check_crops
-from alexnet_cli.figures import grid, hbar_chart, hstack, labeled_tile, save_picture
+from alexnet_cli.figures import check_picture_path, grid, hbar_chart, hstack, labeled_tile, save_picture
 from alexnet_cli.images import load_image
+from alexnet_cli.paths import path_list
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import read_manifest
 
@@ -76,16 +77,20 @@ def _load_all(images: Sequence[str | Path]) -> list[np.ndarray]:
     return pixels
 
 
-def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5, crops: int = 1,
+def predict(checkpoint: str | Path, images: str | Path | Sequence[str | Path], *, k: int = 5, crops: int = 1,
             device: str | torch.device | None = None, bf16: bool = True, data_dir: str | Path | None = None,
             batch_size: int = 32, progress: Reporter = NullReporter()) -> list[Prediction]:
     """Top-k classes and probabilities for each image file, in the order given.
 
-    A file that is not a readable image raises DataError naming it, before any work is done.
+    One image may be given as a path. A file that is not a readable image raises DataError
+    naming it, before any work is done.
     """
+    images = path_list(images)
     check_crops(crops)
     if k < 1:
         raise UsageError(f"k must be at least 1, got {k}", field="k", value=k)
+    if batch_size < 1:
+        raise UsageError(f"batch_size must be positive, got {batch_size}", field="batch_size", value=batch_size)
     dev = resolve_device(device)
     pixels = _load_all(images)                                        # each uint8 (256, 256, 3)
     loaded = load_model(checkpoint, dev)
@@ -110,7 +115,9 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5,
 
 def draw_predictions(predictions: Sequence[Prediction], out: str | Path, *, cols: int = 2,
                      thumb: int = 160) -> Path:
-    """The paper's figure 4 (left): each image beside bars for its five most probable classes."""
+    """The paper's figure 4 (left): each image beside bars for its five most probable classes;
+    `out`'s suffix names the format (figures.check_picture_path, checked before the work)."""
+    check_picture_path(out)
     panels = []
     for pred in predictions:
         top = pred.top[:5]

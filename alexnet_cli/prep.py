@@ -29,6 +29,7 @@ import queue
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -98,6 +99,17 @@ class PrepResult:
     def images_per_second(self) -> float:
         """Source images processed per second by this run (0 when nothing was done)."""
         return self.images_written / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The document `alexnet prep --json` prints (docs/public-surface.md); "out" is the data
+        folder as given to `prepare`."""
+        m = self.manifest
+        return {"out": str(m.root), "up_to_date": self.up_to_date, "format": m.format, "layout": m.layout,
+                "classes": len(m.classes),
+                "splits": {k: {"count": v.count, "shards": len(v.shards)} for k, v in m.splits.items()},
+                "skipped": len(m.skipped), "shards_written": self.shards_written, "shards_reused": self.shards_reused,
+                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 1),
+                "workers": self.workers, "mean_rgb": m.mean_rgb}
 
 
 # ---------------------------------------------------------------------------- planning

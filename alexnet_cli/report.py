@@ -23,6 +23,8 @@ from typing import Any, Sequence
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.config import RECIPE_NAMES, ModelConfig, resolve_model_config, resolve_train_config, to_dict
 from alexnet_cli.errors import AlexnetError, UsageError
+from alexnet_cli.figures import check_picture_path
+from alexnet_cli.paths import path_list
 from alexnet_cli.runlog import RunFolder, RunLock, read_metrics
 
 STATES = ("running", "finished", "stopped", "diverged")
@@ -184,9 +186,10 @@ def running_within_s(records: list[dict[str, Any]], config: dict[str, Any]) -> f
     return max(RUNNING_WITHIN_S, 3 * longest)
 
 
-def read_runs(run_dirs: Sequence[str | Path]) -> list[RunReport]:
-    """One report per folder, named by the folder (with its parent where names repeat)."""
-    paths = [Path(p) for p in run_dirs]
+def read_runs(run_dirs: str | Path | Sequence[str | Path]) -> list[RunReport]:
+    """One report per folder, named by the folder (with its parent where names repeat); one
+    folder may be given as a path."""
+    paths = [Path(p) for p in path_list(run_dirs)]
     if not paths:
         raise UsageError("give at least one run folder")
     full = [p.resolve() for p in paths]                  # `.` and `./run` are named as the folders they are
@@ -202,15 +205,10 @@ def _figure_formats() -> set[str]:
     return set(Figure().canvas.get_supported_filetypes())
 
 
-def check_picture_path(path: str | Path) -> Path:
-    """A file name whose suffix matplotlib writes (png, pdf, svg, ...)."""
-    path = Path(path)
-    suffix = path.suffix.lower().lstrip(".")
-    formats = _figure_formats()
-    if suffix not in formats:
-        raise UsageError(f"out {path}: the suffix names the format; use one of "
-                         f"{', '.join('.' + f for f in sorted(formats))}", field="out", value=path)
-    return path
+def check_plot_path(path: str | Path) -> Path:
+    """A file name whose suffix matplotlib writes (png, pdf, svg, ...): figures.check_picture_path
+    with matplotlib's formats."""
+    return check_picture_path(path, {"." + f for f in _figure_formats()})
 
 
 def plot_runs(runs: Sequence[RunReport], path: str | Path, *, title: str | None = None) -> Path:
@@ -221,7 +219,7 @@ def plot_runs(runs: Sequence[RunReport], path: str | Path, *, title: str | None 
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogFormatter
 
-    path = check_picture_path(path)
+    path = check_plot_path(path)
     fig = Figure(figsize=(13, 5), dpi=100, layout="constrained")
     loss_ax, err_ax = fig.subplots(1, 2)
     colors = [f"C{i % 10}" for i in range(len(runs))]
@@ -280,10 +278,10 @@ def plot_runs(runs: Sequence[RunReport], path: str | Path, *, title: str | None 
     return path
 
 
-def report(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> list[RunReport]:
-    """Read the runs and, with `out`, draw their curves there."""
+def report(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None) -> list[RunReport]:
+    """Read the runs (one may be given as a path) and, with `out`, draw their curves there."""
     if out is not None:
-        check_picture_path(out)                   # before the work, not after it
+        check_plot_path(out)                      # before the work, not after it
     runs = read_runs(run_dirs)
     if out is not None:
         plot_runs(runs, out)

@@ -32,7 +32,7 @@ from alexnet_cli import __version__
 from alexnet_cli.atomic import remove_abandoned
 from alexnet_cli.augment import TrainAugment
 from alexnet_cli.checkpoint import load_checkpoint
-from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, check_seed, to_dict
+from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, check_seed, recipe_of, to_dict
 from alexnet_cli.distributed import launched_by_torchrun, shutdown
 from alexnet_cli.errors import AlexnetError, DataError, Interrupted, TrainingDiverged, UsageError
 from alexnet_cli.evaluate import evaluate_model
@@ -464,12 +464,17 @@ def fit_classes(cfg: ModelConfig, n_data: int) -> ModelConfig:
 
 
 def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
-          run: RunOptions = RunOptions(), *, recipe: str = "paper",
+          run: RunOptions = RunOptions(), *, recipe: str | None = None,
           progress: Reporter = NullReporter()) -> dict[str, Any]:
     """Train AlexNet on a prepared data folder into `out_dir`; returns a summary of the run.
+    `recipe` ("paper" or "code") is recorded with the run, and `report` lists the settings that
+    differ from it; None: the recipe the configs were resolved from (config.recipe_of: a
+    UsageError when they are not all one recipe's, e.g. `resolve_model_config("code")` with
+    `resolve_train_config("paper")`, or a recipe's field overridden: then name it).
     Under torchrun, the process group it joins is destroyed again before it returns (also on
     errors): left to the interpreter's exit, gloo's threads can abort the process (SIGABRT)
     after a run that succeeded, and torchrun would report a failure."""
+    recipe = recipe_of(model_cfg, train_cfg, recipe)       # before anything is written
     owns_group = launched_by_torchrun() and not dist.is_initialized()
     out_dir = Path(out_dir)
     # rank 0 alone writes the run, so it alone locks it (RANK: torchrun's, read before the group exists)

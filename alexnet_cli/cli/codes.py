@@ -12,7 +12,7 @@ from rich.table import Table
 from alexnet_cli.cli.common import (DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt, check_writable, console,
                                     print_json, reporter, seed_option)
 from alexnet_cli.cli.paths import CheckpointArg, DataArg
-from alexnet_cli.codes import (BITS, EPOCHS, RERANK, check_bits_choice, codes_for_split, codes_path,
+from alexnet_cli.codes import (BITS, EPOCHS, RERANK, check_bits, codes_for_split, codes_path,
                                rerank_candidates)
 from alexnet_cli.progress import plural
 
@@ -38,7 +38,7 @@ def codes(
     """Train an auto-encoder whose code layer is binary on the split's fc7 features and store
     each image's code (packed bits) beside the features; measure the codes on held-out images
     against random projections. Resumable: after an interruption, run the same command again."""
-    check_bits_choice(bits)
+    check_bits(bits)
     if features is not None and not codes_path(features, bits).exists():   # new codes go beside the features
         check_writable(codes_path(features, bits), "--features")
     result = codes_for_split(checkpoint, data, split=split, bits=bits, epochs=epochs, features=features,

@@ -18,8 +18,7 @@ from rich.console import Console
 
 from alexnet_cli.cli.flags import FLAGS, NAMES, OFF_FLAGS
 from alexnet_cli.config import check_seed
-from alexnet_cli.errors import UsageError
-from alexnet_cli.figures import PICTURE_FORMATS
+from alexnet_cli.figures import check_picture_path
 from alexnet_cli.progress import ConsoleReporter
 from alexnet_cli.runlog import json_text
 
@@ -87,12 +86,11 @@ def _can_create_in(folder: Path) -> bool:
 def check_picture_out(path: Path | None) -> None:
     """Refuse, before any work, an --out picture (drawn with PIL: figures.save_picture) that could
     not be written or whose suffix names no format PIL writes: `--out k.txt` would get PNG bytes.
-    The same message as `alexnet report --out` (report.check_picture_path, whose matplotlib writes
-    other formats: .pdf, .svg)."""
+    The suffix rule is the library's own (figures.check_picture_path, which the drawing functions
+    apply too), as for `alexnet report --out` (report.check_plot_path: matplotlib's formats)."""
     check_writable(path, "--out")
-    if path is not None and path.suffix.lower() not in PICTURE_FORMATS:
-        raise UsageError(f"out {path}: the suffix names the format; use one of "
-                         f"{', '.join(sorted(PICTURE_FORMATS))}", field="out", value=path)
+    if path is not None:
+        check_picture_path(path)
 
 
 # Settings that no flag sets (only a run configured from Python changes them): plain words and the

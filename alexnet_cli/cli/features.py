@@ -35,8 +35,7 @@ def features(
     info = extract_features(checkpoint, data, out, split=split, batch_size=batch_size, device=device,
                             overwrite=overwrite, workers=workers, decode=decode, progress=reporter())
     if json_out:
-        print_json({"out": str(info.path), "split": info.split, "count": info.count, "dim": info.dim,
-                    "dtype": "float16", "key": info.key})
+        print_json(info.to_json())
         return
     console.print(f"{info.path}: {info.count:,} x {info.dim} float16 fc7 features of split '{info.split}' "
                   f"(network {info.key})", highlight=False)

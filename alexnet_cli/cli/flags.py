@@ -79,6 +79,9 @@ FLAGS: dict[str, str] = {
     "crops": "--crops",
     "split": "--split",
     "k": "--k",
+    # pca and kernels
+    "sample": "--sample",
+    "scale": "--scale",
     # neighbors and codes (neighbors.py, codes.py)
     "queries": "--query",
     "codes": "--codes",

@@ -30,12 +30,7 @@ def kernels(
     check_picture_out(out)
     report = kernel_report(checkpoint, out, scale=scale, progress=reporter())
     if json_out:
-        print_json({"checkpoint": str(report.checkpoint), "kernels": report.kernels,
-                    "out": None if report.out is None else str(report.out),
-                    "image_size": None if report.image_size is None else list(report.image_size),
-                    "columns": [{"name": c.name, "kernels": c.kernels, "color_score_mean": c.mean,
-                                 "color_score_median": c.median, "color_scores": c.scores}
-                                for c in report.columns]})
+        print_json(report.to_json())
         return
     table = Table(title="conv1 colour specificity (share of energy off the grey axis; random init ~ 0.67)",
                   title_justify="left")

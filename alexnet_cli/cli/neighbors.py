@@ -51,7 +51,7 @@ def neighbors(
                              batch_size=batch_size, memory_mb=memory_mb, codes=codes, bits=bits, rerank=rerank,
                              progress=reporter())
     if out is not None:
-        err_console.print(f"figure: {draw_neighbors(results, data, split, out)}", highlight=False)
+        err_console.print(f"figure: {draw_neighbors(results, data, out)}", highlight=False)
     if json_out:
         print_json([r.to_json() for r in results])
         return

@@ -12,7 +12,7 @@ from rich.table import Table
 from alexnet_cli.cli.common import (DeviceOpt, JsonOpt, WorkersOpt, check_writable, console, print_json, reporter,
                                     seed_option)
 from alexnet_cli.cli.paths import DataArg
-from alexnet_cli.pca import PCA_FILE, PcaStats, compute_pca, write_pca
+from alexnet_cli.pca import PCA_FILE, PcaStats, check_sample, compute_pca, write_pca
 
 _SeedOpt = seed_option("Seed of the --sample subset.")
 
@@ -26,16 +26,13 @@ def pca(
     json_out: JsonOpt = False,
 ) -> None:
     """Compute the PCA of all training RGB pixels (0-255) and write DATA/pca.json."""
-    if sample is not None and sample < 1:
-        raise typer.BadParameter("must be positive", param_hint="--sample")
+    check_sample(sample)                             # before any work
     check_writable(data / PCA_FILE, "DATA")          # before the pass, which takes hours on ImageNet
     stats = compute_pca(data, progress=reporter(), sample=sample, seed=seed, device=device,
                         workers=workers)
     path = write_pca(data, stats)
     if json_out:
-        print_json({"path": str(path), "eigenvalues": stats.eigenvalues.tolist(),
-                    "eigenvectors": stats.eigenvectors.tolist(), "scale": "0-255",
-                    "mean_rgb": stats.mean_rgb.tolist(), "pixels": stats.pixels, "images": stats.images})
+        print_json(stats.to_json(path))
         return
     _print(stats, str(path))
 

@@ -62,7 +62,7 @@ def prep(
     if not result.up_to_date:
         _warn_skipped(result, out)
     if json_out:
-        print_json(_as_json(result, out))
+        print_json(result.to_json())
     else:
         _print(result, out)
 
@@ -76,15 +76,6 @@ def _warn_skipped(result: PrepResult, out: Path) -> None:
     err_console.print(f"Warning: {len(skipped)} source file(s) skipped ({summary}); "
                       f"listed under \"skipped\" in {out / 'manifest.json'}", style="yellow", highlight=False,
                       markup=False, soft_wrap=True)
-
-
-def _as_json(result: PrepResult, out: Path) -> dict:
-    m = result.manifest
-    return {"out": str(out), "up_to_date": result.up_to_date, "format": m.format, "layout": m.layout,
-            "classes": len(m.classes), "splits": {k: {"count": v.count, "shards": len(v.shards)} for k, v in m.splits.items()},
-            "skipped": len(m.skipped), "shards_written": result.shards_written, "shards_reused": result.shards_reused,
-            "seconds": round(result.seconds, 3), "images_per_second": round(result.images_per_second, 1),
-            "workers": result.workers, "mean_rgb": m.mean_rgb}
 
 
 def _print(result: PrepResult, out: Path) -> None:
