@@ -212,8 +212,8 @@ def load_members(checkpoints: Sequence[Path], data_dir: Path, classes: list[str]
     return members
 
 
-def evaluate(checkpoints: str | Path | Sequence[str | Path], data_dir: str | Path, *, split: str = "val", crops: int = 1,
-             batch_size: int = 128, device: str | torch.device | None = None, bf16: bool = True,
+def evaluate(checkpoints: str | Path | Sequence[str | Path], data_dir: str | Path, *, split: str = "val",
+             crops: int = 1, batch_size: int = 128, device: str | torch.device | None = None, bf16: bool = True,
              keep_predictions: bool = False, workers: int | None = None, decode: str | None = None,
              progress: Reporter = NullReporter()) -> EvalResult:
     """Top-1 / top-5 error of the checkpoints' (ensemble's) averaged softmax on `split` of a
