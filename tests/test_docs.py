@@ -20,6 +20,7 @@ import pytest
 import typer
 import typer.main
 
+from alexnet_cli import __version__
 from alexnet_cli.cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -290,3 +291,18 @@ def test_every_json_document_is_checked_against_real_output():
     sources = " ".join(path.read_text(encoding="utf-8") for path in (ROOT / "tests").glob("test_*.py"))
     checked = set(re.findall(r'check_documented_json\("([a-z]+)"', sources))
     assert JSON_DOCUMENTED <= checked, f"no test checks the --json of: {sorted(JSON_DOCUMENTED - checked)}"
+
+
+# A release named in prose ("alexnet-cli 0.2", "before 0.2"): only the version the package has
+# (pyproject, __init__) exists; nothing else has been released. Durations (0.2 s) are not versions.
+_RELEASE = re.compile(r"\b(?:alexnet(?:-cli)?|before|since|until|after)\s+v?(\d+\.\d+(?:\.\d+)?)"
+                      r"(?![\d.]|\s*(?:s|ms|%|x|GB|MB|epochs?|steps?)\b)", re.I)
+
+
+def test_no_text_names_a_release_that_does_not_exist():
+    files = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "alexnet_cli").rglob("*.py")]
+    named = [f"{path.relative_to(ROOT)}: {m.group(0)!r}" for path in files
+             for m in _RELEASE.finditer(path.read_text(encoding="utf-8")) if m.group(1) != __version__]
+    assert not named, ("these name a release other than this version, " + __version__ + ", and nothing else "
+                       "has been released; say what distinguishes those files instead: " + "; ".join(named))
+    assert _RELEASE.search("checkpoints before 0.2 load") and not _RELEASE.search("tries again after 0.2 s")
