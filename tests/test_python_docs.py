@@ -12,6 +12,7 @@ import importlib
 import re
 from pathlib import Path
 
+import pytest
 import typer.main
 
 from alexnet_cli.cli.app import app
@@ -25,6 +26,7 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
+@pytest.mark.slow
 def test_python_page_runs_on_tiny_data(tmp_path, monkeypatch, capsys):
     blocks = python_blocks(PYTHON_MD.read_text(encoding="utf-8"))
     assert len(blocks) >= 4, "docs/python.md lost its code blocks"
