@@ -28,7 +28,8 @@ RECIPE_NAMES = ("paper", "code")
 DROPOUT_STYLES = ("paper", "inverted")
 
 # The value a ModelConfig field had in files written before the field existed: checkpoints and
-# run folders from before `dropout_style` (alexnet-cli 0.1) were trained with torch's inverted dropout.
+# run folders without `dropout_style` in their config (written before the paper's dropout landed) were
+# trained with torch's inverted dropout.
 LEGACY_MODEL_FIELDS: dict[str, Any] = {"dropout_style": "inverted"}
 
 

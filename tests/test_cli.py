@@ -17,6 +17,7 @@ from alexnet_cli import __version__
 from alexnet_cli.cli import summary as summary_command
 from alexnet_cli.cli.app import app
 from alexnet_cli.errors import AlexnetError
+from test_docs import check_documented_json
 
 PAPER_NEURONS = {"conv1": 290_400, "conv2": 186_624, "conv3": 64_896, "conv4": 64_896, "conv5": 43_264,
                  "fc6": 4096, "fc7": 4096, "fc8": 1000}
@@ -32,7 +33,9 @@ def summary_json(runner: CliRunner, *args: str) -> dict:
     result = runner.invoke(app, ["summary", "--json", *args])
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
-    return json.loads(result.stdout)           # exactly one JSON document, nothing else on stdout
+    doc = json.loads(result.stdout)            # exactly one JSON document, nothing else on stdout
+    check_documented_json("summary", doc)
+    return doc
 
 
 def test_help_lists_summary(runner):

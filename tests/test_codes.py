@@ -21,6 +21,7 @@ from alexnet_cli.codes import (codes_path, hamming_nearest, make_codes, pack_cod
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.features import create_features_file
 from alexnet_cli.neighbors import nearest, read_split_images
+from test_docs import check_documented_json
 
 runner = CliRunner()
 
@@ -236,6 +237,7 @@ def test_cli_codes_then_neighbors_by_codes(data, checkpoint, tmp_path):
     made = runner.invoke(app, base + ["--bits", "64", "--epochs", "2", "--json"])
     assert made.exit_code == 0, made.output
     out = json.loads(made.stdout)
+    check_documented_json("codes", out)
     assert out["bits"] == 64 and out["count"] == 16 and out["bytes_per_image"] == 8 and not out["reused"]
     assert set(out["quality"]) >= {"autoencoder", "random_projections", "exact", "queries"}
     text = runner.invoke(app, base + ["--bits", "64", "--epochs", "2"])

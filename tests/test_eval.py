@@ -27,6 +27,7 @@ from alexnet_cli.model import AlexNet
 from alexnet_cli.prep import PrepOptions, prepare
 from alexnet_cli.progress import NullReporter
 from alexnet_cli.shards import open_shard, read_images, read_manifest, read_mean_image, read_split_index
+from test_docs import check_documented_json
 
 runner = CliRunner()
 
@@ -283,6 +284,7 @@ def test_cli_json_ensemble_and_files(tiny_data, ckpts, tmp_path):
                               "--predictions", str(preds)])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
+    check_documented_json("eval", data)
     assert {"top1_error", "top5_error", "n", "crops"} <= set(data)
     assert isinstance(data["top1_error"], float) and isinstance(data["n"], int) and data["crops"] == 1
     assert 0.0 <= data["top1_error"] <= 1.0 and data["models"] == 2

@@ -27,6 +27,7 @@ from alexnet_cli.errors import DataError
 from alexnet_cli.features import extract_features, load_encoder, read_features_info, write_features
 from alexnet_cli.neighbors import read_split_images
 from alexnet_cli.shards import read_split_index
+from test_docs import check_documented_json
 
 runner = CliRunner()
 
@@ -148,6 +149,7 @@ def test_cli_features(tiny_data, checkpoint, tmp_path):
                                  "--batch-size", "8", "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
+    check_documented_json("features", data)
     assert data["count"] == 16 and data["dim"] == 4096 and data["out"] == str(out) and data["split"] == "val"
 
     bad = runner.invoke(app, ["features", str(checkpoint), str(tiny_data), "--split", "test", "--out", str(out)])

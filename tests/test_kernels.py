@@ -16,6 +16,7 @@ from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.cli.app import app
 from alexnet_cli.kernels import color_specificity, column_scores, draw_kernels
 from alexnet_cli.model import AlexNet
+from test_docs import check_documented_json
 
 runner = CliRunner()
 
@@ -106,6 +107,7 @@ def test_cli_kernels_writes_the_picture_and_json_scores(tmp_path):
     result = runner.invoke(app, ["kernels", str(ckpt), "--out", str(out), "--scale", "2", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
+    check_documented_json("kernels", data)
     assert data["kernels"] == 96 and data["out"] == str(out)
     with Image.open(out) as img:
         assert list(img.size) == data["image_size"]

@@ -20,6 +20,7 @@ from alexnet_cli.images import load_image
 from alexnet_cli.neighbors import (RunningTopK, chunk_rows, encode_queries, find_neighbors, nearest,
                                    read_split_images)
 from alexnet_cli.shards import read_split_index
+from test_docs import check_documented_json
 
 runner = CliRunner()
 
@@ -114,6 +115,7 @@ def test_stored_image_as_query_comes_back_first_at_distance_zero(data, checkpoin
                                  "--query", str(source), "--k", "3", "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     (a, b) = json.loads(result.stdout)
+    check_documented_json("neighbors", [a, b])
     encoder = load_encoder(checkpoint, data, "cpu")
     norm = encode_queries(encoder, [load_image(png)]).norm().item()
     for hit, row in ((a, 5), (b, 11)):

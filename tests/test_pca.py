@@ -16,6 +16,7 @@ from alexnet_cli.cli.flags import flag_message
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.pca import PARTIAL_FILE, PixelMoments, compute_pca, eigen, read_pca, write_pca
 from alexnet_cli.prep import PrepOptions, prepare
+from test_docs import check_documented_json
 
 COV = np.array([[400.0, 150.0, 60.0], [150.0, 300.0, 90.0], [60.0, 90.0, 200.0]])
 MEAN = np.array([128.0, 120.0, 110.0])
@@ -135,6 +136,7 @@ def test_cli_pca(tmp_path, known):
     result = runner.invoke(app, ["pca", str(data), "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
+    check_documented_json("pca", doc)
     assert doc["scale"] == "0-255" and doc["pixels"] == len(pixels)
     assert json.loads((data / "pca.json").read_text())["eigenvalues"] == doc["eigenvalues"]
     table = runner.invoke(app, ["pca", str(data)])

@@ -21,6 +21,7 @@ from alexnet_cli.errors import CheckpointError, DataError
 from alexnet_cli.images import load_image
 from alexnet_cli.model import AlexNet
 from alexnet_cli.predict import predict
+from test_docs import check_documented_json
 
 runner = CliRunner()
 CLASSES = ["n01000001", "n01000002", "n01000003", "n01000004"]
@@ -136,6 +137,7 @@ def test_cli_json_shape(ckpt, images):
                               "--json", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
+    check_documented_json("predict", data)
     assert isinstance(data, list) and [d["image"] for d in data] == [str(images["rgb"]), str(images["gray"])]
     for d in data:
         assert len(d["top"]) == 2

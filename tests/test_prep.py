@@ -23,6 +23,7 @@ from alexnet_cli.cli.app import app
 from alexnet_cli.errors import DataError
 from alexnet_cli.prep import PrepOptions, prepare
 from alexnet_cli.shards import read_images, read_manifest, read_mean_image
+from test_docs import check_documented_json
 
 OPTIONS = dict(shard_size=8, block_size=4)
 runner = CliRunner()
@@ -386,6 +387,7 @@ def test_cli_prep_json_then_nothing_to_do(odd_tree, tmp_path):
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
+    check_documented_json("prep", doc)
     assert doc["splits"]["train"] == {"count": 27, "shards": 2} and doc["skipped"] == 2 and not doc["up_to_date"]
     assert "Warning: 2 source file(s) skipped (1 empty file, 1 truncated)" in " ".join(result.stderr.split())
     again = runner.invoke(app, args)

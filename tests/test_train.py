@@ -29,6 +29,7 @@ from alexnet_cli.prep import PrepOptions, prepare
 from alexnet_cli.shards import read_manifest
 from alexnet_cli.synth import make_tree
 from alexnet_cli.train import RunOptions, train
+from test_docs import check_documented_json
 
 runner = CliRunner()
 FAST = ["--device", "cpu", "--batch-size", "8", "--log-every", "1"]
@@ -43,6 +44,7 @@ def test_a_short_run_writes_the_run_folder(small_data, tmp_path):
     result = runner.invoke(app, ["train", str(small_data), "--out", str(out), "--epochs", "1", *FAST, "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
+    check_documented_json("train", summary)
     assert summary["epochs"] == 1 and summary["parallel"] == "single"
     assert (out / "checkpoints" / "last.pt").exists() and (out / "checkpoints" / "best.pt").exists()
     config = json.loads((out / "config.json").read_text())
