@@ -245,8 +245,8 @@ class Trainer:
                         group["lr"] = rates.lr[group["name"]]
                     self.train_epoch(epoch, color_noise=rates.color_noise)
                     if not self._work_left():                   # only the last validation and save are left
-                        self.stop.finishing(f"{self.stop.what} has no step left: it ends after its last "
-                                            "validation and save")
+                        last = "save" if self.state.pos.epoch == epoch else "validation and save"
+                        self.stop.finishing(f"{self.stop.what} has no step left: it ends after its last {last}")
                     if self.state.pos.epoch == epoch:           # stopped inside the epoch by --max-steps
                         self._check_finite(before_save=True)
                         self.save()
