@@ -140,6 +140,26 @@ def test_ablate_evaluates_no_other_run_once_asked_to_stop(tiny_data, tmp_path, m
     assert not doc["complete"] and [v["name"] for v in doc["variants"]] == ["full"]
 
 
+def test_a_signal_between_runs_stops_the_next_before_its_first_step(tiny_data, tmp_path, monkeypatch):
+    """Ctrl-C after ablate looked for a stop and before the run's training began (here: while
+    it checks what an earlier ablate did): the run takes the request over and stops at once."""
+    done_before = ablate_module._done_before
+
+    def signalling(previous, settings, run_dir):
+        if run_dir.name == "no-lrn":
+            signal.raise_signal(signal.SIGINT)
+        return done_before(previous, settings, run_dir)
+    monkeypatch.setattr(ablate_module, "_done_before", signalling)
+    out = tmp_path / "abl"
+    stopped = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(out), "--max-steps", "1",
+                                  "--batch-size", "4", *ABLATE])
+    assert stopped.exit_code == 130, stopped.output
+    assert ("Error: Ctrl-C: ablate stopped while training no-lrn, before the first step; nothing was saved; runs "
+            "trained: full (1 of 2); evaluated: none of 2; run the same command again to continue") == \
+        _error_line(stopped)
+    assert not (out / "no-lrn" / "checkpoints" / "last.pt").exists()
+
+
 def test_a_request_made_outside_a_run_is_the_runs_and_comes_back():
     """ablate's requests and its runs' (train.py) are one: a run started after a Ctrl-C stops
     before its first step, and a signal during a run is ablate's once the run is over."""
