@@ -17,6 +17,9 @@ Resumable as a whole: every run trains with `train --resume` semantics (train.py
 continues the unfinished run and trains nothing in a finished one; each evaluation is kept in
 DIR/ablations.json with the step and checkpoint it measured, and a rerun reuses it while the
 run has not changed. DIR/ablations.md holds the table, DIR/curves.png the learning curves.
+Ctrl-C or SIGTERM stops the whole: the run in training saves and stops (train.py); otherwise the
+run's last save or the evaluation in progress finishes and no other starts (`Interrupted`,
+naming the runs trained and evaluated; docs/training.md).
 Under torchrun (`--parallel data`) every process trains each variant in turn, data parallel;
 process 0 alone evaluates and writes the files.
 """
@@ -33,12 +36,13 @@ from typing import Any, Sequence
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.config import ModelConfig, TrainConfig, recipe_of
 from alexnet_cli.distributed import launched_by_torchrun
-from alexnet_cli.errors import AlexnetError, UsageError
+from alexnet_cli.errors import AlexnetError, Interrupted, UsageError
 from alexnet_cli.evaluate import check_crops, evaluate
 from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.report import RunReport, plot_runs, read_run
 from alexnet_cli.runlog import RunFolder, write_json_atomic
 from alexnet_cli.shards import data_key, read_manifest
+from alexnet_cli.stopping import StopRequests, signal_name
 from alexnet_cli.train import RunOptions, fit_classes, train
 
 FULL = "full"
@@ -132,35 +136,71 @@ def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tr
                 "seed": run.seed, "max_steps": run.max_steps, "model": dataclasses.asdict(trained_model),
                 "train": dataclasses.asdict(train_cfg)}
     previous = _previous(out_dir)
-    trained = {}
-    for i, name in enumerate(names, 1):
-        variant = VARIANTS.get(name, FULL_VARIANT)
-        done = _done_before(previous, settings, out_dir / name)
-        progress.log(f"ablate: {name} ({variant.what}), run {i} of {len(names)} in {out_dir / name}"
-                     + (": finished before, skipped" if done else ""))
-        trained[name] = done or _train_variant(variant, data_dir, out_dir / name, model_cfg, train_cfg, run, recipe,
-                                               progress)
-        if trained[name]["rank"] != 0:                  # under torchrun, process 0 alone reports
-            progress = NullReporter()
-    if trained[FULL]["rank"] != 0:
-        return None
-    settings.update(crops=crops, figure1_error=figure1_error)
-    cached = {v["name"]: v for v in previous.get("variants", []) if previous.get("data_keys") == data_keys}
-    results = {}
-    for name in names:
-        if _still_valid(cached.get(name), out_dir / name, trained[name], crops, run.val_split):
-            results[name] = {**cached[name], "trained": trained[name]}
-            continue
-        progress.log(f"ablate: evaluating {name} ({crops} crop{'s' if crops > 1 else ''}, {run.val_split})")
-        results[name] = _evaluate(out_dir / name, data_dir, trained[name], crops, run, eval_batch_size, progress)
-        write_json_atomic(out_dir / "ablations.json",           # a kill keeps what was measured
-                          {"complete": False, **settings, "variants": list(results.values())})
+    trained: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, Any]] = {}
+    # Ctrl-C or SIGTERM: each run's training stops after its step, saved (train.py); between
+    # runs and evaluations, ablate starts no other (_check_stop)
+    with StopRequests("ablate", "before its next step or evaluation") as stop:
+        for i, name in enumerate(names, 1):
+            variant = VARIANTS.get(name, FULL_VARIANT)
+            if not launched_by_torchrun():     # under torchrun the run's training stops, all ranks together
+                _check_stop(stop, f"before training {name}", names, trained, results)
+            done = _done_before(previous, settings, out_dir / name)
+            progress.log(f"ablate: {name} ({variant.what}), run {i} of {len(names)} in {out_dir / name}"
+                         + (": finished before, skipped" if done else ""))
+            try:
+                trained[name] = done or _train_variant(variant, data_dir, out_dir / name, model_cfg, train_cfg, run,
+                                                       recipe, progress)
+            except Interrupted as exc:
+                said = str(exc).removeprefix(f"{signal_name(exc.signum)}: ").removeprefix("stopped ")
+                raise _stopped(exc.signum, f"while training {name}, {said}", names, trained, results) from None
+            late = trained[name].pop("stop_signal", None)    # came after its last step: the run is complete, saved
+            if late:
+                _check_stop(late, f"after training {name} (step {trained[name]['step']}, saved in "
+                            f"{RunFolder(out_dir / name).last})", names, trained, results)
+            if trained[name]["rank"] != 0:                  # under torchrun, process 0 alone reports
+                progress = NullReporter()
+        if trained[FULL]["rank"] != 0:
+            return None
+        settings.update(crops=crops, figure1_error=figure1_error)
+        cached = {v["name"]: v for v in previous.get("variants", []) if previous.get("data_keys") == data_keys}
+        for name in names:
+            if _still_valid(cached.get(name), out_dir / name, trained[name], crops, run.val_split):
+                results[name] = {**cached[name], "trained": trained[name]}
+                continue
+            _check_stop(stop, f"before evaluating {name}", names, trained, results)
+            progress.log(f"ablate: evaluating {name} ({crops} crop{'s' if crops > 1 else ''}, {run.val_split})")
+            results[name] = _evaluate(out_dir / name, data_dir, trained[name], crops, run, eval_batch_size, progress)
+            write_json_atomic(out_dir / "ablations.json",           # a kill keeps what was measured
+                              {"complete": False, **settings, "variants": list(results.values())})
+        if stop.signum is not None:                                 # during the last evaluation
+            progress.log(f"Note: the {signal_name(stop.signum)} came during the last evaluation, with nothing left "
+                         "to stop: ablate ends as usual")
     runs = {name: read_run(out_dir / name, name) for name in names}
     doc = _document(settings, names, results, runs, figure1_error)
     write_json_atomic(out_dir / "ablations.json", doc)
     write_atomic(out_dir / "ablations.md", markdown(doc).encode("utf-8"))
     plot_runs(list(runs.values()), out_dir / "curves.png", title=f"Ablations ({recipe} recipe): {', '.join(names)}")
     return doc
+
+
+def _check_stop(stop: StopRequests | int, where: str, names: list[str], trained: dict[str, Any],
+                results: dict[str, Any]) -> None:
+    """Stop here (`Interrupted`) if a Ctrl-C or SIGTERM asked to (`stop`: the requests, or a
+    run's signal)."""
+    signum = stop.signum if isinstance(stop, StopRequests) else stop
+    if signum:
+        raise _stopped(signum, where, names, trained, results)
+
+
+def _stopped(signum: int, where: str, names: list[str], trained: dict[str, Any],
+             results: dict[str, Any]) -> Interrupted:
+    """ablate's stop, in words: where, and which runs are trained and evaluated."""
+    def which(done) -> str:
+        done = [n for n in names if n in done]
+        return f"{', '.join(done)} ({len(done)} of {len(names)})" if done else f"none of {len(names)}"
+    return Interrupted(f"{signal_name(signum)}: ablate stopped {where}; runs trained: {which(trained)}; "
+                       f"evaluated: {which(results)}", signum)
 
 
 def _train_variant(variant: Variant, data_dir: Path, run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
@@ -171,9 +211,11 @@ def _train_variant(variant: Variant, data_dir: Path, run_dir: Path, model_cfg: M
     try:
         result = train(data_dir, run_dir, m, t, dataclasses.replace(run, resume=resume), recipe=recipe,
                        progress=progress)
+    except Interrupted:
+        raise                                                      # ablate says where it stopped
     except AlexnetError as exc:
         raise exc.within(f"ablate, variant {variant.name}") from None
-    return {k: result[k] for k in ("step", "epochs", "finished", "parallel", "rank")}
+    return {k: result.get(k) for k in ("step", "epochs", "finished", "parallel", "rank", "stop_signal")}
 
 
 def _done_before(previous: dict[str, Any], settings: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:

@@ -56,6 +56,7 @@ from alexnet_cli.config import SEED_MAX, check_seed
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.features import FeaturesInfo, read_checked, read_features_info, read_rows
 from alexnet_cli.progress import NullReporter, Reporter, plural
+from alexnet_cli.stopping import StopsAtOnce
 
 FORMAT = "alexnet-cli/codes"
 VERSION = 1
@@ -557,57 +558,60 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
                 "neighbours": float(neighbours), "batch_size": batch_size, "queries": int(len(held)),
                 "version": VERSION}                                        # what the weights depend on
     out, state_file = codes_path(features, bits), state_path(features, bits)
-    if out.exists():
-        try:
-            done = read_codes_info(out)
-            if done.settings == settings and done.epochs == epochs:
-                state_file.unlink(missing_ok=True)   # left by a kill between writing the codes and this
-                if done.quality.get("rerank", rerank_depth) == rerank_depth:
-                    return CodesResult(out, state_file, bits, info.count, epochs, done.quality.get("loss"),
-                                       done.quality, True)
-                progress.log(f"codes: {out} is trained ({plural(epochs, 'epoch')}): measuring again")
-                learned, net = read_codes(out)
-                return _finish(out, state_file, learned, net.to(device), info, held, epochs, done.quality.get("loss"),
-                               settings, rerank_depth, device, progress)
-        except DataError as exc:
-            progress.log(f"making the codes again: {exc}")
+    with StopsAtOnce(lambda: _saved_training(out, state_file, epochs)):     # Ctrl-C, SIGTERM: the epochs saved are kept
+        if out.exists():
+            try:
+                done = read_codes_info(out)
+                if done.settings == settings and done.epochs == epochs:
+                    state_file.unlink(missing_ok=True)   # left by a kill between writing the codes and this
+                    if done.quality.get("rerank", rerank_depth) == rerank_depth:
+                        return CodesResult(out, state_file, bits, info.count, epochs, done.quality.get("loss"),
+                                           done.quality, True)
+                    progress.log(f"codes: {out} is trained ({plural(epochs, 'epoch')}): measuring again")
+                    learned, net = read_codes(out)
+                    return _finish(out, state_file, learned, net.to(device), info, held, epochs,
+                                   done.quality.get("loss"), settings, rerank_depth, device, progress)
+            except DataError as exc:
+                progress.log(f"making the codes again: {exc}")
 
-    train = np.ones(info.count, bool)
-    train[held] = False
-    net = CodeNet(info.dim, bits, hidden)
-    opt = torch.optim.Adam(net.parameters(), lr=LR)
-    start, loss = 0, None
-    saved = _load_state(state_file, settings, progress)
-    if saved is not None and saved["epoch"] <= epochs:
-        net.load_state_dict(saved["model"])
-        net.to(device)
+        train = np.ones(info.count, bool)
+        train[held] = False
+        net = CodeNet(info.dim, bits, hidden)
         opt = torch.optim.Adam(net.parameters(), lr=LR)
-        opt.load_state_dict(saved["optimizer"])
-        start, loss = int(saved["epoch"]), saved.get("loss")
-        if start == epochs:
-            progress.log(f"codes: {state_file} is trained ({plural(epochs, 'epoch')}): encoding and measuring again")
-        elif start:
-            progress.log(f"codes: resuming after epoch {start} of {epochs} ({state_file})")
-    else:
-        if saved is not None:
-            progress.log(f"codes: starting afresh: {state_file} has {plural(saved['epoch'], 'epoch')}, more than "
-                         f"`epochs` {epochs}", mentions=("epochs",))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = CodeNet(info.dim, bits, hidden)
-        mean, scale = _centre(features, info, train, progress)
-        net.mean.copy_(mean)
-        net.scale.fill_(scale)
-        net.to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=LR)
-    with progress.task("codes: training", total=(epochs - start) * info.count, unit="img") as task:
-        for epoch in range(start, epochs):
-            loss = _epoch(net, opt, features, info, train, seed, epoch, batch_size, neighbours, device, task)
-            save_checkpoint(state_file, {"codes": {"settings": settings, "epoch": epoch + 1, "loss": loss,
-                                                   "model": {k: v.cpu() for k, v in net.state_dict().items()},
-                                                   "optimizer": opt.state_dict()}})
-            progress.log(f"codes: epoch {epoch + 1}/{epochs}, loss {loss:.4f} (reconstruction + neighbourhood term)")
-    return _finish(out, state_file, None, net, info, held, epochs, loss, settings, rerank_depth, device, progress)
+        start, loss = 0, None
+        saved = _load_state(state_file, settings, progress)
+        if saved is not None and saved["epoch"] <= epochs:
+            net.load_state_dict(saved["model"])
+            net.to(device)
+            opt = torch.optim.Adam(net.parameters(), lr=LR)
+            opt.load_state_dict(saved["optimizer"])
+            start, loss = int(saved["epoch"]), saved.get("loss")
+            if start == epochs:
+                progress.log(f"codes: {state_file} is trained ({plural(epochs, 'epoch')}): encoding and measuring "
+                             "again")
+            elif start:
+                progress.log(f"codes: resuming after epoch {start} of {epochs} ({state_file})")
+        else:
+            if saved is not None:
+                progress.log(f"codes: starting afresh: {state_file} has {plural(saved['epoch'], 'epoch')}, more than "
+                             f"`epochs` {epochs}", mentions=("epochs",))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                net = CodeNet(info.dim, bits, hidden)
+            mean, scale = _centre(features, info, train, progress)
+            net.mean.copy_(mean)
+            net.scale.fill_(scale)
+            net.to(device)
+            opt = torch.optim.Adam(net.parameters(), lr=LR)
+        with progress.task("codes: training", total=(epochs - start) * info.count, unit="img") as task:
+            for epoch in range(start, epochs):
+                loss = _epoch(net, opt, features, info, train, seed, epoch, batch_size, neighbours, device, task)
+                save_checkpoint(state_file, {"codes": {"settings": settings, "epoch": epoch + 1, "loss": loss,
+                                                       "model": {k: v.cpu() for k, v in net.state_dict().items()},
+                                                       "optimizer": opt.state_dict()}})
+                progress.log(f"codes: epoch {epoch + 1}/{epochs}, loss {loss:.4f} (reconstruction + neighbourhood "
+                             "term)")
+        return _finish(out, state_file, None, net, info, held, epochs, loss, settings, rerank_depth, device, progress)
 
 
 def _finish(out: Path, state_file: Path, learned: np.ndarray | None, net: CodeNet, info: FeaturesInfo,
@@ -624,6 +628,16 @@ def _finish(out: Path, state_file: Path, learned: np.ndarray | None, net: CodeNe
     _write_codes(out, learned, net.cpu(), features=info, epochs=epochs, settings=settings, quality=quality)
     state_file.unlink(missing_ok=True)         # the codes are complete (written atomically): nothing to resume
     return CodesResult(out, state_file, net.bits, info.count, epochs, loss, quality, False)
+
+
+def _saved_training(out: Path, state_file: Path, epochs: int) -> str:
+    """What a stopped `make_codes` kept (stopping.StopsAtOnce): the epochs in its training state."""
+    try:
+        done = int(torch.load(state_file, map_location="cpu", weights_only=True)["codes"]["epoch"])
+    except Exception:                  # noqa: BLE001 - none yet, or not one
+        return (f"the codes in {out} are kept as they were" if out.exists() else
+                "no epoch of the auto-encoder's training was finished yet")
+    return f"the auto-encoder's training after epoch {done} of {epochs} is kept in {state_file}"
 
 
 def _load_state(path: Path, settings: dict[str, Any], progress: Reporter) -> dict[str, Any] | None:
@@ -655,8 +669,9 @@ def codes_for_split(checkpoint: str | Path, data_dir: str | Path, *, split: str 
     from alexnet_cli.neighbors import split_features
 
     check_bits(bits)
-    encoder = load_encoder(checkpoint, data_dir, device, progress)
-    path = split_features(encoder, Path(data_dir), split, features, batch_size=batch_size, workers=workers,
-                          progress=progress)
+    with StopsAtOnce(lambda: "nothing new was saved yet"):         # the features and codes stop on their own
+        encoder = load_encoder(checkpoint, data_dir, device, progress)
+        path = split_features(encoder, Path(data_dir), split, features, batch_size=batch_size, workers=workers,
+                              progress=progress)
     return make_codes(path, bits=bits, epochs=epochs, seed=seed, rerank_depth=rerank_depth,
                       device=resolve_device(device), progress=progress)

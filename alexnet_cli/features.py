@@ -53,6 +53,7 @@ from alexnet_cli.devices import resolve_device
 from alexnet_cli.loader import Batch, ShardLoader, trained_decode
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import data_key, read_manifest, read_split_index
+from alexnet_cli.stopping import StopsAtOnce
 
 T = TypeVar("T")
 
@@ -367,28 +368,39 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
     if overwrite:
         partial.unlink(missing_ok=True)
     done = _resume_point(partial, want, progress)
-    try:
-        if done is None:
-            paths, labels = read_split_index(data_dir, split)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            create_features_file(partial, paths=paths, labels=labels, classes=manifest.classes,
-                                 class_names=manifest.class_names, split=split, key=encoder.key,
-                                 data=data, checkpoint=encoder.checkpoint, network=encoder.network)
-            done = 0
-        else:
-            reserve_space(partial)                          # a file of an older alexnet may be sparse
-        if done < count:
-            loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False,
-                                 device=encoder.device, workers=workers, decode=decode or encoder.decode)
-            _fill(partial, encoder, loader.epoch(0, start_batch=done // batch_size), done, count, progress,
-                  f"fc7 features ({split})")
-        publish(partial, out)
-    except Exception as exc:
-        if _no_space(exc):
-            raise DataError(f"{partial}: the disk is full ({_free(partial)} free): free some space and run the "
-                            "same command again (it continues from the rows already written)") from None
-        raise
+    with StopsAtOnce(lambda: _saved_rows(partial, out)):       # Ctrl-C, SIGTERM: the rows written are kept
+        try:
+            if done is None:
+                paths, labels = read_split_index(data_dir, split)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                create_features_file(partial, paths=paths, labels=labels, classes=manifest.classes,
+                                     class_names=manifest.class_names, split=split, key=encoder.key,
+                                     data=data, checkpoint=encoder.checkpoint, network=encoder.network)
+                done = 0
+            else:
+                reserve_space(partial)                          # a file of an older alexnet may be sparse
+            if done < count:
+                loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False,
+                                     device=encoder.device, workers=workers, decode=decode or encoder.decode)
+                _fill(partial, encoder, loader.epoch(0, start_batch=done // batch_size), done, count, progress,
+                      f"fc7 features ({split})")
+            publish(partial, out)
+        except Exception as exc:
+            if _no_space(exc):
+                raise DataError(f"{partial}: the disk is full ({_free(partial)} free): free some space and run the "
+                                "same command again (it continues from the rows already written)") from None
+            raise
     return read_features_info(out)
+
+
+def _saved_rows(partial: Path, out: Path) -> str:
+    """What a stopped `write_features` kept (stopping.StopsAtOnce)."""
+    if out.exists() and not partial.exists():
+        return f"the features are complete in {out}"
+    info = read_features_info(partial) if partial.exists() else None
+    if info is None or not info.done:
+        return "no features were written yet"
+    return f"the features of {info.done:,} of {info.count:,} images are kept in {partial}"
 
 
 def _resume_point(partial: Path, want: tuple[str, str, int, str], progress: Reporter) -> int | None:

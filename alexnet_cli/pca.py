@@ -28,12 +28,13 @@ import torch
 from alexnet_cli.atomic import remove_abandoned, write_atomic
 from alexnet_cli.config import check_seed
 from alexnet_cli.devices import resolve_device
-from alexnet_cli.errors import DataError, UsageError
+from alexnet_cli.errors import DataError, Interrupted, UsageError
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.runlog import json_text, write_json_atomic
 from alexnet_cli.shards import (IMAGE_SHAPE, Manifest, SplitIndex, data_key, open_shard, read_images, read_manifest,
                                 split_index)
+from alexnet_cli.stopping import StopRequests, signal_name
 
 PCA_FILE = "pca.json"
 PARTIAL_FILE = "pca.partial.json"   # the sums of an unfinished pass (module doc)
@@ -155,20 +156,38 @@ def _full_pass(manifest: Manifest, device, workers: int | None, batch_size: int,
     moments, done = _resume(partial, key, total, progress)
     saving = True
     start = -(-done // batch_size)
-    with progress.task("pca", total=total - done, unit="img") as task:
+    # Ctrl-C, SIGTERM: the pass stops after the batch in progress, its sums saved
+    with StopRequests("the pca pass", "after this batch") as stop, \
+            progress.task("pca", total=total - done, unit="img") as task:
         for k, batch in enumerate(loader.epoch(0, start_batch=start), start=start + 1):
             moments.add(batch.images)                                          # (B, 256, 256, 3)
             images = min(k * batch_size, total)
-            if saving and (k % save_every == 0 or images == total):
-                state = {"version": 1, **key, "images": images, "sums": moments.state()}
-                try:
-                    write_atomic(partial, (json_text(state) + "\n").encode("utf-8"))
-                except OSError as exc:                                         # a read-only data folder
-                    progress.log(f"cannot save the pass's progress to {partial} ({exc.strerror or exc}): it goes "
-                                 "on, but a kill would start it again")
-                    saving = False
+            state = {"version": 1, **key, "images": images}
+            saved = saving and (k % save_every == 0 or images == total)
+            if saved:
+                saving = _save_sums(partial, {**state, "sums": moments.state()}, progress)
             task.advance(len(batch.images))
+            if stop.signum is not None and images < total:
+                if saving and not saved:
+                    saving = _save_sums(partial, {**state, "sums": moments.state()}, progress)
+                kept = f"its sums are saved in {partial}" if saving else "its sums could not be saved"
+                raise Interrupted(f"{signal_name(stop.signum)}: stopped the pca pass at image {images:,} of "
+                                  f"{total:,}; {kept}; run the same command again to continue", stop.signum)
+        if stop.signum is not None:
+            progress.log(f"Note: the {signal_name(stop.signum)} came with the last batch, with nothing left to stop: "
+                         "the pass ends as usual")
     return moments, total
+
+
+def _save_sums(partial: Path, state: dict, progress: Reporter) -> bool:
+    """Write the pass's sums so far; False (said in a log line) where they cannot be written."""
+    try:
+        write_atomic(partial, (json_text(state) + "\n").encode("utf-8"))
+    except OSError as exc:                                         # a read-only data folder
+        progress.log(f"cannot save the pass's progress to {partial} ({exc.strerror or exc}): it goes "
+                     "on, but a kill would start it again")
+        return False
+    return True
 
 
 def _resume(partial: Path, key: dict, total: int, progress: Reporter) -> tuple[PixelMoments, int]:

@@ -43,6 +43,7 @@ from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import (LAYOUT_VERSIONS, MAX_BLOCK_SIZE, MAX_CLASSES, MAX_SHARD_SIZE, NewerFormat, OlderFormat,
                                 FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, ShardInfo, ShardWriter,
                                 SplitInfo, file_sha256, read_manifest, read_mean_image, shard_name, write_manifest)
+from alexnet_cli.stopping import StopsAtOnce
 
 TASK_IMAGES = 16   # images decoded between two progress reports
 
@@ -190,23 +191,24 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
     if done is not None:
         return PrepResult(done, True, 0, 0, sum(s.count for s in done.splits.values()),
                           time.perf_counter() - t0, workers)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        _remove_leftovers(out, shards)
-        finished, written = _build_shards(src, out, shards, options, workers, progress, hashes)
-        if verify and hashes and not written:
-            progress.log(f"every shard in {out} matches the sha256 in its manifest")
-            intact, _ = _existing_output(out, digest, False, progress, layout, options)
-            if intact is not None:   # nothing to repair: leave the folder as it is (it may be read-only)
-                return PrepResult(intact, True, 0, len(shards), sum(s.count for s in intact.splits.values()),
-                                  time.perf_counter() - t0, workers)
-        manifest = _write_outputs(src, out, layout, shards, finished, options, digest)
-        _remove_leftovers(out, shards)   # again: workers of a killed run may have outlived its start
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DataError(f"no space left on the disk of {out} ({exc.strerror}): free some space and run the "
-                            "same command again; the shards already finished are kept") from None
-        raise
+    with StopsAtOnce(lambda: _saved_shards(out, shards)):      # Ctrl-C, SIGTERM: the finished shards are kept
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            _remove_leftovers(out, shards)
+            finished, written = _build_shards(src, out, shards, options, workers, progress, hashes)
+            if verify and hashes and not written:
+                progress.log(f"every shard in {out} matches the sha256 in its manifest")
+                intact, _ = _existing_output(out, digest, False, progress, layout, options)
+                if intact is not None:   # nothing to repair: leave the folder as it is (it may be read-only)
+                    return PrepResult(intact, True, 0, len(shards), sum(s.count for s in intact.splits.values()),
+                                      time.perf_counter() - t0, workers)
+            manifest = _write_outputs(src, out, layout, shards, finished, options, digest)
+            _remove_leftovers(out, shards)   # again: workers of a killed run may have outlived its start
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DataError(f"no space left on the disk of {out} ({exc.strerror}): free some space and run the "
+                                "same command again; the shards already finished are kept") from None
+            raise
     return PrepResult(manifest, False, len(written), len(shards) - len(written),
                       sum(s.count for s in manifest.splits.values()), time.perf_counter() - t0, workers,
                       sum(len(s.entries) for s in written))
@@ -218,6 +220,13 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
 # `alexnet codes`' FEAT.codesBITS.h5 and .pt. Temporaries (.NAME.PID.tmp) are hidden files.
 _PREP_OWNED = re.compile(r"manifest\.json|mean_image\.npy|[a-z]+-\d{5}\.h5|pca(\.partial)?\.json"
                          r"|features-.+\.(h5(\.partial)?|codes\d+\.(h5|pt))")
+
+
+def _saved_shards(out: Path, shards: list[ShardPlan]) -> str:
+    """What a stopped `prepare` kept (stopping.StopsAtOnce): its finished shards (a shard is
+    written under a temporary name and renamed when finished)."""
+    finished = sum((out / s.name).is_file() for s in shards)
+    return f"{finished} of {len(shards)} shards are finished and kept in {out}"
 
 
 def check_data_dir(out: Path) -> None:
@@ -482,10 +491,12 @@ def _worker_shard(src: Path, out: Path, shard: ShardPlan, options: PrepOptions) 
 
 
 def _worker_init(progress) -> None:
-    """Workers report to `progress`, die with the parent (even on SIGKILL) and leave Ctrl-C to it."""
+    """Workers report to `progress`, die with the parent (even on SIGKILL) and leave Ctrl-C to it;
+    a SIGTERM (the parent's terminate) ends one at once, not as the parent's (forked) handler."""
     global _progress_queue
     _progress_queue = progress
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         import ctypes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -1,10 +1,22 @@
-"""Ctrl-C and SIGTERM during a long job, turned into a request to stop at the next safe point.
+"""Ctrl-C and SIGTERM during a long job: one mechanism, two ways to stop.
 
 A signal can arrive between any two bytecodes: in the middle of an optimizer step (half the
-weights updated) or of a save. `StopRequests` catches the first SIGINT or SIGTERM, says that
-the job will stop, and only records it; the job looks at `signum` where its state is whole
-(training: after a step), saves, and stops. A second Ctrl-C stops at once, as without it (the
-last checkpoint stands); further SIGTERMs are ignored (a scheduler's SIGKILL follows anyway).
+weights updated) or of a save. While one of the contexts below is entered (in the main
+thread; elsewhere they do nothing), the first SIGINT or SIGTERM is the job's to handle:
+
+- `StopRequests` (train, ablate, the pca pass): a request to stop at the next safe point. It
+  says that the job will stop, and only records it; the job looks at `signum` where its state
+  is whole (training: after a step), saves, and stops with `errors.Interrupted`. A second
+  Ctrl-C stops at once, as without it (the last save stands); further SIGTERMs are ignored (a
+  scheduler's SIGKILL follows anyway). Entered inside another one (a run that ablate trains),
+  it takes over the request made so far and hands its own back when it leaves, so that a
+  signal is never lost between the two.
+- `StopsAtOnce` (features, codes, prep: jobs whose files are whole at every instant, written
+  atomically or flushed row by row): the signal stops the job where it is, and the job's
+  `Interrupted` names the signal, what was saved and how to continue.
+
+The CLI's error boundary (cli/app.py) prints an `Interrupted` as one `Error:` line and exits
+with 128 + its signal (130 for Ctrl-C, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -13,11 +25,63 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import Callable
+
+from alexnet_cli.errors import Interrupted
 
 
 def signal_name(signum: int) -> str:
     """How a person calls the signal: "Ctrl-C" for SIGINT, else its name ("SIGTERM")."""
     return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def interrupt_behind(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or `SignalStop`) behind `exc`, if any: torch.save's writer, for one,
+    replaces a KeyboardInterrupt raised inside it with its own RuntimeError."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class SignalStop(KeyboardInterrupt):
+    """What `StopsAtOnce` raises where the signal lands: a KeyboardInterrupt (whatever lets a
+    Ctrl-C through, or cleans up after one, does the same for it) that knows its signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal_name(signum))
+        self.signum = int(signum)
+
+
+class _Handlers:
+    """Installs `_handle` for SIGINT and SIGTERM while entered (in the main thread only) and
+    puts the previous handlers back when left."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def _restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)   # None: set from C, not Python
+        self._previous.clear()
+
+    def _outer(self) -> object:
+        """The handler this one replaced (of SIGINT), while entered."""
+        return self._previous.get(signal.SIGINT)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        raise NotImplementedError
 
 
 # What a second signal does (StopRequests._handle), said when the first one comes.
@@ -26,27 +90,34 @@ _AGAIN = {signal.SIGINT: "press Ctrl-C again to stop at once, losing the steps s
                           "since the last save"}
 
 
-class StopRequests:
-    """While entered (in the main thread; elsewhere it does nothing), the first SIGINT or
-    SIGTERM sets `signum` instead of stopping the process."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+class StopRequests(_Handlers):
+    """While entered, the first SIGINT or SIGTERM sets `signum` instead of stopping the
+    process, and says "<what> stops <when> and saves where it is"; `finishing` changes that
+    for the end of a job that has nothing left to stop."""
 
     def __init__(self, what: str = "the run", when: str = "after this step"):
+        super().__init__()
         self.what, self.when = what, when
         self.signum: int | None = None
-        self._previous: dict[int, object] = {}
+        self.ending: str | None = None
 
     def __enter__(self) -> StopRequests:
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._previous[s] = signal.signal(s, self._handle)
+        super().__enter__()
+        outer = getattr(self._outer(), "__self__", None)
+        if isinstance(outer, StopRequests) and self.signum is None:
+            self.signum = outer.signum             # a request made before this job began is this job's too
         return self
 
     def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)   # None: set from C, not Python
-        self._previous.clear()
+        outer = getattr(self._outer(), "__self__", None)
+        self._restore()
+        if isinstance(outer, StopRequests) and outer.signum is None:
+            outer.signum = self.signum             # and one made during it is the enclosing job's too
+
+    def finishing(self, ending: str) -> None:
+        """From now on a first signal says `ending` (what happens instead): the job has no
+        more steps, only its last saves, to do."""
+        self.ending = ending
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
@@ -55,8 +126,42 @@ class StopRequests:
             return
         self.signum = signum
         name = signal_name(signum)
+        said = self.ending or f"{self.what} stops {self.when} and saves where it is"
         try:      # straight to stderr: the handler may run inside the progress bar's own writing
-            sys.stderr.write(f"\n{name}: {self.what} stops {self.when} and saves where it is ({_AGAIN[signum]})\n")
+            sys.stderr.write(f"\n{name}: {said} ({_AGAIN[signum]})\n")
             sys.stderr.flush()
         except (OSError, RuntimeError, ValueError):   # a reentrant write, a closed stream: the stop still happens
             pass
+
+
+class StopsAtOnce(_Handlers):
+    """While entered, SIGINT or SIGTERM stops the job at once (`SignalStop`, where it lands);
+    leaving, its stop (behind any exception: torch.save wraps it) becomes `Interrupted`: "<signal>: stopped;
+    <saved()>; run the same command again to continue". `saved` says, once stopped, what the
+    job had saved (where it stopped). An `Interrupted` from a job inside passes as it is."""
+
+    ADVICE = "run the same command again to continue"
+
+    def __init__(self, saved: Callable[[], str]):
+        super().__init__()
+        self.saved = saved
+
+    def __enter__(self) -> StopsAtOnce:
+        return super().__enter__()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._restore()
+        if exc is None or isinstance(exc, Interrupted):
+            return
+        stop = interrupt_behind(exc)
+        if not isinstance(stop, SignalStop):     # a KeyboardInterrupt raised by code, not by a signal here
+            return
+        signum = stop.signum
+        try:
+            saved = self.saved()
+        except Exception:                   # noqa: BLE001 - a file it reads half written: say less
+            saved = "what it finished is kept"
+        raise Interrupted(f"{signal_name(signum)}: stopped; {saved}; {self.ADVICE}", signum) from None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        raise SignalStop(signum)

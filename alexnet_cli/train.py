@@ -233,22 +233,32 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         self._prepare_run_dir()
         cfg = self.train_cfg
+        late_signal = None
         try:
             with self.stop:    # Ctrl-C or SIGTERM: stop after the step, saved (_stop_here)
-                while self.state.pos.epoch < cfg.epochs and not self._step_limit_reached():
+                if self._work_left() and self._stop_requested(anywhere=True):   # asked before (ablate, between runs)
+                    self._stop_here()
+                while self._work_left():
                     epoch = self.state.pos.epoch
                     rates = self.state.schedule.rates(epoch)
                     for group in self.optimizer.param_groups:
                         group["lr"] = rates.lr[group["name"]]
                     self.train_epoch(epoch, color_noise=rates.color_noise)
+                    if not self._work_left():                   # only the last validation and save are left
+                        last = "save" if self.state.pos.epoch == epoch else "validation and save"
+                        self.stop.finishing(f"{self.stop.what} has no step left: it ends after its last {last}")
                     if self.state.pos.epoch == epoch:           # stopped inside the epoch by --max-steps
                         self._check_finite(before_save=True)
                         self.save()
                         break
                     self.end_epoch(epoch)
-                    work_left = self.state.pos.epoch < cfg.epochs and not self._step_limit_reached()
-                    if work_left and self._stop_requested(anywhere=True):   # during the validation: saved just now
+                    if self._work_left() and self._stop_requested(anywhere=True):   # during the validation: saved
                         self._stop_here()
+                if self._stop_requested(anywhere=True):         # came with no step left: the run ended as usual
+                    late_signal = self.agreed_signum or self.stop.signum
+                    self.progress.log(f"Note: the {signal_name(late_signal)} came after the last step, with nothing "
+                                      f"left to stop: the run ends as usual, saved at step {self.state.pos.step} "
+                                      f"in {self.folder.last}")
         finally:
             self.log.close()
         pos, best = self.state.pos, self.state.best_top1
@@ -256,7 +266,11 @@ class Trainer:
                 "best_top1_error": None if math.isinf(best) else best,
                 "best_split": self.run.val_split if self.val_loader is not None else "train",
                 "run_dir": str(self.out_dir), "parallel": self.mode, "device": str(self.device),
-                "rank": self.dist.rank}
+                "rank": self.dist.rank, "stop_signal": late_signal}
+
+    def _work_left(self) -> bool:
+        """Whether steps are left to train (the same on every rank)."""
+        return self.state.pos.epoch < self.train_cfg.epochs and not self._step_limit_reached()
 
     def _prepare_run_dir(self) -> None:
         if self.dist.is_main:                               # left by a kill in the middle of a save
@@ -333,11 +347,13 @@ class Trainer:
     def _stop_here(self) -> None:
         """Save the position (unless it was just saved) and stop with `Interrupted`."""
         pos = self.state.pos
+        signum = self.agreed_signum or self.stop.signum or signal.SIGTERM
+        name = signal_name(signum)
+        if pos.step == 0:                                  # asked before the first step: nothing to save
+            raise Interrupted(f"{name}: stopped before the first step; nothing was saved", signum)
         if self.state.saved_step != pos.step:
             self._check_finite(before_save=True)
             self.save()
-        signum = self.agreed_signum or self.stop.signum or signal.SIGTERM
-        name = signal_name(signum)
         raise Interrupted(f"{name}: stopped at step {pos.step} ({pos.where()}) and saved {self.folder.last}", signum)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -106,16 +106,23 @@ def test_a_signal_during_validation_stops_after_the_epochs_save(tiny_data, tmp_p
 
 def test_a_signal_when_no_work_is_left_lets_the_run_end_as_usual(tiny_data, tmp_path, monkeypatch):
     """Ctrl-C during the last epoch's validation, or on the --max-steps step: the run is
-    complete (saved as usual), so it ends as usual, exit 0, not as interrupted."""
+    complete (saved as usual), so it ends as usual, exit 0, not as interrupted; and says so,
+    rather than only that it "stops after this step" (docs/training.md)."""
     _signal_after_validation(monkeypatch)
     out = tmp_path / "last-epoch"
     done = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--epochs", "1", *FAST, "--batch-size", "16"])
     assert done.exit_code == 0 and done.stdout.startswith("done: 1 epoch, 3 steps"), done.output
+    said = " ".join(done.stderr.split())
+    assert "Ctrl-C: training has no step left: it ends after its last validation and save" in said
+    assert "stops after this step" not in said
+    assert (f"Note: the Ctrl-C came after the last step, with nothing left to stop: the run ends as usual, saved at "
+            f"step 3 in {out / 'checkpoints' / 'last.pt'}") in said
     monkeypatch.undo()
     _signal_after_step(monkeypatch, 2, signal.SIGINT)
     out = tmp_path / "max-steps"
     done = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--max-steps", "2", *FAST])
     assert done.exit_code == 0 and done.stdout.startswith("stopped: 0 epochs, 2 steps"), done.output
+    assert "Note: the Ctrl-C came after the last step, with nothing left to stop" in " ".join(done.stderr.split())
 
 
 def test_a_second_ctrl_c_stops_at_once_and_the_handlers_are_restored():

@@ -4,8 +4,10 @@ the one error boundary.
 Error boundary: a subcommand raises; `AlexnetGroup.invoke` turns the exception into one
 `Error: ...` line on stderr and exit code 1, or 2 for a `UsageError` (an option value that is
 not allowed). Click's own usage errors (unknown flag, missing argument, path that does not
-exist) become one line too, naming the command's --help, with exit code 2. Ctrl-C:
-`Error: interrupted`, exit code 130 (128 + SIGINT, the shell's convention), also when it
+exist) become one line too, naming the command's --help, with exit code 2. A command that
+a signal stopped (alexnet_cli/stopping.py) raises `Interrupted`: its message (the signal, what
+was saved, how to continue), exit code 128 + the signal (130 Ctrl-C, 143 SIGTERM). Any other
+Ctrl-C: `Error: interrupted`, exit code 130 (128 + SIGINT, the shell's convention), also when it
 lands inside a library call that turns it into another exception (torch.save does).
 `alexnet --debug <command>` or ALEXNET_DEBUG=1 lets the traceback through. A library error
 about one setting names its field (`dropout must be ...`); the boundary names the flag
@@ -27,6 +29,7 @@ from alexnet_cli.cli import ablate, codes, demo, eval as eval_cmd, features, ker
 from alexnet_cli.cli.common import err_console
 from alexnet_cli.cli.flags import flag_message
 from alexnet_cli.errors import AlexnetError, Interrupted, UsageError
+from alexnet_cli.stopping import interrupt_behind
 
 # click's exceptions. pyproject asks for typer >= 0.29, which names them itself; the fallbacks
 # stay on purpose: a lent GPU machine's image had typer 0.27.2 (outside our install), and the
@@ -100,12 +103,13 @@ class AlexnetGroup(_PlainFlags, TyperGroup):
         except Exception as exc:  # the boundary: everything else becomes one line
             if _debug_wanted(ctx):
                 raise
+            if isinstance(exc, Interrupted):    # stopped on a signal, after saving: exit as if killed by it
+                _error(_message(exc))
+                raise typer.Exit(128 + exc.signum)
             if _interrupted(exc):
                 _error("interrupted")
                 raise typer.Exit(130)
             _error(_message(exc))
-            if isinstance(exc, Interrupted):    # stopped on a signal, after saving: exit as if killed by it
-                raise typer.Exit(128 + exc.signum)
             raise typer.Exit(2 if isinstance(exc, UsageError) else 1)
 
 
@@ -122,15 +126,8 @@ def _message(exc: Exception) -> str:
 
 
 def _interrupted(exc: BaseException) -> bool:
-    """Whether a Ctrl-C is behind `exc`: torch.save's writer, for one, replaces a
-    KeyboardInterrupt raised inside it with its own RuntimeError."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
+    """Whether a Ctrl-C is behind `exc` (stopping.interrupt_behind)."""
+    return interrupt_behind(exc) is not None
 
 
 def _error(message: str) -> None:
