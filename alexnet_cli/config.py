@@ -210,10 +210,12 @@ RECIPE_FIELDS = {part: sorted({f for r in RECIPES.values() for f in r[part]}) fo
 
 def recipe_of(model_cfg: ModelConfig, train_cfg: TrainConfig, recipe: str | None = None) -> str:
     """The recipe `model_cfg` and `train_cfg` were resolved from (what a run records, and what
-    `report` lists its changed settings against): `recipe` when given; else the one recipe whose
-    values every recipe-dependent field (each field some recipe sets in RECIPES) has. Configs
-    that are not all one recipe's there (resolved from two recipes, or one's field overridden to
-    the other's value) are a UsageError: the caller names the recipe."""
+    `report` lists its changed settings against): `recipe` when given; else the recipe whose
+    values the fewest recipe-dependent fields (those some recipe sets in RECIPES) lack, when it
+    is clearly the nearest (fewer than half as many as any other): the paper's with
+    `lr_schedule` changed is the paper's, that change listed as one. Configs about as far from
+    two recipes (the code's network with the paper's training: 5 fields against 6) are a
+    UsageError: the caller names the recipe."""
     if recipe is not None:
         check_choice("recipe", recipe, RECIPE_NAMES)
         return recipe
@@ -222,9 +224,9 @@ def recipe_of(model_cfg: ModelConfig, train_cfg: TrainConfig, recipe: str | None
         model_base, train_base = resolve_model_config(name), resolve_train_config(name)
         differing[name] = ([f for f in RECIPE_FIELDS["model"] if getattr(model_cfg, f) != getattr(model_base, f)]
                            + [f for f in RECIPE_FIELDS["train"] if getattr(train_cfg, f) != getattr(train_base, f)])
-    matches = [name for name in RECIPE_NAMES if not differing[name]]
-    if len(matches) == 1:
-        return matches[0]
+    nearest, *others = sorted(RECIPE_NAMES, key=lambda name: len(differing[name]))
+    if all(2 * len(differing[nearest]) < len(differing[other]) for other in others):
+        return nearest
     why = "; ".join(f"not {name}'s: {', '.join(fields_)}" for name, fields_ in differing.items())
     raise UsageError(f"recipe cannot be told from the configs ({why}): give it, one of {', '.join(RECIPE_NAMES)}",
                      field="recipe", value=None)

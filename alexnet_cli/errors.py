@@ -105,8 +105,13 @@ class Interrupted(AlexnetError):
         super().__init__(message)
         self.signum = int(signum)
 
+    AGAIN = "run the same command again to continue"   # the advice of every job that continues so
+
     def advising(self, advice: str) -> Interrupted:
-        """The same stop, its message followed by how to continue (which the command knows)."""
+        """The same stop, its message followed by how to continue (which the command knows);
+        as it is when the message already ends with that advice (a step of `demo` gives it)."""
+        if str(self).endswith(advice):
+            return self
         wrapped = copy.copy(self)
         wrapped.args = (f"{self}; {advice}",)
         return wrapped

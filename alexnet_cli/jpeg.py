@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import io
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -88,14 +87,10 @@ def gpu_jpeg_decoder():
     except ImportError:
         return None
 
-    def decode(blobs, device):
-        # each call warns that the codecs are deprecated: silenced for this call only, the caller's
-        # (a notebook's) warning filters as they were
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                                    category=DeprecationWarning)
-            return vision_decode(blobs, mode=ImageReadMode.RGB, device=device)
-    return decode
+    # each call warns that the codecs are deprecated: a DeprecationWarning, which Python's default
+    # filters hide outside __main__. The caller's filters are left alone: no filter added (a
+    # notebook's would change), no catch_warnings (not thread-safe: this runs in the loader's thread)
+    return lambda blobs, device: vision_decode(blobs, mode=ImageReadMode.RGB, device=device)
 
 
 def resolve_decode(decode: str, fmt: str, device: str | torch.device) -> str:

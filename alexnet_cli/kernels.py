@@ -13,6 +13,7 @@ weights (an untrained network) about 2/3.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def draw_kernels(weights: torch.Tensor, columns: int, scale: int = 4) -> Image.I
 
 def check_scale(scale: int) -> None:
     """Screen pixels per kernel pixel: a whole number, at least 1."""
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+    if isinstance(scale, bool) or not isinstance(scale, Integral) or scale < 1:
         raise UsageError(f"scale must be a whole number of at least 1, got {scale!r}", field="scale", value=scale)
 
 

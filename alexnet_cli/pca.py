@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,7 @@ def eigen(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def check_sample(sample: int | None) -> None:
     """How many images the PCA samples: None (all of them) or a whole number, at least 1."""
-    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 1):
+    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, Integral) or sample < 1):
         raise UsageError(f"sample must be positive, got {sample!r}", field="sample", value=sample)
 
 
@@ -172,7 +173,7 @@ def _full_pass(manifest: Manifest, device, workers: int | None, batch_size: int,
                     saving = _save_sums(partial, {**state, "sums": moments.state()}, progress)
                 kept = f"its sums are saved in {partial}" if saving else "its sums could not be saved"
                 raise Interrupted(f"{signal_name(stop.signum)}: stopped the pca pass at image {images:,} of "
-                                  f"{total:,}; {kept}; run the same command again to continue", stop.signum)
+                                  f"{total:,}; {kept}; {Interrupted.AGAIN}", stop.signum)
         if stop.signum is not None:
             progress.log(f"Note: the {signal_name(stop.signum)} came with the last batch, with nothing left to stop: "
                          "the pass ends as usual")

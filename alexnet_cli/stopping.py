@@ -110,9 +110,9 @@ class StopRequests(_Handlers):
 
     def __exit__(self, *exc) -> None:
         outer = getattr(self._outer(), "__self__", None)
-        self._restore()
         if isinstance(outer, StopRequests) and outer.signum is None:
-            outer.signum = self.signum             # and one made during it is the enclosing job's too
+            outer.signum = self.signum             # and one made during it is the enclosing job's too,
+        self._restore()                            # before its handler is back: a second signal is a second
 
     def finishing(self, ending: str) -> None:
         """From now on a first signal says `ending` (what happens instead): the job has no
@@ -140,7 +140,6 @@ class StopsAtOnce(_Handlers):
     <saved()>; run the same command again to continue". `saved` says, once stopped, what the
     job had saved (where it stopped). An `Interrupted` from a job inside passes as it is."""
 
-    ADVICE = "run the same command again to continue"
 
     def __init__(self, saved: Callable[[], str]):
         super().__init__()
@@ -161,7 +160,7 @@ class StopsAtOnce(_Handlers):
             saved = self.saved()
         except Exception:                   # noqa: BLE001 - a file it reads half written: say less
             saved = "what it finished is kept"
-        raise Interrupted(f"{signal_name(signum)}: stopped; {saved}; {self.ADVICE}", signum) from None
+        raise Interrupted(f"{signal_name(signum)}: stopped; {saved}; {Interrupted.AGAIN}", signum) from None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         raise SignalStop(signum)

@@ -220,7 +220,9 @@ def render(app: typer.Typer) -> str:
         "not exist, or an option value that is not allowed (`--pool 5`, `--crops 3`); 1 any other",
         "failure; 130 interrupted (Ctrl-C). While `train`, `ablate` or `demo` trains, Ctrl-C or SIGTERM",
         "stops it after the step in progress, saved first (exit 130, or 143 for SIGTERM; a second",
-        "Ctrl-C stops at once). A failure prints one line starting `Error:` on stderr and nothing",
+        "Ctrl-C stops at once); `features`, `codes`, `prep`, `pca`'s pass and `neighbors` while it",
+        "computes features stop where they are, keeping what they finished (130 or 143); each says",
+        "what it kept and how to continue. A failure prints one line starting `Error:` on stderr and nothing",
         "else (`alexnet --debug COMMAND ...` or `ALEXNET_DEBUG=1` shows the traceback).",
         "",
     ]

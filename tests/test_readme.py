@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -34,12 +35,19 @@ def readme_commands() -> list[str]:
     return [line for line in lines if line and "python3 -m venv" not in line]
 
 
+def _free_port() -> int:
+    """A port no one listens on now: two suites on one machine would both take torchrun's 29500."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def adapt(line: str, paths: dict[str, str]) -> list[str]:
     for old, new in paths.items():
         line = line.replace(old, new)
     args = shlex.split(line.replace("cuda:0,cuda:1", "cpu,cpu"))
     if args[0] == "torchrun":
-        args = [sys.executable, "-m", "torch.distributed.run", *args[1:]]
+        args = [sys.executable, "-m", "torch.distributed.run", "--master_port", str(_free_port()), *args[1:]]
         for flag, value in (("--nproc_per_node", "2"), ("--nnodes", "1")):
             if flag in args:
                 args[args.index(flag) + 1] = value

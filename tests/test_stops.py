@@ -160,7 +160,7 @@ def test_a_signal_between_runs_stops_the_next_before_its_first_step(tiny_data, t
     assert not (out / "no-lrn" / "checkpoints" / "last.pt").exists()
 
 
-def test_a_request_made_outside_a_run_is_the_runs_and_comes_back():
+def test_a_request_made_outside_a_run_is_the_runs_and_comes_back(sigterm_guard):
     """ablate's requests and its runs' (train.py) are one: a run started after a Ctrl-C stops
     before its first step, and a signal during a run is ablate's once the run is over."""
     with StopRequests("outer") as outer:
@@ -173,6 +173,18 @@ def test_a_request_made_outside_a_run_is_the_runs_and_comes_back():
         with StopRequests("inner"):
             signal.raise_signal(signal.SIGINT)
         assert outer.signum == signal.SIGINT
+    with StopRequests("outer") as outer:                            # the outer's own request stays its own
+        signal.raise_signal(signal.SIGTERM)
+        with StopRequests("inner") as inner:
+            assert inner.signum == signal.SIGTERM
+        assert outer.signum == signal.SIGTERM
+
+
+def test_advice_already_given_is_not_given_twice():
+    """demo adds "run the same command again" to a stop whose step (prep, pca) said it already."""
+    said = Interrupted(f"Ctrl-C: stopped; 2 shards are kept; {Interrupted.AGAIN}")
+    assert str(said.advising(Interrupted.AGAIN)) == str(said)
+    assert str(Interrupted("Ctrl-C: stopped").advising(Interrupted.AGAIN)) == f"Ctrl-C: stopped; {Interrupted.AGAIN}"
 
 
 # ----------------------------------------------------------------- features, codes, prep, pca

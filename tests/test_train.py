@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -266,7 +267,10 @@ def test_ablations_and_recipe_are_recorded(tiny_data, tmp_path):
 def test_data_parallel_with_gloo_two_processes(small_data, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    with socket.socket() as s:                     # a free port: another suite on this machine may run it too
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            str(Path(__file__).with_name("ddp_worker.py")), str(small_data), str(out)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -445,8 +449,6 @@ def test_triton_lrn_kernel_trains_like_the_fused_one_on_cuda(tiny_data, tmp_path
 def test_train_leaves_no_process_group_behind_under_torchrun(tiny_data, tmp_path, monkeypatch):
     """Under torchrun, `train` destroys the process group it joined when it returns, and when it
     fails: left to the interpreter's exit, gloo's threads can abort a finished run (SIGABRT)."""
-    import socket
-
     import torch.distributed as dist
 
     from alexnet_cli import distributed, train as train_module

@@ -109,7 +109,7 @@ def ablate_cmd(
                      variants=None if variants is None else variants.split(","), crops=crops,
                      figure1_error=figure1_error / 100, eval_batch_size=eval_batch_size, progress=reporter())
     except Interrupted as exc:
-        raise exc.advising("run the same command again to continue") from None
+        raise exc.advising(Interrupted.AGAIN) from None
     if doc is None:                    # under torchrun, rank 0 alone speaks
         return
     if json_out:

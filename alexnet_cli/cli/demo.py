@@ -47,7 +47,7 @@ def demo(
     try:
         result = run_demo(out, config, progress=reporter(), on_step=None if json_out else _show)
     except Interrupted as exc:
-        raise exc.advising("run the same command again to continue") from None
+        raise exc.advising(Interrupted.AGAIN) from None
     if json_out:
         print_json(result.to_json())
         return
