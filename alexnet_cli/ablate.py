@@ -173,8 +173,8 @@ def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tr
             results[name] = _evaluate(out_dir / name, data_dir, trained[name], crops, run, eval_batch_size, progress)
             write_json_atomic(out_dir / "ablations.json",           # a kill keeps what was measured
                               {"complete": False, **settings, "variants": list(results.values())})
-        if stop.signum is not None:                                 # during the last evaluation
-            progress.log(f"Note: the {signal_name(stop.signum)} came during the last evaluation, with nothing left "
+        if stop.signum is not None:                                 # during an evaluation
+            progress.log(f"Note: the {signal_name(stop.signum)} came during an evaluation, with nothing left "
                          "to stop: ablate ends as usual")
     runs = {name: read_run(out_dir / name, name) for name in names}
     doc = _document(settings, names, results, runs, figure1_error)

@@ -669,9 +669,12 @@ def codes_for_split(checkpoint: str | Path, data_dir: str | Path, *, split: str 
     from alexnet_cli.neighbors import split_features
 
     check_bits(bits)
-    with StopsAtOnce(lambda: "nothing new was saved yet"):         # the features and codes stop on their own
+    made: list[Path] = []                   # the features file, once it is complete
+    kept = lambda: f"the features are complete in {made[0]}" if made else "nothing new was saved yet"   # noqa: E731
+    with StopsAtOnce(kept):                 # computing the features (which say what they kept) and codes stop on their own
         encoder = load_encoder(checkpoint, data_dir, device, progress)
         path = split_features(encoder, Path(data_dir), split, features, batch_size=batch_size, workers=workers,
                               progress=progress)
+        made.append(path)
     return make_codes(path, bits=bits, epochs=epochs, seed=seed, rerank_depth=rerank_depth,
                       device=resolve_device(device), progress=progress)

@@ -85,8 +85,8 @@ class _Handlers:
 
 
 # What a second signal does (StopRequests._handle), said when the first one comes.
-_AGAIN = {signal.SIGINT: "press Ctrl-C again to stop at once, losing the steps since the last save",
-          signal.SIGTERM: "further SIGTERMs are ignored; Ctrl-C or SIGKILL stops at once, losing the steps "
+_AGAIN = {signal.SIGINT: "press Ctrl-C again to stop at once, losing the work since the last save",
+          signal.SIGTERM: "further SIGTERMs are ignored; Ctrl-C or SIGKILL stops at once, losing the work "
                           "since the last save"}
 
 

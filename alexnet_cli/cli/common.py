@@ -131,17 +131,18 @@ def seed_option(help: str, **kwargs: Any) -> Any:
     return Annotated[int, typer.Option("--seed", callback=_checked_seed, help=f"{help} 0 to 2^63-1.", **kwargs)]
 
 
-# Options that several subcommands share, defined once.
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Shard reader threads (default: up to "
-                                                    "8 for raw shards, all cores but two for jpeg).")]
 def _checked_crops(value: int) -> int:
     from alexnet_cli.evaluate import check_crops      # the one rule and message (exit 2), as it is parsed
     return check_crops(value)
 
 
-CropsOpt = Annotated[int, typer.Option("--crops", callback=_checked_crops, help="1: the centre crop; 10: four corners, centre and their "
-                                                   "mirrors, softmax averaged (paper 5.1).")]
+# Options that several subcommands share, defined once.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Shard reader threads (default: up to "
+                                                    "8 for raw shards, all cores but two for jpeg).")]
+CropsOpt = Annotated[int, typer.Option("--crops", callback=_checked_crops,
+                                       help="1: the centre crop; 10: four corners, centre and their mirrors, "
+                                            "softmax averaged (paper 5.1).")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda when available).")]
 DecodeOpt = Annotated[Optional[str], typer.Option("--decode", help="Where jpeg shards are decoded: cpu (simplejpeg, one thread per --workers), gpu (batched nvJPEG on the CUDA device) or auto (gpu on CUDA when a GPU decoder is installed). Default: auto; eval and features: the decoder the run trained with. Raw shards need none.")]
 Bf16Opt = Annotated[bool, typer.Option("--bf16/--no-bf16", help="bfloat16 autocast on CUDA (ignored on the CPU).")]
