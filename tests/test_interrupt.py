@@ -16,34 +16,11 @@ from alexnet_cli import train as train_module
 from alexnet_cli.checkpoint import load_checkpoint
 from alexnet_cli.cli.app import app
 from alexnet_cli.stopping import StopRequests
-from alexnet_cli.train import Trainer
 from alexnet_cli.train_state import EpochStats
+from signals import signal_after, signal_after_step
 
 runner = CliRunner()
 FAST = ["--device", "cpu", "--batch-size", "8", "--log-every", "1", "--workers", "1"]
-
-
-def _signal_after_step(monkeypatch, n: int, signum: int) -> None:
-    step = Trainer.train_step
-    done = []
-
-    def signalling(self, x, y):
-        result = step(self, x, y)
-        done.append(1)
-        if len(done) == n:
-            signal.raise_signal(signum)
-        return result
-    monkeypatch.setattr(Trainer, "train_step", signalling)
-
-
-def _signal_after_validation(monkeypatch) -> None:
-    evaluate = train_module.evaluate_model
-
-    def interrupted_evaluation(*args, **kwargs):
-        result = evaluate(*args, **kwargs)
-        signal.raise_signal(signal.SIGINT)
-        return result
-    monkeypatch.setattr(train_module, "evaluate_model", interrupted_evaluation)
 
 
 def _records(out, kind: str) -> list[dict]:
@@ -53,7 +30,7 @@ def _records(out, kind: str) -> list[dict]:
 def test_ctrl_c_stops_after_the_step_saves_and_resume_continues(tiny_data, tmp_path, monkeypatch):
     out = tmp_path / "run"
     args = ["train", str(tiny_data), "--out", str(out), "--max-steps", "4", *FAST]
-    _signal_after_step(monkeypatch, 2, signal.SIGINT)
+    signal_after_step(monkeypatch, 2, signal.SIGINT)
     stopped = runner.invoke(app, args)
     assert stopped.exit_code == 130, stopped.output
     error = [line for line in stopped.stderr.splitlines() if line.startswith("Error:")]
@@ -79,7 +56,7 @@ def _terminated(signum, frame):
 
 def test_sigterm_exits_143_with_the_position_saved(tiny_data, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    _signal_after_step(monkeypatch, 1, signal.SIGTERM)
+    signal_after_step(monkeypatch, 1, signal.SIGTERM)
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         stopped = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--max-steps", "3", *FAST])
@@ -94,7 +71,7 @@ def test_sigterm_exits_143_with_the_position_saved(tiny_data, tmp_path, monkeypa
 
 def test_a_signal_during_validation_stops_after_the_epochs_save(tiny_data, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    _signal_after_validation(monkeypatch)
+    signal_after(monkeypatch, train_module, "evaluate_model", signal.SIGINT)
     args = ["train", str(tiny_data), "--out", str(out), "--epochs", "2", *FAST, "--batch-size", "16"]  # 3 steps
     stopped = runner.invoke(app, args)
     assert stopped.exit_code == 130, stopped.output
@@ -108,7 +85,7 @@ def test_a_signal_when_no_work_is_left_lets_the_run_end_as_usual(tiny_data, tmp_
     """Ctrl-C during the last epoch's validation, or on the --max-steps step: the run is
     complete (saved as usual), so it ends as usual, exit 0, not as interrupted; and says so,
     rather than only that it "stops after this step" (docs/training.md)."""
-    _signal_after_validation(monkeypatch)
+    signal_after(monkeypatch, train_module, "evaluate_model", signal.SIGINT)
     out = tmp_path / "last-epoch"
     done = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--epochs", "1", *FAST, "--batch-size", "16"])
     assert done.exit_code == 0 and done.stdout.startswith("done: 1 epoch, 3 steps"), done.output
@@ -118,7 +95,7 @@ def test_a_signal_when_no_work_is_left_lets_the_run_end_as_usual(tiny_data, tmp_
     assert (f"Note: the Ctrl-C came after the last step, with nothing left to stop: the run ends as usual, saved at "
             f"step 3 in {out / 'checkpoints' / 'last.pt'}") in said
     monkeypatch.undo()
-    _signal_after_step(monkeypatch, 2, signal.SIGINT)
+    signal_after_step(monkeypatch, 2, signal.SIGINT)
     out = tmp_path / "max-steps"
     done = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--max-steps", "2", *FAST])
     assert done.exit_code == 0 and done.stdout.startswith("stopped: 0 epochs, 2 steps"), done.output

@@ -24,7 +24,7 @@ from alexnet_cli.features import read_features_info
 from alexnet_cli.pca import PARTIAL_FILE, compute_pca
 from alexnet_cli.progress import NullReporter
 from alexnet_cli.stopping import StopRequests, StopsAtOnce
-from alexnet_cli.train import Trainer
+from signals import signal_after, signal_after_step
 
 runner = CliRunner()
 ABLATE = ["--variants", "no-lrn", "--crops", "1", "--device", "cpu", "--log-every", "1", "--workers", "1",
@@ -54,26 +54,13 @@ def sigterm_guard():
     signal.signal(signal.SIGTERM, previous)
 
 
-def _signal_after_step(monkeypatch, n: int, signum: int) -> None:
-    step = Trainer.train_step
-    done = []
-
-    def signalling(self, x, y):
-        result = step(self, x, y)
-        done.append(1)
-        if len(done) == n:
-            signal.raise_signal(signum)
-        return result
-    monkeypatch.setattr(Trainer, "train_step", signalling)
-
-
 # ------------------------------------------------------------------------------------ ablate
 
 def test_ablate_stops_when_the_signal_comes_on_a_runs_last_step(tiny_data, tmp_path, monkeypatch):
     """The audit's case: the Ctrl-C came when the full network's run had no step left (here
     its --max-steps step): its run ends saved, and ablate trains and evaluates nothing more."""
     out = tmp_path / "abl"
-    _signal_after_step(monkeypatch, 1, signal.SIGINT)
+    signal_after_step(monkeypatch, 1, signal.SIGINT)
     stopped = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(out), "--max-steps", "1", "--batch-size", "4",
                                   *ABLATE])
     assert stopped.exit_code == 130, stopped.output
@@ -89,13 +76,7 @@ def test_ablate_stops_when_the_signal_comes_on_a_runs_last_step(tiny_data, tmp_p
 
 
 def test_ablate_stops_when_sigterm_comes_in_a_runs_last_validation(tiny_data, tmp_path, monkeypatch, sigterm_guard):
-    evaluate = train_module.evaluate_model
-
-    def terminated_evaluation(*args, **kwargs):
-        result = evaluate(*args, **kwargs)
-        signal.raise_signal(signal.SIGTERM)
-        return result
-    monkeypatch.setattr(train_module, "evaluate_model", terminated_evaluation)
+    signal_after(monkeypatch, train_module, "evaluate_model", signal.SIGTERM)
     out = tmp_path / "abl"
     stopped = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(out), "--epochs", "1", "--batch-size", "16",
                                   *ABLATE])                            # 48 images: 3 steps, then the validation
@@ -108,7 +89,7 @@ def test_ablate_stops_when_sigterm_comes_in_a_runs_last_validation(tiny_data, tm
 
 
 def test_ablate_stops_inside_a_run_naming_the_runs_done(tiny_data, tmp_path, monkeypatch):
-    _signal_after_step(monkeypatch, 3, signal.SIGINT)                  # the full run's 2 steps, no-lrn's first
+    signal_after_step(monkeypatch, 3, signal.SIGINT)                  # the full run's 2 steps, no-lrn's first
     out = tmp_path / "abl"
     stopped = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(out), "--max-steps", "2",
                                   "--batch-size", "4", *ABLATE])
@@ -121,13 +102,7 @@ def test_ablate_stops_inside_a_run_naming_the_runs_done(tiny_data, tmp_path, mon
 
 
 def test_ablate_evaluates_no_other_run_once_asked_to_stop(tiny_data, tmp_path, monkeypatch):
-    evaluate = ablate_module._evaluate
-
-    def interrupted(*args, **kwargs):
-        result = evaluate(*args, **kwargs)
-        signal.raise_signal(signal.SIGINT)
-        return result
-    monkeypatch.setattr(ablate_module, "_evaluate", interrupted)
+    signal_after(monkeypatch, ablate_module, "_evaluate", signal.SIGINT)
     out = tmp_path / "abl"
     stopped = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(out), "--max-steps", "1",
                                   "--batch-size", "4", *ABLATE])
