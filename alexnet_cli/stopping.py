@@ -140,13 +140,9 @@ class StopsAtOnce(_Handlers):
     <saved()>; run the same command again to continue". `saved` says, once stopped, what the
     job had saved (where it stopped). An `Interrupted` from a job inside passes as it is."""
 
-
     def __init__(self, saved: Callable[[], str]):
         super().__init__()
         self.saved = saved
-
-    def __enter__(self) -> StopsAtOnce:
-        return super().__enter__()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._restore()

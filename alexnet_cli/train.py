@@ -484,9 +484,9 @@ def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tra
           progress: Reporter = NullReporter()) -> dict[str, Any]:
     """Train AlexNet on a prepared data folder into `out_dir`; returns a summary of the run.
     `recipe` ("paper" or "code") is recorded with the run, and `report` lists the settings that
-    differ from it; None: the recipe the configs were resolved from (config.recipe_of: a
-    UsageError when they are not all one recipe's, e.g. `resolve_model_config("code")` with
-    `resolve_train_config("paper")`, or a recipe's field overridden: then name it).
+    differ from it; None: the recipe the configs were resolved from (config.recipe_of: the one
+    clearly nearest them; a UsageError when they are about as far from two, as
+    `resolve_model_config("code")` with `resolve_train_config("paper")`: then name it).
     Under torchrun, the process group it joins is destroyed again before it returns (also on
     errors): left to the interpreter's exit, gloo's threads can abort the process (SIGABRT)
     after a run that succeeded, and torchrun would report a failure."""
