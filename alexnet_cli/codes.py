@@ -538,6 +538,34 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
     it and measure them against random projections (see the module doc). A codes file made
     with the same settings and epochs is kept; a training state with the same settings
     continues after its last finished epoch (also towards more epochs)."""
+    _check_arguments(bits=bits, epochs=epochs, batch_size=batch_size, rerank_depth=rerank_depth, seed=seed,
+                     neighbours=neighbours)
+    device = torch.device(device)
+    features = Path(features)
+    info, held = _features_to_code(features, seed, queries)
+    settings = {"features_key": info.key, "data_key": info.data_key, "split": info.split, "count": info.count,
+                "dim": info.dim, "bits": bits, "hidden": hidden, "seed": seed, "noise_std": NOISE_STD, "lr": LR,
+                "neighbours": float(neighbours), "batch_size": batch_size, "queries": int(len(held)),
+                "version": VERSION}                                        # what the weights depend on
+    out, state_file = codes_path(features, bits), state_path(features, bits)
+    with StopsAtOnce(lambda: _saved_training(out, state_file, epochs)):     # Ctrl-C, SIGTERM: the epochs saved are kept
+        kept = _existing_codes(out, state_file, info, held, bits=bits, epochs=epochs, settings=settings,
+                               rerank_depth=rerank_depth, device=device, progress=progress)
+        if kept is not None:
+            return kept
+        train = np.ones(info.count, bool)
+        train[held] = False
+        net, opt, start, loss = _resume_or_start(state_file, info, train, bits=bits, hidden=hidden, seed=seed,
+                                                 epochs=epochs, settings=settings, device=device, progress=progress)
+        loss = _train_epochs(net, opt, info, train, state_file, start=start, epochs=epochs, loss=loss, seed=seed,
+                             batch_size=batch_size, neighbours=neighbours, settings=settings, device=device,
+                             progress=progress)
+        return _finish(out, state_file, None, net, info, held, epochs, loss, settings, rerank_depth, device, progress)
+
+
+def _check_arguments(*, bits: int, epochs: int, batch_size: int, rerank_depth: int, seed: int,
+                     neighbours: float) -> None:
+    """make_codes' arguments, each checked before any work (`UsageError` naming the setting)."""
     check_bits(bits)
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("rerank_depth", rerank_depth)):
         if value < 1:
@@ -545,73 +573,90 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
     check_seed(seed)
     if not 0 <= neighbours < math.inf:
         raise UsageError(f"the neighbourhood weight must be finite and >= 0, got {neighbours}")
-    device = torch.device(device)
-    features = Path(features)
+
+
+def _features_to_code(features: Path, seed: int, queries: int) -> tuple[FeaturesInfo, np.ndarray]:
+    """The features file's description and its held-out query rows, once the file is known to
+    be complete and to leave at least two rows to train on."""
     info = read_features_info(features)
     if not info.complete:
         raise DataError(f"{features}: incomplete ({info.done} of {info.count} rows): rerun `alexnet features`")
     held = held_out(info.count, seed, queries)
     if info.count < 2 or info.count - len(held) < 2:
         raise DataError(f"{features}: {info.count} images are too few to train codes on")
-    settings = {"features_key": info.key, "data_key": info.data_key, "split": info.split, "count": info.count,
-                "dim": info.dim, "bits": bits, "hidden": hidden, "seed": seed, "noise_std": NOISE_STD, "lr": LR,
-                "neighbours": float(neighbours), "batch_size": batch_size, "queries": int(len(held)),
-                "version": VERSION}                                        # what the weights depend on
-    out, state_file = codes_path(features, bits), state_path(features, bits)
-    with StopsAtOnce(lambda: _saved_training(out, state_file, epochs)):     # Ctrl-C, SIGTERM: the epochs saved are kept
-        if out.exists():
-            try:
-                done = read_codes_info(out)
-                if done.settings == settings and done.epochs == epochs:
-                    state_file.unlink(missing_ok=True)   # left by a kill between writing the codes and this
-                    if done.quality.get("rerank", rerank_depth) == rerank_depth:
-                        return CodesResult(out, state_file, bits, info.count, epochs, done.quality.get("loss"),
-                                           done.quality, True)
-                    progress.log(f"codes: {out} is trained ({plural(epochs, 'epoch')}): measuring again")
-                    learned, net = read_codes(out)
-                    return _finish(out, state_file, learned, net.to(device), info, held, epochs,
-                                   done.quality.get("loss"), settings, rerank_depth, device, progress)
-            except DataError as exc:
-                progress.log(f"making the codes again: {exc}")
+    return info, held
 
-        train = np.ones(info.count, bool)
-        train[held] = False
+
+def _existing_codes(out: Path, state_file: Path, info: FeaturesInfo, held: np.ndarray, *, bits: int, epochs: int,
+                    settings: dict[str, Any], rerank_depth: int, device: torch.device,
+                    progress: Reporter) -> CodesResult | None:
+    """The codes file made before with the same settings and epochs: kept as it is, or measured
+    again at another re-ranking depth. None when there is none to keep (an unreadable one is
+    logged and made again)."""
+    if not out.exists():
+        return None
+    try:
+        done = read_codes_info(out)
+        if done.settings != settings or done.epochs != epochs:
+            return None
+        state_file.unlink(missing_ok=True)   # left by a kill between writing the codes and this
+        if done.quality.get("rerank", rerank_depth) == rerank_depth:
+            return CodesResult(out, state_file, bits, info.count, epochs, done.quality.get("loss"), done.quality,
+                               True)
+        progress.log(f"codes: {out} is trained ({plural(epochs, 'epoch')}): measuring again")
+        learned, net = read_codes(out)
+        return _finish(out, state_file, learned, net.to(device), info, held, epochs, done.quality.get("loss"),
+                       settings, rerank_depth, device, progress)
+    except DataError as exc:
+        progress.log(f"making the codes again: {exc}")
+        return None
+
+
+def _resume_or_start(state_file: Path, info: FeaturesInfo, train: np.ndarray, *, bits: int, hidden: int, seed: int,
+                     epochs: int, settings: dict[str, Any], device: torch.device,
+                     progress: Reporter) -> tuple[CodeNet, torch.optim.Optimizer, int, float | None]:
+    """The auto-encoder on `device`, its optimizer, the epochs already trained and the last
+    one's loss: from the training state when it has these settings and at most `epochs`
+    epochs; otherwise initialised from `seed`, centred on the training rows, at epoch 0."""
+    saved = _load_state(state_file, settings, progress)
+    if saved is not None and saved["epoch"] <= epochs:
         net = CodeNet(info.dim, bits, hidden)
+        net.load_state_dict(saved["model"])
+        net.to(device)
         opt = torch.optim.Adam(net.parameters(), lr=LR)
-        start, loss = 0, None
-        saved = _load_state(state_file, settings, progress)
-        if saved is not None and saved["epoch"] <= epochs:
-            net.load_state_dict(saved["model"])
-            net.to(device)
-            opt = torch.optim.Adam(net.parameters(), lr=LR)
-            opt.load_state_dict(saved["optimizer"])
-            start, loss = int(saved["epoch"]), saved.get("loss")
-            if start == epochs:
-                progress.log(f"codes: {state_file} is trained ({plural(epochs, 'epoch')}): encoding and measuring "
-                             "again")
-            elif start:
-                progress.log(f"codes: resuming after epoch {start} of {epochs} ({state_file})")
-        else:
-            if saved is not None:
-                progress.log(f"codes: starting afresh: {state_file} has {plural(saved['epoch'], 'epoch')}, more than "
-                             f"`epochs` {epochs}", mentions=("epochs",))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                net = CodeNet(info.dim, bits, hidden)
-            mean, scale = _centre(features, info, train, progress)
-            net.mean.copy_(mean)
-            net.scale.fill_(scale)
-            net.to(device)
-            opt = torch.optim.Adam(net.parameters(), lr=LR)
-        with progress.task("codes: training", total=(epochs - start) * info.count, unit="img") as task:
-            for epoch in range(start, epochs):
-                loss = _epoch(net, opt, features, info, train, seed, epoch, batch_size, neighbours, device, task)
-                save_checkpoint(state_file, {"codes": {"settings": settings, "epoch": epoch + 1, "loss": loss,
-                                                       "model": {k: v.cpu() for k, v in net.state_dict().items()},
-                                                       "optimizer": opt.state_dict()}})
-                progress.log(f"codes: epoch {epoch + 1}/{epochs}, loss {loss:.4f} (reconstruction + neighbourhood "
-                             "term)")
-        return _finish(out, state_file, None, net, info, held, epochs, loss, settings, rerank_depth, device, progress)
+        opt.load_state_dict(saved["optimizer"])
+        start = int(saved["epoch"])
+        if start == epochs:
+            progress.log(f"codes: {state_file} is trained ({plural(epochs, 'epoch')}): encoding and measuring again")
+        elif start:
+            progress.log(f"codes: resuming after epoch {start} of {epochs} ({state_file})")
+        return net, opt, start, saved.get("loss")
+    if saved is not None:
+        progress.log(f"codes: starting afresh: {state_file} has {plural(saved['epoch'], 'epoch')}, more than "
+                     f"`epochs` {epochs}", mentions=("epochs",))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = CodeNet(info.dim, bits, hidden)
+    mean, scale = _centre(info.path, info, train, progress)
+    net.mean.copy_(mean)
+    net.scale.fill_(scale)
+    net.to(device)
+    return net, torch.optim.Adam(net.parameters(), lr=LR), 0, None
+
+
+def _train_epochs(net: CodeNet, opt: torch.optim.Optimizer, info: FeaturesInfo, train: np.ndarray, state_file: Path,
+                  *, start: int, epochs: int, loss: float | None, seed: int, batch_size: int, neighbours: float,
+                  settings: dict[str, Any], device: torch.device, progress: Reporter) -> float | None:
+    """Epochs start..epochs, the training state saved (atomically) after each, so that a stop
+    or a kill keeps every finished epoch; the last epoch's mean loss (`loss` if none is left)."""
+    with progress.task("codes: training", total=(epochs - start) * info.count, unit="img") as task:
+        for epoch in range(start, epochs):
+            loss = _epoch(net, opt, info.path, info, train, seed, epoch, batch_size, neighbours, device, task)
+            save_checkpoint(state_file, {"codes": {"settings": settings, "epoch": epoch + 1, "loss": loss,
+                                                   "model": {k: v.cpu() for k, v in net.state_dict().items()},
+                                                   "optimizer": opt.state_dict()}})
+            progress.log(f"codes: epoch {epoch + 1}/{epochs}, loss {loss:.4f} (reconstruction + neighbourhood term)")
+    return loss
 
 
 def _finish(out: Path, state_file: Path, learned: np.ndarray | None, net: CodeNet, info: FeaturesInfo,
