@@ -120,6 +120,28 @@ def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tr
     recipe = recipe_of(model_cfg, train_cfg, recipe)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     names = [FULL, *parse_variants(variants)]
+    _check_evaluation_options(crops, figure1_error, eval_batch_size)
+    check_ablation_dir(out_dir)
+    settings = _settings(data_dir, model_cfg, train_cfg, run, recipe)
+    previous = _previous(out_dir)
+    # Ctrl-C or SIGTERM: each run's training stops after its step, saved (train.py); between
+    # runs and evaluations, ablate starts no other (_check_stop)
+    with StopRequests("ablate", "before its next step or evaluation") as stop:
+        trained = _train_all(names, stop, previous, settings, data_dir, out_dir, model_cfg, train_cfg, run, recipe,
+                             progress)
+        if trained[FULL]["rank"] != 0:                              # under torchrun, process 0 alone reports
+            return None
+        settings.update(crops=crops, figure1_error=figure1_error)
+        results = _evaluate_all(names, stop, trained, previous, settings, data_dir, out_dir, run, crops,
+                                eval_batch_size, progress)
+        if stop.signum is not None:                                 # during an evaluation
+            progress.log(f"Note: the {signal_name(stop.signum)} came during an evaluation, with nothing left "
+                         "to stop: ablate ends as usual")
+    return _write_results(out_dir, settings, names, results, figure1_error, recipe)
+
+
+def _check_evaluation_options(crops: int, figure1_error: float, eval_batch_size: int) -> None:
+    """ablate's own settings, checked before any training."""
     check_crops(crops)
     if not 0 < figure1_error < 1:
         raise UsageError(f"figure1_error must be a fraction in (0, 1), got {figure1_error:g}", field="figure1_error",
@@ -127,55 +149,76 @@ def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tr
     if eval_batch_size < 1:
         raise UsageError(f"eval_batch_size must be at least 1, got {eval_batch_size}", field="eval_batch_size",
                          value=eval_batch_size)
-    check_ablation_dir(out_dir)
+
+
+def _settings(data_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, run: RunOptions,
+              recipe: str) -> dict[str, Any]:
+    """What every run is trained with, as ablations.json records it: an earlier record counts
+    for a run only while these are the same (_done_before)."""
     manifest = read_manifest(data_dir)
     # the data by content (train.data_key): a folder prepared again at the same path is other data
     data_keys = {split: data_key(manifest, split) for split in ("train", run.val_split)}   # no split: an error now
     trained_model = fit_classes(model_cfg, len(manifest.classes))     # fc8 sized to the data, as train does
-    settings = {"recipe": recipe, "data": str(data_dir), "data_keys": data_keys, "split": run.val_split,
-                "seed": run.seed, "max_steps": run.max_steps, "model": dataclasses.asdict(trained_model),
-                "train": dataclasses.asdict(train_cfg)}
-    previous = _previous(out_dir)
+    return {"recipe": recipe, "data": str(data_dir), "data_keys": data_keys, "split": run.val_split,
+            "seed": run.seed, "max_steps": run.max_steps, "model": dataclasses.asdict(trained_model),
+            "train": dataclasses.asdict(train_cfg)}
+
+
+def _train_all(names: list[str], stop: StopRequests, previous: dict[str, Any], settings: dict[str, Any],
+               data_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, run: RunOptions,
+               recipe: str, progress: Reporter) -> dict[str, dict[str, Any]]:
+    """Each run in turn trained to its end, or skipped when an earlier ablate recorded it
+    complete; what train said of each (step, epochs, finished, parallel, rank). A stop before,
+    during or just after a run's training raises `Interrupted`, naming the runs trained."""
     trained: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(names, 1):
+        variant = VARIANTS.get(name, FULL_VARIANT)
+        if not launched_by_torchrun():     # under torchrun the run's training stops, all ranks together
+            _check_stop(stop, f"before training {name}", names, trained, {})
+        done = _done_before(previous, settings, out_dir / name)
+        progress.log(f"ablate: {name} ({variant.what}), run {i} of {len(names)} in {out_dir / name}"
+                     + (": finished before, skipped" if done else ""))
+        try:
+            trained[name] = done or _train_variant(variant, data_dir, out_dir / name, model_cfg, train_cfg, run,
+                                                   recipe, progress)
+        except Interrupted as exc:
+            said = str(exc).removeprefix(f"{signal_name(exc.signum)}: ").removeprefix("stopped ")
+            raise _stopped(exc.signum, f"while training {name}, {said}", names, trained, {}) from None
+        late = trained[name].pop("stop_signal", None)    # came after its last step: the run is complete, saved
+        if late:
+            _check_stop(late, f"after training {name} (step {trained[name]['step']}, saved in "
+                        f"{RunFolder(out_dir / name).last})", names, trained, {})
+        if trained[name]["rank"] != 0:                  # under torchrun, process 0 alone reports
+            progress = NullReporter()
+    return trained
+
+
+def _evaluate_all(names: list[str], stop: StopRequests, trained: dict[str, dict[str, Any]],
+                  previous: dict[str, Any], settings: dict[str, Any], data_dir: Path, out_dir: Path,
+                  run: RunOptions, crops: int, batch_size: int, progress: Reporter) -> dict[str, dict[str, Any]]:
+    """Each run's final network evaluated on the validation split, or its earlier evaluation
+    reused while it measured the same checkpoint in the same way; ablations.json (not yet
+    complete) rewritten after each new one, so that a kill keeps what was measured. A stop
+    raises `Interrupted` before the next evaluation."""
     results: dict[str, dict[str, Any]] = {}
-    # Ctrl-C or SIGTERM: each run's training stops after its step, saved (train.py); between
-    # runs and evaluations, ablate starts no other (_check_stop)
-    with StopRequests("ablate", "before its next step or evaluation") as stop:
-        for i, name in enumerate(names, 1):
-            variant = VARIANTS.get(name, FULL_VARIANT)
-            if not launched_by_torchrun():     # under torchrun the run's training stops, all ranks together
-                _check_stop(stop, f"before training {name}", names, trained, results)
-            done = _done_before(previous, settings, out_dir / name)
-            progress.log(f"ablate: {name} ({variant.what}), run {i} of {len(names)} in {out_dir / name}"
-                         + (": finished before, skipped" if done else ""))
-            try:
-                trained[name] = done or _train_variant(variant, data_dir, out_dir / name, model_cfg, train_cfg, run,
-                                                       recipe, progress)
-            except Interrupted as exc:
-                said = str(exc).removeprefix(f"{signal_name(exc.signum)}: ").removeprefix("stopped ")
-                raise _stopped(exc.signum, f"while training {name}, {said}", names, trained, results) from None
-            late = trained[name].pop("stop_signal", None)    # came after its last step: the run is complete, saved
-            if late:
-                _check_stop(late, f"after training {name} (step {trained[name]['step']}, saved in "
-                            f"{RunFolder(out_dir / name).last})", names, trained, results)
-            if trained[name]["rank"] != 0:                  # under torchrun, process 0 alone reports
-                progress = NullReporter()
-        if trained[FULL]["rank"] != 0:
-            return None
-        settings.update(crops=crops, figure1_error=figure1_error)
-        cached = {v["name"]: v for v in previous.get("variants", []) if previous.get("data_keys") == data_keys}
-        for name in names:
-            if _still_valid(cached.get(name), out_dir / name, trained[name], crops, run.val_split):
-                results[name] = {**cached[name], "trained": trained[name]}
-                continue
-            _check_stop(stop, f"before evaluating {name}", names, trained, results)
-            progress.log(f"ablate: evaluating {name} ({crops} crop{'s' if crops > 1 else ''}, {run.val_split})")
-            results[name] = _evaluate(out_dir / name, data_dir, trained[name], crops, run, eval_batch_size, progress)
-            write_json_atomic(out_dir / "ablations.json",           # a kill keeps what was measured
-                              {"complete": False, **settings, "variants": list(results.values())})
-        if stop.signum is not None:                                 # during an evaluation
-            progress.log(f"Note: the {signal_name(stop.signum)} came during an evaluation, with nothing left "
-                         "to stop: ablate ends as usual")
+    cached = {v["name"]: v for v in previous.get("variants", [])
+              if previous.get("data_keys") == settings["data_keys"]}
+    for name in names:
+        if _still_valid(cached.get(name), out_dir / name, trained[name], crops, run.val_split):
+            results[name] = {**cached[name], "trained": trained[name]}
+            continue
+        _check_stop(stop, f"before evaluating {name}", names, trained, results)
+        progress.log(f"ablate: evaluating {name} ({crops} crop{'s' if crops > 1 else ''}, {run.val_split})")
+        results[name] = _evaluate(out_dir / name, data_dir, trained[name], crops, run, batch_size, progress)
+        write_json_atomic(out_dir / "ablations.json",           # a kill keeps what was measured
+                          {"complete": False, **settings, "variants": list(results.values())})
+    return results
+
+
+def _write_results(out_dir: Path, settings: dict[str, Any], names: list[str], results: dict[str, dict[str, Any]],
+                   figure1_error: float, recipe: str) -> dict[str, Any]:
+    """Finish: the complete ablations.json, the table (ablations.md) and the learning curves
+    (curves.png), from the evaluations and the runs' logs; the ablations.json document."""
     runs = {name: read_run(out_dir / name, name) for name in names}
     doc = _document(settings, names, results, runs, figure1_error)
     write_json_atomic(out_dir / "ablations.json", doc)
