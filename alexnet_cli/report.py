@@ -216,44 +216,78 @@ def plot_runs(runs: Sequence[RunReport], path: str | Path, *, title: str | None 
     validation solid, training dashed); a dotted line where a run's rate was divided by 10.
     Written atomically in the format the suffix names."""
     from matplotlib.figure import Figure          # the object API: no pyplot state, no screen
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter, LogFormatter
 
     path = check_plot_path(path)
     fig = Figure(figsize=(13, 5), dpi=100, layout="constrained")
     loss_ax, err_ax = fig.subplots(1, 2)
-    colors = [f"C{i % 10}" for i in range(len(runs))]
     losses = []
-    for run, color in zip(runs, colors):
-        steps = run.kind("train")
-        epochs = run.kind("epoch")
-        if steps:
-            loss_ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], color=color, lw=1.2,
-                         label=run.name, marker="." if len(steps) < 30 else None)
-            losses += [r["loss"] for r in steps if r["loss"] == r["loss"]]
-        else:
-            loss_ax.plot([], [], color=color, label=f"{run.name} (no step logged{' yet' if run.state == 'running' else ''})")
-        marker = "o" if len(epochs) < 30 else None
-        x = [r["epoch"] for r in epochs]
-        val = [(r["epoch"], 100 * r["val_top1_error"]) for r in epochs if r.get("val_top1_error") is not None]
-        if val:
-            err_ax.plot(*zip(*val), color=color, lw=1.6, marker=marker, ms=4)
-        if epochs:
-            err_ax.plot(x, [100 * r["train_top1_error"] for r in epochs], color=color, lw=1.2, ls="--",
-                        marker=marker, ms=3, mfc="none")
-        step_of = {r["epoch"]: r["step"] for r in epochs}
-        for e in run.lr_drops:
-            err_ax.axvline(e + 0.5, color=color, ls=":", lw=1.2)
-            loss_ax.axvline(step_of[e], color=color, ls=":", lw=1.2)
+    for i, run in enumerate(runs):
+        color = f"C{i % 10}"
+        losses += _plot_loss(loss_ax, run, color)
+        _plot_errors(err_ax, run, color)
+        _mark_rate_drops(loss_ax, err_ax, run, color)
+    _scale_loss_axis(loss_ax, losses)
+    _label_axes(loss_ax, err_ax)
+    fig.suptitle(title or f"Learning curves: {', '.join(r.name for r in runs)}", fontsize=12)
+    _save_figure(fig, path)
+    return path
+
+
+def _plot_loss(ax, run: RunReport, color: str) -> list[float]:
+    """The run's training loss against steps (a run with no step logged gets only its legend
+    entry); the losses plotted that are not NaN."""
+    steps = run.kind("train")
+    if not steps:
+        ax.plot([], [], color=color, label=f"{run.name} (no step logged{' yet' if run.state == 'running' else ''})")
+        return []
+    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], color=color, lw=1.2,
+            label=run.name, marker="." if len(steps) < 30 else None)
+    return [r["loss"] for r in steps if r["loss"] == r["loss"]]
+
+
+def _plot_errors(ax, run: RunReport, color: str) -> None:
+    """The run's top-1 error (%) against epochs: validation solid (the epochs that measured it),
+    training dashed."""
+    epochs = run.kind("epoch")
+    marker = "o" if len(epochs) < 30 else None
+    val = [(r["epoch"], 100 * r["val_top1_error"]) for r in epochs if r.get("val_top1_error") is not None]
+    if val:
+        ax.plot(*zip(*val), color=color, lw=1.6, marker=marker, ms=4)
+    if epochs:
+        ax.plot([r["epoch"] for r in epochs], [100 * r["train_top1_error"] for r in epochs], color=color, lw=1.2,
+                ls="--", marker=marker, ms=3, mfc="none")
+
+
+def _mark_rate_drops(loss_ax, err_ax, run: RunReport, color: str) -> None:
+    """A dotted line where the run's learning rate was divided: between the epoch and the next
+    on the error plot, at the epoch's last step on the loss plot."""
+    step_of = {r["epoch"]: r["step"] for r in run.kind("epoch")}
+    for e in run.lr_drops:
+        err_ax.axvline(e + 0.5, color=color, ls=":", lw=1.2)
+        loss_ax.axvline(step_of[e], color=color, ls=":", lw=1.2)
+
+
+def _scale_loss_axis(ax, losses: list[float]) -> None:
+    """A log scale for the loss, with plain tick labels, when it spans more than a factor of 10."""
+    from matplotlib.ticker import LogFormatter
+
     positive = [v for v in losses if v > 0]
     if positive and max(positive) / min(positive) > 10:   # the early loss would flatten the rest
-        loss_ax.set_yscale("log")
+        ax.set_yscale("log")
         class PlainLogFormatter(LogFormatter):       # 0.3, not 3x10^-1 (matplotlib's own subclasses
             def _num_to_string(self, x, vmin, vmax):  # override this method the same way)
                 return f"{x:.3g}"
 
-        loss_ax.yaxis.set_major_formatter(PlainLogFormatter())
-        loss_ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+        ax.yaxis.set_major_formatter(PlainLogFormatter())
+        ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
+def _label_axes(loss_ax, err_ax) -> None:
+    """Titles, axis labels, integer ticks (steps as 12k), grids, and the legends: the runs on the
+    loss plot, the line styles on the error plot."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
+
     loss_ax.set(xlabel="step", ylabel="training loss (cross-entropy)" + (", log scale" if
                 loss_ax.get_yscale() == "log" else ""), title="Training loss")
     err_ax.set(xlabel="epoch", ylabel="top-1 error (%)", title="Top-1 error")
@@ -267,7 +301,11 @@ def plot_runs(runs: Sequence[RunReport], path: str | Path, *, title: str | None 
                            Line2D([], [], color="0.3", lw=1.2, ls="--", label="training"),
                            Line2D([], [], color="0.3", lw=1.2, ls=":", label="learning rate / 10")],
                   loc="best", fontsize=9)
-    fig.suptitle(title or f"Learning curves: {', '.join(r.name for r in runs)}", fontsize=12)
+
+
+def _save_figure(fig, path: Path) -> None:
+    """The figure rendered in memory in the format of the suffix, then written atomically (the
+    folder made if need be); a path that cannot be written is a user error."""
     buf = io.BytesIO()
     fig.savefig(buf, format=path.suffix.lower().lstrip("."))
     try:
@@ -275,7 +313,6 @@ def plot_runs(runs: Sequence[RunReport], path: str | Path, *, title: str | None 
         write_atomic(path, buf.getvalue())
     except OSError as exc:
         raise AlexnetError(f"{path}: cannot write the picture ({exc.strerror or exc})") from None
-    return path
 
 
 def report(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None) -> list[RunReport]:
