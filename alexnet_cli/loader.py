@@ -308,74 +308,37 @@ class ShardLoader:
         the windows before their last row are done."""
         try:
             blocks, starts = self._stream(epoch)
-            pin = self.device.type == "cuda"
-            base, total, size = self.lo + start, self.num_images - start, self.batch_size
-            buffers: dict[int, tuple] = {}    # batch number -> (image tensor, None for gpu; labels; index)
-            rows = {}                          # batch number -> its rows: numpy (n, 256, 256, 3) or a list (gpu)
-
-            def batch_of(q: int) -> int:
-                return q // size
-
-            def allocate(b: int) -> None:
-                if b in buffers:
-                    return
-                n = min(size, total - b * size)
-                if self.decode == "gpu":
-                    tensor, rows[b] = None, [None] * n
-                elif pin:                          # torch's pinned allocator recycles its blocks itself
-                    tensor = torch.empty((n, *IMAGE_SHAPE), dtype=torch.uint8, pin_memory=True)  # (n, 256, 256, 3)
-                    rows[b] = tensor.numpy()
-                else:
-                    rows[b] = self.buffers.get(n)
-                    tensor = torch.from_numpy(rows[b])
-                buffers[b] = (tensor, torch.empty(n, dtype=torch.int64, pin_memory=pin), torch.empty(n, dtype=torch.int64))
-
-            pending: collections.deque = collections.deque()         # windows: (futures, q0, q1, index)
-
-            def cancel_pending() -> None:   # stopped early, or failed: the parts not yet started are dropped
-                for futures, *_ in pending:
-                    for future in futures:
-                        future.cancel()
-
+            batches = _EpochBatches(self, start)
+            windows = _WindowsInFlight(self.workers)
+            todo = iter(self._windows(epoch, start))
             with ThreadPoolExecutor(self.workers, thread_name_prefix="ShardLoader") as pool, \
                     contextlib.ExitStack() as cleanup:
-                cleanup.callback(cancel_pending)
-                queued = 0                                             # parts of the pending windows
-                todo = iter(self._windows(epoch, start))
-                emitted = 0
+                cleanup.callback(windows.cancel)   # stopped early, or failed: the parts not yet started are dropped
                 while True:
-                    # enough parts queued that no thread idles while the oldest window completes
-                    while ((len(pending) < 2 or queued < 2 * self.workers) and not stop.is_set()
-                           and (w := next(todo, None)) is not None):
-                        q0, q1 = w[1] - base, w[2] - base
-                        for b in range(batch_of(q0), batch_of(q1 - 1) + 1):
-                            allocate(b)
-                        a, slot = self._slots(epoch, starts, *w)
-                        index, images = np.empty(q1 - q0, np.int64), _Rows(rows, q0, size)
-                        futures = [pool.submit(self._read_part, blocks, starts, a, slot, p0, p1, images, index)
-                                   for p0, p1 in self._parts(a, slot)]
-                        pending.append((futures, q0, q1, index))
-                        queued += len(futures)
-                    if not pending or stop.is_set():
+                    while windows.want_more() and not stop.is_set() and (w := next(todo, None)) is not None:
+                        windows.add(*self._submit_window(pool, epoch, blocks, starts, w, batches))
+                    if not windows.pending or stop.is_set():
                         break
-                    futures, q0, q1, index = pending[0]
-                    for future in futures:
-                        future.result()                  # a failed part: cancel_pending drops this window's too
-                    pending.popleft()
-                    queued -= len(futures)
-                    for b in range(batch_of(q0), batch_of(q1 - 1) + 1):      # labels and indices into their rows
-                        a, e = max(q0, b * size), min(q1, (b + 1) * size)
-                        _, labels, idx = buffers[b]
-                        idx[a - b * size:e - b * size] = torch.from_numpy(index[a - q0:e - q0])
-                        labels[a - b * size:e - b * size] = torch.from_numpy(self.labels[index[a - q0:e - q0]])
-                    while emitted * size < total and min((emitted + 1) * size, total) <= q1:  # complete batches
-                        tensor, labels, idx = buffers.pop(emitted)
-                        self._emit(tensor if tensor is not None else rows[emitted], labels, idx, out, stop)
-                        rows.pop(emitted)
-                        emitted += 1
+                    q0, q1, index = windows.wait_oldest()
+                    batches.record(q0, q1, index)
+                    for images, labels, idx in batches.take_complete(q1):
+                        self._emit(images, labels, idx, out, stop)
             _put(out, None, stop)
         except BaseException as exc:  # handed to the consumer, which raises it
             _put(out, exc, stop)
+
+    def _submit_window(self, pool: ThreadPoolExecutor, epoch: int, blocks, starts: np.ndarray,
+                       w: tuple[int, int, int], batches: "_EpochBatches") -> tuple[list, int, int, np.ndarray]:
+        """Window w = (window, lo, hi) handed to the worker threads part by part, once the
+        buffers of its batches exist: (the parts' futures, q0, q1, index), q0..q1 its output
+        positions and index the global index of each of its images, filled by the parts."""
+        q0, q1 = w[1] - batches.base, w[2] - batches.base
+        images = batches.rows_for(q0, q1)
+        a, slot = self._slots(epoch, starts, *w)
+        index = np.empty(q1 - q0, np.int64)
+        futures = [pool.submit(self._read_part, blocks, starts, a, slot, p0, p1, images, index)
+                   for p0, p1 in self._parts(a, slot)]
+        return futures, q0, q1, index
 
     def _emit(self, images, labels: torch.Tensor, index: torch.Tensor, out: queue.Queue,
               stop: threading.Event) -> None:
@@ -425,6 +388,98 @@ class _BufferPool:
             if len(self.arrays) < self.keep:
                 self.arrays.append((array, weakref.ref(view)))
             return view
+
+
+class _EpochBatches:
+    """The host buffers of one epoch's batches for this rank, from stream position `base` (the
+    rank's first, or a resume point) on: output position q is row q % size of batch q // size.
+    A batch's buffers are made when the first window with rows in it is queued, and handed
+    over (take_complete) once every window before its last row is done."""
+
+    def __init__(self, loader: ShardLoader, start: int):
+        self.base, self.total, self.size = loader.lo + start, loader.num_images - start, loader.batch_size
+        self.gpu, self.pin = loader.decode == "gpu", loader.device.type == "cuda"
+        self.pool, self.labels = loader.buffers, loader.labels
+        self.buffers: dict[int, tuple] = {}   # batch number -> (image tensor, None for gpu; labels; index)
+        self.rows: dict[int, object] = {}     # batch number -> its rows: numpy (n, 256, 256, 3) or a list (gpu)
+        self.emitted = 0                      # batches handed over
+
+    def rows_for(self, q0: int, q1: int) -> _Rows:
+        """Output positions q0..q1 as one sequence of rows, their batches' buffers made if need be."""
+        for b in range(q0 // self.size, (q1 - 1) // self.size + 1):
+            if b not in self.buffers:
+                self._allocate(b)
+        return _Rows(self.rows, q0, self.size)
+
+    def _allocate(self, b: int) -> None:
+        n = min(self.size, self.total - b * self.size)
+        if self.gpu:
+            tensor, self.rows[b] = None, [None] * n
+        elif self.pin:                         # torch's pinned allocator recycles its blocks itself
+            tensor = torch.empty((n, *IMAGE_SHAPE), dtype=torch.uint8, pin_memory=True)  # (n, 256, 256, 3)
+            self.rows[b] = tensor.numpy()
+        else:
+            self.rows[b] = self.pool.get(n)
+            tensor = torch.from_numpy(self.rows[b])
+        self.buffers[b] = (tensor, torch.empty(n, dtype=torch.int64, pin_memory=self.pin),
+                           torch.empty(n, dtype=torch.int64))
+
+    def record(self, q0: int, q1: int, index: np.ndarray) -> None:
+        """A finished window's labels and global indices (`index`, of positions q0..q1) into the
+        rows of their batches."""
+        size = self.size
+        for b in range(q0 // size, (q1 - 1) // size + 1):
+            a, e = max(q0, b * size), min(q1, (b + 1) * size)
+            _, labels, idx = self.buffers[b]
+            idx[a - b * size:e - b * size] = torch.from_numpy(index[a - q0:e - q0])
+            labels[a - b * size:e - b * size] = torch.from_numpy(self.labels[index[a - q0:e - q0]])
+
+    def take_complete(self, q1: int) -> list[tuple]:
+        """The batches not yet handed over whose rows all lie before q1 (every window before q1
+        is done), in order, as (images, labels, index); images: the image tensor, or the list of
+        the batch's JPEG files (decode="gpu")."""
+        done = []
+        while self.emitted * self.size < self.total and min((self.emitted + 1) * self.size, self.total) <= q1:
+            tensor, labels, idx = self.buffers.pop(self.emitted)
+            rows = self.rows.pop(self.emitted)
+            done.append((tensor if tensor is not None else rows, labels, idx))
+            self.emitted += 1
+        return done
+
+
+class _WindowsInFlight:
+    """The windows handed to the worker threads and not yet finished, oldest first: each one's
+    parts (futures), its output positions q0..q1 and the global indices its parts fill."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.pending: collections.deque = collections.deque()   # (futures, q0, q1, index)
+        self.parts = 0                                           # parts of the pending windows
+
+    def want_more(self) -> bool:
+        """Whether to queue another window: enough parts queued that no thread idles while the
+        oldest window completes."""
+        return len(self.pending) < 2 or self.parts < 2 * self.workers
+
+    def add(self, futures: list, q0: int, q1: int, index: np.ndarray) -> None:
+        self.pending.append((futures, q0, q1, index))
+        self.parts += len(futures)
+
+    def wait_oldest(self) -> tuple[int, int, np.ndarray]:
+        """(q0, q1, index) of the oldest window, once its parts are done; a failed part raises
+        here, and the window stays pending, so that cancel drops its other parts too."""
+        futures, q0, q1, index = self.pending[0]
+        for future in futures:
+            future.result()
+        self.pending.popleft()
+        self.parts -= len(futures)
+        return q0, q1, index
+
+    def cancel(self) -> None:
+        """Drop the parts not yet started (stopped early, or failed)."""
+        for futures, *_ in self.pending:
+            for future in futures:
+                future.cancel()
 
 
 class _Rows:
