@@ -705,7 +705,7 @@ def _load_state(path: Path, settings: dict[str, Any], progress: Reporter) -> dic
 
 def codes_for_split(checkpoint: str | Path, data_dir: str | Path, *, split: str = "train", bits: int = 256,
                     epochs: int = EPOCHS, features: str | Path | None = None, rerank_depth: int = RERANK,
-                    seed: int = 0, batch_size: int = 128, workers: int | None = None,
+                    seed: int = 0, batch_size: int = 128, workers: int | None = None, decode: str | None = None,
                     device: str | torch.device | None = None, progress: Reporter = NullReporter()) -> CodesResult:
     """What `alexnet codes` does: the split's features (checked, or computed and cached as
     `neighbors` does), then make_codes beside them."""
@@ -719,7 +719,7 @@ def codes_for_split(checkpoint: str | Path, data_dir: str | Path, *, split: str 
     with StopsAtOnce(kept):                 # computing the features (which say what they kept) and codes stop on their own
         encoder = load_encoder(checkpoint, data_dir, device, progress)
         path = split_features(encoder, Path(data_dir), split, features, batch_size=batch_size, workers=workers,
-                              progress=progress)
+                              decode=decode, progress=progress)
         made.append(path)
     return make_codes(path, bits=bits, epochs=epochs, seed=seed, rerank_depth=rerank_depth,
                       device=resolve_device(device), progress=progress)

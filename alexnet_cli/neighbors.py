@@ -182,9 +182,10 @@ def _cache_fits(path: Path, key: str, split: str, count: int, data: str) -> bool
 
 
 def split_features(encoder: Encoder, data_dir: Path, split: str, features: str | Path | None, *,
-                   batch_size: int, workers: int | None, progress: Reporter) -> Path:
+                   batch_size: int, workers: int | None, progress: Reporter, decode: str | None = None) -> Path:
     """The features file to search: `features` after checking it was made by this network from
-    this data, or else the split's cached file (computed once, resumable, atomic)."""
+    this data, or else the split's cached file (computed once, resumable, atomic; its jpeg shards
+    decoded by `decode`, the run's decoder unless given)."""
     manifest = read_manifest(data_dir)
     count, data = manifest.asked_split(split).count, data_key(manifest, split)
     if features is None:
@@ -193,7 +194,7 @@ def split_features(encoder: Encoder, data_dir: Path, split: str, features: str |
         reused = path.exists() and not stale           # complete (published atomically) and this network's
         try:
             write_features(encoder, data_dir, split, path, batch_size=batch_size, overwrite=stale, workers=workers,
-                           progress=progress)
+                           decode=decode, progress=progress)
         except OSError as exc:
             raise DataError(f"cannot cache the features of '{split}' in {data_dir} ({exc}): write them elsewhere "
                             "with `alexnet features ... --out FILE.h5` and pass `features` FILE.h5",
@@ -222,7 +223,8 @@ def split_features(encoder: Encoder, data_dir: Path, split: str, features: str |
 def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: str | Path | Sequence[str | Path], *,
                    k: int = DEFAULT_K, split: str = "train", features: str | Path | None = None,
                    device: str | torch.device | None = None, batch_size: int = 128, memory_mb: float = 1024,
-                   workers: int | None = None, codes: bool = False, bits: int | None = None, rerank: int | None = None,
+                   workers: int | None = None, decode: str | None = None, codes: bool = False, bits: int | None = None,
+                   rerank: int | None = None,
                    progress: Reporter = NullReporter()) -> list[QueryResult]:
     """What `alexnet neighbors` does: for each query image, its k nearest images of `split`;
     with `codes`, by Hamming distance of the binary codes of `alexnet codes` (and, with
@@ -261,7 +263,7 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: str | 
                             f"{'' if features is None else f' --features {features}'}`{other}",
                             mentions=("bits",) if there else ())
     path = split_features(encoder, data_dir, split, features, batch_size=batch_size, workers=workers,
-                          progress=progress)
+                          decode=decode, progress=progress)
     q = encode_queries(encoder, images)
     kind = "euclidean"
     if codes:
