@@ -99,7 +99,7 @@ class TrainConfig:
     pca_std: float = 0.1              # 5.1: alpha ~ N(0, 0.1)
     pca_scale: str = "paper"          # paper: lambda of [0,1] pixels; code: sqrt(lambda_255) * 0.1, then / 1.1
     aug_chunk: int = 1                # 5.1: per image; code: one crop offset and flip per 32 images
-    mean_crop: str = "crop"           # crop of (image - mean image); code: "center" 224 of the mean; "channel": mean_rgb
+    mean_crop: str = "crop"           # 3: crop of (image - mean); code: "center" (mean's centre); "channel": mean_rgb
 
     def __post_init__(self) -> None:
         check_field_types(self)
