@@ -17,6 +17,10 @@ Two recipes (docs/paper-vs-code.md):
 Everything runs as a few batched tensor ops on the images' device; random numbers come
 from the torch.Generator passed in (drawn on its own device), so the same generator state
 gives the same batch on any device.
+
+A third mean subtraction, mean_crop="channel", reads the paper's "subtracting the mean activity
+over the training set from each pixel" as a per-channel mean: every pixel minus the mean image's
+average colour (the manifest's mean_rgb), the same at every position (docs/paper-to-code.md).
 """
 
 from __future__ import annotations
@@ -30,10 +34,10 @@ from alexnet_cli.config import check_choice
 from alexnet_cli.errors import AlexnetError, UsageError
 
 CROP = 224             # 5.1: 224x224 patches of the 256x256 images
-MEAN_CROPS = ("crop", "center")
+MEAN_CROPS = ("crop", "center", "channel")
 PCA_SCALES = ("paper", "code")
 
-# 4.1 test time: (top, left, mirrored) of the four corners and the centre, then their mirrors
+# 5.1 test time: (top, left, mirrored) of the four corners and the centre, then their mirrors
 TEN_CROPS: list[tuple[int, int, bool]] = [
     (0, 0, False), (0, 32, False), (32, 0, False), (32, 32, False), (16, 16, False),
     (0, 0, True), (0, 32, True), (32, 0, True), (32, 32, True), (16, 16, True),
@@ -45,6 +49,11 @@ def _mean_chw(mean_image: torch.Tensor, device: torch.device) -> torch.Tensor:
     return mean_image.to(device=device, dtype=torch.float32).permute(2, 0, 1)
 
 
+def channel_mean(mean_image: torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) mean image -> (3,) float32, its average colour (prep's manifest mean_rgb)."""
+    return mean_image.to(torch.float64).mean(dim=(0, 1)).to(dtype=torch.float32)
+
+
 def crop(images: torch.Tensor, mean_image: torch.Tensor, top: int, left: int, flip: bool = False,
          *, mean_crop: str = "crop", size: int = CROP) -> torch.Tensor:
     """One patch position for the whole batch: uint8 (B, H, W, 3) -> float32 (B, 3, size, size).
@@ -52,13 +61,17 @@ def crop(images: torch.Tensor, mean_image: torch.Tensor, top: int, left: int, fl
     mean_crop="crop": the patch of (image - mean image), mirrored if `flip` (paper).
     mean_crop="center": the (mirrored) patch minus the central size x size of the mean image,
     never mirrored (the released code).
+    mean_crop="channel": the (mirrored) patch minus the mean image's average colour at every pixel.
     """
     check_choice("mean_crop", mean_crop, MEAN_CROPS)
     h, w = images.shape[1:3]
     if not (0 <= top <= h - size and 0 <= left <= w - size):
         raise AlexnetError(f"crop ({top}, {left}) of size {size} does not fit in {h}x{w} images")
-    mean = _mean_chw(mean_image, images.device)                                  # (3, H, W)
     x = images[:, top:top + size, left:left + size].permute(0, 3, 1, 2).float()  # (B, 3, size, size)
+    if mean_crop == "channel":
+        x = x - channel_mean(mean_image).to(images.device)[:, None, None]
+        return x.flip(-1) if flip else x
+    mean = _mean_chw(mean_image, images.device)                                  # (3, H, W)
     if mean_crop == "crop":
         x = x - mean[:, top:top + size, left:left + size]
         return x.flip(-1) if flip else x
@@ -111,6 +124,7 @@ class TrainAugment:
         if (eigenvalues is None) != (eigenvectors is None):
             raise AlexnetError("pass both eigenvalues and eigenvectors for PCA colour noise, or neither")
         self.mean_image = torch.as_tensor(mean_image, dtype=torch.float32)      # (256, 256, 3)
+        self.mean_rgb = channel_mean(self.mean_image)                            # (3,), for "channel"
         self.pca_std, self.pca_scale, self.chunk = pca_std, pca_scale, chunk
         self.mean_crop, self.crop, self.channels_last = mean_crop, crop, channels_last
         self.eigenvectors = self.noise_scale = None
@@ -143,6 +157,7 @@ class TrainAugment:
     def _to(self, device: torch.device) -> None:
         """Move the mean image and the PCA tensors to the images' device, once."""
         self.mean_image = self.mean_image.to(device)                  # no-op once it is there
+        self.mean_rgb = self.mean_rgb.to(device)
         if self.noise_scale is not None:
             self.noise_scale, self.eigenvectors = self.noise_scale.to(device), self.eigenvectors.to(device)
 
@@ -162,6 +177,8 @@ class TrainAugment:
         mean = self.mean_image                                                   # (H, W, 3)
         if self.mean_crop == "crop":     # the same patch (and mirror) of the mean image
             x = x - mean[rows[:, :, None], cols[:, None, :]]                     # (B, size, size, 3)
+        elif self.mean_crop == "channel":  # the average colour, the same at every pixel
+            x = x - self.mean_rgb
         else:                            # the code: the central patch, never mirrored
             mt, ml = (h - size) // 2, (w - size) // 2
             x = x - mean[mt:mt + size, ml:ml + size]

@@ -99,13 +99,13 @@ class TrainConfig:
     pca_std: float = 0.1              # 5.1: alpha ~ N(0, 0.1)
     pca_scale: str = "paper"          # paper: lambda of [0,1] pixels; code: sqrt(lambda_255) * 0.1, then / 1.1
     aug_chunk: int = 1                # 5.1: per image; code: one crop offset and flip per 32 images
-    mean_crop: str = "crop"           # crop of (image - mean image); code: centre 224 of the mean from every crop
+    mean_crop: str = "crop"           # 3: crop of (image - mean); code: "center" (mean's centre); "channel": mean_rgb
 
     def __post_init__(self) -> None:
         check_field_types(self)
         check_choice("lr_schedule", self.lr_schedule, ("plateau", "code", "code2010"))
         check_choice("pca_scale", self.pca_scale, ("paper", "code"))
-        check_choice("mean_crop", self.mean_crop, ("crop", "center"))
+        check_choice("mean_crop", self.mean_crop, ("crop", "center", "channel"))
         check_choice("code_epoch_base", self.code_epoch_base, (0, 1))
         for name in ("epochs", "batch_size", "aug_chunk", "plateau_patience"):
             if getattr(self, name) < 1:

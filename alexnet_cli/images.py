@@ -22,7 +22,7 @@ IMAGE_SHAPE = (SIZE, SIZE, 3)   # every stored image: uint8 RGB, height x width 
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Grayscale, CMYK, palette and alpha images become 8-bit RGB."""
+    """Grayscale, CMYK, palette and alpha images become 8-bit RGB (16-bit grey: 65535 -> 255)."""
     if img.mode == "RGB":
         return img
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
@@ -30,8 +30,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, img).convert("RGB")
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        arr = (arr / max(arr.max(), 1.0) * 255.0).round().astype(np.uint8)
+        # the full 16-bit range to 8 bits (65535 -> 255), the same for every image, so a dark
+        # image stays dark; PIL reads 16-bit PNGs as "I" too, hence its values are clipped to it
+        arr = np.clip(np.asarray(img, dtype=np.float64), 0.0, 65535.0)
+        arr = (arr * (255.0 / 65535.0)).round().astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB")
     return img.convert("RGB")
 

@@ -1,7 +1,9 @@
 """Where the paper's network loses speed: LRN and the grouped (two-column) convolutions,
 forward + backward, at the shapes of a batch of 128, in bf16 channels_last on CUDA.
 
-    python benchmarks/layers.py --device cuda
+    python benchmarks/layers.py --device cuda [--json]
+
+`--json` prints the rows as one JSON document on stdout (the table then goes to stderr).
 
 LRN implementations (all the paper's formula, same values):
   reference   model.local_response_norm through autograd (a window sum over the channels)
@@ -19,6 +21,7 @@ Grouped convolution candidates for conv2, conv4, conv5:
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -75,6 +78,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--json", action="store_true",
+                    help="print the rows as one JSON document on stdout (the table goes to stderr)")
     args = ap.parse_args()
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
@@ -85,6 +90,11 @@ def main() -> None:
                   caption=torch.cuda.get_device_name(dev) if cuda else "CPU")
     for col in ("layer", "implementation", "ms"):
         table.add_column(col, justify="right" if col == "ms" else "left")
+    rows = []
+
+    def add(layer: str, impl: str, ms: float) -> None:
+        rows.append({"layer": layer, "implementation": impl, "ms": ms})
+        table.add_row(layer, impl, f"{ms:.3f}")
 
     lrns = {"reference": lambda x: local_response_norm(x, *LRN_ARGS, 2),
             "fused": lambda x: local_response_norm_fused(x, *LRN_ARGS, 2),
@@ -96,7 +106,7 @@ def main() -> None:
     for name, shape in (("lrn1", (batch, 96, 55, 55)), ("lrn2", (batch, 256, 27, 27))):
         x = (torch.randn(shape, device=dev) * 50).to(dtype).contiguous(memory_format=fmt)
         for impl, fn in lrns.items():
-            table.add_row(name, impl, f"{bench(fn, x, iters):.3f}")
+            add(name, impl, bench(fn, x, iters))
 
     for name, (cin, cout, k) in {"conv2": (96, 256, 5), "conv4": (384, 384, 3), "conv5": (384, 256, 3)}.items():
         size = 27 if name == "conv2" else 13
@@ -104,8 +114,12 @@ def main() -> None:
         grouped = torch.nn.Conv2d(cin, cout, k, padding=k // 2, groups=2).to(dev, dtype).to(memory_format=fmt)
         dense = torch.nn.Conv2d(cin, cout, k, padding=k // 2).to(dev, dtype).to(memory_format=fmt)
         for impl, fn in (("groups=2", grouped), ("split", split_conv(grouped)), ("dense", dense)):
-            table.add_row(name, impl, f"{bench(fn, x, iters):.3f}")
-    Console().print(table)
+            add(name, impl, bench(fn, x, iters))
+    Console(stderr=args.json).print(table)
+    if args.json:
+        print(json.dumps({"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if cuda else "CPU",
+                          "dtype": str(dtype), "batch": batch, "iters": iters, "unit": "ms fwd+bwd per batch",
+                          "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from alexnet_cli.ablate import FULL, ablate, figure1_line, markdown
+from alexnet_cli.ablate import FULL, VARIANTS, ablate, figure1_line, markdown
 from alexnet_cli.checkpoint import load_checkpoint
 from alexnet_cli.cli.app import app
 from alexnet_cli.config import resolve_model_config, resolve_train_config
@@ -56,6 +56,8 @@ def test_ablate_two_variants_then_a_rerun_trains_nothing(tiny_data, tmp_path):
     assert doc["model"]["num_classes"] == full_config["model"]["num_classes"] == 4
     assert doc["model"] == full_config["model"]
     assert doc["figure1"]["relu"] is None and doc["figure1"]["paper_ratio"] == 6.0   # no epoch done yet
+    assert doc["figure1"]["threshold"] == 0.25                       # the default: the paper's 25% (figure 1)
+    assert "training top-1 error down to 25%:" in figure1_line(doc)
     md = (out / "ablations.md").read_text()
     assert md == markdown(doc) and "| no-lrn | no response normalisation |" in md and "+1.4 / +1.2" in md
     assert (out / "curves.png").stat().st_size > 10_000
@@ -116,6 +118,24 @@ def test_an_interrupted_ablate_continues_where_it_stopped(tiny_data, tmp_path):
     assert load_checkpoint(variant_last)["trainer"]["step"] == 2
     assert [v["step"] for v in doc["variants"]] == [2, 2] and doc["complete"]
     assert load_checkpoint(out / "no-pca-aug" / "checkpoints" / "last.pt")["config"]["train"]["pca_aug"] is False
+
+
+def test_the_variants_carry_the_papers_differences():
+    """The paper's reported error increases (top-1, top-5), as SPEC.md quotes them: LRN off 4.3
+    +1.4 / +1.2; non-overlapping pooling 4.4 +0.4 / +0.3; one column 4.2 +1.7 / +1.2; PCA colour
+    noise off 5.1 +1 top-1 (no top-5 given); dropout and tanh: no number (overfitting; 6x slower)."""
+    paper = {"no-lrn": (0.014, 0.012, "4.3"), "pool2": (0.004, 0.003, "4.4"), "one-column": (0.017, 0.012, "4.2"),
+             "no-dropout": (None, None, "5.2"), "no-pca-aug": (0.01, None, "5.1"), "tanh": (None, None, "4.1")}
+    assert list(VARIANTS) == list(paper)
+    for name, (top1, top5, section) in paper.items():
+        v = VARIANTS[name]
+        assert (v.paper_top1, v.paper_top5, v.section) == (top1, top5, section), name
+        if top1 is not None:                                         # the words say the same numbers
+            assert v.paper.startswith(f"+{100 * top1:g}"), (name, v.paper)
+        if top5 is not None:
+            assert f"/ +{100 * top5:g}" in v.paper, (name, v.paper)
+    assert VARIANTS["pool2"].model == {"pool_kernel": 2, "pool_stride": 2}
+    assert VARIANTS["one-column"].model == {"columns": 1} and VARIANTS["no-pca-aug"].train == {"pca_aug": False}
 
 
 def test_figure1_ratio_and_its_sentence():

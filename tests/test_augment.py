@@ -128,6 +128,25 @@ def test_mean_center_subtracts_the_central_mean_wherever_the_crop_is():
         torch.testing.assert_close(out[b].permute(1, 2, 0), patch - centre, rtol=0, atol=1e-4)
 
 
+def test_mean_channel_subtracts_the_average_colour_at_every_pixel():
+    images, mean = random_images(40, seed=10), random_mean(11)
+    mean_rgb = mean.double().mean(dim=(0, 1)).float()                # what prep stores as mean_rgb
+    assert (mean - mean_rgb).abs().max() > 50                        # a varied mean image: "crop" would differ
+    aug = TrainAugment(mean, chunk=1, mean_crop="channel")
+    out = aug(images, gen(12))
+    draw = aug.sample(40, gen(12))
+    assert draw.flip.any() and not draw.flip.all()
+    for b in range(40):
+        t, l = int(draw.top[b]), int(draw.left[b])
+        patch = images[b, t:t + 224, l:l + 224].float()
+        if draw.flip[b]:
+            patch = patch.flip(1)
+        torch.testing.assert_close(out[b].permute(1, 2, 0), patch - mean_rgb, rtol=0, atol=1e-4)
+    got = crop(images[:3], mean, 0, 32, flip=True, mean_crop="channel")     # test time: the same rule
+    want = (images[:3, 0:224, 32:256].float().flip(2) - mean_rgb).permute(0, 3, 1, 2)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+
+
 # ---------------------------------------------------------------- chunks (the released code)
 
 def test_chunk_shares_offset_and_flip_within_a_chunk_and_differs_across():

@@ -70,6 +70,21 @@ def test_rgba_and_16bit_become_rgb():
     assert to_rgb(deep).mode == "RGB"
 
 
+def test_16bit_grey_is_scaled_by_the_full_range_not_the_images_own_maximum(tmp_path):
+    """65535 -> 255 for every image: a dark 16-bit image (all 4000) stays dark (16, not 255),
+    and the same 16-bit value gives the same 8-bit value in any image."""
+    levels = np.array([[0, 4000, 32768, 65535]], np.uint16).repeat(4, axis=0)      # (4, 4)
+    assert np.asarray(to_rgb(Image.fromarray(levels)))[0, :, 0].tolist() == [0, 16, 128, 255]
+    dark = np.asarray(to_rgb(Image.fromarray(np.full((4, 4), 4000, np.uint16))))
+    assert dark.shape == (4, 4, 3) and (dark == 16).all()
+    as_int = Image.fromarray(np.full((4, 4), 70000, np.int32))                 # mode "I": clipped to 16 bits
+    assert (np.asarray(to_rgb(as_int)) == 255).all()
+    png = tmp_path / "deep.png"                                                # a real file, through prep's reader
+    Image.fromarray(np.full((300, 400), 4000, np.uint16)).save(png)
+    loaded = load_image(png)
+    assert loaded.shape == (256, 256, 3) and (loaded == 16).all()
+
+
 @pytest.mark.parametrize("content, reason", [
     (b"", "empty file"),
     (b"this is not an image at all", "not an image"),

@@ -214,6 +214,10 @@ def test_init_statistics(paper_net, code_net, recipe, conv345_std):
         std = conv345_std if name in ("conv3", "conv4", "conv5") else 0.01
         assert w.std().item() == pytest.approx(std, rel=0.05), name
         assert abs(w.mean().item()) < 5 * std / w.numel() ** 0.5, name
+        # the shape of a Gaussian, not only its moments: kurtosis 3 (a uniform of the same std
+        # has 1.8); its standard error is sqrt(24 / n) <= 0.03 for conv1's 34,848 weights
+        kurtosis = (((w - w.mean()) / w.std()) ** 4).mean().item()
+        assert abs(kurtosis - 3.0) < 0.2, (name, kurtosis)
         expected_bias = 1.0 if name in BIAS_ONE else 0.0
         assert torch.all(layer.bias == expected_bias), name
 

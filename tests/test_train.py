@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -826,3 +827,74 @@ def test_the_epoch_line_shows_no_trivial_top5_error(classes):
             line.endswith(f"(no top-5 error: only {classes} classes)"), line
     else:
         assert "train top-1 50.00% top-5 0.00%" in line and "val top-1 25.00% top-5 0.00%" in line, line
+
+
+def _flat_val(monkeypatch, error: float = 0.5) -> None:
+    """The validation pass, replaced by one that always gives `error` (top-1 and top-5)."""
+    import alexnet_cli.train as train_module
+    monkeypatch.setattr(train_module, "evaluate_model",
+                        lambda *a, **k: SimpleNamespace(top1_error=error, top5_error=error, n=8))
+
+
+@pytest.mark.parametrize("train_errors", [None, (0.9, 0.6, 0.3, 0.1)], ids=["as_trained", "falling"])
+def test_a_flat_val_error_divides_the_next_epochs_rate_by_10(small_data, tmp_path, monkeypatch, train_errors):
+    """Plateau rule inside the trainer, patience 1: epoch 1 sets the best val top-1, epoch 2 does
+    not beat it, so epoch 2's record says lr_dropped and epoch 3 trains at a tenth; epoch 3 is
+    flat again (a second drop). The schedule watches the val error, not the training error: a
+    falling training error does not keep the rate."""
+    from alexnet_cli.runlog import read_metrics
+    from alexnet_cli.train_state import EpochStats
+
+    _flat_val(monkeypatch)
+    if train_errors is not None:
+        falling = iter(train_errors)
+        monkeypatch.setattr(EpochStats, "epoch_result", lambda self: SimpleNamespace(
+            top1_error=(e := next(falling)), top5_error=e / 2))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(small_data), "--out", str(out), "--epochs", "3", "--patience", "1",
+                                 "--max-lr-drops", "3", "--no-pca-aug", *FAST])
+    assert result.exit_code == 0, result.output
+    epochs = [r for r in read_metrics(out) if r["kind"] == "epoch"]
+    assert [r["val_top1_error"] for r in epochs] == [0.5, 0.5, 0.5]
+    if train_errors is not None:
+        assert [r["train_top1_error"] for r in epochs] == list(train_errors[:3])
+    assert [r["lr_dropped"] for r in epochs] == [False, True, True]
+    assert [r["lr"] for r in epochs] == pytest.approx([0.01, 0.01, 0.001])
+    assert "learning rate divided by 10" in result.output
+
+
+def test_mean_crop_channel_trains_on_image_minus_channel_mean_and_evaluates(tiny_data, tmp_path, monkeypatch):
+    """mean_crop "channel": the training batch is the (mirrored) crop minus the manifest's mean_rgb
+    at every pixel; the checkpoint records it and eval subtracts the same."""
+    import alexnet_cli.evaluate as evaluate_module
+    from alexnet_cli.augment import TrainAugment
+
+    seen, modes = [], []
+    apply, crops = TrainAugment.apply, evaluate_module.test_crops
+
+    def spy(self, images, draw):
+        batch = apply(self, images, draw)
+        seen.append((images.clone(), draw, batch.clone()))
+        return batch
+
+    monkeypatch.setattr(TrainAugment, "apply", spy)
+    monkeypatch.setattr(evaluate_module, "test_crops", lambda *a, **k: modes.append(k["mean_crop"]) or crops(*a, **k))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--max-steps", "2", "--no-pca-aug",
+                                 "--mean-crop", "channel", *FAST])
+    assert result.exit_code == 0, result.output
+    mean_rgb = torch.tensor(read_manifest(tiny_data).mean_rgb, dtype=torch.float32)
+    images, draw, batch = seen[0]                                             # batch: (B, 3, 224, 224)
+    assert len(seen) == 2                                                      # --max-steps 2
+    for b in range(images.shape[0]):
+        t, l = int(draw.top[b]), int(draw.left[b])
+        patch = images[b, t:t + 224, l:l + 224].float()
+        if draw.flip[b]:
+            patch = patch.flip(1)
+        torch.testing.assert_close(batch[b].permute(1, 2, 0), patch - mean_rgb, rtol=0, atol=1e-3)
+    assert load_model(out / "checkpoints" / "last.pt").mean_crop == "channel"
+    modes.clear()
+    evaluated = runner.invoke(app, ["eval", str(out / "checkpoints" / "last.pt"), str(tiny_data), "--device", "cpu",
+                                    "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["n"] == 16 and modes and set(modes) == {"channel"}
