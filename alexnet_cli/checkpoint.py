@@ -108,6 +108,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a checkpoint (a {type(data).__name__}, expected a dict)")
+    if "format" in data and data["format"] != FORMAT:
+        raise CheckpointError(f"{path}: not an alexnet checkpoint (format {data['format']!r}, expected {FORMAT!r})")
     if data.get("format") == FORMAT and not (isinstance(data.get("version"), int) and data["version"] <= VERSION):
         raise CheckpointError(f"{path}: checkpoint format version {data.get('version')!r}; this alexnet reads "
                               f"version {VERSION} and older: upgrade alexnet_cli")
@@ -218,6 +220,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
                         else infer_model_config(state))
         with torch.device("meta"):                 # no random init of 60 M weights to overwrite
             model = AlexNet(config=model_config)
+        misfit = _misfit(model, state)
+        if misfit:
+            raise RuntimeError(misfit)          # named here: torch's message starts with a header line
         model.load_state_dict(state, assign=True)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit the network they describe ({str(exc).splitlines()[0]})") from None
@@ -227,6 +232,33 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     classes = list(data.get("classes") or [str(i) for i in range(n)])
     if len(classes) != n:
         raise CheckpointError(f"{path}: lists {plural(len(classes), 'class', 'classes')} but its last layer has {n} outputs")
+    names = list(data.get("class_names") or classes)
+    _check_class_list(path, "classes", classes, unique=True)
+    _check_class_list(path, "class_names", names, unique=False, count=n)
     mean = data.get("mean_image")
-    return LoadedModel(model.to(device).eval(), classes, list(data.get("class_names") or classes),
-                       None if mean is None else mean.float(), config, Path(path))
+    return LoadedModel(model.to(device).eval(), classes, names, None if mean is None else mean.float(), config,
+                       Path(path))
+
+
+def _misfit(model: AlexNet, state: dict[str, torch.Tensor]) -> str:
+    """What keeps `state` from loading into `model`, named ("fc8.bias missing; conv1.weight is
+    (96, 3, 11, 11), the network's (48, 3, 11, 11)"), or "" when it fits."""
+    wanted = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    missing = [name for name in wanted if name not in state]
+    extra = [name for name in state if name not in wanted]
+    shapes = [f"{name} is {tuple(state[name].shape)}, the network's {shape}" for name, shape in wanted.items()
+              if name in state and tuple(state[name].shape) != shape]
+    problems = ([f"{', '.join(missing)} missing"] if missing else []) + \
+        ([f"unexpected {', '.join(extra)}"] if extra else []) + shapes
+    return "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+
+
+def _check_class_list(path: str | Path, key: str, values: list, *, unique: bool, count: int | None = None) -> None:
+    """`classes` are distinct wnid strings; `class_names` strings, one per class."""
+    if not all(isinstance(v, str) for v in values):
+        raise CheckpointError(f"{path}: its {key} are not all strings (e.g. {next(v for v in values if not isinstance(v, str))!r})")
+    if count is not None and len(values) != count:
+        raise CheckpointError(f"{path}: lists {len(values)} {key} for {plural(count, 'class', 'classes')}")
+    if unique and len(set(values)) != len(values):
+        twice = next(v for v in values if values.count(v) > 1)
+        raise CheckpointError(f"{path}: its {key} list {twice!r} more than once")

@@ -382,3 +382,32 @@ def test_a_class_list_that_does_not_fit_fc8_is_named_in_words_that_agree(tmp_pat
     torch.save({"model": AlexNet(num_classes=2).state_dict(), "classes": names}, path)
     with pytest.raises(CheckpointError, match=words):
         load_model(path)
+
+
+def test_weights_that_do_not_fit_are_named_by_key_and_shape(tmp_path, two_column_net):
+    """Not torch's header line ("Error(s) in loading state_dict for AlexNet:") but what differs."""
+    state = compact_state_dict(two_column_net)
+    one_column = to_dict(resolve_model_config("paper", num_classes=5, columns=1))
+    path = tmp_path / "columns.pt"
+    save_checkpoint(path, {"model": state, "classes": CLASSES, "config": {"model": one_column}})
+    with pytest.raises(CheckpointError, match=r"conv1\.weight is \(96, 3, 11, 11\), the network's \(48, 3, 11, 11\)"):
+        load_model(path)
+    path = tmp_path / "missing.pt"
+    paper = to_dict(resolve_model_config("paper", num_classes=5))
+    save_checkpoint(path, {"model": {k: v for k, v in state.items() if k != "fc8.bias"}, "classes": CLASSES,
+                           "config": {"model": paper}})
+    with pytest.raises(CheckpointError, match=r"do not fit the network they describe \(fc8\.bias missing\)$"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"classes": [0, 1, 2, 3, 4]}, "its classes are not all strings"),
+    ({"classes": CLASSES[:4] + CLASSES[:1]}, "its classes list 'n01440764' more than once"),
+    ({"classes": CLASSES, "class_names": ["tench"]}, "lists 1 class_names for 5 classes"),
+    ({"classes": CLASSES, "format": "someone-else/checkpoint"}, "not an alexnet checkpoint"),
+])
+def test_class_lists_and_format_of_the_wrong_kind_are_refused(tmp_path, two_column_net, extra, words):
+    path = tmp_path / "odd.pt"
+    torch.save({"model": compact_state_dict(two_column_net), **extra}, path)
+    with pytest.raises(CheckpointError, match=words):
+        load_model(path)
