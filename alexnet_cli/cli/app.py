@@ -159,7 +159,8 @@ def _interrupted(exc: BaseException) -> bool:
 
 
 def _stopped(exc: BaseException) -> int:
-    """Says `Error: interrupted` for a Ctrl-C behind `exc`, `Error: terminated` for a SIGTERM; their exit code (130, 143)."""
+    """Says `Error: interrupted` for a Ctrl-C behind `exc`, `Error: terminated` for a SIGTERM;
+    returns their exit code (130, 143)."""
     word, code = stopped_by(interrupt_behind(exc))
     _error(word)
     return code
