@@ -3,14 +3,15 @@
 in a fresh process, beside `python -c "import torch"` for reference (what every command paid
 before the library was imported lazily: docs/performance.md, start-up).
 
-    python benchmarks/startup.py                      # this checkout
-    python benchmarks/startup.py --repo /other/checkout --runs 9
+    python benchmarks/startup.py                              # this checkout
+    python benchmarks/startup.py --repo . --repo /other/checkout  # two checkouts side by side
 
 Each command runs once to warm the page cache, then --runs times; the table shows the median,
 the fastest and the slowest run. The commands run as `python -m alexnet_cli` with the checkout
 (--repo) first on the path, so that its code is the one timed. Other processes on the machine
-slow every row alike: compare rows of one run. `--json` prints the rows as one JSON document on
-stdout (the table then goes to stderr).
+slow every row alike: compare rows of one run, in which the checkouts take turns (run 1 of each,
+then run 2 of each, ...). `--json` prints the rows as one JSON document on stdout (the table then
+goes to stderr).
 """
 
 from __future__ import annotations
@@ -59,28 +60,33 @@ def hardware() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repo", type=Path, default=REPO, help="The checkout whose `alexnet` is timed (default: this one).")
+    ap.add_argument("--repo", type=Path, action="append",
+                    help="A checkout whose `alexnet` is timed (default: this one); repeat to compare several.")
     ap.add_argument("--runs", type=int, default=5, help="Timed runs of each command, after one warm-up run.")
     ap.add_argument("--json", action="store_true", help="Print the rows as one JSON document on stdout.")
     args = ap.parse_args(argv)
-    repo = args.repo.resolve()
+    repos = [r.resolve() for r in args.repo or [REPO]]
     load = os.getloadavg()
     rows = []
     for what, command, expected in COMMANDS:
-        time_run(command, repo, expected)                    # warm-up: the page cache, .pyc files
-        times = [time_run(command, repo, expected) for _ in range(args.runs)]
-        rows.append({"what": what, "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-                     "runs": args.runs})
-    table = Table(title=f"Start-up of `alexnet` from {repo}, {args.runs} runs each (wall time, s)\n{hardware()}\n"
+        for repo in repos:
+            time_run(command, repo, expected)                # warm-up: the page cache, .pyc files
+        times = {repo: [] for repo in repos}
+        for _ in range(args.runs):
+            for repo in repos:
+                times[repo].append(time_run(command, repo, expected))
+        rows += [{"what": what, "repo": str(repo), "median_s": statistics.median(t), "min_s": min(t),
+                  "max_s": max(t), "runs": args.runs} for repo, t in times.items()]
+    table = Table(title=f"Start-up of `alexnet`, {args.runs} runs each (wall time, s)\n{hardware()}\n"
                         f"load average before: {load[0]:.1f} (other processes share these cores)",
                   title_justify="left")
-    for col in ("command", "median", "min", "max"):
-        table.add_column(col, justify="left" if col == "command" else "right")
+    for col in ("command", "checkout", "median", "min", "max"):
+        table.add_column(col, justify="right" if col in ("median", "min", "max") else "left")
     for r in rows:
-        table.add_row(r["what"], f"{r['median_s']:.2f}", f"{r['min_s']:.2f}", f"{r['max_s']:.2f}")
-    Console(width=120, stderr=args.json).print(table)
+        table.add_row(r["what"], r["repo"], f"{r['median_s']:.2f}", f"{r['min_s']:.2f}", f"{r['max_s']:.2f}")
+    Console(width=140, stderr=args.json).print(table)
     if args.json:
-        print(json.dumps({"hardware": hardware(), "load_average": load, "repo": str(repo), "rows": rows}))
+        print(json.dumps({"hardware": hardware(), "load_average": load, "rows": rows}))
     return 0
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from alexnet_cli import __version__
+
 ROOT = Path(__file__).parents[1]
 HEAVY = ("torch", "h5py", "numpy", "PIL", "matplotlib")
 
@@ -57,7 +59,7 @@ def test_help_version_and_every_commands_help_import_no_torch():
     assert got["commands"] == commands                       # every command was built (and so its options)
     for invocation, (code, output) in got["codes"].items():
         assert code == 0, (invocation, output)
-    assert "alexnet 0.1.0" in got["codes"]["--version"][1]
+    assert got["codes"]["--version"][1] == f"alexnet {__version__}\n"
     assert "[default: 6]" in got["codes"]["neighbors --help"][1]           # defaults from torch-free modules
     assert "no-lrn,pool2" in got["codes"]["ablate --help"][1] and "64, 128, 256" in got["codes"]["codes --help"][1]
     assert got["seen"] == {name: [] for name in got["seen"]}, got["seen"]
