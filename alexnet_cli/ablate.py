@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,40 +43,9 @@ from alexnet_cli.runlog import RunFolder, write_json_atomic
 from alexnet_cli.shards import data_key, read_manifest
 from alexnet_cli.stopping import StopRequests, signal_name
 from alexnet_cli.train import RunOptions, fit_classes, train
+from alexnet_cli.variants import FULL, FULL_VARIANT, VARIANTS, Variant
 
-FULL = "full"
 PAPER_TANH_RATIO = 6.0     # figure 1: "six times faster than an equivalent network with tanh neurons"
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One ablation: the settings it changes and what the paper measured for it."""
-
-    name: str
-    what: str
-    section: str
-    model: dict[str, Any] = field(default_factory=dict)    # ModelConfig fields it changes
-    train: dict[str, Any] = field(default_factory=dict)    # TrainConfig fields it changes
-    paper_top1: float | None = None                        # the paper's error increase, fraction
-    paper_top5: float | None = None
-    paper: str = ""                                        # the paper's finding in words
-
-
-VARIANTS = {v.name: v for v in (
-    Variant("no-lrn", "no response normalisation", "4.3", model={"lrn": False},
-            paper_top1=0.014, paper_top5=0.012, paper="+1.4 / +1.2"),
-    Variant("pool2", "non-overlapping pooling (2/2)", "4.4", model={"pool_kernel": 2, "pool_stride": 2},
-            paper_top1=0.004, paper_top5=0.003, paper="+0.4 / +0.3"),
-    Variant("one-column", "one column, half the kernels", "4.2", model={"columns": 1},
-            paper_top1=0.017, paper_top5=0.012, paper="+1.7 / +1.2"),
-    Variant("no-dropout", "no dropout", "5.2", model={"dropout": 0.0},
-            paper="overfits (see val − train)"),
-    Variant("no-pca-aug", "no PCA colour noise", "5.1", train={"pca_aug": False},
-            paper_top1=0.01, paper="+1 or more (top-1)"),
-    Variant("tanh", "tanh instead of ReLU", "4.1", model={"activation": "tanh"},
-            paper="6x slower (figure 1)"),
-)}
-FULL_VARIANT = Variant(FULL, "the paper's network", "")
 
 
 def parse_variants(names: str | Sequence[str] | None) -> list[str]:

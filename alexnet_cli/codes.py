@@ -52,7 +52,7 @@ from torch import nn
 
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.checkpoint import save_checkpoint
-from alexnet_cli.config import SEED_MAX, check_seed
+from alexnet_cli.config import CODE_BITS as BITS, CODE_EPOCHS as EPOCHS, CODE_RERANK as RERANK, SEED_MAX, check_seed
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.features import FeaturesInfo, read_checked, read_features_info, read_rows
 from alexnet_cli.progress import NullReporter, Reporter, plural
@@ -60,7 +60,6 @@ from alexnet_cli.stopping import StopsAtOnce
 
 FORMAT = "alexnet-cli/codes"
 VERSION = 1
-BITS = (64, 128, 256)         # the code lengths made and searched (issue 19), in the CLI and the library alike
 HIDDEN = 1024                 # the hidden layers' width (4096 -> 1024 -> bits -> 1024 -> 4096)
 NOISE_STD = 1.0               # std of the noise on the code logits in training (docs/codes.md: why 1)
 NEIGHBOURS = 1.0              # weight of the neighbourhood term of the loss (docs/codes.md: why it is there)
@@ -69,8 +68,6 @@ BATCH = 256
 BLOCK_ROWS = 32768            # rows read at once in training and encoding (256 MiB of float16 at 4096)
 QUERIES = 500                 # held-out rows that measure the codes' quality
 KS = (6, 100)                 # recall@k and label precision@k: figure 4's six, and a hundred
-RERANK = 500                  # default re-ranking depth
-EPOCHS = 10
 
 
 # ---------------------------------------------------------------------------- packing and Hamming search

@@ -9,6 +9,10 @@ A recipe is a named preset of plain config fields (`RECIPES`); every field stays
 option, so `resolve_model_config("code", lrn_alpha_over_n=False)` is the code's network
 with the paper's LRN. The resolved configs are written into every run folder and every
 checkpoint, and the network is rebuilt from them alone.
+
+The settings of the other commands that their options show as defaults or choices (test crops,
+neighbours, binary codes, the demo) are here too: this module imports no torch, so the `alexnet`
+command starts without it (docs/performance.md, start-up).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from alexnet_cli.errors import AlexnetError, UsageError
@@ -259,3 +264,74 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     if unknown:
         raise AlexnetError(f"checkpoint's model config has unknown fields: {', '.join(sorted(unknown))}")
     return ModelConfig(**{**LEGACY_MODEL_FIELDS, **data})
+
+
+# ---------------------------------------------------------------- the other commands' settings
+# Their modules import them from here (`alexnet_cli.codes.BITS` is CODE_BITS).
+
+CROPS = (1, 10)  # paper 5.1: the centre crop, or the four corners + centre and their mirrors
+
+
+def check_crops(crops: int) -> int:
+    if crops not in CROPS:
+        raise UsageError(f"crops must be 1 (centre crop) or 10 (the paper's ten crops), got {crops}", field="crops",
+                         value=crops)
+    return crops
+
+
+NEIGHBORS_K = 6          # figure 4 (right): each query with six training images
+
+CODE_BITS = (64, 128, 256)    # the code lengths made and searched (issue 19), in the CLI and the library alike
+CODE_RERANK = 500             # default re-ranking depth
+CODE_EPOCHS = 10
+
+DEMO_OUT = Path("alexnet-demo")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The demo's size and recipe; alexnet_cli/demo.py's module doc says why each differs from the paper."""
+
+    classes: int = 4                  # synth families: red discs, green stripes, blue triangles, yellow checks
+    train_per_class: int = 60
+    val_per_class: int = 15
+    epochs: int = 6
+    batch_size: int = 16              # paper: 128
+    lr: float | None = None           # None: twice the paper's 0.01 per 128 images, scaled: 2 x 0.01 x batch/128
+    bias_fill: float = 0.1            # paper: 1; Caffe: 0.1
+    dropout: float = 0.5              # paper: 0.5
+    seed: int = 0
+    queries: int = 4                  # validation images to find neighbours for (one per class first)
+    k: int = 6                        # neighbours per query (figure 4 right shows six)
+    device: str | None = None         # None: cuda when available, else cpu
+
+    def check(self) -> None:
+        if not 2 <= self.classes <= 64:
+            raise UsageError(f"classes must be in 2..64, got {self.classes}", field="classes", value=self.classes)
+        if self.train_per_class < 1 or self.val_per_class < 1:
+            raise UsageError("the demo needs at least one training and one validation image per class")
+        if self.classes * self.train_per_class < self.batch_size:
+            raise AlexnetError(f"{self.classes * self.train_per_class} training images are fewer than one "
+                               f"batch of {self.batch_size}")
+        if self.epochs < 1 or self.batch_size < 1 or self.queries < 1 or self.k < 1:
+            raise UsageError("epochs, batch size, queries and k must be positive")
+        if self.lr is not None and self.lr <= 0:
+            raise UsageError(f"lr must be positive, got {self.lr}", field="lr", value=self.lr)
+        check_seed(self.seed)
+        self.configs()          # every setting the trainer will check, checked before anything is written
+
+    def configs(self) -> tuple[ModelConfig, TrainConfig]:
+        """The network and the recipe the demo trains with."""
+        return (resolve_model_config("paper", bias_fill=self.bias_fill, dropout=self.dropout),
+                resolve_train_config("paper", epochs=self.epochs, batch_size=self.batch_size, lr=self.learning_rate))
+
+    @property
+    def learning_rate(self) -> float:
+        paper = TrainConfig()                # the paper's rate per image: 0.01 at batch 128, x2 (demo.py's module doc)
+        return self.lr if self.lr is not None else 2 * paper.lr * self.batch_size / paper.batch_size
+
+    def key(self) -> dict[str, Any]:
+        """What the results depend on (the device aside): the marker compares these."""
+        data = dataclasses.asdict(self)
+        data.pop("device")
+        return data

@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from alexnet_cli.atomic import partial_path, publish
-from alexnet_cli.config import ModelConfig, TrainConfig, check_seed, resolve_model_config, resolve_train_config
-from alexnet_cli.errors import AlexnetError, UsageError
+from alexnet_cli.config import DEMO_OUT as DEFAULT_OUT, DemoConfig
+from alexnet_cli.errors import AlexnetError
 from alexnet_cli.evaluate import EvalResult, evaluate
 from alexnet_cli.kernels import KernelReport, kernel_report
 from alexnet_cli.neighbors import QueryResult, draw_neighbors, find_neighbors
@@ -65,62 +65,12 @@ from alexnet_cli.shards import read_split_index
 from alexnet_cli.synth import make_tree
 from alexnet_cli.train import RunOptions, train
 
-DEFAULT_OUT = Path("alexnet-demo")
 MARKER = ".alexnet-demo.json"
 MARKER_VERSION = 1
 # What the demo writes into `out`: the only entries it ever deletes (and only under its marker).
 IMAGES, DATA, RUN = "images", "data", "run"
 KERNELS_PNG, NEIGHBORS_PNG, PREDICTIONS_PNG = "kernels.png", "neighbors.png", "predictions.png"
 OWNED = (IMAGES, IMAGES + ".partial", DATA, RUN, KERNELS_PNG, NEIGHBORS_PNG, PREDICTIONS_PNG)
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """The demo's size and recipe; see the module doc for why each differs from the paper."""
-
-    classes: int = 4                  # synth families: red discs, green stripes, blue triangles, yellow checks
-    train_per_class: int = 60
-    val_per_class: int = 15
-    epochs: int = 6
-    batch_size: int = 16              # paper: 128
-    lr: float | None = None           # None: twice the paper's 0.01 per 128 images, scaled: 2 x 0.01 x batch/128
-    bias_fill: float = 0.1            # paper: 1; Caffe: 0.1
-    dropout: float = 0.5              # paper: 0.5
-    seed: int = 0
-    queries: int = 4                  # validation images to find neighbours for (one per class first)
-    k: int = 6                        # neighbours per query (figure 4 right shows six)
-    device: str | None = None         # None: cuda when available, else cpu
-
-    def check(self) -> None:
-        if not 2 <= self.classes <= 64:
-            raise UsageError(f"classes must be in 2..64, got {self.classes}", field="classes", value=self.classes)
-        if self.train_per_class < 1 or self.val_per_class < 1:
-            raise UsageError("the demo needs at least one training and one validation image per class")
-        if self.classes * self.train_per_class < self.batch_size:
-            raise AlexnetError(f"{self.classes * self.train_per_class} training images are fewer than one "
-                               f"batch of {self.batch_size}")
-        if self.epochs < 1 or self.batch_size < 1 or self.queries < 1 or self.k < 1:
-            raise UsageError("epochs, batch size, queries and k must be positive")
-        if self.lr is not None and self.lr <= 0:
-            raise UsageError(f"lr must be positive, got {self.lr}", field="lr", value=self.lr)
-        check_seed(self.seed)
-        self.configs()          # every setting the trainer will check, checked before anything is written
-
-    def configs(self) -> tuple[ModelConfig, TrainConfig]:
-        """The network and the recipe the demo trains with."""
-        return (resolve_model_config("paper", bias_fill=self.bias_fill, dropout=self.dropout),
-                resolve_train_config("paper", epochs=self.epochs, batch_size=self.batch_size, lr=self.learning_rate))
-
-    @property
-    def learning_rate(self) -> float:
-        paper = TrainConfig()                # the paper's rate per image: 0.01 at batch 128, x2 (module doc)
-        return self.lr if self.lr is not None else 2 * paper.lr * self.batch_size / paper.batch_size
-
-    def key(self) -> dict[str, Any]:
-        """What the results depend on (the device aside): the marker compares these."""
-        data = dataclasses.asdict(self)
-        data.pop("device")
-        return data
 
 
 @dataclass

@@ -27,6 +27,7 @@ from torch import nn
 
 from alexnet_cli.augment import test_crops
 from alexnet_cli.checkpoint import LoadedModel, load_model
+from alexnet_cli.config import check_crops
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, NotFiniteError, UsageError
 from alexnet_cli.loader import ShardLoader, trained_decode
@@ -35,9 +36,6 @@ from alexnet_cli.paths import path_list
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.runlog import json_text
 from alexnet_cli.shards import read_manifest, read_split_index
-
-CROPS = (1, 10)  # paper 5.1: the centre crop, or the four corners + centre and their mirrors
-
 
 @dataclass
 class Member:
@@ -76,13 +74,6 @@ class EvalResult:
         return {"top1_error": self.top1_error, "top5_error": self.top5_error, "n": self.n,
                 "crops": self.crops, "k": self.counts.k, "split": self.split,
                 "checkpoints": self.checkpoints, "models": len(self.checkpoints)}
-
-
-def check_crops(crops: int) -> int:
-    if crops not in CROPS:
-        raise UsageError(f"crops must be 1 (centre crop) or 10 (the paper's ten crops), got {crops}", field="crops",
-                         value=crops)
-    return crops
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ import torch
 
 from alexnet_cli.codes import BITS, check_bits, codes_path, hamming_nearest, read_codes, read_codes_info
 from alexnet_cli.codes import rerank as rerank_rows
+from alexnet_cli.config import NEIGHBORS_K as DEFAULT_K
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
 from alexnet_cli.features import (Encoder, cache_path, load_encoder, read_features_info, read_rows_index,
                                   write_features)
@@ -39,7 +40,6 @@ from alexnet_cli.paths import path_list
 from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.shards import data_key, open_shard, read_images, read_manifest, split_index
 
-DEFAULT_K = 6            # figure 4 (right): each query with six training images
 MARGIN = 8               # extra candidates per chunk re-measured exactly (guards against rounding)
 QUERY_BLOCK = 256        # queries per exact re-measurement, (256, k + MARGIN, 4096) float32 = 14 MiB
 

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from alexnet_cli.atomic import write_atomic
-from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.errors import AlexnetError, UsageError
 from alexnet_cli.images import special_kind
 from alexnet_cli.layouts import looks_like_source
@@ -88,6 +87,7 @@ class RunFolder:
         """last.pt, and best.pt when `best`: first, so that a kill between the two leaves the
         older last.pt behind, and resuming redoes both. best.pt is for eval and the other
         tools: no velocities (half the size of last.pt)."""
+        from alexnet_cli.checkpoint import save_checkpoint    # imports torch: not for the CLI's argument checks
         if best:
             save_checkpoint(self.best, {k: v for k, v in payload.items() if k != "optimizer"})
         save_checkpoint(self.last, payload)

@@ -45,7 +45,6 @@ import numpy as np
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.errors import DataError
 from alexnet_cli.images import IMAGE_SHAPE
-from alexnet_cli.jpeg import decode_jpeg
 from alexnet_cli.progress import NullReporter, Reporter
 
 FORMAT_VERSION = 2                         # the manifest's: the highest layout version below
@@ -377,6 +376,7 @@ def read_images(f: h5py.File, start: int, stop: int, out: np.ndarray | None = No
     """Images start..stop of an open shard as uint8 (n, 256, 256, 3) RGB, raw or decoded JPEG.
     With `rows`, image start + j goes to out[rows[j]] instead (nowhere if rows[j] < 0).
     Raises DataError naming the shard if the data cannot be read or decoded."""
+    from alexnet_cli.jpeg import decode_jpeg     # imports torch: not when the package is imported (docs/performance.md)
     n = stop - start
     if out is None:
         out = np.empty((n, *IMAGE_SHAPE), np.uint8)

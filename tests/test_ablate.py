@@ -162,10 +162,8 @@ def test_bad_options_are_one_error_line_before_any_training(tiny_data, tmp_path,
 
 def test_every_run_gets_trains_recipe_network_and_running_options(tiny_data, tmp_path, monkeypatch):
     """ablate passes train's options on to the library's ablate(), which gives them to every run."""
-    import alexnet_cli.cli.ablate as cli_ablate
-
     seen = {}
-    monkeypatch.setattr(cli_ablate, "ablate", lambda data, out, model_cfg, train_cfg, run, **kw: seen.update(
+    monkeypatch.setattr("alexnet_cli.ablate.ablate", lambda data, out, model_cfg, train_cfg, run, **kw: seen.update(
         model=model_cfg, train=train_cfg, run=run, **kw))
     result = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(tmp_path / "a"), "--variants", "tanh",
                                  "--pca-scale", "code", "--aug-chunk", "8", "--mean-crop", "center",

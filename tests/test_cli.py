@@ -14,7 +14,6 @@ import pytest
 from typer.testing import CliRunner
 
 from alexnet_cli import __version__
-from alexnet_cli.cli import summary as summary_command
 from alexnet_cli.cli.app import app
 from alexnet_cli.errors import AlexnetError
 from test_docs import check_documented_json
@@ -129,7 +128,7 @@ def test_unexpected_exception_is_one_line_with_its_type(runner, monkeypatch):
     def broken(model):
         raise ValueError("boom\nsecond line")
 
-    monkeypatch.setattr(summary_command, "summarize", broken)
+    monkeypatch.setattr("alexnet_cli.summary.summarize", broken)
     result = runner.invoke(app, ["summary"])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
@@ -142,7 +141,7 @@ def test_interrupt_exits_130(runner, monkeypatch):
     def interrupted(model):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(summary_command, "summarize", interrupted)
+    monkeypatch.setattr("alexnet_cli.summary.summarize", interrupted)
     result = runner.invoke(app, ["summary"])
     assert result.exit_code == 130 and result.stderr.strip() == "Error: interrupted"
 
@@ -179,7 +178,7 @@ def test_an_interrupt_turned_into_another_error_still_exits_130(runner, monkeypa
         except KeyboardInterrupt:
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
 
-    monkeypatch.setattr(summary_command, "summarize", interrupted_inside_a_library)
+    monkeypatch.setattr("alexnet_cli.summary.summarize", interrupted_inside_a_library)
     result = runner.invoke(app, ["summary"])
     assert result.exit_code == 130 and result.stderr.strip() == "Error: interrupted"
 
@@ -188,7 +187,7 @@ def test_an_os_error_names_the_file_and_the_reason(runner, monkeypatch):
     def denied(model):
         raise PermissionError(13, "Permission denied", "/data/out/.x.tmp")
 
-    monkeypatch.setattr(summary_command, "summarize", denied)
+    monkeypatch.setattr("alexnet_cli.summary.summarize", denied)
     result = runner.invoke(app, ["summary"])
     assert result.exit_code == 1 and result.stderr.strip() == "Error: /data/out/.x.tmp: Permission denied"
 
@@ -216,7 +215,7 @@ def test_under_torchrun_other_ranks_tag_their_error(runner, monkeypatch):
     def broken(model):
         raise AlexnetError("the loss became NaN")
 
-    monkeypatch.setattr(summary_command, "summarize", broken)
+    monkeypatch.setattr("alexnet_cli.summary.summarize", broken)
     result = runner.invoke(app, ["summary"], env={"WORLD_SIZE": "2", "RANK": "1"})
     assert result.exit_code == 1 and result.stderr.strip() == "Error: (rank 1) the loss became NaN"
     result = runner.invoke(app, ["summary"], env={"WORLD_SIZE": "2", "RANK": "0"})
@@ -262,9 +261,7 @@ def test_json_output_is_strict_json(capsys):
 
 def test_neighbors_refuses_an_infinite_memory_budget_before_any_work(runner, tmp_path, monkeypatch):
     """F6: --memory-mb inf failed with internal text after computing the features."""
-    from alexnet_cli.cli import neighbors as neighbors_command
-
-    monkeypatch.setattr(neighbors_command, "find_neighbors", lambda *a, **k: pytest.fail("features computed"))
+    monkeypatch.setattr("alexnet_cli.neighbors.find_neighbors", lambda *a, **k: pytest.fail("features computed"))
     image = tmp_path / "q.png"
     image.write_bytes(b"x")
     for value in ("inf", "nan"):
@@ -467,14 +464,13 @@ def test_every_seed_has_one_range_and_one_message(runner, tmp_path, command):
 def test_plain_lines_are_not_wrapped_off_a_terminal_but_tables_fit(runner, tmp_path, monkeypatch):
     """Piped (CliRunner is no terminal), rich assumed 80 columns and broke a line inside a path
     or a number ("mean RGB 147.3, 162.5, ⏎105.4"); a table still fits 80 columns."""
-    from alexnet_cli.cli import pca as pca_command
     from alexnet_cli.pca import PcaStats
     import numpy as np
 
     deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "data"
     deep.mkdir(parents=True)
     stats = PcaStats(np.array([3e3, 2e2, 1e1]), np.eye(3), np.array([147.3, 162.5, 105.4]), 10**9, 10**4, None)
-    monkeypatch.setattr(pca_command, "compute_pca", lambda *a, **k: stats)
+    monkeypatch.setattr("alexnet_cli.pca.compute_pca", lambda *a, **k: stats)
     shown = runner.invoke(app, ["pca", str(deep)])
     assert shown.exit_code == 0, shown.output
     lines = shown.stdout.splitlines()

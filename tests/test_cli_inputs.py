@@ -125,9 +125,8 @@ def test_a_data_folder_as_the_checkpoint_and_the_reverse_are_bad_usage_everywher
 def test_a_memory_budget_that_is_no_budget_is_one_line_before_any_work(tmp_path, monkeypatch, value, shown):
     """`neighbors --memory-mb nan` said "should be greater than or equal to 16", inf another
     sentence: one message for every value that is no budget, before the features are computed."""
-    from alexnet_cli.cli import neighbors as neighbors_command
 
-    monkeypatch.setattr(neighbors_command, "find_neighbors", lambda *a, **k: pytest.fail("features computed"))
+    monkeypatch.setattr("alexnet_cli.neighbors.find_neighbors", lambda *a, **k: pytest.fail("features computed"))
     image = tmp_path / "q.png"
     image.write_bytes(b"x")
     result = runner.invoke(app, ["neighbors", str(image), str(tmp_path), "--query", str(image),

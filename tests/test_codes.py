@@ -319,7 +319,6 @@ def test_gpu_hamming_search_and_training_match_the_cpu(tmp_path):
 def test_cli_codes_quality_fits_80_columns(tmp_path, monkeypatch):
     """With k = 6 and 100 the quality table had nine columns: at 80 columns its headers and rows
     wrapped ("random" / "projections"). Every measure is still printed, in its row."""
-    from alexnet_cli.cli import codes as codes_command
     from alexnet_cli.codes import CodesResult
 
     metrics = [f"{m}@{k}{r}" for r in ("", "_rerank") for m in ("recall", "precision") for k in (6, 100)]
@@ -329,7 +328,7 @@ def test_cli_codes_quality_fits_80_columns(tmp_path, monkeypatch):
                **rows}
     result = CodesResult(codes=tmp_path / "c.h5", state=tmp_path / "s.pt", bits=64, count=50_000, epochs=10,
                          loss=0.5, quality=quality, reused=False)
-    monkeypatch.setattr(codes_command, "codes_for_split", lambda *a, **k: result)
+    monkeypatch.setattr("alexnet_cli.codes.codes_for_split", lambda *a, **k: result)
     (tmp_path / "model.pt").write_bytes(b"")
     shown = runner.invoke(app, ["codes", str(tmp_path / "model.pt"), str(tmp_path)], env={"COLUMNS": "80"})
     assert shown.exit_code == 0, shown.output
@@ -401,12 +400,11 @@ def test_codes_accepts_every_seed_of_the_other_commands(tmp_path, one_thread):
 
 
 def _fake_result(tmp_path, monkeypatch, count: int, quality: dict):
-    from alexnet_cli.cli import codes as codes_command
     from alexnet_cli.codes import CodesResult
 
     result = CodesResult(codes=tmp_path / "c.h5", state=tmp_path / "s.pt", bits=64, count=count, epochs=10,
                          loss=0.5, quality=quality, reused=False)
-    monkeypatch.setattr(codes_command, "codes_for_split", lambda *a, **k: result)
+    monkeypatch.setattr("alexnet_cli.codes.codes_for_split", lambda *a, **k: result)
     (tmp_path / "model.pt").write_bytes(b"")
     shown = runner.invoke(app, ["codes", str(tmp_path / "model.pt"), str(tmp_path)], env={"COLUMNS": "80"})
     assert shown.exit_code == 0, shown.output

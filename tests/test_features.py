@@ -245,9 +245,7 @@ def test_full_tmpfs_is_an_error_not_a_segfault(tiny_data, checkpoint, tmp_path):
 
 def test_cli_features_refuses_an_out_under_a_file_before_any_work(tiny_data, checkpoint, tmp_path, monkeypatch):
     """Like every other command's --out: exit 2, one line naming the folder that is not one."""
-    import alexnet_cli.cli.features as cli_features
-
-    monkeypatch.setattr(cli_features, "extract_features", lambda *a, **k: pytest.fail("worked before checking --out"))
+    monkeypatch.setattr("alexnet_cli.features.extract_features", lambda *a, **k: pytest.fail("worked before checking --out"))
     blocker = tmp_path / "some_file.txt"
     blocker.write_text("not a folder")
     result = runner.invoke(app, ["features", str(checkpoint), str(tiny_data), "--out", str(blocker / "f.h5")])

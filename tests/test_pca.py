@@ -273,10 +273,10 @@ def test_cli_pca_seed_is_checked_like_every_commands(known):
 def test_a_data_folder_pca_json_cannot_be_written_to_is_refused_before_the_pass(tiny_data, monkeypatch):
     """On a read-only data folder the pass ran to its end (hours on ImageNet), then failed naming
     a hidden temporary file; now the command stops first, naming pca.json (exit 2)."""
-    from alexnet_cli.cli import common, pca as pca_cmd
+    from alexnet_cli.cli import common
 
     monkeypatch.setattr(common, "_can_create_in", lambda folder: False)         # as on a read-only mount
-    monkeypatch.setattr(pca_cmd, "compute_pca", lambda *a, **k: pytest.fail("the pass ran"))
+    monkeypatch.setattr("alexnet_cli.pca.compute_pca", lambda *a, **k: pytest.fail("the pass ran"))
     result = runner.invoke(app, ["pca", str(tiny_data)])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == (f"Error: Invalid value for DATA: cannot write {tiny_data / 'pca.json'}: "

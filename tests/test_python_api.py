@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 from alexnet_cli import ablate as ablate_module
 from alexnet_cli import neighbors as neighbors_module
 from alexnet_cli.ablate import ablate
-from alexnet_cli.cli import prep as cli_prep
 from alexnet_cli.cli.app import app
 from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.cli.flags import flag_message
@@ -282,7 +281,7 @@ def test_kernels_features_and_pca_give_python_the_documents_the_cli_prints(data,
 
 def test_prep_gives_python_the_document_the_cli_prints(tiny_tree, tmp_path, monkeypatch):
     result = prepare(tiny_tree, tmp_path / "d", PrepOptions(shard_size=16, workers=1))
-    monkeypatch.setattr(cli_prep, "prepare", lambda *args, **kwargs: result)
+    monkeypatch.setattr("alexnet_cli.prep.prepare", lambda *args, **kwargs: result)
     cli = runner.invoke(app, ["prep", str(tiny_tree), str(tmp_path / "d"), "--json"])
     assert cli.exit_code == 0, cli.output
     doc = result.to_json()

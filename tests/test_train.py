@@ -487,11 +487,9 @@ def test_one_process_modes_are_refused_under_torchrun(monkeypatch):
 
 
 def test_only_rank_0_prints_the_result(tiny_data, tmp_path, monkeypatch):
-    from alexnet_cli.cli import train as cli_train
-
     result = {"epochs": 1, "step": 3, "finished": True, "best_top1_error": 0.25, "best_split": "train", "run_dir": str(tmp_path),
               "parallel": "data", "device": "cpu", "rank": 1}
-    monkeypatch.setattr(cli_train, "train_run", lambda *a, **k: result)
+    monkeypatch.setattr("alexnet_cli.train.train", lambda *a, **k: result)
     args = ["train", str(tiny_data), "--out", str(tmp_path / "run")]
     for extra in ([], ["--json"]):
         got = runner.invoke(app, args + extra)

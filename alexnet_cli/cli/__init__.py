@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from types import FrameType
+
+from alexnet_cli.stopping import SignalStop
 
 
 def main() -> None:
-    """The `alexnet` command (the console script). The subcommands import torch, 2-3 s of
-    start-up before app.py's error boundary exists: a Ctrl-C then is `Error: interrupted`
-    (exit 130) like one at any other moment, never a traceback."""
+    """The `alexnet` command (the console script). A Ctrl-C or a SIGTERM before a command handles
+    its own (alexnet_cli/stopping.py: while it imports, loads a checkpoint, ...) stops it with one
+    line, `Error: interrupted` (exit code 130) or `Error: terminated` (143, 128 + SIGTERM), never
+    a traceback or silence; also one in the imports below, before app.py's error boundary exists."""
+    _stop_on_sigterm()
     try:
         from alexnet_cli.cli.app import app
-    except KeyboardInterrupt:
-        sys.stderr.write("Error: interrupted\n")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        word, code = stopped_by(exc)
+        sys.stderr.write(f"Error: {word}\n")
+        sys.exit(code)
     app()
+
+
+def stopped_by(stop: KeyboardInterrupt | None) -> tuple[str, int]:
+    """What a Ctrl-C, or the SIGTERM of `_stop_on_sigterm` (a `SignalStop`), did, in a word, and
+    the exit code it gives: 128 + the signal, as a process killed by it."""
+    signum = getattr(stop, "signum", signal.SIGINT)
+    return ("terminated" if signum == signal.SIGTERM else "interrupted"), 128 + signum
+
+
+def _stop_on_sigterm() -> None:
+    """A SIGTERM raises `SignalStop` where it lands, as a Ctrl-C raises KeyboardInterrupt, so that
+    the error boundary says it (`stopped_by`): without a handler the process ended silently. The
+    commands that stop cleanly (stopping.StopRequests, StopsAtOnce) install their own while they
+    run and put this one back. A SIGTERM that the parent process set to be ignored stays ignored."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise SignalStop(signum)

@@ -11,7 +11,6 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from alexnet_cli.ablate import FULL, VAL_MINUS_TRAIN, VARIANTS, ablate, figure1_line, title
 from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, JsonOpt, WorkersOpt,
                                     check_writable, console, err_console, print_json, reporter)
 from alexnet_cli.cli.options import (AugChunkOpt, BatchSizeOpt, BiasInitOpt, BiasLrMultOpt, BiasWeightDecayOpt,
@@ -21,10 +20,10 @@ from alexnet_cli.cli.options import (AugChunkOpt, BatchSizeOpt, BiasInitOpt, Bia
                                      MaxStepsOpt, MeanCropOpt, MomentumOpt, ParallelOpt, PatienceOpt, PcaScaleOpt,
                                      RecipeOpt, SaveEveryOpt, SeedOpt, StuckStepsOpt, TensorboardOpt, WeightDecayOpt,
                                      WithinMapNormOpt, devices_from_option, model_config_from_options)
-from alexnet_cli.cli.paths import DataArg
+from alexnet_cli.cli.arguments import DataArg
 from alexnet_cli.config import resolve_train_config
 from alexnet_cli.errors import Interrupted, UsageError
-from alexnet_cli.train import RunOptions
+from alexnet_cli.variants import FULL, VARIANTS
 
 _ABL = "Ablations"
 
@@ -87,6 +86,8 @@ def ablate_cmd(
     """Train the full network and the paper's ablations on DATA (each its own run under --out, all
     with the same recipe, seed and running options, resumable as a whole), evaluate each, print
     the table beside the paper's differences."""
+    from alexnet_cli.ablate import ablate, figure1_line
+    from alexnet_cli.train import RunOptions
     if not 0 < figure1_error < 100:
         raise UsageError(f"--figure1-error must be between 0 and 100 percent, got {figure1_error:g}")
     check_writable(out, "--out", folder=True)
@@ -128,6 +129,7 @@ def _pct(x: float | None, sign: bool = False) -> str:
 
 def table(doc: dict) -> Table:
     """ablations.md's table, its numbers paired to fit 80 columns."""
+    from alexnet_cli.ablate import VAL_MINUS_TRAIN, title
     t = Table(title=title(doc), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
               collapse_padding=True)
     for col, justify in (("variant", "left"), ("top-1/top-5", "right"), ("Δ top-1/top-5", "right"),

@@ -1,6 +1,10 @@
 """The root of the `alexnet` command: it only wires the subcommands together and holds
 the one error boundary.
 
+The subcommands' modules import the library (and so torch) in their command bodies, not here:
+`alexnet --help`, `--version`, a command's --help and a usage error start without it
+(docs/performance.md, start-up).
+
 Error boundary: a subcommand raises; `AlexnetGroup.invoke` turns the exception into one
 `Error: ...` line on stderr and exit code 1, or 2 for a `UsageError` (an option value that is
 not allowed). Click's own usage errors (unknown flag, missing argument, path that does not
@@ -8,7 +12,8 @@ exist) become one line too, naming the command's --help, with exit code 2. A com
 a signal stopped (alexnet_cli/stopping.py) raises `Interrupted`: its message (the signal, what
 was saved, how to continue), exit code 128 + the signal (130 Ctrl-C, 143 SIGTERM). Any other
 Ctrl-C: `Error: interrupted`, exit code 130 (128 + SIGINT, the shell's convention), also when it
-lands inside a library call that turns it into another exception (torch.save does).
+lands inside a library call that turns it into another exception (torch.save does); a SIGTERM
+before a command handles its own (cli/__init__.py): `Error: terminated`, exit code 143.
 `alexnet --debug <command>` or ALEXNET_DEBUG=1 lets the traceback through. A library error
 about one setting names its field (`dropout must be ...`); the boundary names the flag
 (`--dropout must be ...`) from cli/flags.py's table.
@@ -19,13 +24,15 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from alexnet_cli import __version__
-from alexnet_cli.cli import ablate, codes, demo, eval as eval_cmd, features, kernels, neighbors, pca, predict, prep, report, summary, train
+from alexnet_cli.cli import (ablate, codes, demo, eval as eval_cmd, features, kernels, neighbors, pca, predict, prep,
+                             report, stopped_by, summary, train)
 from alexnet_cli.cli.common import err_console
 from alexnet_cli.cli.flags import flag_message
 from alexnet_cli.errors import AlexnetError, Interrupted, UsageError
@@ -68,7 +75,31 @@ def _plain_flag(param):
 
 
 class AlexnetCommand(_PlainFlags, TyperCommand):
-    """Every subcommand: its flags shown as flags (_PlainFlags)."""
+    """Every subcommand: its flags shown as flags (_PlainFlags); a missing argument named as the
+    user left it out (`_missing_argument`)."""
+
+    def parse_args(self, ctx, args):
+        given = list(args)          # click's parser consumes the list
+        try:
+            return super().parse_args(ctx, args)
+        except ClickError as exc:
+            raise _missing_argument(exc, self, ctx, given) from None
+
+
+def _missing_argument(exc, command, ctx, args: list[str]):
+    """Click fills the arguments after a variadic one first: `alexnet eval x.pt` gives x.pt to
+    DATA and says `Missing argument 'CHECKPOINT'`. When the path that went to the last argument
+    is not a folder (a checkpoint, then, or a typo), it is the last argument that is missing:
+    the same error, naming it. Any other error as it is."""
+    arguments = [p for p in command.params if p.param_type_name == "argument"]
+    if (type(exc).__name__ != "MissingParameter" or exc.param not in arguments[:-1]
+            or exc.param.nargs != -1):
+        return exc
+    last = arguments[-1]
+    value = command.make_parser(ctx).parse_args(args=args)[0].get(last.name)
+    if value is None or Path(value).is_dir():
+        return exc
+    return type(exc)(ctx=ctx, param=last)
 
 
 class AlexnetGroup(_PlainFlags, TyperGroup):
@@ -84,10 +115,9 @@ class AlexnetGroup(_PlainFlags, TyperGroup):
         except ClickError as exc:     # click's usage errors: bad flag, missing argument, ...
             _show_usage_error(exc)
             sys.exit(exc.exit_code)
-        except typer.Abort as exc:      # click turns a Ctrl-C while it parses into Abort
+        except typer.Abort as exc:      # click turns a Ctrl-C (or SIGTERM) while it parses into Abort
             if _interrupted(exc):
-                _error("interrupted")
-                sys.exit(130)
+                sys.exit(_stopped(exc))
             _error("aborted")
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
@@ -97,9 +127,8 @@ class AlexnetGroup(_PlainFlags, TyperGroup):
             return super().invoke(ctx)
         except (ClickError, typer.Exit, typer.Abort):  # usage errors (exit 2), exits
             raise
-        except KeyboardInterrupt:
-            _error("interrupted")
-            raise typer.Exit(130)
+        except KeyboardInterrupt as exc:
+            raise typer.Exit(_stopped(exc))
         except Exception as exc:  # the boundary: everything else becomes one line
             if _debug_wanted(ctx):
                 raise
@@ -107,8 +136,7 @@ class AlexnetGroup(_PlainFlags, TyperGroup):
                 _error(_message(exc))
                 raise typer.Exit(128 + exc.signum)
             if _interrupted(exc):
-                _error("interrupted")
-                raise typer.Exit(130)
+                raise typer.Exit(_stopped(exc))
             _error(_message(exc))
             raise typer.Exit(2 if isinstance(exc, UsageError) else 1)
 
@@ -126,8 +154,16 @@ def _message(exc: Exception) -> str:
 
 
 def _interrupted(exc: BaseException) -> bool:
-    """Whether a Ctrl-C is behind `exc` (stopping.interrupt_behind)."""
+    """Whether a Ctrl-C (or the SIGTERM of cli/__init__.py) is behind `exc` (stopping.interrupt_behind)."""
     return interrupt_behind(exc) is not None
+
+
+def _stopped(exc: BaseException) -> int:
+    """Says `Error: interrupted` for a Ctrl-C behind `exc`, `Error: terminated` for a SIGTERM;
+    returns their exit code (130, 143)."""
+    word, code = stopped_by(interrupt_behind(exc))
+    _error(word)
+    return code
 
 
 def _error(message: str) -> None:

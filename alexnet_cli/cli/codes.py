@@ -11,9 +11,8 @@ from rich.table import Table
 
 from alexnet_cli.cli.common import (DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt, check_writable, console,
                                     print_json, reporter, seed_option)
-from alexnet_cli.cli.paths import CheckpointArg, DataArg
-from alexnet_cli.codes import (BITS, EPOCHS, RERANK, check_bits, codes_for_split, codes_path,
-                               rerank_candidates)
+from alexnet_cli.cli.arguments import CheckpointArg, DataArg
+from alexnet_cli.config import CODE_BITS, CODE_EPOCHS, CODE_RERANK
 from alexnet_cli.progress import plural
 
 _SeedOpt = seed_option("Seed of the weights, order, noise and held-out queries.")
@@ -22,13 +21,13 @@ _SeedOpt = seed_option("Seed of the weights, order, noise and held-out queries."
 def codes(
     checkpoint: CheckpointArg,
     data: DataArg,
-    bits: Annotated[int, typer.Option("--bits", help=f"Bits per image: {', '.join(map(str, BITS))}.")] = 256,
+    bits: Annotated[int, typer.Option("--bits", help=f"Bits per image: {', '.join(map(str, CODE_BITS))}.")] = 256,
     split: Annotated[str, typer.Option("--split", help="The split of DATA to encode.")] = "train",
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs of the auto-encoder.")] = EPOCHS,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs of the auto-encoder.")] = CODE_EPOCHS,
     features: Annotated[Optional[Path], typer.Option(
         "--features", exists=True, dir_okay=False, metavar="FILE.h5",
         help="Features from `alexnet features` (default: computed once, cached beside the shards).")] = None,
-    rerank: Annotated[int, typer.Option("--rerank", min=1, help="Re-ranking depth the quality table measures.")] = RERANK,
+    rerank: Annotated[int, typer.Option("--rerank", min=1, help="Re-ranking depth the quality table measures.")] = CODE_RERANK,
     seed: _SeedOpt = 0,
     batch_size: ForwardBatchOpt = 128,
     workers: WorkersOpt = None,
@@ -38,6 +37,7 @@ def codes(
     """Train an auto-encoder whose code layer is binary on the split's fc7 features and store
     each image's code (packed bits) beside the features; measure the codes on held-out images
     against random projections. Resumable: after an interruption, run the same command again."""
+    from alexnet_cli.codes import check_bits, codes_for_split, codes_path
     check_bits(bits)
     if features is not None and not codes_path(features, bits).exists():   # new codes go beside the features
         check_writable(codes_path(features, bits), "--features")
@@ -65,6 +65,7 @@ def codes(
 
 def _reranked(depth: int, count: int) -> str:
     """The candidates codes.measure re-ranked: a query's nearest among the count - 1 other codes."""
+    from alexnet_cli.codes import rerank_candidates
     n = rerank_candidates(depth, count)
     return f"all {count - 1:,} other codes" if n >= count - 1 else f"the {n:,} nearest"
 

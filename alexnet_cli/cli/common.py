@@ -3,6 +3,9 @@ the option types defined once.
 
 Human-readable output goes to stdout through `console`; progress bars and log lines go to
 stderr through `err_console`, so that `--json` leaves exactly one JSON document on stdout.
+
+Every cli/ module imports this one: it imports no torch, NumPy or PIL (a library module that does
+is imported where a function needs it), so that `alexnet --help` starts fast (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -17,10 +20,8 @@ import typer
 from rich.console import Console
 
 from alexnet_cli.cli.flags import FLAGS, NAMES, OFF_FLAGS
-from alexnet_cli.config import check_seed
-from alexnet_cli.figures import check_picture_path
+from alexnet_cli.config import check_crops, check_seed
 from alexnet_cli.progress import ConsoleReporter
-from alexnet_cli.runlog import json_text
 
 class _Console(Console):
     """A rich Console whose plain text lines are never broken when its stream is not a terminal
@@ -88,6 +89,7 @@ def check_picture_out(path: Path | None) -> None:
     not be written or whose suffix names no format PIL writes: `--out k.txt` would get PNG bytes.
     The suffix rule is the library's own (figures.check_picture_path, which the drawing functions
     apply too), as for `alexnet report --out` (report.check_plot_path: matplotlib's formats)."""
+    from alexnet_cli.figures import check_picture_path     # NumPy and PIL: not for --help
     check_writable(path, "--out")
     if path is not None:
         check_picture_path(path)
@@ -115,6 +117,7 @@ def setting_text(field: str, value: Any) -> str:
 
 def print_json(data: Any) -> None:
     """Print one JSON document on stdout, nothing else."""
+    from alexnet_cli.runlog import json_text
     text = json_text(data, indent=2)          # strict: a NaN is an error, never invalid JSON
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
@@ -132,8 +135,7 @@ def seed_option(help: str, **kwargs: Any) -> Any:
 
 
 def _checked_crops(value: int) -> int:
-    from alexnet_cli.evaluate import check_crops      # the one rule and message (exit 2), as it is parsed
-    return check_crops(value)
+    return check_crops(value)      # config.check_crops: the one rule and message (exit 2), as it is parsed
 
 
 # Options that several subcommands share, defined once.

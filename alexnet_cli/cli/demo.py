@@ -6,16 +6,19 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from alexnet_cli.cli.common import DeviceOpt, JsonOpt, check_writable, console, print_json, reporter, seed_option
-from alexnet_cli.demo import DEFAULT_OUT, DemoConfig, DemoResult, check_out, run_demo
+from alexnet_cli.config import DEMO_OUT, DemoConfig
 from alexnet_cli.errors import Interrupted
 from alexnet_cli.progress import plural
+
+if TYPE_CHECKING:
+    from alexnet_cli.demo import DemoResult
 
 _D = DemoConfig()
 _SeedOpt = seed_option("Seed of the data, the initial weights, the order and the augmentation.")
@@ -26,7 +29,7 @@ _OUT_HELP = ("Folder for the images, data, run and figures. A later demo with th
 
 
 def demo(
-    out: Annotated[Path, typer.Option("--out", file_okay=False, help=_OUT_HELP)] = DEFAULT_OUT,
+    out: Annotated[Path, typer.Option("--out", file_okay=False, help=_OUT_HELP)] = DEMO_OUT,
     classes: Annotated[int, typer.Option("--classes", min=2, max=64, help="Generated classes (chance top-1 error = 1 - 1/classes).", rich_help_panel=_SIZE)] = _D.classes,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.", rich_help_panel=_SIZE)] = _D.epochs,
     train_per_class: Annotated[int, typer.Option("--train-per-class", min=1, help="Training images per class.", rich_help_panel=_SIZE)] = _D.train_per_class,
@@ -38,6 +41,7 @@ def demo(
 ) -> None:
     """Run the whole pipeline on a small generated data set: prep, pca, train, eval (1 and 10
     crops), kernels, neighbors, predict; a few minutes on two CPU cores."""
+    from alexnet_cli.demo import check_out, run_demo
     config = DemoConfig(classes=classes, epochs=epochs, train_per_class=train_per_class, val_per_class=val_per_class,
                         batch_size=batch_size, seed=seed, device=device)
     check_writable(out, "--out", folder=True)

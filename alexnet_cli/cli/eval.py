@@ -4,17 +4,18 @@ paper's ten crops (sections 5.1 and 7), beside the paper's figures for the same 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt,
                                     check_writable, console, err_console, print_json, reporter)
-from alexnet_cli.cli.paths import DataArg, check_checkpoint
-from alexnet_cli.evaluate import EvalResult, evaluate, write_per_class, write_predictions
-from alexnet_cli.metrics import top5_is_trivial, top5_note
+from alexnet_cli.cli.arguments import DataArg, check_checkpoint
 from alexnet_cli.progress import plural
+
+if TYPE_CHECKING:
+    from alexnet_cli.evaluate import EvalResult
 
 # The published results (paper section 7, and torchvision's single-GPU variant), each with the
 # setting it was measured in: (name, models averaged, crops, top-1 %, top-5 %, images). All are
@@ -66,6 +67,7 @@ def eval_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Top-1 and top-5 error of CHECKPOINT(s) on DATA: one model or an ensemble (softmax averaged)."""
+    from alexnet_cli.evaluate import evaluate, write_per_class, write_predictions
     check_writable(per_class, "--per-class")
     check_writable(predictions, "--predictions")
     result = evaluate(checkpoints, data, split=split, crops=crops, batch_size=batch_size, device=device,
@@ -82,6 +84,7 @@ def eval_cmd(
 
 
 def _table(result: EvalResult) -> Table:
+    from alexnet_cli.metrics import top5_is_trivial, top5_note
     models = len(result.checkpoints)
     what = f"{models} models averaged" if models > 1 else "1 model"
     classes = result.counts.num_classes

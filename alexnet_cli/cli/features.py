@@ -10,8 +10,7 @@ import typer
 
 from alexnet_cli.cli.common import (DecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt,
                                     WorkersOpt, check_writable, console, print_json, reporter)
-from alexnet_cli.cli.paths import CheckpointArg, DataArg
-from alexnet_cli.features import extract_features
+from alexnet_cli.cli.arguments import CheckpointArg, DataArg
 
 
 def features(
@@ -31,6 +30,7 @@ def features(
 
     The file also holds each image's path and label. Resumable: after an interruption, run the
     same command again."""
+    from alexnet_cli.features import extract_features
     check_writable(out, "--out")
     info = extract_features(checkpoint, data, out, split=split, batch_size=batch_size, device=device,
                             overwrite=overwrite, workers=workers, decode=decode, progress=reporter())

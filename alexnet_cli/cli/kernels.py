@@ -10,8 +10,7 @@ import typer
 from rich.table import Table
 
 from alexnet_cli.cli.common import JsonOpt, check_picture_out, console, print_json, reporter
-from alexnet_cli.cli.paths import CheckpointArg
-from alexnet_cli.kernels import kernel_report
+from alexnet_cli.cli.arguments import CheckpointArg
 
 
 def kernels(
@@ -27,6 +26,7 @@ def kernels(
     The score is the share of a kernel's energy off the grey axis of RGB: 0 for a grey kernel,
     about 0.67 for random weights. The paper finds column A colour-agnostic, column B colour-specific.
     """
+    from alexnet_cli.kernels import kernel_report
     check_picture_out(out)
     report = kernel_report(checkpoint, out, scale=scale, progress=reporter())
     if json_out:

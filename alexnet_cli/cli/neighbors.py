@@ -12,8 +12,8 @@ from rich.table import Table
 
 from alexnet_cli.cli.common import (DeviceOpt, ForwardBatchOpt, JsonOpt, check_picture_out,
                                     console, err_console, print_json, reporter)
-from alexnet_cli.cli.paths import CheckpointArg, DataArg
-from alexnet_cli.neighbors import DEFAULT_K, draw_neighbors, find_neighbors
+from alexnet_cli.cli.arguments import CheckpointArg, DataArg
+from alexnet_cli.config import NEIGHBORS_K
 
 
 MIN_MEMORY_MB = 16      # below this the search's chunks are a few rows: slow, and no budget anyone means
@@ -24,7 +24,7 @@ def neighbors(
     data: DataArg,
     query: Annotated[list[Path], typer.Option("--query", exists=True, dir_okay=False, metavar="IMAGE",
                                               help="A query image (repeat for several).")],
-    k: Annotated[int, typer.Option("--k", min=1, help="Neighbours per query.")] = DEFAULT_K,
+    k: Annotated[int, typer.Option("--k", min=1, help="Neighbours per query.")] = NEIGHBORS_K,
     split: Annotated[str, typer.Option("--split", help="The split of DATA to search.")] = "train",
     features: Annotated[Optional[Path], typer.Option(
         "--features", exists=True, dir_okay=False, metavar="FILE.h5",
@@ -43,6 +43,7 @@ def neighbors(
     """The k images of a split nearest to each query by Euclidean distance of their 4096-d fc7
     features (exact search, streamed from disk), or with --codes by Hamming distance of their
     binary codes (`alexnet codes`), optionally re-ranked exactly."""
+    from alexnet_cli.neighbors import draw_neighbors, find_neighbors
     if not (math.isfinite(memory_mb) and memory_mb >= MIN_MEMORY_MB):   # before the features, which can take hours
         raise typer.BadParameter(f"must be a finite number of MiB, at least {MIN_MEMORY_MB}, got {memory_mb:g}",
                                  param_hint="--memory-mb")

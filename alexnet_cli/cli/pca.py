@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import numpy as np
 import typer
 from rich.table import Table
 
 from alexnet_cli.cli.common import (DeviceOpt, JsonOpt, WorkersOpt, check_writable, console, print_json, reporter,
                                     seed_option)
-from alexnet_cli.cli.paths import DataArg
-from alexnet_cli.pca import PCA_FILE, PcaStats, check_sample, compute_pca, write_pca
+from alexnet_cli.cli.arguments import DataArg
+
+if TYPE_CHECKING:
+    from alexnet_cli.pca import PcaStats
 
 _SeedOpt = seed_option("Seed of the --sample subset.")
 
@@ -26,6 +27,7 @@ def pca(
     json_out: JsonOpt = False,
 ) -> None:
     """Compute the PCA of all training RGB pixels (0-255) and write DATA/pca.json."""
+    from alexnet_cli.pca import PCA_FILE, check_sample, compute_pca, write_pca
     check_sample(sample)                             # before any work
     check_writable(data / PCA_FILE, "DATA")          # before the pass, which takes hours on ImageNet
     stats = compute_pca(data, progress=reporter(), sample=sample, seed=seed, device=device,
@@ -38,6 +40,7 @@ def pca(
 
 
 def _print(stats: PcaStats, path: str) -> None:
+    import numpy as np
     table = Table(title=f"PCA of {stats.pixels:,} training pixels ({stats.images:,} images), 0-255 units",
                   title_justify="left")
     for col in ("i", "eigenvalue", "std (grey levels)", "eigenvector (R, G, B)"):

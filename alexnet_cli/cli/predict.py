@@ -10,8 +10,7 @@ from rich.table import Table
 
 from alexnet_cli.cli.common import (CropsOpt, DeviceOpt, JsonOpt, check_picture_out, console, err_console,
                                     print_json, reporter)
-from alexnet_cli.cli.paths import CheckpointArg, check_data
-from alexnet_cli.predict import draw_predictions, predict
+from alexnet_cli.cli.arguments import CheckpointArg, check_data
 
 Images = Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, metavar="IMAGE",
                                               help="Image files (JPEG, PNG, ...; any colour mode).")]
@@ -31,6 +30,7 @@ def predict_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Top-k classes and probabilities of each IMAGE under CHECKPOINT."""
+    from alexnet_cli.predict import draw_predictions, predict
     check_picture_out(out)
     check_data(data, "--data")
     preds = predict(checkpoint, images, k=k, crops=crops, device=device, data_dir=data,

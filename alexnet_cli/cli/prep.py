@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from alexnet_cli.cli.common import JsonOpt, check_writable, console, err_console, print_json, reporter
-from alexnet_cli.layouts import LabelFiles
-from alexnet_cli.prep import PrepOptions, PrepResult, prepare
 from alexnet_cli.progress import plural
-from alexnet_cli.shards import MANIFEST
+
+if TYPE_CHECKING:
+    from alexnet_cli.prep import PrepResult
 
 _LABELS = "Label files (default: found automatically)"
 
@@ -50,6 +50,9 @@ def prep(
     json_out: JsonOpt = False,
 ) -> None:
     """Resize an ImageNet tree to 256x256 RGB shards, with the training mean image and manifest.json."""
+    from alexnet_cli.layouts import LabelFiles
+    from alexnet_cli.prep import PrepOptions, prepare
+    from alexnet_cli.shards import MANIFEST
     if not (out / MANIFEST).is_file():     # an existing preparation is checked by prepare: intact, it writes nothing
         check_writable(out, "OUT", folder=True)              # (so --verify works on a read-only data folder)
     options = PrepOptions(

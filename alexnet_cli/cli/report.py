@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich import box
@@ -11,8 +11,9 @@ from rich.table import Table
 from rich.text import Text
 
 from alexnet_cli.cli.common import JsonOpt, check_writable, console, err_console, print_json, setting_text
-from alexnet_cli.metrics import TOP_K, top5_is_trivial
-from alexnet_cli.report import RunReport, report
+
+if TYPE_CHECKING:
+    from alexnet_cli.report import RunReport
 
 Runs = Annotated[list[Path], typer.Argument(exists=True, file_okay=False, metavar="RUN", show_default=False,
                                             help="Run folders (alexnet train's --out), one or more.")]
@@ -27,6 +28,7 @@ def report_cmd(
 ) -> None:
     """The runs side by side: settings, epochs, best and last validation error, rate drops,
     speed, time and state; --out draws their learning curves."""
+    from alexnet_cli.report import report
     check_writable(out, "--out")
     reports = report(runs, out)
     if json_out:
@@ -60,6 +62,7 @@ def _time(seconds: float) -> str:
 def table(reports: list[RunReport]) -> Table:
     """One row per run: under its name the recipe and the settings changed from it, under its
     epochs its state, under its best error that error's epoch (fits 80 columns)."""
+    from alexnet_cli.metrics import TOP_K, top5_is_trivial
     t = Table(title="Runs: validation top-1 / top-5 error (%, centre crop)", title_justify="left",
               box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
     for col, justify in (("run", "left"), ("epochs", "right"), ("best", "right"), ("last", "right"),

@@ -9,7 +9,6 @@ from alexnet_cli.cli.options import (ActivationOpt, BiasInitOpt, ColumnsOpt, Con
                                      DropoutOpt, DropoutStyleOpt, InitStdConv345Opt, LrnAlphaOverNOpt, LrnOpt,
                                      NumClassesOpt, PoolOpt, RecipeOpt, WithinMapNormOpt, model_config_from_options)
 from alexnet_cli.config import changed_settings
-from alexnet_cli.summary import meta_network, summarize
 
 
 def summary(
@@ -30,6 +29,7 @@ def summary(
     bias_init: BiasInitOpt = None,
 ) -> None:
     """Show the network layer by layer: output shape, neurons (outputs per image), parameters."""
+    from alexnet_cli.summary import meta_network, summarize
     config = model_config_from_options(
         recipe, num_classes=num_classes, lrn=lrn, pool=pool, activation=activation, dropout=dropout,
         dropout_style=dropout_style, columns=columns, lrn_alpha_over_n=lrn_alpha_over_n, conv1_order=conv1_order,

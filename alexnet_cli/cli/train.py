@@ -10,7 +10,7 @@ from rich.text import Text
 
 from alexnet_cli.cli.common import (Bf16Opt, DecodeOpt, DeviceOpt, JsonOpt, WorkersOpt, check_writable, console,
                                     print_json, reporter)
-from alexnet_cli.cli.paths import DataArg
+from alexnet_cli.cli.arguments import DataArg
 from alexnet_cli.cli.options import (ActivationOpt, AugChunkOpt, BatchSizeOpt, BiasInitOpt, BiasLrMultOpt,
                                      BiasWeightDecayOpt, ChannelsLastOpt, CodeEpochBaseOpt, ColumnsOpt, CompileModeOpt,
                                      CompileOpt, Conv1OrderOpt, Conv1PaddingOpt, DevicesOpt, DropoutOpt,
@@ -22,7 +22,6 @@ from alexnet_cli.cli.options import (ActivationOpt, AugChunkOpt, BatchSizeOpt, B
 from alexnet_cli.config import resolve_train_config
 from alexnet_cli.errors import Interrupted
 from alexnet_cli.progress import plural
-from alexnet_cli.train import RunOptions, train as train_run
 
 
 def train(
@@ -79,6 +78,7 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train AlexNet on DATA (a folder made by `alexnet prep`) into --out."""
+    from alexnet_cli.train import RunOptions, train as train_run
     check_writable(out, "--out", folder=True)
     model_cfg = model_config_from_options(
         recipe, num_classes=num_classes, lrn=lrn, pool=pool, activation=activation, dropout=dropout,
