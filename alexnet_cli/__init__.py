@@ -16,7 +16,8 @@ module per subcommand). The modules, by role (docs/paper-to-code.md maps the pap
               train_state (what a checkpoint continues), runlog (the run folder), optim
               (PaperSGD), schedule, distributed, devices, checkpoint, metrics
 - results:    evaluate (`alexnet eval`), predict, kernels, features and neighbors (fc7 and
-              figure 4's search), codes (binary codes for that search), report, ablate, figures
+              figure 4's search), codes (binary codes for that search), report, ablate and variants
+              (its list of ablations), figures
 - shared:     errors, progress, paths (one path where a list is expected), demo (`alexnet demo`)
 """
 

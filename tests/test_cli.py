@@ -137,6 +137,17 @@ def test_unexpected_exception_is_one_line_with_its_type(runner, monkeypatch):
     assert isinstance(runner.invoke(app, ["--debug", "summary"]).exception, ValueError)
 
 
+def test_debug_shows_an_eoferror_too(runner, monkeypatch):
+    """click turns an EOFError that leaves a command into its Abort ("aborted"): --debug shows it."""
+    def empty(model):
+        raise EOFError("No data left in file")
+
+    monkeypatch.setattr("alexnet_cli.summary.summarize", empty)
+    result = runner.invoke(app, ["summary"])
+    assert result.exit_code == 1 and "Error: EOFError: No data left in file" in result.stderr
+    assert isinstance(runner.invoke(app, ["--debug", "summary"]).exception, EOFError)
+
+
 def test_interrupt_exits_130(runner, monkeypatch):
     def interrupted(model):
         raise KeyboardInterrupt

@@ -236,16 +236,25 @@ def test_train_records_its_decoder_and_eval_uses_it_unless_told(jpeg_data, tmp_p
     assert runner.invoke(app, ["eval", str(ckpt), str(jpeg_data), "--device", "cpu", "--split", "train"]).exit_code == 0
     assert runner.invoke(app, ["eval", str(ckpt), str(jpeg_data), "--device", "cpu", "--decode", "auto"]).exit_code == 0
     assert asked == ["cpu", "auto"]                              # the run's, then the one asked for
+    query = tmp_path / "query.png"
+    Image.new("RGB", (40, 30), (200, 20, 20)).save(query)
     for args in (["eval", str(ckpt), str(jpeg_data), "--device", "cpu", "--decode", "gpu"],
                  ["train", str(jpeg_data), "--out", str(tmp_path / "run2"), "--device", "cpu", "--decode", "gpu",
                   "--max-steps", "1", "--no-pca-aug"],
                  ["features", str(ckpt), str(jpeg_data), "--out", str(tmp_path / "f.h5"), "--device", "cpu",
-                  "--decode", "gpu"]):
+                  "--decode", "gpu"],
+                 ["neighbors", str(ckpt), str(jpeg_data), "--query", str(query), "--device", "cpu", "--decode", "gpu"],
+                 ["codes", str(ckpt), str(jpeg_data), "--device", "cpu", "--decode", "gpu"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert "Error: --decode gpu needs a CUDA --device" in result.stderr and "Traceback" not in result.output
     bad = runner.invoke(app, ["eval", str(ckpt), str(jpeg_data), "--device", "cpu", "--decode", "fast"])
     assert bad.exit_code == 2 and "--decode must be one of cpu, gpu, auto" in bad.stderr
+    asked.clear()                                               # neighbors computes the features as told
+    result = runner.invoke(app, ["neighbors", str(ckpt), str(jpeg_data), "--query", str(query), "--device", "cpu",
+                                 "--split", "val", "--decode", "cpu", "--workers", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert asked == ["cpu"] and json.loads(result.stdout)[0]["split"] == "val"
 
 
 def test_the_device_decode_path_equals_cpu_decode(jpeg_data, monkeypatch):

@@ -118,6 +118,8 @@ class AlexnetGroup(_PlainFlags, TyperGroup):
         except typer.Abort as exc:      # click turns a Ctrl-C (or SIGTERM) while it parses into Abort
             if _interrupted(exc):
                 sys.exit(_stopped(exc))
+            if isinstance(exc.__cause__, EOFError):     # click's word for an EOFError let through by --debug
+                raise exc.__cause__
             _error("aborted")
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)

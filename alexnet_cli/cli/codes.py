@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import (DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt, check_writable, console,
+from alexnet_cli.cli.common import (DecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt, check_writable, console,
                                     print_json, reporter, seed_option)
 from alexnet_cli.cli.arguments import CheckpointArg, DataArg
 from alexnet_cli.config import CODE_BITS, CODE_EPOCHS, CODE_RERANK
@@ -31,6 +31,7 @@ def codes(
     seed: _SeedOpt = 0,
     batch_size: ForwardBatchOpt = 128,
     workers: WorkersOpt = None,
+    decode: DecodeOpt = None,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -42,7 +43,7 @@ def codes(
     if features is not None and not codes_path(features, bits).exists():   # new codes go beside the features
         check_writable(codes_path(features, bits), "--features")
     result = codes_for_split(checkpoint, data, split=split, bits=bits, epochs=epochs, features=features,
-                             rerank_depth=rerank, seed=seed, batch_size=batch_size, workers=workers,
+                             rerank_depth=rerank, seed=seed, batch_size=batch_size, workers=workers, decode=decode,
                              device=device, progress=reporter())
     if json_out:
         print_json(result.to_json())

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import (DeviceOpt, ForwardBatchOpt, JsonOpt, check_picture_out,
+from alexnet_cli.cli.common import (DecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt, check_picture_out,
                                     console, err_console, print_json, reporter)
 from alexnet_cli.cli.arguments import CheckpointArg, DataArg
 from alexnet_cli.config import NEIGHBORS_K
@@ -33,6 +33,8 @@ def neighbors(
                                                 help="Draw each query and its neighbours, one row each (figure 4).")] = None,
     memory_mb: Annotated[float, typer.Option("--memory-mb", help="Memory budget of the search (MiB, at least 16).")] = 1024,
     batch_size: ForwardBatchOpt = 128,
+    workers: WorkersOpt = None,
+    decode: DecodeOpt = None,
     codes: Annotated[bool, typer.Option("--codes", help="Rank by Hamming distance of the binary codes of `alexnet codes` (fast, approximate).")] = False,
     bits: Annotated[Optional[int], typer.Option("--bits", show_default=False,
                                                 help="Which codes (with --codes): 64, 128 or 256 bits; 256 when not given.")] = None,
@@ -49,8 +51,8 @@ def neighbors(
                                  param_hint="--memory-mb")
     check_picture_out(out)
     results = find_neighbors(checkpoint, data, query, k=k, split=split, features=features, device=device,
-                             batch_size=batch_size, memory_mb=memory_mb, codes=codes, bits=bits, rerank=rerank,
-                             progress=reporter())
+                             batch_size=batch_size, memory_mb=memory_mb, workers=workers, decode=decode,
+                             codes=codes, bits=bits, rerank=rerank, progress=reporter())
     if out is not None:
         err_console.print(f"figure: {draw_neighbors(results, data, out)}", highlight=False)
     if json_out:
