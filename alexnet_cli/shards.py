@@ -279,10 +279,9 @@ def read_mean_image(data_dir: str | Path) -> np.ndarray:
                         f"{_RERUN}")
     if mean.dtype.kind not in "fiu":
         raise DataError(f"{path}: the mean image holds {mean.dtype} values, not numbers: {_RERUN}")
-    mean = mean.astype(np.float32, copy=False)
     if not (np.isfinite(mean).all() and mean.min() >= 0 and mean.max() <= 255):
         raise DataError(f"{path}: the mean image is not an image of finite numbers in 0..255: {_RERUN}")
-    return mean
+    return mean.astype(np.float32, copy=False)
 
 
 def read_split_index(data_dir: str | Path, split: str) -> tuple[list[str], np.ndarray]:
