@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -514,3 +515,14 @@ def test_a_damaged_features_cache_is_computed_again(searched, tmp_path):
     again = runner.invoke(app, ["neighbors", str(checkpoint), str(data), "--query", str(query), "--json"])
     assert again.exit_code == 0, again.output
     assert "cached in" in again.stderr and json.loads(again.stdout) == json.loads(first.stdout)
+
+
+def test_features_that_overflow_float16_are_not_stored(searched, tmp_path, monkeypatch):
+    """fc7 beyond float16's 65504 would be stored as inf rows that no search can return."""
+    from alexnet_cli import features as feats
+    from alexnet_cli.errors import CheckpointError
+    data, checkpoint, _, _ = searched
+    monkeypatch.setattr(feats.Encoder, "__call__", lambda self, images: torch.full((len(images), feats.DIM), 7e4))
+    with pytest.raises(CheckpointError, match="the fc7 feature of image 0 is NaN or infinite in float16"):
+        feats.extract_features(checkpoint, data, tmp_path / "f.h5", workers=1)
+    assert not (tmp_path / "f.h5").exists()
