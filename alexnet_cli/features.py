@@ -284,18 +284,55 @@ def read_checked(path: str | Path, *, kind: str, fmt: str, dataset: str, version
         raise DataError(f"{path}: a damaged {kind} file ({exc})") from None
 
 
+# What to do about a damaged features file, `alexnet features`' or the cache beside the shards
+DAMAGED = ("compute it again with `alexnet features` (a cached one beside the shards: delete it to have it "
+           "recomputed)")
+
+
 def read_features_info(path: str | Path) -> FeaturesInfo:
-    """The attributes of a features file; DataError if it is not one."""
+    """The attributes of a features file; DataError if it is not one, or if its datasets do
+    not hold `count` rows each (features, paths, labels) and one name per class."""
     def read(f: h5py.File) -> FeaturesInfo:
         a = f.attrs
         info = FeaturesInfo(Path(path), str(a["split"]), int(a["count"]), int(a["dim"]), int(a["done"]), str(a["key"]),
                             str(a.get("data_key", "")), int(a["version"]), str(a.get("network", "")))
-        if f["features"].shape != (info.count, info.dim):
-            raise DataError(f"{path}: features have shape {f['features'].shape}, attributes say "
-                            f"({info.count}, {info.dim})")
+        problem = _damage(f, info)
+        if problem:
+            raise DataError(f"{path}: damaged ({problem}); {DAMAGED}")
         return info
     return read_checked(path, kind="features", fmt=FORMAT, dataset="features", version=VERSION,
                         command="alexnet features", read=read)
+
+
+def _damage(f: h5py.File, info: FeaturesInfo) -> str:
+    """What is wrong with the datasets of a features file ("" if nothing)."""
+    missing = [name for name in ("features", "paths", "labels", "classes", "class_names")
+               if not isinstance(f.get(name), h5py.Dataset)]
+    if missing:
+        return f"no {' or '.join(missing)} dataset"
+    if f["features"].shape != (info.count, info.dim):
+        return f"features have shape {f['features'].shape}, its attributes say ({info.count}, {info.dim})"
+    if not 0 <= info.done <= info.count:
+        return f"{info.done} rows written of {info.count}"
+    for name in ("paths", "labels"):
+        if f[name].shape != (info.count,):
+            return f"{name} has shape {f[name].shape}, expected ({info.count},)"
+    if f["labels"].dtype.kind not in "iu":
+        return f"labels are {f['labels'].dtype}, not integers"
+    classes, names = f["classes"].shape, f["class_names"].shape
+    if len(classes) != 1 or classes != names:
+        return f"{classes} classes with {names} class names"
+    return ""
+
+
+def non_finite_rows(path: str | Path, start: int, rows: torch.Tensor) -> DataError | None:
+    """The error for the first row of `rows` (rows start.. of the features file `path`, (C, D))
+    that holds NaN or infinite values; None if every value is finite. One host sync."""
+    bad = ~torch.isfinite(rows).all(dim=1)                            # (C,)
+    if not bool(bad.any()):
+        return None
+    first = int(bad.nonzero()[0, 0])
+    return DataError(f"{path}: damaged (row {start + first} holds NaN or infinite values); {DAMAGED}")
 
 
 def read_rows_index(path: str | Path, rows: Sequence[int]) -> tuple[list[str], np.ndarray, list[str], list[str]]:
@@ -328,7 +365,7 @@ def read_rows(path: str | Path, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         if (chunk is None or chunk[1] != dim or ds.compression is not None or ds.dtype != np.float16
                 or ds.id.get_num_chunks() != -(-n // chunk[0])):
             order, where = np.unique(rows, return_inverse=True)
-            return ds[order][where].astype(np.float32)
+            return _finite(path, rows, ds[order][where].astype(np.float32))
         by_start = np.empty(ds.id.get_num_chunks(), np.int64)
         for i in range(len(by_start)):
             where = ds.id.get_chunk_info(i)
@@ -338,6 +375,14 @@ def read_rows(path: str | Path, rows: Sequence[int] | np.ndarray) -> np.ndarray:
     out = np.empty((len(rows), dim), np.float32)
     for i, a in enumerate(addr.tolist()):
         out[i] = mapped[a:a + 2 * dim].view(np.float16)
+    return _finite(path, rows, out)
+
+
+def _finite(path: str | Path, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """`out` (the values of `rows`), or a DataError naming the first row that is not finite."""
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        raise DataError(f"{path}: damaged (row {int(rows[bad.argmax()])} holds NaN or infinite values); {DAMAGED}")
     return out
 
 
@@ -434,6 +479,11 @@ def _fill(path: Path, encoder: Encoder, batches: Iterator[Batch], done: int, cou
                 skip = max(0, done - start)                           # resuming inside a batch
                 feats = encoder(batch.images[skip:]).to("cpu", torch.float16).numpy()   # (B, 4096)
                 stop = start + skip + len(feats)
+                bad = ~np.isfinite(feats).all(axis=1)
+                if bad.any():                      # a search could never return these rows: refuse them
+                    raise CheckpointError(f"{encoder.checkpoint or 'the network'}: the fc7 feature of image "
+                                          f"{start + skip + int(bad.argmax())} is NaN or infinite in float16 "
+                                          "(values beyond 65504): its features cannot be stored")
                 if int(batch.indices[-1]) != stop - 1:
                     raise DataError(f"{path}: the loader's batches are not in the split's order")
                 rows[start + skip:stop] = feats

@@ -32,8 +32,8 @@ from alexnet_cli.codes import BITS, check_bits, codes_path, hamming_nearest, rea
 from alexnet_cli.codes import rerank as rerank_rows
 from alexnet_cli.config import NEIGHBORS_K as DEFAULT_K
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
-from alexnet_cli.features import (Encoder, cache_path, load_encoder, read_features_info, read_rows_index,
-                                  write_features)
+from alexnet_cli.features import (Encoder, cache_path, load_encoder, non_finite_rows, read_features_info,
+                                  read_rows_index, write_features)
 from alexnet_cli.figures import check_picture_path, grid, hstack, labeled_tile, save_picture
 from alexnet_cli.images import load_image
 from alexnet_cli.paths import path_list
@@ -155,7 +155,11 @@ def nearest(queries: torch.Tensor, features: str | Path, k: int, *, memory_mb: f
     rows = chunk_rows(memory_mb, info.dim, len(queries))
     with progress.task("searching", total=info.count, unit="img") as task:
         for start, chunk in feature_chunks(features, rows, pin=device.type == "cuda"):
-            top.update(start, chunk.to(device))                           # (C, D) float16 on the device
+            chunk = chunk.to(device)                                       # (C, D) float16 on the device
+            damaged = non_finite_rows(features, start, chunk)              # a host sync per chunk
+            if damaged is not None:               # NaN would sort after the empty slots (inf), inf tie them
+                raise damaged
+            top.update(start, chunk)
             task.advance(len(chunk))
     return top.result()
 

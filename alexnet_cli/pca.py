@@ -252,23 +252,49 @@ def write_pca(data_dir: str | Path, stats: PcaStats) -> Path:
 
 
 def read_pca(data_dir: str | Path) -> PcaStats:
-    """The PCA that `alexnet pca` wrote; DataError if it is missing or malformed."""
+    """The PCA that `alexnet pca` wrote; DataError if it is missing or malformed: 3 finite
+    eigenvalues in 0..MAX_EIGENVALUE, a finite orthonormal 3x3 eigenvector matrix, scale 0-255."""
     path = Path(data_dir) / PCA_FILE
     if not path.is_file():
         raise DataError(f"{path} not found: run `alexnet pca {Path(data_dir)}` first (or train with `pca_aug=False`)",
                         mentions=("pca_aug=False",))
+    again = f"run `alexnet pca {Path(data_dir)}` again"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         values = np.asarray(data["eigenvalues"], np.float64)
         vectors = np.asarray(data["eigenvectors"], np.float64)
         scale = data.get("scale", "0-255")
+        mean = data.get("mean_rgb")
+        mean = None if mean is None else np.asarray(mean, np.float64)
+        pixels, images = int(data.get("pixels", 0)), int(data.get("images", 0))
     except RecursionError:
-        raise DataError(f"{path} is corrupt (nested too deeply): run `alexnet pca` again") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path} is corrupt ({exc}): run `alexnet pca` again") from None
+        raise DataError(f"{path} is corrupt (nested too deeply): {again}") from None
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+        raise DataError(f"{path} is corrupt ({exc}): {again}") from None
     if values.shape != (3,) or vectors.shape != (3, 3) or scale != "0-255":
-        raise DataError(f"{path}: expected 3 eigenvalues, a 3x3 eigenvector matrix and scale 0-255: "
-                        "run `alexnet pca` again")
-    mean = data.get("mean_rgb")
-    return PcaStats(values, vectors, None if mean is None else np.asarray(mean, np.float64),
-                    int(data.get("pixels", 0)), int(data.get("images", 0)))
+        raise DataError(f"{path}: expected 3 eigenvalues, a 3x3 eigenvector matrix and scale 0-255: {again}")
+    why = _implausible(values, vectors, mean)
+    if why:
+        raise DataError(f"{path} is corrupt ({why}): {again}")
+    return PcaStats(values, vectors, mean, pixels, images)
+
+
+# The covariance of RGB values in 0..255: its trace, the sum of the eigenvalues, is at most
+# 3 * 127.5^2; this looser bound only catches values no pass over pixels can give.
+MAX_EIGENVALUE = 3 * 255.0**2
+ORTHONORMAL_TOL = 1e-3      # |V^T V - I|: loose enough for eigenvectors written with few digits
+
+
+def _implausible(values: np.ndarray, vectors: np.ndarray, mean: np.ndarray | None) -> str:
+    """What makes a PCA impossible for RGB pixels in 0..255 ("" if nothing does)."""
+    if not np.isfinite(values).all() or not np.isfinite(vectors).all():
+        return "NaN or infinite values"
+    if values.min() < 0 or values.max() > MAX_EIGENVALUE:
+        return f"eigenvalues must be in 0..{MAX_EIGENVALUE:g} (the variances of 0-255 pixel values), " \
+               f"got {', '.join(f'{v:g}' for v in values)}"
+    if np.abs(vectors.T @ vectors - np.eye(3)).max() > ORTHONORMAL_TOL:
+        return "the eigenvectors are not orthonormal"
+    if mean is not None and (mean.shape != (3,) or not (np.isfinite(mean).all() and 0 <= mean.min()
+                                                        and mean.max() <= 255)):
+        return "mean_rgb must be 3 finite numbers in 0..255"
+    return ""

@@ -304,8 +304,9 @@ def _existing_output(out: Path, digest: str, verify: bool, progress: Reporter, l
             return None, hashes              # the build names each shard it makes again (_build_shards)
     try:
         read_mean_image(out)
-    except DataError:
-        progress.log(f"{out / manifest.mean_image} is missing or unreadable: writing it again from the shards")
+    except DataError as exc:              # missing, unreadable, or not a finite 0..255 image
+        reason = str(exc).split(": run `alexnet prep", 1)[0]
+        progress.log(f"{reason}: writing it again from the shards")
         return None, hashes
     return manifest, hashes
 

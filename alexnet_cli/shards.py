@@ -269,10 +269,17 @@ def read_mean_image(data_dir: str | Path) -> np.ndarray:
         raise DataError(f"{path}: the mean image is missing: {_RERUN}")
     try:
         mean = np.load(path, allow_pickle=False)
+    except EOFError:                         # an empty file
+        raise DataError(f"{path}: cannot read the mean image (the file is empty): {_RERUN}") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the mean image ({exc}): {_RERUN}") from None
-    if mean.shape != IMAGE_SHAPE:
-        raise DataError(f"{path}: mean image has shape {mean.shape}, expected {IMAGE_SHAPE}: {_RERUN}")
+    if not isinstance(mean, np.ndarray) or mean.shape != IMAGE_SHAPE:
+        raise DataError(f"{path}: mean image has shape {getattr(mean, 'shape', None)}, expected {IMAGE_SHAPE}: "
+                        f"{_RERUN}")
+    if mean.dtype.kind not in "fiu":
+        raise DataError(f"{path}: the mean image holds {mean.dtype} values, not numbers: {_RERUN}")
+    if not (np.isfinite(mean).all() and mean.min() >= 0 and mean.max() <= 255):
+        raise DataError(f"{path}: the mean image is not an image of finite numbers in 0..255: {_RERUN}")
     return mean.astype(np.float32, copy=False)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -363,3 +364,165 @@ def test_a_full_disk_names_the_file_in_every_atomic_write(tiny_data, tmp_path, m
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1] == f"Error: {data / 'pca.json'}: No space left on device"
     assert not list(data.glob(".*.tmp")) and (data / "pca.json").read_bytes() == (tiny_data / "pca.json").read_bytes()
+
+
+# ---------------------------------------------------------------------------- session 9: damaged outputs
+
+def _one_error(result, *words: str) -> str:
+    """The single `Error:` line of a failed command, holding every one of `words`."""
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and lines[-1].startswith("Error: "), result.output
+    assert all(w in lines[-1] for w in words), (words, lines[-1])
+    assert "Traceback" not in result.output and "Error: " not in "\n".join(lines[:-1])
+    return lines[-1]
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda p: p.write_bytes(b""), "cannot read the mean image (the file is empty)"),
+    (lambda p: np.save(p, np.full((256, 256, 3), np.nan, np.float32)), "not an image of finite numbers in 0..255"),
+    (lambda p: np.save(p, np.full((256, 256, 3), 1e300)), "not an image of finite numbers in 0..255"),
+    (lambda p: np.save(p, np.full((256, 256, 3), 300, np.float32)), "not an image of finite numbers in 0..255"),
+])
+@pytest.mark.parametrize("verify", [False, True])
+def test_an_empty_or_non_finite_mean_image_is_an_error_and_prep_makes_it_again(tree, tmp_path, damage, words,
+                                                                               verify):
+    """An empty mean_image.npy gave `Error: EOFError: No data left in file` that prep could not
+    repair; a NaN one passed `prep --verify` and made train advise a lower learning rate."""
+    data = tmp_path / "out"
+    prepare(tree, data, PrepOptions(workers=1))         # the options of the `prep` below
+    good = (data / "mean_image.npy").read_bytes()
+    damage(data / "mean_image.npy")
+    with pytest.raises(DataError, match=f"mean_image.npy: .*{re_words(words)}: run `alexnet prep` again"):
+        shards.read_mean_image(data)
+    result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), "--batch-size", "4"])
+    _one_error(result, str(data / "mean_image.npy"), words, "run `alexnet prep` again")
+    repaired = runner.invoke(app, ["prep", str(tree), str(data), "--workers", "1", "--json",
+                                   *(["--verify"] if verify else [])])
+    assert repaired.exit_code == 0, repaired.output
+    assert f"{words}: writing it again from the shards" in repaired.stderr
+    assert json.loads(repaired.stdout)["up_to_date"] is False
+    assert (data / "mean_image.npy").read_bytes() == good
+
+
+def re_words(words: str) -> str:
+    return "".join("\\" + c if c in ".()[]" else c for c in words)
+
+
+def _edit_pca(data: Path, key: str, change) -> None:
+    doc = json.loads((data / "pca.json").read_text())
+    doc[key] = change(doc[key])
+    (data / "pca.json").write_text(json.dumps(doc))      # writes NaN and Infinity as JSON's extension does
+
+
+@pytest.mark.parametrize("key, change, words", [
+    ("eigenvalues", lambda v: [v[0], float("nan"), v[2]], "NaN or infinite values"),
+    ("eigenvalues", lambda v: [1e300, v[1], v[2]], "eigenvalues must be in 0..195075"),
+    ("eigenvalues", lambda v: [v[0], v[1], -5.0], "eigenvalues must be in 0..195075"),
+    ("eigenvectors", lambda m: [[float("inf")] * 3, *m[1:]], "NaN or infinite values"),
+    ("eigenvectors", lambda m: [[2 * x for x in row] for row in m], "the eigenvectors are not orthonormal"),
+    ("mean_rgb", lambda m: [m[0], m[1], float("nan")], "mean_rgb must be 3 finite numbers in 0..255"),
+])
+def test_implausible_pca_values_are_an_error_and_pca_writes_them_again(tiny_data, tmp_path, key, change, words):
+    """pca.json with NaN, 1e300 or negative eigenvalues was used by train's colour augmentation."""
+    data = _copy(tiny_data, tmp_path)
+    _edit_pca(data, key, change)
+    again = f"run `alexnet pca {data}` again"
+    with pytest.raises(DataError, match=f"pca.json is corrupt \\({re_words(words)}.*\\): {re_words(again)}"):
+        read_pca(data)
+    result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "run"), "--batch-size", "4"])
+    _one_error(result, str(data / "pca.json"), words, again)
+    assert runner.invoke(app, ["pca", str(data)]).exit_code == 0
+    np.testing.assert_allclose(read_pca(data).eigenvalues, read_pca(tiny_data).eigenvalues)
+
+
+@pytest.fixture(scope="module")
+def searched(tiny_data, tmp_path_factory, make_checkpoint):
+    """(data copy, checkpoint, the train split's features file, a query image) for neighbors."""
+    from alexnet_cli.features import extract_features
+    root = tmp_path_factory.mktemp("damaged_features")
+    data = shutil.copytree(tiny_data, root / "data")
+    checkpoint = make_checkpoint(root / "model.pt", data)
+    features = root / "feat.h5"
+    extract_features(checkpoint, data, features, workers=1)
+    query = _png(root / "query.png", 80, 60)
+    return data, checkpoint, features, query
+
+
+def _damage_features(features: Path, out: Path, edit) -> Path:
+    shutil.copyfile(features, out)
+    with h5py.File(out, "r+") as f:
+        edit(f)
+    return out
+
+
+def _replace(f: h5py.File, name: str, value) -> None:
+    del f[name]
+    f.create_dataset(name, data=value)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda f: f.__delitem__("classes"), "damaged (no classes dataset)"),
+    (lambda f: _replace(f, "paths", f["paths"][:5]), "damaged (paths has shape (5,), expected (48,))"),
+    (lambda f: _replace(f, "labels", f["labels"][:47]), "damaged (labels has shape (47,), expected (48,))"),
+    (lambda f: _replace(f, "class_names", f["class_names"][:3]), "damaged ((4,) classes with (3,) class names)"),
+])
+def test_a_features_file_with_missing_or_short_datasets_is_one_error(searched, tmp_path, edit, words):
+    """A missing `classes` gave `Error: KeyError: "Unable to synchronously open object..."`, paths
+    cut to 5 rows `Error: IndexError: Fancy indexing out of range`, after the whole search."""
+    from alexnet_cli.features import read_features_info
+    data, checkpoint, features, query = searched
+    bad = _damage_features(features, tmp_path / "bad.h5", edit)
+    with pytest.raises(DataError, match=re_words(f"bad.h5: {words}; compute it again with `alexnet features`")):
+        read_features_info(bad)
+    result = runner.invoke(app, ["neighbors", str(checkpoint), str(data), "--query", str(query),
+                                 "--features", str(bad)])
+    _one_error(result, str(bad), words, "`alexnet features`")
+    assert "searching" not in result.stderr                  # found before the search, not after it
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("k", [3, 48])
+def test_a_non_finite_feature_row_is_an_error_naming_the_row(searched, tmp_path, value, k):
+    """A NaN row was never returned with a small k, and with k = every row it sorted after the
+    empty slots (inf) of the running top-k: row -1 reached h5py (`Error: TypeError: Indexing
+    elements must be in increasing order`). Rows that are not finite are now an error, in the
+    streamed search and in read_rows (the re-ranking of the Hamming search)."""
+    from alexnet_cli.features import read_rows
+    data, checkpoint, features, query = searched
+
+    def poison(f):
+        f["features"][7] = value
+    bad = _damage_features(features, tmp_path / "bad.h5", poison)
+    words = "damaged (row 7 holds NaN or infinite values)"
+    result = runner.invoke(app, ["neighbors", str(checkpoint), str(data), "--query", str(query),
+                                 "--features", str(bad), "--k", str(k)])
+    _one_error(result, str(bad), words, "compute it again with `alexnet features`")
+    with pytest.raises(DataError, match=re_words(words)):
+        read_rows(bad, [3, 7])
+    assert read_rows(bad, [3, 8]).shape == (2, 4096)
+
+
+def test_a_damaged_features_cache_is_computed_again(searched, tmp_path):
+    """The cache beside the shards: a damaged one is rebuilt by the next search, as the message
+    for a damaged file says."""
+    data, checkpoint, features, query = searched
+    data = _copy(data, tmp_path)
+    first = runner.invoke(app, ["neighbors", str(checkpoint), str(data), "--query", str(query), "--json"])
+    assert first.exit_code == 0, first.output
+    (cache,) = data.glob("features-train-*.h5")
+    with h5py.File(cache, "r+") as f:
+        del f["classes"]
+    again = runner.invoke(app, ["neighbors", str(checkpoint), str(data), "--query", str(query), "--json"])
+    assert again.exit_code == 0, again.output
+    assert "cached in" in again.stderr and json.loads(again.stdout) == json.loads(first.stdout)
+
+
+def test_features_that_overflow_float16_are_not_stored(searched, tmp_path, monkeypatch):
+    """fc7 beyond float16's 65504 would be stored as inf rows that no search can return."""
+    from alexnet_cli import features as feats
+    from alexnet_cli.errors import CheckpointError
+    data, checkpoint, _, _ = searched
+    monkeypatch.setattr(feats.Encoder, "__call__", lambda self, images: torch.full((len(images), feats.DIM), 7e4))
+    with pytest.raises(CheckpointError, match="the fc7 feature of image 0 is NaN or infinite in float16"):
+        feats.extract_features(checkpoint, data, tmp_path / "f.h5", workers=1)
+    assert not (tmp_path / "f.h5").exists()
