@@ -255,8 +255,9 @@ def _misfit(model: AlexNet, state: dict[str, torch.Tensor]) -> str:
 
 def _check_class_list(path: str | Path, key: str, values: list, *, unique: bool, count: int | None = None) -> None:
     """`classes` are distinct wnid strings; `class_names` strings, one per class."""
-    if not all(isinstance(v, str) for v in values):
-        raise CheckpointError(f"{path}: its {key} are not all strings (e.g. {next(v for v in values if not isinstance(v, str))!r})")
+    odd = [v for v in values if not isinstance(v, str)]
+    if odd:
+        raise CheckpointError(f"{path}: its {key} are not all strings (e.g. {odd[0]!r})")
     if count is not None and len(values) != count:
         raise CheckpointError(f"{path}: lists {len(values)} {key} for {plural(count, 'class', 'classes')}")
     if unique and len(set(values)) != len(values):

@@ -43,7 +43,7 @@ class Member:
 
     model: nn.Module
     mean_image: torch.Tensor    # float32 (256, 256, 3), 0-255 units
-    mean_crop: str = "crop"      # "crop": crop of (image - mean); "center": the code's centre mean
+    mean_crop: str = "crop"      # "crop": crop of (image - mean); "center": the code's centre mean; "channel"
     decode: str = "auto"         # the --decode its run trained with (loader.trained_decode)
 
 

@@ -126,7 +126,7 @@ class Encoder:
 
     model: torch.nn.Module
     mean_image: torch.Tensor    # float32 (256, 256, 3) on `device`
-    mean_crop: str              # "crop" (paper) or "center" (the released code)
+    mean_crop: str              # "crop" (paper), "center" (the released code) or "channel" (per-channel mean)
     key: str                    # model_key(...): names the features this encoder makes
     device: torch.device
     checkpoint: str = ""

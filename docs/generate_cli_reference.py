@@ -223,6 +223,7 @@ def render(app: typer.Typer) -> str:
         "Ctrl-C stops at once); `features`, `codes`, `prep`, `pca`'s pass and `neighbors` while it",
         "computes features stop where they are, keeping what they finished (130 or 143); each says",
         "what it kept and how to continue. A SIGTERM at any other moment prints `Error: terminated`",
+        "(unless SIGTERM is ignored, or under torchrun, whose ranks keep the default)",
         "(exit 143). A failure prints one line starting `Error:` on stderr and nothing",
         "else (`alexnet --debug COMMAND ...` or `ALEXNET_DEBUG=1` shows the traceback).",
         "",

@@ -1,5 +1,6 @@
 """The `alexnet` command starts without torch: --help, --version, every command's --help and
-click's usage errors import none of torch (2-3 s), h5py, NumPy or PIL; the library is imported
+click's usage errors import no torch (2-3 s), and before DATA or CHECKPOINT is checked no h5py,
+NumPy or PIL either; the library is imported
 when a command's body runs (docs/performance.md, start-up). And what start-up does with a
 missing argument and a SIGTERM.
 
@@ -102,6 +103,20 @@ class Term:
 sys.meta_path.insert(0, Term())
 sys.argv = ["alexnet", "--help"]
 """,
+    "building": """
+import typer.main
+real = typer.main.get_command
+def building(app):
+    signal.raise_signal(SIGNUM)
+    return real(app)
+typer.main.get_command = building
+sys.argv = ["alexnet", "--version"]
+""",
+    "root help": """
+from typer.core import TyperGroup
+TyperGroup.format_help = lambda self, ctx, formatter: signal.raise_signal(SIGNUM)
+sys.argv = ["alexnet", "--help"]
+""",
     "argument": """
 import alexnet_cli.runlog
 alexnet_cli.runlog.not_a_data_folder = lambda path: signal.raise_signal(SIGNUM)
@@ -150,4 +165,12 @@ def test_an_ignored_sigterm_stays_ignored():
     code = ("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
             "from alexnet_cli.cli import _stop_on_sigterm\n_stop_on_sigterm()\n"
             "print(signal.getsignal(signal.SIGTERM) == signal.SIG_IGN)")
+    assert _python(code).stdout == "True\n"
+
+
+def test_a_torchrun_rank_keeps_the_default_sigterm():
+    """torchrun tears a failed job down with SIGTERM and expects its ranks to die at once."""
+    code = ("import os, signal\nos.environ['WORLD_SIZE'] = '2'\n"
+            "from alexnet_cli.cli import _stop_on_sigterm\n_stop_on_sigterm()\n"
+            "print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)")
     assert _python(code).stdout == "True\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -17,12 +18,15 @@ def main() -> None:
     a traceback or silence; also one in the imports below, before app.py's error boundary exists."""
     _stop_on_sigterm()
     try:
+        import typer
+
         from alexnet_cli.cli.app import app
+        command = typer.main.get_command(app)     # what app() does first, outside the command's own handling
     except KeyboardInterrupt as exc:
         word, code = stopped_by(exc)
         sys.stderr.write(f"Error: {word}\n")
         sys.exit(code)
-    app()
+    command()
 
 
 def stopped_by(stop: KeyboardInterrupt | None) -> tuple[str, int]:
@@ -36,7 +40,12 @@ def _stop_on_sigterm() -> None:
     """A SIGTERM raises `SignalStop` where it lands, as a Ctrl-C raises KeyboardInterrupt, so that
     the error boundary says it (`stopped_by`): without a handler the process ended silently. The
     commands that stop cleanly (stopping.StopRequests, StopsAtOnce) install their own while they
-    run and put this one back. A SIGTERM that the parent process set to be ignored stays ignored."""
+    run and put this one back. A SIGTERM that the parent process set to be ignored stays ignored.
+    Under torchrun (WORLD_SIZE above 1) a rank keeps the default, so that a rank blocked in a
+    collective while torchrun tears the job down dies at once, as torchrun expects, rather than
+    when the call returns (`train` handles SIGTERM itself while it trains)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminated)
 

@@ -115,7 +115,7 @@ class AlexnetGroup(_PlainFlags, TyperGroup):
         except ClickError as exc:     # click's usage errors: bad flag, missing argument, ...
             _show_usage_error(exc)
             sys.exit(exc.exit_code)
-        except typer.Abort as exc:      # click turns a Ctrl-C (or SIGTERM) while it parses into Abort
+        except typer.Abort as exc:      # click's Abort: an EOFError, or (older typers) a Ctrl-C while it parses
             if _interrupted(exc):
                 sys.exit(_stopped(exc))
             if isinstance(exc.__cause__, EOFError):     # click's word for an EOFError let through by --debug
@@ -123,6 +123,14 @@ class AlexnetGroup(_PlainFlags, TyperGroup):
             _error("aborted")
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+    def parse_args(self, ctx, args):
+        """The root's own options: `--help` and `--version` print while they are parsed, where typer
+        turns a Ctrl-C (or SIGTERM) into a silent exit 130; here it says which, exit 130 or 143."""
+        try:
+            return super().parse_args(ctx, args)
+        except KeyboardInterrupt as exc:
+            raise typer.Exit(_stopped(exc)) from None
 
     def invoke(self, ctx: typer.Context):
         try:
