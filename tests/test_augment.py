@@ -113,6 +113,16 @@ def test_mean_crop_is_the_crop_of_image_minus_mean(chunk):
         torch.testing.assert_close(out[b].permute(1, 2, 0), want, rtol=0, atol=1e-4)
 
 
+def drawn_patches(images: torch.Tensor, draw) -> list[torch.Tensor]:
+    """Each image's (H, W, C) patch at the drawn offset, mirrored where drawn, in float."""
+    patches = []
+    for b in range(len(images)):
+        t, l = int(draw.top[b]), int(draw.left[b])
+        patch = images[b, t:t + 224, l:l + 224].float()
+        patches.append(patch.flip(1) if draw.flip[b] else patch)
+    return patches
+
+
 def test_mean_center_subtracts_the_central_mean_wherever_the_crop_is():
     images, mean = random_images(40, seed=7), random_mean(8)
     aug = TrainAugment(mean, chunk=1, mean_crop="center")
@@ -120,11 +130,7 @@ def test_mean_center_subtracts_the_central_mean_wherever_the_crop_is():
     draw = aug.sample(40, gen(9))
     assert draw.flip.any() and not draw.flip.all() and (draw.top != 16).any()
     centre = mean[16:240, 16:240]                                    # never mirrored
-    for b in range(40):
-        t, l = int(draw.top[b]), int(draw.left[b])
-        patch = images[b, t:t + 224, l:l + 224].float()
-        if draw.flip[b]:
-            patch = patch.flip(1)
+    for b, patch in enumerate(drawn_patches(images, draw)):
         torch.testing.assert_close(out[b].permute(1, 2, 0), patch - centre, rtol=0, atol=1e-4)
 
 
@@ -136,11 +142,7 @@ def test_mean_channel_subtracts_the_average_colour_at_every_pixel():
     out = aug(images, gen(12))
     draw = aug.sample(40, gen(12))
     assert draw.flip.any() and not draw.flip.all()
-    for b in range(40):
-        t, l = int(draw.top[b]), int(draw.left[b])
-        patch = images[b, t:t + 224, l:l + 224].float()
-        if draw.flip[b]:
-            patch = patch.flip(1)
+    for b, patch in enumerate(drawn_patches(images, draw)):
         torch.testing.assert_close(out[b].permute(1, 2, 0), patch - mean_rgb, rtol=0, atol=1e-4)
     got = crop(images[:3], mean, 0, 32, flip=True, mean_crop="channel")     # test time: the same rule
     want = (images[:3, 0:224, 32:256].float().flip(2) - mean_rgb).permute(0, 3, 1, 2)
