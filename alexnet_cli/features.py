@@ -325,14 +325,9 @@ def _damage(f: h5py.File, info: FeaturesInfo) -> str:
     return ""
 
 
-def non_finite_rows(path: str | Path, start: int, rows: torch.Tensor) -> DataError | None:
-    """The error for the first row of `rows` (rows start.. of the features file `path`, (C, D))
-    that holds NaN or infinite values; None if every value is finite. One host sync."""
-    bad = ~torch.isfinite(rows).all(dim=1)                            # (C,)
-    if not bool(bad.any()):
-        return None
-    first = int(bad.nonzero()[0, 0])
-    return DataError(f"{path}: damaged (row {start + first} holds NaN or infinite values); {DAMAGED}")
+def non_finite_row(path: str | Path, row: int) -> DataError:
+    """The error for a row of the features file `path` that holds NaN or infinite values."""
+    return DataError(f"{path}: damaged (row {row} holds NaN or infinite values); {DAMAGED}")
 
 
 def read_rows_index(path: str | Path, rows: Sequence[int]) -> tuple[list[str], np.ndarray, list[str], list[str]]:
@@ -382,7 +377,7 @@ def _finite(path: str | Path, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
     """`out` (the values of `rows`), or a DataError naming the first row that is not finite."""
     bad = ~np.isfinite(out).all(axis=1)
     if bad.any():
-        raise DataError(f"{path}: damaged (row {int(rows[bad.argmax()])} holds NaN or infinite values); {DAMAGED}")
+        raise non_finite_row(path, int(rows[bad.argmax()]))
     return out
 
 

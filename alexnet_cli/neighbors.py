@@ -32,7 +32,7 @@ from alexnet_cli.codes import BITS, check_bits, codes_path, hamming_nearest, rea
 from alexnet_cli.codes import rerank as rerank_rows
 from alexnet_cli.config import NEIGHBORS_K as DEFAULT_K
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
-from alexnet_cli.features import (Encoder, cache_path, load_encoder, non_finite_rows, read_features_info,
+from alexnet_cli.features import (Encoder, cache_path, load_encoder, non_finite_row, read_features_info,
                                   read_rows_index, write_features)
 from alexnet_cli.figures import check_picture_path, grid, hstack, labeled_tile, save_picture
 from alexnet_cli.images import load_image
@@ -73,6 +73,14 @@ class QueryResult:
 
 # ---------------------------------------------------------------------------- exact k-NN, streamed
 
+class NonFiniteRow(ValueError):
+    """A row of NaN or infinite values: it would sort after the empty slots (inf), or tie them."""
+
+    def __init__(self, row: int):
+        super().__init__(f"row {row} holds NaN or infinite values")
+        self.row = row
+
+
 class RunningTopK:
     """The k nearest rows seen so far for each query, fed one chunk of rows at a time."""
 
@@ -85,9 +93,13 @@ class RunningTopK:
         self.index = torch.full((q, k), -1, dtype=torch.int64, device=queries.device)
 
     def update(self, start: int, rows: torch.Tensor) -> None:
-        """Rows start..start+C of the collection: (C, D), any float dtype, on the queries' device."""
+        """Rows start..start+C of the collection: (C, D), any float dtype, on the queries' device.
+        NonFiniteRow for a row of NaN or infinite values (one host sync per chunk)."""
         x = rows.float()                                                   # (C, D)
         x_sq = torch.linalg.vector_norm(x, dim=1).square()                 # (C,), no (C, D) temporary
+        finite = torch.isfinite(x_sq)            # as its row: float16 values square and sum far below float32's max
+        if not bool(finite.all()):
+            raise NonFiniteRow(start + int((~finite).nonzero()[0, 0]))
         approx = self.q_sq - 2 * (self.q @ x.T) + x_sq                     # (Q, C)
         m = min(self.k + self.margin, len(x))
         cand = approx.topk(m, dim=1, largest=False).indices                # (Q, m)
@@ -155,11 +167,10 @@ def nearest(queries: torch.Tensor, features: str | Path, k: int, *, memory_mb: f
     rows = chunk_rows(memory_mb, info.dim, len(queries))
     with progress.task("searching", total=info.count, unit="img") as task:
         for start, chunk in feature_chunks(features, rows, pin=device.type == "cuda"):
-            chunk = chunk.to(device)                                       # (C, D) float16 on the device
-            damaged = non_finite_rows(features, start, chunk)              # a host sync per chunk
-            if damaged is not None:               # NaN would sort after the empty slots (inf), inf tie them
-                raise damaged
-            top.update(start, chunk)
+            try:
+                top.update(start, chunk.to(device))                        # (C, D) float16 on the device
+            except NonFiniteRow as exc:
+                raise non_finite_row(features, exc.row) from None
             task.advance(len(chunk))
     return top.result()
 
