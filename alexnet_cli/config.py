@@ -269,6 +269,20 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
 # ---------------------------------------------------------------- the other commands' settings
 # Their modules import them from here (`alexnet_cli.codes.BITS` is CODE_BITS).
 
+TOP_K = 5  # paper section 3: top-5 error
+
+
+def top5_is_trivial(num_classes: int) -> bool:
+    """Whether every label is among the top 5 (at most TOP_K classes): the top-5 error is then 0
+    whatever the network, and a line that shows it says so (`top5_note`)."""
+    return num_classes <= TOP_K
+
+
+def top5_note(num_classes: int) -> str:
+    """What a line for people says instead of a trivial top-5 figure."""
+    return f"only {num_classes} classes: every label is among the top 5, so the top-5 error is 0 whatever the network"
+
+
 CROPS = (1, 10)  # paper 5.1: the centre crop, or the four corners + centre and their mirrors
 
 

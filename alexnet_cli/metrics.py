@@ -14,20 +14,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from alexnet_cli.config import TOP_K, top5_is_trivial, top5_note     # defined without torch, for the CLI
 from alexnet_cli.errors import AlexnetError
 
-TOP_K = 5  # paper section 3: top-5 error
-
-
-def top5_is_trivial(num_classes: int) -> bool:
-    """Whether every label is among the top 5 (at most TOP_K classes): the top-5 error is then 0
-    whatever the network, and a line that shows it says so (`top5_note`)."""
-    return num_classes <= TOP_K
-
-
-def top5_note(num_classes: int) -> str:
-    """What a line for people says instead of a trivial top-5 figure."""
-    return f"only {num_classes} classes: every label is among the top 5, so the top-5 error is 0 whatever the network"
+__all__ = ["TOP_K", "TopKCounts", "TopKMeter", "top5_is_trivial", "top5_note"]
 
 
 @dataclass

@@ -38,7 +38,7 @@ from alexnet_cli.errors import AlexnetError, DataError, Interrupted, TrainingDiv
 from alexnet_cli.evaluate import evaluate_model
 from alexnet_cli.jpeg import DECODES
 from alexnet_cli.loader import ShardLoader
-from alexnet_cli.metrics import top5_is_trivial
+from alexnet_cli.config import top5_is_trivial
 from alexnet_cli.model import LRN_IMPLEMENTATIONS, AlexNet, set_lrn_implementation
 from alexnet_cli.optim import PaperSGD, load_velocity_state, param_groups, velocity_state
 from alexnet_cli.pca import read_pca

@@ -79,6 +79,17 @@ def test_report_json_and_picture_hold_what_the_runs_logged(two_runs, tmp_path):
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # colours: not one flat fill
 
 
+def test_report_without_a_picture_runs_without_torch(two_runs):
+    """Reading runs needs no network: `alexnet report RUN` starts in a fraction of torch's import."""
+    code = ("import sys\nfrom typer.testing import CliRunner\n"
+            "from alexnet_cli.cli.app import app\n"
+            "result = CliRunner().invoke(app, ['report', *sys.argv[1:]])\n"
+            "print(result.exit_code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, *map(str, two_runs)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.split() == ["0", "False"], done.stderr
+
+
 def test_report_table_names_runs_settings_and_states(two_runs):
     result = runner.invoke(app, ["report", *map(str, two_runs)])
     assert result.exit_code == 0, result.output

@@ -84,7 +84,7 @@ def eval_cmd(
 
 
 def _table(result: EvalResult) -> Table:
-    from alexnet_cli.metrics import top5_is_trivial, top5_note
+    from alexnet_cli.config import top5_is_trivial, top5_note
     models = len(result.checkpoints)
     what = f"{models} models averaged" if models > 1 else "1 model"
     classes = result.counts.num_classes

@@ -62,7 +62,7 @@ def _time(seconds: float) -> str:
 def table(reports: list[RunReport]) -> Table:
     """One row per run: under its name the recipe and the settings changed from it, under its
     epochs its state, under its best error that error's epoch (fits 80 columns)."""
-    from alexnet_cli.metrics import TOP_K, top5_is_trivial
+    from alexnet_cli.config import TOP_K, top5_is_trivial
     t = Table(title="Runs: validation top-1 / top-5 error (%, centre crop)", title_justify="left",
               box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
     for col, justify in (("run", "left"), ("epochs", "right"), ("best", "right"), ("last", "right"),
