@@ -399,7 +399,7 @@ class _EpochBatches:
     def __init__(self, loader: ShardLoader, start: int):
         self.base, self.total, self.size = loader.lo + start, loader.num_images - start, loader.batch_size
         self.gpu, self.pin = loader.decode == "gpu", loader.device.type == "cuda"
-        self.pool, self.labels = loader.buffers, loader.labels
+        self.buffer_pool, self.labels = loader.buffers, loader.labels
         self.buffers: dict[int, tuple] = {}   # batch number -> (image tensor, None for gpu; labels; index)
         self.rows: dict[int, object] = {}     # batch number -> its rows: numpy (n, 256, 256, 3) or a list (gpu)
         self.emitted = 0                      # batches handed over
@@ -419,7 +419,7 @@ class _EpochBatches:
             tensor = torch.empty((n, *IMAGE_SHAPE), dtype=torch.uint8, pin_memory=True)  # (n, 256, 256, 3)
             self.rows[b] = tensor.numpy()
         else:
-            self.rows[b] = self.pool.get(n)
+            self.rows[b] = self.buffer_pool.get(n)
             tensor = torch.from_numpy(self.rows[b])
         self.buffers[b] = (tensor, torch.empty(n, dtype=torch.int64, pin_memory=self.pin),
                            torch.empty(n, dtype=torch.int64))
