@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from alexnet_cli.atomic import write_atomic
-from alexnet_cli.errors import AlexnetError, UsageError
+from alexnet_cli.errors import AlexnetError, DataError, UsageError
 from alexnet_cli.images import special_kind
 from alexnet_cli.layouts import looks_like_source
 from alexnet_cli.shards import MANIFEST
@@ -70,6 +70,10 @@ class RunFolder:
         if self.last.exists():
             raise AlexnetError(f"{self.path} already holds a run; pass `resume` to continue it or choose "
                                "another `out`", mentions=("resume", "out"))
+        if self.best.exists():      # last.pt went missing: starting again would overwrite best.pt and the log
+            raise DataError(f"{self.last} is missing but {self.best} exists: the run saved checkpoints, so it "
+                            "cannot start again here; restore last.pt, or copy best.pt to last.pt to continue "
+                            "from the best epoch, or choose another `out`", mentions=("out",))
         if self.config.exists():    # killed before its first checkpoint
             note(f"Note: the run in {self.path} stopped before its first checkpoint: starting it "
                  "again from step 0")
@@ -304,10 +308,19 @@ class MetricsLog:
         return self.path.stat().st_size if self.enabled and self.path.exists() else 0
 
     def truncate(self, offset: int) -> None:
-        """Forget what was logged after a checkpoint (called on resume)."""
-        if self.enabled and self.path.exists():
-            with open(self.path, "r+b") as f:
-                f.truncate(offset)
+        """Forget what was logged after a checkpoint (called on resume): `offset` is the log's
+        size when the checkpoint was saved. The log must still begin with those whole records; a
+        log cut or edited since is an error, since cutting it there would pad it with NULs or
+        splice two records (a log moved away is fine: the run continues a new one)."""
+        if not (self.enabled and self.path.exists()):
+            return
+        with open(self.path, "r+b") as f:
+            head = f.read(offset)
+            if len(head) < offset or (offset and not head.endswith(b"\n")) or not _json_lines(head):
+                raise DataError(f"{self.path} no longer begins with the {offset:,} bytes of records it held when "
+                                "the checkpoint was saved (cut or edited since): restore it, or move it away to "
+                                "continue the run without its earlier records")
+            f.truncate(offset)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -323,6 +336,14 @@ class MetricsLog:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _json_lines(text: bytes) -> bool:
+    """Whether every non-empty line of `text` is a JSON object."""
+    try:
+        return all(isinstance(json.loads(line), dict) for line in text.split(b"\n") if line.strip())
+    except ValueError:
+        return False
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

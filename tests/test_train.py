@@ -896,3 +896,37 @@ def test_mean_crop_channel_trains_on_image_minus_channel_mean_and_evaluates(tiny
                                     "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout)["n"] == 16 and modes and set(modes) == {"channel"}
+
+
+def test_resume_refuses_a_log_cut_or_edited_since_the_checkpoint(tiny_data, tmp_path):
+    """Resume cuts metrics.jsonl back to its size at the checkpoint: a log cut shorter since would
+    be padded with NULs, one edited since spliced mid-record. Both are refused, the log untouched;
+    a log moved away is fine."""
+    out = tmp_path / "run"
+    args = ["train", str(tiny_data), "--out", str(out), *FAST]
+    assert runner.invoke(app, [*args, "--max-steps", "2", "--log-every", "1"]).exit_code == 0
+    log = out / "metrics.jsonl"
+    records = log.read_text()
+    first, rest = records.split("\n", 1)
+    for damaged in ("", first[:20], first + '\n{"garbage\n' + rest):
+        log.write_text(damaged)
+        result = runner.invoke(app, [*args, "--max-steps", "3", "--resume"])
+        assert result.exit_code == 1, result.output
+        assert "no longer begins with the" in result.stderr and "Traceback" not in result.output
+        assert log.read_text() == damaged
+    log.unlink()
+    result = runner.invoke(app, [*args, "--max-steps", "3", "--resume", "--log-every", "1"])
+    assert result.exit_code == 0, result.output
+    assert [r["step"] for r in map(json.loads, log.read_text().splitlines())] == [3]
+
+
+def test_a_run_whose_last_checkpoint_is_missing_is_not_started_over(tiny_data, tmp_path):
+    """Without last.pt but with best.pt, starting again from step 0 would overwrite best.pt."""
+    out = tmp_path / "run"
+    args = ["train", str(tiny_data), "--out", str(out), "--epochs", "1", *FAST]
+    assert runner.invoke(app, args).exit_code == 0
+    (out / "checkpoints" / "last.pt").unlink()
+    best = (out / "checkpoints" / "best.pt").read_bytes()
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 1 and "last.pt is missing but" in result.stderr, result.output
+    assert (out / "checkpoints" / "best.pt").read_bytes() == best
