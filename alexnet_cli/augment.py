@@ -30,12 +30,10 @@ from typing import Iterator
 
 import torch
 
-from alexnet_cli.config import check_choice
+from alexnet_cli.config import MEAN_CROPS, PCA_SCALES, check_choice
 from alexnet_cli.errors import AlexnetError, UsageError
 
 CROP = 224             # 5.1: 224x224 patches of the 256x256 images
-MEAN_CROPS = ("crop", "center", "channel")
-PCA_SCALES = ("paper", "code")
 
 # 5.1 test time: (top, left, mirrored) of the four corners and the centre, then their mirrors
 TEN_CROPS: list[tuple[int, int, bool]] = [

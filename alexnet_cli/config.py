@@ -26,6 +26,8 @@ from typing import Any
 from alexnet_cli.errors import AlexnetError, UsageError
 
 RECIPE_NAMES = ("paper", "code")
+MEAN_CROPS = ("crop", "center", "channel")   # TrainConfig.mean_crop: augment.py says what each subtracts
+PCA_SCALES = ("paper", "code")
 
 # How dropout scales (paper 5.2): "paper" zeroes outputs while training and multiplies them all by
 # 1 - p at test time (the paper and the released code's `hs` layers); "inverted" multiplies the kept
@@ -109,8 +111,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_field_types(self)
         check_choice("lr_schedule", self.lr_schedule, ("plateau", "code", "code2010"))
-        check_choice("pca_scale", self.pca_scale, ("paper", "code"))
-        check_choice("mean_crop", self.mean_crop, ("crop", "center", "channel"))
+        check_choice("pca_scale", self.pca_scale, PCA_SCALES)
+        check_choice("mean_crop", self.mean_crop, MEAN_CROPS)
         check_choice("code_epoch_base", self.code_epoch_base, (0, 1))
         for name in ("epochs", "batch_size", "aug_chunk", "plateau_patience"):
             if getattr(self, name) < 1:
