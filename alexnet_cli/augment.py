@@ -53,13 +53,15 @@ def channel_mean(mean_image: torch.Tensor) -> torch.Tensor:
 
 
 def crop(images: torch.Tensor, mean_image: torch.Tensor, top: int, left: int, flip: bool = False,
-         *, mean_crop: str = "crop", size: int = CROP) -> torch.Tensor:
+         *, mean_crop: str = "crop", size: int = CROP, mean_rgb: torch.Tensor | None = None) -> torch.Tensor:
     """One patch position for the whole batch: uint8 (B, H, W, 3) -> float32 (B, 3, size, size).
 
     mean_crop="crop": the patch of (image - mean image), mirrored if `flip` (paper).
     mean_crop="center": the (mirrored) patch minus the central size x size of the mean image,
     never mirrored (the released code).
-    mean_crop="channel": the (mirrored) patch minus the mean image's average colour at every pixel.
+    mean_crop="channel": the (mirrored) patch minus the mean image's average colour at every pixel:
+    `mean_rgb` when given (`channel_mean(mean_image)`, computed once by a caller that crops the
+    same mean image many times), else computed here. The other modes ignore `mean_rgb`.
     """
     check_choice("mean_crop", mean_crop, MEAN_CROPS)
     h, w = images.shape[1:3]
@@ -67,7 +69,8 @@ def crop(images: torch.Tensor, mean_image: torch.Tensor, top: int, left: int, fl
         raise AlexnetError(f"crop ({top}, {left}) of size {size} does not fit in {h}x{w} images")
     x = images[:, top:top + size, left:left + size].permute(0, 3, 1, 2).float()  # (B, 3, size, size)
     if mean_crop == "channel":
-        x = x - channel_mean(mean_image).to(images.device)[:, None, None]
+        rgb = channel_mean(mean_image) if mean_rgb is None else mean_rgb          # (3,)
+        x = x - rgb.to(images.device)[:, None, None]
         return x.flip(-1) if flip else x
     mean = _mean_chw(mean_image, images.device)                                  # (3, H, W)
     if mean_crop == "crop":
@@ -77,20 +80,25 @@ def crop(images: torch.Tensor, mean_image: torch.Tensor, top: int, left: int, fl
     return (x.flip(-1) if flip else x) - mean[:, mt:mt + size, ml:ml + size]
 
 
-def center_crop(images: torch.Tensor, mean_image: torch.Tensor, *, mean_crop: str = "crop") -> torch.Tensor:
+def center_crop(images: torch.Tensor, mean_image: torch.Tensor, *, mean_crop: str = "crop",
+                mean_rgb: torch.Tensor | None = None) -> torch.Tensor:
     """The central 224x224 patch, offset (16, 16) of a 256x256 image: float32 (B, 3, 224, 224)."""
     h, w = images.shape[1:3]
-    return crop(images, mean_image, (h - CROP) // 2, (w - CROP) // 2, mean_crop=mean_crop)
+    return crop(images, mean_image, (h - CROP) // 2, (w - CROP) // 2, mean_crop=mean_crop, mean_rgb=mean_rgb)
 
 
 def test_crops(images: torch.Tensor, mean_image: torch.Tensor, crops: int, *,
-               mean_crop: str = "crop") -> Iterator[torch.Tensor]:
-    """Test-time patches (5.1): crops=1 the centre one; crops=10 the TEN_CROPS in order."""
+               mean_crop: str = "crop", mean_rgb: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """Test-time patches (5.1): crops=1 the centre one; crops=10 the TEN_CROPS in order.
+    mean_crop="channel": the average colour is computed once for all the patches, unless given
+    (`mean_rgb`, see `crop`)."""
+    if mean_crop == "channel" and mean_rgb is None:
+        mean_rgb = channel_mean(mean_image)                                      # (3,), once
     if crops == 1:
-        yield center_crop(images, mean_image, mean_crop=mean_crop)
+        yield center_crop(images, mean_image, mean_crop=mean_crop, mean_rgb=mean_rgb)
     elif crops == 10:
         for top, left, flip in TEN_CROPS:
-            yield crop(images, mean_image, top, left, flip, mean_crop=mean_crop)
+            yield crop(images, mean_image, top, left, flip, mean_crop=mean_crop, mean_rgb=mean_rgb)
     else:
         raise UsageError(f"crops must be 1 or 10, got {crops}", field="crops", value=crops)
 

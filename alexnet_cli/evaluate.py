@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from alexnet_cli.augment import test_crops
+from alexnet_cli.augment import channel_mean, test_crops
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.config import check_crops
 from alexnet_cli.devices import resolve_device
@@ -45,6 +46,13 @@ class Member:
     mean_image: torch.Tensor    # float32 (256, 256, 3), 0-255 units
     mean_crop: str = "crop"      # "crop": crop of (image - mean); "center": the code's centre mean; "channel"
     decode: str = "auto"         # the --decode its run trained with (loader.trained_decode)
+
+    @cached_property
+    def mean_rgb(self) -> torch.Tensor:
+        """(3,) float32 on the mean image's device: its average colour, which mean_crop "channel"
+        subtracts; computed on first use, then kept for every batch and crop (a Member is made
+        anew for another mean image)."""
+        return channel_mean(self.mean_image)
 
 
 @dataclass
@@ -84,7 +92,8 @@ def average_softmax(members: Sequence[Member], images: torch.Tensor, *, crops: i
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and images.is_cuda)
     total = None
     for m in members:
-        for x in test_crops(images, m.mean_image, crops, mean_crop=m.mean_crop):  # (B, 3, 224, 224)
+        rgb = m.mean_rgb if m.mean_crop == "channel" else None                 # (3,), computed once per member
+        for x in test_crops(images, m.mean_image, crops, mean_crop=m.mean_crop, mean_rgb=rgb):  # (B, 3, 224, 224)
             with autocast:
                 logits = m.model(x)                                    # (B, C)
             p = logits.float().softmax(dim=1)

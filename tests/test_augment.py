@@ -320,3 +320,26 @@ def test_cuda_images_with_a_cpu_generator_match_the_cpu_result():
         images.cuda(), gen(27))
     assert cuda.device.type == "cuda"
     torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-5, atol=1e-3)
+
+
+
+@pytest.mark.parametrize("crops", [1, 10])
+def test_channel_test_crops_compute_the_average_colour_once_and_match_the_per_crop_path(crops, monkeypatch):
+    """mean_crop="channel": test_crops (and a caller's precomputed `mean_rgb`) give the very
+    bits of the old path, where each crop averaged the mean image again (ten times a batch)."""
+    import alexnet_cli.augment as augment
+
+    images, mean = random_images(2, seed=31), random_mean(32)
+    positions = TEN_CROPS if crops == 10 else [(16, 16, False)]
+    old = [crop(images, mean, top, left, flip, mean_crop="channel") for top, left, flip in positions]
+    real, calls = augment.channel_mean, []
+    monkeypatch.setattr(augment, "channel_mean", lambda m: calls.append(1) or real(m))
+    new = list(make_test_crops(images, mean, crops, mean_crop="channel"))
+    assert len(calls) == 1 and len(new) == len(old) == crops
+    assert all(torch.equal(a, b) for a, b in zip(new, old))
+    given = list(make_test_crops(images, mean, crops, mean_crop="channel", mean_rgb=real(mean)))
+    assert len(calls) == 1 and all(torch.equal(a, b) for a, b in zip(given, old))   # given: not computed again
+    for mode in ("crop", "center"):                                                # the other modes ignore it
+        assert torch.equal(center_crop(images, mean, mean_crop=mode, mean_rgb=torch.full((3,), 1e6)),
+                           center_crop(images, mean, mean_crop=mode))
+    assert len(calls) == 1

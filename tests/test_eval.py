@@ -486,3 +486,29 @@ def test_the_table_says_when_the_top5_error_is_trivial(classes, trivial):
     note = f"only {classes} classes: every label is among the top 5, so the top-5 error is 0 whatever the network"
     assert (note in text) == trivial, text
     assert set(result.to_json()) >= {"top1_error", "top5_error", "n", "crops"}
+
+
+def test_channel_mean_is_computed_once_per_member_and_the_crops_are_bit_identical(stub_data, monkeypatch):
+    """mean_crop "channel": the mean image's average colour was computed again for every crop of
+    every batch (ten times a batch); now once per member (Member.mean_rgb), with the very bits
+    of that old path (augment.crop given no mean_rgb)."""
+    import alexnet_cli.augment as augment
+    import alexnet_cli.evaluate as evaluate_module
+    from alexnet_cli.evaluate import average_softmax
+
+    images, mean, labels = stub_data
+    real, calls = augment.channel_mean, []
+    old = {b: [augment.crop(images[s], mean, top, left, flip, mean_crop="channel") for top, left, flip in EXPECTED_TEN]
+           for b, s in enumerate([slice(0, 4), slice(4, 6)])}                 # before counting
+    monkeypatch.setattr(augment, "channel_mean", lambda m: calls.append("augment") or real(m))
+    monkeypatch.setattr(evaluate_module, "channel_mean", lambda m: calls.append("member") or real(m))
+    net = CornerNet(5, 0.01)
+    evaluate_models([Member(net, mean, "channel")], ListLoader(images, labels, 4), crops=10)
+    assert calls == ["member"]                                      # 2 batches x 10 crops, one average
+    assert len(net.inputs) == 20
+    assert all(torch.equal(got, want) for got, want in zip(net.inputs, old[0] + old[1]))
+    member, calls[:] = Member(net, mean, "channel"), []
+    first, again = (average_softmax([member], images[:2]) for _ in range(2))
+    assert calls == ["member"] and torch.equal(first, again)        # predict's loop: one Member, many batches
+    average_softmax([Member(net, mean)], images[:2], crops=10)      # mean_crop "crop": no average colour at all
+    assert calls == ["member"]
