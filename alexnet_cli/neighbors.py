@@ -81,10 +81,29 @@ class NonFiniteRow(ValueError):
         self.row = row
 
 
+class NonFiniteQuery(ValueError):
+    """A query of NaN or infinite values: its distance to every row is NaN or infinite, and
+    ranking by those returns arbitrary rows."""
+
+    def __init__(self, query: int):
+        super().__init__(f"query {query} holds NaN or infinite values")
+        self.query = query
+
+
+def check_queries(queries: torch.Tensor) -> None:
+    """NonFiniteQuery for the first query (row of (Q, D) `queries`) holding NaN or infinite
+    values, as RunningTopK.update does for the rows searched (one host sync)."""
+    finite = torch.isfinite(queries).all(dim=1)                            # (Q,)
+    if not bool(finite.all()):
+        raise NonFiniteQuery(int((~finite).nonzero()[0, 0]))
+
+
 class RunningTopK:
-    """The k nearest rows seen so far for each query, fed one chunk of rows at a time."""
+    """The k nearest rows seen so far for each query, fed one chunk of rows at a time.
+    NonFiniteQuery for a query of NaN or infinite values."""
 
     def __init__(self, queries: torch.Tensor, k: int, margin: int = MARGIN):
+        check_queries(queries)
         self.q = queries.float()                                           # (Q, D)
         self.q_sq = self.q.square().sum(dim=1, keepdim=True)               # (Q, 1)
         self.k, self.margin = k, margin
@@ -163,7 +182,10 @@ def nearest(queries: torch.Tensor, features: str | Path, k: int, *, memory_mb: f
     if queries.shape[1] != info.dim:
         raise AlexnetError(f"queries have {queries.shape[1]} dimensions, {features} has {info.dim}")
     device = queries.device
-    top = RunningTopK(queries, min(k, info.count))
+    try:
+        top = RunningTopK(queries, min(k, info.count))
+    except NonFiniteQuery as exc:
+        raise AlexnetError(f"{exc}: no distance to it can be ranked") from None
     rows = chunk_rows(memory_mb, info.dim, len(queries))
     with progress.task("searching", total=info.count, unit="img") as task:
         for start, chunk in feature_chunks(features, rows, pin=device.type == "cuda"):
@@ -277,9 +299,14 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: str | 
                             f"{checkpoint} {data_dir} --split {split} --bits {bits}"
                             f"{'' if features is None else f' --features {features}'}`{other}",
                             mentions=("bits",) if there else ())
+    q = encode_queries(encoder, images)                      # before the features, which can take hours
+    try:
+        check_queries(q)
+    except NonFiniteQuery as exc:                         # the codes' search would rank its NaN distances too
+        raise CheckpointError(f"{checkpoint}: the fc7 feature of query {queries[exc.query]} is NaN or infinite "
+                              "in float16 (values beyond 65504): it cannot be compared with the stored features") from None
     path = split_features(encoder, data_dir, split, features, batch_size=batch_size, workers=workers,
                           decode=decode, progress=progress)
-    q = encode_queries(encoder, images)
     kind = "euclidean"
     if codes:
         dist, index, kind = _code_search(q, path, k, bits=bits, rerank=rerank, memory_mb=memory_mb)

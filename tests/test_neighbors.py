@@ -285,3 +285,50 @@ def test_bits_and_rerank_without_codes_are_refused_alike(tmp_path):
     for option in ({"bits": 64}, {"rerank": 10}):
         with pytest.raises(UsageError, match="give `codes` too"):     # before any file is read
             find_neighbors(tmp_path / "absent.pt", tmp_path, [tmp_path / "absent.jpg"], **option)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_query_is_refused_as_a_non_finite_row_is(tmp_path, value):
+    """NaN distances ranked arbitrarily (a NaN query got rows back, in no order); a query that is
+    not finite is now refused, naming it, as RunningTopK refuses such rows (NonFiniteRow)."""
+    from alexnet_cli.errors import AlexnetError
+    from alexnet_cli.neighbors import NonFiniteQuery, check_queries
+
+    g = torch.Generator().manual_seed(3)
+    q = torch.rand(4, 8, generator=g)
+    check_queries(q)                                                    # finite: nothing said
+    q[2, 5] = value
+    with pytest.raises(NonFiniteQuery) as caught:
+        RunningTopK(q, 3)
+    assert caught.value.query == 2
+    path = tmp_path / "f.h5"
+    _features_file(path, np.abs(np.random.default_rng(4).standard_normal((20, 8))).astype(np.float16))
+    with pytest.raises(AlexnetError, match="^query 2 holds NaN or infinite values: no distance to it can be ranked$"):
+        nearest(q, path, 3)
+
+
+def test_cli_neighbors_names_a_query_whose_feature_is_not_finite(data, checkpoint, tmp_path, monkeypatch):
+    """One `Error:` line naming the query, before the split's features are computed or searched
+    (the network is a stand-in whose second query's fc7 overflows float16)."""
+    import alexnet_cli.neighbors as neighbors_module
+
+    def features_first(*args, **kwargs):
+        raise AssertionError("the split's features were asked for before the queries were checked")
+
+    def second_overflows(encoder, images, batch_size=64):
+        q = torch.ones(len(images), 4096)
+        q[1, 9] = float("inf")                                          # fc7 beyond float16's 65504
+        return q
+
+    monkeypatch.setattr(neighbors_module, "load_encoder", lambda *args: object())
+    monkeypatch.setattr(neighbors_module, "encode_queries", second_overflows)
+    monkeypatch.setattr(neighbors_module, "split_features", features_first)
+    queries = [tmp_path / "fine.png", tmp_path / "bad.png"]
+    for q, colour in zip(queries, [(10, 200, 30), (200, 10, 30)]):
+        Image.new("RGB", (256, 256), colour).save(q)
+    result = runner.invoke(app, ["neighbors", str(checkpoint), str(data), "--device", "cpu",
+                                 "--query", str(queries[0]), "--query", str(queries[1])])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0] == (f"Error: {checkpoint}: the fc7 feature of query {queries[1]} is NaN or infinite in float16 "
+                        "(values beyond 65504): it cannot be compared with the stored features")
