@@ -304,7 +304,8 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: str | 
         check_queries(q)
     except NonFiniteQuery as exc:                         # the codes' search would rank its NaN distances too
         raise CheckpointError(f"{checkpoint}: the fc7 feature of query {queries[exc.query]} is NaN or infinite "
-                              "in float16 (values beyond 65504): it cannot be compared with the stored features") from None
+                              "in float16 (values beyond 65504): it cannot be compared with the stored "
+                              "features") from None
     path = split_features(encoder, data_dir, split, features, batch_size=batch_size, workers=workers,
                           decode=decode, progress=progress)
     kind = "euclidean"
