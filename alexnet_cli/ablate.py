@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,6 +47,23 @@ from alexnet_cli.train import RunOptions, fit_classes, train
 from alexnet_cli.variants import FULL, FULL_VARIANT, VARIANTS, Variant
 
 PAPER_TANH_RATIO = 6.0     # figure 1: "six times faster than an equivalent network with tanh neurons"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every run of one `ablate` shares: the runs, where they live, what they train with
+    and how they are evaluated, and what an earlier ablate in the same folder recorded."""
+
+    names: tuple[str, ...]         # the runs: FULL, then the variants asked for in the paper's order
+    data_dir: Path
+    out_dir: Path                  # DIR: a run folder per name, ablations.json, .md, curves.png
+    model_cfg: ModelConfig         # the full network's; each variant changes a few (variant_configs)
+    train_cfg: TrainConfig
+    run: RunOptions
+    recipe: str
+    crops: int                     # the evaluation's
+    eval_batch_size: int
+    previous: dict[str, Any]       # DIR/ablations.json of an earlier ablate ({} if none)
 
 
 def parse_variants(names: str | Sequence[str] | None) -> list[str]:
@@ -90,18 +108,17 @@ def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tr
     names = [FULL, *parse_variants(variants)]
     _check_evaluation_options(crops, figure1_error, eval_batch_size)
     check_ablation_dir(out_dir)
-    settings = _settings(data_dir, model_cfg, train_cfg, run, recipe)
-    previous = _previous(out_dir)
+    settings = _settings(data_dir, model_cfg, train_cfg, run, recipe)    # what the training of each run depends on
+    plan = _Plan(names=tuple(names), data_dir=data_dir, out_dir=out_dir, model_cfg=model_cfg, train_cfg=train_cfg,
+                 run=run, recipe=recipe, crops=crops, eval_batch_size=eval_batch_size, previous=_previous(out_dir))
     # Ctrl-C or SIGTERM: each run's training stops after its step, saved (train.py); between
     # runs and evaluations, ablate starts no other (_check_stop)
     with StopRequests("ablate", "before its next step or evaluation") as stop:
-        trained = _train_all(names, stop, previous, settings, data_dir, out_dir, model_cfg, train_cfg, run, recipe,
-                             progress)
+        trained = _train_all(plan, settings, stop, progress)
         if trained[FULL]["rank"] != 0:                              # under torchrun, process 0 alone reports
             return None
-        settings.update(crops=crops, figure1_error=figure1_error)
-        results = _evaluate_all(names, stop, trained, previous, settings, data_dir, out_dir, run, crops,
-                                eval_batch_size, progress)
+        settings = {**settings, "crops": crops, "figure1_error": figure1_error}   # ablations.json records these too
+        results = _evaluate_all(plan, settings, trained, stop, progress)
         if stop.signum is not None:                                 # during an evaluation
             progress.log(f"Note: the {signal_name(stop.signum)} came during an evaluation, with nothing left "
                          "to stop: ablate ends as usual")
@@ -132,23 +149,23 @@ def _settings(data_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, ru
             "train": dataclasses.asdict(train_cfg)}
 
 
-def _train_all(names: list[str], stop: StopRequests, previous: dict[str, Any], settings: dict[str, Any],
-               data_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, run: RunOptions,
-               recipe: str, progress: Reporter) -> dict[str, dict[str, Any]]:
+def _train_all(plan: _Plan, settings: dict[str, Any], stop: StopRequests,
+               progress: Reporter) -> dict[str, dict[str, Any]]:
     """Each run in turn trained to its end, or skipped when an earlier ablate recorded it
-    complete; what train said of each (step, epochs, finished, parallel, rank). A stop before,
-    during or just after a run's training raises `Interrupted`, naming the runs trained."""
+    complete with the same `settings`; what train said of each (step, epochs, finished,
+    parallel, rank). A stop before, during or just after a run's training raises `Interrupted`,
+    naming the runs trained."""
+    names, out_dir = plan.names, plan.out_dir
     trained: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(names, 1):
         variant = VARIANTS.get(name, FULL_VARIANT)
         if not launched_by_torchrun():     # under torchrun the run's training stops, all ranks together
             _check_stop(stop, f"before training {name}", names, trained, {})
-        done = _done_before(previous, settings, out_dir / name)
+        done = _done_before(plan.previous, settings, out_dir / name)
         progress.log(f"ablate: {name} ({variant.what}), run {i} of {len(names)} in {out_dir / name}"
                      + (": finished before, skipped" if done else ""))
         try:
-            trained[name] = done or _train_variant(variant, data_dir, out_dir / name, model_cfg, train_cfg, run,
-                                                   recipe, progress)
+            trained[name] = done or _train_variant(plan, variant, out_dir / name, progress)
         except Interrupted as exc:
             said = str(exc).removeprefix(f"{signal_name(exc.signum)}: ").removeprefix("stopped ")
             raise _stopped(exc.signum, f"while training {name}, {said}", names, trained, {}) from None
@@ -161,23 +178,23 @@ def _train_all(names: list[str], stop: StopRequests, previous: dict[str, Any], s
     return trained
 
 
-def _evaluate_all(names: list[str], stop: StopRequests, trained: dict[str, dict[str, Any]],
-                  previous: dict[str, Any], settings: dict[str, Any], data_dir: Path, out_dir: Path,
-                  run: RunOptions, crops: int, batch_size: int, progress: Reporter) -> dict[str, dict[str, Any]]:
+def _evaluate_all(plan: _Plan, settings: dict[str, Any], trained: dict[str, dict[str, Any]], stop: StopRequests,
+                  progress: Reporter) -> dict[str, dict[str, Any]]:
     """Each run's final network evaluated on the validation split, or its earlier evaluation
     reused while it measured the same checkpoint in the same way; ablations.json (not yet
-    complete) rewritten after each new one, so that a kill keeps what was measured. A stop
-    raises `Interrupted` before the next evaluation."""
+    complete, with `settings`) rewritten after each new one, so that a kill keeps what was
+    measured. A stop raises `Interrupted` before the next evaluation."""
+    names, out_dir, crops, split = plan.names, plan.out_dir, plan.crops, plan.run.val_split
     results: dict[str, dict[str, Any]] = {}
-    cached = {v["name"]: v for v in previous.get("variants", [])
-              if previous.get("data_keys") == settings["data_keys"]}
+    cached = {v["name"]: v for v in plan.previous.get("variants", [])
+              if plan.previous.get("data_keys") == settings["data_keys"]}
     for name in names:
-        if _still_valid(cached.get(name), out_dir / name, trained[name], crops, run.val_split):
+        if _still_valid(cached.get(name), out_dir / name, trained[name], crops, split):
             results[name] = {**cached[name], "trained": trained[name]}
             continue
         _check_stop(stop, f"before evaluating {name}", names, trained, results)
-        progress.log(f"ablate: evaluating {name} ({crops} crop{'s' if crops > 1 else ''}, {run.val_split})")
-        results[name] = _evaluate(out_dir / name, data_dir, trained[name], crops, run, batch_size, progress)
+        progress.log(f"ablate: evaluating {name} ({crops} crop{'s' if crops > 1 else ''}, {split})")
+        results[name] = _evaluate(plan, out_dir / name, trained[name], progress)
         write_json_atomic(out_dir / "ablations.json",           # a kill keeps what was measured
                           {"complete": False, **settings, "variants": list(results.values())})
     return results
@@ -195,7 +212,7 @@ def _write_results(out_dir: Path, settings: dict[str, Any], names: list[str], re
     return doc
 
 
-def _check_stop(stop: StopRequests | int, where: str, names: list[str], trained: dict[str, Any],
+def _check_stop(stop: StopRequests | int, where: str, names: Sequence[str], trained: dict[str, Any],
                 results: dict[str, Any]) -> None:
     """Stop here (`Interrupted`) if a Ctrl-C or SIGTERM asked to (`stop`: the requests, or a
     run's signal)."""
@@ -204,7 +221,7 @@ def _check_stop(stop: StopRequests | int, where: str, names: list[str], trained:
         raise _stopped(signum, where, names, trained, results)
 
 
-def _stopped(signum: int, where: str, names: list[str], trained: dict[str, Any],
+def _stopped(signum: int, where: str, names: Sequence[str], trained: dict[str, Any],
              results: dict[str, Any]) -> Interrupted:
     """ablate's stop, in words: where, and which runs are trained and evaluated."""
     def which(done) -> str:
@@ -214,13 +231,12 @@ def _stopped(signum: int, where: str, names: list[str], trained: dict[str, Any],
                        f"evaluated: {which(results)}", signum)
 
 
-def _train_variant(variant: Variant, data_dir: Path, run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                   run: RunOptions, recipe: str, progress: Reporter) -> dict[str, Any]:
+def _train_variant(plan: _Plan, variant: Variant, run_dir: Path, progress: Reporter) -> dict[str, Any]:
     """Train the variant's run to its end (or --max-steps), continuing what is there."""
-    m, t = variant_configs(variant, model_cfg, train_cfg)
+    m, t = variant_configs(variant, plan.model_cfg, plan.train_cfg)
     resume = RunFolder(run_dir).last.exists()
     try:
-        result = train(data_dir, run_dir, m, t, dataclasses.replace(run, resume=resume), recipe=recipe,
+        result = train(plan.data_dir, run_dir, m, t, dataclasses.replace(plan.run, resume=resume), recipe=plan.recipe,
                        progress=progress)
     except Interrupted:
         raise                                                      # ablate says where it stopped
@@ -275,11 +291,13 @@ def _still_valid(entry: dict[str, Any] | None, run_dir: Path, trained: dict[str,
             and e.get("checkpoint") == _checkpoint_id(run_dir))
 
 
-def _evaluate(run_dir: Path, data_dir: Path, trained: dict[str, Any], crops: int, run: RunOptions,
-              batch_size: int, progress: Reporter) -> dict[str, Any]:
+def _evaluate(plan: _Plan, run_dir: Path, trained: dict[str, Any], progress: Reporter) -> dict[str, Any]:
+    """The run's final network (last.pt) evaluated on the validation split, on the device it trained on."""
+    run, crops = plan.run, plan.crops
     device = run.devices[0] if trained["parallel"] == "model" else run.device
-    result = evaluate([RunFolder(run_dir).last], data_dir, split=run.val_split, crops=crops,
-                      batch_size=batch_size, device=device, bf16=run.bf16, workers=run.workers, progress=progress)
+    result = evaluate([RunFolder(run_dir).last], plan.data_dir, split=run.val_split, crops=crops,
+                      batch_size=plan.eval_batch_size, device=device, bf16=run.bf16, workers=run.workers,
+                      progress=progress)
     measured = {"top1_error": result.top1_error, "top5_error": result.top5_error, "n": result.n, "crops": crops,
                 "split": run.val_split, "step": trained["step"], "checkpoint": _checkpoint_id(run_dir)}
     return {"name": run_dir.name, "trained": trained, "eval": measured}
