@@ -120,7 +120,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     data["model"] = _checked_weights(path, data["model"])
     mean = data.get("mean_image")
     if mean is not None and not (isinstance(mean, torch.Tensor) and mean.is_floating_point()
-                                 and bool(torch.isfinite(mean).all())):
+                                 and all_finite(mean)):
         raise CheckpointError(f"{path}: its mean_image is not an image of finite numbers")
     config = data.get("config")
     if config is not None and not (isinstance(config, dict) and
@@ -143,6 +143,15 @@ def _first_sentence(message: str, limit: int = 200) -> str:
     return sentence[:limit - 3].rsplit(" ", 1)[0].rstrip(" ,;:") + "..."
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every value of the floating-point tensor `t` is finite. A sum first: one NaN or
+    infinity anywhere makes it NaN or infinite, and it allocates nothing, where isfinite(t)
+    makes a bool tensor of t's size (on the CPU 10-25x slower for fc6's 38 M weights). Only a
+    non-finite sum, which large finite values can also give, is settled value by value."""
+    total = t.sum(dtype=torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else None)
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(t).all())
+
+
 def _checked_weights(path: Path, state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Every weight a finite floating-point tensor, as float32 (the network's dtype: float16,
     bfloat16 and float64 weights are converted). NaN or infinite weights are refused here, so
@@ -152,7 +161,7 @@ def _checked_weights(path: Path, state: dict[str, Any]) -> dict[str, torch.Tenso
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
             kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
             raise CheckpointError(f"{path}: weight {name} is {kind}, not floating-point numbers")
-        if not bool(torch.isfinite(value).all()):
+        if not all_finite(value):
             raise CheckpointError(f"{path}: weight {name} holds NaN or infinite values (the training diverged?); "
                                   "this network cannot be used")
         out[name] = value.float()

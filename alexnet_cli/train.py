@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from alexnet_cli import __version__
 from alexnet_cli.atomic import remove_abandoned
 from alexnet_cli.augment import TrainAugment
-from alexnet_cli.checkpoint import load_checkpoint
+from alexnet_cli.checkpoint import all_finite, load_checkpoint
 from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, check_seed, recipe_of, to_dict
 from alexnet_cli.distributed import launched_by_torchrun, shutdown
 from alexnet_cli.errors import AlexnetError, DataError, Interrupted, TrainingDiverged, UsageError
@@ -376,14 +376,16 @@ class Trainer:
         the network's outputs on the last batch too: one step with a huge rate leaves finite
         weights whose outputs overflow, and no checkpoint is ever written that holds either."""
         flags = [self.state.stats.bad]
-        if before_save:
-            flags += [~torch.stack([torch.isfinite(p).all().to(self.device)
-                                    for ps in self.replica.named_param_lists().values() for p in ps]).all(),
+        params = [p for ps in self.replica.named_param_lists().values() for p in ps] if before_save else []
+        if before_save:   # each tensor's sum: non-finite if any of its values is (see all_finite)
+            flags += [~torch.isfinite(torch.stack([p.detach().sum().to(self.device) for p in params])).all(),
                       self._outputs_bad()]
         bad = torch.stack(flags).to(torch.int32)                                # (1,) or (3,)
         if self.dist.world_size > 1:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         bad = bad.tolist()                                                  # host sync
+        if before_save and bad[1] and all(all_finite(p.detach()) for p in params):
+            bad[1] = 0      # finite weights whose sum overflowed; every rank holds the same weights
         if not any(bad):
             return
         step, saved_step = self.state.pos.step, self.state.saved_step

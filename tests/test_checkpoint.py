@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from alexnet_cli.checkpoint import FORMAT, VERSION, load_checkpoint, load_model, save_checkpoint
+from alexnet_cli.checkpoint import FORMAT, VERSION, all_finite, load_checkpoint, load_model, save_checkpoint
 from alexnet_cli.cli.app import app
 from alexnet_cli.config import resolve_model_config, resolve_train_config, to_dict
 from alexnet_cli.errors import CheckpointError
@@ -411,3 +411,19 @@ def test_class_lists_and_format_of_the_wrong_kind_are_refused(tmp_path, two_colu
     torch.save({"model": compact_state_dict(two_column_net), **extra}, path)
     with pytest.raises(CheckpointError, match=words):
         load_model(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_all_finite_is_isfinite_all_including_sums_that_overflow(dtype):
+    big = torch.finfo(dtype).max
+    x = torch.zeros(1000, dtype=dtype)
+    assert all_finite(x)
+    for i, value in ((0, float("nan")), (999, float("inf")), (500, -float("inf"))):
+        y = x.clone()
+        y[i] = value
+        assert not all_finite(y)
+    y = x.clone()
+    y[3], y[7] = float("inf"), -float("inf")              # they sum to NaN: still caught
+    assert not all_finite(y)
+    y = torch.full((10,), big, dtype=dtype)                # finite values whose sum overflows
+    assert torch.isinf(y.sum()) and all_finite(y)
