@@ -22,10 +22,10 @@ from typing import Any, Sequence
 
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.config import RECIPE_NAMES, ModelConfig, resolve_model_config, resolve_train_config, to_dict
-from alexnet_cli.errors import AlexnetError, UsageError
+from alexnet_cli.errors import AlexnetError, DataError, UsageError
 from alexnet_cli.figures import check_picture_path
 from alexnet_cli.paths import path_list
-from alexnet_cli.runlog import RunFolder, RunLock, read_metrics
+from alexnet_cli.runlog import RunFolder, RunLock, config_problem, read_metrics
 
 STATES = ("running", "finished", "stopped", "diverged")
 RUNNING_WITHIN_S = 120      # seconds: with no lock to ask (older runs), files changed this recently = training
@@ -71,9 +71,15 @@ class RunReport:
         return [r for r in self.records if r.get("kind") == kind]
 
 
+# the settings of config.json that report counts with: (section, name, least value); each a whole number
+COUNTED_SETTINGS = (("train", "epochs", 1), ("train", "batch_size", 1), ("run", "log_every", 1),
+                    ("model", "num_classes", 2))
+
+
 def read_config(run_dir: Path) -> dict[str, Any]:
     """A run folder's config.json; a folder without one (or with another file of that name)
-    is not a run."""
+    is not a run. A damaged one (not JSON, its settings of the wrong type) is an error that
+    names the file and what is wrong."""
     path = run_dir / "config.json"
     if not run_dir.is_dir():
         raise AlexnetError(f"{run_dir} is not a training run's folder (not a folder)")
@@ -81,12 +87,21 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         hint = (f"it is `alexnet ablate`'s folder: give its runs, e.g. {run_dir / 'full'}"
                 if (run_dir / "ablations.json").exists() else "`alexnet train --out RUN` makes one")
         raise AlexnetError(f"{run_dir} is not a training run's folder (no config.json; {hint})")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise AlexnetError(f"{path}: cannot read it as JSON ({exc})") from None
-    if not isinstance(config, dict) or not {"recipe", "model", "train"} <= config.keys():
-        raise AlexnetError(f"{run_dir} is not a training run's folder (its config.json is not a run's)")
+    problem = config_problem(path, optional=("run",))      # runs of every version wrote "run"; tests may not
+    if problem is not None:
+        last = RunFolder(run_dir).last
+        if last.is_file():                                 # the run's own config.json, damaged
+            raise DataError(f"{path} {problem}: the run's settings are damaged or lost; {last} holds them: "
+                            f"`alexnet train DATA --out {run_dir} --resume` with the run's arguments writes "
+                            "config.json again")
+        raise AlexnetError(f"{path} {problem}: {run_dir} is not a training run's folder, or its config.json is "
+                           "damaged")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for part, name, least in COUNTED_SETTINGS:
+        value = config.get(part, {}).get(name, least)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise DataError(f'{path}: "{part}": {{"{name}": {json.dumps(value)[:40]}}} is not a whole number of at '
+                            f"least {least}: the run's settings are damaged")
     return config
 
 

@@ -64,22 +64,39 @@ class RunFolder:
     def resuming(self, resume: bool, note: Callable[[str], None]) -> bool:
         """Whether this start continues last.pt. Without --resume a folder that holds one is
         refused; a run stopped before its first checkpoint starts again from step 0, and so does
-        --resume where there is nothing to resume (each with a `note`)."""
+        --resume where there is nothing to resume (each with a `note`). A config.json missing or
+        damaged beside last.pt is noted: resuming reads the settings from last.pt and writes it
+        again (check_run_dir)."""
         if resume and self.last.exists():
+            problem = config_problem(self.config)
+            if problem is not None:
+                note(f"Note: {self.config} {problem}: the run's settings are read from {self.last} instead, and "
+                     "config.json is written again once this start's match them")
             return True
         if self.last.exists():
             raise AlexnetError(f"{self.path} already holds a run; pass `resume` to continue it or choose "
                                "another `out`", mentions=("resume", "out"))
         if self.best.exists():      # last.pt went missing: starting again would overwrite best.pt and the log
             raise DataError(f"{self.last} is missing but {self.best} exists: the run saved checkpoints, so it "
-                            "cannot start again here; restore last.pt, or copy best.pt to last.pt to continue "
-                            "from the best epoch, or choose another `out`", mentions=("out",))
+                            "cannot start again here; restore last.pt (best.pt holds no training state to continue "
+                            "from, only the weights for eval and predict), or choose another `out`",
+                            mentions=("out",))
         if self.config.exists():    # killed before its first checkpoint
             note(f"Note: the run in {self.path} stopped before its first checkpoint: starting it "
                  "again from step 0")
         elif resume:   # a requeued job's first start, or a mistyped --out: say which it was
             note(f"Note: {self.last} does not exist, so there is nothing to resume: starting a new run")
         return False
+
+    def damaged_config(self, problem: str) -> DataError:
+        """The error for a config.json that `problem` (config_problem) says is not a run's, in a
+        folder that holds the run's checkpoints: what to do about it."""
+        if self.last.is_file():
+            return DataError(f"{self.config} {problem}: the run's settings are damaged or lost; {self.last} holds "
+                             "them: continue the run with `resume` (and its other settings), which checks them against "
+                             "it and writes config.json again, or choose another `out`", mentions=("resume", "out"))
+        return DataError(f"{self.config} {problem}: the run's settings are damaged or lost, and so is {self.last}: "
+                         "restore them, or choose another `out`", mentions=("out",))
 
     def write_config(self, config: dict[str, Any]) -> None:
         """config.json: first thing a new run writes (the folder is then a run's); a resumed
@@ -93,14 +110,22 @@ class RunFolder:
         tools: no velocities (half the size of last.pt)."""
         from alexnet_cli.checkpoint import save_checkpoint    # imports torch: not for the CLI's argument checks
         if best:
-            save_checkpoint(self.best, {k: v for k, v in payload.items() if k != "optimizer"})
+            self.write_best(payload)
         save_checkpoint(self.last, payload)
 
+    def write_best(self, payload: dict[str, Any]) -> None:
+        """best.pt: last.pt's `payload` without the velocities."""
+        from alexnet_cli.checkpoint import save_checkpoint
+        save_checkpoint(self.best, {k: v for k, v in payload.items() if k != "optimizer"})
 
-def check_run_dir(out: Path) -> None:
+
+def check_run_dir(out: Path, *, resume: bool = False) -> None:
     """`--out` must be new, empty (hidden files aside), or a run's folder: its config.json is a
     run's (a run writes it before anything else; other files may have been added since, e.g.
-    eval's outputs). A folder of other files is refused, never overwritten."""
+    eval's outputs). A folder of other files is refused, never overwritten. A folder with a
+    run's checkpoints whose config.json is missing or damaged is a run's: continued with
+    `resume` from last.pt (which holds the settings; resuming checks them and writes config.json
+    again), else refused with what to do."""
     if not out.is_dir():
         parent = out
         while not parent.exists() and parent != parent.parent:
@@ -108,20 +133,48 @@ def check_run_dir(out: Path) -> None:
         if not parent.is_dir():
             raise UsageError(f"out {out}: {parent} is a file, not a folder", field="out", value=out)
         return
-    config = out / "config.json"
-    try:
-        saved = json.loads(config.read_text(encoding="utf-8")) if config.exists() else None
-    except (OSError, ValueError):
-        saved = "unreadable"
-    if isinstance(saved, dict) and {"recipe", "model", "train", "run"} <= saved.keys():
+    folder = RunFolder(out)
+    problem = config_problem(folder.config)
+    if problem is None:
         return
+    if folder.last.is_file() or folder.best.is_file():
+        if resume and folder.last.is_file():
+            return
+        raise folder.damaged_config(problem)
     # hidden files (.DS_Store, .gitkeep, our .tmp files) and a fresh volume's lost+found are no one's
     others = sorted(p.name for p in out.iterdir() if p.name != "lost+found" and not p.name.startswith("."))
-    if others or saved is not None:
+    if others or folder.config.exists():
         what = f"it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}" if others else \
             "its config.json is not a run's"
         raise AlexnetError(f"{out} is not a training run's folder ({what}): choose another `out`",
                            mentions=("out",))
+
+
+CONFIG_SECTIONS = ("model", "train", "run")     # config.json's settings, each a JSON object
+
+
+def config_problem(path: Path, *, optional: tuple[str, ...] = ()) -> str | None:
+    """What is wrong with a run's config.json, said after its name (`is missing`, `is not JSON
+    (...)`, `has no "run"`, ...), or None. Its shape only: `train` writes its own settings over
+    it, and `report` checks the values it reads. `optional`: sections the reader can do without."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except ValueError as exc:                   # a UnicodeDecodeError too
+        return f"is not JSON ({exc})"
+    if not isinstance(config, dict):
+        return f"is not a JSON object but {_json_kind(config)}"
+    if not isinstance(config.get("recipe"), str):
+        return 'has no "recipe"' if "recipe" not in config else f'has "recipe": {_shown(config["recipe"])}, not text'
+    for name in CONFIG_SECTIONS:
+        if name not in config and name not in optional:
+            return f'has no "{name}" settings'
+        if name in config and not isinstance(config[name], dict):
+            return f'has "{name}": {_shown(config[name])}, not a JSON object of settings'
+    return None
 
 
 PREPPED = "a data folder made by `alexnet prep`"
@@ -346,20 +399,124 @@ def _json_lines(text: bytes) -> bool:
         return False
 
 
+# metrics.jsonl's records (docs/formats.md): the fields each kind always has, and what each holds;
+# an epoch's validation figures only where the data has a validation split. Records of other
+# kinds, and fields not named here (a newer version's), are read as they are.
+WHOLE, NUMBER, FRACTION, FLAG, TEXT = "a whole number", "a number", "a fraction in [0, 1]", "true or false", "text"
+RECORD_FIELDS: dict[str, dict[str, str]] = {
+    "train": {"step": WHOLE, "epoch": WHOLE, "loss": NUMBER, "lr": NUMBER, "images_per_s": NUMBER},
+    "epoch": {"epoch": WHOLE, "step": WHOLE, "train_top1_error": FRACTION, "train_top5_error": FRACTION,
+              "lr": NUMBER, "time_s": NUMBER, "lr_dropped": FLAG},
+    "warning": {"step": WHOLE, "message": TEXT},
+    "diverged": {"step": WHOLE},
+}
+VALIDATION_FIELDS = {"val_top1_error": FRACTION, "val_top5_error": FRACTION, "val_n": WHOLE}
+
+
+def _is(value: Any, what: str) -> bool:
+    """Whether a JSON value is `what` (one of WHOLE, NUMBER, ...); true and false are no numbers."""
+    if what == FLAG:
+        return isinstance(value, bool)
+    if what == TEXT:
+        return isinstance(value, str)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if what == WHOLE:
+        return isinstance(value, int) and value >= 0
+    return what == NUMBER or 0 <= value <= 1
+
+
+def record_problem(record: Any) -> str | None:
+    """What is wrong with one parsed line of metrics.jsonl, in words; None when nothing is."""
+    if not isinstance(record, dict):
+        return f"not a JSON object but {_json_kind(record)}"
+    kind = record.get("kind")
+    if not isinstance(kind, str):
+        return 'a record without its "kind"' if kind is None else f'"kind" is {_shown(kind)}, not text'
+    fields = RECORD_FIELDS.get(kind, {"step": WHOLE} if "step" in record else {})
+    if kind == "epoch":
+        fields = {**fields, **{k: v for k, v in VALIDATION_FIELDS.items() if k in record}}
+    for name, what in fields.items():
+        if name not in record:
+            return f'the {kind} record has no "{name}"'
+        if not _is(record[name], what):
+            return f'the {kind} record\'s "{name}" is {_shown(record[name])}, not {what}'
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "a list", str: "a string", bool: "true or false", type(None): "null"}.get(type(value), "a number")
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as written in the file, cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class _Order:
+    """The order `train` logs in, checked record by record: steps never go back, a training
+    record's step and an epoch's number are logged once, and an epoch's record comes after its
+    last step's. A resumed run cuts the log back to its checkpoint (MetricsLog.truncate), so its
+    own log never repeats a step: a log that does was edited, or two logs were joined, and no
+    count taken from it could be trusted."""
+
+    def __init__(self) -> None:
+        self.step = (0, 0)              # (the highest step so far, its line)
+        self.train_step = (-1, 0)       # (the last training record's step, its line)
+        self.epoch = (0, 0)             # (the last epoch record's epoch, its line)
+        self.epoch_step = -1            # the step the last epoch record ended at
+
+    def problem(self, record: dict[str, Any], line: int) -> str | None:
+        step, kind = record.get("step"), record["kind"]
+        if isinstance(step, int) and step < self.step[0]:
+            return f"step {step} comes after step {self.step[0]} (line {self.step[1]})"
+        if kind == "train" and step == self.train_step[0]:
+            return f"step {step} is logged twice (lines {self.train_step[1]} and {line})"
+        if kind == "train" and step == self.epoch_step:
+            return f"step {step} comes after the record of epoch {self.epoch[0]} that it ended (line {self.epoch[1]})"
+        if kind == "epoch" and record["epoch"] <= self.epoch[0]:
+            again = "logged twice" if record["epoch"] == self.epoch[0] else f"comes after epoch {self.epoch[0]}"
+            return f"epoch {record['epoch']} {again} (line {self.epoch[1]})"
+        if isinstance(step, int):
+            self.step = (step, line)
+        if kind == "train":
+            self.train_step = (step, line)
+        elif kind == "epoch":
+            self.epoch, self.epoch_step = (record["epoch"], line), step
+        return None
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The records of RUN/metrics.jsonl. A last line without its newline is being written by a
-    run in progress and is left out; any other line that is not JSON is an error."""
+    run in progress and is left out. Any other line that is not JSON, a record whose fields
+    are missing or of the wrong type (RECORD_FIELDS), and records repeated or out of order
+    (`_Order`) are errors naming the file and the line."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except OSError as exc:
+        raise AlexnetError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not text (byte {exc.start:,} is not UTF-8): the log is damaged") from None
     lines = lines[:-1]                              # "" after the last newline, or a partial line
-    records = []
+    records, order = [], _Order()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             raise AlexnetError(f"{path}: line {number} is not JSON ({line[:60]!r})") from None
+        problem = record_problem(record)
+        if problem is not None:
+            raise DataError(f"{path}: line {number}: {problem}")
+        problem = order.problem(record, number)
+        if problem is not None:
+            raise DataError(f"{path}: line {number}: {problem}: records repeated or out of order, while a run "
+                            "logs each step once and in order (a resumed one cuts the log back to its checkpoint): "
+                            "the log was edited, or two logs were joined")
+        records.append(record)
     return records

@@ -132,7 +132,7 @@ class Trainer:
         self.manifest = read_manifest(self.data_dir)
         self.model_cfg = fit_classes(model_cfg, len(self.manifest.classes))
         self.folder = RunFolder(self.out_dir)
-        check_run_dir(self.out_dir)                # every rank, before DDP's first collective below
+        check_run_dir(self.out_dir, resume=run.resume)     # every rank, before DDP's first collective below
         self._setup_data()
         torch.manual_seed(run.seed)                # the same initial weights on every rank
         self.replica = make_replica(self.mode, AlexNet(config=self.model_cfg), where,
@@ -228,6 +228,31 @@ class Trainer:
         stats = self.state.stats
         if stats.loss_steps is None:         # older checkpoints: their intervals ended at multiples of log_every
             stats.loss_steps = self.state.pos.step % self.run.log_every
+        if self.dist.is_main and not self.folder.best.exists() and not math.isinf(self.state.best_top1):
+            self._replace_lost_best(ckpt)
+
+    def _replace_lost_best(self, ckpt: dict[str, Any]) -> None:
+        """best.pt is gone (deleted, lost) though an epoch ended: written again from last.pt
+        (`ckpt`) when that holds the same weights (both written at the best epoch's end); else
+        the best epoch's weights are lost, and best.pt is written again by the next epoch that
+        ends, as the best from there on. A note says which."""
+        state, folder = self.state, self.folder
+        if state.best_step == state.pos.step:
+            try:
+                folder.write_best(ckpt)
+            except Exception as exc:
+                raise save_error(exc, folder.checkpoints, state.pos.step, state.saved_step) from None
+            self.progress.log(f"Note: {folder.best} was missing: written again from {folder.last}, which holds the "
+                              f"same weights (the best epoch's, step {state.pos.step})")
+            return
+        lost = f"the weights of the best epoch so far (top-1 error {state.best_top1:.2%}) are not in {folder.last}"
+        if not self._work_left():
+            self.progress.log(f"Note: {folder.best} is missing, and {lost}; no epoch is left to train, so there is no "
+                              f"best.pt: use {folder.last}")
+            return
+        state.best_top1, state.best_step = math.inf, None     # the next epoch's end writes best.pt
+        self.progress.log(f"Note: {folder.best} is missing, and {lost}: best.pt is written again at the end of the "
+                          "next epoch, and holds the best epoch from there on")
 
     # -------------------------------------------------------------- training
     def fit(self) -> dict[str, Any]:
@@ -445,7 +470,8 @@ class Trainer:
             monitored = val.top1_error
         record["lr_dropped"] = state.schedule.observe(epoch, monitored)
         improved = monitored < state.best_top1
-        state.best_top1 = min(state.best_top1, monitored)
+        if improved:
+            state.best_top1, state.best_step = monitored, state.pos.step
         self.log.write(record)
         self.progress.log(_epoch_line(record, self.model_cfg.num_classes))
         state.stats.reset()
@@ -501,7 +527,7 @@ def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tra
     trainer = None
     finished = False
     try:
-        check_run_dir(out_dir)         # a clear error for an --out under a file, before the lock's mkdir
+        check_run_dir(out_dir, resume=run.resume)   # a clear error for an --out under a file, before the lock's mkdir
         if lock is not None:
             lock.acquire()             # before anything is read or written: a second run fails at once
         trainer = Trainer(Path(data_dir), out_dir, model_cfg, train_cfg, run, recipe, progress)

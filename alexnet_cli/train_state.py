@@ -124,19 +124,21 @@ class EpochStats:
 
 class TrainingState:
     """Everything last.pt's "trainer" section holds: the position, the schedule's state, the
-    best error so far and the epoch's statistics (with the length of metrics.jsonl, which the
-    run folder keeps); and the step of the last checkpoint written or read."""
+    best error so far and the step of the weights best.pt holds, and the epoch's statistics (with
+    the length of metrics.jsonl, which the run folder keeps); and the step of the last checkpoint
+    written or read."""
 
     def __init__(self, schedule: Schedule, stats: EpochStats):
         self.pos = Position()
         self.schedule, self.stats = schedule, stats
-        self.best_top1 = math.inf
+        self.best_top1 = math.inf             # the error of the weights in best.pt (the best epoch's)
+        self.best_step: int | None = None     # their step (None: no best.pt yet, or a checkpoint older than this)
         self.saved_step: int | None = None
 
     def state_dict(self, metrics_offset: int) -> dict[str, Any]:
         """The "trainer" section; every rank calls it (the counts are summed over the ranks)."""
         return {"epoch": self.pos.epoch, "batch": self.pos.batch, "step": self.pos.step,
-                "schedule": self.schedule.state_dict(), "best_top1": self.best_top1,
+                "schedule": self.schedule.state_dict(), "best_top1": self.best_top1, "best_step": self.best_step,
                 "stats": self.stats.state_dict(), "metrics_offset": metrics_offset}
 
     def load_state_dict(self, t: dict[str, Any]) -> int:
@@ -145,6 +147,7 @@ class TrainingState:
         self.saved_step = self.pos.step
         self.schedule.load_state_dict(t["schedule"])
         self.best_top1 = float(t["best_top1"])
+        self.best_step = None if t.get("best_step") is None else int(t["best_step"])
         self.stats.load_state_dict(t["stats"])
         return int(t["metrics_offset"])
 
