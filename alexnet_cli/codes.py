@@ -29,6 +29,8 @@ Files, beside the features file FEAT.h5 (so keyed like it: weights + network con
                           = row i of FEAT.h5), written atomically when complete, with the
                           encoder (weights, centring: all that a search needs; the decoder
                           only trains it) and the measured quality
+    .FEAT.codes<bits>.h5.lock   held while `codes` makes them (runlog.RunLock.beside), from
+                          before it computes the features: a second `codes` fails at once
 
 Training is deterministic for a seed: epoch e shuffles with (seed, e) and draws its noise
 from a generator seeded with (seed, e), so resuming at an epoch gives the same weights as an
