@@ -141,24 +141,34 @@ def test_prep_verify_on_a_folder_it_cannot_lock_still_reads_it(tiny_tree, tmp_pa
         RunLock(tmp_path / "run").acquire()
 
 
-def test_a_transient_lock_removed_by_its_holder_is_taken_afresh(tmp_path):
-    """A lock file removed (by its holder letting go) after another process opened it: the one
-    that then locks the removed file locks again the file at the path, so two never both hold it."""
+def test_a_transient_lock_removed_by_its_holder_is_taken_afresh(tmp_path, monkeypatch):
+    """A process that opened the lock file just before its holder removed it and let go locks
+    a file no one else sees: it must lock the file now at the path instead, or two would hold
+    the lock at once."""
     first = RunLock.beside(tmp_path / "f.h5", "codes")
     first.acquire()
-    stale = os.open(first.path, os.O_RDWR)               # what a second process opened just before
-    first.release()
+    stale = os.open(first.path, os.O_RDWR)               # opened by a second process, then
+    first.release()                                      # the holder removes it and lets go
     assert not first.path.exists()
+    real_open, opened = os.open, []
+
+    def open_the_stale_file_first(path, flags, *args):
+        opened.append(path)
+        return os.dup(stale) if len(opened) == 1 else real_open(path, flags, *args)
+
+    monkeypatch.setattr(runlog.os, "open", open_the_stale_file_first)
     second = RunLock.beside(tmp_path / "f.h5", "codes")
     second.acquire()
+    monkeypatch.undo()
+    os.close(stale)
     try:
+        assert len(opened) == 2 and os.path.samestat(os.fstat(second._fd), os.stat(second.path))
         third = RunLock.beside(tmp_path / "f.h5", "features")
-        with pytest.raises(AlexnetError, match=f"f.h5 is in use by another `alexnet codes` \\(process {os.getpid()}\\)"):
+        with pytest.raises(AlexnetError, match=f"in use by another `alexnet codes` \\(process {os.getpid()}\\)"):
             third.acquire()
-        assert os.fstat(stale).st_ino != os.stat(second.path).st_ino
     finally:
-        os.close(stale)
         second.release()
+    assert not second.path.exists()
 
 
 # ---------------------------------------------------------------------------- codes and features
