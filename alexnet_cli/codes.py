@@ -29,6 +29,8 @@ Files, beside the features file FEAT.h5 (so keyed like it: weights + network con
                           = row i of FEAT.h5), written atomically when complete, with the
                           encoder (weights, centring: all that a search needs; the decoder
                           only trains it) and the measured quality
+    .FEAT.codes<bits>.h5.lock   held while `codes` makes them (runlog.RunLock.beside), from
+                          before it computes the features: a second `codes` fails at once
 
 Training is deterministic for a seed: epoch e shuffles with (seed, e) and draws its noise
 from a generator seeded with (seed, e), so resuming at an epoch gives the same weights as an
@@ -54,8 +56,9 @@ from alexnet_cli.atomic import write_atomic
 from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.config import CODE_BITS as BITS, CODE_EPOCHS as EPOCHS, CODE_RERANK as RERANK, SEED_MAX, check_seed
 from alexnet_cli.errors import DataError, UsageError
-from alexnet_cli.features import FeaturesInfo, read_checked, read_features_info, read_rows
+from alexnet_cli.features import FeaturesInfo, non_finite_row, read_checked, read_features_info, read_rows
 from alexnet_cli.progress import NullReporter, Reporter, plural
+from alexnet_cli.runlog import RunLock
 from alexnet_cli.stopping import StopsAtOnce
 
 FORMAT = "alexnet-cli/codes"
@@ -394,14 +397,23 @@ def held_out(count: int, seed: int, queries: int = QUERIES) -> np.ndarray:
 
 
 def _centre(features: str | Path, info: FeaturesInfo, train: np.ndarray, progress: Reporter) -> tuple[torch.Tensor, float]:
-    """The mean feature and the root mean square deviation from it, over the training rows."""
+    """The mean feature and the root mean square deviation from it, over the training rows;
+    the first pass over every row, so it refuses a row that is not finite (the training rows'
+    sums of squares tell, the few held-out rows are looked at)."""
     s = np.zeros(info.dim, np.float64)
     ss = 0.0
     with progress.task("codes: centring", total=info.count, unit="img") as task:
         for start, rows in _blocks(features, np.arange(math.ceil(info.count / BLOCK_ROWS))):
-            x = rows[train[start:start + len(rows)]].astype(np.float64)
+            keep = train[start:start + len(rows)]
+            x = rows[keep].astype(np.float64)                            # (b, D)
+            squares = np.einsum("ij,ij->i", x, x)     # (b,): not finite iff the row is not (float16 squares stay small)
+            bad = np.zeros(len(rows), bool)
+            bad[keep] = ~np.isfinite(squares)
+            bad[~keep] = ~np.isfinite(rows[~keep]).all(axis=1)
+            if bad.any():
+                raise non_finite_row(features, start + int(bad.argmax()))
             s += x.sum(axis=0)
-            ss += float(np.square(x).sum())
+            ss += float(squares.sum())
             task.advance(len(rows))
     n = int(train.sum())
     mean = s / n
@@ -423,19 +435,31 @@ def _epoch(net: CodeNet, opt: torch.optim.Optimizer, features: str | Path, info:
     total, count = 0.0, 0
     net.train()
     for start, rows in _blocks(features, rng.permutation(math.ceil(info.count / BLOCK_ROWS))):
-        keep = np.flatnonzero(train[start:start + len(rows)])
-        x = torch.from_numpy(rows[rng.permutation(keep)]).to(device)                  # (b, D) float16
+        order = rng.permutation(np.flatnonzero(train[start:start + len(rows)]))
+        x = torch.from_numpy(rows[order]).to(device)                                  # (b, D) float16
         for i in range(0, len(x), batch_size):
-            loss = net.loss(x[i:i + batch_size], gen, neighbours)
+            batch = x[i:i + batch_size]
+            loss = net.loss(batch, gen, neighbours)
+            value = loss.item()                                    # the step's host sync, before the update
+            if not math.isfinite(value):
+                raise _not_finite_loss(info.path, batch, start + order[i:i + batch_size])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(x[i:i + batch_size])
-            count += len(x[i:i + batch_size])
+            total += value * len(batch)
+            count += len(batch)
         task.advance(len(rows))
-    if not math.isfinite(total):
-        raise DataError(f"{info.path}: the auto-encoder's loss is not finite (non-finite features?)")
     return total / max(1, count)
+
+
+def _not_finite_loss(features: str | Path, batch: torch.Tensor, rows: np.ndarray) -> DataError:
+    """Why a step's loss is not finite: a row of the batch (`rows`: their rows in the file)
+    that is not (a training resumed from a state, which skipped the centring pass that checks
+    them), else a training that diverged."""
+    bad = (~torch.isfinite(batch).all(dim=1)).cpu().numpy()
+    if bad.any():
+        return non_finite_row(features, int(rows[bad].min()))
+    return DataError(f"{features}: the auto-encoder's loss is not finite: its training diverged")
 
 
 def _encode_all(net: CodeNet, features: str | Path, info: FeaturesInfo, proj: torch.Tensor, device: torch.device,
@@ -445,11 +469,18 @@ def _encode_all(net: CodeNet, features: str | Path, info: FeaturesInfo, proj: to
     net.eval()
     proj = proj.to(device)
     with torch.no_grad(), progress.task("codes: encoding", total=info.count, unit="img") as task:
-        for _, rows in _blocks(features, np.arange(math.ceil(info.count / BLOCK_ROWS))):
+        for start, rows in _blocks(features, np.arange(math.ceil(info.count / BLOCK_ROWS))):
             for i in range(0, len(rows), 8192):
-                x = torch.from_numpy(rows[i:i + 8192]).to(device).float()
+                x = torch.from_numpy(rows[i:i + 8192]).to(device).float()        # (b, D)
+                projected = (x - net.mean) @ proj                                # (b, bits)
+                # a NaN or an infinity in a row makes its projection NaN or infinite (no column
+                # of the Gaussian projection is all zeros): a code the search would return
+                # is never made of one
+                finite = torch.isfinite(projected).all(dim=1)
+                if not bool(finite.all()):                                       # a host sync, as packing's
+                    raise non_finite_row(features, start + i + int((~finite).nonzero()[0, 0]))
                 learned.append(net.code(x))
-                random.append(pack_codes(((x - net.mean) @ proj) > 0))
+                random.append(pack_codes(projected > 0))
             task.advance(len(rows))
     empty = np.zeros((0, net.bits // 8), np.uint8)
     return (np.concatenate(learned) if learned else empty), (np.concatenate(random) if random else empty)
@@ -534,11 +565,31 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
     """Train the auto-encoder on a complete features file, write the codes of every row beside
     it and measure them against random projections (see the module doc). A codes file made
     with the same settings and epochs is kept; a training state with the same settings
-    continues after its last finished epoch (also towards more epochs)."""
+    continues after its last finished epoch (also towards more epochs). The codes are locked
+    while it runs: a second `make_codes` of them fails at once."""
     _check_arguments(bits=bits, epochs=epochs, batch_size=batch_size, rerank_depth=rerank_depth, seed=seed,
                      neighbours=neighbours)
-    device = torch.device(device)
-    features = Path(features)
+    lock = _lock_codes(features, bits)
+    try:
+        return _make_codes(Path(features), bits=bits, epochs=epochs, seed=seed, hidden=hidden, batch_size=batch_size,
+                           rerank_depth=rerank_depth, queries=queries, neighbours=neighbours,
+                           device=torch.device(device), progress=progress)
+    finally:
+        lock.release()
+
+
+def _lock_codes(features: str | Path, bits: int) -> RunLock:
+    """The lock of the codes of `features` (the codes file and its training state), taken;
+    an AlexnetError naming the codes and the process when another one holds it."""
+    lock = RunLock.beside(codes_path(features, bits), "codes")
+    lock.acquire()
+    return lock
+
+
+def _make_codes(features: Path, *, bits: int, epochs: int, seed: int, hidden: int, batch_size: int,
+                rerank_depth: int, queries: int, neighbours: float, device: torch.device,
+                progress: Reporter) -> CodesResult:
+    """make_codes once its arguments are checked and the codes locked."""
     info, held = _features_to_code(features, seed, queries)
     settings = {"features_key": info.key, "data_key": info.data_key, "split": info.split, "count": info.count,
                 "dim": info.dim, "bits": bits, "hidden": hidden, "seed": seed, "noise_std": NOISE_STD, "lr": LR,
@@ -705,18 +756,27 @@ def codes_for_split(checkpoint: str | Path, data_dir: str | Path, *, split: str 
                     seed: int = 0, batch_size: int = 128, workers: int | None = None, decode: str | None = None,
                     device: str | torch.device | None = None, progress: Reporter = NullReporter()) -> CodesResult:
     """What `alexnet codes` does: the split's features (checked, or computed and cached as
-    `neighbors` does), then make_codes beside them."""
+    `neighbors` does), then make_codes beside them; the codes are locked before the features are
+    made, so that a second `alexnet codes` of them fails at once."""
     from alexnet_cli.devices import resolve_device
-    from alexnet_cli.features import load_encoder
+    from alexnet_cli.features import cache_path, load_encoder
     from alexnet_cli.neighbors import split_features
 
-    check_bits(bits)
+    _check_arguments(bits=bits, epochs=epochs, batch_size=BATCH, rerank_depth=rerank_depth, seed=seed,
+                     neighbours=NEIGHBOURS)
     made: list[Path] = []                   # the features file, once it is complete
     kept = lambda: f"the features are complete in {made[0]}" if made else "nothing new was saved yet"   # noqa: E731
-    with StopsAtOnce(kept):                 # computing the features (which say what they kept) and codes stop on their own
-        encoder = load_encoder(checkpoint, data_dir, device, progress)
-        path = split_features(encoder, Path(data_dir), split, features, batch_size=batch_size, workers=workers,
-                              decode=decode, progress=progress)
-        made.append(path)
-    return make_codes(path, bits=bits, epochs=epochs, seed=seed, rerank_depth=rerank_depth,
-                      device=resolve_device(device), progress=progress)
+    lock = None
+    try:
+        with StopsAtOnce(kept):             # computing the features (which say what they kept) and codes stop on their own
+            encoder = load_encoder(checkpoint, data_dir, device, progress)
+            lock = _lock_codes(cache_path(data_dir, split, encoder.key) if features is None else features, bits)
+            path = split_features(encoder, Path(data_dir), split, features, batch_size=batch_size, workers=workers,
+                                  decode=decode, progress=progress)
+            made.append(path)
+        return _make_codes(path, bits=bits, epochs=epochs, seed=seed, hidden=HIDDEN, batch_size=BATCH,
+                           rerank_depth=rerank_depth, queries=QUERIES, neighbours=NEIGHBOURS,
+                           device=resolve_device(device), progress=progress)
+    finally:
+        if lock is not None:
+            lock.release()

@@ -52,7 +52,8 @@ from alexnet_cli.errors import CheckpointError, DataError, UsageError
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.loader import Batch, ShardLoader, trained_decode
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.shards import data_key, read_manifest, read_split_index
+from alexnet_cli.runlog import RunLock
+from alexnet_cli.shards import Manifest, data_key, read_manifest, read_split_index
 from alexnet_cli.stopping import StopsAtOnce
 
 T = TypeVar("T")
@@ -385,26 +386,55 @@ def _finite(path: str | Path, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str | Path, *, batch_size: int = 128,
                    overwrite: bool = False, workers: int | None = None, decode: str | None = None,
-                   progress: Reporter = NullReporter()) -> FeaturesInfo:
+                   progress: Reporter = NullReporter(), command: str | None = None) -> FeaturesInfo:
     """Compute the fc7 features of every image of `split` into `out` (see the module doc).
 
     A complete `out` made by the same network is kept as it is (unless `overwrite`); one made
     by another network or of another split is an error unless `overwrite`. An interrupted
-    run's FILE.partial is resumed.
+    run's FILE.partial is resumed. While it writes, `out` is locked (runlog.RunLock.beside,
+    for `command`, the `alexnet` command it works for, if any): a second writer fails at once.
     """
     if batch_size < 1:
         raise UsageError(f"batch_size must be positive, got {batch_size}", field="batch_size", value=batch_size)
     out, manifest = Path(out), read_manifest(data_dir)
     count, data = manifest.asked_split(split).count, data_key(manifest, split)
     want = (encoder.key, split, count, data)              # what a matching file was made from
+    kept = None if overwrite else _kept(out, encoder, want)
+    if kept is not None:                                  # nothing to write: no lock (the folder may be read-only)
+        return kept
+    lock = RunLock.beside(out, command)
+    lock.acquire()
+    try:
+        kept = None if overwrite else _kept(out, encoder, want)    # finished by another writer since
+        if kept is not None:
+            return kept
+        _write(encoder, data_dir, split, out, manifest, want, batch_size=batch_size, overwrite=overwrite,
+               workers=workers, decode=decode, progress=progress)
+    finally:
+        lock.release()
+    return read_features_info(out)
+
+
+def _kept(out: Path, encoder: Encoder, want: tuple[str, str, int, str]) -> FeaturesInfo | None:
+    """What `out` holds if it is complete and `want`s (encoder key, split, count, data key);
+    None when there is no `out`; a DataError when it holds other features."""
+    if not out.exists():
+        return None
+    info = read_features_info(out)
+    if info.made_by(*want) and info.complete:
+        return info
+    _, split, count, data = want
+    why = info.other_network(encoder) or info.other_data(split, count, data) or f"format {info.version}"
+    raise DataError(f"{out} holds other features ({why}): pass `overwrite` or another `out`",
+                    mentions=("overwrite", "out"))
+
+
+def _write(encoder: Encoder, data_dir: str | Path, split: str, out: Path, manifest: Manifest,
+           want: tuple[str, str, int, str], *, batch_size: int, overwrite: bool, workers: int | None,
+           decode: str | None, progress: Reporter) -> None:
+    """write_features once `out` is locked: resume or start FILE.partial, fill it, publish it."""
     partial = partial_path(out)
-    if out.exists() and not overwrite:
-        info = read_features_info(out)
-        if info.made_by(*want) and info.complete:
-            return info
-        why = info.other_network(encoder) or info.other_data(split, count, data) or f"format {info.version}"
-        raise DataError(f"{out} holds other features ({why}): pass `overwrite` or another `out`",
-                        mentions=("overwrite", "out"))
+    _, _, count, data = want
     if overwrite:
         partial.unlink(missing_ok=True)
     done = _resume_point(partial, want, progress)
@@ -430,7 +460,6 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
                 raise DataError(f"{partial}: the disk is full ({_free(partial)} free): free some space and run the "
                                 "same command again (it continues from the rows already written)") from None
             raise
-    return read_features_info(out)
 
 
 def _saved_rows(partial: Path, out: Path) -> str:
@@ -501,4 +530,4 @@ def extract_features(checkpoint: str | Path, data_dir: str | Path, out: str | Pa
     """What `alexnet features` does: the fc7 features of every image of `split` into `out`."""
     encoder = load_encoder(checkpoint, data_dir, device, progress)
     return write_features(encoder, data_dir, split, out, batch_size=batch_size, overwrite=overwrite,
-                          workers=workers, decode=decode, progress=progress)
+                          workers=workers, decode=decode, progress=progress, command="features")

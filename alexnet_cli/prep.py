@@ -40,6 +40,7 @@ from alexnet_cli.images import SIZE, UnreadableImage, load_image
 from alexnet_cli.jpeg import decode_jpeg, encode_jpeg
 from alexnet_cli.layouts import LabelFiles, Layout, find_layout
 from alexnet_cli.progress import NullReporter, Reporter
+from alexnet_cli.runlog import RunLock
 from alexnet_cli.shards import (LAYOUT_VERSIONS, MAX_BLOCK_SIZE, MAX_CLASSES, MAX_SHARD_SIZE, NewerFormat, OlderFormat,
                                 FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, ShardInfo, ShardWriter,
                                 SplitInfo, file_sha256, read_manifest, read_mean_image, shard_name, write_manifest)
@@ -170,14 +171,27 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
             progress: Reporter = NullReporter(), *, verify: bool = False) -> PrepResult:
     """Prepare the ImageNet copy at `src` into the data folder `out` (see the module doc).
     `verify`: check every finished shard's sha256 against the manifest and make the damaged
-    ones again (a full read of `out`)."""
+    ones again (a full read of `out`). `out` is locked while it runs (OUT/.lock, removed at
+    the end): a second `prepare` of it fails at once instead of interleaving its shards, mean
+    image and manifest with this one's."""
     options = options or PrepOptions()
     options.check()
     if options.block_size > options.shard_size:  # a chunk larger than a shard would only waste space
         options = replace(options, block_size=options.shard_size)
     t0 = time.perf_counter()
     src, out = Path(src), Path(out)
-    check_data_dir(out)
+    check_data_dir(out)                   # before the lock: a folder of other files is left untouched
+    created = not out.exists()
+    lock = RunLock(out, command="prep", transient=True)    # not taken on a read-only OUT, which --verify only reads
+    lock.acquire()
+    try:
+        return _prepare(src, out, options, progress, verify, t0)
+    finally:                              # a run that failed before writing anything leaves no new folder
+        lock.release(remove_folder_if_empty=created)
+
+
+def _prepare(src: Path, out: Path, options: PrepOptions, progress: Reporter, verify: bool, t0: float) -> PrepResult:
+    """`prepare` once `out` is locked."""
     layout = find_layout(src, options.splits, options.labels)
     for unused in layout.unused:
         progress.log(f"Note: {unused}", mentions=(unused.setting,))
