@@ -37,14 +37,14 @@ from alexnet_cli.model import local_response_norm  # noqa: E402
 LRN_ARGS = (5, 1e-4, 0.75, 2.0)
 
 
-def bench(fn, x, iters: int, warmup: int = 5) -> float:
-    """Milliseconds per forward + backward of fn(x)."""
+def bench(fn, x, iters: int, warmup: int = 5, repeats: int = 3) -> float:
+    """Milliseconds per forward + backward of fn(x): the median of `repeats` timings of `iters`."""
     x = x.detach().requires_grad_()
     for _ in range(warmup):
         fn(x).sum().backward()
     sync(x.device)
     times = []
-    for _ in range(3):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(iters):
             fn(x).sum().backward()
@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=5, help="untimed calls before each row's timings")
+    ap.add_argument("--repeats", type=int, default=3, help="timings of --iters calls per row; the median is shown")
     ap.add_argument("--json", action="store_true",
                     help="print the rows as one JSON document on stdout (the table goes to stderr)")
     args = ap.parse_args()
@@ -106,7 +108,7 @@ def main() -> None:
     for name, shape in (("lrn1", (batch, 96, 55, 55)), ("lrn2", (batch, 256, 27, 27))):
         x = (torch.randn(shape, device=dev) * 50).to(dtype).contiguous(memory_format=fmt)
         for impl, fn in lrns.items():
-            add(name, impl, bench(fn, x, iters))
+            add(name, impl, bench(fn, x, iters, args.warmup, args.repeats))
 
     for name, (cin, cout, k) in {"conv2": (96, 256, 5), "conv4": (384, 384, 3), "conv5": (384, 256, 3)}.items():
         size = 27 if name == "conv2" else 13
@@ -114,7 +116,7 @@ def main() -> None:
         grouped = torch.nn.Conv2d(cin, cout, k, padding=k // 2, groups=2).to(dev, dtype).to(memory_format=fmt)
         dense = torch.nn.Conv2d(cin, cout, k, padding=k // 2).to(dev, dtype).to(memory_format=fmt)
         for impl, fn in (("groups=2", grouped), ("split", split_conv(grouped)), ("dense", dense)):
-            add(name, impl, bench(fn, x, iters))
+            add(name, impl, bench(fn, x, iters, args.warmup, args.repeats))
     Console(stderr=args.json).print(table)
     if args.json:
         print(json.dumps({"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if cuda else "CPU",

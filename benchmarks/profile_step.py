@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--rows", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5, help="steps before the profiled ones")
+    ap.add_argument("--n", type=int, default=64, help="generated training images")
     ap.add_argument("--lrn-kernel", default="auto", help="alexnet train --lrn-kernel")
     ap.add_argument("--compile", action="store_true", help="profile the torch.compile'd step")
     ap.add_argument("--trace", type=Path, help="also write a Chrome trace here")
@@ -49,7 +51,7 @@ def main() -> None:
                     help="print the rows as one JSON document on stdout (the table goes to stderr)")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
-    ns = argparse.Namespace(device=args.device, n=64, classes=10, batch=args.batch or (128 if cuda else 4),
+    ns = argparse.Namespace(device=args.device, n=args.n, classes=min(10, max(2, args.n // 4)), batch=args.batch or (128 if cuda else 4),
                             log_every=10, workers=4, eval_batch=64, lrn_kernel=args.lrn_kernel)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -66,7 +68,7 @@ def main() -> None:
                 x = x.contiguous(memory_format=torch.channels_last)
             trainer.train_step(x, labels)
 
-        for _ in range(5):
+        for _ in range(args.warmup):
             step()
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         with profile(activities=activities) as prof:

@@ -126,7 +126,7 @@ def ceiling(data: Path, tmp: Path, args, *, compile: bool, lrn: bool = True, den
             x = x.contiguous(memory_format=torch.channels_last)
         trainer.train_step(x, labels)
 
-    return timed_rate(step, args.batch, args.warmup, args.steps, dev)
+    return timed_rate(step, args.batch, args.warmup, args.steps, dev, args.repeats)
 
 
 def end_to_end(data: Path, tmp: Path, args, *, compile: bool) -> float:
@@ -166,7 +166,7 @@ def peer(src: Path, args) -> float:
         loss.backward()
         opt.step()
 
-    return timed_rate(step, args.batch, args.warmup, args.steps, device)
+    return timed_rate(step, args.batch, args.warmup, args.steps, device, args.repeats)
 
 
 def ten_crop(data: Path, tmp: Path, args, *, resident: bool) -> float:
@@ -178,7 +178,7 @@ def ten_crop(data: Path, tmp: Path, args, *, resident: bool) -> float:
         images = torch.randint(0, 256, (args.eval_batch, 256, 256, 3), dtype=torch.uint8, device=dev)
         member = [Member(model, mean, "crop")]
         return 10 * timed_rate(lambda: average_softmax(member, images, crops=10), args.eval_batch,
-                               args.warmup, args.steps, dev)
+                               args.warmup, args.steps, dev, args.repeats)
     loader = ShardLoader(data, "train", args.eval_batch, shuffle=False, device=dev, workers=args.workers)
     evaluate_model(model, loader, mean, crops=10)                           # warm-up
     sync(dev)
@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--eval-batch", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None, help="timed steps per repeat")
     ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of --steps per row; the median is shown")
     ap.add_argument("--log-every", type=int, default=None)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--lrn-kernel", default="auto", choices=LRN_IMPLEMENTATIONS, help="alexnet train --lrn-kernel for every row")

@@ -19,8 +19,8 @@ def run(script: str, *args: str) -> str:
 
 
 def test_train_throughput_table(tmp_path):
-    out = run("train_throughput.py", "--device", "cpu", "--no-compile", "--n", "16", "--batch", "2",
-              "--eval-batch", "2", "--steps", "1", "--warmup", "1", "--skip", "a-lrn,b-jpeg",
+    out = run("train_throughput.py", "--device", "cpu", "--no-compile", "--n", "8", "--classes", "2", "--batch", "2",
+              "--eval-batch", "2", "--steps", "1", "--warmup", "1", "--repeats", "1", "--skip", "a-lrn,b-jpeg",
               "--json", str(tmp_path / "r.json"))
     rows = {r["what"]: r["rate"] for r in json.loads((tmp_path / "r.json").read_text())["rows"]}
     for what in ("(a) ceiling, resident data, eager", "(b) alexnet train from raw shards, eager",
@@ -31,11 +31,11 @@ def test_train_throughput_table(tmp_path):
     assert "/ ceiling" in out and "cores" in out
 
 
-def test_data_layers_and_neighbors_benchmarks():
+def test_data_and_neighbors_benchmarks():
     data = json.loads(run("data.py", "--n", "24", "--classes", "2", "--workers", "1", "--batch-size", "4",
                           "--epochs", "1", "--device", "cpu", "--json"))       # one JSON document on stdout
     assert any("ImageFolder" in r["what"] for r in data["rows"])
     assert {r["decoder"]: r["max_abs_diff_vs_pil"] for r in data["decoders"]}["simplejpeg (jpeg.decode_jpeg)"] == 0
     assert [r["threads"] for r in data["jpeg_scaling"]] == [1] and data["jpeg_scaling"][0]["loader_images_per_s"] > 0
-    assert "conv4" in run("layers.py", "--device", "cpu", "--batch", "1", "--iters", "1")
+    # layers.py: tests/test_benchmarks_json.py runs it (its table and its --json)
     assert "CPU" in run("neighbors.py", "--n", "2000", "--queries", "5", "--repeat", "1", "--devices", "cpu")

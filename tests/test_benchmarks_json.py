@@ -19,7 +19,8 @@ def run_json(script: str, *args: str) -> tuple[dict, str]:
 
 
 def test_layers_json_has_the_tables_rows():
-    doc, table = run_json("layers.py", "--device", "cpu", "--batch", "1", "--iters", "1")
+    doc, table = run_json("layers.py", "--device", "cpu", "--batch", "1", "--iters", "1", "--warmup", "1",
+                          "--repeats", "1")
     rows = {(r["layer"], r["implementation"]): r["ms"] for r in doc["rows"]}
     for layer in ("lrn1", "lrn2"):
         assert {(layer, impl) for impl in ("reference", "fused", "torch")} <= rows.keys()
@@ -30,7 +31,8 @@ def test_layers_json_has_the_tables_rows():
 
 
 def test_profile_step_json_has_the_tables_rows():
-    doc, table = run_json("profile_step.py", "--device", "cpu", "--steps", "1", "--batch", "2", "--rows", "5")
+    doc, table = run_json("profile_step.py", "--device", "cpu", "--steps", "1", "--batch", "2", "--rows", "5",
+                          "--warmup", "1", "--n", "8")
     rows = doc["rows"]
     assert len(rows) == 5 and doc["steps"] == 1 and doc["batch"] == 2
     totals = [r["cpu_time_total"] for r in rows]
