@@ -54,6 +54,8 @@ class AlexNet(nn.Module):
         ("accelerates the early stages of learning by providing the ReLUs with positive
         inputs"), 0 elsewhere. The code uses std 0.03 in conv3-conv5."""
         c = self.config
+        if self.conv1.weight.is_meta:     # shapes only (load_model, summary): no values to draw; and
+            return                        # normal_ on meta tensors imports torch._dynamo (seconds)
         for name in LAYERS:
             layer = getattr(self, name)
             layer.weight.normal_(0.0, c.init_std_conv345 if name in ("conv3", "conv4", "conv5") else c.init_std)

@@ -174,3 +174,16 @@ def test_a_torchrun_rank_keeps_the_default_sigterm():
             "from alexnet_cli.cli import _stop_on_sigterm\n_stop_on_sigterm()\n"
             "print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)")
     assert _python(code).stdout == "True\n"
+
+
+def test_loading_a_network_does_not_import_the_compiler(tmp_path, make_checkpoint):
+    """load_model builds the network on the meta device and assigns the file's weights; drawing
+    initial weights there would import torch._dynamo (about 3 s of every eval, predict, features
+    or neighbors start) to throw them away."""
+    path = make_checkpoint(tmp_path / "model.pt")
+    done = _python("import sys; from alexnet_cli.checkpoint import load_model; "
+                   "net = load_model(sys.argv[1]).model; "
+                   "print(sum(p.numel() for p in net.parameters()), 'torch._dynamo' in sys.modules)", str(path))
+    assert done.returncode == 0, done.stderr
+    count, dynamo = done.stdout.split()
+    assert int(count) > 50_000_000 and dynamo == "False"
