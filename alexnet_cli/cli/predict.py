@@ -10,9 +10,14 @@ from rich.table import Table
 
 from alexnet_cli.cli.common import (CropsOpt, DeviceOpt, JsonOpt, check_picture_out, console, err_console,
                                     print_json, reporter)
-from alexnet_cli.cli.arguments import CheckpointArg, check_data
+from alexnet_cli.cli.arguments import CheckpointArg, check_data, check_images
 
-Images = Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, metavar="IMAGE",
+
+def _images_argument(values: list[Path]) -> list[Path]:
+    return check_images(values, "IMAGE")
+
+
+Images = Annotated[list[Path], typer.Argument(exists=True, metavar="IMAGE", callback=_images_argument,
                                               help="Image files (JPEG, PNG, ...; any colour mode).")]
 
 
