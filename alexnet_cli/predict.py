@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from alexnet_cli.checkpoint import LoadedModel, load_model
+from alexnet_cli.config import TOP_K
 from alexnet_cli.errors import CheckpointError, DataError, NotFiniteError, UsageError
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.evaluate import Member, average_softmax, check_crops
@@ -82,17 +83,18 @@ def load_images(images: Sequence[str | Path], undone: str = "no image was predic
     return pixels
 
 
-def predict(checkpoint: str | Path, images: str | Path | Sequence[str | Path], *, k: int = 5, crops: int = 1,
+def predict(checkpoint: str | Path, images: str | Path | Sequence[str | Path], *, k: int | None = None, crops: int = 1,
             device: str | torch.device | None = None, bf16: bool = True, data_dir: str | Path | None = None,
             batch_size: int = 32, progress: Reporter = NullReporter()) -> list[Prediction]:
     """Top-k classes and probabilities for each image file, in the order given.
 
     One image may be given as a path. A file that is not a readable image raises DataError
-    naming it, before any work is done.
+    naming it, before any work is done. `k`: None for the top 5 (TOP_K), or every class of a
+    network of fewer; a `k` asked above the network's classes shows them all, with a note.
     """
     images = path_list(images)
     check_crops(crops)
-    if k < 1:
+    if k is not None and k < 1:
         raise UsageError(f"k must be at least 1, got {k}", field="k", value=k)
     if batch_size < 1:
         raise UsageError(f"batch_size must be positive, got {batch_size}", field="batch_size", value=batch_size)
@@ -102,7 +104,9 @@ def predict(checkpoint: str | Path, images: str | Path | Sequence[str | Path], *
     mean, classes, names = _mean_and_names(loaded, None if data_dir is None else Path(data_dir))
     loaded.tell_assumptions(progress)
     member = Member(loaded.model, mean.to(dev, torch.float32), loaded.mean_crop)
-    if k > len(classes):
+    if k is None:
+        k = min(TOP_K, len(classes))
+    elif k > len(classes):
         progress.log(f"Note: the network has {len(classes)} classes, fewer than `k` {k}: all of them are shown",
                      mentions=("k",))
         k = len(classes)

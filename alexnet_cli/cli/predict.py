@@ -24,7 +24,8 @@ Images = Annotated[list[Path], typer.Argument(exists=True, metavar="IMAGE", call
 def predict_cmd(
     checkpoint: CheckpointArg,
     images: Images,
-    k: Annotated[int, typer.Option("--k", min=1, help="How many classes to show per image.")] = 5,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, help="How many classes to show per image (default: 5, "
+                                                                "or every class of a network of fewer).")] = None,
     crops: CropsOpt = 1,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE.png", dir_okay=False,
                                                 help="Draw each image beside bars for its top 5 (figure 4).")] = None,
