@@ -21,15 +21,24 @@ errors and notes alike.
 A whole command line the message tells the user to run stays as written, in backticks
 ("run `alexnet prep SRC OUT --verify`", "`alexnet train --out RUN` makes one", "e.g. torchrun
 --nproc_per_node 8 -m alexnet_cli train ..."): it names the tool to run, which is the same advice
-for a Python user. Only a setting named on its own is written in the library's terms.
+for a Python user. Only a setting named on its own is written in the library's terms. A path
+in such a command line, or a path the message tells the user to give, goes through `shell_word`
+(`alexnet prep 'my imagenet' OUT`), so that the line still works when copied into a shell.
 """
 
 from __future__ import annotations
 
 import copy
+import shlex
 import signal
 from collections.abc import Mapping
 from typing import Any
+
+
+def shell_word(value: object) -> str:
+    """`value` (a path, a split's name) as one word of a shell command line: quoted when it holds
+    spaces or other characters the shell would read (`'my imagenet'`), as it is otherwise."""
+    return shlex.quote(str(value))
 
 
 def check_mentions(message: str, mentions: tuple[str, ...]) -> None:

@@ -49,6 +49,7 @@ from alexnet_cli.atomic import partial_path, publish
 from alexnet_cli.augment import center_crop
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.errors import CheckpointError, DataError, UsageError
+from alexnet_cli.figures import check_picture_path
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.loader import Batch, ShardLoader, trained_decode
 from alexnet_cli.progress import NullReporter, Reporter
@@ -93,22 +94,23 @@ class FeaturesInfo:
         return (self.version == VERSION and (self.key, self.split, self.count, self.data_key) ==
                 (key, split, count, data))
 
-    def other_data(self, split: str, count: int, data: str) -> str:
-        """Why these are not the features of `split` (`count` images, shards `data`), "" if they
-        are: the split, or the images it holds, as they differ."""
+    def other_data(self, split: str, count: int, data: str, name: str = "this data") -> str:
+        """Why these are not the features of `split` (`count` images, shards `data`, of the data
+        folder called `name`), "" if they are: the split, or the images it holds, as they differ."""
         if self.split != split:
             return f"of split '{self.split}', not '{split}'"
         if self.count != count:
-            return f"of {self.count} images of '{split}', which now holds {count}"
-        if self.data_key != data:
-            return f"of other images of '{split}' (the data was prepared again since)"
+            return f"of {self.count} images of '{split}', not of {name}'s {count}"
+        if self.data_key != data:     # as many images, from other shards
+            return (f"of other images of '{split}' than {name}'s (of other data of the same size, or of {name} "
+                    "before it was prepared again)")
         return "" if self.complete else f"incomplete: {self.done} of {self.count} images"
 
     def other_network(self, encoder: "Encoder") -> str:
         """Why these features are not `encoder`'s ("" if they are): the settings that differ."""
         if self.version < 2:
             return (f"made by alexnet's features format {self.version}, whose key ignores the network settings "
-                    "(LRN on and off got the same key): recompute them with `alexnet features`")
+                    "(LRN on and off got the same key)")
         if self.key == encoder.key:
             return ""
         try:
@@ -177,6 +179,15 @@ def load_encoder(checkpoint: str | Path, data_dir: str | Path, device: str | tor
     key = model_key(loaded.model, mean, loaded.mean_crop)
     return Encoder(loaded.model, mean.to(dev, torch.float32), loaded.mean_crop, key, dev, str(checkpoint),
                    network_json(loaded.model), trained_decode(loaded.config))
+
+
+FEATURES_SUFFIXES = (".h5", ".hdf5")     # an HDF5 file: a features file named .npy would mislead
+
+
+def check_features_path(path: str | Path) -> Path:
+    """`path` as a Path when its suffix names an HDF5 file (.h5, .hdf5); else a UsageError about
+    `out`, as figures.check_picture_path says of a picture's, before any work."""
+    return check_picture_path(path, FEATURES_SUFFIXES)
 
 
 def cache_path(data_dir: str | Path, split: str, key: str) -> Path:
@@ -527,7 +538,9 @@ def extract_features(checkpoint: str | Path, data_dir: str | Path, out: str | Pa
                      batch_size: int = 128, device: str | torch.device | None = None, overwrite: bool = False,
                      workers: int | None = None, decode: str | None = None,
                      progress: Reporter = NullReporter()) -> FeaturesInfo:
-    """What `alexnet features` does: the fc7 features of every image of `split` into `out`."""
+    """What `alexnet features` does: the fc7 features of every image of `split` into `out` (an
+    HDF5 file: .h5 or .hdf5)."""
+    check_features_path(out)
     encoder = load_encoder(checkpoint, data_dir, device, progress)
     return write_features(encoder, data_dir, split, out, batch_size=batch_size, overwrite=overwrite,
                           workers=workers, decode=decode, progress=progress, command="features")

@@ -31,12 +31,13 @@ import torch
 from alexnet_cli.codes import BITS, check_bits, codes_path, hamming_nearest, read_codes, read_codes_info
 from alexnet_cli.codes import rerank as rerank_rows
 from alexnet_cli.config import NEIGHBORS_K as DEFAULT_K
-from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError
+from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError, shell_word
 from alexnet_cli.features import (Encoder, cache_path, load_encoder, non_finite_row, read_features_info,
                                   read_rows_index, write_features)
 from alexnet_cli.figures import check_picture_path, grid, hstack, labeled_tile, save_picture
 from alexnet_cli.images import load_image
 from alexnet_cli.paths import path_list
+from alexnet_cli.predict import load_images
 from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.shards import data_key, open_shard, read_images, read_manifest, split_index
 
@@ -240,18 +241,20 @@ def split_features(encoder: Encoder, data_dir: Path, split: str, features: str |
                      f"({path.stat().st_size / 2**20:,.1f} MiB, one file per network; delete it to free the space)")
         return path
     info = read_features_info(features)
+    remake = (f"`alexnet features {shell_word(encoder.checkpoint)} {shell_word(data_dir)} --split {shell_word(split)} "
+              f"--out {shell_word(features)} --overwrite`")
     other = info.other_network(encoder)                   # the key covers weights, network config, mean image
     if other:
         raise CheckpointError(f"{features}: {other}; {encoder.checkpoint}'s features are not comparable with "
-                              "them")
+                              f"them: compute them again with {remake}, or leave out `features`",
+                              mentions=("features",))
     if info.split != split:
         raise DataError(f"{features} holds the features of split '{info.split}' ({plural(info.count, 'image')}), "
                         f"not of '{split}' ({plural(count, 'image')}) as asked: use `split` {info.split}, or leave "
                         f"out `features` to compute those of '{split}'", mentions=("split", "features"))
-    if not info.made_by(encoder.key, split, count, data):
-        raise DataError(f"{features} holds the features of split '{split}' of other data ({plural(info.count, 'image')}; "
-                        f"{data_dir}'s '{split}' has {count}): compute them again with `alexnet features`, or leave "
-                        "out `features`", mentions=("features",))
+    if not info.made_by(encoder.key, split, count, data):      # the same network and split: other images
+        raise DataError(f"{features} holds the features {info.other_data(split, count, data, str(data_dir))}: "
+                        f"compute them again with {remake}, or leave out `features`", mentions=("features",))
     if not info.complete:
         raise DataError(f"{features}: incomplete ({info.done} of {info.count} rows): rerun `alexnet features`")
     return Path(features)
@@ -287,7 +290,7 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: str | 
     if not math.isfinite(memory_mb) or memory_mb <= 0:
         raise UsageError(f"memory_mb must be a positive number, got {memory_mb}", field="memory_mb", value=memory_mb)
     data_dir = Path(data_dir)
-    images = [load_image(q) for q in queries]                 # unreadable queries fail before any work
+    images = load_images(queries, "no query was searched")   # unreadable queries fail before any work
     encoder = load_encoder(checkpoint, data_dir, device, progress)
     if codes:                                            # before the features, which can take hours
         base = features if features is not None else cache_path(data_dir, split, encoder.key)
@@ -296,8 +299,8 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: str | 
             there = [b for b in BITS if b != bits and codes_path(base, b).exists()]
             other = f", or use the codes there are (`bits` {' or '.join(map(str, there))})" if there else ""
             raise DataError(f"no {bits}-bit codes of these features ({wanted}): make them with `alexnet codes "
-                            f"{checkpoint} {data_dir} --split {split} --bits {bits}"
-                            f"{'' if features is None else f' --features {features}'}`{other}",
+                            f"{shell_word(checkpoint)} {shell_word(data_dir)} --split {shell_word(split)} --bits {bits}"
+                            f"{'' if features is None else f' --features {shell_word(features)}'}`{other}",
                             mentions=("bits",) if there else ())
     q = encode_queries(encoder, images)                      # before the features, which can take hours
     try:

@@ -29,7 +29,7 @@ import torch
 from alexnet_cli.atomic import remove_abandoned, write_atomic
 from alexnet_cli.config import check_seed
 from alexnet_cli.devices import resolve_device
-from alexnet_cli.errors import DataError, Interrupted, UsageError
+from alexnet_cli.errors import DataError, Interrupted, UsageError, shell_word
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.runlog import json_text, write_json_atomic
@@ -219,6 +219,9 @@ def _sample_pass(manifest: Manifest, sample: int, seed: int, progress: Reporter)
     index = split_index(manifest, "train")
     moments = PixelMoments()
     picks = _sample(index, sample, seed)
+    if sample > index.count:
+        progress.log(f"Note: 'train' holds {index.count:,} images, fewer than `sample` {sample:,}: all of them "
+                     "are used", mentions=("sample",))
     total = sum(len(p) for p in picks)
     with progress.task("pca", total=total, unit="img") as task:
         for name, rows in zip(index.shards, picks):
@@ -256,9 +259,9 @@ def read_pca(data_dir: str | Path) -> PcaStats:
     eigenvalues in 0..MAX_EIGENVALUE, a finite orthonormal 3x3 eigenvector matrix, scale 0-255."""
     path = Path(data_dir) / PCA_FILE
     if not path.is_file():
-        raise DataError(f"{path} not found: run `alexnet pca {Path(data_dir)}` first (or train with `pca_aug=False`)",
-                        mentions=("pca_aug=False",))
-    again = f"run `alexnet pca {Path(data_dir)}` again"
+        raise DataError(f"{path} not found: run `alexnet pca {shell_word(Path(data_dir))}` first (or train with "
+                        "`pca_aug=False`)", mentions=("pca_aug=False",))
+    again = f"run `alexnet pca {shell_word(Path(data_dir))}` again"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         values = np.asarray(data["eigenvalues"], np.float64)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from alexnet_cli.checkpoint import LoadedModel, load_model
+from alexnet_cli.config import TOP_K
 from alexnet_cli.errors import CheckpointError, DataError, NotFiniteError, UsageError
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.evaluate import Member, average_softmax, check_crops
@@ -55,49 +56,60 @@ def _mean_and_names(loaded: LoadedModel, data_dir: Path | None) -> tuple[torch.T
         if not loaded.config:  # a bare state_dict: no names or mean of its own
             classes, names = list(manifest.classes), list(manifest.class_names)
     mean = loaded.mean_or_data(data_dir)
-    if mean is None:
-        raise CheckpointError(f"data_dir is needed: {loaded.path} holds no mean image (a bare state_dict?); give "
-                              "the prepared data folder it was trained on", field="data_dir", value=None)
+    if mean is None:       # the command line lacks what this checkpoint needs: a usage error, as a missing argument
+        raise UsageError(f"data_dir is needed: {loaded.path} holds no mean image (a bare state_dict?); give "
+                         "the prepared data folder it was trained on", field="data_dir", value=None)
     return mean, classes, names
 
 
-def _load_all(images: Sequence[str | Path]) -> list[np.ndarray]:
-    """Every image, or one DataError that names every file that is not a readable image."""
+def load_images(images: Sequence[str | Path], undone: str = "no image was predicted") -> list[np.ndarray]:
+    """Every image, each uint8 (256, 256, 3), or one DataError that names every file that is not
+    a readable image and, when others were given with it, says that none was used (`undone`):
+    a bad file stops the whole command, it is never skipped (predict's images, neighbors' queries)."""
     pixels, bad = [], []
     for path in images:
         try:
             pixels.append(load_image(path))
         except DataError as exc:
             bad.append(str(exc))
-    if len(bad) == 1:
+    if len(bad) == 1 and len(images) == 1:
         raise DataError(bad[0])
+    if len(bad) == 1:
+        raise DataError(f"{bad[0]}: {undone} (1 of the {len(images)} images is unreadable: leave it out or "
+                        "replace it)")
     if bad:
         raise DataError(f"{len(bad)} of the {len(images)} images are unreadable: " + "; ".join(bad[:10])
-                        + ("; ..." if len(bad) > 10 else ""))
+                        + ("; ..." if len(bad) > 10 else "") + f": {undone} (leave them out or replace them)")
     return pixels
 
 
-def predict(checkpoint: str | Path, images: str | Path | Sequence[str | Path], *, k: int = 5, crops: int = 1,
+def predict(checkpoint: str | Path, images: str | Path | Sequence[str | Path], *, k: int | None = None, crops: int = 1,
             device: str | torch.device | None = None, bf16: bool = True, data_dir: str | Path | None = None,
             batch_size: int = 32, progress: Reporter = NullReporter()) -> list[Prediction]:
     """Top-k classes and probabilities for each image file, in the order given.
 
     One image may be given as a path. A file that is not a readable image raises DataError
-    naming it, before any work is done.
+    naming it, before any work is done. `k`: None for the top 5 (TOP_K), or every class of a
+    network of fewer; a `k` asked above the network's classes shows them all, with a note.
     """
     images = path_list(images)
     check_crops(crops)
-    if k < 1:
+    if k is not None and k < 1:
         raise UsageError(f"k must be at least 1, got {k}", field="k", value=k)
     if batch_size < 1:
         raise UsageError(f"batch_size must be positive, got {batch_size}", field="batch_size", value=batch_size)
     dev = resolve_device(device)
-    pixels = _load_all(images)                                        # each uint8 (256, 256, 3)
+    pixels = load_images(images)                                      # each uint8 (256, 256, 3)
     loaded = load_model(checkpoint, dev)
     mean, classes, names = _mean_and_names(loaded, None if data_dir is None else Path(data_dir))
     loaded.tell_assumptions(progress)
     member = Member(loaded.model, mean.to(dev, torch.float32), loaded.mean_crop)
-    k = min(k, len(classes))
+    if k is None:
+        k = min(TOP_K, len(classes))
+    elif k > len(classes):
+        progress.log(f"Note: the network has {len(classes)} classes, fewer than `k` {k}: all of them are shown",
+                     mentions=("k",))
+        k = len(classes)
     out: list[Prediction] = []
     for start in range(0, len(pixels), batch_size):
         batch = torch.from_numpy(np.stack(pixels[start:start + batch_size])).to(dev)  # (B, 256, 256, 3)

@@ -22,10 +22,10 @@ from typing import Any, Sequence
 
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.config import RECIPE_NAMES, ModelConfig, resolve_model_config, resolve_train_config, to_dict
-from alexnet_cli.errors import AlexnetError, DataError, UsageError
+from alexnet_cli.errors import AlexnetError, DataError, UsageError, shell_word
 from alexnet_cli.figures import check_picture_path
 from alexnet_cli.paths import path_list
-from alexnet_cli.runlog import RunFolder, RunLock, config_problem, read_metrics
+from alexnet_cli.runlog import PREPPED, RunFolder, RunLock, config_problem, read_metrics, what_is
 
 STATES = ("running", "finished", "stopped", "diverged")
 RUNNING_WITHIN_S = 120      # seconds: with no lock to ask (older runs), files changed this recently = training
@@ -77,23 +77,31 @@ COUNTED_SETTINGS = (("train", "epochs", 1), ("train", "batch_size", 1), ("run", 
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
-    """A run folder's config.json; a folder without one (or with another file of that name)
-    is not a run. A damaged one (not JSON, its settings of the wrong type) is an error that
-    names the file and what is wrong."""
+    """A run folder's config.json. A path that is not a folder, or a folder without config.json
+    or checkpoints (a data folder, an ablation's folder), is not a run: a UsageError, the wrong
+    kind of path (docs/public-surface.md: exit code 2). A damaged one (not JSON, its settings of
+    the wrong type, lost beside the run's last.pt) is an error that names the file and what is wrong."""
     path = run_dir / "config.json"
     if not run_dir.is_dir():
-        raise AlexnetError(f"{run_dir} is not a training run's folder (not a folder)")
-    if not path.is_file():
-        hint = (f"it is `alexnet ablate`'s folder: give its runs, e.g. {run_dir / 'full'}"
-                if (run_dir / "ablations.json").exists() else "`alexnet train --out RUN` makes one")
-        raise AlexnetError(f"{run_dir} is not a training run's folder (no config.json; {hint})")
+        what = "does not exist" if not run_dir.exists() else f"is {what_is(run_dir)}"
+        raise UsageError(f"{run_dir} {what}, not a training run's folder")
+    last = RunFolder(run_dir).last
+    if not path.is_file() and not last.is_file():
+        what = what_is(run_dir)
+        if (run_dir / "ablations.json").exists():
+            hint = f"it is `alexnet ablate`'s folder: give its runs, e.g. {shell_word(run_dir / 'full')}"
+        elif what == PREPPED:
+            hint = f"`alexnet train {shell_word(run_dir)} --out RUN` trains one on it"
+        else:
+            hint = "`alexnet train --out RUN` makes one"
+        what = "is not" if what == "a folder" else f"is {what}, not"
+        raise UsageError(f"{run_dir} {what} a training run's folder (no config.json; {hint})")
     problem = config_problem(path, optional=("run",))      # runs of every version wrote "run"; tests may not
     if problem is not None:
-        last = RunFolder(run_dir).last
-        if last.is_file():                                 # the run's own config.json, damaged
+        if last.is_file():                                 # the run's own config.json, damaged or lost
             raise DataError(f"{path} {problem}: the run's settings are damaged or lost; {last} holds them: "
-                            f"`alexnet train DATA --out {run_dir} --resume` with the run's arguments writes "
-                            "config.json again")
+                            f"`alexnet train DATA --out {shell_word(run_dir)} --resume` with the run's arguments "
+                            "writes config.json again")
         raise AlexnetError(f"{path} {problem}: {run_dir} is not a training run's folder, or its config.json is "
                            "damaged")
     config = json.loads(path.read_text(encoding="utf-8"))

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from alexnet_cli.atomic import write_atomic
-from alexnet_cli.errors import AlexnetError, DataError, UsageError
+from alexnet_cli.errors import AlexnetError, DataError, UsageError, shell_word
 from alexnet_cli.images import special_kind
 from alexnet_cli.layouts import looks_like_source
 from alexnet_cli.shards import MANIFEST
@@ -206,14 +206,25 @@ def what_is(path: Path) -> str:
 
 def not_a_checkpoint(path: Path) -> str | None:
     """Why an existing `path` given as a checkpoint is not one (a folder), with the file to
-    give instead in a run's folder, or a FIFO, a device; None for a file (load_checkpoint reads it)."""
+    give instead in a run's folder, or a FIFO, a device; None for a file (load_checkpoint reads it).
+    In a run's folder that is last.pt, the final network (the one to compare with the paper:
+    best.pt was chosen on the validation error it would be measured on), best.pt the alternative."""
     if not path.is_dir():
         what = what_is(path)
         return None if what in ("a checkpoint", "a file") else f"{path} is {what}, not a checkpoint"
     message = f"{path} is {what_is(path)}, not a checkpoint"
     run = RunFolder(path)                    # the run's folder, or its checkpoints/ folder
-    found = next((f for f in (run.best, run.last, path / run.best.name, path / run.last.name) if f.is_file()), None)
-    return f"{message}: give {found}" if found is not None else message
+    folder = next((f for f in (run.checkpoints, path)
+                   if (f / run.last.name).is_file() or (f / run.best.name).is_file()), None)
+    if folder is None:
+        return message
+    last, best = folder / run.last.name, folder / run.best.name
+    if not last.is_file():
+        return f"{message}: give {shell_word(best)}"
+    if not best.is_file():
+        return f"{message}: give {shell_word(last)} (the final network)"
+    return (f"{message}: give {shell_word(last)} (the final network, to compare with the paper) or "
+            f"{shell_word(best)} (the lowest validation error, chosen on the validation images)")
 
 
 def not_a_data_folder(path: Path) -> str | None:
@@ -223,7 +234,7 @@ def not_a_data_folder(path: Path) -> str | None:
     if what in ("a folder", PREPPED):
         return None
     if what == SOURCE:
-        return f"{path} is {what}, not {PREPPED}: prepare it with `alexnet prep {path} OUT`, then give OUT"
+        return f"{path} is {what}, not {PREPPED}: prepare it with `alexnet prep {shell_word(path)} OUT`, then give OUT"
     return f"{path} is {what}, not {PREPPED}"
 
 

@@ -267,13 +267,14 @@ def test_cli_neighbors_features_of_another_split_says_which_and_what_to_do(data,
     assert line.startswith(f"Error: {val} holds the features of split 'val' (16 images), not of 'train' (48 images)")
     assert line.endswith("as asked: use --split val, or leave out --features to compute those of 'train'")
     assert runner.invoke(app, args + ["--split", "val", "--json"]).exit_code == 0        # as the message says
-    # the same split of other data (other shards): said so, with the counts
+    # the same split of other data (other shards, as many images): said so, and how to remake the file
     other = tmp_path / "other.h5"
     shutil.copy(val, other)
     with h5py.File(other, "r+") as f:
         f.attrs["data_key"] = "0123456789abcdef"
     refused = runner.invoke(app, args[:-1] + [str(other), "--split", "val"])
-    assert refused.exit_code == 1 and "split 'val' of other data" in refused.stderr, refused.stderr
+    assert refused.exit_code == 1 and f"of other images of 'val' than {data}'s" in refused.stderr, refused.stderr
+    assert f"--out {other} --overwrite`" in refused.stderr
 
 
 def test_bits_and_rerank_without_codes_are_refused_alike(tmp_path):

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.cli.app import app
-from alexnet_cli.errors import CheckpointError, DataError
+from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.images import load_image
 from alexnet_cli.model import AlexNet
 from alexnet_cli.predict import predict
@@ -165,10 +165,10 @@ def test_cli_table_and_figure(ckpt, images, tmp_path):
 
 def test_bare_state_dict_needs_the_data_folder(ckpt, images, tmp_path, tiny_data):
     torch.save(_model().state_dict(), tmp_path / "bare.pt")
-    with pytest.raises(CheckpointError, match="^data_dir is needed"):
+    with pytest.raises(UsageError, match="^data_dir is needed"):
         predict(tmp_path / "bare.pt", [images["rgb"]], device="cpu")
     bare = runner.invoke(app, ["predict", str(tmp_path / "bare.pt"), str(images["rgb"])])
-    assert bare.exit_code == 1 and bare.stderr.startswith("Error: --data is needed"), bare.output
+    assert bare.exit_code == 2 and bare.stderr.startswith("Error: --data is needed"), bare.output   # an option left out
     assert len(bare.stderr.splitlines()) == 1                   # the error alone: no note before it
     res = runner.invoke(app, ["predict", str(tmp_path / "bare.pt"), str(images["rgb"]), "--data", str(tiny_data),
                               "--json", "--device", "cpu"])

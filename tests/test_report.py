@@ -190,7 +190,7 @@ def test_bad_input_is_one_error_line(two_runs, tmp_path):
     other.mkdir()
     (other / "a.jpg").write_bytes(b"x")
     result = runner.invoke(app, ["report", str(two_runs[0]), str(other)])
-    assert result.exit_code == 1 and "is not a training run's folder" in _error_line(result)
+    assert result.exit_code == 2 and "is not a training run's folder" in _error_line(result)   # a wrong kind of folder
     result = runner.invoke(app, ["report", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "does not exist" in _error_line(result)
     result = runner.invoke(app, ["report", str(two_runs[0]), "--out", str(tmp_path / "curves.xyz")])

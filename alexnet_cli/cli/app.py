@@ -24,7 +24,8 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-from pathlib import Path
+import typing
+from pathlib import Path, PurePath
 from typing import Annotated, Optional
 
 import typer
@@ -57,12 +58,16 @@ def _debug_wanted(ctx: typer.Context) -> bool:
 class _PlainFlags:
     """A command whose on/off flags (--json, --lrn/--no-lrn, --help) show no value in its --help:
     typer writes `<bool>` beside them, as if they took one (`--json <bool>`). A flag's metavar
-    is only ever shown, never parsed; "" shows nothing."""
+    is only ever shown, never parsed; "" shows nothing. An argument that takes one or more paths
+    (eval's CHECKPOINT..., predict's IMAGE..., report's RUN...) shows the type of one, then "..."
+    (`<path>...`), as click shows an option of several values, where typer writes Python's
+    `<list[Path]>`."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for param in self.params:
             _plain_flag(param)
+            _several_paths(param)
 
     def get_help_option(self, ctx):
         return _plain_flag(super().get_help_option(ctx))
@@ -72,6 +77,16 @@ def _plain_flag(param):
     if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
         param.metavar = ""
     return param
+
+
+def _several_paths(param) -> None:
+    descriptor = getattr(param, "type_descriptor", None)
+    if param.param_type_name != "argument" or param.nargs != -1 or descriptor is None:
+        return
+    element = typing.get_args(descriptor.annotation)
+    if typing.get_origin(descriptor.annotation) is list and element and issubclass(element[0], PurePath):
+        shown = f"<{descriptor.path_type}>..."         # path, file or dir, as typer names one path
+        param.display_type_rich = lambda ctx: shown     # only ever shown, as a flag's metavar
 
 
 class AlexnetCommand(_PlainFlags, TyperCommand):

@@ -9,10 +9,14 @@ The checks import alexnet_cli.runlog (NumPy, h5py) when they run, not with this 
 
 from __future__ import annotations
 
+from collections import Counter
+from itertools import islice
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from alexnet_cli.errors import shell_word
 
 
 def check_checkpoint(path: Path | None, hint: str | None = None) -> Path | None:
@@ -31,6 +35,39 @@ def check_data(path: Path | None, hint: str | None = None) -> Path | None:
     return path
 
 
+# The suffixes `image_pattern` looks for (any file PIL reads is an image to `predict`; these name one)
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+
+
+def check_images(paths: list[Path], hint: str | None = None) -> list[Path]:
+    """`paths` when none is a folder; else a usage error that says to give the folder's images,
+    as a pattern the shell expands (`image_pattern`)."""
+    for path in paths:
+        if path.is_dir():
+            raise typer.BadParameter(f"{path} is a folder, not an image: give its images, e.g. "
+                                     f"{image_pattern(path)}", param_hint=hint)
+    return paths
+
+
+def image_pattern(folder: Path, look: int = 1000) -> str:
+    """A shell pattern for the images of `folder`: `DIR/*.JPEG` in the suffix most of its first
+    `look` files have, or `DIR/*/*.JPEG` when it holds folders of them (ImageNet's train/)."""
+    def suffix(entries: list[Path]) -> str | None:
+        found = Counter(p.suffix for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        return found.most_common(1)[0][0] if found else None
+
+    try:
+        entries = list(islice(folder.iterdir(), look))
+        if found := suffix(entries):
+            return f"{shell_word(folder)}/*{found}"
+        inner = next((p for p in sorted(entries) if p.is_dir()), None)
+        if inner is not None and (found := suffix(list(islice(inner.iterdir(), look)))):
+            return f"{shell_word(folder)}/*/*{found}"
+    except OSError:
+        pass
+    return f"{shell_word(folder)}/*.JPEG"
+
+
 def _checkpoint_argument(value: Path) -> Path:
     return check_checkpoint(value, "CHECKPOINT")      # named as in the usage line, as eval's body check does
 
@@ -41,6 +78,6 @@ def _data_argument(value: Path) -> Path:
 
 CheckpointArg = Annotated[Path, typer.Argument(
     exists=True, callback=_checkpoint_argument, show_default=False, metavar="CHECKPOINT",
-    help="A checkpoint written by `alexnet train` (RUN/checkpoints/best.pt or last.pt).")]
+    help="A checkpoint written by `alexnet train` (RUN/checkpoints/last.pt or best.pt).")]
 DataArg = Annotated[Path, typer.Argument(exists=True, callback=_data_argument, show_default=False, metavar="DATA",
                                          help="A prepared data folder (alexnet prep's OUT).")]

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import (DecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt, check_writable, console,
-                                    print_json, reporter, seed_option)
+from alexnet_cli.cli.common import (CheckpointDecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt,
+                                    check_writable, console, print_json, reporter, seed_option)
 from alexnet_cli.cli.arguments import CheckpointArg, DataArg
 from alexnet_cli.config import CODE_BITS, CODE_EPOCHS, CODE_RERANK
 from alexnet_cli.progress import plural
@@ -31,7 +31,7 @@ def codes(
     seed: _SeedOpt = 0,
     batch_size: ForwardBatchOpt = 128,
     workers: WorkersOpt = None,
-    decode: DecodeOpt = None,
+    decode: CheckpointDecodeOpt = None,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

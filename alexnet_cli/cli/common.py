@@ -146,6 +146,19 @@ CropsOpt = Annotated[int, typer.Option("--crops", callback=_checked_crops,
                                        help="1: the centre crop; 10: four corners, centre and their mirrors, "
                                             "softmax averaged (paper 5.1).")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda when available).")]
-DecodeOpt = Annotated[Optional[str], typer.Option("--decode", help="Where jpeg shards are decoded: cpu (simplejpeg, one thread per --workers), gpu (batched nvJPEG on the CUDA device) or auto (gpu on CUDA when a GPU decoder is installed). Default: auto; eval, features, neighbors and codes: the decoder the run trained with. Raw shards need none.")]
+
+
+def decode_option(default: str) -> Any:
+    """The --decode of a command that reads jpeg shards, its help ending with its own default."""
+    return Annotated[Optional[str], typer.Option(
+        "--decode", metavar="cpu|gpu|auto", show_default=False,
+        help="Where jpeg shards are decoded: cpu (simplejpeg, one thread per --workers), gpu (batched nvJPEG on the "
+             f"CUDA device) or auto (gpu on CUDA when a GPU decoder is installed). Default: {default}. Raw shards "
+             "need none.")]
+
+
+DecodeOpt = decode_option("auto")      # train's and ablate's
+# features', neighbors' and codes': what the checkpoint's run trained with (loader.trained_decode; eval's: cli/eval.py)
+CheckpointDecodeOpt = decode_option("the decoder CHECKPOINT's run trained with (cpu if it trained with cpu, else auto)")
 Bf16Opt = Annotated[bool, typer.Option("--bf16/--no-bf16", help="bfloat16 autocast on CUDA (ignored on the CPU).")]
 ForwardBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]

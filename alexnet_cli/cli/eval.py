@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt,
-                                    check_writable, console, err_console, print_json, reporter)
+from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt,
+                                    check_writable, console, decode_option, err_console, print_json, reporter)
 from alexnet_cli.cli.arguments import DataArg, check_checkpoint
 from alexnet_cli.progress import plural
 
@@ -39,6 +39,10 @@ def reference_rows(split: str, models: int, crops: int) -> tuple[list[tuple], st
                 "averaged (10 crops)")
 
 
+_DecodeOpt = decode_option("the decoder the first CHECKPOINT's run trained with (cpu if it trained with cpu, else "
+                           "auto)")
+
+
 def _checkpoints_argument(values: list[Path]) -> list[Path]:
     return [check_checkpoint(value, "CHECKPOINT") for value in values]
 
@@ -58,7 +62,7 @@ def eval_cmd(
     device: DeviceOpt = None,
     bf16: Bf16Opt = True,
     workers: WorkersOpt = None,
-    decode: DecodeOpt = None,
+    decode: _DecodeOpt = None,
     per_class: Annotated[Optional[Path], typer.Option("--per-class", metavar="FILE.csv", dir_okay=False,
                                                       help="Write per-class errors with class names (CSV).")] = None,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", metavar="FILE", dir_okay=False,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from alexnet_cli.cli.common import (DecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt,
+from alexnet_cli.cli.common import (CheckpointDecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt,
                                     WorkersOpt, check_writable, console, print_json, reporter)
 from alexnet_cli.cli.arguments import CheckpointArg, DataArg
 
@@ -22,7 +22,7 @@ def features(
     batch_size: ForwardBatchOpt = 128,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute even if FILE.h5 exists.")] = False,
     workers: WorkersOpt = None,
-    decode: DecodeOpt = None,
+    decode: CheckpointDecodeOpt = None,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -30,8 +30,9 @@ def features(
 
     The file also holds each image's path and label. Resumable: after an interruption, run the
     same command again."""
-    from alexnet_cli.features import extract_features
+    from alexnet_cli.features import check_features_path, extract_features
     check_writable(out, "--out")
+    check_features_path(out)                  # an HDF5 file: .h5 or .hdf5, as predict's --out names a picture
     info = extract_features(checkpoint, data, out, split=split, batch_size=batch_size, device=device,
                             overwrite=overwrite, workers=workers, decode=decode, progress=reporter())
     if json_out:

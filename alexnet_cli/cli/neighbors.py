@@ -10,19 +10,23 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from alexnet_cli.cli.common import (DecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt, check_picture_out,
-                                    console, err_console, print_json, reporter)
-from alexnet_cli.cli.arguments import CheckpointArg, DataArg
+from alexnet_cli.cli.common import (CheckpointDecodeOpt, DeviceOpt, ForwardBatchOpt, JsonOpt, WorkersOpt,
+                                    check_picture_out, console, err_console, print_json, reporter)
+from alexnet_cli.cli.arguments import CheckpointArg, DataArg, check_images
 from alexnet_cli.config import NEIGHBORS_K
 
 
 MIN_MEMORY_MB = 16      # below this the search's chunks are a few rows: slow, and no budget anyone means
 
 
+def _queries_option(values: list[Path]) -> list[Path]:
+    return check_images(values, "--query")
+
+
 def neighbors(
     checkpoint: CheckpointArg,
     data: DataArg,
-    query: Annotated[list[Path], typer.Option("--query", exists=True, dir_okay=False, metavar="IMAGE",
+    query: Annotated[list[Path], typer.Option("--query", exists=True, metavar="IMAGE", callback=_queries_option,
                                               help="A query image (repeat for several).")],
     k: Annotated[int, typer.Option("--k", min=1, help="Neighbours per query.")] = NEIGHBORS_K,
     split: Annotated[str, typer.Option("--split", help="The split of DATA to search.")] = "train",
@@ -34,7 +38,7 @@ def neighbors(
     memory_mb: Annotated[float, typer.Option("--memory-mb", help="Memory budget of the search (MiB, at least 16).")] = 1024,
     batch_size: ForwardBatchOpt = 128,
     workers: WorkersOpt = None,
-    decode: DecodeOpt = None,
+    decode: CheckpointDecodeOpt = None,
     codes: Annotated[bool, typer.Option("--codes", help="Rank by Hamming distance of the binary codes of `alexnet codes` (fast, approximate).")] = False,
     bits: Annotated[Optional[int], typer.Option("--bits", show_default=False,
                                                 help="Which codes (with --codes): 64, 128 or 256 bits; 256 when not given.")] = None,

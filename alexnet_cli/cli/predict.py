@@ -10,16 +10,22 @@ from rich.table import Table
 
 from alexnet_cli.cli.common import (CropsOpt, DeviceOpt, JsonOpt, check_picture_out, console, err_console,
                                     print_json, reporter)
-from alexnet_cli.cli.arguments import CheckpointArg, check_data
+from alexnet_cli.cli.arguments import CheckpointArg, check_data, check_images
 
-Images = Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, metavar="IMAGE",
+
+def _images_argument(values: list[Path]) -> list[Path]:
+    return check_images(values, "IMAGE")
+
+
+Images = Annotated[list[Path], typer.Argument(exists=True, metavar="IMAGE", callback=_images_argument,
                                               help="Image files (JPEG, PNG, ...; any colour mode).")]
 
 
 def predict_cmd(
     checkpoint: CheckpointArg,
     images: Images,
-    k: Annotated[int, typer.Option("--k", min=1, help="How many classes to show per image.")] = 5,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, help="How many classes to show per image (default: 5, "
+                                                                "or every class of a network of fewer).")] = None,
     crops: CropsOpt = 1,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE.png", dir_okay=False,
                                                 help="Draw each image beside bars for its top 5 (figure 4).")] = None,
