@@ -43,7 +43,7 @@ import h5py
 import numpy as np
 
 from alexnet_cli.atomic import write_atomic
-from alexnet_cli.errors import DataError
+from alexnet_cli.errors import DataError, shell_word
 from alexnet_cli.images import IMAGE_SHAPE
 from alexnet_cli.progress import NullReporter, Reporter
 
@@ -144,8 +144,8 @@ def read_manifest(data_dir: str | Path) -> Manifest:
     root = Path(data_dir)
     path = root / MANIFEST
     if not path.is_file():
-        raise DataError(f"{path} not found: run `alexnet prep SRC {root}` first")
-    rerun = f"run `alexnet prep SRC {root}` again to write it anew from the shards"
+        raise DataError(f"{path} not found: run `alexnet prep SRC {shell_word(root)}` first")
+    rerun = f"run `alexnet prep SRC {shell_word(root)}` again to write it anew from the shards"
 
     def corrupt(what: str) -> DataError:
         return DataError(f"{path} is corrupt ({what}): {rerun}")
@@ -172,7 +172,7 @@ def read_manifest(data_dir: str | Path) -> Manifest:
                           f"understands ({FORMAT_VERSION}); upgrade alexnet-cli")
     if data.get("format") == "jpeg" and version < LAYOUT_VERSIONS["jpeg"]:
         raise OlderFormat(f"{root} holds jpeg shards of format version {version}, which this alexnet no longer "
-                          f"reads: run `alexnet prep SRC {root}` (the same SRC and options) to convert them "
+                          f"reads: run `alexnet prep SRC {shell_word(root)}` (the same SRC and options) to convert them "
                           "in place (the JPEG bytes are copied, not decoded again)")
     splits = _records(data, "splits", SplitInfo, corrupt)
     shards = _records(data, "shards", ShardInfo, corrupt)

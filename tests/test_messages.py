@@ -246,3 +246,15 @@ def test_predict_of_a_bare_state_dict_without_data_is_bad_usage(tiny_tree, tmp_p
     image = next((tiny_tree / "val").rglob("*.JPEG"))
     result = runner.invoke(app, ["predict", str(tmp_path / "bare.pt"), str(image), "--device", "cpu"])
     assert result.exit_code == 2 and "--data is needed" in _error_line(result)
+
+
+def test_the_manifest_errors_quote_the_data_folder(tmp_path):
+    data = tmp_path / "my data"
+    data.mkdir()
+    with pytest.raises(DataError) as missing:
+        read_manifest(data)
+    (data / "manifest.json").write_text("{")
+    with pytest.raises(DataError) as damaged:
+        read_manifest(data)
+    for exc in (missing, damaged):
+        assert _suggested(str(exc.value), "alexnet prep")[:4] == ["alexnet", "prep", "SRC", str(data)], str(exc.value)
