@@ -371,7 +371,8 @@ def _pct(x: float | None, sign: bool = False) -> str:
 def trivial_top5(doc: dict[str, Any]) -> bool:
     """Whether the runs have at most TOP_K classes: their top-5 errors are 0 whatever the network,
     so the table shows '-' for them and `top5_footnote` says why (ablations.json keeps the 0)."""
-    return top5_is_trivial(doc["model"]["num_classes"])
+    num_classes = doc.get("model", {}).get("num_classes")     # every ablations.json has it
+    return isinstance(num_classes, int) and top5_is_trivial(num_classes)
 
 
 def top5_footnote(doc: dict[str, Any]) -> str | None:
