@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from alexnet_cli.atomic import write_atomic
-from alexnet_cli.config import ModelConfig, TrainConfig, recipe_of
+from alexnet_cli.config import ModelConfig, TrainConfig, recipe_of, top5_is_trivial, top5_note
 from alexnet_cli.distributed import launched_by_torchrun
 from alexnet_cli.errors import AlexnetError, Interrupted, UsageError
 from alexnet_cli.evaluate import check_crops, evaluate
@@ -108,6 +108,22 @@ def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tr
     names = [FULL, *parse_variants(variants)]
     _check_evaluation_options(crops, figure1_error, eval_batch_size)
     check_ablation_dir(out_dir)
+    created = not out_dir.exists()
+    try:
+        return _ablate(data_dir, out_dir, model_cfg, train_cfg, run, recipe, names, crops, figure1_error,
+                       eval_batch_size, progress)
+    finally:                   # as train's: an ablate that failed before any run wrote a file leaves no folder
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            try:
+                out_dir.rmdir()
+            except OSError:    # another process (torchrun) wrote in it meanwhile
+                pass
+
+
+def _ablate(data_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, run: RunOptions,
+            recipe: str, names: list[str], crops: int, figure1_error: float, eval_batch_size: int,
+            progress: Reporter) -> dict[str, Any] | None:
+    """`ablate` once its options are checked."""
     settings = _settings(data_dir, model_cfg, train_cfg, run, recipe)    # what the training of each run depends on
     plan = _Plan(names=tuple(names), data_dir=data_dir, out_dir=out_dir, model_cfg=model_cfg, train_cfg=train_cfg,
                  run=run, recipe=recipe, crops=crops, eval_batch_size=eval_batch_size, previous=_previous(out_dir))
@@ -352,13 +368,27 @@ def _pct(x: float | None, sign: bool = False) -> str:
     return "n/a" if x is None else f"{100 * x:+.2f}" if sign else f"{100 * x:.2f}%"
 
 
+def trivial_top5(doc: dict[str, Any]) -> bool:
+    """Whether the runs have at most TOP_K classes: their top-5 errors are 0 whatever the network,
+    so the table shows '-' for them and `top5_footnote` says why (ablations.json keeps the 0)."""
+    num_classes = doc.get("model", {}).get("num_classes")     # every ablations.json has it
+    return isinstance(num_classes, int) and top5_is_trivial(num_classes)
+
+
+def top5_footnote(doc: dict[str, Any]) -> str | None:
+    """The line under the table on a trivial top-5 (as report's), or None."""
+    return f"top-5 '-': {top5_note(doc['model']['num_classes'])}" if trivial_top5(doc) else None
+
+
 def table_rows(doc: dict[str, Any]) -> list[list[str]]:
     """The table of `alexnet ablate` (and of ablations.md), one row per run, full network first."""
     rows = []
+    trivial = trivial_top5(doc)
     for v in doc["variants"]:
         full = v["name"] == FULL
-        rows.append([v["name"], v["what"], _pct(v["top1_error"]), _pct(v["top5_error"]),
-                     "" if full else _pct(v["delta_top1"], True), "" if full else _pct(v["delta_top5"], True),
+        rows.append([v["name"], v["what"], _pct(v["top1_error"]), "-" if trivial else _pct(v["top5_error"]),
+                     "" if full else _pct(v["delta_top1"], True),
+                     "" if full else "-" if trivial else _pct(v["delta_top5"], True),
                      "reference" if full else v["paper"], _pct(v["train_val_gap"], True),
                      f"{v['epochs_done']}/{v['epochs']}", v["state"]])
     return rows
@@ -395,5 +425,5 @@ def title(doc: dict[str, Any]) -> str:
 def markdown(doc: dict[str, Any]) -> str:
     lines = [f"# {title(doc)}", "", "| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(doc)]
-    line = figure1_line(doc)
-    return "\n".join(lines + ([""] + [line] if line else [])) + "\n"
+    notes = [line for line in (top5_footnote(doc), figure1_line(doc)) if line]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"

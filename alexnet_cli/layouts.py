@@ -98,6 +98,10 @@ def find_layout(src: str | Path, splits: list[str] | None = None, labels: LabelF
         raise DataError(f"{src}: not a folder")
     image_root = _image_root(src)
     if image_root is None:
+        parent = next((p for p in src.resolve().parents[:2] if looks_like_source(p)), None)
+        if parent is not None:          # SRC is train/, val/ or a class folder of an ImageNet tree
+            raise DataError(f"{src}: no ImageNet layout found (train/ or val/ in it); did you mean the parent "
+                            f"folder {parent}?")
         raise DataError(f"{src}: no ImageNet layout found: {EXPECTED}")
     present = [s for s in SPLITS if (image_root / s).is_dir()]
     wanted = list(splits) if splits else present
@@ -270,6 +274,11 @@ def _list_split(src: Path, folder: Path, split: str, search: list[Path], labels:
         entries = []
         for w in subdirs:
             files, odd = _walk_files(folder / w)
+            if split == "train" and not files:    # fc8 would have an output no image ever trains
+                raise DataError(f"{_shown(folder / w)}: a class folder without any image file (a class needs "
+                                "training images): add its images, or remove the folder"
+                                + (f"; {len(odd)} entr{'y' if len(odd) == 1 else 'ies'} in it cannot be read"
+                                   if odd else ""))
             entries += [(_rel(src, p), w) for p in files]
             unread += [{"path": _rel(src, p), "reason": why} for p, why in odd]
         unlabeled = [{"path": _rel(src, folder / f), "reason": "not inside a class folder"} for f in top]

@@ -239,8 +239,10 @@ def _sample(index: SplitIndex, sample: int, seed: int) -> list[np.ndarray]:
     return index.rows_by_shard(chosen)
 
 
-def write_pca(data_dir: str | Path, stats: PcaStats) -> Path:
-    """Write `pca.json` (docs/public-surface.md) atomically; returns its path."""
+def write_pca(data_dir: str | Path, stats: PcaStats, *, overwrite: bool = False) -> Path:
+    """Write `pca.json` (docs/public-surface.md) atomically; returns its path. A pca.json that
+    holds another result is replaced only with `overwrite` (training runs that used it could no
+    longer be resumed): DataError otherwise; one with the same result is left as it is."""
     path = Path(data_dir) / PCA_FILE
     data = {"eigenvalues": [float(v) for v in stats.eigenvalues],
             "eigenvectors": [[float(v) for v in row] for row in stats.eigenvectors],
@@ -248,10 +250,58 @@ def write_pca(data_dir: str | Path, stats: PcaStats) -> Path:
             "columns_are_eigenvectors": True,
             "mean_rgb": None if stats.mean_rgb is None else [float(v) for v in stats.mean_rgb],
             "pixels": int(stats.pixels), "images": int(stats.images)}
-    write_json_atomic(path, data)
+    old = _existing(path)
+    if old is not None and any(k in old and old[k] != data[k] for k in _RESULT) and not overwrite:
+        raise _would_replace(path, old, f"this one, of {_of(data['images'])}, has eigenvalues "
+                             f"{_values(data['eigenvalues'])}")
+    if old != data:                            # the same result in an older form is written again
+        write_json_atomic(path, data)
     if stats.partial is not None:              # the pass's sums are now safe in pca.json
         stats.partial.unlink(missing_ok=True)
     return path
+
+
+def check_replace(data_dir: str | Path, sample: int | None = None, *, overwrite: bool = False) -> None:
+    """Before a pass: DataError at once (not after hours of reading) when DATA's pca.json holds
+    a PCA of another number of images than the pass would use (`sample`, None: all of them),
+    whose result therefore differs; write_pca checks the result itself."""
+    path = Path(data_dir) / PCA_FILE
+    old = None if overwrite else _existing(path)
+    if old is None:
+        return
+    total = split_index(read_manifest(data_dir), "train").count
+    images = total if sample is None else min(sample, total)
+    if isinstance(old.get("images"), int) and old["images"] > 0 and old["images"] != images:
+        kind = f"all {images:,} training images" if images == total else f"a sample of {images:,}"
+        raise _would_replace(path, old, f"this pass would use {kind}")
+
+
+# What a rerun must give again to leave pca.json as it is (an older file lacks some: not compared)
+_RESULT = ("eigenvalues", "eigenvectors", "mean_rgb", "pixels", "images")
+
+
+def _existing(path: Path) -> dict | None:
+    """The document in pca.json when it holds a readable PCA; None when there is none (a
+    corrupt one, which nothing can use, is replaced as if there were none)."""
+    try:
+        read_pca(path.parent)
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (DataError, OSError, ValueError):
+        return None
+
+
+def _of(images: Any) -> str:
+    return f"{images:,} images" if isinstance(images, int) and images > 0 else "an unknown number of images"
+
+
+def _values(values: list) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
+
+
+def _would_replace(path: Path, old: dict, new: str) -> DataError:
+    return DataError(f"{path} already holds a PCA, of {_of(old.get('images'))} with eigenvalues "
+                     f"{_values(old['eigenvalues'])}; {new}; training runs that used it could no longer be "
+                     "resumed: pass `overwrite` to replace it", mentions=("overwrite",))
 
 
 def read_pca(data_dir: str | Path) -> PcaStats:

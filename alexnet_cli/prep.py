@@ -524,6 +524,7 @@ def _worker_init(progress) -> None:
 def _write_outputs(src: Path, out: Path, layout: Layout, shards: list[ShardPlan], finished: dict[str, _Finished],
                    options: PrepOptions, digest: str) -> Manifest:
     """The mean image (exact, from the shards' pixel sums) and manifest.json, written last."""
+    _check_every_class_trains(layout, shards, finished)
     splits: dict[str, SplitInfo] = {}
     for s in shards:
         info = splits.setdefault(s.split, SplitInfo(0, [], []))
@@ -549,6 +550,21 @@ def _write_outputs(src: Path, out: Path, layout: Layout, shards: list[ShardPlan]
         source=str(src.resolve()), layout=layout.name, options=options_json)
     write_manifest(manifest)
     return manifest
+
+
+def _check_every_class_trains(layout: Layout, shards: list[ShardPlan], finished: dict[str, _Finished]) -> None:
+    """DataError (before the manifest: the data is not usable) when a class's training files
+    all failed to decode: fc8 would have an output no image trains (find_layout refuses a
+    class folder without files)."""
+    if "train" not in layout.splits:
+        return
+    skipped = {x["path"] for s in shards for x in finished[s.name].skipped}
+    trained = {label for s in shards if s.split == "train" for path, label in s.entries if path not in skipped}
+    empty = [w for i, w in enumerate(layout.classes) if i not in trained]
+    if empty:
+        raise DataError(f"class {empty[0]}{f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''} has no "
+                        "training image that could be read (a class needs training images): fix or remove its "
+                        "files; the finished shards are kept")
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -120,7 +120,7 @@ class Trainer:
     its files."""
 
     def __init__(self, data_dir: Path, out_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                 run: RunOptions, recipe: str, progress: Reporter):
+                 run: RunOptions, recipe: str, progress: Reporter, classes_from_data: bool = True):
         self.data_dir, self.out_dir = Path(data_dir), Path(out_dir)
         self.train_cfg, self.run, self.recipe, self.progress = train_cfg, run, recipe, progress
         self.mode = resolve_parallel(run)
@@ -130,7 +130,7 @@ class Trainer:
         if not self.dist.is_main:                          # rank 0 alone reports (and writes the run)
             self.progress = NullReporter()
         self.manifest = read_manifest(self.data_dir)
-        self.model_cfg = fit_classes(model_cfg, len(self.manifest.classes))
+        self.model_cfg = fit_classes(model_cfg, len(self.manifest.classes), from_data=classes_from_data)
         self.folder = RunFolder(self.out_dir)
         check_run_dir(self.out_dir, resume=run.resume)     # every rank, before DDP's first collective below
         self._setup_data()
@@ -158,7 +158,10 @@ class Trainer:
                                         seed=run.seed, drop_last=True, rank=d.rank, world_size=d.world_size,
                                         device=self.device, workers=run.workers, decode=run.decode)
         if len(self.train_loader) == 0:
-            raise AlexnetError(f"the training split has fewer images than one batch of {cfg.batch_size}")
+            images = self.manifest.splits["train"].count if "train" in self.manifest.splits else 0
+            raise AlexnetError(f"batch_size {cfg.batch_size} is larger than the training split ({images:,} images), "
+                               "which must fill one batch at least: give a smaller one",
+                               field="batch_size", value=cfg.batch_size)
         self.val_loader = None
         if run.val_split in self.manifest.splits and self.manifest.splits[run.val_split].count > 0:
             self.val_loader = ShardLoader(self.data_dir, run.val_split, max(cfg.batch_size // d.world_size, 1),
@@ -493,15 +496,16 @@ def _epoch_line(r: dict[str, Any], num_classes: int) -> str:
     return f"epoch {r['epoch']}: {errors('train')}{val}  lr {r['lr']:g}  {r['time_s']:.1f}s{drop}{why}"
 
 
-def fit_classes(cfg: ModelConfig, n_data: int) -> ModelConfig:
-    """The network trained on data of `n_data` classes: fc8 sized to them (the default 1000
-    follows the data set; another --num-classes must match). `ablate` records it too."""
+def fit_classes(cfg: ModelConfig, n_data: int, *, from_data: bool = True) -> ModelConfig:
+    """The network trained on data of `n_data` classes: fc8 sized to them. With `from_data`, a
+    num_classes left at its default 1000 follows the data set (another must match); without,
+    num_classes was chosen (the CLI's --num-classes) and must match, 1000 too. `ablate` records it too."""
     if n_data < 2:                      # the data's fault, not a --num-classes the user gave
         raise DataError(f"the data has {n_data} class{'es' if n_data != 1 else ''}; a classifier needs at least 2 "
                         "(one sub-folder of images per class)")
     if cfg.num_classes == n_data:
         return cfg
-    if cfg.num_classes != ModelConfig.num_classes:
+    if cfg.num_classes != ModelConfig.num_classes or not from_data:
         raise AlexnetError(f"num_classes {cfg.num_classes} does not match the data's {n_data} classes",
                            field="num_classes", value=cfg.num_classes)
     return dataclasses.replace(cfg, num_classes=n_data)
@@ -509,12 +513,14 @@ def fit_classes(cfg: ModelConfig, n_data: int) -> ModelConfig:
 
 def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
           run: RunOptions = RunOptions(), *, recipe: str | None = None,
-          progress: Reporter = NullReporter()) -> dict[str, Any]:
+          progress: Reporter = NullReporter(), classes_from_data: bool = True) -> dict[str, Any]:
     """Train AlexNet on a prepared data folder into `out_dir`; returns a summary of the run.
     `recipe` ("paper" or "code") is recorded with the run, and `report` lists the settings that
     differ from it; None: the recipe the configs were resolved from (config.recipe_of: the one
     clearly nearest them; a UsageError when they are about as far from two, as
     `resolve_model_config("code")` with `resolve_train_config("paper")`: then name it).
+    `classes_from_data`: a `model_cfg.num_classes` left at the default 1000 becomes the data's
+    number of classes (False: it was chosen, and must match the data, fit_classes).
     Under torchrun, the process group it joins is destroyed again before it returns (also on
     errors): left to the interpreter's exit, gloo's threads can abort the process (SIGABRT)
     after a run that succeeded, and torchrun would report a failure."""
@@ -530,7 +536,7 @@ def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tra
         check_run_dir(out_dir, resume=run.resume)   # a clear error for an --out under a file, before the lock's mkdir
         if lock is not None:
             lock.acquire()             # before anything is read or written: a second run fails at once
-        trainer = Trainer(Path(data_dir), out_dir, model_cfg, train_cfg, run, recipe, progress)
+        trainer = Trainer(Path(data_dir), out_dir, model_cfg, train_cfg, run, recipe, progress, classes_from_data)
         result = trainer.fit()
         finished = True
         return result

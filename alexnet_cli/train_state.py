@@ -185,8 +185,8 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> No
     for key, what in (("data_key", "the training shards"), ("val_key", f"the '{now['run']['val_split']}' shards"),
                       ("mean_key", "the mean image"), ("pca_key", "the PCA (pca.json)")):
         if key in saved and saved[key] != now[key]:         # a key older runs lack is not checked
-            raise AlexnetError(f"{path} was trained on other data ({what} in {now['data']} changed since "
-                               "the run began); resume with the same DATA, or start a new `out`", mentions=("out",))
+            raise AlexnetError(f"{path} was trained on other data ({_what_differs(what, saved, now)}); resume "
+                               "with the same DATA, or start a new `out`", mentions=("out",))
     run = saved.get("run", {})
     for what, mentions, before, current in (
             ("`seed`", ("seed", "out"), run.get("seed"), now["run"]["seed"]),
@@ -195,3 +195,22 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> No
         if before is not None and before != current:        # the CLI shows the settings' flags
             raise AlexnetError(f"{path} was trained with {what} {before}, not {current}; resume with the same "
                                "arguments, or start a new `out`", mentions=mentions)
+
+
+def _what_differs(what: str, saved: dict[str, Any], now: dict[str, Any]) -> str:
+    """Why `what` (e.g. "the training shards") differs, from what the run recorded (DATA as it
+    was at its last save, and the resolved decoder: none for raw shards): DATA's folder changed
+    content, or it is another folder, of another format where that differs."""
+    before, current = saved.get("data"), now["data"]
+    if before is None or Path(before).resolve() == Path(current).resolve():
+        return f"{what} in {current} changed since the run began"
+    formats = [_shard_format(r.get("run", {}).get("decode")) for r in (saved, now)]
+    if None not in formats and formats[0] != formats[1]:
+        return f"it last trained on {before} ({formats[0]} shards), not {current} ({formats[1]} shards)"
+    verb = "differ" if what.endswith("shards") else "differs"
+    return f"it last trained on {before}, not {current}, whose {what.removeprefix('the ')} {verb}"
+
+
+def _shard_format(decode: Any) -> str | None:
+    """The shards' format as the run's resolved decoder tells it (None: not recorded)."""
+    return {"none": "raw", "cpu": "jpeg", "gpu": "jpeg"}.get(decode) if isinstance(decode, str) else None

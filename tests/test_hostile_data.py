@@ -136,6 +136,7 @@ def test_more_classes_than_int16_labels_hold(tmp_path, monkeypatch):
     monkeypatch.setattr(prep, "MAX_CLASSES", 3)
     for k in range(4):
         (tmp_path / "src" / "train" / f"c{k:05d}").mkdir(parents=True)
+        (tmp_path / "src" / "train" / f"c{k:05d}" / "a.JPEG").write_bytes(b"")   # an empty class is refused first
     result = runner.invoke(app, ["prep", str(tmp_path / "src"), str(tmp_path / "out")])
     assert result.exit_code == 1 and "4 classes found, at most 3 can be stored" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
@@ -360,7 +361,7 @@ def test_a_full_disk_names_the_file_in_every_atomic_write(tiny_data, tmp_path, m
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(atomic.os, "fsync", full)
-    result = runner.invoke(app, ["pca", str(data), "--sample", "4"])
+    result = runner.invoke(app, ["pca", str(data), "--sample", "4", "--overwrite"])   # data has a full pass's
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1] == f"Error: {data / 'pca.json'}: No space left on device"
     assert not list(data.glob(".*.tmp")) and (data / "pca.json").read_bytes() == (tiny_data / "pca.json").read_bytes()

@@ -264,7 +264,7 @@ def test_cli_pca_seed_is_checked_like_every_commands(known):
         assert bad.exit_code == 2, bad.output
         assert bad.stderr.startswith("Error: --seed must be a whole number from 0 to 9223372036854775807, got ")
         assert len(bad.stderr.splitlines()) == 1
-    big = runner.invoke(app, ["pca", str(data), "--sample", "3", "--seed", str(2**63 - 1), "--json"])
+    big = runner.invoke(app, ["pca", str(data), "--sample", "3", "--seed", str(2**63 - 1), "--overwrite", "--json"])
     assert big.exit_code == 0 and json.loads(big.stdout)["images"] == 3, big.output
     with pytest.raises(UsageError, match="seed must be a whole number"):
         compute_pca(data, sample=3, seed=-1)

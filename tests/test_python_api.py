@@ -273,7 +273,7 @@ def test_kernels_features_and_pca_give_python_the_documents_the_cli_prints(data,
     assert cli.exit_code == 0, cli.output
     assert json.loads(cli.stdout) == read_features_info(features).to_json()
 
-    cli = runner.invoke(app, ["pca", str(data), "--sample", "3", "--json"])
+    cli = runner.invoke(app, ["pca", str(data), "--sample", "3", "--overwrite", "--json"])   # data has a full pass's
     assert cli.exit_code == 0, cli.output
     stats = compute_pca(data, sample=3)
     assert json.loads(cli.stdout) == stats.to_json(write_pca(data, stats))

@@ -685,7 +685,7 @@ def test_resume_checks_the_pca_and_the_mean_image(tiny_data, tmp_path):
     pca = (data / "pca.json").read_bytes()
     stats = read_pca(data)
     stats.eigenvalues = [2 * v for v in stats.eigenvalues]
-    write_pca(data, stats)
+    write_pca(data, stats, overwrite=True)
     refused = runner.invoke(app, [*args, "--max-steps", "2", "--resume"])
     assert refused.exit_code == 1 and "the PCA (pca.json)" in refused.stderr, refused.output
     (data / "pca.json").write_bytes(pca)

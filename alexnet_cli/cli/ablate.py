@@ -129,17 +129,22 @@ def _pct(x: float | None, sign: bool = False) -> str:
 
 def table(doc: dict) -> Table:
     """ablations.md's table, its numbers paired to fit 80 columns."""
-    from alexnet_cli.ablate import VAL_MINUS_TRAIN, title
+    from alexnet_cli.ablate import VAL_MINUS_TRAIN, title, top5_footnote, trivial_top5
     t = Table(title=title(doc), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
               collapse_padding=True)
     for col, justify in (("variant", "left"), ("top-1/top-5", "right"), ("Δ top-1/top-5", "right"),
                          ("paper Δ", "left"), (VAL_MINUS_TRAIN, "right"), ("epochs", "right")):
         t.add_column(col, justify=justify, no_wrap=col not in ("paper Δ", VAL_MINUS_TRAIN),
                      min_width=9 if col == "paper Δ" else None)
+    trivial = trivial_top5(doc)              # '-' for a top-5 of at most 5 classes; the caption says why
+    if trivial:
+        t.caption, t.caption_justify = top5_footnote(doc), "left"
     for v in doc["variants"]:
         full = v["name"] == FULL
-        t.add_row(v["name"], f"{_pct(v['top1_error'])}/{_pct(v['top5_error'])}",
-                  "" if full else f"{_pct(v['delta_top1'], True)}/{_pct(v['delta_top5'], True)}",
+        top5 = "-" if trivial else _pct(v["top5_error"])
+        delta5 = "-" if trivial else _pct(v["delta_top5"], True)
+        t.add_row(v["name"], f"{_pct(v['top1_error'])}/{top5}",
+                  "" if full else f"{_pct(v['delta_top1'], True)}/{delta5}",
                   "reference" if full else v["paper"], _pct(v["train_val_gap"], True),
                   Text.assemble(f"{v['epochs_done']}/{v['epochs']}\n", (v["state"], "dim")))
     return t

@@ -24,15 +24,17 @@ def pca(
     seed: _SeedOpt = 0,
     device: DeviceOpt = None,
     workers: WorkersOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a pca.json that holds another result (runs trained with it could no longer be resumed).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Compute the PCA of all training RGB pixels (0-255) and write DATA/pca.json."""
-    from alexnet_cli.pca import PCA_FILE, check_sample, compute_pca, write_pca
+    from alexnet_cli.pca import PCA_FILE, check_replace, check_sample, compute_pca, write_pca
     check_sample(sample)                             # before any work
     check_writable(data / PCA_FILE, "DATA")          # before the pass, which takes hours on ImageNet
+    check_replace(data, sample, overwrite=overwrite)
     stats = compute_pca(data, progress=reporter(), sample=sample, seed=seed, device=device,
                         workers=workers)
-    path = write_pca(data, stats)
+    path = write_pca(data, stats, overwrite=overwrite)
     if json_out:
         print_json(stats.to_json(path))
         return

@@ -97,7 +97,8 @@ def train(
                      decode=decode or "auto",
                      stuck_steps=stuck_steps, tensorboard=tensorboard)
     try:
-        result = train_run(data, out, model_cfg, train_cfg, run, recipe=recipe, progress=reporter())
+        result = train_run(data, out, model_cfg, train_cfg, run, recipe=recipe, progress=reporter(),
+                           classes_from_data=num_classes is None)     # --num-classes given: it must match
     except Interrupted as exc:
         raise exc.advising("run the same command with --resume to continue") from None
     if result["rank"] != 0:            # under torchrun, rank 0 alone speaks
