@@ -34,7 +34,7 @@ ValSynsetsOpt = Annotated[Optional[Path], _label_file(
 def prep(
     src: Annotated[Path, typer.Argument(exists=True, file_okay=False, metavar="SRC", help="ImageNet root (train/, val/, or Kaggle's ILSVRC/Data/CLS-LOC/).")],
     out: Annotated[Path, typer.Argument(file_okay=False, metavar="OUT", help="Output data folder: new, empty, or an earlier prep's (continued); a folder of other files is refused.")],
-    format: Annotated[str, typer.Option("--format", help="raw: uint8 pixels (fastest to read); jpeg: re-encoded JPEGs (~10x smaller).")] = "raw",
+    format: Annotated[str, typer.Option("--format", metavar="raw|jpeg", help="raw: uint8 pixels (fastest to read); jpeg: re-encoded JPEGs (~10x smaller).")] = "raw",
     jpeg_quality: Annotated[int, typer.Option("--jpeg-quality", help="JPEG quality for --format jpeg.")] = 90,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding processes (default: all cores).")] = None,
     shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard file (1..4096; a shard is built in memory).")] = 1024,
