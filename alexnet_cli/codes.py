@@ -29,7 +29,7 @@ Files, beside the features file FEAT.h5 (so keyed like it: weights + network con
                           = row i of FEAT.h5), written atomically when complete, with the
                           encoder (weights, centring: all that a search needs; the decoder
                           only trains it) and the measured quality
-    .FEAT.codes<bits>.h5.lock   held while `codes` makes them (runlog.RunLock.beside), from
+    .FEAT.codes<bits>.h5.lock   held while `codes` makes them (locks.CommandLock.beside), from
                           before it computes the features: a second `codes` fails at once
 
 Training is deterministic for a seed: epoch e shuffles with (seed, e) and draws its noise
@@ -58,7 +58,7 @@ from alexnet_cli.config import CODE_BITS as BITS, CODE_EPOCHS as EPOCHS, CODE_RE
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.features import FeaturesInfo, non_finite_row, read_checked, read_features_info, read_rows
 from alexnet_cli.progress import NullReporter, Reporter, plural
-from alexnet_cli.runlog import RunLock
+from alexnet_cli.locks import CommandLock
 from alexnet_cli.stopping import StopsAtOnce
 
 FORMAT = "alexnet-cli/codes"
@@ -578,10 +578,10 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
         lock.release()
 
 
-def _lock_codes(features: str | Path, bits: int) -> RunLock:
+def _lock_codes(features: str | Path, bits: int) -> CommandLock:
     """The lock of the codes of `features` (the codes file and its training state), taken;
     an AlexnetError naming the codes and the process when another one holds it."""
-    lock = RunLock.beside(codes_path(features, bits), "codes")
+    lock = CommandLock.beside(codes_path(features, bits), "codes")
     lock.acquire()
     return lock
 
@@ -768,7 +768,8 @@ def codes_for_split(checkpoint: str | Path, data_dir: str | Path, *, split: str 
     kept = lambda: f"the features are complete in {made[0]}" if made else "nothing new was saved yet"   # noqa: E731
     lock = None
     try:
-        with StopsAtOnce(kept):             # computing the features (which say what they kept) and codes stop on their own
+        # computing the features (which say what they kept) and codes stop on their own
+        with StopsAtOnce(kept):
             encoder = load_encoder(checkpoint, data_dir, device, progress)
             lock = _lock_codes(cache_path(data_dir, split, encoder.key) if features is None else features, bits)
             path = split_features(encoder, Path(data_dir), split, features, batch_size=batch_size, workers=workers,

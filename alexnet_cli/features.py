@@ -53,7 +53,7 @@ from alexnet_cli.figures import check_picture_path
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.loader import Batch, ShardLoader, trained_decode
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.runlog import RunLock
+from alexnet_cli.locks import CommandLock
 from alexnet_cli.shards import Manifest, data_key, read_manifest, read_split_index
 from alexnet_cli.stopping import StopsAtOnce
 
@@ -402,7 +402,7 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
 
     A complete `out` made by the same network is kept as it is (unless `overwrite`); one made
     by another network or of another split is an error unless `overwrite`. An interrupted
-    run's FILE.partial is resumed. While it writes, `out` is locked (runlog.RunLock.beside,
+    run's FILE.partial is resumed. While it writes, `out` is locked (locks.CommandLock.beside,
     for `command`, the `alexnet` command it works for, if any): a second writer fails at once.
     """
     if batch_size < 1:
@@ -413,7 +413,7 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
     kept = None if overwrite else _kept(out, encoder, want)
     if kept is not None:                                  # nothing to write: no lock (the folder may be read-only)
         return kept
-    lock = RunLock.beside(out, command)
+    lock = CommandLock.beside(out, command)
     lock.acquire()
     try:
         kept = None if overwrite else _kept(out, encoder, want)    # finished by another writer since

@@ -11,6 +11,7 @@ import os
 import stat
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -87,6 +88,27 @@ def load_image(path: str | Path, size: int = SIZE) -> np.ndarray:
 # Bounds on the work per image (memory: 3 bytes a pixel, a few copies while converting).
 MAX_DECODED_PIXELS = 1 << 26   # 67 M pixels (8192 x 8192), counted after the JPEG draft scale-down
 MAX_RESIZED_PIXELS = 1 << 24   # 16.7 M pixels: 256 x 65,536, an aspect ratio of 256:1
+
+
+def load_images(images: Sequence[str | Path], undone: str = "no image was predicted") -> list[np.ndarray]:
+    """Every image, each uint8 (256, 256, 3), or one DataError that names every file that is not
+    a readable image and, when others were given with it, says that none was used (`undone`):
+    a bad file stops the whole command, it is never skipped (predict's images, neighbors' queries)."""
+    pixels, bad = [], []
+    for path in images:
+        try:
+            pixels.append(load_image(path))
+        except DataError as exc:
+            bad.append(str(exc))
+    if len(bad) == 1 and len(images) == 1:
+        raise DataError(bad[0])
+    if len(bad) == 1:
+        raise DataError(f"{bad[0]}: {undone} (1 of the {len(images)} images is unreadable: leave it out or "
+                        "replace it)")
+    if bad:
+        raise DataError(f"{len(bad)} of the {len(images)} images are unreadable: " + "; ".join(bad[:10])
+                        + ("; ..." if len(bad) > 10 else "") + f": {undone} (leave them out or replace them)")
+    return pixels
 
 
 def _check_size(path: str | Path, w: int, h: int, size: int) -> None:

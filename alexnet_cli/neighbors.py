@@ -35,9 +35,8 @@ from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageEr
 from alexnet_cli.features import (Encoder, cache_path, load_encoder, non_finite_row, read_features_info,
                                   read_rows_index, write_features)
 from alexnet_cli.figures import check_picture_path, grid, hstack, labeled_tile, save_picture
-from alexnet_cli.images import load_image
+from alexnet_cli.images import load_image, load_images
 from alexnet_cli.paths import path_list
-from alexnet_cli.predict import load_images
 from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.shards import data_key, open_shard, read_images, read_manifest, split_index
 

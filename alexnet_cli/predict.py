@@ -15,11 +15,11 @@ import torch
 
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.config import TOP_K
-from alexnet_cli.errors import CheckpointError, DataError, NotFiniteError, UsageError
+from alexnet_cli.errors import CheckpointError, NotFiniteError, UsageError
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.evaluate import Member, average_softmax, check_crops
 from alexnet_cli.figures import check_picture_path, grid, hbar_chart, hstack, labeled_tile, save_picture
-from alexnet_cli.images import load_image
+from alexnet_cli.images import load_image, load_images
 from alexnet_cli.paths import path_list
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import read_manifest
@@ -60,27 +60,6 @@ def _mean_and_names(loaded: LoadedModel, data_dir: Path | None) -> tuple[torch.T
         raise UsageError(f"data_dir is needed: {loaded.path} holds no mean image (a bare state_dict?); give "
                          "the prepared data folder it was trained on", field="data_dir", value=None)
     return mean, classes, names
-
-
-def load_images(images: Sequence[str | Path], undone: str = "no image was predicted") -> list[np.ndarray]:
-    """Every image, each uint8 (256, 256, 3), or one DataError that names every file that is not
-    a readable image and, when others were given with it, says that none was used (`undone`):
-    a bad file stops the whole command, it is never skipped (predict's images, neighbors' queries)."""
-    pixels, bad = [], []
-    for path in images:
-        try:
-            pixels.append(load_image(path))
-        except DataError as exc:
-            bad.append(str(exc))
-    if len(bad) == 1 and len(images) == 1:
-        raise DataError(bad[0])
-    if len(bad) == 1:
-        raise DataError(f"{bad[0]}: {undone} (1 of the {len(images)} images is unreadable: leave it out or "
-                        "replace it)")
-    if bad:
-        raise DataError(f"{len(bad)} of the {len(images)} images are unreadable: " + "; ".join(bad[:10])
-                        + ("; ..." if len(bad) > 10 else "") + f": {undone} (leave them out or replace them)")
-    return pixels
 
 
 def predict(checkpoint: str | Path, images: str | Path | Sequence[str | Path], *, k: int | None = None, crops: int = 1,

@@ -40,7 +40,7 @@ from alexnet_cli.images import SIZE, UnreadableImage, load_image
 from alexnet_cli.jpeg import decode_jpeg, encode_jpeg
 from alexnet_cli.layouts import LabelFiles, Layout, find_layout
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.runlog import RunLock
+from alexnet_cli.locks import CommandLock
 from alexnet_cli.shards import (LAYOUT_VERSIONS, MAX_BLOCK_SIZE, MAX_CLASSES, MAX_SHARD_SIZE, NewerFormat, OlderFormat,
                                 FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, ShardInfo, ShardWriter,
                                 SplitInfo, file_sha256, read_manifest, read_mean_image, shard_name, write_manifest)
@@ -182,7 +182,7 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
     src, out = Path(src), Path(out)
     check_data_dir(out)                   # before the lock: a folder of other files is left untouched
     created = not out.exists()
-    lock = RunLock(out, command="prep", transient=True)    # not taken on a read-only OUT, which --verify only reads
+    lock = CommandLock(out, command="prep", transient=True)    # not taken on a read-only OUT, which --verify only reads
     lock.acquire()
     try:
         return _prepare(src, out, options, progress, verify, t0)

@@ -25,7 +25,8 @@ from alexnet_cli.config import RECIPE_NAMES, ModelConfig, resolve_model_config, 
 from alexnet_cli.errors import AlexnetError, DataError, UsageError, shell_word
 from alexnet_cli.figures import check_picture_path
 from alexnet_cli.paths import path_list
-from alexnet_cli.runlog import PREPPED, RunFolder, RunLock, config_problem, read_metrics, what_is
+from alexnet_cli.locks import CommandLock
+from alexnet_cli.runlog import PREPPED, RunFolder, config_problem, read_metrics, what_is
 
 STATES = ("running", "finished", "stopped", "diverged")
 RUNNING_WITHIN_S = 120      # seconds: with no lock to ask (older runs), files changed this recently = training
@@ -192,7 +193,7 @@ def run_state(run_dir: Path, config: dict[str, Any], records: list[dict[str, Any
         return "diverged"
     if epochs_total and epochs_done >= epochs_total:
         return "finished"
-    held = RunLock(run_dir).held()
+    held = CommandLock(run_dir).held()
     if held is not None:
         return "running" if held else "stopped"
     folder = RunFolder(run_dir)

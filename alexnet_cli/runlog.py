@@ -2,8 +2,9 @@
 config.json, metrics.jsonl, checkpoints/last.pt and best.pt), the rule for which folders a run
 may use (`check_run_dir`) and for starting or resuming in one (`RunFolder.resuming`);
 config.json (the resolved settings, written before anything else) and metrics.jsonl (one JSON
-object per log interval and per epoch), optionally mirrored to TensorBoard; the lock
-(RUN/.lock) that keeps a second `train` out of a folder in use; and a failed checkpoint write
+object per log interval and per epoch), optionally mirrored to TensorBoard; `RunLock`, the name
+the lock (locks.CommandLock, RUN/.lock) that keeps a second `train` out of a folder in use had
+before it locked more; and a failed checkpoint write
 said in the user's terms (`save_error`). And what a path given as a checkpoint or a data folder
 is when it is not one (`not_a_checkpoint`, `not_a_data_folder`): a run's folder among others.
 
@@ -18,10 +19,8 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shutil
 import stat
-import time
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -30,13 +29,8 @@ from alexnet_cli.atomic import write_atomic
 from alexnet_cli.errors import AlexnetError, DataError, UsageError, shell_word
 from alexnet_cli.images import special_kind
 from alexnet_cli.layouts import looks_like_source
+from alexnet_cli.locks import CommandLock
 from alexnet_cli.shards import MANIFEST
-
-try:
-    import fcntl
-except ImportError:            # not POSIX: no lock (Linux is the supported platform)
-    fcntl = None
-
 
 def json_text(data: Any, *, indent: int | None = None) -> str:
     """`data` as strict JSON (RFC 8259 has no NaN or Infinity, which json.dumps would write)."""
@@ -267,148 +261,7 @@ def save_error(exc: Exception, folder: Path, step: int, saved_step: int | None) 
                         mentions=("resume",))
 
 
-LOCK_TRIES = 10        # RunLock.acquire: about 0.2 s for a `report` that peeks at the lock
-
-
-class RunLock:
-    """An exclusive lock, held with flock(2) by the command that writes a folder or a file, so
-    that a second command writing the same files fails at once (one error naming the files, the
-    process and its command) instead of interleaving with the first: RUN/.lock while a run
-    trains (`command` "train"), OUT/.lock while `prep` writes a data folder, and `.NAME.lock`
-    beside a file NAME that one command makes over a long time (`beside`: a features file, the
-    codes). The file holds the holder's process id and command. The kernel drops the lock when
-    its process ends, however it ends (SIGKILL, a lost node), so a killed run never blocks its
-    --resume; the (hidden) file stays, for `report` (held()), unless the lock is `transient`:
-    then it is removed on release, and a folder this process cannot create it in is not locked
-    (nothing can be written there by it: it only reads what is there). Under torchrun rank 0
-    alone takes a run's lock, as rank 0 alone writes."""
-
-    NAME = ".lock"
-    # What the error asks of the second command besides waiting, and the settings it mentions
-    ADVICE: dict[str, tuple[str, tuple[str, ...]]] = {
-        "train": (", or choose another `out`", ("out",)),
-        "prep": (", or choose another OUT", ()),
-    }
-    AGAIN = (", then run the same command again", ())     # the others: what that one made is reused
-    _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
-
-    def __init__(self, run_dir: str | Path, command: str | None = "train", *, name: str = NAME,
-                 target: str | Path | None = None, transient: bool = False):
-        """`command`: the `alexnet` command that takes the lock (None: a library call for no
-        command in particular); `name`: the lock file's in `run_dir`; `target`: what the error
-        says is in use (`run_dir` unless given)."""
-        self.path = Path(run_dir) / name
-        self.command, self.transient = command, transient
-        self.target = Path(run_dir) if target is None else Path(target)
-        self._fd: int | None = None
-
-    @classmethod
-    def beside(cls, path: str | Path, command: str | None) -> "RunLock":
-        """The transient lock of the file `path`: `.NAME.lock` in its folder."""
-        path = Path(path)
-        return cls(path.parent, command, name=f".{path.name}.lock", target=path, transient=True)
-
-    def acquire(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            while True:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-                if fcntl is None:
-                    os.close(fd)
-                    return
-                exc = self._lock_exclusive(fd)
-                if exc is not None:
-                    holder = os.read(fd, 64).decode("ascii", "replace").split()
-                    os.close(fd)
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                        return                  # a file system without locks (ENOLCK, EOPNOTSUPP): go on unlocked
-                    raise self._in_use(holder) from None
-                if self._still_named(fd):
-                    break
-                os.close(fd)      # its last holder removed it as it let go (transient): lock the one there now
-        except OSError as exc:
-            if self.transient and exc.errno in self._READ_ONLY:
-                return
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}{f' {self.command}' if self.command else ''}\n".encode("ascii"))
-        self._fd = fd
-
-    def _in_use(self, holder: list[str]) -> AlexnetError:
-        """The error for a lock held by another process; `holder`: the words of its lock file
-        (process id, command). The id alone: a library call's transient lock, or a run's lock
-        taken by a version before commands were recorded (only `train` took one)."""
-        pid = f" (process {holder[0]})" if holder and holder[0].isdigit() else ""
-        if len(holder) > 1 and holder[1].isalpha():
-            command = holder[1]
-        else:
-            command = None if self.transient else "train"
-        who = f"`alexnet {command}`" if command else "alexnet process"
-        advice, mentions = self.ADVICE.get(self.command, self.AGAIN)
-        return AlexnetError(f"{self.target} is in use by another {who}{pid}: wait for it to end{advice}",
-                            mentions=mentions)
-
-    def _still_named(self, fd: int) -> bool:
-        """Whether the locked file is still the one at `path` (a transient lock's holder removes
-        it before letting go: the lock taken on it then is on no file anyone else sees)."""
-        try:
-            return os.path.samestat(os.fstat(fd), os.stat(self.path))
-        except FileNotFoundError:
-            return False
-
-    @staticmethod
-    def _lock_exclusive(fd: int) -> OSError | None:
-        """flock(LOCK_EX) without blocking; None once held. Tried LOCK_TRIES times 20 ms apart:
-        `report` (held()) may hold a shared lock for an instant."""
-        for attempt in range(LOCK_TRIES):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return None
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or attempt == LOCK_TRIES - 1:
-                    return exc
-                time.sleep(0.02)
-        return None
-
-    def held(self) -> bool | None:
-        """Whether a live process (a `train`, for a run's lock) holds the lock now: True or False,
-        or None where the lock cannot tell (no lock file, as in runs of older versions; no
-        permission to open it; a file system without locks). Read-only and never blocking: a
-        shared lock is tried and dropped at once, so a training that holds the lock is not
-        disturbed."""
-        if fcntl is None:
-            return None
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            return True if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        finally:
-            os.close(fd)
-
-    def release(self, *, remove_folder_if_empty: bool = False) -> None:
-        """Drop the lock, a transient one's file first; with `remove_folder_if_empty`, also the
-        lock file and the folder when nothing else is in it (a run that failed before writing
-        anything leaves nothing)."""
-        if self._fd is None:
-            return
-        folder = self.path.parent
-        alone = remove_folder_if_empty and [p.name for p in folder.iterdir()] == [self.path.name]
-        if alone or self.transient:
-            self.path.unlink(missing_ok=True)          # while held: one waiting for it then locks a new file
-        if alone:
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-        os.close(self._fd)
-        self._fd = None
+RunLock = CommandLock        # its name before it locked more than run folders (Python API)
 
 
 class MetricsLog:

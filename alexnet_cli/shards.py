@@ -172,8 +172,8 @@ def read_manifest(data_dir: str | Path) -> Manifest:
                           f"understands ({FORMAT_VERSION}); upgrade alexnet-cli")
     if data.get("format") == "jpeg" and version < LAYOUT_VERSIONS["jpeg"]:
         raise OlderFormat(f"{root} holds jpeg shards of format version {version}, which this alexnet no longer "
-                          f"reads: run `alexnet prep SRC {shell_word(root)}` (the same SRC and options) to convert them "
-                          "in place (the JPEG bytes are copied, not decoded again)")
+                          f"reads: run `alexnet prep SRC {shell_word(root)}` (the same SRC and options) to "
+                          "convert them in place (the JPEG bytes are copied, not decoded again)")
     splits = _records(data, "splits", SplitInfo, corrupt)
     shards = _records(data, "shards", ShardInfo, corrupt)
     try:

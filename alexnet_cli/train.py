@@ -44,7 +44,8 @@ from alexnet_cli.optim import PaperSGD, load_velocity_state, param_groups, veloc
 from alexnet_cli.pca import read_pca
 from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.replicas import make_replica, place
-from alexnet_cli.runlog import MetricsLog, RunFolder, RunLock, check_run_dir, save_error
+from alexnet_cli.locks import CommandLock
+from alexnet_cli.runlog import MetricsLog, RunFolder, check_run_dir, save_error
 from alexnet_cli.schedule import Schedule
 from alexnet_cli.shards import read_manifest, read_mean_image
 from alexnet_cli.stopping import StopRequests, signal_name
@@ -231,6 +232,8 @@ class Trainer:
         stats = self.state.stats
         if stats.loss_steps is None:         # older checkpoints: their intervals ended at multiples of log_every
             stats.loss_steps = self.state.pos.step % self.run.log_every
+        # rank 0 alone: the folder may be on its machine only. The other ranks keep the best error
+        # they restored; only rank 0 writes best.pt or reports it, so theirs is never used
         if self.dist.is_main and not self.folder.best.exists() and not math.isinf(self.state.best_top1):
             self._replace_lost_best(ckpt)
 
@@ -248,7 +251,9 @@ class Trainer:
             self.progress.log(f"Note: {folder.best} was missing: written again from {folder.last}, which holds the "
                               f"same weights (the best epoch's, step {state.pos.step})")
             return
-        lost = f"the weights of the best epoch so far (top-1 error {state.best_top1:.2%}) are not in {folder.last}"
+        best = f"the weights of the best epoch so far (top-1 error {state.best_top1:.2%})"
+        lost = (f"{best} are not in {folder.last}" if state.best_step is not None else
+                f"{folder.last} (written by an older version) does not say whether it holds {best}")
         if not self._work_left():
             self.progress.log(f"Note: {folder.best} is missing, and {lost}; no epoch is left to train, so there is no "
                               f"best.pt: use {folder.last}")
@@ -528,7 +533,7 @@ def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tra
     owns_group = launched_by_torchrun() and not dist.is_initialized()
     out_dir = Path(out_dir)
     # rank 0 alone writes the run, so it alone locks it (RANK: torchrun's, read before the group exists)
-    lock = RunLock(out_dir) if not launched_by_torchrun() or os.environ.get("RANK", "0") == "0" else None
+    lock = CommandLock(out_dir) if not launched_by_torchrun() or os.environ.get("RANK", "0") == "0" else None
     created = not out_dir.exists()
     trainer = None
     finished = False

@@ -51,7 +51,8 @@ def main() -> None:
                     help="print the rows as one JSON document on stdout (the table goes to stderr)")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
-    ns = argparse.Namespace(device=args.device, n=args.n, classes=min(10, max(2, args.n // 4)), batch=args.batch or (128 if cuda else 4),
+    ns = argparse.Namespace(device=args.device, n=args.n, classes=min(10, max(2, args.n // 4)),
+                            batch=args.batch or (128 if cuda else 4),
                             log_every=10, workers=4, eval_batch=64, lrn_kernel=args.lrn_kernel)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -322,7 +322,6 @@ def test_cuda_images_with_a_cpu_generator_match_the_cpu_result():
     torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-5, atol=1e-3)
 
 
-
 @pytest.mark.parametrize("crops", [1, 10])
 def test_channel_test_crops_compute_the_average_colour_once_and_match_the_per_crop_path(crops, monkeypatch):
     """mean_crop="channel": test_crops (and a caller's precomputed `mean_rgb`) give the very

@@ -427,3 +427,9 @@ def test_all_finite_is_isfinite_all_including_sums_that_overflow(dtype):
     assert not all_finite(y)
     y = torch.full((10,), big, dtype=dtype)                # finite values whose sum overflows
     assert torch.isinf(y.sum()) and all_finite(y)
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e5m2, torch.float8_e4m3fn])
+def test_all_finite_of_float8_weights(dtype):
+    assert all_finite(torch.ones(8).to(dtype))
+    assert not all_finite(torch.tensor([1.0, float("nan")]).to(dtype))

@@ -1,5 +1,5 @@
 """Two commands writing the same files at once: the second fails at once with one `Error:` line
-naming the files, the other process and what to do (runlog.RunLock), for `prep` (OUT/.lock),
+naming the files, the other process and what to do (locks.CommandLock), for `prep` (OUT/.lock),
 `codes` (the codes file) and the features file of `features` and of the cache; and `codes`
 refuses a features row that is not finite, naming it, on every path that reads the rows."""
 
@@ -26,7 +26,7 @@ from alexnet_cli.errors import AlexnetError, DataError
 from alexnet_cli.features import cache_path, create_features_file, load_encoder
 from alexnet_cli.pca import compute_pca
 from alexnet_cli.prep import PrepOptions, check_data_dir, prepare
-from alexnet_cli.runlog import RunLock
+from alexnet_cli.locks import CommandLock
 from alexnet_cli.shards import read_split_index
 
 runner = CliRunner()
@@ -34,12 +34,12 @@ ROOT = Path(__file__).parents[1]
 
 
 class Holder:
-    """Another process holding `RunLock(*args, **kwargs)` (or `RunLock.beside(path, command)`)
+    """Another process holding `CommandLock(*args, **kwargs)` (or `CommandLock.beside(path, command)`)
     until killed with SIGKILL, as a command killed midway would."""
 
     def __init__(self, code: str, *args: str):
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys, time; from alexnet_cli.runlog import RunLock; "
+            [sys.executable, "-c", "import sys, time; from alexnet_cli.locks import CommandLock; "
              f"{code}.acquire(); print('locked', flush=True); time.sleep(60)", *map(str, args)],
             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert self.proc.stdout.readline().strip() == "locked"
@@ -65,7 +65,7 @@ def _one_error_line(result) -> str:
 
 def test_a_second_prep_into_the_same_out_fails_at_once(tiny_tree, tmp_path):
     out = tmp_path / "out"
-    holder = Holder("RunLock(sys.argv[1], command='prep', transient=True)", out)
+    holder = Holder("CommandLock(sys.argv[1], command='prep', transient=True)", out)
     try:
         result = runner.invoke(app, ["prep", str(tiny_tree), str(out), "--splits", "val", "--workers", "1"])
         assert _one_error_line(result) == (f"Error: {out} is in use by another `alexnet prep` (process {holder.pid}): "
@@ -90,9 +90,9 @@ def test_prep_holds_the_lock_for_its_whole_run_and_leaves_no_lock_file(tiny_tree
     real_manifest = shards.write_manifest
 
     def manifest_seeing_the_lock(manifest):
-        seen.append(RunLock(out).held())
+        seen.append(CommandLock(out).held())
         with pytest.raises(AlexnetError) as refused:      # what a `train --out OUT` started now is told
-            RunLock(out).acquire()
+            CommandLock(out).acquire()
         seen.append(str(refused.value))
         real_manifest(manifest)
 
@@ -101,7 +101,7 @@ def test_prep_holds_the_lock_for_its_whole_run_and_leaves_no_lock_file(tiny_tree
     assert not result.up_to_date and seen[0] is True
     assert seen[1] == (f"{out} is in use by another `alexnet prep` (process {os.getpid()}): wait for it to end, "
                        "or choose another `out`")
-    assert not (out / ".lock").exists() and RunLock(out).held() is None
+    assert not (out / ".lock").exists() and CommandLock(out).held() is None
     assert prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"])).up_to_date
 
     missing = tmp_path / "new"
@@ -138,14 +138,14 @@ def test_prep_verify_on_a_folder_it_cannot_lock_still_reads_it(tiny_tree, tmp_pa
     again = prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"]), verify=True)
     assert again.up_to_date and not (out / ".lock").exists()
     with pytest.raises(OSError):                    # a train's lock is never silently skipped
-        RunLock(tmp_path / "run").acquire()
+        CommandLock(tmp_path / "run").acquire()
 
 
 def test_a_transient_lock_removed_by_its_holder_is_taken_afresh(tmp_path, monkeypatch):
     """A process that opened the lock file just before its holder removed it and let go locks
     a file no one else sees: it must lock the file now at the path instead, or two would hold
     the lock at once."""
-    first = RunLock.beside(tmp_path / "f.h5", "codes")
+    first = CommandLock.beside(tmp_path / "f.h5", "codes")
     first.acquire()
     stale = os.open(first.path, os.O_RDWR)               # opened by a second process, then
     first.release()                                      # the holder removes it and lets go
@@ -157,13 +157,13 @@ def test_a_transient_lock_removed_by_its_holder_is_taken_afresh(tmp_path, monkey
         return os.dup(stale) if len(opened) == 1 else real_open(path, flags, *args)
 
     monkeypatch.setattr(runlog.os, "open", open_the_stale_file_first)
-    second = RunLock.beside(tmp_path / "f.h5", "codes")
+    second = CommandLock.beside(tmp_path / "f.h5", "codes")
     second.acquire()
     monkeypatch.undo()
     os.close(stale)
     try:
         assert len(opened) == 2 and os.path.samestat(os.fstat(second._fd), os.stat(second.path))
-        third = RunLock.beside(tmp_path / "f.h5", "features")
+        third = CommandLock.beside(tmp_path / "f.h5", "features")
         with pytest.raises(AlexnetError, match=f"in use by another `alexnet codes` \\(process {os.getpid()}\\)"):
             third.acquire()
     finally:
@@ -203,7 +203,7 @@ SMALL = dict(bits=64, hidden=8, batch_size=16, queries=6, rerank_depth=10)
 def test_a_second_make_codes_of_the_same_codes_fails_at_once(tmp_path):
     features = _features_file(tmp_path / "f.h5", _rows())
     codes = codes_path(features, 64)
-    holder = Holder("RunLock.beside(sys.argv[1], 'codes')", codes)
+    holder = Holder("CommandLock.beside(sys.argv[1], 'codes')", codes)
     try:
         with pytest.raises(AlexnetError) as refused:
             make_codes(features, epochs=1, **SMALL)
@@ -236,7 +236,7 @@ def test_a_second_codes_fails_before_computing_the_features(data, checkpoint, ca
     """Two `alexnet codes` on the same checkpoint and data: the second was told the cache
     could not be written in DATA (HDF5's own lock on the features file being filled)."""
     codes = codes_path(cache, 64)
-    holder = Holder("RunLock.beside(sys.argv[1], 'codes')", codes)
+    holder = Holder("CommandLock.beside(sys.argv[1], 'codes')", codes)
     try:
         result = runner.invoke(app, ["codes", str(checkpoint), str(data), "--split", "val", "--bits", "64",
                                      "--device", "cpu"])
@@ -249,7 +249,7 @@ def test_a_second_codes_fails_before_computing_the_features(data, checkpoint, ca
 
 def test_a_features_file_being_written_is_not_written_twice(data, checkpoint, tmp_path):
     out = tmp_path / "f.h5"
-    holder = Holder("RunLock.beside(sys.argv[1], 'features')", out)
+    holder = Holder("CommandLock.beside(sys.argv[1], 'features')", out)
     try:
         result = runner.invoke(app, ["features", str(checkpoint), str(data), "--out", str(out), "--split", "val",
                                      "--device", "cpu"])
@@ -261,7 +261,7 @@ def test_a_features_file_being_written_is_not_written_twice(data, checkpoint, tm
 
 
 def test_a_cache_filled_by_another_command_is_not_filled_twice(data, checkpoint, cache):
-    holder = Holder("RunLock.beside(sys.argv[1], None)", cache)          # the cache, filled for no command named
+    holder = Holder("CommandLock.beside(sys.argv[1], None)", cache)          # the cache, filled for no command named
     try:
         result = runner.invoke(app, ["codes", str(checkpoint), str(data), "--split", "val", "--bits", "128",
                                      "--device", "cpu"])
@@ -305,3 +305,24 @@ def test_codes_resumed_on_a_row_damaged_since_names_it(tmp_path, monkeypatch):
     with pytest.raises(DataError) as refused:
         make_codes(features, epochs=2, **SMALL)
     assert str(refused.value).startswith(f"{features}: damaged (row {bad} holds NaN or infinite values)")
+
+
+def test_a_lock_whose_folder_its_holder_removed_is_taken_in_a_new_folder(tmp_path, monkeypatch):
+    """A holder that lets go with remove_folder_if_empty removes the folder between this
+    process's mkdir and its open: the lock makes the folder again and is taken, not an OSError."""
+    out = tmp_path / "out"
+    real_open, calls = os.open, []
+
+    def open_after_the_folder_went(path, flags, *args):
+        calls.append(path)
+        if len(calls) == 1:
+            Path(path).parent.rmdir()                # the holder's release, just before this open
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_after_the_folder_went)
+    lock = CommandLock(out, command="prep", transient=True)
+    lock.acquire()
+    monkeypatch.undo()
+    assert len(calls) == 2 and (out / ".lock").read_text().split() == [str(os.getpid()), "prep"]
+    lock.release()
+    assert not (out / ".lock").exists()
