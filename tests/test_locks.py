@@ -19,7 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from alexnet_cli import codes as codes_module
-from alexnet_cli import runlog
+from alexnet_cli import locks
 from alexnet_cli.cli.app import app
 from alexnet_cli.codes import codes_path, held_out, make_codes, state_path
 from alexnet_cli.errors import AlexnetError, DataError
@@ -134,7 +134,7 @@ def test_prep_verify_on_a_folder_it_cannot_lock_still_reads_it(tiny_tree, tmp_pa
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
         return real_open(path, flags, *args)
 
-    monkeypatch.setattr(runlog.os, "open", read_only)
+    monkeypatch.setattr(locks.os, "open", read_only)
     again = prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"]), verify=True)
     assert again.up_to_date and not (out / ".lock").exists()
     with pytest.raises(OSError):                    # a train's lock is never silently skipped
@@ -156,7 +156,7 @@ def test_a_transient_lock_removed_by_its_holder_is_taken_afresh(tmp_path, monkey
         opened.append(path)
         return os.dup(stale) if len(opened) == 1 else real_open(path, flags, *args)
 
-    monkeypatch.setattr(runlog.os, "open", open_the_stale_file_first)
+    monkeypatch.setattr(locks.os, "open", open_the_stale_file_first)
     second = CommandLock.beside(tmp_path / "f.h5", "codes")
     second.acquire()
     monkeypatch.undo()
