@@ -569,21 +569,16 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
     while it runs: a second `make_codes` of them fails at once."""
     _check_arguments(bits=bits, epochs=epochs, batch_size=batch_size, rerank_depth=rerank_depth, seed=seed,
                      neighbours=neighbours)
-    lock = _lock_codes(features, bits)
-    try:
+    with _codes_lock(features, bits):
         return _make_codes(Path(features), bits=bits, epochs=epochs, seed=seed, hidden=hidden, batch_size=batch_size,
                            rerank_depth=rerank_depth, queries=queries, neighbours=neighbours,
                            device=torch.device(device), progress=progress)
-    finally:
-        lock.release()
 
 
-def _lock_codes(features: str | Path, bits: int) -> CommandLock:
-    """The lock of the codes of `features` (the codes file and its training state), taken;
-    an AlexnetError naming the codes and the process when another one holds it."""
-    lock = CommandLock.beside(codes_path(features, bits), "codes")
-    lock.acquire()
-    return lock
+def _codes_lock(features: str | Path, bits: int) -> CommandLock:
+    """The lock of the codes of `features` (the codes file and its training state); taking it
+    is an AlexnetError naming the codes and the process when another one holds it."""
+    return CommandLock.beside(codes_path(features, bits), "codes")
 
 
 def _make_codes(features: Path, *, bits: int, epochs: int, seed: int, hidden: int, batch_size: int,
@@ -771,7 +766,8 @@ def codes_for_split(checkpoint: str | Path, data_dir: str | Path, *, split: str 
         # computing the features (which say what they kept) and codes stop on their own
         with StopsAtOnce(kept):
             encoder = load_encoder(checkpoint, data_dir, device, progress)
-            lock = _lock_codes(cache_path(data_dir, split, encoder.key) if features is None else features, bits)
+            lock = _codes_lock(cache_path(data_dir, split, encoder.key) if features is None else features, bits)
+            lock.acquire()
             path = split_features(encoder, Path(data_dir), split, features, batch_size=batch_size, workers=workers,
                                   decode=decode, progress=progress)
             made.append(path)

@@ -413,16 +413,12 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
     kept = None if overwrite else _kept(out, encoder, want)
     if kept is not None:                                  # nothing to write: no lock (the folder may be read-only)
         return kept
-    lock = CommandLock.beside(out, command)
-    lock.acquire()
-    try:
+    with CommandLock.beside(out, command):
         kept = None if overwrite else _kept(out, encoder, want)    # finished by another writer since
         if kept is not None:
             return kept
         _write(encoder, data_dir, split, out, manifest, want, batch_size=batch_size, overwrite=overwrite,
                workers=workers, decode=decode, progress=progress)
-    finally:
-        lock.release()
     return read_features_info(out)
 
 

@@ -163,6 +163,13 @@ class CommandLock:
         finally:
             os.close(fd)
 
+    def __enter__(self) -> "CommandLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
     def release(self, *, remove_folder_if_empty: bool = False) -> None:
         """Drop the lock, a transient one's file first; with `remove_folder_if_empty`, also the
         lock file and the folder when nothing else is in it (a run that failed before writing
