@@ -170,20 +170,47 @@ class CommandLock:
     def __exit__(self, *exc_info) -> None:
         self.release()
 
-    def release(self, *, remove_folder_if_empty: bool = False) -> None:
-        """Drop the lock, a transient one's file first; with `remove_folder_if_empty`, also the
-        lock file and the folder when nothing else is in it (a run that failed before writing
-        anything leaves nothing)."""
+    def release(self, *, remove_folders_up_to: Path | None = None) -> None:
+        """Drop the lock, a transient one's file first. With `remove_folders_up_to` (what
+        `missing_ancestor` named before the lock made the folder), also the lock file and the
+        folder when nothing else is in it, and the folders above it up to that one that are
+        then empty: a run that failed before writing anything leaves nothing, not even the
+        parents of `--out a/b/run` that it made."""
         if self._fd is None:
             return
         folder = self.path.parent
-        alone = remove_folder_if_empty and [p.name for p in folder.iterdir()] == [self.path.name]
+        alone = remove_folders_up_to is not None and [p.name for p in folder.iterdir()] == [self.path.name]
         if alone or self.transient:
             self.path.unlink(missing_ok=True)          # while held: one waiting for it then locks a new file
         if alone:
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
+            _remove_empty_folders(folder, remove_folders_up_to)
         os.close(self._fd)
         self._fd = None
+
+
+def missing_ancestor(path: str | Path) -> Path | None:
+    """The outermost of `path` and its parents that does not exist (the first folder a
+    `mkdir(parents=True)` of it would make), or None when `path` exists."""
+    path = Path(path)
+    if path.exists():
+        return None
+    top = path
+    for parent in path.parents:
+        if parent.exists():
+            break
+        top = parent
+    return top
+
+
+def _remove_empty_folders(folder: Path, top: Path) -> None:
+    """rmdir `folder`, then its parents up to and including `top`, each while empty (rmdir
+    fails on a folder another process wrote in meanwhile, which then stays with its parents)."""
+    folder, top = Path(os.path.abspath(folder)), Path(os.path.abspath(top))
+    while True:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == top or top not in folder.parents:
+            return
+        folder = folder.parent

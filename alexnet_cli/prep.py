@@ -40,7 +40,7 @@ from alexnet_cli.images import SIZE, UnreadableImage, load_image
 from alexnet_cli.jpeg import decode_jpeg, encode_jpeg
 from alexnet_cli.layouts import LabelFiles, Layout, find_layout
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.locks import CommandLock
+from alexnet_cli.locks import CommandLock, missing_ancestor
 from alexnet_cli.shards import (LAYOUT_VERSIONS, MAX_BLOCK_SIZE, MAX_CLASSES, MAX_SHARD_SIZE, NewerFormat, OlderFormat,
                                 FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, ShardInfo, ShardWriter,
                                 SplitInfo, file_sha256, read_manifest, read_mean_image, shard_name, write_manifest)
@@ -181,13 +181,13 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
     t0 = time.perf_counter()
     src, out = Path(src), Path(out)
     check_data_dir(out)                   # before the lock: a folder of other files is left untouched
-    created = not out.exists()
+    made = missing_ancestor(out)         # what the lock's mkdir makes; removed again if nothing is written
     lock = CommandLock(out, command="prep", transient=True)    # not taken on a read-only OUT, which --verify only reads
     lock.acquire()
     try:
         return _prepare(src, out, options, progress, verify, t0)
     finally:                              # a run that failed before writing anything leaves no new folder
-        lock.release(remove_folder_if_empty=created)
+        lock.release(remove_folders_up_to=made)
 
 
 def _prepare(src: Path, out: Path, options: PrepOptions, progress: Reporter, verify: bool, t0: float) -> PrepResult:
@@ -202,8 +202,8 @@ def _prepare(src: Path, out: Path, options: PrepOptions, progress: Reporter, ver
     digest = _plan_digest(shards, layout)
     workers = options.workers or os.cpu_count() or 1
     done, hashes = _existing_output(out, digest, verify, progress, layout, options)
-    if done is not None:
-        return PrepResult(done, True, 0, 0, sum(s.count for s in done.splits.values()),
+    if done is not None:                  # complete: every shard is kept as it is (reused)
+        return PrepResult(done, True, 0, len(shards), sum(s.count for s in done.splits.values()),
                           time.perf_counter() - t0, workers)
     with StopsAtOnce(lambda: _saved_shards(out, shards)):      # Ctrl-C, SIGTERM: the finished shards are kept
         try:

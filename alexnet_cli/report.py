@@ -26,7 +26,7 @@ from alexnet_cli.errors import AlexnetError, DataError, UsageError, shell_word
 from alexnet_cli.figures import check_picture_path
 from alexnet_cli.paths import path_list
 from alexnet_cli.locks import CommandLock
-from alexnet_cli.runlog import PREPPED, RunFolder, config_problem, read_metrics, what_is
+from alexnet_cli.runlog import PREPPED, RunFolder, read_config_json, read_metrics, what_is
 
 STATES = ("running", "finished", "stopped", "diverged")
 RUNNING_WITHIN_S = 120      # seconds: with no lock to ask (older runs), files changed this recently = training
@@ -97,7 +97,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
             hint = "`alexnet train --out RUN` makes one"
         what = "is not" if what == "a folder" else f"is {what}, not"
         raise UsageError(f"{run_dir} {what} a training run's folder (no config.json; {hint})")
-    problem = config_problem(path, optional=("run",))      # runs of every version wrote "run"; tests may not
+    config, problem = read_config_json(path, optional=("run",))   # runs of every version wrote "run"; tests may not
     if problem is not None:
         if last.is_file():                                 # the run's own config.json, damaged or lost
             raise DataError(f"{path} {problem}: the run's settings are damaged or lost; {last} holds them: "
@@ -105,7 +105,6 @@ def read_config(run_dir: Path) -> dict[str, Any]:
                             "writes config.json again")
         raise AlexnetError(f"{path} {problem}: {run_dir} is not a training run's folder, or its config.json is "
                            "damaged")
-    config = json.loads(path.read_text(encoding="utf-8"))
     for part, name, least in COUNTED_SETTINGS:
         value = config.get(part, {}).get(name, least)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:

@@ -151,24 +151,30 @@ def config_problem(path: Path, *, optional: tuple[str, ...] = ()) -> str | None:
     """What is wrong with a run's config.json, said after its name (`is missing`, `is not JSON
     (...)`, `has no "run"`, ...), or None. Its shape only: `train` writes its own settings over
     it, and `report` checks the values it reads. `optional`: sections the reader can do without."""
+    return read_config_json(path, optional=optional)[1]
+
+
+def read_config_json(path: Path, *, optional: tuple[str, ...] = ()) -> tuple[dict[str, Any] | None, str | None]:
+    """A run's config.json and None, or None and what is wrong with it (`config_problem`)."""
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return "is missing"
+        return None, "is missing"
     except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
+        return None, f"cannot be read ({exc.strerror or exc})"
     except ValueError as exc:                   # a UnicodeDecodeError too
-        return f"is not JSON ({exc})"
+        return None, f"is not JSON ({exc})"
     if not isinstance(config, dict):
-        return f"is not a JSON object but {_json_kind(config)}"
+        return None, f"is not a JSON object but {_json_kind(config)}"
     if not isinstance(config.get("recipe"), str):
-        return 'has no "recipe"' if "recipe" not in config else f'has "recipe": {_shown(config["recipe"])}, not text'
+        return None, ('has no "recipe"' if "recipe" not in config
+                      else f'has "recipe": {_shown(config["recipe"])}, not text')
     for name in CONFIG_SECTIONS:
         if name not in config and name not in optional:
-            return f'has no "{name}" settings'
+            return None, f'has no "{name}" settings'
         if name in config and not isinstance(config[name], dict):
-            return f'has "{name}": {_shown(config[name])}, not a JSON object of settings'
-    return None
+            return None, f'has "{name}": {_shown(config[name])}, not a JSON object of settings'
+    return config, None
 
 
 PREPPED = "a data folder made by `alexnet prep`"

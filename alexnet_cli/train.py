@@ -44,7 +44,7 @@ from alexnet_cli.optim import PaperSGD, load_velocity_state, param_groups, veloc
 from alexnet_cli.pca import read_pca
 from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.replicas import make_replica, place
-from alexnet_cli.locks import CommandLock
+from alexnet_cli.locks import CommandLock, missing_ancestor
 from alexnet_cli.runlog import MetricsLog, RunFolder, check_run_dir, save_error
 from alexnet_cli.schedule import Schedule
 from alexnet_cli.shards import read_manifest, read_mean_image
@@ -534,7 +534,7 @@ def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tra
     out_dir = Path(out_dir)
     # rank 0 alone writes the run, so it alone locks it (RANK: torchrun's, read before the group exists)
     lock = CommandLock(out_dir) if not launched_by_torchrun() or os.environ.get("RANK", "0") == "0" else None
-    created = not out_dir.exists()
+    made = missing_ancestor(out_dir)      # what the lock's mkdir makes; removed again if nothing is written
     trainer = None
     finished = False
     try:
@@ -547,7 +547,7 @@ def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tra
         return result
     finally:
         if lock is not None:           # a run that failed before writing anything leaves no folder behind
-            lock.release(remove_folder_if_empty=created and not finished)
+            lock.release(remove_folders_up_to=None if finished else made)
         if owns_group:
             del trainer        # DistributedDataParallel's references to the group go first
             shutdown()

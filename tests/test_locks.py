@@ -26,7 +26,7 @@ from alexnet_cli.errors import AlexnetError, DataError
 from alexnet_cli.features import cache_path, create_features_file, load_encoder
 from alexnet_cli.pca import compute_pca
 from alexnet_cli.prep import PrepOptions, check_data_dir, prepare
-from alexnet_cli.locks import CommandLock
+from alexnet_cli.locks import CommandLock, missing_ancestor
 from alexnet_cli.shards import read_split_index
 
 runner = CliRunner()
@@ -106,8 +106,8 @@ def test_prep_holds_the_lock_for_its_whole_run_and_leaves_no_lock_file(tiny_tree
 
     missing = tmp_path / "new"
     with pytest.raises(DataError):
-        prepare(tmp_path / "no-source", missing, PrepOptions(workers=1))
-    assert not missing.exists()
+        prepare(tmp_path / "no-source", missing / "a" / "b", PrepOptions(workers=1))
+    assert not missing.exists()                               # nor the parents it made
 
 
 def test_a_lock_file_left_in_a_data_folder_confuses_nothing(tiny_data, tmp_path):
@@ -308,7 +308,7 @@ def test_codes_resumed_on_a_row_damaged_since_names_it(tmp_path, monkeypatch):
 
 
 def test_a_lock_whose_folder_its_holder_removed_is_taken_in_a_new_folder(tmp_path, monkeypatch):
-    """A holder that lets go with remove_folder_if_empty removes the folder between this
+    """A holder that lets go with remove_folders_up_to removes the folder between this
     process's mkdir and its open: the lock makes the folder again and is taken, not an OSError."""
     out = tmp_path / "out"
     real_open, calls = os.open, []
@@ -326,3 +326,29 @@ def test_a_lock_whose_folder_its_holder_removed_is_taken_in_a_new_folder(tmp_pat
     assert len(calls) == 2 and (out / ".lock").read_text().split() == [str(os.getpid()), "prep"]
     lock.release()
     assert not (out / ".lock").exists()
+
+
+def test_release_removes_the_empty_folders_it_made_and_no_others(tmp_path):
+    """`missing_ancestor` names the outermost folder a lock's mkdir makes; release removes that
+    chain while empty, stops at a folder something else was written in, and never goes above."""
+    assert missing_ancestor(tmp_path) is None
+    assert missing_ancestor(tmp_path / "a" / "b" / "c") == tmp_path / "a"
+    run = tmp_path / "a" / "b" / "c"
+    made = missing_ancestor(run)
+    lock = CommandLock(run)
+    lock.acquire()
+    lock.release(remove_folders_up_to=made)
+    assert not (tmp_path / "a").exists() and tmp_path.exists()
+
+    made = missing_ancestor(run)
+    lock = CommandLock(run)
+    lock.acquire()
+    (tmp_path / "a" / "other.txt").write_text("another command's file\n")
+    lock.release(remove_folders_up_to=made)
+    assert not (tmp_path / "a" / "b").exists() and (tmp_path / "a" / "other.txt").exists()
+
+    lock = CommandLock(run)
+    lock.acquire()
+    (run / "last.pt").write_bytes(b"written")          # the run wrote something: all stays
+    lock.release(remove_folders_up_to=tmp_path / "a" / "b")
+    assert (run / "last.pt").exists() and (run / ".lock").exists()     # a run's lock file stays, for report

@@ -141,6 +141,7 @@ def test_rerun_on_finished_output_does_nothing(tiny_tree, tmp_path):
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     again = prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"]))
     assert not first.up_to_date and again.up_to_date and again.shards_written == 0
+    assert again.shards_reused == first.shards_written > 0          # every shard kept (prep --json said 0)
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
     with pytest.raises(DataError, match="other options"):
         prepare(tiny_tree, out, PrepOptions(workers=1, splits=["val"], format="jpeg"))

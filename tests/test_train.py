@@ -364,6 +364,29 @@ def test_cuda_training_steps_do_not_sync_with_the_host(tiny_data, tmp_path):
     batches.close()
 
 
+def test_the_check_before_a_save_keeps_finite_weights_whose_sum_overflows(tiny_data, tmp_path, monkeypatch):
+    """The weights' check sums each tensor (cheap); a sum that overflows is rechecked value by
+    value: huge finite weights are saved, one NaN among them stops the run without saving."""
+    from alexnet_cli.errors import TrainingDiverged
+    from alexnet_cli.progress import NullReporter
+    from alexnet_cli.train import Trainer
+
+    trainer = Trainer(tiny_data, tmp_path / "run", resolve_model_config("paper"),
+                      resolve_train_config("paper", batch_size=8, epochs=1), RunOptions(device="cpu"), "paper",
+                      NullReporter())
+    trainer._prepare_run_dir()
+    monkeypatch.setattr(trainer, "_outputs_bad", lambda: torch.tensor(False))   # the weights' rule alone
+    weight = trainer.replica.net.fc6.weight
+    with torch.no_grad():
+        weight[0, :4] = 3e38
+    assert torch.isinf(weight.sum())
+    trainer._check_finite(before_save=True)                     # finite: no error
+    with torch.no_grad():
+        weight[1, 0] = float("nan")
+    with pytest.raises(TrainingDiverged, match="^the weights became NaN or infinite by step 0"):
+        trainer._check_finite(before_save=True)
+
+
 def test_fit_trains_each_epoch_with_the_schedules_rates_and_noise(small_data, tmp_path, monkeypatch):
     """The code schedule squeezed into 3 epochs (boundaries round(e * 3 / 91)): epoch 0 at 0.01,
     epoch 1 at 0.001, epoch 2 at 1e-4 with conv1 frozen and the colour noise off; biases 0.02.
@@ -612,9 +635,9 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(tiny_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     (data / "pca.json").unlink()
-    out = tmp_path / "new" / "run"
+    out = tmp_path / "new" / "deeper" / "run"
     result = runner.invoke(app, ["train", str(data), "--out", str(out), "--max-steps", "1", *FAST])
-    assert result.exit_code == 1 and not out.exists()
+    assert result.exit_code == 1 and not (tmp_path / "new").exists()     # nor the folders made above it
 
 
 @pytest.mark.parametrize("extra", [["--lr", "inf"], ["--lr", "nan"], ["--weight-decay", "inf"],
