@@ -4,6 +4,7 @@ cache beside the shards and the `--features` route."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
@@ -333,3 +334,20 @@ def test_cli_neighbors_names_a_query_whose_feature_is_not_finite(data, checkpoin
     assert result.exit_code == 1 and len(lines) == 1, result.output
     assert lines[0] == (f"Error: {checkpoint}: the fc7 feature of query {queries[1]} is NaN or infinite in float16 "
                         "(values beyond 65504): it cannot be compared with the stored features")
+
+
+def test_the_table_folds_a_long_path_whole_in_80_columns():
+    """A piped `alexnet neighbors` renders 80 columns: a long path was cut with an ellipsis."""
+    from rich.console import Console
+
+    from alexnet_cli.cli.neighbors import neighbors_table
+    from alexnet_cli.neighbors import Neighbor, QueryResult
+
+    path = "train/n01440764/" + "a_very_long_file_name_" * 4 + "n01440764_10026.JPEG"
+    result = QueryResult("photo.jpg", [Neighbor(7, path, 0, "tench, Tinca tinca", 12.5)], split="train")
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(neighbors_table(result))
+    text = console.export_text()
+    assert "…" not in text and "nearest in 'train'" in text and max(map(len, text.splitlines())) <= 80
+    cells = [line.split("│")[-2].strip() for line in text.splitlines() if line.count("│") == 5]
+    assert "".join(cells) == path                                  # the path column, line after line

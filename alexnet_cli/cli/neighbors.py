@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -14,6 +14,9 @@ from alexnet_cli.cli.common import (CheckpointDecodeOpt, DeviceOpt, ForwardBatch
                                     check_picture_out, console, err_console, print_json, reporter)
 from alexnet_cli.cli.arguments import CheckpointArg, DataArg, check_images
 from alexnet_cli.config import NEIGHBORS_K
+
+if TYPE_CHECKING:                       # the library imports torch: not for the CLI's argument checks
+    from alexnet_cli.neighbors import QueryResult
 
 
 MIN_MEMORY_MB = 16      # below this the search's chunks are a few rows: slow, and no budget anyone means
@@ -63,11 +66,17 @@ def neighbors(
         print_json([r.to_json() for r in results])
         return
     for r in results:
-        table = Table(title=f"{r.query}: {len(r.neighbors)} nearest in '{split}'", title_justify="left")
-        for col, justify in (("#", "right"), ("hamming" if r.distance_kind == "hamming" else "distance", "right"), ("label", "left"),
-                             ("path", "left")):
-            table.add_column(col, justify=justify)
-        for rank, n in enumerate(r.neighbors, 1):
-            table.add_row(str(rank), f"{n.distance:.0f}" if r.distance_kind == "hamming" else f"{n.distance:.3f}",
-                          n.label_name, n.path)
-        console.print(table)
+        console.print(neighbors_table(r))
+
+
+def neighbors_table(r: QueryResult) -> Table:
+    """One query's neighbours (a `find_neighbors` result) as a table; a path too long for the
+    width is folded onto the next lines, whole, never cut with an ellipsis."""
+    table = Table(title=f"{r.query}: {len(r.neighbors)} nearest in '{r.split}'", title_justify="left")
+    for col, justify in (("#", "right"), ("hamming" if r.distance_kind == "hamming" else "distance", "right"),
+                         ("label", "left"), ("path", "left")):
+        table.add_column(col, justify=justify, overflow="fold" if col == "path" else "ellipsis")
+    for rank, n in enumerate(r.neighbors, 1):
+        table.add_row(str(rank), f"{n.distance:.0f}" if r.distance_kind == "hamming" else f"{n.distance:.3f}",
+                      n.label_name, n.path)
+    return table
