@@ -258,3 +258,20 @@ def test_the_manifest_errors_quote_the_data_folder(tmp_path):
         read_manifest(data)
     for exc in (missing, damaged):
         assert _suggested(str(exc.value), "alexnet prep")[:4] == ["alexnet", "prep", "SRC", str(data)], str(exc.value)
+
+
+@pytest.mark.parametrize("args, said", [
+    (["train", "DATA", "--epochs", "many"], "--epochs must be an integer, got 'many'"),
+    (["train", "DATA", "--epochs", "1.5"], "--epochs must be an integer, got '1.5'"),
+    (["train", "DATA", "--lr", "fast"], "--lr must be a number, got 'fast'"),
+    (["summary", "--pool", "x"], "--pool must be an integer, got 'x'"),
+    (["neighbors", "CKPT", "DATA", "--k", "z"], "--k must be an integer, got 'z'"),
+])
+def test_a_value_of_the_wrong_type_is_said_like_the_other_bad_values(tmp_path, args, said):
+    """typer 0.29 checks types with pydantic and said "Invalid value for '--epochs': Input should be
+    a valid integer, unable to parse string as an integer"; now as our other errors say a value."""
+    (tmp_path / "m.pt").write_bytes(b"")
+    args = [str(tmp_path) if a == "DATA" else str(tmp_path / "m.pt") if a == "CKPT" else a for a in args]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert _error_line(result) == f"Error: {said} (see `alexnet {args[0]} --help`)"

@@ -207,7 +207,31 @@ def _show_usage_error(exc) -> None:
         return
     ctx = getattr(exc, "ctx", None)
     hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-    _error(exc.format_message() + hint)
+    _error((_unparsed_value(exc) or exc.format_message()) + hint)
+
+
+# What typer's type check (pydantic) wanted, by its error type, in the words of the other errors
+_WANTED = {"int_parsing": "an integer", "int_from_float": "a whole number", "float_parsing": "a number",
+           "bool_parsing": "true or false"}
+
+
+def _unparsed_value(exc) -> str | None:
+    """A value typer could not convert to the option's type, said as the other errors say a bad
+    value (`--epochs must be an integer, got 'many'`), or None for other errors. typer 0.29
+    converts with pydantic, whose ValidationError is the context of its BadParameter and whose
+    wording ("Input should be a valid integer, unable to parse string as an integer") it shows."""
+    errors, param = getattr(exc.__context__, "errors", None), getattr(exc, "param", None)
+    if not callable(errors) or param is None:
+        return None
+    try:
+        first = errors()[0]
+    except Exception:                 # not pydantic's ValidationError after all
+        return None
+    wanted = _WANTED.get(first.get("type")) if isinstance(first, dict) else None
+    if wanted is None or "input" not in first:
+        return None
+    name = " / ".join(param.opts) if param.param_type_name == "option" else param.human_readable_name
+    return f"{name} must be {wanted}, got {first['input']!r}"
 
 
 app = typer.Typer(
