@@ -187,3 +187,14 @@ def test_loading_a_network_does_not_import_the_compiler(tmp_path, make_checkpoin
     assert done.returncode == 0, done.stderr
     count, dynamo = done.stdout.split()
     assert int(count) > 50_000_000 and dynamo == "False"
+
+
+def test_summary_does_not_import_the_compiler():
+    """`alexnet summary` runs one image through the network on the meta device; elementwise
+    operations on meta tensors import torch._dynamo (about 3 s of its 5), so it runs on weights
+    of zeros that take no memory instead, with the same shapes."""
+    done = _python("import sys; from alexnet_cli.summary import meta_network, summarize; "
+                   "from alexnet_cli.config import ModelConfig; rows = summarize(meta_network(ModelConfig())); "
+                   "print(sum(r.params for r in rows), rows[-1].output_shape, 'torch._dynamo' in sys.modules)")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["60965224", "(1000,)", "False"]
