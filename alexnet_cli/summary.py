@@ -16,6 +16,7 @@ from alexnet_cli.model import AlexNet
 # Stages in the order of the forward pass; parameter-free stages appear only when present.
 STAGES = ("conv1", "lrn1", "pool1", "conv2", "lrn2", "rnorm2", "pool2", "conv3", "conv4", "conv5",
           "pool5", "fc6", "fc7", "fc8")
+MAX_CPU_WEIGHTS = 1 << 27     # _forward: the most weights of a layer run on the CPU (fc6 has 37.7 M; 512 MiB)
 
 
 @dataclass(frozen=True)
@@ -64,15 +65,23 @@ def summarize(model: AlexNet) -> list[LayerRow]:
 
 
 def _forward(model: AlexNet, x: torch.Tensor) -> torch.Tensor:
-    """`model(x)` on the model's device; a model on the meta device (`meta_network`) runs on the
-    CPU with weights of zeros that take no memory (one value, expanded): on meta tensors every
-    elementwise operation imports torch._dynamo, about 3 s of `alexnet summary`'s 5."""
+    """`model(x)` on the model's device. A model on the meta device (`meta_network`) runs on the
+    CPU on weights of zeros that take no memory (one value, expanded): on meta tensors every
+    elementwise operation imports torch._dynamo, about 3 s of `alexnet summary`'s 5. A layer too
+    large to compute there (fc8 of millions of classes) still runs on meta, its input moved there."""
     tensors = dict(model.named_parameters()) | dict(model.named_buffers())
     if not any(t.is_meta for t in tensors.values()):
         return model(x.to(next(iter(tensors.values())).device))
     from torch.func import functional_call
-    zeros = {name: torch.zeros((), dtype=t.dtype).expand(t.shape) for name, t in tensors.items()}
-    return functional_call(model, zeros, (x,))
+    huge = [m for m in model.modules() if sum(p.numel() for p in m.parameters(recurse=False)) > MAX_CPU_WEIGHTS]
+    skip = {id(p) for m in huge for p in m.parameters(recurse=False)}
+    zeros = {name: torch.zeros((), dtype=t.dtype).expand(t.shape) for name, t in tensors.items() if id(t) not in skip}
+    hooks = [m.register_forward_pre_hook(lambda _m, args: tuple(a.to("meta") for a in args)) for m in huge]
+    try:
+        return functional_call(model, zeros, (x,))
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def _prod(shape: tuple[int, ...]) -> int:
