@@ -38,6 +38,14 @@ DROPOUT_STYLES = ("paper", "inverted")
 # run folders without `dropout_style` in their config (written before the paper's dropout landed) were
 # trained with torch's inverted dropout.
 LEGACY_MODEL_FIELDS: dict[str, Any] = {"dropout_style": "inverted"}
+# The same for TrainConfig: runs without `crop_offsets` (written before the paper's 32 landed)
+# drew their crops at offsets 0..32.
+LEGACY_TRAIN_FIELDS: dict[str, Any] = {"crop_offsets": 33}
+
+# Crop positions per axis of a training patch (paper 5.1): 32, offsets 0..31, gives the paper's
+# "factor of 2048" (32 x 32 x 2 mirrors); 33, offsets 0..32, is what the released code draws
+# (randint(0, 2 * border + 1)) and reaches the test-time corner crops at 32 (256 - 224).
+CROP_OFFSETS = (32, 33)
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,7 @@ class TrainConfig:
     pca_std: float = 0.1              # 5.1: alpha ~ N(0, 0.1)
     pca_scale: str = "paper"          # paper: lambda of [0,1] pixels; code: sqrt(lambda_255) * 0.1, then / 1.1
     aug_chunk: int = 1                # 5.1: per image; code: one crop offset and flip per 32 images
+    crop_offsets: int = 32            # 5.1: offsets 0..31 on each axis ("a factor of 2048"); code: 0..32
     mean_crop: str = "crop"           # 3: crop of (image - mean); code: "center" (mean's centre); "channel": mean_rgb
 
     def __post_init__(self) -> None:
@@ -114,6 +123,7 @@ class TrainConfig:
         check_choice("pca_scale", self.pca_scale, PCA_SCALES)
         check_choice("mean_crop", self.mean_crop, MEAN_CROPS)
         check_choice("code_epoch_base", self.code_epoch_base, (0, 1))
+        check_choice("crop_offsets", self.crop_offsets, CROP_OFFSETS)
         for name in ("epochs", "batch_size", "aug_chunk", "plateau_patience"):
             if getattr(self, name) < 1:
                 raise _bad(self, name, "must be at least 1")
@@ -144,6 +154,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             "bias_weight_decay": False,
             "pca_scale": "code",
             "aug_chunk": 32,
+            "crop_offsets": 33,
             "mean_crop": "center",
         },
     },

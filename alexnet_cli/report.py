@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from alexnet_cli.atomic import write_atomic
-from alexnet_cli.config import RECIPE_NAMES, ModelConfig, resolve_model_config, resolve_train_config, to_dict
+from alexnet_cli.config import (LEGACY_MODEL_FIELDS, LEGACY_TRAIN_FIELDS, RECIPE_NAMES, ModelConfig, resolve_model_config,
+                                resolve_train_config, to_dict)
 from alexnet_cli.errors import AlexnetError, DataError, UsageError, shell_word
 from alexnet_cli.figures import check_picture_path
 from alexnet_cli.paths import path_list
@@ -115,14 +116,16 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
 def changed_from_recipe(config: dict[str, Any]) -> dict[str, Any]:
     """The model and training settings of a run's config.json that differ from its recipe's.
-    A field the run does not record (older than the field) is not a change."""
+    A field the run does not record (older than the field) had the value it had then
+    (LEGACY_MODEL_FIELDS, LEGACY_TRAIN_FIELDS), else the recipe's: a change only if that differs."""
     recipe = config["recipe"]
     if recipe not in RECIPE_NAMES:
         raise AlexnetError(f"config.json names the recipe {recipe!r}, unknown here ({', '.join(RECIPE_NAMES)})")
     changed = {}
-    for part, base in (("model", resolve_model_config(recipe)), ("train", resolve_train_config(recipe))):
+    for part, base, legacy in (("model", resolve_model_config(recipe), LEGACY_MODEL_FIELDS),
+                               ("train", resolve_train_config(recipe), LEGACY_TRAIN_FIELDS)):
         for key, value in to_dict(base).items():
-            saved = config[part].get(key, value)
+            saved = config[part].get(key, legacy.get(key, value))
             if key not in NOT_CHANGES and saved != value:
                 changed[key] = saved
     return changed

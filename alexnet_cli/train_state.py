@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from alexnet_cli.config import LEGACY_MODEL_FIELDS, ModelConfig, TrainConfig, to_dict
+from alexnet_cli.config import LEGACY_MODEL_FIELDS, LEGACY_TRAIN_FIELDS, ModelConfig, TrainConfig, to_dict
 from alexnet_cli.distributed import DistInfo
 from alexnet_cli.errors import AlexnetError, CheckpointError
 from alexnet_cli.metrics import TopKCounts, TopKMeter
@@ -176,12 +176,12 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> No
     saved = ckpt.get("config") or {}
     for part, kind in (("model", ModelConfig), ("train", TrainConfig)):
         before, defaults = saved.get(part, {}), to_dict(kind())   # a field newer than the run: its value
-        if part == "model":                                        # then, else its default
-            defaults.update(LEGACY_MODEL_FIELDS)
+        defaults.update(LEGACY_MODEL_FIELDS if part == "model" else LEGACY_TRAIN_FIELDS)   # then, else its default
         diff = sorted(k for k, v in now[part].items() if before.get(k, defaults[k]) != v)
-        if diff:
-            raise AlexnetError(f"{path} was trained with other {part} settings ({', '.join(diff)}); "
-                               "resume with the same arguments, or start a new `out`", mentions=("out",))
+        if diff:   # each with the value the run has, as a flag takes it: the argument to give to resume
+            said = ", ".join(f"`{k}` {_plain(before.get(k, defaults[k]))}, not {_plain(now[part][k])}" for k in diff)
+            raise AlexnetError(f"{path} was trained with other {part} settings ({said}); resume with the same "
+                               "arguments, or start a new `out`", mentions=("out", *diff))
     for key, what in (("data_key", "the training shards"), ("val_key", f"the '{now['run']['val_split']}' shards"),
                       ("mean_key", "the mean image"), ("pca_key", "the PCA (pca.json)")):
         if key in saved and saved[key] != now[key]:         # a key older runs lack is not checked
@@ -195,6 +195,11 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> No
         if before is not None and before != current:        # the CLI shows the settings' flags
             raise AlexnetError(f"{path} was trained with {what} {before}, not {current}; resume with the same "
                                "arguments, or start a new `out`", mentions=mentions)
+
+
+def _plain(value: Any) -> str:
+    """A setting's value as a command line gives it (`true`, `0.01`, `inverted`)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _what_differs(what: str, saved: dict[str, Any], now: dict[str, Any]) -> str:

@@ -60,16 +60,35 @@ def gen(seed: int = 0) -> torch.Generator:
 
 # ---------------------------------------------------------------- offsets and flips
 
-def test_offsets_cover_0_to_32_uniformly_and_half_are_flipped():
-    aug = TrainAugment(zero_mean())
-    draw = aug.sample(33 * 400, gen(1))
-    for offsets in (draw.top.numpy(), draw.left.numpy()):
-        counts = np.bincount(offsets, minlength=34)
-        assert counts[33] == 0 and offsets.min() == 0 and offsets.max() == 32
-        assert counts[:33].min() > 0.7 * 400 and counts[:33].max() < 1.3 * 400
+@pytest.mark.parametrize("offsets, last", [(32, 31), (33, 32), (None, 32)])
+def test_offsets_cover_0_to_the_last_uniformly_and_half_are_flipped(offsets, last):
+    """32 positions per axis (0..31) are the paper's "factor of 2048" (32 x 32 x 2 mirrors), 33
+    (0..32) the released code's; None: every position a 224 crop of 256 has (0..32)."""
+    aug = TrainAugment(zero_mean(), offsets=offsets)
+    n = last + 1
+    draw = aug.sample(n * 400, gen(1))
+    for drawn in (draw.top.numpy(), draw.left.numpy()):
+        counts = np.bincount(drawn, minlength=34)
+        assert counts[n:].sum() == 0 and drawn.min() == 0 and drawn.max() == last
+        assert counts[:n].min() > 0.7 * 400 and counts[:n].max() < 1.3 * 400
     # top and left are drawn independently
     assert abs(np.corrcoef(draw.top.numpy(), draw.left.numpy())[0, 1]) < 0.05
     assert 0.47 < draw.flip.float().mean().item() < 0.53
+    if offsets == 32:           # every one of the 2048 patches is drawn: the factor of the paper
+        many = aug.sample(2048 * 14, gen(2))           # each patch missed with probability e^-14
+        patches = set(zip(many.top.tolist(), many.left.tolist(), many.flip.tolist()))
+        assert len(patches) == 2048 == 32 * 32 * 2
+
+
+def test_the_paper_draws_32_offsets_per_axis_and_the_code_33():
+    from alexnet_cli.config import resolve_train_config
+    from alexnet_cli.errors import UsageError
+
+    assert resolve_train_config("paper").crop_offsets == 32 and resolve_train_config("code").crop_offsets == 33
+    with pytest.raises(UsageError, match="crop_offsets must be one of 32, 33; got 31"):
+        resolve_train_config("paper", crop_offsets=31)
+    with pytest.raises(UsageError, match="crop_offsets must be from 1 to 5 for 4x4 crops of 8x8 images, got 32"):
+        TrainAugment(zero_mean(8), crop=4, offsets=32)
 
 
 def test_output_follows_the_draw_and_is_a_true_mirror_of_the_crop():

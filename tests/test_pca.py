@@ -25,8 +25,9 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def known(tmp_path_factory):
-    """Prepared data whose pixels are drawn from N(MEAN, COV): 256x256 PNG sources, which
-    prep stores unchanged (no resize needed), so NumPy can see exactly the same pixels."""
+    """Prepared data whose training pixels are drawn from N(MEAN, COV): 256x256 PNG sources, which
+    prep stores unchanged (no resize needed), so NumPy can see exactly the same pixels; and a
+    validation split of black images, which the PCA (paper 5.1: "the training set") leaves out."""
     root = tmp_path_factory.mktemp("known")
     rng = np.random.default_rng(0)
     chol = np.linalg.cholesky(COV)
@@ -37,6 +38,8 @@ def known(tmp_path_factory):
             x = np.clip(np.rint(MEAN + rng.standard_normal((256 * 256, 3)) @ chol.T), 0, 255).astype(np.uint8)
             Image.fromarray(x.reshape(256, 256, 3)).save(root / "src" / "train" / f"n0{k}" / f"{i}.png")
             pixels.append(x)
+        (root / "src" / "val" / f"n0{k}").mkdir(parents=True)       # black: would move the mean and the
+        Image.new("RGB", (256, 256)).save(root / "src" / "val" / f"n0{k}" / "0.png")   # covariance if read
     prepare(root / "src", root / "data", PrepOptions(workers=1, shard_size=4, block_size=2))
     return root / "data", np.concatenate(pixels).astype(np.float64)
 

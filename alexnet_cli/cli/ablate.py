@@ -15,7 +15,7 @@ from alexnet_cli.cli.common import (Bf16Opt, CropsOpt, DecodeOpt, DeviceOpt, Jso
                                     check_writable, console, err_console, print_json, reporter)
 from alexnet_cli.cli.options import (AugChunkOpt, BatchSizeOpt, BiasInitOpt, BiasLrMultOpt, BiasWeightDecayOpt,
                                      ChannelsLastOpt, CodeEpochBaseOpt, CompileModeOpt, CompileOpt, Conv1OrderOpt,
-                                     Conv1PaddingOpt, DevicesOpt, DropoutStyleOpt, EpochsOpt, InitStdConv345Opt,
+                                     Conv1PaddingOpt, CropOffsetsOpt, DevicesOpt, DropoutStyleOpt, EpochsOpt, InitStdConv345Opt,
                                      LogEveryOpt, LrOpt, LrScheduleOpt, LrnAlphaOverNOpt, LrnKernelOpt, MaxLrDropsOpt,
                                      MaxStepsOpt, MeanCropOpt, MomentumOpt, ParallelOpt, PatienceOpt, PcaScaleOpt,
                                      RecipeOpt, SaveEveryOpt, SeedOpt, StuckStepsOpt, TensorboardOpt, WeightDecayOpt,
@@ -57,6 +57,7 @@ def ablate_cmd(
     bias_weight_decay: BiasWeightDecayOpt = None,
     pca_scale: PcaScaleOpt = None,
     aug_chunk: AugChunkOpt = None,
+    crop_offsets: CropOffsetsOpt = None,
     mean_crop: MeanCropOpt = None,
     dropout_style: DropoutStyleOpt = None,
     lrn_alpha_over_n: LrnAlphaOverNOpt = None,
@@ -100,7 +101,7 @@ def ablate_cmd(
         recipe, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
         lr_schedule=lr_schedule, code_epoch_base=code_epoch_base, plateau_patience=patience,
         max_lr_drops=max_lr_drops, bias_lr_mult=bias_lr_mult, bias_weight_decay=bias_weight_decay,
-        pca_scale=pca_scale, aug_chunk=aug_chunk, mean_crop=mean_crop)
+        pca_scale=pca_scale, aug_chunk=aug_chunk, crop_offsets=crop_offsets, mean_crop=mean_crop)
     run = RunOptions(device=device, parallel=parallel, devices=devices_from_option(devices), seed=seed,
                      max_steps=max_steps, save_every=save_every, log_every=log_every, bf16=bf16,
                      channels_last=channels_last, compile=compile, compile_mode=compile_mode, lrn_kernel=lrn_kernel,

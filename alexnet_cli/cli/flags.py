@@ -47,6 +47,7 @@ FLAGS: dict[str, str] = {
     "pca_aug": "--pca-aug",
     "pca_scale": "--pca-scale",
     "aug_chunk": "--aug-chunk",
+    "crop_offsets": "--crop-offsets",
     "mean_crop": "--mean-crop",
     "recipe": "--recipe",
     # RunOptions (train.py) and the running options

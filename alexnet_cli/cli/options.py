@@ -49,6 +49,7 @@ BiasWeightDecayOpt = Annotated[Optional[bool], typer.Option("--bias-weight-decay
 PcaAugOpt = Annotated[Optional[bool], typer.Option("--pca-aug/--no-pca-aug", help="PCA colour augmentation (paper 5.1); needs DATA/pca.json.", rich_help_panel=_REC)]
 PcaScaleOpt = Annotated[Optional[str], typer.Option("--pca-scale", help="paper: eigenvalues of [0,1] pixels; code: 0.1*sqrt(eigenvalues), then /1.1.", rich_help_panel=_REC)]
 AugChunkOpt = Annotated[Optional[int], typer.Option("--aug-chunk", help="Images sharing one crop offset and flip (paper 1; code 32).", rich_help_panel=_REC)]
+CropOffsetsOpt = Annotated[Optional[int], typer.Option("--crop-offsets", help="Crop positions per axis: 32 (offsets 0..31, the paper's factor of 2048) or 33 (0..32, code).", rich_help_panel=_REC)]
 MeanCropOpt = Annotated[Optional[str], typer.Option("--mean-crop", help="crop: crop of (image - mean); center: crop - central mean (code); channel: image - per-channel mean (mean_rgb).", rich_help_panel=_REC)]
 
 # Running a run (train.RunOptions): how, not what, it learns

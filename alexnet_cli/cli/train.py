@@ -13,7 +13,7 @@ from alexnet_cli.cli.common import (Bf16Opt, DecodeOpt, DeviceOpt, JsonOpt, Work
 from alexnet_cli.cli.arguments import DataArg
 from alexnet_cli.cli.options import (ActivationOpt, AugChunkOpt, BatchSizeOpt, BiasInitOpt, BiasLrMultOpt,
                                      BiasWeightDecayOpt, ChannelsLastOpt, CodeEpochBaseOpt, ColumnsOpt, CompileModeOpt,
-                                     CompileOpt, Conv1OrderOpt, Conv1PaddingOpt, DevicesOpt, DropoutOpt,
+                                     CompileOpt, Conv1OrderOpt, Conv1PaddingOpt, CropOffsetsOpt, DevicesOpt, DropoutOpt,
                                      DropoutStyleOpt, EpochsOpt, InitStdConv345Opt, LogEveryOpt, LrOpt, LrScheduleOpt,
                                      LrnAlphaOverNOpt, LrnKernelOpt, LrnOpt, MaxLrDropsOpt, MaxStepsOpt, MeanCropOpt,
                                      MomentumOpt, NumClassesOpt, ParallelOpt, PatienceOpt, PcaAugOpt, PcaScaleOpt,
@@ -43,6 +43,7 @@ def train(
     pca_aug: PcaAugOpt = None,
     pca_scale: PcaScaleOpt = None,
     aug_chunk: AugChunkOpt = None,
+    crop_offsets: CropOffsetsOpt = None,
     mean_crop: MeanCropOpt = None,
     num_classes: NumClassesOpt = None,
     lrn: LrnOpt = None,
@@ -88,7 +89,7 @@ def train(
     train_cfg = resolve_train_config(
         recipe, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
         lr_schedule=lr_schedule, code_epoch_base=code_epoch_base, plateau_patience=patience, max_lr_drops=max_lr_drops, bias_lr_mult=bias_lr_mult,
-        bias_weight_decay=bias_weight_decay, pca_aug=pca_aug, pca_scale=pca_scale, aug_chunk=aug_chunk,
+        bias_weight_decay=bias_weight_decay, pca_aug=pca_aug, pca_scale=pca_scale, aug_chunk=aug_chunk, crop_offsets=crop_offsets,
         mean_crop=mean_crop)
     run = RunOptions(device=device, parallel=parallel,
                      devices=devices_from_option(devices),
