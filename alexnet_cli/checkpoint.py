@@ -188,6 +188,7 @@ class LoadedModel:
     mean_image: torch.Tensor | None   # (256, 256, 3) float32, None for a bare state_dict
     config: dict[str, Any]             # the checkpoint's "config" (empty for a bare state_dict)
     path: Path
+    lists_classes: bool = True         # False: the file has no class list ("0", "1", ... stand in for it)
 
     @property
     def mean_crop(self) -> str:
@@ -248,7 +249,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     _check_class_list(path, "class_names", names, unique=False, count=n)
     mean = data.get("mean_image")
     return LoadedModel(model.to(device).eval(), classes, names, None if mean is None else mean.float(), config,
-                       Path(path))
+                       Path(path), lists_classes=bool(data.get("classes")))
 
 
 def _misfit(model: AlexNet, state: dict[str, torch.Tensor]) -> str:

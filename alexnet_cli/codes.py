@@ -59,7 +59,7 @@ from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.features import FeaturesInfo, non_finite_row, read_checked, read_features_info, read_rows
 from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.locks import CommandLock
-from alexnet_cli.stopping import StopsAtOnce
+from alexnet_cli.stopping import StopsAtOnce, stop_if_signalled
 
 FORMAT = "alexnet-cli/codes"
 VERSION = 1
@@ -694,6 +694,7 @@ def _train_epochs(net: CodeNet, opt: torch.optim.Optimizer, info: FeaturesInfo, 
     or a kill keeps every finished epoch; the last epoch's mean loss (`loss` if none is left)."""
     with progress.task("codes: training", total=(epochs - start) * info.count, unit="img") as task:
         for epoch in range(start, epochs):
+            stop_if_signalled()                    # a signal Python swallowed stops here
             loss = _epoch(net, opt, info.path, info, train, seed, epoch, batch_size, neighbours, device, task)
             save_checkpoint(state_file, {"codes": {"settings": settings, "epoch": epoch + 1, "loss": loss,
                                                    "model": {k: v.cpu() for k, v in net.state_dict().items()},

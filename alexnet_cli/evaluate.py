@@ -181,9 +181,10 @@ def _gather_predictions(kept: list[tuple[torch.Tensor, ...]], k: int, world_size
 
 def check_classes(loaded: LoadedModel, classes: list[str], data_dir: Path) -> None:
     """The checkpoint must predict the data's classes in the data's order, or the error is
-    meaningless. A bare state_dict (no class list) only has to match in number."""
+    meaningless. A checkpoint without a class list (a bare state_dict, weights saved with their
+    config alone) only has to match in number."""
     mine = loaded.classes
-    bare = mine == [str(i) for i in range(len(mine))] and not loaded.config
+    bare = not loaded.lists_classes
     if len(mine) != len(classes):
         raise CheckpointError(f"{loaded.path}: predicts {len(mine)} classes but {data_dir} has {len(classes)}; "
                               "evaluate a checkpoint on the data it was trained for")

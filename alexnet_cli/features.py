@@ -55,7 +55,7 @@ from alexnet_cli.loader import Batch, ShardLoader, trained_decode
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.locks import CommandLock
 from alexnet_cli.shards import Manifest, data_key, read_manifest, read_split_index
-from alexnet_cli.stopping import StopsAtOnce
+from alexnet_cli.stopping import StopsAtOnce, stop_if_signalled
 
 T = TypeVar("T")
 
@@ -506,6 +506,7 @@ def _fill(path: Path, encoder: Encoder, batches: Iterator[Batch], done: int, cou
         rows = f["features"]
         try:
             for batch in batches:
+                stop_if_signalled()                                   # a signal Python swallowed stops here
                 start = int(batch.indices[0])                         # one host sync per batch
                 skip = max(0, done - start)                           # resuming inside a batch
                 feats = encoder(batch.images[skip:]).to("cpu", torch.float16).numpy()   # (B, 4096)

@@ -46,14 +46,15 @@ class Prediction:
 
 
 def _mean_and_names(loaded: LoadedModel, data_dir: Path | None) -> tuple[torch.Tensor, list[str], list[str]]:
-    """The checkpoint's mean image and class names; a bare state_dict takes both from `data_dir`."""
+    """The checkpoint's mean image and class names; one without them (a bare state_dict, or
+    weights saved with their config alone) takes them from `data_dir`."""
     classes, names, mean = loaded.classes, loaded.class_names, loaded.mean_image
     if data_dir is not None:
         manifest = read_manifest(data_dir)
         if len(manifest.classes) != len(classes):
             raise CheckpointError(f"{loaded.path}: predicts {len(classes)} classes but {data_dir} has "
                                   f"{len(manifest.classes)}")
-        if not loaded.config:  # a bare state_dict: no names or mean of its own
+        if not loaded.lists_classes:    # no names of its own
             classes, names = list(manifest.classes), list(manifest.class_names)
     mean = loaded.mean_or_data(data_dir)
     if mean is None:       # the command line lacks what this checkpoint needs: a usage error, as a missing argument

@@ -44,7 +44,7 @@ from alexnet_cli.locks import CommandLock, missing_ancestor
 from alexnet_cli.shards import (LAYOUT_VERSIONS, MAX_BLOCK_SIZE, MAX_CLASSES, MAX_SHARD_SIZE, NewerFormat, OlderFormat,
                                 FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, ShardInfo, ShardWriter,
                                 SplitInfo, file_sha256, read_manifest, read_mean_image, shard_name, write_manifest)
-from alexnet_cli.stopping import StopsAtOnce
+from alexnet_cli.stopping import StopsAtOnce, stop_if_signalled
 
 TASK_IMAGES = 16   # images decoded between two progress reports
 
@@ -439,6 +439,7 @@ def write_shard(src: Path, out: Path, shard: ShardPlan, options: PrepOptions, ad
     skipped: list[dict] = []
     try:
         for i in range(0, len(shard.entries), TASK_IMAGES):
+            stop_if_signalled()                  # a signal Python swallowed stops here (one worker: this process)
             chunk = shard.entries[i:i + TASK_IMAGES]
             images, labels, paths = [], [], []
             for rel, label in chunk:
@@ -481,6 +482,7 @@ def _write_in_workers(src: Path, out: Path, todo: list[ShardPlan], options: Prep
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            stop_if_signalled()              # a SIGTERM swallowed in a weakref callback stops here
             _drain(progress, task)
             for f in done:
                 yield futures[f], f.result()

@@ -13,7 +13,9 @@ thread; elsewhere they do nothing), the first SIGINT or SIGTERM is the job's to 
   signal is never lost between the two.
 - `StopsAtOnce` (features, codes, prep: jobs whose files are whole at every instant, written
   atomically or flushed row by row): the signal stops the job where it is, and the job's
-  `Interrupted` names the signal, what was saved and how to continue.
+  `Interrupted` names the signal, what was saved and how to continue. A signal that lands
+  where Python ignores exceptions (a weakref callback, a __del__: "Exception ignored in ...")
+  is not lost: the job stops at its next `stop_if_signalled()`, or as the block ends.
 
 The CLI's error boundary (cli/app.py) prints an `Interrupted` as one `Error:` line and exits
 with 128 + its signal (130 for Ctrl-C, 143 for SIGTERM).
@@ -138,20 +140,32 @@ class StopsAtOnce(_Handlers):
     """While entered, SIGINT or SIGTERM stops the job at once (`SignalStop`, where it lands);
     leaving, its stop (behind any exception: torch.save wraps it) becomes `Interrupted`: "<signal>: stopped;
     <saved()>; run the same command again to continue". `saved` says, once stopped, what the
-    job had saved (where it stopped). An `Interrupted` from a job inside passes as it is."""
+    job had saved (where it stopped). An `Interrupted` from a job inside passes as it is. A
+    SignalStop that Python swallowed (raised in a weakref callback) stops the job at its next
+    `stop_if_signalled()`, or makes the block's normal end an `Interrupted` all the same."""
 
     def __init__(self, saved: Callable[[], str]):
         super().__init__()
         self.saved = saved
+        self.signum: int | None = None       # the signal that came (its SignalStop may have been swallowed)
+
+    def __enter__(self) -> StopsAtOnce:
+        super().__enter__()
+        _at_once.append(self)
+        return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._restore()
-        if exc is None or isinstance(exc, Interrupted):
+        _at_once.remove(self)
+        if isinstance(exc, Interrupted):
             return
         stop = interrupt_behind(exc)
-        if not isinstance(stop, SignalStop):     # a KeyboardInterrupt raised by code, not by a signal here
+        if isinstance(stop, SignalStop):
+            signum = stop.signum
+        elif exc is None and self.signum is not None:   # swallowed, and the job ran on to its end
+            signum = self.signum
+        else:                                 # an error, or a KeyboardInterrupt raised by code, not by a signal here
             return
-        signum = stop.signum
         try:
             saved = self.saved()
         except Exception:                   # noqa: BLE001 - a file it reads half written: say less
@@ -159,4 +173,16 @@ class StopsAtOnce(_Handlers):
         raise Interrupted(f"{signal_name(signum)}: stopped; {saved}; {Interrupted.AGAIN}", signum) from None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
         raise SignalStop(signum)
+
+
+_at_once: list[StopsAtOnce] = []     # the StopsAtOnce blocks entered, innermost last
+
+
+def stop_if_signalled() -> None:
+    """Raise the `SignalStop` of a signal that came while the innermost `StopsAtOnce` was
+    entered, where Python swallowed it (a weakref callback): a job calls it at points where
+    it can stop; without a `StopsAtOnce`, or without a signal, it does nothing."""
+    if _at_once and _at_once[-1].signum is not None:
+        raise SignalStop(_at_once[-1].signum)

@@ -200,7 +200,7 @@ def test_centre_crop_error_matches_a_direct_forward_pass(tiny_data, ckpts):
 
 def _loaded(classes, config=True) -> LoadedModel:
     return LoadedModel(model=nn.Identity(), classes=list(classes), class_names=list(classes), mean_image=None,
-                       config={"recipe": "paper"} if config else {}, path=Path("m.pt"))
+                       config={"recipe": "paper"} if config else {}, path=Path("m.pt"), lists_classes=config)
 
 
 def test_mismatched_classes_are_refused(tiny_data, tmp_path):

@@ -184,6 +184,25 @@ def test_bare_state_dict_needs_the_data_folder(ckpt, images, tmp_path, tiny_data
     assert {t["class"] for t in json.loads(res.stdout)[0]["top"]} <= set(classes)
 
 
+def test_weights_saved_with_their_config_alone_take_the_classes_from_data(images, tmp_path, tiny_data):
+    """docs/formats.md's way to keep the paper's dropout with plain weights, {"model", "config"}:
+    no class list, like a bare state_dict, so predict --data names the data's classes (it
+    printed "0", "1", ...) and eval checks their number only (it refused them as other classes)."""
+    from alexnet_cli.evaluate import evaluate
+    from alexnet_cli.shards import read_manifest
+
+    net = _model()
+    path = tmp_path / "weights.pt"
+    save_checkpoint(path, {"model": net.state_dict(), "config": {"model": dataclasses.asdict(net.config)}})
+    res = runner.invoke(app, ["predict", str(path), str(images["rgb"]), "--data", str(tiny_data), "--json",
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    manifest = read_manifest(tiny_data)
+    for top in json.loads(res.stdout)[0]["top"]:
+        assert (top["class"], top["name"]) == (manifest.classes[top["index"]], manifest.class_names[top["index"]])
+    assert evaluate([path], tiny_data, device="cpu").n == manifest.splits["val"].count
+
+
 CLASSES8 = [f"n0200000{i}" for i in range(8)]
 NAMES8 = [f"thing number {i}" for i in range(8)]
 
