@@ -152,11 +152,14 @@ class StopsAtOnce(_Handlers):
     def __enter__(self) -> StopsAtOnce:
         super().__enter__()
         _at_once.append(self)
+        self._unraisable = sys.unraisablehook
+        sys.unraisablehook = self._swallowed
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._restore()
         _at_once.remove(self)
+        sys.unraisablehook = self._unraisable
         if isinstance(exc, Interrupted):
             return
         stop = interrupt_behind(exc)
@@ -175,6 +178,13 @@ class StopsAtOnce(_Handlers):
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
         raise SignalStop(signum)
+
+    def _swallowed(self, unraisable) -> None:
+        """sys.unraisablehook while entered: a SignalStop that Python swallowed is recorded in
+        `signum` already; printing its traceback ("Exception ignored in ...") would break the
+        one `Error:` line the stop ends with. Anything else is printed as before."""
+        if not isinstance(unraisable.exc_value, SignalStop):
+            self._unraisable(unraisable)
 
 
 _at_once: list[StopsAtOnce] = []     # the StopsAtOnce blocks entered, innermost last

@@ -7,15 +7,13 @@ nowhere, and `prep` wrote its remaining shards and exited 0 (a docs audit reprod
 from __future__ import annotations
 
 import signal
+import sys
 import weakref
 
 import pytest
 
 from alexnet_cli.errors import Interrupted
 from alexnet_cli.stopping import StopsAtOnce, stop_if_signalled
-
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
 
 class _Thing:
     pass
@@ -29,7 +27,8 @@ def _signal_in_a_weakref_callback(signum: int) -> None:
     assert ref() is None
 
 
-def test_a_swallowed_signal_stops_the_job_at_its_next_check():
+def test_a_swallowed_signal_stops_the_job_at_its_next_check(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)   # Python's own: prints a traceback
     went_on = []
     with pytest.raises(Interrupted) as stopped:
         with StopsAtOnce(lambda: "2 of 5 shards are finished and kept"):
@@ -38,6 +37,7 @@ def test_a_swallowed_signal_stops_the_job_at_its_next_check():
             stop_if_signalled()
             went_on.append("past the check")
     assert went_on == ["the job ran on"]
+    assert "Exception ignored" not in capsys.readouterr().err     # no traceback before the one Error: line
     assert stopped.value.signum == signal.SIGTERM
     assert str(stopped.value).startswith("SIGTERM: stopped; 2 of 5 shards are finished and kept; run the same")
 
@@ -50,9 +50,9 @@ def test_a_swallowed_signal_without_a_check_still_ends_the_block_stopped():
 
 
 def test_no_signal_no_stop_and_the_handlers_are_given_back():
-    before = signal.getsignal(signal.SIGTERM)
+    before, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
     stop_if_signalled()                                   # outside any block: nothing
     with StopsAtOnce(lambda: "nothing") as stops:
         assert signal.getsignal(signal.SIGTERM) == stops._handle
         stop_if_signalled()                               # no signal: nothing
-    assert signal.getsignal(signal.SIGTERM) == before
+    assert signal.getsignal(signal.SIGTERM) == before and sys.unraisablehook == hook
