@@ -702,9 +702,9 @@ def test_nan_guard_never_saves_a_network_with_non_finite_outputs(tiny_data, tmp_
     assert not (out / "checkpoints" / "last.pt").exists()
 
 
-def test_nan_guard_names_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+def test_nan_guard_names_the_last_good_checkpoint(one_step_data, tmp_path, monkeypatch):
     """F8: weights that turn NaN after step 2 are never saved; last.pt stays step 2's, and the
-    message says so."""
+    message says so. (An epoch of 4 steps: 8 images in batches of 2.)"""
     from alexnet_cli.train import Trainer
 
     step = Trainer.train_step
@@ -717,8 +717,8 @@ def test_nan_guard_names_the_last_good_checkpoint(tiny_data, tmp_path, monkeypat
         return out
     monkeypatch.setattr(Trainer, "train_step", poisoned)
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--save-every", "1", "--epochs", "1",
-                                 *FAST])
+    result = runner.invoke(app, ["train", str(one_step_data), "--out", str(out), "--save-every", "1", "--epochs", "1",
+                                 *FAST, "--batch-size", "2"])
     assert result.exit_code == 1, result.output
     assert "weights became NaN or infinite by step 3" in result.stderr
     assert "the last good checkpoint (step 2) is kept" in result.stderr
@@ -855,8 +855,8 @@ def test_resume_says_where_it_continues(tiny_data, step_run, tmp_path):
     assert "Resuming" not in again.stderr
 
 
-def test_resume_of_a_finished_run_says_nothing_is_left(tiny_data, tmp_path):
-    args = ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1", *FAST, "--batch-size", "24"]
+def test_resume_of_a_finished_run_says_nothing_is_left(one_step_data, tmp_path):
+    args = ["train", str(one_step_data), "--out", str(tmp_path / "run"), "--epochs", "1", *FAST, "--batch-size", "4"]
     assert runner.invoke(app, args).exit_code == 0
     again = runner.invoke(app, [*args, "--resume"])
     assert again.exit_code == 0 and again.stdout.startswith("done: 1 epoch, 2 steps"), again.output
