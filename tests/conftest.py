@@ -59,6 +59,18 @@ def tiny_data(tiny_tree, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def three_step_data(tmp_path_factory) -> Path:
+    """4 classes of 3 training images and 1 validation image (12 and 4), raw, with pca.json: an
+    epoch of 3 steps at batch size 4, for the tests of a run's last step or validation that
+    need no more images (tiny_data's 3 steps of 16 train 4 times as many). READ-ONLY."""
+    root = tmp_path_factory.mktemp("three_step")
+    tree = make_tree(root / "tree", classes=4, train_per_class=3, val_per_class=1)
+    prepare(tree, root / "data", PrepOptions(format="raw", shard_size=16, block_size=8, workers=1))
+    write_pca(root / "data", compute_pca(root / "data"))
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
 def make_checkpoint():
     """A factory: make_checkpoint(path, data_dir=None, columns=2) writes a randomly initialised
     4-class network (seed 0) as a checkpoint, with data_dir's mean image (zeros without one)."""

@@ -146,9 +146,9 @@ def test_one_step_of_the_whole_network_equals_the_papers_rule_by_hand():
     ref_loss = F.cross_entropy(_paper_forward(w, x, {k: m.double() for k, m in seen.items()}), y)
     assert torch.allclose(loss.detach(), ref_loss.detach(), rtol=1e-10)
     grads = dict(zip(w, torch.autograd.grad(ref_loss, list(w.values()))))
-    for name, p in net.named_parameters():
-        v = 0.9 * vel[name] - 5e-4 * 0.01 * ref[name] - 0.01 * grads[name]
-        assert torch.allclose(p.detach(), ref[name] + v, rtol=1e-9, atol=1e-12), name
+    for name, p in net.named_parameters():                 # in place: 58 M float64 numbers, no temporaries
+        v = vel[name].mul_(0.9).sub_(ref[name], alpha=5e-4 * 0.01).sub_(grads[name], alpha=0.01)
+        assert torch.allclose(p.detach(), v.add_(ref[name]), rtol=1e-9, atol=1e-12), name
 
 
 def test_inverted_dropout_moves_fc8_further_than_the_papers():

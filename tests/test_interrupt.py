@@ -69,10 +69,10 @@ def test_sigterm_exits_143_with_the_position_saved(tiny_data, tmp_path, monkeypa
     assert (ckpt["trainer"]["step"], ckpt["trainer"]["batch"]) == (1, 1)
 
 
-def test_a_signal_during_validation_stops_after_the_epochs_save(tiny_data, tmp_path, monkeypatch):
+def test_a_signal_during_validation_stops_after_the_epochs_save(three_step_data, tmp_path, monkeypatch):
     out = tmp_path / "run"
     signal_after(monkeypatch, train_module, "evaluate_model", signal.SIGINT)
-    args = ["train", str(tiny_data), "--out", str(out), "--epochs", "2", *FAST, "--batch-size", "16"]  # 3 steps
+    args = ["train", str(three_step_data), "--out", str(out), "--epochs", "2", *FAST, "--batch-size", "4"]  # 3 steps
     stopped = runner.invoke(app, args)
     assert stopped.exit_code == 130, stopped.output
     assert "stopped at step 3 (after epoch 1)" in stopped.stderr
@@ -81,13 +81,14 @@ def test_a_signal_during_validation_stops_after_the_epochs_save(tiny_data, tmp_p
     assert len(_records(out, "epoch")) == 1
 
 
-def test_a_signal_when_no_work_is_left_lets_the_run_end_as_usual(tiny_data, tmp_path, monkeypatch):
+def test_a_signal_when_no_work_is_left_lets_the_run_end_as_usual(tiny_data, three_step_data, tmp_path, monkeypatch):
     """Ctrl-C during the last epoch's validation, or on the --max-steps step: the run is
     complete (saved as usual), so it ends as usual, exit 0, not as interrupted; and says so,
     rather than only that it "stops after this step" (docs/training.md)."""
     signal_after(monkeypatch, train_module, "evaluate_model", signal.SIGINT)
     out = tmp_path / "last-epoch"
-    done = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--epochs", "1", *FAST, "--batch-size", "16"])
+    done = runner.invoke(app, ["train", str(three_step_data), "--out", str(out), "--epochs", "1", *FAST,
+                               "--batch-size", "4"])                                     # 3 steps
     assert done.exit_code == 0 and done.stdout.startswith("done: 1 epoch, 3 steps"), done.output
     said = " ".join(done.stderr.split())
     assert "Ctrl-C: training has no step left: it ends after its last validation and save" in said

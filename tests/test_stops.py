@@ -75,11 +75,12 @@ def test_ablate_stops_when_the_signal_comes_on_a_runs_last_step(tiny_data, tmp_p
     # a rerun continues (tests/test_ablate.py): the full run has nothing left, then no-lrn trains
 
 
-def test_ablate_stops_when_sigterm_comes_in_a_runs_last_validation(tiny_data, tmp_path, monkeypatch, sigterm_guard):
+def test_ablate_stops_when_sigterm_comes_in_a_runs_last_validation(three_step_data, tmp_path, monkeypatch,
+                                                                   sigterm_guard):
     signal_after(monkeypatch, train_module, "evaluate_model", signal.SIGTERM)
     out = tmp_path / "abl"
-    stopped = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(out), "--epochs", "1", "--batch-size", "16",
-                                  *ABLATE])                            # 48 images: 3 steps, then the validation
+    stopped = runner.invoke(app, ["ablate", str(three_step_data), "--out", str(out), "--epochs", "1", "--batch-size",
+                                  "4", *ABLATE])                       # 12 images: 3 steps, then the validation
     assert stopped.exit_code == 143, stopped.output
     assert "SIGTERM: ablate stopped after training full (step 3," in _error_line(stopped)
     said = " ".join(stopped.stderr.split())

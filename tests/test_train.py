@@ -41,10 +41,37 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run / "checkpoints" / "last.pt")["model"]
 
 
-def test_a_short_run_writes_the_run_folder(small_data, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def step_run(tiny_data, tmp_path_factory) -> SimpleNamespace:
+    """`train tiny_data --out RUN --max-steps 1 FAST --json`, run once: the first run of the
+    tests that go on from it (resume it, refuse to, damage it). `.run` is its folder, READ-ONLY
+    (take a copy with _copy_run), `.result` the CliRunner result (--json changes only what is
+    printed on stdout: the run folder, and stderr, are those of the run without it)."""
+    out = tmp_path_factory.mktemp("step_run") / "run"
+    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--max-steps", "1", *FAST, "--json"])
+    assert result.exit_code == 0, result.output
+    return SimpleNamespace(run=out, result=result)
+
+
+def _copy_run(run: Path, to: Path) -> Path:
+    """A real copy of a run folder (tests edit its files in place): the state a test's own
+    first run would have left in `to`."""
+    return Path(shutil.copytree(run, to))
+
+
+@pytest.fixture(scope="module")
+def epoch_run(small_data, tmp_path_factory) -> SimpleNamespace:
+    """`train small_data --out RUN --epochs 1 FAST --json`, run once (4 steps and a validation):
+    `.run` the finished run's folder, READ-ONLY (take a copy with _copy_run), `.result` the
+    CliRunner result."""
+    out = tmp_path_factory.mktemp("epoch_run") / "run"
     result = runner.invoke(app, ["train", str(small_data), "--out", str(out), "--epochs", "1", *FAST, "--json"])
     assert result.exit_code == 0, result.output
+    return SimpleNamespace(run=out, result=result)
+
+
+def test_a_short_run_writes_the_run_folder(epoch_run):
+    out, result = epoch_run.run, epoch_run.result                      # read only
     summary = json.loads(result.stdout)
     check_documented_json("train", summary)
     assert summary["epochs"] == 1 and summary["parallel"] == "single"
@@ -103,11 +130,23 @@ def small_data(tmp_path_factory) -> Path:
     return root / "data"
 
 
-def test_every_step_is_logged_even_in_a_run_shorter_than_log_every(small_data, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def one_step_data(tmp_path_factory) -> Path:
+    """8 training images (an epoch is one step of 8, or four of 2) and 4 validation images, raw
+    shards: for the tests of what happens at and between steps and epochs, whatever the images."""
+    root = tmp_path_factory.mktemp("one_step")
+    tree = make_tree(root / "tree", classes=4, train_per_class=2, val_per_class=1)
+    prepare(tree, root / "data", PrepOptions(format="raw", shard_size=16, block_size=8, workers=1))
+    write_pca(root / "data", compute_pca(root / "data"))
+    return root / "data"
+
+
+def test_every_step_is_logged_even_in_a_run_shorter_than_log_every(one_step_data, tmp_path, monkeypatch):
     """An interval ends every --log-every steps and at an epoch's or the run's last step, so a
     short run's loss and images/s are in metrics.jsonl (the audit's --max-steps 3 run with the
     default 50 logged nothing, and report showed 0m00s); each record's loss is the mean of its
-    own steps' losses. 4 steps an epoch, --log-every 3, --max-steps 5: records at 3, 4 and 5."""
+    own steps' losses. 4 steps an epoch (8 images in batches of 2), --log-every 3, --max-steps 5:
+    records at 3, 4 and 5."""
     from alexnet_cli.report import read_run
     from alexnet_cli.runlog import read_metrics
     from alexnet_cli.train_state import EpochStats
@@ -117,7 +156,7 @@ def test_every_step_is_logged_even_in_a_run_shorter_than_log_every(small_data, t
     monkeypatch.setattr(EpochStats, "update", lambda self, logits, labels, loss: (
         losses.append(float(loss)), update(self, logits, labels, loss)))
     out = tmp_path / "run"
-    args = ["train", str(small_data), "--out", str(out), "--device", "cpu", "--batch-size", "8", "--epochs", "2",
+    args = ["train", str(one_step_data), "--out", str(out), "--device", "cpu", "--batch-size", "2", "--epochs", "2",
             "--log-every", "3", "--max-steps", "5"]
     assert runner.invoke(app, args).exit_code == 0
     steps = [r for r in read_metrics(out) if r["kind"] == "train"]
@@ -165,10 +204,9 @@ def test_resume_after_sigkill_is_bitwise_exact(small_data, tmp_path):
     assert (clean / "metrics.jsonl").read_text().count('"train"') == metrics.read_text().count('"train"') == 8
 
 
-def test_rerun_without_resume_refuses_to_overwrite(tiny_data, tmp_path):
-    out = tmp_path / "run"
+def test_rerun_without_resume_refuses_to_overwrite(tiny_data, step_run, tmp_path):
+    out = _copy_run(step_run.run, tmp_path / "run")
     args = ["train", str(tiny_data), "--out", str(out), "--max-steps", "1", *FAST]
-    assert runner.invoke(app, args).exit_code == 0
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "--resume" in again.output
 
@@ -313,21 +351,19 @@ def test_bad_run_options_give_one_error_line(tiny_data, tmp_path):
         assert "Error:" in result.output and words in result.output and "Traceback" not in result.output, extra
 
 
-def test_resume_refuses_another_seed(tiny_data, tmp_path):
-    args = ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--max-steps", "1", *FAST]
-    assert runner.invoke(app, args).exit_code == 0
+def test_resume_refuses_another_seed(tiny_data, step_run, tmp_path):
+    args = ["train", str(tiny_data), "--out", str(_copy_run(step_run.run, tmp_path / "run")), "--max-steps", "1", *FAST]
     again = runner.invoke(app, args + ["--resume", "--seed", "5"])
     assert again.exit_code == 1 and "--seed" in again.output
 
 
-def test_resume_of_a_run_older_than_a_setting_takes_its_default(tiny_data, tmp_path):
+def test_resume_of_a_run_older_than_a_setting_takes_its_default(tiny_data, step_run, tmp_path):
     """A checkpoint written before a config field existed resumes when the field has its default,
     and is refused when it does not."""
     from alexnet_cli.checkpoint import save_checkpoint
 
-    out = tmp_path / "run"
+    out = _copy_run(step_run.run, tmp_path / "run")                # trained to step 1
     base = ["train", str(tiny_data), "--out", str(out), *FAST]
-    assert runner.invoke(app, [*base, "--max-steps", "1"]).exit_code == 0
     last = out / "checkpoints" / "last.pt"
     ckpt = load_checkpoint(last)
     del ckpt["config"]["train"]["code_epoch_base"]            # as if written by an older version
@@ -387,7 +423,7 @@ def test_the_check_before_a_save_keeps_finite_weights_whose_sum_overflows(tiny_d
         trainer._check_finite(before_save=True)
 
 
-def test_fit_trains_each_epoch_with_the_schedules_rates_and_noise(small_data, tmp_path, monkeypatch):
+def test_fit_trains_each_epoch_with_the_schedules_rates_and_noise(one_step_data, tmp_path, monkeypatch):
     """The code schedule squeezed into 3 epochs (boundaries round(e * 3 / 91)): epoch 0 at 0.01,
     epoch 1 at 0.001, epoch 2 at 1e-4 with conv1 frozen and the colour noise off; biases 0.02.
     Checked where the optimizer and the augmentation receive them, and in metrics.jsonl."""
@@ -403,8 +439,8 @@ def test_fit_trains_each_epoch_with_the_schedules_rates_and_noise(small_data, tm
 
     monkeypatch.setattr(Trainer, "train_epoch", spy)
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", str(small_data), "--out", str(out), "--recipe", "code", "--epochs", "3",
-                                 "--device", "cpu", "--batch-size", "16", "--log-every", "1"])
+    result = runner.invoke(app, ["train", str(one_step_data), "--out", str(out), "--recipe", "code", "--epochs", "3",
+                                 "--device", "cpu", "--batch-size", "8", "--log-every", "1"])
     assert result.exit_code == 0, result.output
     assert [(e, noise) for e, noise, _ in seen] == [(0, True), (1, True), (2, False)]
     for (_, _, lr), weights, conv1 in zip(seen, (1e-2, 1e-3, 1e-4), (1e-2, 1e-3, 0.0)):
@@ -522,7 +558,7 @@ def test_only_rank_0_prints_the_result(tiny_data, tmp_path, monkeypatch):
     assert "best train top-1 error 25.00%" in runner.invoke(app, args).stdout
 
 
-def test_out_must_be_new_empty_or_a_run(tiny_data, tmp_path):
+def test_out_must_be_new_empty_or_a_run(tiny_data, step_run, tmp_path):
     """A folder of other files is never overwritten, with or without --resume."""
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -561,8 +597,7 @@ def test_out_must_be_new_empty_or_a_run(tiny_data, tmp_path):
     (lone / "metrics.jsonl").write_text('{"my": "log"}\n')
     result = runner.invoke(app, ["train", str(tiny_data), "--out", str(lone), "--max-steps", "1", *FAST])
     assert result.exit_code == 1 and (lone / "metrics.jsonl").read_text() == '{"my": "log"}\n'
-    killed = tmp_path / "killed"                   # a run stopped before its first checkpoint starts again
-    assert runner.invoke(app, ["train", str(tiny_data), "--out", str(killed), "--max-steps", "1", *FAST]).exit_code == 0
+    killed = _copy_run(step_run.run, tmp_path / "killed")   # a run stopped before its first checkpoint starts again
     (killed / "checkpoints" / "last.pt").unlink()
     again = runner.invoke(app, ["train", str(tiny_data), "--out", str(killed), "--max-steps", "1", *FAST])
     assert again.exit_code == 0 and "before its first checkpoint" in again.stderr, again.output
@@ -574,11 +609,8 @@ def test_resume_without_a_checkpoint_says_it_starts_anew(tiny_data, tmp_path):
     assert result.exit_code == 0 and "nothing to resume" in result.stderr, result.output
 
 
-def test_resume_refuses_other_training_data(tiny_data, tmp_path):
-    import shutil
-
-    args = ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--max-steps", "1", *FAST]
-    assert runner.invoke(app, args).exit_code == 0
+def test_resume_refuses_other_training_data(tiny_data, step_run, tmp_path):
+    args = ["train", str(tiny_data), "--out", str(_copy_run(step_run.run, tmp_path / "run")), "--max-steps", "1", *FAST]
     moved = tmp_path / "moved"                       # the same shards elsewhere: fine
     shutil.copytree(tiny_data, moved)
     again = runner.invoke(app, ["train", str(moved), *args[2:], "--resume", "--max-steps", "2"])
@@ -591,9 +623,9 @@ def test_resume_refuses_other_training_data(tiny_data, tmp_path):
     assert other.exit_code == 1 and "other data" in other.stderr, other.output
 
 
-def test_a_run_cut_by_max_steps_says_stopped(tiny_data, tmp_path):
-    args = ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--max-steps", "1", *FAST]
-    result = runner.invoke(app, args + ["--json"])
+def test_a_run_cut_by_max_steps_says_stopped(tiny_data, step_run, tmp_path):
+    args = ["train", str(tiny_data), "--out", str(_copy_run(step_run.run, tmp_path / "run")), "--max-steps", "1", *FAST]
+    result = step_run.result                                          # the run of `args` with --json
     assert result.exit_code == 0 and json.loads(result.stdout)["finished"] is False
     again = runner.invoke(app, args[:-len(FAST)] + ["--max-steps", "2", "--resume", *FAST])
     assert again.exit_code == 0 and again.stdout.startswith("stopped: 0 epochs, 2 steps"), again.stdout
@@ -670,9 +702,9 @@ def test_nan_guard_never_saves_a_network_with_non_finite_outputs(tiny_data, tmp_
     assert not (out / "checkpoints" / "last.pt").exists()
 
 
-def test_nan_guard_names_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+def test_nan_guard_names_the_last_good_checkpoint(one_step_data, tmp_path, monkeypatch):
     """F8: weights that turn NaN after step 2 are never saved; last.pt stays step 2's, and the
-    message says so."""
+    message says so. (An epoch of 4 steps: 8 images in batches of 2.)"""
     from alexnet_cli.train import Trainer
 
     step = Trainer.train_step
@@ -685,8 +717,8 @@ def test_nan_guard_names_the_last_good_checkpoint(tiny_data, tmp_path, monkeypat
         return out
     monkeypatch.setattr(Trainer, "train_step", poisoned)
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(out), "--save-every", "1", "--epochs", "1",
-                                 *FAST])
+    result = runner.invoke(app, ["train", str(one_step_data), "--out", str(out), "--save-every", "1", "--epochs", "1",
+                                 *FAST, "--batch-size", "2"])
     assert result.exit_code == 1, result.output
     assert "weights became NaN or infinite by step 3" in result.stderr
     assert "the last good checkpoint (step 2) is kept" in result.stderr
@@ -721,16 +753,15 @@ def test_resume_checks_the_pca_and_the_mean_image(tiny_data, tmp_path):
     assert runner.invoke(app, [*args, "--max-steps", "2", "--resume"]).exit_code == 0
 
 
-def test_resume_from_a_checkpoint_without_training_state_says_so(small_data, tmp_path):
-    out = tmp_path / "run"
+def test_resume_from_a_checkpoint_without_training_state_says_so(small_data, epoch_run, tmp_path):
+    out = _copy_run(epoch_run.run, tmp_path / "run")                   # trained for --epochs 1
     args = ["train", str(small_data), "--out", str(out), *FAST]
-    assert runner.invoke(app, [*args, "--epochs", "1"]).exit_code == 0
     shutil.copy(out / "checkpoints" / "best.pt", out / "checkpoints" / "last.pt")
     result = runner.invoke(app, [*args, "--epochs", "2", "--resume"])
     assert result.exit_code == 1 and "no training state" in result.stderr and "KeyError" not in result.stderr
 
 
-def test_a_full_disk_during_a_save_is_one_line_and_resume_continues(tiny_data, tmp_path, monkeypatch):
+def test_a_full_disk_during_a_save_is_one_line_and_resume_continues(tiny_data, step_run, tmp_path, monkeypatch):
     """F12: ENOSPC inside torch.save (which torch reports as "unexpected pos") is said as a full
     disk, leaves no temporary file, and --resume continues from the checkpoint before."""
     import errno
@@ -752,9 +783,8 @@ def test_a_full_disk_during_a_save_is_one_line_and_resume_continues(tiny_data, t
         def __exit__(self, *exc):
             self.f.close()
 
-    out = tmp_path / "run"
+    out = _copy_run(step_run.run, tmp_path / "run")                # trained to step 1
     args = ["train", str(tiny_data), "--out", str(out), *FAST]
-    assert runner.invoke(app, [*args, "--max-steps", "1"]).exit_code == 0
     fdopen = os.fdopen
     monkeypatch.setattr(checkpoint.os, "fdopen", lambda *a, **k: FullDisk(fdopen(*a, **k)))
     full = runner.invoke(app, [*args, "--max-steps", "2", "--resume"])
@@ -807,12 +837,12 @@ def test_save_errors_in_the_users_terms(tmp_path, monkeypatch):
         flag_message(failed)                                         # the CLI's flag (cli/flags.py)
 
 
-def test_resume_says_where_it_continues(tiny_data, tmp_path):
+def test_resume_says_where_it_continues(tiny_data, step_run, tmp_path):
     """--resume names the step, the place in the epoch and the checkpoint, on stderr (never in
     --json's stdout); a first run says nothing about resuming; a run with nothing left says so."""
-    out = tmp_path / "run"
+    out = _copy_run(step_run.run, tmp_path / "run")
     args = ["train", str(tiny_data), "--out", str(out), *FAST]
-    first = runner.invoke(app, [*args, "--max-steps", "1"])
+    first = step_run.result                                           # the run of [*args, "--max-steps", "1"]
     assert first.exit_code == 0 and "esum" not in first.stderr, first.output
     resumed = runner.invoke(app, [*args, "--max-steps", "2", "--resume", "--json"])
     assert resumed.exit_code == 0, resumed.output
@@ -825,8 +855,8 @@ def test_resume_says_where_it_continues(tiny_data, tmp_path):
     assert "Resuming" not in again.stderr
 
 
-def test_resume_of_a_finished_run_says_nothing_is_left(tiny_data, tmp_path):
-    args = ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1", *FAST, "--batch-size", "24"]
+def test_resume_of_a_finished_run_says_nothing_is_left(one_step_data, tmp_path):
+    args = ["train", str(one_step_data), "--out", str(tmp_path / "run"), "--epochs", "1", *FAST, "--batch-size", "4"]
     assert runner.invoke(app, args).exit_code == 0
     again = runner.invoke(app, [*args, "--resume"])
     assert again.exit_code == 0 and again.stdout.startswith("done: 1 epoch, 2 steps"), again.output
@@ -857,28 +887,30 @@ def _flat_val(monkeypatch, error: float = 0.5) -> None:
                         lambda *a, **k: SimpleNamespace(top1_error=error, top5_error=error, n=8))
 
 
-@pytest.mark.parametrize("train_errors", [None, (0.9, 0.6, 0.3, 0.1)], ids=["as_trained", "falling"])
-def test_a_flat_val_error_divides_the_next_epochs_rate_by_10(small_data, tmp_path, monkeypatch, train_errors):
+def test_a_flat_val_error_divides_the_next_epochs_rate_by_10(one_step_data, tmp_path, monkeypatch):
     """Plateau rule inside the trainer, patience 1: epoch 1 sets the best val top-1, epoch 2 does
     not beat it, so epoch 2's record says lr_dropped and epoch 3 trains at a tenth; epoch 3 is
     flat again (a second drop). The schedule watches the val error, not the training error: a
-    falling training error does not keep the rate."""
+    falling training error does not keep the rate.
+
+    The training errors are set (falling), not those the run measured: a case with the measured
+    ones asserted nothing more (the same val errors, drops and rates) and could fail only where
+    this one does; the measured errors in an epoch's record are test_a_short_run_writes_the_run_folder's."""
     from alexnet_cli.runlog import read_metrics
     from alexnet_cli.train_state import EpochStats
 
     _flat_val(monkeypatch)
-    if train_errors is not None:
-        falling = iter(train_errors)
-        monkeypatch.setattr(EpochStats, "epoch_result", lambda self: SimpleNamespace(
-            top1_error=(e := next(falling)), top5_error=e / 2))
+    train_errors = (0.9, 0.6, 0.3, 0.1)
+    falling = iter(train_errors)
+    monkeypatch.setattr(EpochStats, "epoch_result", lambda self: SimpleNamespace(
+        top1_error=(e := next(falling)), top5_error=e / 2))
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", str(small_data), "--out", str(out), "--epochs", "3", "--patience", "1",
+    result = runner.invoke(app, ["train", str(one_step_data), "--out", str(out), "--epochs", "3", "--patience", "1",
                                  "--max-lr-drops", "3", "--no-pca-aug", *FAST])
     assert result.exit_code == 0, result.output
     epochs = [r for r in read_metrics(out) if r["kind"] == "epoch"]
     assert [r["val_top1_error"] for r in epochs] == [0.5, 0.5, 0.5]
-    if train_errors is not None:
-        assert [r["train_top1_error"] for r in epochs] == list(train_errors[:3])
+    assert [r["train_top1_error"] for r in epochs] == list(train_errors[:3])
     assert [r["lr_dropped"] for r in epochs] == [False, True, True]
     assert [r["lr"] for r in epochs] == pytest.approx([0.01, 0.01, 0.001])
     assert "learning rate divided by 10" in result.output
@@ -943,11 +975,10 @@ def test_resume_refuses_a_log_cut_or_edited_since_the_checkpoint(tiny_data, tmp_
     assert [r["step"] for r in map(json.loads, log.read_text().splitlines())] == [3]
 
 
-def test_a_run_whose_last_checkpoint_is_missing_is_not_started_over(tiny_data, tmp_path):
+def test_a_run_whose_last_checkpoint_is_missing_is_not_started_over(small_data, epoch_run, tmp_path):
     """Without last.pt but with best.pt, starting again from step 0 would overwrite best.pt."""
-    out = tmp_path / "run"
-    args = ["train", str(tiny_data), "--out", str(out), "--epochs", "1", *FAST]
-    assert runner.invoke(app, args).exit_code == 0
+    out = _copy_run(epoch_run.run, tmp_path / "run")                   # a finished run of one epoch
+    args = ["train", str(small_data), "--out", str(out), "--epochs", "1", *FAST]
     (out / "checkpoints" / "last.pt").unlink()
     best = (out / "checkpoints" / "best.pt").read_bytes()
     result = runner.invoke(app, [*args, "--resume"])
