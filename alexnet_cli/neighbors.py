@@ -28,8 +28,9 @@ import h5py
 import numpy as np
 import torch
 
-from alexnet_cli.codes import BITS, check_bits, codes_path, hamming_nearest, read_codes, read_codes_info
-from alexnet_cli.codes import rerank as rerank_rows
+from alexnet_cli.codes import BITS, check_bits, codes_path, read_codes, read_codes_info
+from alexnet_cli.hamming import hamming_nearest
+from alexnet_cli.hamming import rerank as rerank_rows
 from alexnet_cli.config import NEIGHBORS_K as DEFAULT_K
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, UsageError, shell_word
 from alexnet_cli.features import (Encoder, cache_path, load_encoder, non_finite_row, read_features_info,

@@ -8,9 +8,9 @@ The first pass over the file also warms the page cache; the table shows the best
 --repeat passes after one warm-up pass, i.e. the file served from memory, not from disk.
 
 The same queries are then answered from binary codes (`alexnet codes`, `neighbors --codes`):
-alexnet_cli.codes.hamming_nearest over N random codes of --codes-bits bits (the search's
+alexnet_cli.hamming.hamming_nearest over N random codes of --codes-bits bits (the search's
 time does not depend on what the bits are), and with --rerank R the R nearest re-ranked by
-exact distance (alexnet_cli.codes.rerank: R rows per query read from the features file).
+exact distance (alexnet_cli.hamming.rerank: R rows per query read from the features file).
 "speed-up" is the exact search's best time over the row's, on the same device.
 
     python benchmarks/neighbors.py                      # N = 20,000 (160 MB): seconds on a CPU
@@ -33,7 +33,7 @@ import torch
 
 import numpy as np
 
-from alexnet_cli.codes import hamming_nearest, pack_codes, rerank
+from alexnet_cli.hamming import hamming_nearest, pack_codes, rerank
 from alexnet_cli.features import DIM, create_features_file
 from alexnet_cli.neighbors import nearest
 

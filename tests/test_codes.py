@@ -16,8 +16,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from alexnet_cli.cli.app import app
-from alexnet_cli.codes import (codes_path, hamming_nearest, make_codes, pack_codes, read_codes, read_codes_info,
-                               encoder_state, rerank, state_path, unpack_codes)
+from alexnet_cli.codes import codes_path, encoder_state, make_codes, read_codes, read_codes_info, state_path
+from alexnet_cli.hamming import hamming_nearest, pack_codes, rerank, unpack_codes
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.features import create_features_file
 from alexnet_cli.neighbors import nearest, read_split_images
@@ -82,7 +82,7 @@ def test_packing_round_trips_and_hamming_matches_numpy():
 
 
 def test_swar_popcount_on_torch_equals_numpy():
-    from alexnet_cli.codes import _popcount
+    from alexnet_cli.hamming import _popcount
     x = torch.tensor([0, -1, 1, 2**62, -2**63, 0x0F0F0F0F0F0F0F0F, 12345678901234], dtype=torch.int64)
     want = [bin(int(v) & (2**64 - 1)).count("1") for v in x]
     assert _popcount(x).tolist() == want
