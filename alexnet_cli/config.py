@@ -232,7 +232,7 @@ def recipe_of(model_cfg: ModelConfig, train_cfg: TrainConfig, recipe: str | None
     values the fewest recipe-dependent fields (those some recipe sets in RECIPES) lack, when it
     is clearly the nearest (fewer than half as many as any other): the paper's with
     `lr_schedule` changed is the paper's, that change listed as one. Configs about as far from
-    two recipes (the code's network with the paper's training: 5 fields against 6) are a
+    two recipes (the code's network with the paper's training: 5 fields against 7) are a
     UsageError: the caller names the recipe."""
     if recipe is not None:
         check_choice("recipe", recipe, RECIPE_NAMES)

@@ -151,15 +151,18 @@ class StopsAtOnce(_Handlers):
 
     def __enter__(self) -> StopsAtOnce:
         super().__enter__()
-        _at_once.append(self)
-        self._unraisable = sys.unraisablehook
-        sys.unraisablehook = self._swallowed
+        self._main = threading.current_thread() is threading.main_thread()   # elsewhere: no handlers, nothing
+        if self._main:
+            _at_once.append(self)
+            self._unraisable = sys.unraisablehook
+            sys.unraisablehook = self._swallowed
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._restore()
-        _at_once.remove(self)
-        sys.unraisablehook = self._unraisable
+        if self._main:
+            _at_once.remove(self)
+            sys.unraisablehook = self._unraisable
         if isinstance(exc, Interrupted):
             return
         stop = interrupt_behind(exc)
@@ -191,8 +194,9 @@ _at_once: list[StopsAtOnce] = []     # the StopsAtOnce blocks entered, innermost
 
 
 def stop_if_signalled() -> None:
-    """Raise the `SignalStop` of a signal that came while the innermost `StopsAtOnce` was
-    entered, where Python swallowed it (a weakref callback): a job calls it at points where
+    """Raise the `SignalStop` of a signal that came while a `StopsAtOnce` (the innermost that
+    had one) was entered, where Python swallowed it (a weakref callback): a job calls it at points where
     it can stop; without a `StopsAtOnce`, or without a signal, it does nothing."""
-    if _at_once and _at_once[-1].signum is not None:
-        raise SignalStop(_at_once[-1].signum)
+    for block in reversed(_at_once):       # an outer block's signal stops the inner job too
+        if block.signum is not None:
+            raise SignalStop(block.signum)

@@ -178,10 +178,11 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> No
         before, defaults = saved.get(part, {}), to_dict(kind())   # a field newer than the run: its value
         defaults.update(LEGACY_MODEL_FIELDS if part == "model" else LEGACY_TRAIN_FIELDS)   # then, else its default
         diff = sorted(k for k, v in now[part].items() if before.get(k, defaults[k]) != v)
-        if diff:   # each with the value the run has, as a flag takes it: the argument to give to resume
-            said = ", ".join(f"`{k}` {_plain(before.get(k, defaults[k]))}, not {_plain(now[part][k])}" for k in diff)
-            raise AlexnetError(f"{path} was trained with other {part} settings ({said}); resume with the same "
-                               "arguments, or start a new `out`", mentions=("out", *diff))
+        if diff:   # each with the value the run has, as the argument that gives it to resume
+            said = [_setting(k, before.get(k, defaults[k]), now[part][k]) for k in diff]   # (text, mention)
+            raise AlexnetError(f"{path} was trained with other {part} settings ({'; '.join(t for t, _ in said)}); "
+                               "resume with the same arguments, or start a new `out`",
+                               mentions=("out", *(m for _, m in said)))
     for key, what in (("data_key", "the training shards"), ("val_key", f"the '{now['run']['val_split']}' shards"),
                       ("mean_key", "the mean image"), ("pca_key", "the PCA (pca.json)")):
         if key in saved and saved[key] != now[key]:         # a key older runs lack is not checked
@@ -197,9 +198,14 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> No
                                "arguments, or start a new `out`", mentions=mentions)
 
 
-def _plain(value: Any) -> str:
-    """A setting's value as a command line gives it (`true`, `0.01`, `inverted`)."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
+def _setting(name: str, run: Any, now: Any) -> tuple[str, str]:
+    """A setting the run had as `run`, given as `now`: "`name` run, not now", or for an on/off
+    setting the run's state as the argument that sets it ("`lrn`", "`lrn=False`": the CLI's
+    --lrn, --no-lrn); and the name it mentions."""
+    if isinstance(run, bool):
+        mention = name if run else f"{name}=False"
+        return f"`{mention}`", mention
+    return f"`{name}` {run}, not {now}", name
 
 
 def _what_differs(what: str, saved: dict[str, Any], now: dict[str, Any]) -> str:

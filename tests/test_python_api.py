@@ -81,7 +81,7 @@ def test_recipe_of_tells_the_recipe_the_configs_were_resolved_from():
     assert recipe_of(resolve_model_config("code", lrn_alpha_over_n=False), resolve_train_config("code")) == "code"
     assert recipe_of(resolve_model_config("paper", within_map_norm=False),
                      resolve_train_config("paper", lr_schedule="code", mean_crop="center")) == "paper"
-    # the paper's network with the code's training: 6 fields against 5, told apart by no one
+    # the paper's network with the code's training: 7 fields against 5, told apart by no one
     with pytest.raises(UsageError, match="^recipe cannot be told"):
         recipe_of(resolve_model_config("paper"), resolve_train_config("code"))
     # named, it is taken as given (that mix is what `--recipe code --lrn-alpha-as-written` trains) but checked

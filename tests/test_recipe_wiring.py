@@ -5,6 +5,8 @@ before a training setting existed resumes only with the value it had then."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -63,3 +65,16 @@ def test_a_run_from_before_crop_offsets_resumes_only_with_33(tmp_path):
     assert "crop_offsets" in refused.value.mentions
     now["train"] = to_dict(resolve_train_config("paper", crop_offsets=33))
     check_resumable(tmp_path / "last.pt", _checkpoint(old), now)
+
+
+def test_an_on_off_setting_is_named_by_the_argument_that_gives_the_runs_value():
+    """`--lrn true, not false` cannot be typed: an on/off setting is said as the run's flag."""
+    from alexnet_cli.cli.flags import flag_message
+
+    old = _checkpoint(to_dict(resolve_train_config("paper")))
+    old["config"]["model"]["lrn"] = False
+    now = {"model": to_dict(resolve_model_config("paper")), "train": to_dict(resolve_train_config("paper")),
+           "run": {"seed": 0, "decode": "none", "val_split": "val"}, "world_size": 1}
+    with pytest.raises(AlexnetError) as refused:
+        check_resumable(Path("last.pt"), old, now)
+    assert "other model settings (--no-lrn); resume" in flag_message(refused.value)

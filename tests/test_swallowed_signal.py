@@ -15,6 +15,7 @@ import pytest
 from alexnet_cli.errors import Interrupted
 from alexnet_cli.stopping import StopsAtOnce, stop_if_signalled
 
+
 class _Thing:
     pass
 
@@ -56,3 +57,17 @@ def test_no_signal_no_stop_and_the_handlers_are_given_back():
         assert signal.getsignal(signal.SIGTERM) == stops._handle
         stop_if_signalled()                               # no signal: nothing
     assert signal.getsignal(signal.SIGTERM) == before and sys.unraisablehook == hook
+
+
+def test_a_signal_an_outer_block_swallowed_stops_the_inner_job():
+    """`codes` computes the features (a StopsAtOnce block) inside its own: a signal swallowed
+    before the inner block began must stop the inner job at its first check, not at the end."""
+    steps = []
+    with pytest.raises(Interrupted) as stopped:
+        with StopsAtOnce(lambda: "outer"):
+            _signal_in_a_weakref_callback(signal.SIGTERM)
+            with StopsAtOnce(lambda: "inner"):
+                for step in range(5):
+                    stop_if_signalled()
+                    steps.append(step)
+    assert steps == [] and stopped.value.signum == signal.SIGTERM
