@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from alexnet_cli.atomic import write_atomic
-from alexnet_cli.config import ModelConfig, TrainConfig, recipe_of, top5_is_trivial, top5_note
+from alexnet_cli.config import ModelConfig, TrainConfig, recipe_of, recorded_settings, top5_is_trivial, top5_note
 from alexnet_cli.distributed import launched_by_torchrun
 from alexnet_cli.errors import AlexnetError, Interrupted, UsageError
 from alexnet_cli.evaluate import check_crops, evaluate
@@ -268,13 +268,22 @@ def _done_before(previous: dict[str, Any], settings: dict[str, Any], run_dir: Pa
     entry = next((v for v in previous.get("variants", []) if v.get("name") == run_dir.name), None)
     if launched_by_torchrun() or entry is None or "trained" not in entry or "eval" not in entry:
         return None
-    if any(previous.get(k) != v for k, v in settings.items()):
+    if any(_recorded(previous, k) != v for k, v in settings.items()):
         return None
     done = entry["trained"]
     complete = done.get("finished") or (settings["max_steps"] is not None and done.get("step") == settings["max_steps"])
     if not complete or entry["eval"].get("checkpoint") != _checkpoint_id(run_dir):
         return None
     return done
+
+
+def _recorded(previous: dict[str, Any], key: str) -> Any:
+    """An earlier ablations.json's `key` of the settings; its "model" and "train" with every field
+    it predates at the value it had then (config.recorded_settings), as resuming counts them."""
+    value = previous.get(key)
+    if key in ("model", "train") and isinstance(value, dict):
+        return recorded_settings(key, value, ModelConfig() if key == "model" else TrainConfig())
+    return value
 
 
 def _previous(out_dir: Path) -> dict[str, Any]:

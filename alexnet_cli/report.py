@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from alexnet_cli.atomic import write_atomic
-from alexnet_cli.config import (LEGACY_MODEL_FIELDS, LEGACY_TRAIN_FIELDS, RECIPE_NAMES, ModelConfig, resolve_model_config,
+from alexnet_cli.config import (RECIPE_NAMES, ModelConfig, recorded_settings, resolve_model_config,
                                 resolve_train_config, to_dict)
 from alexnet_cli.errors import AlexnetError, DataError, UsageError, shell_word
 from alexnet_cli.figures import check_picture_path
@@ -122,12 +122,10 @@ def changed_from_recipe(config: dict[str, Any]) -> dict[str, Any]:
     if recipe not in RECIPE_NAMES:
         raise AlexnetError(f"config.json names the recipe {recipe!r}, unknown here ({', '.join(RECIPE_NAMES)})")
     changed = {}
-    for part, base, legacy in (("model", resolve_model_config(recipe), LEGACY_MODEL_FIELDS),
-                               ("train", resolve_train_config(recipe), LEGACY_TRAIN_FIELDS)):
-        for key, value in to_dict(base).items():
-            saved = config[part].get(key, legacy.get(key, value))
-            if key not in NOT_CHANGES and saved != value:
-                changed[key] = saved
+    for part, base in (("model", resolve_model_config(recipe)), ("train", resolve_train_config(recipe))):
+        saved = recorded_settings(part, config[part], base)
+        changed.update((key, saved[key]) for key, value in to_dict(base).items()
+                       if key not in NOT_CHANGES and saved[key] != value)
     return changed
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from alexnet_cli.config import LEGACY_MODEL_FIELDS, LEGACY_TRAIN_FIELDS, ModelConfig, TrainConfig, to_dict
+from alexnet_cli.config import ModelConfig, TrainConfig, recorded_settings
 from alexnet_cli.distributed import DistInfo
 from alexnet_cli.errors import AlexnetError, CheckpointError
 from alexnet_cli.metrics import TopKCounts, TopKMeter
@@ -174,15 +174,16 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> No
         raise CheckpointError(f"{path} holds weights but no training state (a best.pt, or a checkpoint for eval "
                               "and predict), so it cannot be resumed: start a new `out`", mentions=("out",))
     saved = ckpt.get("config") or {}
+    parts, said = [], []       # every differing setting at once, with the value the run has (text, mention)
     for part, kind in (("model", ModelConfig), ("train", TrainConfig)):
-        before, defaults = saved.get(part, {}), to_dict(kind())   # a field newer than the run: its value
-        defaults.update(LEGACY_MODEL_FIELDS if part == "model" else LEGACY_TRAIN_FIELDS)   # then, else its default
-        diff = sorted(k for k, v in now[part].items() if before.get(k, defaults[k]) != v)
-        if diff:   # each with the value the run has, as the argument that gives it to resume
-            said = [_setting(k, before.get(k, defaults[k]), now[part][k]) for k in diff]   # (text, mention)
-            raise AlexnetError(f"{path} was trained with other {part} settings ({'; '.join(t for t, _ in said)}); "
-                               "resume with the same arguments, or start a new `out`",
-                               mentions=("out", *(m for _, m in said)))
+        before = recorded_settings(part, saved.get(part, {}), kind())    # a field newer than the run: its value then
+        diff = [_setting(k, before[k], v) for k, v in sorted(now[part].items()) if before[k] != v]
+        parts += [part] if diff else []
+        said += diff
+    if said:
+        raise AlexnetError(f"{path} was trained with other {' and '.join(parts)} settings "
+                           f"({'; '.join(t for t, _ in said)}); resume with the same arguments, or start a new `out`",
+                           mentions=("out", *(m for _, m in said)))
     for key, what in (("data_key", "the training shards"), ("val_key", f"the '{now['run']['val_split']}' shards"),
                       ("mean_key", "the mean image"), ("pca_key", "the PCA (pca.json)")):
         if key in saved and saved[key] != now[key]:         # a key older runs lack is not checked

@@ -233,3 +233,26 @@ def test_the_overfitting_column_is_named_for_what_it_holds():
     console.print(table(doc))
     shown = console.export_text()
     assert "val − train" in shown and "gap" not in shown and "-4.17" in shown
+
+
+def test_a_record_from_before_a_setting_existed_counts_at_the_value_it_had_then(tmp_path):
+    """An ablations.json written before `dropout_style` and `crop_offsets` existed lacks both:
+    its runs trained with inverted dropout and offsets 0..32, so a rerun given those values finds
+    them done (nothing loaded or evaluated again), and one with the paper's values does not."""
+    from alexnet_cli.ablate import _checkpoint_id, _done_before
+    from alexnet_cli.config import to_dict
+
+    run_dir = tmp_path / "full"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"weights")
+    settings = {"recipe": "paper", "max_steps": None,
+                "model": to_dict(resolve_model_config("paper", dropout_style="inverted")),
+                "train": to_dict(resolve_train_config("paper", crop_offsets=33))}
+    old = json.loads(json.dumps(settings))
+    del old["model"]["dropout_style"], old["train"]["crop_offsets"]
+    trained = {"step": 10, "finished": True}
+    old["variants"] = [{"name": "full", "trained": trained, "eval": {"checkpoint": _checkpoint_id(run_dir)}}]
+    assert _done_before(old, settings, run_dir) == trained
+    for part, key, value in (("model", "dropout_style", "paper"), ("train", "crop_offsets", 32)):
+        now = {**settings, part: {**settings[part], key: value}}
+        assert _done_before(old, now, run_dir) is None

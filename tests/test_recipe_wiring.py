@@ -78,3 +78,20 @@ def test_an_on_off_setting_is_named_by_the_argument_that_gives_the_runs_value():
     with pytest.raises(AlexnetError) as refused:
         check_resumable(Path("last.pt"), old, now)
     assert "other model settings (--no-lrn); resume" in flag_message(refused.value)
+
+
+def test_a_run_older_than_two_settings_is_told_both_at_once(tmp_path):
+    """A run from before `dropout_style` and `crop_offsets`: one refusal names both, so a single
+    retry with both values resumes it."""
+    old = _checkpoint(to_dict(resolve_train_config("paper")))
+    del old["config"]["model"]["dropout_style"], old["config"]["train"]["crop_offsets"]
+    now = {"model": to_dict(resolve_model_config("paper")), "train": to_dict(resolve_train_config("paper")),
+           "run": {"seed": 0, "decode": "none", "val_split": "val"}, "world_size": 1}
+    with pytest.raises(AlexnetError) as refused:
+        check_resumable(tmp_path / "last.pt", old, now)
+    assert ("other model and train settings (`dropout_style` inverted, not paper; `crop_offsets` 33, not 32)"
+            in str(refused.value))
+    assert {"dropout_style", "crop_offsets"} <= set(refused.value.mentions)
+    now["model"] = to_dict(resolve_model_config("paper", dropout_style="inverted"))
+    now["train"] = to_dict(resolve_train_config("paper", crop_offsets=33))
+    check_resumable(tmp_path / "last.pt", old, now)
