@@ -122,25 +122,25 @@ class TrainAugment:
 
     def __init__(self, mean_image: torch.Tensor, *, eigenvalues: torch.Tensor | None = None,
                  eigenvectors: torch.Tensor | None = None, pca_std: float = 0.1, pca_scale: str = "paper",
-                 chunk: int = 1, mean_crop: str = "crop", crop: int = CROP, offsets: int | None = None,
+                 chunk: int = 1, mean_crop: str = "crop", crop: int = CROP, crop_offsets: int | None = None,
                  channels_last: bool = False):
-        """`offsets`: crop positions per axis, 0 .. offsets - 1 (config.CROP_OFFSETS: 32 is the
+        """`crop_offsets`: crop positions per axis, 0 .. crop_offsets - 1 (config.CROP_OFFSETS: 32 is the
         paper's factor of 2048, 33 the released code's 0..32); None: every position that fits."""
         check_choice("pca_scale", pca_scale, PCA_SCALES)
         check_choice("mean_crop", mean_crop, MEAN_CROPS)
         if chunk < 1:
             raise UsageError(f"chunk must be positive, got {chunk}", field="chunk", value=chunk)
         h, w = mean_image.shape[:2]
-        if offsets is not None and not 1 <= offsets <= min(h, w) - crop + 1:
+        if crop_offsets is not None and not 1 <= crop_offsets <= min(h, w) - crop + 1:
             raise UsageError(f"crop_offsets must be from 1 to {min(h, w) - crop + 1} for {crop}x{crop} crops of "
-                             f"{h}x{w} images, got {offsets}", field="crop_offsets", value=offsets)
+                             f"{h}x{w} images, got {crop_offsets}", field="crop_offsets", value=crop_offsets)
         if (eigenvalues is None) != (eigenvectors is None):
             raise AlexnetError("pass both eigenvalues and eigenvectors for PCA colour noise, or neither")
         self.mean_image = torch.as_tensor(mean_image, dtype=torch.float32)      # (256, 256, 3)
         self.mean_rgb = channel_mean(self.mean_image)                            # (3,), for "channel"
         self.pca_std, self.pca_scale, self.chunk = pca_std, pca_scale, chunk
         self.mean_crop, self.crop, self.channels_last = mean_crop, crop, channels_last
-        self.offsets = (h - crop + 1, w - crop + 1) if offsets is None else (offsets, offsets)   # rows, columns
+        self.offsets = (crop_offsets, crop_offsets) if crop_offsets else (h - crop + 1, w - crop + 1)   # rows, cols
         self.eigenvectors = self.noise_scale = None
         if eigenvalues is not None:
             lam = torch.as_tensor(eigenvalues, dtype=torch.float32).clamp(min=0)  # (3,) 0-255 units

@@ -177,7 +177,7 @@ class Trainer:
                        eigenvectors=torch.tensor(pca.eigenvectors, dtype=torch.float32))
             self.augment_pca = (eig["eigenvalues"], eig["eigenvectors"])
         self.augment = TrainAugment(self.mean_image.to(self.device), pca_std=cfg.pca_std, pca_scale=cfg.pca_scale,
-                                    chunk=cfg.aug_chunk, mean_crop=cfg.mean_crop, offsets=cfg.crop_offsets,
+                                    chunk=cfg.aug_chunk, mean_crop=cfg.mean_crop, crop_offsets=cfg.crop_offsets,
                                     channels_last=self.cuda and run.channels_last,
                                     **{k: v.to(self.device) for k, v in eig.items()})
 

@@ -50,6 +50,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from alexnet_cli.config import TrainConfig
 from alexnet_cli.jpeg import decode_jpeg
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.pca import compute_pca
@@ -276,7 +277,8 @@ def make_augment(data: Path, device: torch.device):
     stats = compute_pca(data, sample=64)
     return TrainAugment(torch.from_numpy(read_mean_image(data)).to(device),
                         eigenvalues=torch.tensor(stats.eigenvalues, dtype=torch.float32, device=device),
-                        eigenvectors=torch.tensor(stats.eigenvectors, dtype=torch.float32, device=device))
+                        eigenvectors=torch.tensor(stats.eigenvectors, dtype=torch.float32, device=device),
+                        crop_offsets=TrainConfig().crop_offsets)     # the paper recipe's, as `train` draws
 
 
 def cpu_name() -> str:

@@ -64,7 +64,7 @@ def gen(seed: int = 0) -> torch.Generator:
 def test_offsets_cover_0_to_the_last_uniformly_and_half_are_flipped(offsets, last):
     """32 positions per axis (0..31) are the paper's "factor of 2048" (32 x 32 x 2 mirrors), 33
     (0..32) the released code's; None: every position a 224 crop of 256 has (0..32)."""
-    aug = TrainAugment(zero_mean(), offsets=offsets)
+    aug = TrainAugment(zero_mean(), crop_offsets=offsets)
     n = last + 1
     draw = aug.sample(n * 400, gen(1))
     for drawn in (draw.top.numpy(), draw.left.numpy()):
@@ -88,7 +88,7 @@ def test_the_paper_draws_32_offsets_per_axis_and_the_code_33():
     with pytest.raises(UsageError, match="crop_offsets must be one of 32, 33; got 31"):
         resolve_train_config("paper", crop_offsets=31)
     with pytest.raises(UsageError, match="crop_offsets must be from 1 to 5 for 4x4 crops of 8x8 images, got 32"):
-        TrainAugment(zero_mean(8), crop=4, offsets=32)
+        TrainAugment(zero_mean(8), crop=4, crop_offsets=32)
 
 
 def test_output_follows_the_draw_and_is_a_true_mirror_of_the_crop():
