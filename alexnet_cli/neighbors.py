@@ -271,6 +271,35 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: str | 
     `rerank`, the `rerank` nearest of those re-ranked by exact Euclidean distance; `bits`: which
     codes, 256 unless given). One query may be given as a path."""
     queries = path_list(queries)
+    bits = _check_search(queries, k, codes, bits, rerank, memory_mb)
+    data_dir = Path(data_dir)
+    images = load_images(queries, "no query was searched")   # unreadable queries fail before any work
+    encoder = load_encoder(checkpoint, data_dir, device, progress)
+    if codes:                                            # before the features, which can take hours
+        _check_codes_exist(checkpoint, data_dir, split, features, encoder, bits)
+    q = encode_queries(encoder, images)                      # before the features, which can take hours
+    try:
+        check_queries(q)
+    except NonFiniteQuery as exc:                         # the codes' search would rank its NaN distances too
+        raise CheckpointError(f"{checkpoint}: the fc7 feature of query {queries[exc.query]} is NaN or infinite "
+                              "in float16 (values beyond 65504): it cannot be compared with the stored "
+                              "features") from None
+    path = split_features(encoder, data_dir, split, features, batch_size=batch_size, workers=workers,
+                          decode=decode, progress=progress)
+    kind = "euclidean"
+    if codes:
+        dist, index, kind = _code_search(q, path, k, bits=bits, rerank=rerank, memory_mb=memory_mb)
+    else:
+        dist, index = nearest(q, path, k, memory_mb=memory_mb, progress=progress)
+    if index.shape[1] < k:
+        progress.log(f"Note: '{split}' holds {index.shape[1]} images, fewer than `k` {k}: all of them are shown",
+                     mentions=("k",))
+    return _results(queries, path, dist, index, kind, split)
+
+
+def _check_search(queries: Sequence[str | Path], k: int, codes: bool, bits: int | None, rerank: int | None,
+                  memory_mb: float) -> int:
+    """find_neighbors' options checked before any work; the codes' bits (256 unless given)."""
     if k < 1:
         raise UsageError(f"k must be at least 1, got {k}", field="k", value=k)
     if not queries:
@@ -289,36 +318,27 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: str | 
                          mentions=("k",))
     if not math.isfinite(memory_mb) or memory_mb <= 0:
         raise UsageError(f"memory_mb must be a positive number, got {memory_mb}", field="memory_mb", value=memory_mb)
-    data_dir = Path(data_dir)
-    images = load_images(queries, "no query was searched")   # unreadable queries fail before any work
-    encoder = load_encoder(checkpoint, data_dir, device, progress)
-    if codes:                                            # before the features, which can take hours
-        base = features if features is not None else cache_path(data_dir, split, encoder.key)
-        wanted = codes_path(base, bits)
-        if not wanted.exists():
-            there = [b for b in BITS if b != bits and codes_path(base, b).exists()]
-            other = f", or use the codes there are (`bits` {' or '.join(map(str, there))})" if there else ""
-            raise DataError(f"no {bits}-bit codes of these features ({wanted}): make them with `alexnet codes "
-                            f"{shell_word(checkpoint)} {shell_word(data_dir)} --split {shell_word(split)} --bits {bits}"
-                            f"{'' if features is None else f' --features {shell_word(features)}'}`{other}",
-                            mentions=("bits",) if there else ())
-    q = encode_queries(encoder, images)                      # before the features, which can take hours
-    try:
-        check_queries(q)
-    except NonFiniteQuery as exc:                         # the codes' search would rank its NaN distances too
-        raise CheckpointError(f"{checkpoint}: the fc7 feature of query {queries[exc.query]} is NaN or infinite "
-                              "in float16 (values beyond 65504): it cannot be compared with the stored "
-                              "features") from None
-    path = split_features(encoder, data_dir, split, features, batch_size=batch_size, workers=workers,
-                          decode=decode, progress=progress)
-    kind = "euclidean"
-    if codes:
-        dist, index, kind = _code_search(q, path, k, bits=bits, rerank=rerank, memory_mb=memory_mb)
-    else:
-        dist, index = nearest(q, path, k, memory_mb=memory_mb, progress=progress)
-    if index.shape[1] < k:
-        progress.log(f"Note: '{split}' holds {index.shape[1]} images, fewer than `k` {k}: all of them are shown",
-                     mentions=("k",))
+    return bits
+
+
+def _check_codes_exist(checkpoint: str | Path, data_dir: Path, split: str, features: str | Path | None,
+                       encoder: Encoder, bits: int) -> None:
+    """The `bits`-bit codes of the split's features must exist: else what makes them, and the
+    other sizes there are."""
+    base = features if features is not None else cache_path(data_dir, split, encoder.key)
+    wanted = codes_path(base, bits)
+    if not wanted.exists():
+        there = [b for b in BITS if b != bits and codes_path(base, b).exists()]
+        other = f", or use the codes there are (`bits` {' or '.join(map(str, there))})" if there else ""
+        raise DataError(f"no {bits}-bit codes of these features ({wanted}): make them with `alexnet codes "
+                        f"{shell_word(checkpoint)} {shell_word(data_dir)} --split {shell_word(split)} --bits {bits}"
+                        f"{'' if features is None else f' --features {shell_word(features)}'}`{other}",
+                        mentions=("bits",) if there else ())
+
+
+def _results(queries: Sequence[str | Path], path: Path, dist: np.ndarray, index: np.ndarray, kind: str,
+             split: str) -> list[QueryResult]:
+    """Each query's neighbours (rows `index` of the features file `path`, at `dist`), named."""
     paths, labels, classes, names = read_rows_index(path, index.ravel())
     results, j = [], 0
     for query, row_d, row_i in zip(queries, dist, index):
