@@ -85,6 +85,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         except OSError:
             why = "no such checkpoint file"
         raise CheckpointError(f"{path}: {why}")
+    return _checked(path, _unpickled(path, map_location))
+
+
+def _unpickled(path: Path, map_location: str | torch.device) -> Any:
+    """torch.load with weights_only=True, each way it fails as one CheckpointError."""
     try:
         with warnings.catch_warnings():        # torch warns about a plain pickle's protocol before refusing it
             warnings.simplefilter("ignore")
@@ -106,6 +111,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         elif isinstance(exc, EOFError):                     # the legacy reader ran out of bytes
             reason = "an empty file" if path.stat().st_size == 0 else "it ends too soon: truncated?"
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+    return data
+
+
+def _checked(path: Path, data: Any) -> dict[str, Any]:
+    """A loaded checkpoint as alexnet reads it (a bare state_dict becomes {"model": ...}), or
+    a CheckpointError saying what it is instead."""
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a checkpoint (a {type(data).__name__}, expected a dict)")
     if "format" in data and data["format"] != FORMAT:
