@@ -6,6 +6,7 @@ alone, and the same JSON documents as the commands print."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import shutil
 import warnings
@@ -247,12 +248,17 @@ def test_every_picture_is_refused_a_suffix_that_names_no_format(checkpoint, tiny
 def test_the_gpu_decoder_leaves_the_warning_filters_as_they_were(tiny_tree):
     from alexnet_cli import jpeg
 
+    blob = torch.frombuffer(bytearray(_an_image(tiny_tree).read_bytes()), dtype=torch.uint8)
+    for module in ("torchcodec.decoders", "torchvision.io"):   # first the libraries' own (lazy) imports,
+        try:                                                  # which add filters of their own (sympy's)
+            importlib.import_module(module).decode_jpeg([blob])
+        except Exception:
+            pass
     jpeg.gpu_jpeg_decoder.cache_clear()
     before = list(warnings.filters)
     decoder = jpeg.gpu_jpeg_decoder()
     if decoder is None:
         pytest.skip("no GPU JPEG decoder installed")
-    blob = torch.frombuffer(bytearray(_an_image(tiny_tree).read_bytes()), dtype=torch.uint8)
     [chw] = decoder([blob], "cpu")
     assert chw.shape[0] == 3
     assert list(warnings.filters) == before
