@@ -177,6 +177,8 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> No
     parts, said = [], []       # every differing setting at once, with the value the run has (text, mention)
     for part, kind in (("model", ModelConfig), ("train", TrainConfig)):
         before = recorded_settings(part, saved.get(part, {}), kind())    # a field newer than the run: its value then
+        if part == "train" and _longer_or_shorter(path, before, now["train"], ckpt["trainer"]):
+            before["epochs"] = now["train"]["epochs"]
         diff = [_setting(k, before[k], v) for k, v in sorted(now[part].items()) if before[k] != v]
         parts += [part] if diff else []
         said += diff
@@ -197,6 +199,21 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> No
         if before is not None and before != current:        # the CLI shows the settings' flags
             raise AlexnetError(f"{path} was trained with {what} {before}, not {current}; resume with the same "
                                "arguments, or start a new `out`", mentions=mentions)
+
+
+def _longer_or_shorter(path: Path, before: dict[str, Any], now: dict[str, Any], trainer: dict[str, Any]) -> bool:
+    """Whether the run may go on to another `epochs`: under the plateau schedule `epochs` only
+    says where the run stops (a finished run trains on, exactly as one given the new `epochs` from
+    the start), as long as that is not behind where it stands. The code's schedules place their
+    drops by `epochs`: another value is another run."""
+    if before["epochs"] == now["epochs"] or not before["lr_schedule"] == now["lr_schedule"] == "plateau":
+        return False
+    pos = Position(int(trainer.get("epoch", 0)), int(trainer.get("batch", 0)))
+    begun = pos.epoch + (1 if pos.batch else 0)
+    if now["epochs"] < begun:
+        raise AlexnetError(f"{path} stands {pos.where()}: `epochs` {now['epochs']} would have ended it before; "
+                           f"give {begun} or more to continue it", mentions=("epochs",))
+    return True
 
 
 def _setting(name: str, run: Any, now: Any) -> tuple[str, str]:

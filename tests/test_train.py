@@ -984,3 +984,31 @@ def test_a_run_whose_last_checkpoint_is_missing_is_not_started_over(small_data, 
     result = runner.invoke(app, [*args, "--resume"])
     assert result.exit_code == 1 and "last.pt is missing but" in result.stderr, result.output
     assert (out / "checkpoints" / "best.pt").read_bytes() == best
+
+
+def test_a_finished_run_trains_on_to_more_epochs_as_if_given_them_from_the_start(small_data, epoch_run, tmp_path):
+    """Under the plateau schedule `--epochs` only says where the run stops: a finished run of 1
+    epoch resumed with --epochs 2 ends with the weights, metrics and config of a run of 2; fewer
+    epochs than it has trained are refused, and so is another length under a fixed schedule
+    (its drops move with `epochs`)."""
+    out = _copy_run(epoch_run.run, tmp_path / "run")                   # finished: 1 epoch
+    longer = runner.invoke(app, ["train", str(small_data), "--out", str(out), "--epochs", "2", *FAST, "--resume"])
+    assert longer.exit_code == 0, longer.output
+    fresh = tmp_path / "fresh"
+    assert runner.invoke(app, ["train", str(small_data), "--out", str(fresh), "--epochs", "2", *FAST]).exit_code == 0
+    for name, tensor in _weights(fresh).items():
+        assert torch.equal(_weights(out)[name], tensor), name
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 2
+    def records(run: Path) -> list[dict]:        # all but the clocks
+        return [{k: v for k, v in json.loads(line).items() if k not in ("time_s", "images_per_s")}
+                for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records(out) == records(fresh) and len(records(out)) == 10     # 4 steps and the epoch, twice
+    shorter = runner.invoke(app, ["train", str(small_data), "--out", str(out), "--epochs", "1", *FAST, "--resume"])
+    assert shorter.exit_code == 1 and "stands after epoch 2: --epochs 1 would have ended it before; give 2 or more" \
+        in " ".join(shorter.output.split()), shorter.output
+    coded = _copy_run(epoch_run.run, tmp_path / "coded")
+    config = json.loads((coded / "config.json").read_text())
+    assert config["train"]["lr_schedule"] == "plateau"
+    refused = runner.invoke(app, ["train", str(small_data), "--out", str(coded), "--epochs", "2", *FAST, "--resume",
+                                  "--lr-schedule", "code"])
+    assert refused.exit_code == 1 and "other train settings" in refused.output, refused.output
