@@ -322,8 +322,9 @@ class Trainer:
         """What a resumed start says: where it continues, or that nothing is left to train."""
         pos, last, epochs = self.state.pos, self.folder.last, self.train_cfg.epochs
         if pos.epoch >= epochs:
+            more = " (a larger `epochs` trains it on)" if self.train_cfg.lr_schedule == "plateau" else ""
             self.progress.log(f"Note: {last} finished its {plural(epochs, 'epoch')} at step {pos.step}: nothing "
-                              "left to train")
+                              f"left to train{more}", mentions=("epochs",) if more else ())
         elif self._step_limit_reached():
             self.progress.log(f"Note: {last} is already at step {pos.step} (`max_steps` {self.run.max_steps}): "
                               "nothing left to train", mentions=("max_steps",))
