@@ -237,7 +237,9 @@ def _unparsed_value(exc) -> str | None:
 app = typer.Typer(
     cls=AlexnetGroup,
     name="alexnet",
-    help="Reproduce AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) on your own ImageNet.",
+    help=("Reproduce AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) on your own ImageNet.\n\n"
+          "\"paper 4.3\" in the help is a section of the paper's 2017 reprint in Communications of the ACM, "
+          "whose prologue makes each number one higher than the NIPS paper's (4.3 is NIPS 3.3)."),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -258,7 +260,8 @@ def root(
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
 ) -> None:
-    """Reproduce AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) on your own ImageNet."""
+    """Reproduce AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) on your own ImageNet; "paper 4.3"
+    in the help is a section of the 2017 CACM reprint (NIPS 3.3)."""
     ctx.meta["alexnet.debug"] = debug
 
 
