@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from alexnet_cli.cli.common import DeviceOpt, JsonOpt, check_writable, console, print_json, reporter, seed_option
-from alexnet_cli.config import DEMO_OUT, DemoConfig
+from alexnet_cli.config import DEMO_OUT, DemoConfig, top5_is_trivial
 from alexnet_cli.errors import Interrupted
 from alexnet_cli.progress import plural
 
@@ -85,10 +85,11 @@ def _show(step: str, r: DemoResult) -> None:
         console.print(_epochs_table(r, seconds))
     elif step.startswith("eval"):
         e = r.evals[1 if step == "eval_1crop" else 10]
-        k = e.counts.k
+        classes = r.config.classes
+        top5 = (f"no top-5 error (only {classes} classes)" if top5_is_trivial(classes) else
+                f"top-5 error {e.top5_error:.1%} (chance {r.chance_top5_error:.0%})")
         console.print(f"[bold]eval[/] {e.crops:>2} crop{'s' if e.crops > 1 else ' '}: top-1 error "
-                      f"[bold]{e.top1_error:.1%}[/] (chance {r.chance_top1_error:.0%}), top-{k} error "
-                      f"{e.top5_error:.1%} (chance {max(0.0, 1 - k / r.config.classes):.0%}), {e.n} images", seconds,
+                      f"[bold]{e.top1_error:.1%}[/] (chance {r.chance_top1_error:.0%}), {top5}, {e.n} images", seconds,
                       highlight=False, markup=True)
     elif step == "kernels":
         scores = ", ".join(f"column {c.name} {c.mean:.3f}" for c in r.kernels.columns)
