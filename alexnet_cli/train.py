@@ -32,7 +32,8 @@ from alexnet_cli import __version__
 from alexnet_cli.atomic import remove_abandoned
 from alexnet_cli.augment import TrainAugment
 from alexnet_cli.checkpoint import all_finite, load_checkpoint
-from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, check_seed, recipe_of, to_dict
+from alexnet_cli.config import (ModelConfig, TrainConfig, check_choice, check_seed, recipe_of, resolve_model_config,
+                                resolve_train_config, to_dict)
 from alexnet_cli.distributed import launched_by_torchrun, shutdown
 from alexnet_cli.errors import AlexnetError, DataError, Interrupted, TrainingDiverged, UsageError
 from alexnet_cli.evaluate import evaluate_model
@@ -49,7 +50,7 @@ from alexnet_cli.runlog import MetricsLog, RunFolder, check_run_dir, save_error
 from alexnet_cli.schedule import Schedule
 from alexnet_cli.shards import read_manifest, read_mean_image
 from alexnet_cli.stopping import StopRequests, signal_name
-from alexnet_cli.train_state import EpochStats, TrainingState, check_resumable, inputs_key
+from alexnet_cli.train_state import EpochStats, TrainingState, as_given, check_resumable, inputs_key
 
 PARALLEL_MODES = ("auto", "single", "model", "data")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -312,11 +313,26 @@ class Trainer:
         resuming = self.folder.resuming(self.run.resume, self.progress.log)
         if resuming:
             self.restore()
+        self._banner()
+        if resuming:
             self._note_resume()
         if self.dist.is_main:      # a new run's first write (the folder is then a run's); else this invocation's
             self.folder.write_config(self.config_dict())
             if not resuming:
                 self.log.truncate(0)
+
+    def _banner(self) -> None:
+        """One line before the first step (stderr, main rank): what this run trains, how, where."""
+        cfg, loader, manifest = self.train_cfg, self.train_loader, self.manifest
+        said = [as_given(k, v) for k, v in _changes(self.recipe, self.model_cfg, cfg).items()]
+        changes = f" with {', '.join(t for t, _ in said)}" if said else ""
+        decode = f", decoded on the {loader.decode.upper()}" if loader.decode in ("cpu", "gpu") else ""
+        val = (f"{manifest.splits[self.run.val_split].count:,} '{self.run.val_split}' images to validate"
+               if self.val_loader is not None else "no validation split: the schedule watches the training error")
+        self.progress.log(f"train: {self.recipe} recipe{changes}; {plural(cfg.epochs, 'epoch')} of "
+                          f"{plural(len(loader), 'step')} of {cfg.batch_size} ({cfg.lr_schedule} schedule from lr "
+                          f"{cfg.lr:g}); {self.mode} on {self.device}; {manifest.splits['train'].count:,} training "
+                          f"images ({manifest.format} shards{decode}), {val}", mentions=tuple(m for _, m in said))
 
     def _note_resume(self) -> None:
         """What a resumed start says: where it continues, or that nothing is left to train."""
@@ -500,6 +516,19 @@ def _epoch_line(r: dict[str, Any], num_classes: int) -> str:
     drop = "  (learning rate divided by 10)" if r["lr_dropped"] else ""
     why = f"  (no top-5 error: only {num_classes} classes)" if trivial else ""
     return f"epoch {r['epoch']}: {errors('train')}{val}  lr {r['lr']:g}  {r['time_s']:.1f}s{drop}{why}"
+
+
+SAID = ("num_classes", "epochs", "batch_size", "lr", "lr_schedule")   # the banner's own words give these
+
+
+def _changes(recipe: str, model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, Any]:
+    """The model and training settings that differ from `recipe`'s, but for those the banner
+    gives anyway (classes, length, batch, rate and schedule)."""
+    changed = {}
+    for cfg, base in ((model_cfg, resolve_model_config(recipe)), (train_cfg, resolve_train_config(recipe))):
+        changed.update((k, v) for k, v in to_dict(cfg).items()
+                       if k not in SAID and v != getattr(base, k))
+    return changed
 
 
 def fit_classes(cfg: ModelConfig, n_data: int, *, from_data: bool = True) -> ModelConfig:

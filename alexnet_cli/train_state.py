@@ -216,14 +216,20 @@ def _longer_or_shorter(path: Path, before: dict[str, Any], now: dict[str, Any], 
     return True
 
 
+def as_given(name: str, value: Any) -> tuple[str, str]:
+    """A setting as the argument that gives it ("`pool` 2", an on/off one "`lrn=False`": the
+    CLI's --pool 2, --no-lrn), and the name it mentions."""
+    if isinstance(value, bool):
+        mention = name if value else f"{name}=False"
+        return f"`{mention}`", mention
+    return f"`{name}` {value}", name
+
+
 def _setting(name: str, run: Any, now: Any) -> tuple[str, str]:
     """A setting the run had as `run`, given as `now`: "`name` run, not now", or for an on/off
-    setting the run's state as the argument that sets it ("`lrn`", "`lrn=False`": the CLI's
-    --lrn, --no-lrn); and the name it mentions."""
-    if isinstance(run, bool):
-        mention = name if run else f"{name}=False"
-        return f"`{mention}`", mention
-    return f"`{name}` {run}, not {now}", name
+    setting the run's state alone, as the argument that sets it; and the name it mentions."""
+    text, mention = as_given(name, run)
+    return (text if isinstance(run, bool) else f"{text}, not {now}"), mention
 
 
 def _what_differs(what: str, saved: dict[str, Any], now: dict[str, Any]) -> str:

@@ -788,9 +788,10 @@ def test_a_full_disk_during_a_save_is_one_line_and_resume_continues(tiny_data, s
     fdopen = os.fdopen
     monkeypatch.setattr(checkpoint.os, "fdopen", lambda *a, **k: FullDisk(fdopen(*a, **k)))
     full = runner.invoke(app, [*args, "--max-steps", "2", "--resume"])
-    # the resume's line, then the error's one line
-    assert full.exit_code == 1 and full.stderr.count("\n") == 2 and full.stderr.startswith("Resuming from step 1"), \
+    # the run's line, the resume's, then the error's one line
+    assert full.exit_code == 1 and full.stderr.count("\n") == 3 and full.stderr.startswith("train: paper recipe"), \
         full.output
+    assert full.stderr.splitlines()[1].startswith("Resuming from step 1"), full.output
     assert "the disk is full" in full.stderr and "the checkpoint of step 1 is kept" in full.stderr
     assert "unexpected pos" not in full.stderr and "Traceback" not in full.output
     assert not list((out / "checkpoints").glob(".*.tmp"))
@@ -1013,3 +1014,17 @@ def test_a_finished_run_trains_on_to_more_epochs_as_if_given_them_from_the_start
     refused = runner.invoke(app, ["train", str(small_data), "--out", str(coded), "--epochs", "2", *FAST, "--resume",
                                   "--lr-schedule", "code"])
     assert refused.exit_code == 1 and "other train settings" in refused.output, refused.output
+
+
+def test_the_run_says_what_it_trains_before_the_first_step(step_run):
+    """One line on stderr before training: the recipe and what differs from it, as the flags
+    that give it; the length, batch, schedule; where; the data."""
+    from alexnet_cli.train import _changes
+
+    first = step_run.result.stderr.splitlines()[0]
+    assert first == ("train: paper recipe; 90 epochs of 6 steps of 8 (plateau schedule from lr 0.01); single on cpu; "
+                     "48 training images (raw shards), 16 'val' images to validate"), first
+    model, train = resolve_model_config("paper", lrn=False, num_classes=4), resolve_train_config("paper", epochs=3,
+                                                                                               crop_offsets=33)
+    assert _changes("paper", model, train) == {"lrn": False, "crop_offsets": 33}
+    assert _changes("code", resolve_model_config("code"), resolve_train_config("code")) == {}
