@@ -95,9 +95,10 @@ def _geometry(model: AlexNet, name: str, module: nn.Module) -> dict:
     """`name`'s kernel, stride, padding, groups and inputs (LayerRow), read from its module."""
     columns = model.config.columns
     if isinstance(module, nn.Conv2d):
-        (kh, kw), (sh, _sw), (ph, pw) = module.kernel_size, module.stride, module.padding
+        (kh, kw), (ph, pw) = module.kernel_size, module.padding
+        # conv1 of the code's recipe pads before the layer (F.pad's order: left, right, top, bottom)
         left, right, top, bottom = (model.conv1_pad or (0, 0, 0, 0)) if name == "conv1" else (0, 0, 0, 0)
-        return dict(kernel=f"{kh}x{kw}x{module.in_channels // module.groups}", stride=sh,
+        return dict(kernel=f"{kh}x{kw}x{module.in_channels // module.groups}", stride=module.stride[0],
                     padding=(ph + top, ph + bottom, pw + left, pw + right), groups=module.groups,
                     inputs="image" if name == "conv1" else _inputs(module.groups, columns))
     if isinstance(module, nn.Linear):
