@@ -4,7 +4,7 @@ switches given or of a checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -17,6 +17,10 @@ from alexnet_cli.cli.options import (ActivationOpt, BiasInitOpt, ColumnsOpt, Con
                                      model_config_from_options)
 from alexnet_cli.config import RECIPE_NAMES, changed_settings
 from alexnet_cli.errors import CheckpointError, UsageError
+
+if TYPE_CHECKING:
+    from alexnet_cli.model import AlexNet
+    from alexnet_cli.summary import LayerRow
 
 # The parameters that set the network: a checkpoint's own settings leave no room for them.
 NETWORK_PARAMS = ("recipe", "num_classes", "lrn", "pool", "activation", "dropout", "dropout_style", "columns",
@@ -73,7 +77,7 @@ def summary(
     console.print(_table(rows, f"AlexNet{source} ({recipe} recipe{variant}), input 3x224x224"))
 
 
-def _checkpoint_network(ctx: typer.Context, path: Path):
+def _checkpoint_network(ctx: typer.Context, path: Path) -> tuple[AlexNet, str]:
     """The network `path` holds and the recipe it names (a bare state_dict: the paper's); a usage
     error if a network option was given too."""
     given = [_flag(param, ctx.params.get(param.name)) for param in ctx.command.params
@@ -96,7 +100,7 @@ def _flag(param, value) -> str:
     return param.secondary_opts[0] if value is False and param.secondary_opts else param.opts[0]
 
 
-def _document(rows, recipe: str, changed: dict, checkpoint: Path | None) -> dict:
+def _document(rows: list[LayerRow], recipe: str, changed: dict, checkpoint: Path | None) -> dict:
     from alexnet_cli.summary import PAPER_STATED_NEURONS, PAPER_STATED_PARAMS, paper_neurons
     return {"recipe": recipe, "changed": changed, "checkpoint": None if checkpoint is None else str(checkpoint),
             "layers": [{"name": r.name, "kind": r.kind, "output_shape": list(r.output_shape),
@@ -108,7 +112,7 @@ def _document(rows, recipe: str, changed: dict, checkpoint: Path | None) -> dict
             "paper_stated": {"neurons": PAPER_STATED_NEURONS, "params": PAPER_STATED_PARAMS}}
 
 
-def _table(rows, title: str) -> Table:
+def _table(rows: list[LayerRow], title: str) -> Table:
     """The layer table; at 80 columns a long type or a "both columns" takes two lines."""
     from alexnet_cli.summary import PAPER_STATED_NEURONS, PAPER_STATED_PARAMS, paper_neurons
     total = sum(r.params for r in rows)
