@@ -198,3 +198,14 @@ def test_summary_does_not_import_the_compiler():
                    "print(sum(r.params for r in rows), rows[-1].output_shape, 'torch._dynamo' in sys.modules)")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["60965224", "(1000,)", "False"]
+
+
+def test_summary_of_a_checkpoint_does_not_import_the_compiler(tmp_path, make_checkpoint):
+    """`alexnet summary CHECKPOINT` runs its image through the loaded weights on the CPU; it stays
+    off torch._dynamo as the summary of a recipe does."""
+    path = make_checkpoint(tmp_path / "model.pt")
+    done = _python("import sys; from alexnet_cli.cli import main; sys.argv = ['alexnet', 'summary', '--json', "
+                   "sys.argv[1]]; import atexit; atexit.register(lambda: print('torch._dynamo' in sys.modules, "
+                   "file=sys.stderr)); main()", str(path))
+    assert done.returncode == 0, done.stderr
+    assert '"checkpoint"' in done.stdout and done.stderr.split() == ["False"]

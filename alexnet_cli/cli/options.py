@@ -21,6 +21,8 @@ _RUN = "Running"
 
 RecipeOpt = Annotated[str, typer.Option("--recipe", help="paper: the paper's text; code: the authors' released code (docs/paper-vs-code.md).")]
 NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Output classes (default: the data's; a value given must match it).", rich_help_panel=_NET)]
+# summary's --num-classes: it reads no data, so its default is the paper's (ModelConfig.num_classes)
+SummaryNumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Output classes (default: 1000, ILSVRC's).", rich_help_panel=_NET)]
 LrnOpt = Annotated[Optional[bool], typer.Option("--lrn/--no-lrn", help="Local response normalisation after conv1 and conv2 (paper 4.3).", rich_help_panel=_NET)]
 PoolOpt = Annotated[Optional[int], typer.Option("--pool", help="Max-pool window with stride 2: 3 overlapping (paper 4.4) or 2 non-overlapping.", rich_help_panel=_NET)]
 ActivationOpt = Annotated[Optional[str], typer.Option("--activation", help="relu (paper 4.1) or tanh.", rich_help_panel=_NET)]
