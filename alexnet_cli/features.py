@@ -79,7 +79,8 @@ class FeaturesInfo:
     data_key: str        # the split's data_key: which shards the rows come from
     version: int = VERSION
     network: str = ""    # the resolved ModelConfig as JSON ("" in version 1 files)
-    reused: bool = field(default=False, compare=False)   # write_features kept the complete file it found
+    reused: bool = field(default=False, compare=False)   # write_features kept the complete file it found (the
+                                                          # text output says so; the JSON, a file's, does not)
 
     @property
     def complete(self) -> bool:
@@ -88,7 +89,7 @@ class FeaturesInfo:
     def to_json(self) -> dict[str, Any]:
         """The document `alexnet features --json` prints (docs/public-surface.md)."""
         return {"out": str(self.path), "split": self.split, "count": self.count, "dim": self.dim,
-                "dtype": "float16", "key": self.key, "reused": self.reused}
+                "dtype": "float16", "key": self.key}
 
     def made_by(self, key: str, split: str, count: int, data: str) -> bool:
         """Whether these are the features of `split` (`count` images, shards `data`) by network `key`."""
