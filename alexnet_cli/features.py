@@ -37,7 +37,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
@@ -79,6 +79,8 @@ class FeaturesInfo:
     data_key: str        # the split's data_key: which shards the rows come from
     version: int = VERSION
     network: str = ""    # the resolved ModelConfig as JSON ("" in version 1 files)
+    reused: bool = field(default=False, compare=False)   # write_features kept the complete file it found (the
+                                                          # text output says so; the JSON, a file's, does not)
 
     @property
     def complete(self) -> bool:
@@ -400,7 +402,8 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
                    progress: Reporter = NullReporter(), command: str | None = None) -> FeaturesInfo:
     """Compute the fc7 features of every image of `split` into `out` (see the module doc).
 
-    A complete `out` made by the same network is kept as it is (unless `overwrite`); one made
+    A complete `out` made by the same network is kept as it is (unless `overwrite`; the result
+    says `reused`); one made
     by another network or of another split is an error unless `overwrite`. An interrupted
     run's FILE.partial is resumed. While it writes, `out` is locked (locks.CommandLock.beside,
     for `command`, the `alexnet` command it works for, if any): a second writer fails at once.
@@ -412,11 +415,11 @@ def write_features(encoder: Encoder, data_dir: str | Path, split: str, out: str 
     want = (encoder.key, split, count, data)              # what a matching file was made from
     kept = None if overwrite else _kept(out, encoder, want)
     if kept is not None:                                  # nothing to write: no lock (the folder may be read-only)
-        return kept
+        return dataclasses.replace(kept, reused=True)
     with CommandLock.beside(out, command):
         kept = None if overwrite else _kept(out, encoder, want)    # finished by another writer since
         if kept is not None:
-            return kept
+            return dataclasses.replace(kept, reused=True)
         _write(encoder, data_dir, split, out, manifest, want, batch_size=batch_size, overwrite=overwrite,
                workers=workers, decode=decode, progress=progress)
     return read_features_info(out)

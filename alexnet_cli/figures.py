@@ -53,16 +53,18 @@ def fit_text(text: str, width: int, fnt=None) -> str:
 
 
 def labeled_tile(img: Image.Image | np.ndarray, text: str, *, size: int | None = None,
-                 font_size: int = 12, pad: int = 4, color: tuple[int, int, int] = BLACK) -> Image.Image:
-    """The image (scaled to `size` x `size` if given) with a one-line caption below it."""
+                 font_size: int = 12, pad: int = 4, color: tuple[int, int, int] = BLACK,
+                 above: bool = False) -> Image.Image:
+    """The image (scaled to `size` x `size` if given) with a one-line caption below it (`above`:
+    a title over it)."""
     img = to_image(img)
     if size is not None:
         img = img.resize((size, size), Image.Resampling.BILINEAR)
     fnt = font(font_size)
     line = font_size + 2 * pad
     tile = Image.new("RGB", (img.width, img.height + line), WHITE)
-    tile.paste(img, (0, 0))
-    ImageDraw.Draw(tile).text((pad, img.height + pad), fit_text(text, img.width - 2 * pad, fnt),
+    tile.paste(img, (0, line if above else 0))
+    ImageDraw.Draw(tile).text((pad, pad if above else img.height + pad), fit_text(text, img.width - 2 * pad, fnt),
                               fill=color, font=fnt)
     return tile
 

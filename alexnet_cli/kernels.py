@@ -23,7 +23,7 @@ from PIL import Image
 
 from alexnet_cli.checkpoint import load_model
 from alexnet_cli.errors import UsageError
-from alexnet_cli.figures import check_picture_path, grid, save_picture, to_image
+from alexnet_cli.figures import check_picture_path, grid, labeled_tile, save_picture, to_image
 from alexnet_cli.model import AlexNet
 from alexnet_cli.progress import NullReporter, Reporter
 
@@ -99,14 +99,29 @@ def kernel_tiles(weights: torch.Tensor, scale: int) -> list[Image.Image]:
 
 
 def draw_kernels(weights: torch.Tensor, columns: int, scale: int = 4) -> Image.Image:
-    """Figure 3: one block per column (rows of 16 tiles), column A above column B.
+    """Figure 3: one block per column (rows of 16 tiles), column A above column B, each of two
+    under its title (`column_title`; one column has none).
 
     Tiles are `scale` pixels apart inside a block; blocks are 4 * `scale` apart."""
     check_scale(scale)
     tiles = kernel_tiles(weights, scale)
     per_column = len(tiles) // columns
     blocks = [grid(tiles[i * per_column:(i + 1) * per_column], PER_ROW, pad=scale) for i in range(columns)]
+    if columns > 1:
+        blocks = [labeled_tile(block, column_title(name), font_size=title_size(scale), pad=scale, above=True)
+                  for name, block in zip(COLUMN_NAMES, blocks)]
     return grid(blocks, 1, pad=4 * scale)
+
+
+def column_title(name: str) -> str:
+    """A column's title in the picture: figure 3 shows column A's kernels (GPU 1) above B's (GPU 2)."""
+    return f"column {name} (GPU {COLUMN_NAMES.index(name) + 1} in figure 3)"
+
+
+def title_size(scale: int) -> int:
+    """The titles' font size in pixels: readable at scale 1 (tiles of 11 pixels), not
+    overgrown at large scales."""
+    return min(max(11, 4 * scale), 32)
 
 
 def check_scale(scale: int) -> None:

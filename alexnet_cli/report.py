@@ -2,7 +2,7 @@
 (config.json and metrics.jsonl, runlog.py), and their learning curves as one picture.
 
 One `RunReport` per run folder: the recipe and the settings that differ from it, epochs done,
-the best and last validation errors, the epochs after which the learning rate was divided,
+the split it validated on (none: it watched its training error), the best and last validation errors, the epochs after which the learning rate was divided,
 the median throughput, the training time and the run's state. `plot_runs` draws the training
 loss against steps and the training and validation top-1 error against epochs, every run
 overlaid, with matplotlib's Agg renderer (no screen needed).
@@ -52,6 +52,8 @@ class RunReport:
     last_val_top1_error: float | None
     last_val_top5_error: float | None
     last_train_top1_error: float | None
+    val_split: str | None                   # the split validated on after each epoch; None: none (the
+                                            # run watched its training error, which picked best.pt)
     lr_drops: list[int]                     # the epochs after which the rate was divided
     num_classes: int                        # fc8's outputs: at most 5 make the top-5 error trivial
     images_per_s: float | None              # median over the log intervals
@@ -65,7 +67,8 @@ class RunReport:
                 "best_epoch": self.best_epoch, "best_val_top1_error": self.best_val_top1_error,
                 "best_val_top5_error": self.best_val_top5_error,
                 "last_val_top1_error": self.last_val_top1_error, "last_val_top5_error": self.last_val_top5_error,
-                "last_train_top1_error": self.last_train_top1_error, "lr_drops": self.lr_drops,
+                "last_train_top1_error": self.last_train_top1_error, "val_split": self.val_split,
+                "lr_drops": self.lr_drops,
                 "num_classes": self.num_classes, "images_per_s": self.images_per_s, "time_s": self.time_s,
                 "state": self.state}
 
@@ -149,12 +152,25 @@ def read_run(run_dir: str | Path, name: str | None = None, *, now: float | None 
         last_val_top1_error=last_val and last_val["val_top1_error"],
         last_val_top5_error=last_val and last_val.get("val_top5_error"),
         last_train_top1_error=epochs[-1].get("train_top1_error") if epochs else None,
+        val_split=validation_split(config, epochs),
         lr_drops=rate_drops(epochs),
         num_classes=int(config["model"].get("num_classes", ModelConfig.num_classes)),
         images_per_s=statistics.median(r["images_per_s"] for r in steps) if steps else None,
         time_s=training_time(epochs, steps, config),
         state=run_state(run_dir, config, records, len(epochs), total, time.time() if now is None else now),
         records=records)
+
+
+def validation_split(config: dict[str, Any], epochs: list[dict[str, Any]]) -> str | None:
+    """The split a run validates on after each epoch, or None when it has none (its data had no
+    such split: config.json's "val_key" is null). A run older than "val_key" validated if an epoch
+    says so; one with no epoch yet is taken to (nothing says otherwise)."""
+    split = str(config.get("run", {}).get("val_split", "val"))
+    if any(r.get("val_top1_error") is not None for r in epochs):
+        return split
+    if "val_key" in config:
+        return None if config["val_key"] is None else split
+    return None if epochs else split
 
 
 def rate_drops(epochs: list[dict[str, Any]]) -> list[int]:

@@ -98,6 +98,7 @@ def test_features_file_holds_fc7_of_every_image_in_split_order(tiny_data, encode
     mtime = out.stat().st_mtime_ns
     again = write_features(encoder, tiny_data, "val", out, batch_size=6)
     assert again == info and out.stat().st_mtime_ns == mtime
+    assert again.reused and not info.reused                    # and says so
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(tiny_data, encoder, clean, tmp_path):
@@ -151,6 +152,21 @@ def test_cli_features(tiny_data, checkpoint, tmp_path):
     data = json.loads(result.stdout)
     check_documented_json("features", data)
     assert data["count"] == 16 and data["dim"] == 4096 and data["out"] == str(out) and data["split"] == "val"
+    # run again on the complete file: kept as it is, and both outputs say it was reused
+    mtime = out.stat().st_mtime_ns
+    again = runner.invoke(app, ["features", str(checkpoint), str(tiny_data), "--split", "val", "--out", str(out),
+                                "--device", "cpu", "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout) == data and out.stat().st_mtime_ns == mtime   # the file's document, unchanged
+    shown = runner.invoke(app, ["features", str(checkpoint), str(tiny_data), "--split", "val", "--out", str(out),
+                                "--device", "cpu"])
+    assert shown.exit_code == 0, shown.output
+    assert " ".join(shown.stdout.split()) == (f"16 x 4096 float16 fc7 features of split 'val' (network {data['key']}) "
+                                              f"reused from {out}: it was already complete for this network and "
+                                              "data (--overwrite computes them again)")
+    fresh = runner.invoke(app, ["features", str(checkpoint), str(tiny_data), "--split", "val", "--out", str(out),
+                                "--device", "cpu", "--overwrite"])
+    assert fresh.exit_code == 0 and "reused" not in fresh.stdout and fresh.stdout.startswith(f"{out}: 16 x 4096")
 
     bad = runner.invoke(app, ["features", str(checkpoint), str(tiny_data), "--split", "test", "--out", str(out)])
     assert bad.exit_code == 1 and "Error:" in bad.stderr and "no split 'test'" in bad.stderr and "pass one of them as --split" in bad.stderr

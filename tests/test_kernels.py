@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.cli.app import app
-from alexnet_cli.kernels import color_specificity, column_scores, draw_kernels
+from alexnet_cli.kernels import color_specificity, column_scores, column_title, draw_kernels, title_size
 from alexnet_cli.model import AlexNet
 from test_docs import check_documented_json
 
@@ -61,16 +61,27 @@ def test_column_scores_split_grey_column_a_from_coloured_column_b():
     assert len(scores[1].scores) == 48
 
 
+def _title_height(scale: int) -> int:
+    """The strip over each of two columns' blocks that holds its title: a line of the font, `scale` above and below."""
+    return title_size(scale) + 2 * scale
+
+
 @pytest.mark.parametrize("scale", [1, 3])
 def test_picture_has_column_a_block_above_column_b_block(scale):
     weights = torch.cat([_coloured_kernels(48, 0, seed=0), _coloured_kernels(48, 1, seed=1)])
     img = np.asarray(draw_kernels(weights, columns=2, scale=scale))
-    gap = 4 * scale
+    gap, title = 4 * scale, _title_height(scale)
     bw, bh = _block_size(48, scale)
-    assert img.shape == (gap + 2 * (bh + gap), gap + bw + gap, 3)
+    assert img.shape == (gap + 2 * (title + bh + gap), gap + bw + gap, 3)
     tile, pad = 11 * scale, scale
+    strips = []
     for block, channel in ((0, 0), (1, 1)):                     # A is red, B is green
-        top = gap + block * (bh + gap) + pad
+        start = gap + block * (title + bh + gap)
+        strip = img[start:start + title, gap:gap + bw].astype(int)   # (title, bw, 3): the block's title
+        assert (strip.max(axis=2) == strip.min(axis=2)).all()       # black text on white: no colour
+        assert (strip < 100).any(axis=2).sum() > 20 * title_size(scale)   # text is drawn there
+        strips.append(strip)
+        top = start + title + pad
         for i in range(48):
             r, c = divmod(i, 16)
             y, x = top + r * (tile + pad), gap + pad + c * (tile + pad)
@@ -79,14 +90,25 @@ def test_picture_has_column_a_block_above_column_b_block(scale):
             assert cell[..., others].max() == 0, (block, i)
             # each tile is scaled to its own range: the brightest pixel of every kernel is 255
             assert cell[..., channel].max() == 255 and cell[..., channel].min() > 0, (block, i)
-    between = img[gap + bh:gap + bh + gap]                      # the rows between the two blocks
+    assert (strips[0] != strips[1]).any()                       # "column A ..." and "column B ..."
+    assert [column_title(n) for n in "AB"] == ["column A (GPU 1 in figure 3)", "column B (GPU 2 in figure 3)"]
+    between = img[gap + title + bh:gap + title + bh + gap]      # the rows between the two blocks
     assert (between == 255).all()
 
 
 def test_one_column_network_gives_one_block():
     img = draw_kernels(_coloured_kernels(48, 2, seed=2), columns=1, scale=2)
     bw, bh = _block_size(48, 2)
-    assert img.size == (8 + bw + 8, 8 + bh + 8)
+    assert img.size == (8 + bw + 8, 8 + bh + 8)                 # no title: there is no other column
+
+
+def test_kernels_help_says_how_each_kernel_is_scaled():
+    shown = runner.invoke(app, ["kernels", "--help"], env={"COLUMNS": "100"})
+    assert shown.exit_code == 0
+    text = " ".join(shown.stdout.replace("│", " ").split())
+    assert "Each kernel is drawn scaled to its own range: its lowest weight black, its highest white, one scale " \
+           "for its three channels" in text
+    assert "each under its title" in text
 
 
 def _checkpoint(path, columns: int = 2):
@@ -112,7 +134,7 @@ def test_cli_kernels_writes_the_picture_and_json_scores(tmp_path):
     with Image.open(out) as img:
         assert list(img.size) == data["image_size"]
         bw, bh = _block_size(48, 2)
-        assert img.size == (16 + bw, 8 + 2 * (bh + 8))
+        assert img.size == (16 + bw, 8 + 2 * (_title_height(2) + bh + 8))
     a, b = data["columns"]
     assert (a["name"], a["kernels"], b["name"], b["kernels"]) == ("A", 48, "B", 48)
     assert a["color_score_mean"] < 1e-6 and 0.5 < b["color_score_mean"] < 0.8

@@ -351,3 +351,28 @@ def test_the_table_folds_a_long_path_whole_in_80_columns():
     assert "…" not in text and "nearest in 'train'" in text and max(map(len, text.splitlines())) <= 80
     cells = [line.split("│")[-2].strip() for line in text.splitlines() if line.count("│") == 5]
     assert "".join(cells) == path                                  # the path column, line after line
+
+
+def test_cli_neighbors_says_a_split_holds_fewer_images_than_k(data, checkpoint, tmp_path):
+    """--k above the split's size: every image is listed, and the note says so on stderr (with
+    --json too, leaving stdout one JSON document) and under each table, where a long table
+    does not push it out of sight."""
+    png = tmp_path / "q.png"
+    Image.fromarray(read_split_images(data, "val", [3])[0]).save(png)
+    args = ["neighbors", str(checkpoint), str(data), "--split", "val", "--k", "500", "--device", "cpu",
+            "--query", str(png), "--query", str(png)]
+    note = "Note: 'val' holds 16 images, fewer than --k 500: all of them are shown"
+    as_json = runner.invoke(app, args + ["--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert [len(a["neighbors"]) for a in json.loads(as_json.stdout)] == [16, 16]
+    assert as_json.stderr.count(note) == 1 and "Note" not in as_json.stdout
+    shown = runner.invoke(app, args)
+    assert shown.exit_code == 0, shown.output
+    assert shown.stderr.count(note) == 1
+    lines = shown.stdout.splitlines()
+    caption = "only 16: 'val' holds 16 images, fewer than --k 500"
+    assert [line.strip() for line in lines].count(caption) == 2           # under each query's table
+    bottoms = [i for i, line in enumerate(lines) if line.startswith("└")]   # each table's last line
+    assert [lines[i + 1].strip() for i in bottoms] == [caption, caption]
+    exact = runner.invoke(app, args[:6] + ["16"] + args[7:])               # --k 16: as many as there are, no note
+    assert exact.exit_code == 0 and "fewer than" not in exact.stdout + exact.stderr

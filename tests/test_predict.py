@@ -274,3 +274,21 @@ def test_cli_predict_refuses_a_picture_suffix_it_cannot_write_before_any_work(tm
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: --out {out}: the suffix names the format; use one of ")
     assert ".png" in lines[0] and not out.exists()
+
+
+def test_classes_without_names_are_one_column(tmp_path, images, ckpt):
+    """A data folder with no synset mapping names each class by its folder: the class and its
+    name are the same text, shown once under `class`; a class with a name keeps both columns."""
+    folders = ["cat", "dog", "eel", "fox"]
+    path = _save(tmp_path / "folders.pt", _model(), folders, folders)
+    plain = runner.invoke(app, ["predict", str(path), str(images["rgb"]), "--device", "cpu", "--k", "4"])
+    assert plain.exit_code == 0, plain.output
+    header = next(line for line in plain.stdout.splitlines() if "probability" in line)
+    assert header.replace("┃", " ").split() == ["#", "class", "probability"]
+    rows = [line.replace("│", " ").split() for line in plain.stdout.splitlines() if "%" in line]
+    assert sorted(row[1] for row in rows) == folders and all(len(row) == 3 for row in rows)
+    named = runner.invoke(app, ["predict", str(ckpt), str(images["rgb"]), "--device", "cpu", "--k", "4"])
+    header = next(line for line in named.stdout.splitlines() if "probability" in line)
+    assert header.replace("┃", " ").split() == ["#", "class", "name", "probability"]
+    rows = [line.replace("│", " ").split() for line in named.stdout.splitlines() if "%" in line]
+    assert sorted(row[1] for row in rows) == CLASSES and sorted(" ".join(row[2:4]) for row in rows) == sorted(NAMES)

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from alexnet_cli.cli.app import app
 from alexnet_cli.config import resolve_model_config, resolve_train_config
 from alexnet_cli.errors import TrainingDiverged
-from alexnet_cli.report import read_run, read_runs
+from alexnet_cli.report import RunReport, read_run, read_runs
 from alexnet_cli.runlog import read_metrics
 from alexnet_cli.train import RunOptions, train
 
@@ -251,3 +251,90 @@ def test_report_names_changed_settings_as_the_user_sets_them(tmp_path):
     [record] = json.loads(runner.invoke(app, ["report", str(run), "--json"]).stdout)
     assert record["changed"] == {"lrn": False, "lrn_alpha_over_n": True, "pool_kernel": 2, "bias_fill": 0.1,
                                  "pca_std": 0.2}
+
+
+def _lines(text: str) -> list[str]:
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def test_report_table_labels_each_run_on_its_own_section_within_80_columns(two_runs):
+    """Every run: a line of numbers under labelled columns (its state under `state`, its best
+    error's epoch beside that error), then its recipe and changes on a labelled line, then a
+    rule before the next run; nothing wider than 80 columns."""
+    paper, no_lrn = two_runs
+    shown = runner.invoke(app, ["report", str(paper), str(no_lrn)], env={"COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    lines = _lines(shown.stdout)
+    assert max(map(len, lines)) <= 80
+    header = next(line for line in lines if line.startswith("run "))
+    assert header.split() == ["run", "state", "epochs", "best", "(epoch)", "last", "lr/10", "after", "img/s", "time"]
+    first = next(i for i, line in enumerate(lines) if line.startswith("paper "))
+    best = read_run(paper)
+    assert lines[first].split()[:5] == ["paper", "finished", "1/1", f"{100 * best.best_val_top1_error:.2f}/-",
+                                        f"({best.best_epoch})"]
+    assert header.index("state") == lines[first].index("finished")          # under its label
+    assert lines[first + 1] == "  recipe paper; changed: --batch-size 24"
+    assert set(lines[first + 2]) == {"─"}                                   # the rule between the runs
+    assert lines[first + 3].split()[:3] == ["no-lrn", "stopped", "0/1"]
+    assert lines[first + 4] == "  recipe paper; changed: --no-lrn, --batch-size 24"
+    assert "no val split" not in shown.stdout                               # both runs validate
+
+
+def _report_of(name: str, **changes) -> RunReport:
+    record = dict(name=name, path=Path(name), recipe="paper", changed={}, epochs_done=90, epochs_total=90,
+                  step=450_000, best_epoch=88, best_val_top1_error=0.4012, best_val_top5_error=0.1834,
+                  last_val_top1_error=0.4031, last_val_top5_error=0.1840, last_train_top1_error=0.35, val_split="val",
+                  lr_drops=[30, 60, 80], num_classes=1000, images_per_s=1234.5, time_s=27 * 3600 + 120,
+                  state="finished")
+    return RunReport(**{**record, **changes})
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_report_table_of_imagenet_runs_fits_the_width_with_every_number_whole(width):
+    """1000 classes (top-5 shown), three rate drops, a long name: the numbers stay whole on the
+    run's line at 80 columns and wider; only a name too long for the width folds."""
+    from rich.console import Console
+
+    from alexnet_cli.cli.report import table
+    runs = [_report_of("paper"), _report_of("ablations/no-pca-aug", changed={"pca_aug": False}, state="running")]
+    console = Console(width=width, record=True, markup=False)
+    console.print(table(runs))
+    lines = _lines(console.export_text())
+    assert max(map(len, lines)) <= width
+    rows = [line for line in lines if line.split()[1:2] in (["finished"], ["running"])]
+    assert len(rows) == 2
+    for row in rows:
+        assert "40.12/18.34 (88)" in row and "40.31/18.40" in row and "1,234" in row and "27h02m" in row
+    assert "30, 60, 80" in rows[0]
+    assert ("ablations/no-pca-aug" in rows[1]) == (width >= 100)   # whole where the width allows
+    assert "  recipe paper; changed: --no-pca-aug" in lines
+    assert sum(set(line) == {"─"} for line in lines) == 2             # under the header, between the runs
+
+
+def test_a_run_without_a_validation_split_shows_its_training_error(two_runs, tmp_path):
+    """Data with no val split: the run watched its training error. The table says "no val split"
+    and shows that error marked `train`, with a line saying what it is; JSON: "val_split" null."""
+    run = tmp_path / "noval"
+    shutil.copytree(two_runs[0], run, ignore=shutil.ignore_patterns("checkpoints"))
+    config = json.loads((run / "config.json").read_text())
+    assert config["val_key"] is not None and config["run"]["val_split"] == "val"
+    config["val_key"] = None                                 # what train writes for data without the split
+    (run / "config.json").write_text(json.dumps(config))
+    records = [{k: v for k, v in r.items() if not k.startswith("val_")} for r in read_metrics(run)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    train_error = read_run(run).last_train_top1_error
+    shown = runner.invoke(app, ["report", str(two_runs[0]), str(run)], env={"COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    [row] = [line for line in _lines(shown.stdout) if line.startswith("noval ")]
+    assert row.split()[:8] == ["noval", "finished", "1/1", "no", "val", "split", "train", f"{100 * train_error:.2f}"]
+    assert "no val split: the run's data had no validation split; 'train' is its last epoch's training top-1 error" \
+        in " ".join(shown.stdout.split())
+    records = json.loads(runner.invoke(app, ["report", str(two_runs[0]), str(run), "--json"]).stdout)
+    assert [r["val_split"] for r in records] == ["val", None]
+    assert records[1]["best_val_top1_error"] is None and records[1]["last_train_top1_error"] == train_error
+    # a run older than "val_key": its epochs say it did not validate; with no epoch yet, nothing says so
+    del config["val_key"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert read_run(run).val_split is None
+    (run / "metrics.jsonl").write_text("")
+    assert read_run(run).val_split == "val"

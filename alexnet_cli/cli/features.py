@@ -29,7 +29,7 @@ def features(
     """Store the fc7 feature (after ReLU, centre crop) of every image of a split, as float16.
 
     The file also holds each image's path and label. Resumable: after an interruption, run the
-    same command again."""
+    same command again. A complete FILE.h5 of the same network and split is kept (reused)."""
     from alexnet_cli.features import check_features_path, extract_features
     check_writable(out, "--out")
     check_features_path(out)                  # an HDF5 file: .h5 or .hdf5, as predict's --out names a picture
@@ -38,5 +38,9 @@ def features(
     if json_out:
         print_json(info.to_json())
         return
-    console.print(f"{info.path}: {info.count:,} x {info.dim} float16 fc7 features of split '{info.split}' "
-                  f"(network {info.key})", highlight=False)
+    what = f"{info.count:,} x {info.dim} float16 fc7 features of split '{info.split}' (network {info.key})"
+    if info.reused:                 # as `neighbors` and `codes` say of the files they find
+        console.print(f"{what} reused from {info.path}: it was already complete for this network and data "
+                      "(--overwrite computes them again)", highlight=False)
+    else:
+        console.print(f"{info.path}: {what}", highlight=False)

@@ -16,15 +16,20 @@ from alexnet_cli.cli.arguments import CheckpointArg
 def kernels(
     checkpoint: CheckpointArg,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE.png", dir_okay=False,
-                                                help="Write the kernels here, as in figure 3, in the format the "
-                                                     "suffix names (.png, .jpg, .webp, ...).")] = None,
+                                                help="Write the kernels here, as in figure 3 (each scaled to its "
+                                                     "own range), in the format the suffix names (.png, .jpg, "
+                                                     ".webp, ...).")] = None,
     scale: Annotated[int, typer.Option("--scale", min=1, max=64, help="Screen pixels per kernel pixel (tile = 11 x scale).")] = 4,
     json_out: JsonOpt = False,
 ) -> None:
-    """Draw conv1's kernels (column A above column B) and score how colour-specific each column is.
+    """Draw conv1's kernels (column A above column B, each under its title) and score how
+    colour-specific each column is.
 
-    The score is the share of a kernel's energy off the grey axis of RGB: 0 for a grey kernel,
-    about 0.67 for random weights. The paper finds column A colour-agnostic, column B colour-specific.
+    Each kernel is drawn scaled to its own range: its lowest weight black, its
+    highest white, one scale for its three channels so that its colours keep their balance (so
+    tiles do not compare in brightness). The score is the share of a kernel's energy off the
+    grey axis of RGB: 0 for a grey kernel, about 0.67 for random weights. The paper finds column
+    A colour-agnostic, column B colour-specific.
     """
     from alexnet_cli.kernels import kernel_report
     check_picture_out(out)

@@ -66,13 +66,18 @@ def neighbors(
         print_json([r.to_json() for r in results])
         return
     for r in results:
-        console.print(neighbors_table(r))
+        console.print(neighbors_table(r, k))
 
 
-def neighbors_table(r: QueryResult) -> Table:
+def neighbors_table(r: QueryResult, k: int | None = None) -> Table:
     """One query's neighbours (a `find_neighbors` result) as a table; a path too long for the
-    width is folded onto the next lines, whole, never cut with an ellipsis."""
+    width is folded onto the next lines, whole, never cut with an ellipsis. Fewer than the `k`
+    asked for (the split holds fewer images) are said so under it, where a long table leaves
+    the note `find_neighbors` logged before it out of sight."""
     table = Table(title=f"{r.query}: {len(r.neighbors)} nearest in '{r.split}'", title_justify="left")
+    if k is not None and len(r.neighbors) < k:
+        table.caption = f"only {len(r.neighbors)}: '{r.split}' holds {len(r.neighbors)} images, fewer than --k {k}"
+        table.caption_justify = "left"
     for col, justify in (("#", "right"), ("hamming" if r.distance_kind == "hamming" else "distance", "right"),
                          ("label", "left"), ("path", "left")):
         table.add_column(col, justify=justify, overflow="fold" if col == "path" else "ellipsis")

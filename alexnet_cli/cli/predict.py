@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -11,6 +11,9 @@ from rich.table import Table
 from alexnet_cli.cli.common import (CropsOpt, DeviceOpt, JsonOpt, check_picture_out, console, err_console,
                                     print_json, reporter)
 from alexnet_cli.cli.arguments import CheckpointArg, check_data, check_images
+
+if TYPE_CHECKING:                       # the library imports torch: not for the CLI's argument checks
+    from alexnet_cli.predict import Prediction
 
 
 def _images_argument(values: list[Path]) -> list[Path]:
@@ -46,12 +49,20 @@ def predict_cmd(
     if json_out:
         print_json([p.to_json() for p in preds])
         return
+    named = any(t.name != t.wnid for pred in preds for t in pred.top)
     for pred in preds:
-        table = Table(title=pred.image, title_justify="left")
-        table.add_column("#", justify="right")
-        table.add_column("class")
+        console.print(predictions_table(pred, named))
+
+
+def predictions_table(pred: Prediction, named: bool = True) -> Table:
+    """One image's top classes. Without `named` (every class name is its class: a data folder
+    with no synset mapping, whose classes are plain folder names) one column says both."""
+    table = Table(title=pred.image, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("class")
+    if named:
         table.add_column("name")
-        table.add_column("probability", justify="right")
-        for rank, t in enumerate(pred.top, 1):
-            table.add_row(str(rank), t.wnid, t.name, f"{100 * t.prob:.2f}%")
-        console.print(table)
+    table.add_column("probability", justify="right")
+    for rank, t in enumerate(pred.top, 1):
+        table.add_row(str(rank), t.wnid, *([t.name] if named else []), f"{100 * t.prob:.2f}%")
+    return table
