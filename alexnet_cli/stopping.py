@@ -58,6 +58,24 @@ class SignalStop(KeyboardInterrupt):
         self.signum = int(signum)
 
 
+_process_signals: list[int] = []   # what `process_stop` raised: a SignalStop some code may have swallowed
+
+
+def process_stop(signum: int, frame: FrameType | None) -> None:
+    """The process-wide SIGTERM handler of the `alexnet` command (cli.main): `SignalStop` where
+    it lands, and the signal recorded, so that a stop that code swallowed (an import inside a
+    library that catches what its C extension raised) still stops the job: the next
+    `StopRequests` or `StopsAtOnce` entered has it, `stop_if_signalled` raises it, and the
+    command's end says it (`process_signal`)."""
+    _process_signals.append(int(signum))
+    raise SignalStop(signum)
+
+
+def process_signal() -> int | None:
+    """The signal `process_stop` raised, if one came (the process is stopping)."""
+    return _process_signals[0] if _process_signals else None
+
+
 class _Handlers:
     """Installs `_handle` for SIGINT and SIGTERM while entered (in the main thread only) and
     puts the previous handlers back when left."""
@@ -108,6 +126,8 @@ class StopRequests(_Handlers):
         outer = getattr(self._outer(), "__self__", None)
         if isinstance(outer, StopRequests) and self.signum is None:
             self.signum = outer.signum             # a request made before this job began is this job's too
+        if self.signum is None:
+            self.signum = process_signal()         # so is a stop swallowed before it began
         return self
 
     def __exit__(self, *exc) -> None:
@@ -156,6 +176,7 @@ class StopsAtOnce(_Handlers):
             _at_once.append(self)
             self._unraisable = sys.unraisablehook
             sys.unraisablehook = self._swallowed
+            self.signum = process_signal()       # a stop swallowed before it began: the job stops at its first check
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -196,7 +217,9 @@ _at_once: list[StopsAtOnce] = []     # the StopsAtOnce blocks entered, innermost
 def stop_if_signalled() -> None:
     """Raise the `SignalStop` of a signal that came while a `StopsAtOnce` (the innermost that
     had one) was entered, where Python swallowed it (a weakref callback): a job calls it at points where
-    it can stop; without a `StopsAtOnce`, or without a signal, it does nothing."""
+    it can stop, or of one `process_stop` raised and some code swallowed; else it does nothing."""
     for block in reversed(_at_once):       # an outer block's signal stops the inner job too
         if block.signum is not None:
             raise SignalStop(block.signum)
+    if process_signal() is not None:       # one the process-wide handler raised, swallowed
+        raise SignalStop(process_signal())

@@ -266,6 +266,10 @@ def test_the_manifest_errors_quote_the_data_folder(tmp_path):
     (["train", "DATA", "--lr", "fast"], "--lr must be a number, got 'fast'"),
     (["summary", "--pool", "x"], "--pool must be an integer, got 'x'"),
     (["neighbors", "CKPT", "DATA", "--k", "z"], "--k must be an integer, got 'z'"),
+    # out of the option's range: said "Input should be greater than or equal to 1"
+    (["pca", "DATA", "--workers", "0"], "--workers must be at least 1, got 0"),
+    (["kernels", "CKPT", "--scale", "0"], "--scale must be at least 1, got 0"),
+    (["demo", "--classes", "100"], "--classes must be at most 64, got 100"),
 ])
 def test_a_value_of_the_wrong_type_is_said_like_the_other_bad_values(tmp_path, args, said):
     """typer 0.29 checks types with pydantic and said "Invalid value for '--epochs': Input should be

@@ -148,13 +148,13 @@ def test_a_command_that_handles_sigterm_puts_the_start_up_handler_back():
     """stopping's handlers replace the start-up one while a job runs, and give it back after."""
     code = """
 import signal
-from alexnet_cli.cli import _stop_on_sigterm, _terminated
-from alexnet_cli.stopping import StopRequests, StopsAtOnce
+from alexnet_cli.cli import _stop_on_sigterm
+from alexnet_cli.stopping import StopRequests, StopsAtOnce, process_stop
 _stop_on_sigterm()
 for stops in (StopRequests(), StopsAtOnce(lambda: "")):
     with stops:
         assert signal.getsignal(signal.SIGTERM) == stops._handle
-    assert signal.getsignal(signal.SIGTERM) is _terminated
+    assert signal.getsignal(signal.SIGTERM) is process_stop
 print("ok")
 """
     done = _python(code)

@@ -6,9 +6,8 @@ import os
 import signal
 import sys
 import threading
-from types import FrameType
 
-from alexnet_cli.stopping import SignalStop
+from alexnet_cli.stopping import SignalStop, process_signal, process_stop
 
 
 def main() -> None:
@@ -26,7 +25,15 @@ def main() -> None:
         word, code = stopped_by(exc)
         sys.stderr.write(f"Error: {word}\n")
         sys.exit(code)
-    command()
+    try:
+        command()
+    except SystemExit as exc:       # click ends every command with one
+        signum = process_signal()
+        if signum is not None and exc.code in (0, None):   # a SIGTERM some code swallowed: the job ran on
+            word, code = stopped_by(SignalStop(signum))
+            sys.stderr.write(f"Error: {word} (the signal came while the command ran; it ran to its end)\n")
+            sys.exit(code)
+        raise
 
 
 def stopped_by(stop: KeyboardInterrupt | None) -> tuple[str, int]:
@@ -47,8 +54,6 @@ def _stop_on_sigterm() -> None:
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         return
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminated)
+        signal.signal(signal.SIGTERM, process_stop)
 
 
-def _terminated(signum: int, frame: FrameType | None) -> None:
-    raise SignalStop(signum)

@@ -227,11 +227,19 @@ def _unparsed_value(exc) -> str | None:
         first = errors()[0]
     except Exception:                 # not pydantic's ValidationError after all
         return None
-    wanted = _WANTED.get(first.get("type")) if isinstance(first, dict) else None
-    if wanted is None or "input" not in first:
+    if not isinstance(first, dict) or "input" not in first:
         return None
     name = " / ".join(param.opts) if param.param_type_name == "option" else param.human_readable_name
-    return f"{name} must be {wanted}, got {first['input']!r}"
+    bound = next(iter((first.get("ctx") or {}).items()), None)       # a range: ("ge", 1)
+    if first.get("type") in _BOUNDS and bound is not None:
+        return f"{name} must be {_BOUNDS[first['type']]} {bound[1]}, got {first['input']}"
+    wanted = _WANTED.get(first.get("type"))
+    return None if wanted is None else f"{name} must be {wanted}, got {first['input']!r}"
+
+
+# ... and a range it wanted the value in
+_BOUNDS = {"greater_than_equal": "at least", "greater_than": "more than", "less_than_equal": "at most",
+           "less_than": "less than"}
 
 
 app = typer.Typer(
