@@ -30,7 +30,12 @@ Files, beside the features file FEAT.h5 (so keyed like it: weights + network con
                           encoder (weights, centring: all that a search needs; the decoder
                           only trains it) and the measured quality
     .FEAT.codes<bits>.h5.lock   held while `codes` makes them (locks.CommandLock.beside), from
-                          before it computes the features: a second `codes` fails at once
+                          before it computes the features: a second `codes` fails at once;
+                          removed when it lets go (a transient lock)
+
+A `codes` killed while it saves leaves the temporary of that save (`.NAME.PID.tmp`, about
+100 MB for the training state): the next `codes` of the same file and bits removes those of dead
+writers once it holds the lock (`_codes_lock`), and no one else's files beside the features.
 
 Training is deterministic for a seed: epoch e shuffles with (seed, e) and draws its noise
 from a generator seeded with (seed, e), so resuming at an epoch gives the same weights as an
@@ -51,7 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alexnet_cli.atomic import write_atomic
+from alexnet_cli.atomic import remove_abandoned, write_atomic
 from alexnet_cli.checkpoint import save_checkpoint
 from alexnet_cli.config import CODE_BITS as BITS, CODE_EPOCHS as EPOCHS, CODE_RERANK as RERANK, SEED_MAX, check_seed
 from alexnet_cli.errors import DataError, UsageError
@@ -407,6 +412,7 @@ def make_codes(features: str | Path, *, bits: int = 256, epochs: int = EPOCHS, s
     _check_arguments(bits=bits, epochs=epochs, batch_size=batch_size, rerank_depth=rerank_depth, seed=seed,
                      neighbours=neighbours)
     with _codes_lock(features, bits):
+        _remove_abandoned(features, bits)
         return _make_codes(Path(features), bits=bits, epochs=epochs, seed=seed, hidden=hidden, batch_size=batch_size,
                            rerank_depth=rerank_depth, queries=queries, neighbours=neighbours,
                            device=torch.device(device), progress=progress)
@@ -416,6 +422,14 @@ def _codes_lock(features: str | Path, bits: int) -> CommandLock:
     """The lock of the codes of `features` (the codes file and its training state); taking it
     is an AlexnetError naming the codes and the process when another one holds it."""
     return CommandLock.beside(codes_path(features, bits), "codes")
+
+
+def _remove_abandoned(features: str | Path, bits: int) -> None:
+    """Delete the temporaries that killed `codes` runs left of the codes of `features` and of
+    their training state (atomic.remove_abandoned: a live writer's are kept); only those two
+    files', as other files of the user's may lie beside the features."""
+    for path in (codes_path(features, bits), state_path(features, bits)):
+        remove_abandoned(path.parent, path.name)
 
 
 def _make_codes(features: Path, *, bits: int, epochs: int, seed: int, hidden: int, batch_size: int,
@@ -604,8 +618,10 @@ def codes_for_split(checkpoint: str | Path, data_dir: str | Path, *, split: str 
         # computing the features (which say what they kept) and codes stop on their own
         with StopsAtOnce(kept):
             encoder = load_encoder(checkpoint, data_dir, device, progress)
-            lock = _codes_lock(cache_path(data_dir, split, encoder.key) if features is None else features, bits)
+            target = cache_path(data_dir, split, encoder.key) if features is None else features
+            lock = _codes_lock(target, bits)
             lock.acquire()
+            _remove_abandoned(target, bits)
             path = split_features(encoder, Path(data_dir), split, features, batch_size=batch_size, workers=workers,
                                   decode=decode, progress=progress)
             made.append(path)

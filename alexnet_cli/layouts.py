@@ -23,6 +23,7 @@ Files that cannot be given a label are returned in `Layout.unlabeled` with the r
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 import re
@@ -88,6 +89,16 @@ def looks_like_source(path: Path) -> bool:
     """Whether `path` holds an image tree for `alexnet prep` (train/ or val/, directly or under a
     Kaggle root): a cheap look, for telling a user who gives it where a data folder belongs."""
     return any((path / root / split).is_dir() for root in (".", *NESTED_ROOTS) for split in ("train", "val"))
+
+
+def image_folders(src: str | Path) -> list[Path]:
+    """The folders whose files `find_layout` lists as images of `src`, with everything below
+    them: its split folders (train/, val/) that exist, directly in it or under a Kaggle root;
+    none where it has no layout. Files elsewhere in `src` (label files, a data folder beside
+    the splits) are never taken for images."""
+    src = Path(src)
+    root = _image_root(src) if src.is_dir() else None
+    return [] if root is None else [root / s for s in SPLITS if (root / s).is_dir()]
 
 
 def find_layout(src: str | Path, splits: list[str] | None = None, labels: LabelFiles | None = None) -> Layout:
@@ -176,7 +187,7 @@ def _find(search: list[Path], name: str) -> Path | None:
 
 def _class_dirs(folder: Path) -> list[str]:
     """The class folders in `folder` (links to folders count), by name; hidden ones are not classes."""
-    names = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    names = sorted(e.name for e in os.scandir(folder) if _is_dir(e) and not e.name.startswith("."))
     for name in names:
         if not _utf8(name):
             raise DataError(f"{_shown(folder / name)}: a class folder whose name is not valid UTF-8: rename it")
@@ -210,9 +221,9 @@ def _walk_files(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
             path = Path(e.path)
             if not _utf8(e.name):
                 other.append((path, "name is not valid UTF-8 (rename it)"))
-            elif e.is_dir():
+            elif _is_dir(e):
                 subdirs.append(path)
-            elif e.is_file():
+            elif _is_file(e):
                 files.append(path)
             else:
                 other.append((path, _not_regular(path)))
@@ -228,11 +239,28 @@ def _top_entries(folder: Path) -> tuple[list[str], list[tuple[Path, str]]]:
         for e in sorted(it, key=lambda e: e.name):
             if not _utf8(e.name):
                 other.append((Path(e.path), "name is not valid UTF-8 (rename it)"))
-            elif e.is_file():
+            elif _is_file(e):
                 files.append(e.name)
-            elif not e.is_dir():
+            elif not _is_dir(e):
                 other.append((Path(e.path), _not_regular(Path(e.path))))
     return files, other
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """entry.is_dir(), links followed; False for a link that cannot be followed (a loop of
+    links raises ELOOP), which `_not_regular` then names."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    """entry.is_file(), as `_is_dir`."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _not_regular(path: Path) -> str:
@@ -242,6 +270,8 @@ def _not_regular(path: Path) -> str:
     except FileNotFoundError:
         return "a broken link"
     except OSError as exc:
+        if exc.errno == errno.ELOOP:         # links that lead to each other (ln -s a b; ln -s b a)
+            return "a symbolic link loop"
         return f"cannot be read ({exc.strerror or exc})"
     return not_regular(mode)
 

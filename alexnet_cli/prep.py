@@ -38,7 +38,7 @@ from alexnet_cli.atomic import remove_abandoned, write_atomic
 from alexnet_cli.errors import AlexnetError, DataError, UsageError
 from alexnet_cli.images import SIZE, UnreadableImage, load_image
 from alexnet_cli.jpeg import decode_jpeg, encode_jpeg
-from alexnet_cli.layouts import LabelFiles, Layout, find_layout
+from alexnet_cli.layouts import LabelFiles, Layout, find_layout, image_folders
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.locks import CommandLock, missing_ancestor
 from alexnet_cli.shards import (LAYOUT_VERSIONS, MAX_BLOCK_SIZE, MAX_CLASSES, MAX_SHARD_SIZE, NewerFormat, OlderFormat,
@@ -180,6 +180,7 @@ def prepare(src: str | Path, out: str | Path, options: PrepOptions | None = None
         options = replace(options, block_size=options.shard_size)
     t0 = time.perf_counter()
     src, out = Path(src), Path(out)
+    check_out_outside_images(src, out)
     check_data_dir(out)                   # before the lock: a folder of other files is left untouched
     made = missing_ancestor(out)         # what the lock's mkdir makes; removed again if nothing is written
     lock = CommandLock(out, command="prep", transient=True)    # not taken on a read-only OUT, which --verify only reads
@@ -241,6 +242,18 @@ def _saved_shards(out: Path, shards: list[ShardPlan]) -> str:
     written under a temporary name and renamed when finished)."""
     finished = sum((out / s.name).is_file() for s in shards)
     return f"{finished} of {len(shards)} shards are finished and kept in {out}"
+
+
+def check_out_outside_images(src: Path, out: Path) -> None:
+    """Refuse an `out` inside a folder of `src` that is read for images (layouts.image_folders):
+    its lock, shards and manifest would be taken for source files, by this run and every later
+    one of `src`. Elsewhere in `src` (beside train/ and val/) it is fine."""
+    where = Path(os.path.realpath(out))                 # through links, as the images are listed
+    for folder in image_folders(src):
+        real = Path(os.path.realpath(folder))
+        if where == real or real in where.parents:
+            raise UsageError(f"OUT {out} is inside {folder}, where prep reads the images of SRC {src} (its files "
+                             "would be taken for images): choose an OUT outside it")
 
 
 def check_data_dir(out: Path) -> None:

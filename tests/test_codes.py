@@ -5,7 +5,10 @@ resuming a killed training, and the commands end to end on the tiny data."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from contextlib import contextmanager
 
 import h5py
@@ -15,11 +18,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from alexnet_cli.atomic import claim
 from alexnet_cli.cli.app import app
 from alexnet_cli.codes import codes_path, encoder_state, make_codes, read_codes, read_codes_info, state_path
 from alexnet_cli.hamming import hamming_nearest, pack_codes, rerank, unpack_codes
 from alexnet_cli.errors import DataError, UsageError
-from alexnet_cli.features import create_features_file
+from alexnet_cli.features import cache_path, create_features_file, load_encoder
 from alexnet_cli.neighbors import nearest, read_split_images
 from test_docs import check_documented_json
 
@@ -448,3 +452,68 @@ def test_cli_codes_says_when_it_reuses_the_cached_features(tiny_data, tmp_path, 
     second = runner.invoke(app, base + ["--bits", "128"])
     assert second.exit_code == 0, second.output
     assert "fc7 features of 'val' reused from" in second.stderr and "cached in" not in second.stderr
+
+
+# ---------------------------------------------------------------------------- leftovers of killed runs
+
+def _dead_pid() -> str:
+    """The id of a process that has ended (as a killed `codes` has)."""
+    return subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def _plant_temporaries(features, bits: int):
+    """What killed runs leave beside `features` (a save of the codes and of the training state cut
+    short: `.NAME.PID.tmp`, unlocked) and what must stay: a live writer's temporary of the state
+    (held, as atomic.claim holds it) and a dead writer's of a file `codes` does not write. Returns
+    (abandoned, kept, the live writer's descriptor)."""
+    dead = _dead_pid()
+    abandoned = [p.with_name(f".{p.name}.{dead}.tmp") for p in (codes_path(features, bits), state_path(features, bits))]
+    for tmp in abandoned:
+        tmp.write_bytes(b"half a save")
+    live = state_path(features, bits).with_name(f".{state_path(features, bits).name}.{os.getppid()}.tmp")
+    fd = claim(live)                                       # a live process's name (this one's own: its saves')
+    other = features.with_name(f".notes.h5.{dead}.tmp")     # the user's, or another command's: not ours to remove
+    other.write_bytes(b"mine")
+    return abandoned, [live, other], fd
+
+
+def test_codes_removes_the_temporaries_that_killed_runs_left(tmp_path, one_thread):
+    """A `codes` killed while saving left ~100 MB (`.FEAT.codes<bits>.pt.PID.tmp`) that no later
+    run removed; now the next `codes` of those codes removes its own dead ones, keeps a live
+    writer's and any other file's, and leaves no lock file behind (the lock is transient)."""
+    rows, labels = _clusters(n=200, dim=32)
+    path = tmp_path / "f.h5"
+    _features_file(path, rows, labels)
+    abandoned, kept, fd = _plant_temporaries(path, 64)
+    try:
+        make_codes(path, bits=64, epochs=1, hidden=32, batch_size=64, queries=20, rerank_depth=30)
+        assert not any(p.exists() for p in abandoned)
+        assert all(p.exists() for p in kept)
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["f.h5", "f.codes64.h5", *(p.name for p in kept)])
+
+
+def test_cli_codes_removes_the_temporaries_that_killed_runs_left(tiny_data, make_checkpoint, tmp_path):
+    """The same through `alexnet codes`, whose features are the split's cache beside the shards:
+    cleaned before the features are computed, and neither `codes` nor `features` (the cache,
+    `alexnet features --out`) leaves a lock file."""
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    model = make_checkpoint(tmp_path / "model.pt", data)
+    features = runner.invoke(app, ["features", str(model), str(data), "--split", "val", "--device", "cpu",
+                                   "--out", str(tmp_path / "val.h5")])
+    assert features.exit_code == 0, features.output
+    assert not list(tmp_path.glob(".*")), list(tmp_path.glob(".*"))
+    before = set(data.iterdir())
+    cache = cache_path(data, "val", load_encoder(model, data, "cpu").key)
+    abandoned, kept, fd = _plant_temporaries(cache, 64)
+    try:
+        made = runner.invoke(app, ["codes", str(model), str(data), "--split", "val", "--bits", "64", "--epochs", "1",
+                                   "--device", "cpu"])
+        assert made.exit_code == 0, made.output
+        assert not any(p.exists() for p in abandoned)
+        assert all(p.exists() for p in kept)
+    finally:
+        os.close(fd)
+    assert set(data.iterdir()) - before == {cache, codes_path(cache, 64), *kept}      # no .lock, no state

@@ -115,6 +115,23 @@ def test_linked_folders_are_followed_once_and_loops_listed(tree, tmp_path):
     assert len([p for p, why in seen.items() if why == "stored" and p.startswith("train/")]) == 7
 
 
+def test_a_symbolic_link_loop_is_skipped_not_an_error(tree, tmp_path):
+    """`ln -s loop2.JPEG loop1.JPEG; ln -s loop1.JPEG loop2.JPEG` stopped the whole prep ("Too
+    many levels of symbolic links", nothing prepared); a loop is skipped with its reason, as a
+    broken link is, among the images, in a split folder and where class folders are."""
+    cls = tree / "train" / synth.wnid(0)
+    for where in (cls, tree / "val", tree / "train"):
+        (where / "loop1.JPEG").symlink_to("loop2.JPEG")
+        (where / "loop2.JPEG").symlink_to("loop1.JPEG")
+    with deadline(30):
+        result = prepare(tree, tmp_path / "out", PrepOptions(**OPTIONS))
+    seen = _accounted(tmp_path / "out")
+    for where in (f"train/{synth.wnid(0)}", "val", "train"):
+        for name in ("loop1.JPEG", "loop2.JPEG"):
+            assert seen[f"{where}/{name}"] == "a symbolic link loop", (where, name)
+    assert result.manifest.splits["train"].count == 6 and result.manifest.splits["val"].count == 2
+
+
 # ---------------------------------------------------------------------------- names that are not UTF-8
 
 def test_file_names_that_are_not_utf8(tree, tmp_path):

@@ -411,6 +411,41 @@ def test_cli_errors(tmp_path):
         assert none.exit_code == 2 and "--splits must name at least one split" in none.stderr
 
 
+def test_cli_prep_refuses_an_out_among_the_images_it_reads(tmp_path):
+    """`prep src src/train/n01000000/out` exited 0 with its own lock file listed as a skipped
+    source, a rerun was refused and every later prep of src read OUT's files as images: an OUT
+    inside a folder prep reads images from is refused before any work (exit 2, one line)."""
+    src = synth.make_tree(tmp_path / "src", classes=2, train_per_class=2, val_per_class=1)
+    kaggle = synth.make_tree(tmp_path / "kaggle", classes=2, train_per_class=2, val_per_class=1, layout="kaggle")
+    (tmp_path / "link").symlink_to(src / "train" / synth.wnid(0))
+    before = sorted(p for p in tmp_path.rglob("*"))
+    for source, out in ((src, src / "train" / synth.wnid(0) / "out"), (src, src / "val" / "a" / "b"),
+                        (src, src / "train"), (src, tmp_path / "link" / "out"),
+                        (kaggle, kaggle / "ILSVRC" / "Data" / "CLS-LOC" / "train" / "out")):
+        refused = runner.invoke(app, ["prep", str(source), str(out), "--workers", "1"])
+        assert refused.exit_code == 2, (out, refused.output)
+        [line] = refused.stderr.strip().splitlines()
+        assert line.startswith("Error: OUT ") and str(out) in line and f"SRC {source}" in line, line
+        assert "Traceback" not in refused.output
+    assert sorted(p for p in tmp_path.rglob("*")) == before                   # nothing made, no lock file
+
+
+def test_cli_prep_into_src_beside_the_splits_it_reads(tmp_path):
+    """An OUT inside SRC but outside train/ and val/ (`prep imagenet imagenet/prepped`) is no
+    source folder: prepared, kept by a rerun, and never read by a later prep of SRC."""
+    src = synth.make_tree(tmp_path / "src", classes=2, train_per_class=2, val_per_class=1)
+    out = src / "prepped"
+    first = runner.invoke(app, ["prep", str(src), str(out), "--workers", "1", "--json"])
+    assert first.exit_code == 0, first.output
+    doc = json.loads(first.stdout)
+    assert doc["skipped"] == 0 and doc["splits"]["train"]["count"] == 4 and doc["splits"]["val"]["count"] == 2
+    again = runner.invoke(app, ["prep", str(src), str(out), "--workers", "1"])
+    assert again.exit_code == 0 and "nothing to do" in again.stdout, again.output
+    other = runner.invoke(app, ["prep", str(src), str(tmp_path / "other"), "--workers", "1", "--json"])
+    assert other.exit_code == 0 and json.loads(other.stdout)["splits"] == doc["splits"], other.output
+    assert not read_manifest(tmp_path / "other").skipped
+
+
 def test_cli_label_flags(tmp_path):
     root = synth.make_tree(tmp_path / "src", classes=2, train_per_class=1, val_per_class=2, layout="devkit")
     (root / "ILSVRC2012_devkit_t12/data/meta.mat").unlink()
