@@ -85,6 +85,24 @@ class Layout:
     unused: list[UnusedLabelFile] = field(default_factory=list)     # label files given that no split read
 
 
+# What an image file is usually called: for the hint of `_class_folders` only (prep reads any file)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def _class_folders(src: Path) -> list[str]:
+    """The folders directly in `src` that hold an image file (a quick look at their first
+    entries), sorted: the class folders of an ImageFolder tree."""
+    found = []
+    for folder in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            names = [e.name for _, e in zip(range(50), os.scandir(folder))]
+        except OSError:
+            continue
+        if any(Path(n).suffix.lower() in IMAGE_SUFFIXES for n in names):
+            found.append(folder.name)
+    return found
+
+
 def looks_like_source(path: Path) -> bool:
     """Whether `path` holds an image tree for `alexnet prep` (train/ or val/, directly or under a
     Kaggle root): a cheap look, for telling a user who gives it where a data folder belongs."""
@@ -113,6 +131,12 @@ def find_layout(src: str | Path, splits: list[str] | None = None, labels: LabelF
         if parent is not None:          # SRC is train/, val/ or a class folder of an ImageNet tree
             raise DataError(f"{src}: no ImageNet layout found (train/ or val/ in it); did you mean the parent "
                             f"folder {parent}?")
+        folders = _class_folders(src)
+        if folders:                     # torchvision's ImageFolder: the classes straight in SRC
+            shown = ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else "")
+            raise DataError(f"{src}: no ImageNet layout found, but {len(folders)} folders of images ({shown}): "
+                            f"if they are the classes, move them into {src / 'train'} (and a validation set's "
+                            f"into {src / 'val'}, one folder per class)")
         raise DataError(f"{src}: no ImageNet layout found: {EXPECTED}")
     present = [s for s in SPLITS if (image_root / s).is_dir()]
     wanted = list(splits) if splits else present

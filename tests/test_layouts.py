@@ -150,3 +150,23 @@ def test_not_a_mat_file(tmp_path):
     path.write_bytes(b"hello")
     with pytest.raises(DataError, match="not a MATLAB"):
         read_synsets(path)
+
+
+def test_class_folders_straight_in_src_are_told_where_they_belong(tmp_path):
+    """torchvision's ImageFolder layout (SRC/cats/*.jpg): the error says to move them into
+    SRC/train/; a folder of no images gets the plain message."""
+    from PIL import Image
+
+    for name in ("cats", "dogs"):
+        (tmp_path / "flat" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "flat" / name / "a.jpg")
+    (tmp_path / "flat" / "notes").mkdir()
+    (tmp_path / "flat" / "notes" / "readme.txt").write_text("x")
+    with pytest.raises(DataError) as flat:
+        find_layout(tmp_path / "flat")
+    assert "2 folders of images (cats, dogs): if they are the classes, move them into " \
+           f"{tmp_path / 'flat' / 'train'}" in str(flat.value)
+    (tmp_path / "other" / "notes").mkdir(parents=True)
+    with pytest.raises(DataError) as other:
+        find_layout(tmp_path / "other")
+    assert "folders of images" not in str(other.value) and "expected train/<wnid>" in str(other.value)
