@@ -165,3 +165,19 @@ def test_the_library_refuses_too(place):
         check_output(f"{place}/run/../run/checkpoints/last.pt", "out", [("the checkpoint", last)])
     check_output(None, "out", [("the checkpoint", last)])          # no output asked: nothing to refuse
     check_output(place / "elsewhere.png", "out", [("the checkpoint", last)])
+
+
+def test_outputs_linked_to_a_features_file_or_checkpoint_are_refused(place):
+    """neighbors' --out linked to its --features file; features' --out linked to its checkpoint
+    (the suffix rule alone lets both through: .png and .h5)."""
+    last, data, image = place / "run" / "checkpoints" / "last.pt", place / "data", place / "q.jpg"
+    features = place / "feats.h5"
+    features.write_bytes(b"not read: the refusal comes first")
+    link = place / "neighbors-link.png"
+    link.symlink_to(features)
+    _refused(["neighbors", last, data, "--query", image, "--features", features, "--out", link], features,
+             f"--out {link} is the features file this command reads: choose another file")
+    h5 = place / "checkpoint-link.h5"
+    h5.symlink_to(last)
+    _refused(["features", last, data, "--split", "val", "--out", h5], last,
+             f"--out {h5} is the checkpoint this command reads: choose another file")
