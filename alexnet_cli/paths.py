@@ -87,13 +87,13 @@ def _owned_by_a_command(path: Path) -> str | None:
     for file in (path, resolved):
         folder = file.parent
         if file.name in RUN_FILES and (folder / "config.json").is_file():
-            return f"is the training run {folder}'s {file.name}, which `alexnet train` wrote: choose another file"
+            return f"is the {file.name} of the training run in {folder}, which `alexnet train` wrote: choose another file"
         for parent in file.parents:
             if (parent / MANIFEST).is_file():
                 return f"is inside the data folder {parent}, which `alexnet prep` wrote: choose a path outside it"
             if parent.name in RUN_SUBFOLDERS and _is_run_folder(parent.parent):
-                return (f"is inside the training run {parent.parent}'s {parent.name}/ folder, which `alexnet train` "
-                        "wrote: choose a path outside it")
+                return (f"is inside the {parent.name}/ folder of the training run in {parent.parent}, which "
+                        "`alexnet train` wrote: choose a path outside it")
     return None
 
 

@@ -93,8 +93,8 @@ def test_eval_ensemble_and_a_run_file_are_refused(place):
              f"--per-class {best} is a checkpoint this command reads: choose another file")
     config = place / "run" / "config.json"
     _refused(["eval", last, place / "data", "--predictions", config], config,
-             f"--predictions {config} is the training run {place / 'run'}'s config.json, which `alexnet train` "
-             "wrote: choose another file")
+             f"--predictions {config} is the config.json of the training run in {place / 'run'}, which "
+             "`alexnet train` wrote: choose another file")
 
 
 def test_kernels_out_through_a_link_to_its_checkpoint_is_refused(place):
@@ -105,8 +105,8 @@ def test_kernels_out_through_a_link_to_its_checkpoint_is_refused(place):
              f"--out {link} is the checkpoint this command reads: choose another file")
     inside = place / "run" / "checkpoints" / "kernels.png"
     _refused(["kernels", last, "--out", inside], last,
-             f"--out {inside} is inside the training run {place / 'run'}'s checkpoints/ folder, which "
-             "`alexnet train` wrote: choose a path outside it")
+             f"--out {inside} is inside the checkpoints/ folder of the training run in {place / 'run'}, "
+             "which `alexnet train` wrote: choose a path outside it")
     assert not inside.exists()
 
 
@@ -130,8 +130,8 @@ def test_features_and_report_outputs_in_others_folders_are_refused(place):
     assert not out.exists() and not list(data.glob("*.partial"))
     curves = place / "run" / "checkpoints" / "curves.png"
     _refused(["report", place / "run", "--out", curves], last,
-             f"--out {curves} is inside the training run {place / 'run'}'s checkpoints/ folder, which "
-             "`alexnet train` wrote: choose a path outside it")
+             f"--out {curves} is inside the checkpoints/ folder of the training run in {place / 'run'}, "
+             "which `alexnet train` wrote: choose a path outside it")
 
 
 def test_an_earlier_output_is_still_overwritten(place, tmp_path):
@@ -158,7 +158,7 @@ def test_an_earlier_output_is_still_overwritten(place, tmp_path):
 def test_the_library_refuses_too(place):
     """Python callers get the same rule: a UsageError about `out`, before the checkpoint is read."""
     last = place / "run" / "checkpoints" / "last.pt"
-    with pytest.raises(UsageError, match="is inside the training run") as caught:
+    with pytest.raises(UsageError, match="is inside the checkpoints/ folder of the training run") as caught:
         kernel_report(last, place / "run" / "checkpoints" / "k.png")
     assert caught.value.field == "out"
     with pytest.raises(UsageError, match="is the checkpoint this command reads") as caught:
