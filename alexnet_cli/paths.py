@@ -78,26 +78,29 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _owned_by_a_command(path: Path) -> str | None:
     """Why `path` is a file that `alexnet prep` or `alexnet train` owns, or None. The folders
-    above it are looked at as written (for the message) and resolved (a link to the folder)."""
-    from alexnet_cli.shards import MANIFEST           # h5py: imported when a command checks its outputs
+    above it are those of its resolved path (a link to a folder is followed; `DATA/../x.csv` is
+    not in DATA), each named in the message as `path` names it where it can be."""
+    from alexnet_cli.runlog import RunFolder          # h5py: imported when a command checks its outputs
+    from alexnet_cli.shards import MANIFEST
     try:
-        resolved = path.resolve()
-    except OSError:
+        file = path.resolve()
+    except OSError:                                   # a loop of links: check_writable's to refuse
         return None
-    for file in (path, resolved):
-        folder = file.parent
-        if file.name in RUN_FILES and (folder / "config.json").is_file():
-            return f"is the {file.name} of the training run in {folder}, which `alexnet train` wrote: choose another file"
-        for parent in file.parents:
-            if (parent / MANIFEST).is_file():
-                return f"is inside the data folder {parent}, which `alexnet prep` wrote: choose a path outside it"
-            if parent.name in RUN_SUBFOLDERS and _is_run_folder(parent.parent):
-                return (f"is inside the {parent.name}/ folder of the training run in {parent.parent}, which "
-                        "`alexnet train` wrote: choose a path outside it")
+    if file.name in RUN_FILES and RunFolder(file.parent).config.is_file():
+        return (f"is the {file.name} of the training run in {_shown(file.parent, path)}, which `alexnet train` "
+                "wrote: choose another file")
+    for parent in file.parents:
+        if (parent / MANIFEST).is_file():
+            return (f"is inside the data folder {_shown(parent, path)}, which `alexnet prep` wrote: choose a path "
+                    "outside it")
+        run = RunFolder(parent.parent)
+        if parent.name in RUN_SUBFOLDERS and (run.config.is_file() or run.last.is_file() or run.best.is_file()):
+            return (f"is inside the {parent.name}/ folder of the training run in {_shown(parent.parent, path)}, "
+                    "which `alexnet train` wrote: choose a path outside it")
     return None
 
 
-def _is_run_folder(folder: Path) -> bool:
-    """A training run's folder: its config.json, or (that file lost) a checkpoint in checkpoints/."""
-    return ((folder / "config.json").is_file() or (folder / "checkpoints" / "last.pt").is_file()
-            or (folder / "checkpoints" / "best.pt").is_file())
+def _shown(folder: Path, path: Path) -> Path:
+    """The resolved `folder` as the user's `path` names it (`data` for `data/manifest.json`), when
+    one of the folders `path` is written under is it; else as it is."""
+    return next((p for p in path.parents if p.resolve() == folder), folder)
