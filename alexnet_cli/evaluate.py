@@ -33,7 +33,7 @@ from alexnet_cli.devices import resolve_device
 from alexnet_cli.errors import AlexnetError, CheckpointError, DataError, NotFiniteError, UsageError
 from alexnet_cli.loader import ShardLoader, trained_decode
 from alexnet_cli.metrics import TOP_K, TopKCounts, TopKMeter
-from alexnet_cli.paths import path_list
+from alexnet_cli.paths import check_output, path_list
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.runlog import json_text
 from alexnet_cli.shards import read_manifest, read_split_index
@@ -240,8 +240,10 @@ def evaluate(checkpoints: str | Path | Sequence[str | Path], data_dir: str | Pat
 
 
 def write_per_class(result: EvalResult, path: str | Path) -> Path:
-    """CSV, one row per class: index, wnid, name, images, top-1 and top-k error (fractions)."""
+    """CSV, one row per class: index, wnid, name, images, top-1 and top-k error (fractions); `path`
+    is none of the checkpoints evaluated, nor a data folder's or a run's file (paths.check_output)."""
     path = Path(path)
+    check_output(path, "path", [("a checkpoint", result.checkpoints)])
     top1, topk = result.counts.class_errors()
     k = result.counts.k
     rows = [[i, wnid, name, int(result.counts.n[i]), _fmt(top1[i]), _fmt(topk[i])]
@@ -250,9 +252,11 @@ def write_per_class(result: EvalResult, path: str | Path) -> Path:
 
 
 def write_predictions(result: EvalResult, path: str | Path, data_dir: str | Path) -> Path:
-    """Each image's top-k classes and probabilities: JSON Lines for *.jsonl / *.json, else CSV."""
+    """Each image's top-k classes and probabilities: JSON Lines for *.jsonl / *.json, else CSV;
+    `path` is none of the checkpoints evaluated, nor a file of `data_dir` (paths.check_output)."""
     if result.predictions is None:
         raise AlexnetError("no predictions kept: evaluate with keep_predictions=True")
+    check_output(path, "path", [("a checkpoint", result.checkpoints)])
     path, p = Path(path), result.predictions
     paths, _ = read_split_index(data_dir, result.split)
     names = result.classes

@@ -24,6 +24,7 @@ from PIL import Image
 from alexnet_cli.checkpoint import load_model
 from alexnet_cli.errors import UsageError
 from alexnet_cli.figures import check_picture_path, grid, labeled_tile, save_picture, to_image
+from alexnet_cli.paths import check_output
 from alexnet_cli.model import AlexNet
 from alexnet_cli.progress import NullReporter, Reporter
 
@@ -137,6 +138,7 @@ def kernel_report(checkpoint: str | Path, out: str | Path | None = None, *, scal
     check_scale(scale)
     if out is not None:
         check_picture_path(out)
+        check_output(out, "out", [("the checkpoint", checkpoint)])      # nor a run's or a data folder's file
     loaded = load_model(checkpoint, "cpu")
     loaded.tell_assumptions(progress)
     columns = loaded.model.config.columns

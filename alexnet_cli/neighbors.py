@@ -37,7 +37,7 @@ from alexnet_cli.features import (Encoder, cache_path, load_encoder, non_finite_
                                   read_rows_index, write_features)
 from alexnet_cli.figures import check_picture_path, grid, hstack, labeled_tile, save_picture
 from alexnet_cli.images import load_image, load_images
-from alexnet_cli.paths import path_list
+from alexnet_cli.paths import check_output, path_list
 from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.shards import data_key, open_shard, read_images, read_manifest, split_index
 
@@ -394,6 +394,7 @@ def draw_neighbors(results: Sequence[QueryResult], data_dir: str | Path, out: st
     each captioned with its label and distance; the neighbours are read from the split each
     result was searched in (`QueryResult.split`) of `data_dir`."""
     check_picture_path(out)                                   # before the images are read
+    check_output(out, "out", [("a query image", [r.query for r in results])])   # nor a file of data_dir
     pictures = {}                                             # (split, index) -> uint8 (256, 256, 3)
     for split in dict.fromkeys(r.split for r in results):
         indices = [n.index for r in results if r.split == split for n in r.neighbors]

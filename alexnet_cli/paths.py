@@ -1,15 +1,23 @@
-"""Path arguments of the library that take several files: one path is a list of one.
+"""The rules for the paths commands are given: lists of inputs, and the outputs they may write.
 
 `evaluate(checkpoints, ...)`, `predict(checkpoint, images)`, `find_neighbors(..., queries)` and
 `report(run_dirs)` take a list of paths; given one `str` or `Path` instead, a str would be
 iterated letter by letter (`/` read as a checkpoint, `s` as an image) and a Path not at all.
 `path_list` is the one rule for all of them: a single path stands for a list of that one path.
+
+`check_output` is the one rule for a file a command writes where the user says (eval's
+--per-class and --predictions, the pictures of predict, kernels, neighbors and report, features'
+--out): never one of the command's own inputs, nor a file of a prepared data folder or of a
+training run's checkpoints (the folders of train, prep, ablate and demo have rules of their own).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterable, TypeVar
+
+from alexnet_cli.errors import UsageError
 
 P = TypeVar("P", str, os.PathLike)
 
@@ -21,3 +29,78 @@ def path_list(paths: P | Iterable[P]) -> list[P]:
     if isinstance(paths, (str, os.PathLike)):
         return [paths]
     return list(paths)
+
+
+# What a training run's folder holds that no other command may write (docs/formats.md, "Run
+# folders"): its settings, log and lock at the top, and everything under checkpoints/ and tensorboard/.
+RUN_FILES = ("config.json", "metrics.jsonl", ".lock")
+RUN_SUBFOLDERS = ("checkpoints", "tensorboard")
+
+
+def check_output(path: str | os.PathLike | None, field: str,
+                 reads: Iterable[tuple[str, str | os.PathLike | Iterable[str | os.PathLike] | None]] = ()) -> None:
+    """Refuse, before any work, an output file `path` (the setting `field`) that would destroy
+    what a command reads or what another command made: UsageError (exit 2), naming `field`.
+
+    - one of the files the command reads, listed in `reads` as (what it is, its path or paths),
+      e.g. `("the checkpoint", checkpoint)`: the same file however it is named (a symlink, a hard
+      link, `./x`), so that `--predictions best.pt` does not replace the checkpoint by a CSV;
+    - a file inside a data folder made by `alexnet prep` (it holds manifest.json), whose files
+      prep owns (docs/formats.md);
+    - a training run's own files: config.json, metrics.jsonl, .lock, or anything under its
+      checkpoints/ or tensorboard/ folders. Its top level stays open to figures (RUN/kernels.png).
+
+    Any other existing file is overwritten, as a command line's output normally is. No `path`
+    (None: the output is not asked for) passes."""
+    if path is None:
+        return
+    path = Path(path)
+    for what, given in reads:
+        for read in ([] if given is None else path_list(given)):
+            if _same_file(path, Path(read)):
+                raise UsageError(f"{field} {path} is {what} this command reads: choose another file",
+                                 field=field, value=path)
+    problem = _owned_by_a_command(path)
+    if problem is not None:
+        raise UsageError(f"{field} {path} {problem}", field=field, value=path)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` name one file: the same path once resolved (links followed), or, when
+    both exist, the same inode (a hard link)."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:                      # a loop of links, a file that cannot be read: not the same
+        return False
+
+
+def _owned_by_a_command(path: Path) -> str | None:
+    """Why `path` is a file that `alexnet prep` or `alexnet train` owns, or None. The folders
+    above it are those of its resolved path (a link to a folder is followed; `DATA/../x.csv` is
+    not in DATA), each named in the message as `path` names it where it can be."""
+    from alexnet_cli.runlog import RunFolder          # h5py: imported when a command checks its outputs
+    from alexnet_cli.shards import MANIFEST
+    try:
+        file = path.resolve()
+    except OSError:                                   # a loop of links: check_writable's to refuse
+        return None
+    if file.name in RUN_FILES and RunFolder(file.parent).config.is_file():
+        return (f"is the {file.name} of the training run in {_shown(file.parent, path)}, which `alexnet train` "
+                "wrote: choose another file")
+    for parent in file.parents:
+        if (parent / MANIFEST).is_file():
+            return (f"is inside the data folder {_shown(parent, path)}, which `alexnet prep` wrote: choose a path "
+                    "outside it")
+        run = RunFolder(parent.parent)
+        if parent.name in RUN_SUBFOLDERS and (run.config.is_file() or run.last.is_file() or run.best.is_file()):
+            return (f"is inside the {parent.name}/ folder of the training run in {_shown(parent.parent, path)}, "
+                    "which `alexnet train` wrote: choose a path outside it")
+    return None
+
+
+def _shown(folder: Path, path: Path) -> Path:
+    """The resolved `folder` as the user's `path` names it (`data` for `data/manifest.json`), when
+    one of the folders `path` is written under is it; else as it is."""
+    return next((p for p in path.parents if p.resolve() == folder), folder)

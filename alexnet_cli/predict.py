@@ -20,7 +20,7 @@ from alexnet_cli.devices import resolve_device
 from alexnet_cli.evaluate import Member, average_softmax, check_crops
 from alexnet_cli.figures import check_picture_path, grid, hbar_chart, hstack, labeled_tile, save_picture
 from alexnet_cli.images import load_image, load_images
-from alexnet_cli.paths import path_list
+from alexnet_cli.paths import check_output, path_list
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.shards import read_manifest
 
@@ -108,8 +108,10 @@ def predict(checkpoint: str | Path, images: str | Path | Sequence[str | Path], *
 def draw_predictions(predictions: Sequence[Prediction], out: str | Path, *, cols: int = 2,
                      thumb: int = 160) -> Path:
     """The paper's figure 4 (left): each image beside bars for its five most probable classes;
-    `out`'s suffix names the format (figures.check_picture_path, checked before the work)."""
+    `out`'s suffix names the format (figures.check_picture_path, checked before the work); it is
+    none of the images (paths.check_output)."""
     check_picture_path(out)
+    check_output(out, "out", [("an image", [pred.image for pred in predictions])])
     panels = []
     for pred in predictions:
         top = pred.top[:5]

@@ -25,7 +25,7 @@ from alexnet_cli.config import (RECIPE_NAMES, ModelConfig, recorded_settings, re
                                 resolve_train_config, to_dict)
 from alexnet_cli.errors import AlexnetError, DataError, UsageError, shell_word
 from alexnet_cli.figures import check_picture_path
-from alexnet_cli.paths import path_list
+from alexnet_cli.paths import check_output, path_list
 from alexnet_cli.locks import CommandLock
 from alexnet_cli.runlog import PREPPED, RunFolder, read_config_json, read_metrics, what_is
 
@@ -359,6 +359,7 @@ def report(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None =
     """Read the runs (one may be given as a path) and, with `out`, draw their curves there."""
     if out is not None:
         check_plot_path(out)                      # before the work, not after it
+        check_output(out, "out")                  # none of a run's own files (paths.check_output)
     runs = read_runs(run_dirs)
     if out is not None:
         plot_runs(runs, out)

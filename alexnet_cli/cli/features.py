@@ -31,8 +31,10 @@ def features(
     The file also holds each image's path and label. Resumable: after an interruption, run the
     same command again. A complete FILE.h5 of the same network and split is kept (reused)."""
     from alexnet_cli.features import check_features_path, extract_features
+    from alexnet_cli.paths import check_output
     check_writable(out, "--out")
     check_features_path(out)                  # an HDF5 file: .h5 or .hdf5, as predict's --out names a picture
+    check_output(out, "out", [("the checkpoint", checkpoint)])
     info = extract_features(checkpoint, data, out, split=split, batch_size=batch_size, device=device,
                             overwrite=overwrite, workers=workers, decode=decode, progress=reporter())
     if json_out:

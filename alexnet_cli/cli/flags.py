@@ -96,6 +96,8 @@ FLAGS: dict[str, str] = {
     "variants": "--variants",
     "eval_batch_size": "--eval-batch-size",
     "out": "--out",
+    "per_class": "--per-class",
+    "predictions": "--predictions",
     "out_dir": "--out",
     "classes": "--classes",
 }

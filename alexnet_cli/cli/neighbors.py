@@ -53,10 +53,13 @@ def neighbors(
     features (exact search, streamed from disk), or with --codes by Hamming distance of their
     binary codes (`alexnet codes`), optionally re-ranked exactly."""
     from alexnet_cli.neighbors import draw_neighbors, find_neighbors
+    from alexnet_cli.paths import check_output
     if not (math.isfinite(memory_mb) and memory_mb >= MIN_MEMORY_MB):   # before the features, which can take hours
         raise typer.BadParameter(f"must be a finite number of MiB, at least {MIN_MEMORY_MB}, got {memory_mb:g}",
                                  param_hint="--memory-mb")
     check_picture_out(out)
+    check_output(out, "out", [("the checkpoint", checkpoint), ("a query image", query),
+                              ("the features file", features)])
     results = find_neighbors(checkpoint, data, query, k=k, split=split, features=features, device=device,
                              batch_size=batch_size, memory_mb=memory_mb, workers=workers, decode=decode,
                              codes=codes, bits=bits, rerank=rerank, progress=reporter())

@@ -39,9 +39,11 @@ def predict_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Top-k classes and probabilities of each IMAGE under CHECKPOINT."""
+    from alexnet_cli.paths import check_output
     from alexnet_cli.predict import draw_predictions, predict
     check_picture_out(out)
     check_data(data, "--data")
+    check_output(out, "out", [("the checkpoint", checkpoint), ("an image", images)])
     preds = predict(checkpoint, images, k=k, crops=crops, device=device, data_dir=data,
                     progress=reporter())
     if out is not None:

@@ -1,0 +1,183 @@
+"""Output files never destroy what a command reads or what another command made (paths.check_output).
+
+An output option (eval's --per-class and --predictions, the pictures of predict, kernels,
+neighbors and report, features' --out) that names one of the command's inputs (the checkpoint,
+a query image, however it is linked), a file of a prepared data folder, or a training run's own
+file is refused before any work: one `Error:` line naming the option, exit code 2, the file
+untouched. Any other existing file is overwritten, as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from alexnet_cli.checkpoint import save_checkpoint
+from alexnet_cli.cli.app import app
+from alexnet_cli.errors import UsageError
+from alexnet_cli.kernels import kernel_report
+from alexnet_cli.paths import check_output
+from alexnet_cli.shards import read_manifest
+from alexnet_cli.synth import make_tree
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def place(tiny_data, make_checkpoint, tmp_path_factory) -> Path:
+    """A folder holding `data/` (a copy of tiny_data: a failed refusal must not break the
+    session's), `run/` (a training run's folder: config.json, metrics.jsonl, checkpoints/last.pt
+    and best.pt) and `q.jpg`, an image."""
+    root = tmp_path_factory.mktemp("outputs")
+    shutil.copytree(tiny_data, root / "data")
+    run = root / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"recipe": "paper"}))
+    (run / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n')
+    manifest = read_manifest(root / "data")
+    for name in ("last.pt", "best.pt"):            # the data's classes, so that eval runs on it
+        path = make_checkpoint(run / "checkpoints" / name, root / "data")
+        payload = torch.load(path, weights_only=True)
+        save_checkpoint(path, {**payload, "classes": manifest.classes, "class_names": manifest.class_names})
+    tree = make_tree(root / "tree", classes=1, train_per_class=1, val_per_class=0)
+    shutil.copy(next((tree / "train").rglob("*.JPEG")), root / "q.jpg")
+    return root
+
+
+def _refused(args: list[str], protected: Path, message: str) -> None:
+    """`args` exit with 2 and the one line `message`, before any work, `protected` unchanged."""
+    before = protected.read_bytes()
+    device = [] if args[0] in ("kernels", "report") else ["--device", "cpu"]     # those two have no --device
+    result = runner.invoke(app, [str(a) for a in args] + device)
+    assert result.exit_code == 2, (args, result.output)
+    assert result.stderr == f"Error: {message}\n", result.stderr
+    assert result.stdout == ""                              # no table: nothing was computed
+    assert protected.read_bytes() == before
+
+
+def test_eval_predictions_over_its_checkpoint_is_refused(place):
+    best = place / "run" / "checkpoints" / "best.pt"
+    _refused(["eval", best, place / "data", "--predictions", best], best,
+             f"--predictions {best} is the checkpoint this command reads: choose another file")
+
+
+def test_eval_per_class_over_the_manifest_is_refused(place):
+    data, last = place / "data", place / "run" / "checkpoints" / "last.pt"
+    manifest = data / "manifest.json"
+    _refused(["eval", last, data, "--per-class", manifest], manifest,
+             f"--per-class {manifest} is inside the data folder {data}, which `alexnet prep` wrote: "
+             "choose a path outside it")
+    assert runner.invoke(app, ["eval", str(last), str(data), "--device", "cpu"]).exit_code == 0   # still a data folder
+
+
+def test_predict_out_over_its_image_is_refused(place):
+    last, image = place / "run" / "checkpoints" / "last.pt", place / "q2.jpg"
+    shutil.copy(place / "q.jpg", image)
+    _refused(["predict", last, image, "--out", image], image,
+             f"--out {image} is an image this command reads: choose another file")
+    hard = place / "q2-link.jpg"             # the same file by another name
+    os.link(image, hard)
+    _refused(["predict", last, image, "--out", hard], image,
+             f"--out {hard} is an image this command reads: choose another file")
+
+
+def test_eval_ensemble_and_a_run_file_are_refused(place):
+    last, best = (place / "run" / "checkpoints" / name for name in ("last.pt", "best.pt"))
+    _refused(["eval", last, best, place / "data", "--per-class", best], best,
+             f"--per-class {best} is a checkpoint this command reads: choose another file")
+    config = place / "run" / "config.json"
+    _refused(["eval", last, place / "data", "--predictions", config], config,
+             f"--predictions {config} is the config.json of the training run in {place / 'run'}, which "
+             "`alexnet train` wrote: choose another file")
+
+
+def test_kernels_out_through_a_link_to_its_checkpoint_is_refused(place):
+    last = place / "run" / "checkpoints" / "last.pt"
+    link = place / "kernels-link.png"
+    link.symlink_to(last)
+    _refused(["kernels", last, "--out", link], last,
+             f"--out {link} is the checkpoint this command reads: choose another file")
+    inside = place / "run" / "checkpoints" / "kernels.png"
+    _refused(["kernels", last, "--out", inside], last,
+             f"--out {inside} is inside the checkpoints/ folder of the training run in {place / 'run'}, "
+             "which `alexnet train` wrote: choose a path outside it")
+    assert not inside.exists()
+
+
+def test_neighbors_out_over_its_query_or_in_the_data_folder_is_refused(place):
+    last, data, image = place / "run" / "checkpoints" / "last.pt", place / "data", place / "q3.jpg"
+    shutil.copy(place / "q.jpg", image)
+    _refused(["neighbors", last, data, "--query", image, "--split", "val", "--out", image], image,
+             f"--out {image} is a query image this command reads: choose another file")
+    figure = data / "neighbors.png"
+    _refused(["neighbors", last, data, "--query", image, "--split", "val", "--out", figure], image,
+             f"--out {figure} is inside the data folder {data}, which `alexnet prep` wrote: choose a path outside it")
+    assert not figure.exists()                  # the features cache was not filled either
+    assert not list(data.glob("features-*"))
+
+
+def test_features_and_report_outputs_in_others_folders_are_refused(place):
+    last, data = place / "run" / "checkpoints" / "last.pt", place / "data"
+    out = data / "features.h5"
+    _refused(["features", last, data, "--split", "val", "--out", out], last,
+             f"--out {out} is inside the data folder {data}, which `alexnet prep` wrote: choose a path outside it")
+    assert not out.exists() and not list(data.glob("*.partial"))
+    curves = place / "run" / "checkpoints" / "curves.png"
+    _refused(["report", place / "run", "--out", curves], last,
+             f"--out {curves} is inside the checkpoints/ folder of the training run in {place / 'run'}, "
+             "which `alexnet train` wrote: choose a path outside it")
+
+
+def test_an_earlier_output_is_still_overwritten(place, tmp_path):
+    """Outputs outside those folders are written over, as before: an earlier run's file, a picture
+    at a run folder's top level (RUN/kernels.png)."""
+    last, data = place / "run" / "checkpoints" / "last.pt", place / "data"
+    predictions = tmp_path / "p.csv"
+    predictions.write_text("old\n")
+    result = runner.invoke(app, ["eval", str(last), str(data), "--predictions", str(predictions), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert predictions.read_text().startswith("index,path,label")
+    figure = place / "run" / "kernels.png"
+    for _ in range(2):
+        result = runner.invoke(app, ["kernels", str(last), "--out", str(figure)])
+        assert result.exit_code == 0, result.output
+        assert figure.read_bytes()[:4] == b"\x89PNG"
+    picture = tmp_path / "fig.png"
+    picture.write_bytes(b"old")
+    result = runner.invoke(app, ["predict", str(last), str(place / "q.jpg"), "--out", str(picture), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert picture.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_library_refuses_too(place):
+    """Python callers get the same rule: a UsageError about `out`, before the checkpoint is read."""
+    last = place / "run" / "checkpoints" / "last.pt"
+    with pytest.raises(UsageError, match="is inside the checkpoints/ folder of the training run") as caught:
+        kernel_report(last, place / "run" / "checkpoints" / "k.png")
+    assert caught.value.field == "out"
+    with pytest.raises(UsageError, match="is the checkpoint this command reads") as caught:
+        check_output(f"{place}/run/../run/checkpoints/last.pt", "out", [("the checkpoint", last)])
+    check_output(None, "out", [("the checkpoint", last)])          # no output asked: nothing to refuse
+    check_output(place / "elsewhere.png", "out", [("the checkpoint", last)])
+
+
+def test_outputs_linked_to_a_features_file_or_checkpoint_are_refused(place):
+    """neighbors' --out linked to its --features file; features' --out linked to its checkpoint
+    (the suffix rule alone lets both through: .png and .h5)."""
+    last, data, image = place / "run" / "checkpoints" / "last.pt", place / "data", place / "q.jpg"
+    features = place / "feats.h5"
+    features.write_bytes(b"not read: the refusal comes first")
+    link = place / "neighbors-link.png"
+    link.symlink_to(features)
+    _refused(["neighbors", last, data, "--query", image, "--features", features, "--out", link], features,
+             f"--out {link} is the features file this command reads: choose another file")
+    h5 = place / "checkpoint-link.h5"
+    h5.symlink_to(last)
+    _refused(["features", last, data, "--split", "val", "--out", h5], last,
+             f"--out {h5} is the checkpoint this command reads: choose another file")
