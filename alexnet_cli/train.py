@@ -78,6 +78,9 @@ class RunOptions:
     val_split: str = "val"
     stuck_steps: int = 2000           # warn when the loss stays at chance this many steps
     tensorboard: bool = False
+    # whether the TrainConfig's `epochs` was chosen (resume may take a plateau run on to it), not
+    # left at the recipe's length (the CLI without --epochs), which must then be the run's
+    epochs_given: bool = True
 
     def __post_init__(self) -> None:
         check_choice("lrn_kernel", self.lrn_kernel, LRN_IMPLEMENTATIONS)
@@ -186,6 +189,7 @@ class Trainer:
     def config_dict(self) -> dict[str, Any]:
         """What config.json and every checkpoint's "config" hold: the resolved settings."""
         run = dataclasses.asdict(self.run)
+        del run["epochs_given"]                       # how this invocation was asked, not the run's
         run["parallel"] = self.mode
         run["decode"] = self.train_loader.decode     # as resolved: cpu, gpu, or none (raw shards)
         val = self.run.val_split if self.val_loader is not None else None
@@ -226,7 +230,7 @@ class Trainer:
     def restore(self) -> None:
         """Continue from RUN/checkpoints/last.pt exactly where it stopped."""
         ckpt = load_checkpoint(self.folder.last, map_location="cpu")
-        check_resumable(self.folder.last, ckpt, self.config_dict())
+        check_resumable(self.folder.last, ckpt, self.config_dict(), other_epochs=self.run.epochs_given)
         self.replica.load_state_dict(ckpt["model"])
         load_velocity_state(self.optimizer, ckpt["optimizer"]["velocity"])
         self.log.truncate(self.state.load_state_dict(ckpt["trainer"]))

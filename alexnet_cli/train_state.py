@@ -166,10 +166,11 @@ def inputs_key(manifest: Manifest, val_split: str | None, mean_image: torch.Tens
             "pca_key": pca_key}
 
 
-def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> None:
+def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any], *, other_epochs: bool = True) -> None:
     """Refuse to continue from `ckpt` (read from `path`) what would not end as the run it
     began: a checkpoint without training state, other model or training settings, other data,
-    another seed, decoder or number of processes. `now` is the config.json this run writes."""
+    another seed, decoder or number of processes. `now` is the config.json this run writes.
+    `other_epochs`: `epochs` was chosen, and may take a plateau run on (or end it sooner)."""
     if not isinstance(ckpt.get("optimizer"), dict) or not isinstance(ckpt.get("trainer"), dict):
         raise CheckpointError(f"{path} holds weights but no training state (a best.pt, or a checkpoint for eval "
                               "and predict), so it cannot be resumed: start a new `out`", mentions=("out",))
@@ -177,7 +178,7 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any]) -> No
     parts, said = [], []       # every differing setting at once, with the value the run has (text, mention)
     for part, kind in (("model", ModelConfig), ("train", TrainConfig)):
         before = recorded_settings(part, saved.get(part, {}), kind())    # a field newer than the run: its value then
-        if part == "train" and _longer_or_shorter(path, before, now["train"], ckpt["trainer"]):
+        if part == "train" and other_epochs and _longer_or_shorter(path, before, now["train"], ckpt["trainer"]):
             before["epochs"] = now["train"]["epochs"]
         diff = [_setting(k, before[k], v) for k, v in sorted(now[part].items()) if before[k] != v]
         parts += [part] if diff else []

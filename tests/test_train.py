@@ -4,6 +4,7 @@ guards against NaN and a loss stuck at chance."""
 from __future__ import annotations
 
 import importlib.util
+import dataclasses
 import json
 import math
 import os
@@ -1008,12 +1009,33 @@ def test_a_finished_run_trains_on_to_more_epochs_as_if_given_them_from_the_start
     shorter = runner.invoke(app, ["train", str(small_data), "--out", str(out), "--epochs", "1", *FAST, "--resume"])
     assert shorter.exit_code == 1 and "stands after epoch 2: --epochs 1 would have ended it before; give 2 or more" \
         in " ".join(shorter.output.split()), shorter.output
-    coded = _copy_run(epoch_run.run, tmp_path / "coded")
-    config = json.loads((coded / "config.json").read_text())
-    assert config["train"]["lr_schedule"] == "plateau"
-    refused = runner.invoke(app, ["train", str(small_data), "--out", str(coded), "--epochs", "2", *FAST, "--resume",
-                                  "--lr-schedule", "code"])
-    assert refused.exit_code == 1 and "other train settings" in refused.output, refused.output
+    # --epochs left out: the recipe's 90 is not asked for, so the run's 1 must stand (as before)
+    kept = _copy_run(epoch_run.run, tmp_path / "kept")
+    refused = runner.invoke(app, ["train", str(small_data), "--out", str(kept), *FAST, "--resume"])
+    assert refused.exit_code == 1 and "other train settings (--epochs 1, not 90)" in refused.output, refused.output
+    assert json.loads((kept / "config.json").read_text())["train"]["epochs"] == 1
+
+
+@pytest.mark.parametrize("schedule, given, allowed", [("plateau", True, True), ("plateau", False, False),
+                                                       ("code", True, False), ("code2010", True, False)])
+def test_another_length_is_a_resume_only_under_the_plateau_schedule_and_when_asked(tmp_path, schedule, given,
+                                                                                    allowed):
+    """The code's schedules place their drops by `epochs`: another length is another run."""
+    from alexnet_cli.errors import AlexnetError
+    from alexnet_cli.train_state import check_resumable
+
+    model = dataclasses.asdict(resolve_model_config("paper"))
+    run, now = resolve_train_config("paper", lr_schedule=schedule, epochs=10), \
+        resolve_train_config("paper", lr_schedule=schedule, epochs=20)
+    ckpt = {"optimizer": {}, "trainer": {"epoch": 10, "batch": 0},
+            "config": {"model": model, "train": dataclasses.asdict(run)}}
+    config = {"model": model, "train": dataclasses.asdict(now), "run": {"seed": 0, "decode": "none",
+              "val_split": "val"}, "world_size": 1}
+    if allowed:
+        check_resumable(tmp_path / "last.pt", ckpt, config, other_epochs=given)
+    else:
+        with pytest.raises(AlexnetError, match=r"other train settings \(`epochs` 10, not 20\)"):
+            check_resumable(tmp_path / "last.pt", ckpt, config, other_epochs=given)
 
 
 def test_the_run_says_what_it_trains_before_the_first_step(step_run):

@@ -96,7 +96,8 @@ def train(
                      seed=seed, resume=resume, max_steps=max_steps, save_every=save_every, log_every=log_every,
                      bf16=bf16, channels_last=channels_last, compile=compile, compile_mode=compile_mode, lrn_kernel=lrn_kernel, workers=workers,
                      decode=decode or "auto",
-                     stuck_steps=stuck_steps, tensorboard=tensorboard)
+                     stuck_steps=stuck_steps, tensorboard=tensorboard,
+                     epochs_given=epochs is not None)      # left out: a resumed run keeps its own length
     try:
         result = train_run(data, out, model_cfg, train_cfg, run, recipe=recipe, progress=reporter(),
                            classes_from_data=num_classes is None)     # --num-classes given: it must match
