@@ -282,7 +282,7 @@ def _recorded(previous: dict[str, Any], key: str) -> Any:
     it predates at the value it had then (config.recorded_settings), as resuming counts them."""
     value = previous.get(key)
     if key in ("model", "train") and isinstance(value, dict):
-        return recorded_settings(key, value, ModelConfig() if key == "model" else TrainConfig())
+        return recorded_settings(value, ModelConfig() if key == "model" else TrainConfig())
     return value
 
 

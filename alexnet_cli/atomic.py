@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import glob
 import os
 import re
 from contextlib import contextmanager
@@ -89,9 +90,9 @@ def remove_abandoned(folder: Path, target: str | None = None) -> None:
     """Delete the temporaries (`temporary_name`) in `folder` that killed runs left, of any
     file or of the file named `target` only; a live writer's are kept. A missing folder has
     none."""
-    pattern = ".*.tmp" if target is None else f".{target}.*.tmp"
+    pattern = ".*.tmp" if target is None else f".{glob.escape(target)}.*.tmp"
     for tmp in folder.glob(pattern):
-        if (target is not None or _TEMPORARY.fullmatch(tmp.name)) and abandoned(tmp):
+        if _TEMPORARY.fullmatch(tmp.name) and abandoned(tmp):
             tmp.unlink(missing_ok=True)
 
 

@@ -276,14 +276,15 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     unknown = set(data) - known
     if unknown:
         raise AlexnetError(f"checkpoint's model config has unknown fields: {', '.join(sorted(unknown))}")
-    return ModelConfig(**recorded_settings("model", data, ModelConfig()))
+    return ModelConfig(**recorded_settings(data, ModelConfig()))
 
 
-def recorded_settings(part: str, recorded: dict[str, Any], base: ModelConfig | TrainConfig) -> dict[str, Any]:
-    """The "model" or "train" settings (`part`) as a file recorded them, with every field of
-    `base`'s kind: one the file predates at the value it had then (LEGACY_MODEL_FIELDS,
-    LEGACY_TRAIN_FIELDS), else `base`'s. What resuming, `report` and `ablate` compare."""
-    legacy = LEGACY_MODEL_FIELDS if part == "model" else LEGACY_TRAIN_FIELDS
+def recorded_settings(recorded: dict[str, Any], base: ModelConfig | TrainConfig) -> dict[str, Any]:
+    """A file's "model" or "train" settings (`base`'s kind) as it recorded them, with every field:
+    one the file predates at the value it had then (LEGACY_MODEL_FIELDS, LEGACY_TRAIN_FIELDS),
+    else `base`'s (the defaults, or the recipe's: for the fields with no legacy value the two
+    agree). What resuming, `report` and `ablate` compare."""
+    legacy = LEGACY_MODEL_FIELDS if isinstance(base, ModelConfig) else LEGACY_TRAIN_FIELDS
     return {**to_dict(base), **legacy, **recorded}
 
 

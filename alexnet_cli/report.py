@@ -126,7 +126,7 @@ def changed_from_recipe(config: dict[str, Any]) -> dict[str, Any]:
         raise AlexnetError(f"config.json names the recipe {recipe!r}, unknown here ({', '.join(RECIPE_NAMES)})")
     changed = {}
     for part, base in (("model", resolve_model_config(recipe)), ("train", resolve_train_config(recipe))):
-        saved = recorded_settings(part, config[part], base)
+        saved = recorded_settings(config[part], base)
         changed.update((key, saved[key]) for key, value in to_dict(base).items()
                        if key not in NOT_CHANGES and saved[key] != value)
     return changed

@@ -177,7 +177,7 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any], *, ot
     saved = ckpt.get("config") or {}
     parts, said = [], []       # every differing setting at once, with the value the run has (text, mention)
     for part, kind in (("model", ModelConfig), ("train", TrainConfig)):
-        before = recorded_settings(part, saved.get(part, {}), kind())    # a field newer than the run: its value then
+        before = recorded_settings(saved.get(part, {}), kind())    # a field newer than the run: its value then
         if part == "train" and other_epochs and _longer_or_shorter(path, before, now["train"], ckpt["trainer"]):
             before["epochs"] = now["train"]["epochs"]
         diff = [_setting(k, before[k], v) for k, v in sorted(now[part].items()) if before[k] != v]

@@ -34,6 +34,10 @@ def main() -> None:
             sys.stderr.write(f"Error: {word} (the signal came while the command ran; it ran to its end)\n")
             sys.exit(code)
         raise
+    except KeyboardInterrupt as exc:  # a signal in the last moments, outside the command's own handling
+        word, code = stopped_by(exc)
+        sys.stderr.write(f"Error: {word}\n")
+        sys.exit(code)
 
 
 def stopped_by(stop: KeyboardInterrupt | None) -> tuple[str, int]:

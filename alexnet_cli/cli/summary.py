@@ -112,6 +112,9 @@ def _document(rows: list[LayerRow], recipe: str, changed: dict, checkpoint: Path
             "paper_stated": {"neurons": PAPER_STATED_NEURONS, "params": PAPER_STATED_PARAMS}}
 
 
+SHORT_KINDS = {"LocalResponseNorm": "LRN"}     # the table's; --json keeps the class name
+
+
 def _table(rows: list[LayerRow], title: str) -> Table:
     """The layer table; at 80 columns a long type or a "both columns" takes two lines."""
     from alexnet_cli.summary import PAPER_STATED_NEURONS, PAPER_STATED_PARAMS, paper_neurons
@@ -126,12 +129,12 @@ def _table(rows: list[LayerRow], title: str) -> Table:
                          ("params", "right")):
         table.add_column(col, justify=justify, overflow="fold", no_wrap=col not in ("type", "sees"))
     for r in rows:
-        table.add_row(r.name, r.kind, r.kernel or "", "" if r.stride is None else str(r.stride),
+        table.add_row(r.name, SHORT_KINDS.get(r.kind, r.kind), r.kernel or "", "" if r.stride is None else str(r.stride),
                       _padding_text(r.padding), r.inputs or "", "x".join(map(str, r.output_shape)),
                       f"{r.neurons:,}", f"{r.params:,}" if r.params else "")
     table.add_section()
     table.add_row("total", "", "", "", "", "", "", "", f"{total:,}")
-    table.add_row("paper", "as counted", "", "", "", "", "", f"{paper_neurons(rows):,}", f"{total:,}")
+    table.add_row("paper", "as counted", "", "", "", "", "", f"{paper_neurons(rows):,}", "")
     table.add_row("", "as stated", "", "", "", "", "", f"{PAPER_STATED_NEURONS:,}",
                   f"{PAPER_STATED_PARAMS // 1_000_000} million")
     return table
