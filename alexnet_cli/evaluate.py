@@ -77,27 +77,36 @@ class EvalResult:
     class_names: list[str] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
     split: str = "val"
+    members: list[TopKCounts] = field(default_factory=list)   # an ensemble's: each model on its own
 
     def to_json(self) -> dict[str, Any]:
+        alone = self.members or ([self.counts] if len(self.checkpoints) == 1 else [])   # one model: itself
         return {"top1_error": self.top1_error, "top5_error": self.top5_error, "n": self.n,
                 "crops": self.crops, "k": self.counts.k, "split": self.split,
-                "checkpoints": self.checkpoints, "models": len(self.checkpoints)}
+                "checkpoints": self.checkpoints, "models": len(self.checkpoints),
+                "members": [{"checkpoint": path, "top1_error": c.top1_error, "top5_error": c.top5_error}
+                            for path, c in zip(self.checkpoints, alone)]}
 
 
 @torch.no_grad()
 def average_softmax(members: Sequence[Member], images: torch.Tensor, *, crops: int = 1,
-                    bf16: bool = True) -> torch.Tensor:
+                    bf16: bool = True, each: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Softmax averaged over `crops` test crops and over the members: uint8 (B, 256, 256, 3)
-    -> float32 (B, C). Each member sees crops of its own mean-subtracted image."""
+    -> float32 (B, C). Each member sees crops of its own mean-subtracted image. `each`: gets
+    every member's own softmax (averaged over the crops), in order."""
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and images.is_cuda)
     total = None
     for m in members:
         rgb = m.mean_rgb if m.mean_crop == "channel" else None                 # (3,), computed once per member
+        own = None
         for x in test_crops(images, m.mean_image, crops, mean_crop=m.mean_crop, mean_rgb=rgb):  # (B, 3, 224, 224)
             with autocast:
                 logits = m.model(x)                                    # (B, C)
             p = logits.float().softmax(dim=1)
-            total = p if total is None else total.add_(p)
+            own = p if own is None else own.add_(p)
+        if each is not None:
+            each.append(own / crops)
+        total = own if total is None else total.add_(own)
     return total / (crops * len(members))
 
 
@@ -120,6 +129,7 @@ def evaluate_models(members: Sequence[Member], loader: ShardLoader, *, crops: in
     if num_classes is None and hasattr(members[0].model, "fc8"):
         num_classes = members[0].model.fc8.out_features
     meter = None if num_classes is None else TopKMeter(num_classes, device, k)
+    alone: list[TopKMeter] = []                # an ensemble's members each on its own (the paper's 1 CNN vs 5)
     bad = torch.zeros((), dtype=torch.int32, device=device)        # a NaN or infinite output seen
     kept: list[tuple[torch.Tensor, ...]] = []
     was_training = [m.model.training for m in members]
@@ -127,11 +137,16 @@ def evaluate_models(members: Sequence[Member], loader: ShardLoader, *, crops: in
     try:
         with progress.task(f"eval {crops}-crop", total=loader.num_images, unit="img") as task:
             for batch in loader.epoch(0):
-                probs = average_softmax(members, batch.images, crops=crops, bf16=bf16)  # (B, C)
+                each: list[torch.Tensor] | None = [] if len(members) > 1 else None
+                probs = average_softmax(members, batch.images, crops=crops, bf16=bf16, each=each)  # (B, C)
                 bad |= (~torch.isfinite(probs).all()).to(torch.int32)
                 if meter is None:
                     meter = TopKMeter(probs.shape[1], device, k)
                 meter.update(probs, batch.labels)
+                if each is not None:
+                    alone = alone or [TopKMeter(meter.num_classes, device, k) for _ in members]
+                    for own, p in zip(alone, each):
+                        own.update(p, batch.labels)
                 if keep_predictions:
                     top = probs.topk(meter.k, dim=1)
                     kept.append((batch.indices, batch.labels, top.indices, top.values))
@@ -141,8 +156,11 @@ def evaluate_models(members: Sequence[Member], loader: ShardLoader, *, crops: in
             m.model.train(training)
     if meter is None:
         raise DataError("the split holds no images to evaluate")
+    if len(members) > 1 and not alone:         # a rank with no batch joins the members' all-reduces too
+        alone = [TopKMeter(meter.num_classes, device, k) for _ in members]
     if getattr(loader, "world_size", 1) > 1:
-        meter.all_reduce()
+        for m in (meter, *alone):
+            m.all_reduce()
         dist.all_reduce(bad, op=dist.ReduceOp.MAX)
     if bad.item():                                                     # host sync
         raise NotFiniteError("the network's outputs are NaN or infinite on this split (its weights are finite "
@@ -152,7 +170,7 @@ def evaluate_models(members: Sequence[Member], loader: ShardLoader, *, crops: in
         raise DataError("the split holds no images to evaluate")
     predictions = _gather_predictions(kept, meter.k, getattr(loader, "world_size", 1)) if keep_predictions else None
     return EvalResult(top1_error=counts.top1_error, top5_error=counts.top5_error, n=counts.total,
-                      crops=crops, counts=counts, predictions=predictions)
+                      crops=crops, counts=counts, predictions=predictions, members=[m.result() for m in alone])
 
 
 def evaluate_model(model: nn.Module, loader: ShardLoader, mean_image: torch.Tensor, *, crops: int = 1,

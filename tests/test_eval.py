@@ -142,6 +142,9 @@ def test_ensemble_vote_beats_each_member_on_a_hand_built_case():
     assert result.predictions.top[:, 0].tolist() == [1, 0]
     np.testing.assert_allclose(result.predictions.probs[:, 0], avg.max(1).values.numpy(), rtol=1e-6)
     assert result.top1_error == 1.0
+    # each member alone: A right on image 0 only, B on image 1 only (the paper's 1 CNN beside 5)
+    assert [(c.top1_error, c.total) for c in result.members] == [(0.5, 2), (0.5, 2)]
+    assert evaluate_models([Member(a, zero)], loader).members == []        # one model: no members to list
 
 
 def test_evaluate_restores_training_mode(stub_data):
@@ -288,6 +291,12 @@ def test_cli_json_ensemble_and_files(tiny_data, ckpts, tmp_path):
     assert {"top1_error", "top5_error", "n", "crops"} <= set(data)
     assert isinstance(data["top1_error"], float) and isinstance(data["n"], int) and data["crops"] == 1
     assert 0.0 <= data["top1_error"] <= 1.0 and data["models"] == 2
+    assert [m["checkpoint"] for m in data["members"]] == [str(ckpts[0]), str(ckpts[1])]
+    for member, ckpt in zip(data["members"], ckpts):        # each as `eval` of it alone says
+        alone = json.loads(runner.invoke(app, ["eval", str(ckpt), str(tiny_data), "--json", "--device", "cpu"]).stdout)
+        assert (member["top1_error"], member["top5_error"]) == (alone["top1_error"], alone["top5_error"])
+        assert alone["members"] == [{"checkpoint": str(ckpt), "top1_error": alone["top1_error"],
+                                     "top5_error": alone["top5_error"]}]
     manifest = read_manifest(tiny_data)
     assert data["n"] == manifest.split("val").count
     with open(per_class) as f:
@@ -400,7 +409,7 @@ def test_the_table_sets_only_like_results_beside_the_papers(split, models, crops
     console = Console(width=200, record=True)
     console.print(_table(result))
     text = console.export_text()
-    assert "this run" in text and "50.00%" in text
+    assert ("this run" if models == 1 else "the ensemble") in text and "50.00%" in text
     assert [name for name, *_ in REFERENCES if name in text] == shown
     assert text.count("paper:") + text.count("torchvision:") == len(shown)
     assert (note is None and "no paper figure" not in text) or (note is not None and note in text)

@@ -103,8 +103,11 @@ def _table(result: EvalResult) -> Table:
     table.add_column("top-5 error", justify="right")
     table.add_column("images", justify="right")
     trivial = " (trivial)" if top5_is_trivial(classes) else ""     # the caption says why
-    table.add_row("this run", f"{100 * result.top1_error:.2f}%", f"{100 * result.top5_error:.2f}%{trivial}",
-                  f"{result.n:,}", style="bold")
+    table.add_row("this run" if models == 1 else "the ensemble", f"{100 * result.top1_error:.2f}%",
+                  f"{100 * result.top5_error:.2f}%{trivial}", f"{result.n:,}", style="bold")
+    for path, counts in zip(result.checkpoints, result.members):       # each model of the ensemble alone
+        table.add_row(f"  {path}", f"{100 * counts.top1_error:.2f}%", f"{100 * counts.top5_error:.2f}%{trivial}",
+                      f"{counts.total:,}")
     rows, note = reference_rows(result.split, models, result.crops)
     notes = [top5_note(classes)] if top5_is_trivial(classes) else []
     if rows:
