@@ -269,14 +269,14 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: str | 
     """What `alexnet neighbors` does: for each query image, its k nearest images of `split`;
     with `codes`, by Hamming distance of the binary codes of `alexnet codes` (and, with
     `rerank`, the `rerank` nearest of those re-ranked by exact Euclidean distance; `bits`: which
-    codes, 256 unless given). One query may be given as a path."""
+    codes, the largest made unless given). One query may be given as a path."""
     queries = path_list(queries)
     bits = _check_search(queries, k, codes, bits, rerank, memory_mb)
     data_dir = Path(data_dir)
     images = load_images(queries, "no query was searched")   # unreadable queries fail before any work
     encoder = load_encoder(checkpoint, data_dir, device, progress)
     if codes:                                            # before the features, which can take hours
-        _check_codes_exist(checkpoint, data_dir, split, features, encoder, bits)
+        bits = _codes_bits(checkpoint, data_dir, split, features, encoder, bits)
     q = encode_queries(encoder, images)                      # before the features, which can take hours
     try:
         check_queries(q)
@@ -299,7 +299,7 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: str | 
 
 def _check_search(queries: Sequence[str | Path], k: int, codes: bool, bits: int | None, rerank: int | None,
                   memory_mb: float) -> int:
-    """find_neighbors' options checked before any work; the codes' bits (256 unless given)."""
+    """find_neighbors' options checked before any work; the codes' bits (None: the largest made)."""
     if k < 1:
         raise UsageError(f"k must be at least 1, got {k}", field="k", value=k)
     if not queries:
@@ -310,8 +310,7 @@ def _check_search(queries: Sequence[str | Path], k: int, codes: bool, bits: int 
     if bits is not None and not codes:
         raise UsageError("bits chooses the codes of the Hamming search: give `codes` too", field="bits", value=bits,
                          mentions=("codes",))
-    bits = BITS[-1] if bits is None else bits
-    if codes:
+    if codes and bits is not None:
         check_bits(bits)
     if rerank is not None and rerank < k:
         raise UsageError(f"rerank must be at least `k` ({k}), got {rerank}", field="rerank", value=rerank,
@@ -321,11 +320,13 @@ def _check_search(queries: Sequence[str | Path], k: int, codes: bool, bits: int 
     return bits
 
 
-def _check_codes_exist(checkpoint: str | Path, data_dir: Path, split: str, features: str | Path | None,
-                       encoder: Encoder, bits: int) -> None:
-    """The `bits`-bit codes of the split's features must exist: else what makes them, and the
-    other sizes there are."""
+def _codes_bits(checkpoint: str | Path, data_dir: Path, split: str, features: str | Path | None,
+                encoder: Encoder, bits: int | None) -> int:
+    """The codes the search uses: `bits`, or the largest there are of the split's features (256
+    when there are none); they must exist: else what makes them, and the other sizes there are."""
     base = features if features is not None else cache_path(data_dir, split, encoder.key)
+    if bits is None:
+        bits = next((b for b in reversed(BITS) if codes_path(base, b).exists()), BITS[-1])
     wanted = codes_path(base, bits)
     if not wanted.exists():
         there = [b for b in BITS if b != bits and codes_path(base, b).exists()]
@@ -334,6 +335,7 @@ def _check_codes_exist(checkpoint: str | Path, data_dir: Path, split: str, featu
                         f"{shell_word(checkpoint)} {shell_word(data_dir)} --split {shell_word(split)} --bits {bits}"
                         f"{'' if features is None else f' --features {shell_word(features)}'}`{other}",
                         mentions=("bits",) if there else ())
+    return bits
 
 
 def _results(queries: Sequence[str | Path], path: Path, dist: np.ndarray, index: np.ndarray, kind: str,

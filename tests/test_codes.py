@@ -258,9 +258,11 @@ def test_cli_codes_then_neighbors_by_codes(data, checkpoint, tmp_path):
     first = answer["neighbors"][0]
     assert first["distance"] == 0 and first["distance"] == int(first["distance"])
     assert 5 in [n["index"] for n in answer["neighbors"] if n["distance"] == 0]    # its own code, at 0
-    default = runner.invoke(app, [a for a in ask if a not in ("--bits", "64")])     # 256 bits: none made
-    assert default.exit_code == 1 and "no 256-bit codes" in default.stderr, default.output
-    assert default.stderr.rstrip().endswith("or use the codes there are (--bits 64)"), default.stderr
+    default = runner.invoke(app, [a for a in ask if a not in ("--bits", "64")])     # the largest made: 64
+    assert default.exit_code == 0 and json.loads(default.stdout) == [answer], default.output
+    wanted = runner.invoke(app, [*ask[:-2], "256", "--json"])                       # 256 asked: none made
+    assert wanted.exit_code == 1 and "no 256-bit codes" in wanted.stderr, wanted.output
+    assert wanted.stderr.rstrip().endswith("or use the codes there are (--bits 64)"), wanted.stderr
 
     exact = runner.invoke(app, ask[:-4] + ["--json"])
     reranked = runner.invoke(app, ask + ["--rerank", "16"])             # N covers the split: the exact answer

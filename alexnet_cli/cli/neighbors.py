@@ -44,7 +44,7 @@ def neighbors(
     decode: CheckpointDecodeOpt = None,
     codes: Annotated[bool, typer.Option("--codes", help="Rank by Hamming distance of the binary codes of `alexnet codes` (fast, approximate).")] = False,
     bits: Annotated[Optional[int], typer.Option("--bits", show_default=False,
-                                                help="Which codes (with --codes): 64, 128 or 256 bits; 256 when not given.")] = None,
+                                                help="Which codes (with --codes): 64, 128 or 256 bits; not given: the largest made (256 when none are).")] = None,
     rerank: Annotated[Optional[int], typer.Option("--rerank", min=1, metavar="N", help="With --codes: re-rank the N nearest codes by exact Euclidean distance.")] = None,
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
