@@ -32,7 +32,7 @@ def ablate_cmd(
     data: DataArg,
     out: Annotated[Path, typer.Option("--out", help=f"Folder of the runs: one run folder per variant ({FULL}, no-lrn, "
                                       "...), ablations.json, ablations.md, curves.png.", rich_help_panel=_ABL)],
-    variants: Annotated[Optional[str], typer.Option("--variants", help=f"Comma-separated, among {','.join(VARIANTS)} "
+    variants: Annotated[Optional[str], typer.Option("--variants", help=f"Comma-separated, among {', '.join(VARIANTS)} "
                                                     "(default: all). The full network always runs.",
                                                     rich_help_panel=_ABL)] = None,
     crops: CropsOpt = 10,
