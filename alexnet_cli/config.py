@@ -21,7 +21,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from alexnet_cli.errors import AlexnetError, UsageError
 
@@ -217,9 +217,20 @@ def resolve_model_config(recipe: str = "paper", **overrides: Any) -> ModelConfig
 
 def changed_settings(config: ModelConfig, recipe: str) -> dict[str, Any]:
     """The fields of `config` that differ from `recipe`'s network (the ablations asked for)."""
-    base = resolve_model_config(recipe)
-    return {f.name: getattr(config, f.name) for f in fields(ModelConfig)
-            if getattr(config, f.name) != getattr(base, f.name)}
+    return settings_changed(recipe, to_dict(config))
+
+
+def settings_changed(recipe: str, model: dict[str, Any], train: dict[str, Any] | None = None, *,
+                     leave: Collection[str] = ()) -> dict[str, Any]:
+    """The model (and training) settings that differ from `recipe`'s, in field order, as plain
+    data (a run's config.json, a checkpoint's): a field they predate counts at the value it had
+    then (recorded_settings). `leave`: fields not counted (those a caller says otherwise)."""
+    changed = {}
+    for values, base in ((model, resolve_model_config(recipe)), (train, resolve_train_config(recipe))):
+        if values is not None:
+            saved = recorded_settings(values, base)
+            changed.update((k, saved[k]) for k, v in to_dict(base).items() if k not in leave and saved[k] != v)
+    return changed
 
 
 # The fields a recipe sets (those whose value tells which recipe a config was resolved from).

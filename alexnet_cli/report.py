@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from alexnet_cli.atomic import write_atomic
-from alexnet_cli.config import (RECIPE_NAMES, ModelConfig, recorded_settings, resolve_model_config,
-                                resolve_train_config, to_dict)
+from alexnet_cli.config import RECIPE_NAMES, ModelConfig, settings_changed
 from alexnet_cli.errors import AlexnetError, DataError, UsageError, shell_word
 from alexnet_cli.figures import check_picture_path
 from alexnet_cli.paths import check_output, path_list
@@ -124,12 +123,7 @@ def changed_from_recipe(config: dict[str, Any]) -> dict[str, Any]:
     recipe = config["recipe"]
     if recipe not in RECIPE_NAMES:
         raise AlexnetError(f"config.json names the recipe {recipe!r}, unknown here ({', '.join(RECIPE_NAMES)})")
-    changed = {}
-    for part, base in (("model", resolve_model_config(recipe)), ("train", resolve_train_config(recipe))):
-        saved = recorded_settings(config[part], base)
-        changed.update((key, saved[key]) for key, value in to_dict(base).items()
-                       if key not in NOT_CHANGES and saved[key] != value)
-    return changed
+    return settings_changed(recipe, config["model"], config["train"], leave=NOT_CHANGES)
 
 
 def read_run(run_dir: str | Path, name: str | None = None, *, now: float | None = None) -> RunReport:

@@ -32,8 +32,7 @@ from alexnet_cli import __version__
 from alexnet_cli.atomic import remove_abandoned
 from alexnet_cli.augment import TrainAugment
 from alexnet_cli.checkpoint import all_finite, load_checkpoint
-from alexnet_cli.config import (ModelConfig, TrainConfig, check_choice, check_seed, recipe_of, resolve_model_config,
-                                resolve_train_config, to_dict)
+from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, check_seed, recipe_of, settings_changed, to_dict
 from alexnet_cli.distributed import launched_by_torchrun, shutdown
 from alexnet_cli.errors import AlexnetError, DataError, Interrupted, TrainingDiverged, UsageError
 from alexnet_cli.evaluate import evaluate_model
@@ -528,11 +527,7 @@ SAID = ("num_classes", "epochs", "batch_size", "lr", "lr_schedule")   # the bann
 def _changes(recipe: str, model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, Any]:
     """The model and training settings that differ from `recipe`'s, but for those the banner
     gives anyway (classes, length, batch, rate and schedule)."""
-    changed = {}
-    for cfg, base in ((model_cfg, resolve_model_config(recipe)), (train_cfg, resolve_train_config(recipe))):
-        changed.update((k, v) for k, v in to_dict(cfg).items()
-                       if k not in SAID and v != getattr(base, k))
-    return changed
+    return settings_changed(recipe, to_dict(model_cfg), to_dict(train_cfg), leave=SAID)
 
 
 def fit_classes(cfg: ModelConfig, n_data: int, *, from_data: bool = True) -> ModelConfig:
