@@ -62,7 +62,7 @@ def test_help_version_and_every_commands_help_import_no_torch():
         assert code == 0, (invocation, output)
     assert got["codes"]["--version"][1] == f"alexnet {__version__}\n"
     assert "[default: 6]" in got["codes"]["neighbors --help"][1]           # defaults from torch-free modules
-    assert "no-lrn,pool2" in got["codes"]["ablate --help"][1] and "64, 128, 256" in got["codes"]["codes --help"][1]
+    assert "no-lrn, pool2" in got["codes"]["ablate --help"][1] and "64, 128, 256" in got["codes"]["codes --help"][1]
     assert got["seen"] == {name: [] for name in got["seen"]}, got["seen"]
 
 
