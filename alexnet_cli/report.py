@@ -2,8 +2,9 @@
 (config.json and metrics.jsonl, runlog.py), and their learning curves as one picture.
 
 One `RunReport` per run folder: the recipe and the settings that differ from it, epochs done,
-the split it validated on (none: it watched its training error), the best and last validation errors, the epochs after which the learning rate was divided,
-the median throughput, the training time and the run's state. `plot_runs` draws the training
+the split it validated on (none: it watched its training error), the best and last validation
+errors, the epochs after which the learning rate was divided, the median throughput, the
+training time and the run's state. `plot_runs` draws the training
 loss against steps and the training and validation top-1 error against epochs, every run
 overlaid, with matplotlib's Agg renderer (no screen needed).
 

@@ -28,10 +28,8 @@ def report_cmd(
 ) -> None:
     """The runs side by side: settings, epochs, best and last validation error, rate drops,
     speed, time and state; --out draws their learning curves."""
-    from alexnet_cli.paths import check_output
     from alexnet_cli.report import report
-    check_writable(out, "--out")
-    check_output(out, "out")                      # a run's own files (its log, config, checkpoints)
+    check_writable(out, "--out")                  # report() refuses a run's own files (paths.check_output)
     reports = report(runs, out)
     if json_out:
         print_json([r.to_json() for r in reports])
