@@ -22,10 +22,9 @@ if TYPE_CHECKING:
     from alexnet_cli.model import AlexNet
     from alexnet_cli.summary import LayerRow
 
-# The parameters that set the network: a checkpoint's own settings leave no room for them.
-NETWORK_PARAMS = ("recipe", "num_classes", "lrn", "pool", "activation", "dropout", "dropout_style", "columns",
-                  "lrn_alpha_over_n", "conv1_order", "within_map_norm", "conv1_padding", "init_std_conv345",
-                  "bias_init")
+# The parameters that do not set the network: every other one does, and a checkpoint's own
+# settings leave no room for it.
+NOT_NETWORK_PARAMS = ("checkpoint", "json_out")
 
 
 def _checkpoint_argument(value: Path | None) -> Path | None:
@@ -81,7 +80,7 @@ def _checkpoint_network(ctx: typer.Context, path: Path) -> tuple[AlexNet, str]:
     """The network `path` holds and the recipe it names (a bare state_dict: the paper's); a usage
     error if a network option was given too."""
     given = [_flag(param, ctx.params.get(param.name)) for param in ctx.command.params
-             if param.name in NETWORK_PARAMS and ctx.get_parameter_source(param.name).name != "DEFAULT"]
+             if param.name not in NOT_NETWORK_PARAMS and ctx.get_parameter_source(param.name).name != "DEFAULT"]
     if given:
         raise UsageError(f"{', '.join(given)} cannot be combined with CHECKPOINT: summary shows the network "
                          "the checkpoint holds, with its own settings")
