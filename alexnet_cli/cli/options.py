@@ -17,13 +17,17 @@ from alexnet_cli.cli.common import seed_option
 from alexnet_cli.cli.flags import FLAGS
 from alexnet_cli.config import RECIPE_NAMES, ModelConfig, resolve_model_config, resolve_train_config
 
+# Each recipe's resolved settings, once: the defaults the options below show
+_RECIPE_CONFIGS = {r: (resolve_model_config(r), resolve_train_config(r)) for r in RECIPE_NAMES}
+_MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
+
+
 def _recipe_option(decls: str, **kwargs):
     """A network or recipe option, its default shown as each recipe's value ("paper 3, code 2",
     or one value when both agree): the option's own default is None, "the recipe's"."""
     field = next(f for f, flag in FLAGS.items() if flag == decls.split("/")[0])
-    model_fields = {f.name for f in fields(ModelConfig)}
-    resolve = resolve_model_config if field in model_fields else resolve_train_config
-    values = [getattr(resolve(recipe), field) for recipe in RECIPE_NAMES]
+    part = 0 if field in _MODEL_FIELDS else 1
+    values = [getattr(_RECIPE_CONFIGS[recipe][part], field) for recipe in RECIPE_NAMES]
     shown = ["on" if v is True else "off" if v is False else f"{v:g}" if isinstance(v, float) else str(v)
              for v in values]
     text = shown[0] if len(set(shown)) == 1 else ", ".join(f"{r} {v}" for r, v in zip(RECIPE_NAMES, shown))
