@@ -176,13 +176,19 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any], *, ot
                               "and predict), so it cannot be resumed: start a new `out`", mentions=("out",))
     saved = ckpt.get("config") or {}
     parts, said = [], []       # every differing setting at once, with the value the run has (text, mention)
+    too_short = None
     for part, kind in (("model", ModelConfig), ("train", TrainConfig)):
         before = recorded_settings(saved.get(part, {}), kind())    # a field newer than the run: its value then
-        if part == "train" and other_epochs and _longer_or_shorter(path, before, now["train"], ckpt["trainer"]):
-            before["epochs"] = now["train"]["epochs"]
-        diff = [_setting(k, before[k], v) for k, v in sorted(now[part].items()) if before[k] != v]
+        if part == "train" and other_epochs:
+            too_short = _too_short(before, now["train"], ckpt["trainer"])
+            if too_short is None and _plateau_length(before, now["train"]):
+                before["epochs"] = now["train"]["epochs"]
+        diff = [_setting(k, before[k], v) if k != "epochs" or too_short is None else (too_short, "epochs")
+                for k, v in sorted(now[part].items()) if before[k] != v]
         parts += [part] if diff else []
         said += diff
+    if too_short is not None and len(said) == 1:
+        raise AlexnetError(f"{path} {too_short}", mentions=("epochs",))
     if said:
         raise AlexnetError(f"{path} was trained with other {' and '.join(parts)} settings "
                            f"({'; '.join(t for t, _ in said)}); resume with the same arguments, or start a new `out`",
@@ -202,19 +208,21 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any], *, ot
                                "arguments, or start a new `out`", mentions=mentions)
 
 
-def _longer_or_shorter(path: Path, before: dict[str, Any], now: dict[str, Any], trainer: dict[str, Any]) -> bool:
+def _plateau_length(before: dict[str, Any], now: dict[str, Any]) -> bool:
     """Whether the run may go on to another `epochs`: under the plateau schedule `epochs` only
     says where the run stops (a finished run trains on, exactly as one given the new `epochs` from
-    the start), as long as that is not behind where it stands. The code's schedules place their
-    drops by `epochs`: another value is another run."""
-    if before["epochs"] == now["epochs"] or not before["lr_schedule"] == now["lr_schedule"] == "plateau":
-        return False
+    the start). The code's schedules place their drops by `epochs`: another value is another run."""
+    return before["epochs"] != now["epochs"] and before["lr_schedule"] == now["lr_schedule"] == "plateau"
+
+
+def _too_short(before: dict[str, Any], now: dict[str, Any], trainer: dict[str, Any]) -> str | None:
+    """Why a plateau run cannot take `now`'s `epochs`: one behind where the run stands would have
+    ended it before (None when it can, or when `epochs` is not a plateau run's length)."""
     pos = Position(int(trainer.get("epoch", 0)), int(trainer.get("batch", 0)))
     begun = pos.epoch + (1 if pos.batch else 0)
-    if now["epochs"] < begun:
-        raise AlexnetError(f"{path} stands {pos.where()}: `epochs` {now['epochs']} would have ended it before; "
-                           f"give {begun} or more to continue it", mentions=("epochs",))
-    return True
+    if not _plateau_length(before, now) or now["epochs"] >= begun:
+        return None
+    return f"stands {pos.where()}: `epochs` {now['epochs']} would have ended it before; give {begun} or more to continue it"
 
 
 def as_given(name: str, value: Any) -> tuple[str, str]:

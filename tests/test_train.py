@@ -1038,6 +1038,25 @@ def test_another_length_is_a_resume_only_under_the_plateau_schedule_and_when_ask
             check_resumable(tmp_path / "last.pt", ckpt, config, other_epochs=given)
 
 
+
+def test_a_resume_too_short_is_said_with_every_other_difference(tmp_path):
+    """`epochs` behind where a plateau run stands is one of the differences, not the first one
+    said: fixing it should not reveal a second."""
+    from alexnet_cli.errors import AlexnetError
+    from alexnet_cli.train_state import check_resumable
+
+    model = dataclasses.asdict(resolve_model_config("paper"))
+    run, now = resolve_train_config("paper", epochs=10), resolve_train_config("paper", epochs=5, momentum=0.8)
+    ckpt = {"optimizer": {}, "trainer": {"epoch": 7, "batch": 3},
+            "config": {"model": model, "train": dataclasses.asdict(run)}}
+    config = {"model": model, "train": dataclasses.asdict(now), "run": {"seed": 0, "decode": "none",
+              "val_split": "val"}, "world_size": 1}
+    with pytest.raises(AlexnetError) as refused:
+        check_resumable(tmp_path / "last.pt", ckpt, config)
+    said = str(refused.value)
+    assert "`epochs` 5 would have ended it before; give 8 or more" in said and "`momentum` 0.9, not 0.8" in said, said
+    assert {"epochs", "momentum"} <= set(refused.value.mentions), refused.value.mentions
+
 def test_the_run_says_what_it_trains_before_the_first_step(step_run):
     """One line on stderr before training: the recipe and what differs from it, as the flags
     that give it; the length, batch, schedule; where; the data."""
