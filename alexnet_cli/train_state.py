@@ -183,7 +183,7 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any], *, ot
             too_short = _too_short(before, now["train"], ckpt["trainer"])
             if too_short is None and _plateau_length(before, now["train"]):
                 before["epochs"] = now["train"]["epochs"]
-        diff = [_setting(k, before[k], v) if k != "epochs" or too_short is None else (too_short, "epochs")
+        diff = [_setting(k, before[k], v) if k != "epochs" or too_short is None else (f"it {too_short}", "epochs")
                 for k, v in sorted(now[part].items()) if before[k] != v]
         parts += [part] if diff else []
         said += diff
