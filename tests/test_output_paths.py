@@ -97,6 +97,14 @@ def test_eval_ensemble_and_a_run_file_are_refused(place):
              "`alexnet train` wrote: choose another file")
 
 
+def test_eval_per_class_and_predictions_in_one_file_are_refused(place):
+    """The second write would replace the first: one of the two outputs asked for would be lost."""
+    last, both = place / "run" / "checkpoints" / "last.pt", place / "both.csv"
+    both.write_text("kept\n")
+    _refused(["eval", last, place / "data", "--per-class", both, "--predictions", place / "." / "both.csv"], both,
+             f"--predictions {place / 'both.csv'} is also --per-class: the second would replace the first; "
+             "choose two files")
+
 def test_kernels_out_through_a_link_to_its_checkpoint_is_refused(place):
     last = place / "run" / "checkpoints" / "last.pt"
     link = place / "kernels-link.png"

@@ -72,12 +72,16 @@ def eval_cmd(
 ) -> None:
     """Top-1 and top-5 error of CHECKPOINT(s) on DATA: one model or an ensemble (softmax averaged)."""
     from alexnet_cli.evaluate import evaluate, write_per_class, write_predictions
+    from alexnet_cli.errors import UsageError
     from alexnet_cli.paths import check_output
     check_writable(per_class, "--per-class")
     check_writable(predictions, "--predictions")
     reads = [("the checkpoint" if len(checkpoints) == 1 else "a checkpoint", checkpoints)]
     check_output(per_class, "per_class", reads)          # never an input, a data folder's or a run's file
     check_output(predictions, "predictions", reads)
+    if per_class is not None and predictions is not None and per_class.resolve() == predictions.resolve():
+        raise UsageError(f"predictions {predictions} is also `per_class`: the second would replace the first; "
+                         "choose two files", field="predictions", value=predictions, mentions=("per_class",))
     result = evaluate(checkpoints, data, split=split, crops=crops, batch_size=batch_size, device=device,
                       bf16=bf16, keep_predictions=predictions is not None, workers=workers, decode=decode,
                       progress=reporter())
