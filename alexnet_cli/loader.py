@@ -46,6 +46,7 @@ import torch
 
 from alexnet_cli.errors import DataError, UsageError
 from alexnet_cli.jpeg import decode_jpeg, decode_jpegs_on, resolve_decode
+from alexnet_cli.machine import usable_cores
 from alexnet_cli.shards import (IMAGE_BYTES, IMAGE_SHAPE, Manifest, SplitIndex, check_shard_file, jpeg_index,
                                 open_shard, raw_chunks, read_images, read_labels, read_manifest, verify_shards)
 
@@ -64,7 +65,7 @@ def default_workers(fmt: str = "raw") -> int:
     """Reader threads, leaving cores to the trainer: raw shards are I/O (8 threads read about
     34,000 images/s on an H100 host); jpeg shards are CPU-bound decoding (about 4,000-5,000
     images/s per core), so they get every core but two (the trainer's and the producer's)."""
-    cores = os.cpu_count() or 2
+    cores = usable_cores()
     return max(1, min(8, cores - 1)) if fmt == "raw" else max(1, min(32, cores - 2))
 
 

@@ -41,6 +41,7 @@ from alexnet_cli.jpeg import decode_jpeg, encode_jpeg
 from alexnet_cli.layouts import LabelFiles, Layout, find_layout, image_folders
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.locks import CommandLock, missing_ancestor
+from alexnet_cli.machine import usable_cores
 from alexnet_cli.shards import (LAYOUT_VERSIONS, MAX_BLOCK_SIZE, MAX_CLASSES, MAX_SHARD_SIZE, NewerFormat, OlderFormat,
                                 FORMATS, IMAGE_SHAPE, MANIFEST, MEAN_IMAGE, Manifest, ShardInfo, ShardWriter,
                                 SplitInfo, file_sha256, read_manifest, read_mean_image, shard_name, write_manifest)
@@ -201,7 +202,7 @@ def _prepare(src: Path, out: Path, options: PrepOptions, progress: Reporter, ver
                         "(is SRC the right folder?)")
     shards = plan(layout, options)
     digest = _plan_digest(shards, layout)
-    workers = options.workers or os.cpu_count() or 1
+    workers = options.workers or usable_cores()
     done, hashes = _existing_output(out, digest, verify, progress, layout, options)
     if done is not None:                  # complete: every shard is kept as it is (reused)
         return PrepResult(done, True, 0, len(shards), sum(s.count for s in done.splits.values()),

@@ -141,7 +141,7 @@ def _checked_crops(value: int) -> int:
 # Options that several subcommands share, defined once.
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Shard reader threads (default: up to "
-                                                    "8 for raw shards, all cores but two for jpeg).")]
+                                                    "8 for raw shards, for jpeg all the cores this process may use but two).")]
 CropsOpt = Annotated[int, typer.Option("--crops", callback=_checked_crops,
                                        help="1: the centre crop; 10: four corners, centre and their mirrors, "
                                             "softmax averaged (paper 5.1).")]

@@ -36,7 +36,7 @@ def prep(
     out: Annotated[Path, typer.Argument(file_okay=False, metavar="OUT", help="Output data folder: new, empty, or an earlier prep's (continued); a folder of other files is refused.")],
     format: Annotated[str, typer.Option("--format", metavar="raw|jpeg", help="raw: uint8 pixels (fastest to read); jpeg: re-encoded JPEGs (~10x smaller).")] = "raw",
     jpeg_quality: Annotated[int, typer.Option("--jpeg-quality", help="JPEG quality for --format jpeg.")] = 90,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding processes (default: all cores).")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding processes (default: one per core this process may use).")] = None,
     shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard file (1..4096; a shard is built in memory).")] = 1024,
     block_size: Annotated[int, typer.Option("--block-size", help="Images per HDF5 chunk (the loader's read unit; 1..256).")] = 32,
     limit_per_class: Annotated[Optional[int], typer.Option("--limit-per-class", help="Only the first N files of each class (a subset).")] = None,
