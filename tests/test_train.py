@@ -1088,6 +1088,8 @@ def test_plateau_best_drops_the_same_when_a_run_is_taken_on(one_step_data, tmp_p
     for more in (["--epochs", "4"], ["--epochs", "7", "--resume"]):
         result = runner.invoke(app, [*args, *more])
         assert result.exit_code == 0, result.output
+        changes = "--plateau-best since-drop, --no-pca-aug" if best == "since-drop" else "--no-pca-aug"
+        assert result.stderr.startswith(f"train: paper recipe with {changes}; "), result.stderr     # the banner
     epochs = [r for r in read_metrics(out) if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs if r["lr_dropped"]] == drops
     assert [r["val_top1_error"] for r in epochs] == [0.5, 0.6, 0.6, 0.55, 0.52, 0.51, 0.505]
