@@ -47,6 +47,11 @@ LEGACY_TRAIN_FIELDS: dict[str, Any] = {"crop_offsets": 33}
 # (randint(0, 2 * border + 1)) and reaches the test-time corner crops at 32 (256 - 224).
 CROP_OFFSETS = (32, 33)
 
+# What a plateau epoch must beat to count as an improvement (paper 6: "stopped improving with the
+# current learning rate", schedule.py): "run", the best validation error of the whole run so far;
+# "since-drop", the best since the last drop (the epochs at the current rate).
+PLATEAU_BESTS = ("run", "since-drop")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -106,6 +111,7 @@ class TrainConfig:
     weight_decay: float = 5e-4        # 6: weight decay 0.0005
     lr_schedule: str = "plateau"      # 6: divide by 10 when validation error stops improving; "code": fixed drops
     plateau_patience: int = 2         # epochs without a better validation top-1 before a drop (paper: unstated)
+    plateau_best: str = "run"         # improving: on the run's best; "since-drop": on the best at the current rate
     code_epoch_base: int = 0          # code schedules: the notes' "epoch 25" is 0-based (26th epoch) or 1-based (25th)
     max_lr_drops: int = 3             # 6: "reduced three times prior to termination"
     bias_lr_mult: float = 1.0         # code: biases learn at 2x the weights' initial rate
@@ -120,6 +126,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_field_types(self)
         check_choice("lr_schedule", self.lr_schedule, ("plateau", "code", "code2010"))
+        check_choice("plateau_best", self.plateau_best, PLATEAU_BESTS)
         check_choice("pca_scale", self.pca_scale, PCA_SCALES)
         check_choice("mean_crop", self.mean_crop, MEAN_CROPS)
         check_choice("code_epoch_base", self.code_epoch_base, (0, 1))

@@ -3,7 +3,12 @@
 Paper section 6: "divide the learning rate by 10 when the validation error rate stopped
 improving with the current learning rate ... reduced three times prior to termination".
 The paper does not say how long "stopped improving" is: `plateau_patience` epochs without a
-new best validation top-1 error (default 2; docs/training.md).
+new best validation top-1 error (default 2; docs/training.md). Nor which best "with the current
+learning rate" means: `plateau_best` "run" (default) counts an epoch as improving when it beats
+the best of the whole run so far; "since-drop" when it beats the best since the last drop (the
+best is forgotten at each drop, so the first epoch at a new rate always improves). They differ
+when the error after a drop stays above the run's best: "run" drops again every
+`plateau_patience` epochs until it is beaten (tests/test_schedule.py has an example).
 
 The code (layers/layer-params-145.cfg, the notes at its end; the ILSVRC-2012 run): weights
 0.01, 0.001 from epoch 25, 1e-4 from 51; conv1 1e-5 and colour noise off from 67; conv1 frozen
@@ -36,7 +41,7 @@ class Rates:
 
 @dataclass
 class PlateauState:
-    best: float = float("inf")
+    best: float = float("inf")          # the error an epoch must beat (plateau_best: since when)
     bad_epochs: int = 0
     drops: int = 0
     history: list[dict] = field(default_factory=list)   # one entry per drop: epoch, new scale
@@ -85,6 +90,8 @@ class Schedule:
         if s.bad_epochs >= self.cfg.plateau_patience and s.drops < self.cfg.max_lr_drops:
             s.drops += 1
             s.bad_epochs = 0
+            if self.cfg.plateau_best == "since-drop":
+                s.best = float("inf")        # the epochs at the new rate start their own best
             s.history.append({"epoch": epoch, "scale": 0.1 ** s.drops})
             return True
         return False

@@ -28,6 +28,7 @@ def test_paper_train_defaults():
     assert t == TrainConfig()
     assert (t.batch_size, t.lr, t.momentum, t.weight_decay, t.epochs) == (128, 0.01, 0.9, 5e-4, 90)
     assert (t.lr_schedule, t.max_lr_drops, t.plateau_patience, t.code_epoch_base) == ("plateau", 3, 2, 0)
+    assert t.plateau_best == "run" == resolve_train_config("code").plateau_best
     assert (t.pca_aug, t.pca_std, t.pca_scale) == (True, 0.1, "paper")
     assert (t.aug_chunk, t.mean_crop, t.bias_lr_mult, t.bias_weight_decay) == (1, "crop", 1.0, True)
 
@@ -80,6 +81,7 @@ def test_bad_model_values_raise(overrides):
 @pytest.mark.parametrize("overrides", [
     {"lr": 0.0}, {"lr": -1.0}, {"epochs": 0}, {"batch_size": 0}, {"aug_chunk": 0},
     {"lr_schedule": "cosine"}, {"pca_scale": "raw"}, {"mean_crop": "corner"}, {"learning_rate": 0.1},
+    {"plateau_best": "since_drop"}, {"plateau_best": "epoch"},
 ])
 def test_bad_train_values_raise(overrides):
     with pytest.raises(AlexnetError):
@@ -239,3 +241,33 @@ def test_data_search_and_running_errors_name_their_field_and_the_cli_its_flag(tm
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and result.stderr.strip() == line, (args, result.output)
     assert not (tmp_path / "out").exists()                  # refused before anything is written
+
+
+def test_a_bad_plateau_best_is_one_error_line_naming_the_flag(tmp_path):
+    from typer.testing import CliRunner
+
+    from alexnet_cli.cli.app import app
+
+    (tmp_path / "data").mkdir()
+    for command in ("train", "ablate"):
+        result = CliRunner().invoke(app, [command, str(tmp_path / "data"), "--out", str(tmp_path / command),
+                                          "--plateau-best", "since_drop"])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == "Error: --plateau-best must be one of run, since-drop; got 'since_drop'"
+        assert not (tmp_path / command).exists()                 # refused before anything is written
+
+
+def test_a_run_recorded_before_plateau_best_had_the_default():
+    """config.json files written before `plateau_best` existed compared with the run's best
+    (the default): resume, report and ablate read the missing field as "run", no change."""
+    from alexnet_cli.config import recorded_settings, settings_changed
+
+    old = to_dict(resolve_train_config("paper"))
+    del old["plateau_best"]
+    assert recorded_settings(old, TrainConfig())["plateau_best"] == "run"
+    assert settings_changed("paper", to_dict(resolve_model_config("paper")), old) == {}
+    code = to_dict(resolve_train_config("code"))
+    del code["plateau_best"]
+    assert settings_changed("code", to_dict(resolve_model_config("code")), code) == {}
+    since = to_dict(resolve_train_config("paper", plateau_best="since-drop"))
+    assert settings_changed("paper", to_dict(resolve_model_config("paper")), since) == {"plateau_best": "since-drop"}

@@ -97,3 +97,42 @@ def test_one_based_reading_of_the_notes_moves_every_boundary_one_epoch_earlier()
     assert one.rates(23).lr["fc6.weight"] == pytest.approx(1e-2)
     assert one.rates(24).lr["fc6.weight"] == pytest.approx(1e-3)
     assert one.rates(71).lr["conv1.weight"] == 0.0 and zero.rates(71).lr["conv1.weight"] > 0
+
+
+# Paper 6: "stopped improving with the current learning rate". Patience 2: the run's best (0.5,
+# epoch 0) is never beaten again, so "run" drops every two epochs; since each drop, every epoch
+# beats the last, so "since-drop" drops once.
+ERRORS = [0.5, 0.6, 0.6, 0.55, 0.52, 0.51, 0.505]
+DROPS = {"run": [2, 4, 6], "since-drop": [2]}
+
+
+@pytest.mark.parametrize("best", ["run", "since-drop"])
+def test_plateau_best_reads_improving_against_the_run_or_the_current_rate(best):
+    s = Schedule(resolve_train_config("paper", plateau_patience=2, plateau_best=best), NAMES)
+    dropped = [e for e, err in enumerate(ERRORS) if s.observe(e, err)]
+    assert dropped == DROPS[best]
+    assert [h["epoch"] for h in s.state.history] == DROPS[best]
+    assert s.rates(len(ERRORS)).lr["fc6.weight"] == pytest.approx(0.01 * 0.1 ** len(DROPS[best]))
+
+
+@pytest.mark.parametrize("best", ["run", "since-drop"])
+@pytest.mark.parametrize("stop", range(1, len(ERRORS)))
+def test_plateau_resumed_anywhere_drops_where_the_whole_run_does(best, stop):
+    """Killed after epoch `stop` - 1 (the state through a checkpoint file, loaded as --resume
+    loads it): the resumed schedule drops at the same epochs under either reading, the best
+    since a drop (inf just after one) included."""
+    import io
+
+    import torch
+
+    cfg = resolve_train_config("paper", plateau_patience=2, plateau_best=best)
+    first = Schedule(cfg, NAMES)
+    dropped = [e for e in range(stop) if first.observe(e, ERRORS[e])]
+    buffer = io.BytesIO()
+    torch.save({"schedule": first.state_dict()}, buffer)
+    buffer.seek(0)
+    resumed = Schedule(cfg, NAMES)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True)["schedule"])
+    assert resumed.state == first.state
+    dropped += [e for e in range(stop, len(ERRORS)) if resumed.observe(e, ERRORS[e])]
+    assert dropped == DROPS[best]

@@ -1069,3 +1069,48 @@ def test_the_run_says_what_it_trains_before_the_first_step(step_run):
                                                                                                crop_offsets=33)
     assert _changes("paper", model, train) == {"lrn": False, "crop_offsets": 33}
     assert _changes("code", resolve_model_config("code"), resolve_train_config("code")) == {}
+
+
+@pytest.mark.parametrize("best, drops", [("run", [3, 5, 7]), ("since-drop", [3])])   # records count from 1
+def test_plateau_best_drops_the_same_when_a_run_is_taken_on(one_step_data, tmp_path, monkeypatch, best, drops):
+    """The val errors of test_schedule's example (patience 2), through the trainer: 4 epochs,
+    then `--resume --epochs 7` takes the finished run on (the state of the schedule, the best
+    since a drop included, comes back from last.pt); the drops are the whole sequence's."""
+    from alexnet_cli.runlog import read_metrics
+
+    errors = iter([0.5, 0.6, 0.6, 0.55, 0.52, 0.51, 0.505])
+    import alexnet_cli.train as train_module
+    monkeypatch.setattr(train_module, "evaluate_model",
+                        lambda *a, **k: SimpleNamespace(top1_error=(e := next(errors)), top5_error=e, n=4))
+    out = tmp_path / "run"
+    args = ["train", str(one_step_data), "--out", str(out), "--patience", "2", "--plateau-best", best,
+            "--no-pca-aug", *FAST]
+    for more in (["--epochs", "4"], ["--epochs", "7", "--resume"]):
+        result = runner.invoke(app, [*args, *more])
+        assert result.exit_code == 0, result.output
+        changes = "--plateau-best since-drop, --no-pca-aug" if best == "since-drop" else "--no-pca-aug"
+        assert result.stderr.startswith(f"train: paper recipe with {changes}; "), result.stderr     # the banner
+    epochs = [r for r in read_metrics(out) if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs if r["lr_dropped"]] == drops
+    assert [r["val_top1_error"] for r in epochs] == [0.5, 0.6, 0.6, 0.55, 0.52, 0.51, 0.505]
+    assert json.loads((out / "config.json").read_text())["train"]["plateau_best"] == best
+
+
+def test_a_run_recorded_before_plateau_best_resumes_with_the_default_only(tmp_path):
+    """A run written before `plateau_best` existed compared with the run's best: it resumes with
+    the default; with "since-drop" the refusal says the value the run has."""
+    from alexnet_cli.errors import AlexnetError
+    from alexnet_cli.train_state import check_resumable
+
+    model = dataclasses.asdict(resolve_model_config("paper"))
+    old = dataclasses.asdict(resolve_train_config("paper"))
+    del old["plateau_best"]
+    ckpt = {"optimizer": {}, "trainer": {"epoch": 3, "batch": 0}, "config": {"model": model, "train": old}}
+    config = {"model": model, "train": dataclasses.asdict(resolve_train_config("paper")),
+              "run": {"seed": 0, "decode": "none", "val_split": "val"}, "world_size": 1}
+    check_resumable(tmp_path / "last.pt", ckpt, config)
+    config["train"] = dataclasses.asdict(resolve_train_config("paper", plateau_best="since-drop"))
+    with pytest.raises(AlexnetError) as refused:
+        check_resumable(tmp_path / "last.pt", ckpt, config)
+    assert "other train settings (`plateau_best` run, not since-drop)" in str(refused.value)
+    assert flag_message(refused.value).count("--plateau-best run, not since-drop") == 1

@@ -18,8 +18,8 @@ from alexnet_cli.cli.options import (AugChunkOpt, BatchSizeOpt, BiasInitOpt, Bia
                                      Conv1PaddingOpt, CropOffsetsOpt, DevicesOpt, DropoutStyleOpt, EpochsOpt, InitStdConv345Opt,
                                      LogEveryOpt, LrOpt, LrScheduleOpt, LrnAlphaOverNOpt, LrnKernelOpt, MaxLrDropsOpt,
                                      MaxStepsOpt, MeanCropOpt, MomentumOpt, ParallelOpt, PatienceOpt, PcaScaleOpt,
-                                     RecipeOpt, SaveEveryOpt, SeedOpt, StuckStepsOpt, TensorboardOpt, WeightDecayOpt,
-                                     WithinMapNormOpt, devices_from_option, model_config_from_options)
+                                     PlateauBestOpt, RecipeOpt, SaveEveryOpt, SeedOpt, StuckStepsOpt, TensorboardOpt,
+                                     WeightDecayOpt, WithinMapNormOpt, devices_from_option, model_config_from_options)
 from alexnet_cli.cli.arguments import DataArg
 from alexnet_cli.config import resolve_train_config
 from alexnet_cli.errors import Interrupted, UsageError
@@ -51,6 +51,7 @@ def ablate_cmd(
     weight_decay: WeightDecayOpt = None,
     lr_schedule: LrScheduleOpt = None,
     patience: PatienceOpt = None,
+    plateau_best: PlateauBestOpt = None,
     code_epoch_base: CodeEpochBaseOpt = None,
     max_lr_drops: MaxLrDropsOpt = None,
     bias_lr_mult: BiasLrMultOpt = None,
@@ -99,7 +100,7 @@ def ablate_cmd(
         bias_init=bias_init)
     train_cfg = resolve_train_config(
         recipe, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-        lr_schedule=lr_schedule, code_epoch_base=code_epoch_base, plateau_patience=patience,
+        lr_schedule=lr_schedule, code_epoch_base=code_epoch_base, plateau_patience=patience, plateau_best=plateau_best,
         max_lr_drops=max_lr_drops, bias_lr_mult=bias_lr_mult, bias_weight_decay=bias_weight_decay,
         pca_scale=pca_scale, aug_chunk=aug_chunk, crop_offsets=crop_offsets, mean_crop=mean_crop)
     run = RunOptions(device=device, parallel=parallel, devices=devices_from_option(devices), seed=seed,

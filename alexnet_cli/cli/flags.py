@@ -40,6 +40,7 @@ FLAGS: dict[str, str] = {
     "weight_decay": "--weight-decay",
     "lr_schedule": "--lr-schedule",
     "plateau_patience": "--patience",
+    "plateau_best": "--plateau-best",
     "code_epoch_base": "--code-epoch-base",
     "max_lr_drops": "--max-lr-drops",
     "bias_lr_mult": "--bias-lr-mult",

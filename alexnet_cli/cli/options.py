@@ -63,6 +63,7 @@ MomentumOpt = Annotated[Optional[float], _recipe_option("--momentum", help="Mome
 WeightDecayOpt = Annotated[Optional[float], _recipe_option("--weight-decay", help="Weight decay (paper: 0.0005).", rich_help_panel=_REC)]
 LrScheduleOpt = Annotated[Optional[str], _recipe_option("--lr-schedule", help="plateau (paper: /10 when val error stops improving), code (the 2012 run's fixed drops) or code2010.", rich_help_panel=_REC)]
 PatienceOpt = Annotated[Optional[int], _recipe_option("--patience", help="plateau: epochs without a better val top-1 before /10.", rich_help_panel=_REC)]
+PlateauBestOpt = Annotated[Optional[str], _recipe_option("--plateau-best", help="plateau: an epoch improves when better than the run's best (run) or than the best since the last drop (since-drop).", rich_help_panel=_REC)]
 CodeEpochBaseOpt = Annotated[Optional[int], _recipe_option("--code-epoch-base", help="code schedules: count the notes' epochs from 0 (default: 'epoch 25' = the 26th) or 1.", rich_help_panel=_REC)]
 MaxLrDropsOpt = Annotated[Optional[int], _recipe_option("--max-lr-drops", help="plateau: at most this many drops (paper: 3).", rich_help_panel=_REC)]
 BiasLrMultOpt = Annotated[Optional[float], _recipe_option("--bias-lr-mult", help="Biases' rate / weights' initial rate (code: 2).", rich_help_panel=_REC)]

@@ -17,8 +17,9 @@ from alexnet_cli.cli.options import (ActivationOpt, AugChunkOpt, BatchSizeOpt, B
                                      DropoutStyleOpt, EpochsOpt, InitStdConv345Opt, LogEveryOpt, LrOpt, LrScheduleOpt,
                                      LrnAlphaOverNOpt, LrnKernelOpt, LrnOpt, MaxLrDropsOpt, MaxStepsOpt, MeanCropOpt,
                                      MomentumOpt, NumClassesOpt, ParallelOpt, PatienceOpt, PcaAugOpt, PcaScaleOpt,
-                                     PoolOpt, RecipeOpt, SaveEveryOpt, SeedOpt, StuckStepsOpt, TensorboardOpt,
-                                     WeightDecayOpt, WithinMapNormOpt, devices_from_option, model_config_from_options)
+                                     PlateauBestOpt, PoolOpt, RecipeOpt, SaveEveryOpt, SeedOpt, StuckStepsOpt,
+                                     TensorboardOpt, WeightDecayOpt, WithinMapNormOpt, devices_from_option,
+                                     model_config_from_options)
 from alexnet_cli.config import resolve_train_config
 from alexnet_cli.errors import Interrupted
 from alexnet_cli.progress import plural
@@ -36,6 +37,7 @@ def train(
     weight_decay: WeightDecayOpt = None,
     lr_schedule: LrScheduleOpt = None,
     patience: PatienceOpt = None,
+    plateau_best: PlateauBestOpt = None,
     code_epoch_base: CodeEpochBaseOpt = None,
     max_lr_drops: MaxLrDropsOpt = None,
     bias_lr_mult: BiasLrMultOpt = None,
@@ -88,9 +90,9 @@ def train(
         bias_init=bias_init)
     train_cfg = resolve_train_config(
         recipe, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-        lr_schedule=lr_schedule, code_epoch_base=code_epoch_base, plateau_patience=patience, max_lr_drops=max_lr_drops, bias_lr_mult=bias_lr_mult,
-        bias_weight_decay=bias_weight_decay, pca_aug=pca_aug, pca_scale=pca_scale, aug_chunk=aug_chunk, crop_offsets=crop_offsets,
-        mean_crop=mean_crop)
+        lr_schedule=lr_schedule, code_epoch_base=code_epoch_base, plateau_patience=patience, plateau_best=plateau_best,
+        max_lr_drops=max_lr_drops, bias_lr_mult=bias_lr_mult, bias_weight_decay=bias_weight_decay, pca_aug=pca_aug,
+        pca_scale=pca_scale, aug_chunk=aug_chunk, crop_offsets=crop_offsets, mean_crop=mean_crop)
     run = RunOptions(device=device, parallel=parallel,
                      devices=devices_from_option(devices),
                      seed=seed, resume=resume, max_steps=max_steps, save_every=save_every, log_every=log_every,
