@@ -281,16 +281,20 @@ def _other_preparation(out: Path, manifest: Manifest, layout: Layout, options: P
     if not there.get("format") == asked["format"] == "jpeg":     # raw shards have no quality
         del shown["jpeg_quality"]
     differ = {k: v for k, v in shown.items() if v[0] != v[1]}
+    if "shard_size" in differ and "block_size" in differ and there.get("block_size") == there.get("shard_size"):
+        del differ["block_size"]          # cut to the shard size there (prepare): the same shard size gives it again
     if differ:
         said = "; ".join(f"{'label files' if k == 'labels' else f'`{k}`'} {_shown_option(a)} there, "
                          f"{_shown_option(b)} now" for k, (a, b) in differ.items())
-        what = f"with other options ({said})"
-    elif manifest.source != str(layout.source.resolve()):   # a copy of the same files would be taken as they are
+        return DataError(f"{out} already holds data prepared with other options ({said}); give the options it was "
+                         "prepared with to use it as it is, or choose another output folder",
+                         mentions=tuple(k for k in differ if k != "labels"))
+    if manifest.source != str(layout.source.resolve()):   # a copy of the same files would be taken as they are
         what = f"from other files (those under {manifest.source})"
     else:
         what = f"from other files (the files under {layout.source} changed since)"
     return DataError(f"{out} already holds data prepared {what}; choose another output folder (or delete this "
-                     "one)", mentions=tuple(k for k in differ if k != "labels"))
+                     "one)")
 
 
 def _shown_option(value: object) -> str:

@@ -157,7 +157,8 @@ def test_another_preparation_says_what_differs(tiny_tree, tmp_path):
     other = runner.invoke(app, [*base, "--format", "jpeg"])
     assert other.exit_code == 1 and other.stderr.strip() == (
         f"Error: {out} already holds data prepared with other options (--format raw there, jpeg now; "
-        "--limit-per-class 2 there, none now); choose another output folder (or delete this one)")
+        "--limit-per-class 2 there, none now); give the options it was prepared with to use it as it is, or choose "
+        "another output folder")
     asked_alike = runner.invoke(app, ["prep", str(tiny_tree), str(out), "--workers", "1", "--limit-per-class", "2",
                                       "--splits", "val,"])          # the same split, asked another way
     assert asked_alike.exit_code == 0, asked_alike.output
@@ -172,6 +173,18 @@ def test_another_preparation_says_what_differs(tiny_tree, tmp_path):
     assert f"prepared from other files (those under {tiny_tree.resolve()})" in moved.stderr
     with pytest.raises(DataError, match=f"from other files \\(the files under {copy} changed since\\)"):
         prepare(copy, tmp_path / "c", PrepOptions(workers=1, splits=["val"]))
+
+
+def test_a_block_size_cut_to_the_shard_size_is_not_said_to_differ(tiny_tree, tmp_path):
+    """--shard-size 2 cuts the default block size (32) to 2: `prep --verify` without
+    --shard-size differs in the shard size only, which is what the user must give again."""
+    out = tmp_path / "out"
+    base = ["prep", str(tiny_tree), str(out), "--workers", "1", "--splits", "val"]
+    assert runner.invoke(app, [*base, "--shard-size", "2"]).exit_code == 0
+    verify = runner.invoke(app, [*base, "--verify"])
+    assert verify.exit_code == 1 and "(--shard-size 2 there, 1024 now)" in verify.stderr, verify.stderr
+    assert "block-size" not in verify.stderr and "delete" not in verify.stderr
+    assert runner.invoke(app, [*base, "--shard-size", "2", "--verify"]).exit_code == 0
 
 
 def _tree_state(folder: Path) -> dict:
