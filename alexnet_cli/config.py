@@ -293,7 +293,9 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     known = {f.name for f in fields(ModelConfig)}
     unknown = set(data) - known
     if unknown:
-        raise AlexnetError(f"checkpoint's model config has unknown fields: {', '.join(sorted(unknown))}")
+        raise AlexnetError(f"checkpoint's model config has settings this version does not know "
+                           f"({', '.join(sorted(unknown))}): it was probably written by a newer alexnet-cli; "
+                           "upgrade alexnet-cli")
     return ModelConfig(**recorded_settings(data, ModelConfig()))
 
 

@@ -233,6 +233,15 @@ def test_a_checkpoint_from_a_newer_format_is_refused(tmp_path):
         load_checkpoint(path)
 
 
+def test_a_network_setting_from_a_newer_version_says_to_upgrade(tmp_path, two_column_net):
+    """A model setting this version does not know: the file is probably newer than the tool."""
+    path = tmp_path / "newer.pt"
+    model = {**to_dict(resolve_model_config("paper", num_classes=5)), "conv6": True}
+    save_checkpoint(path, {"model": compact_state_dict(two_column_net), "classes": CLASSES,
+                           "config": {"model": model}})
+    with pytest.raises(CheckpointError, match=r"settings this version does not know \(conv6\).*upgrade alexnet-cli"):
+        load_model(path)
+
 def test_a_text_file_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "notes.pt"
     path.write_text("hello\nworld\n")
