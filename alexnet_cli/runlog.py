@@ -135,13 +135,23 @@ def check_run_dir(out: Path, *, resume: bool = False) -> None:
         if resume and folder.last.is_file():
             return
         raise folder.damaged_config(problem)
-    # hidden files (.DS_Store, .gitkeep, our .tmp files) and a fresh volume's lost+found are no one's
-    others = sorted(p.name for p in out.iterdir() if p.name != "lost+found" and not p.name.startswith("."))
+    # hidden files (.DS_Store, .gitkeep, our .tmp files) and a fresh volume's lost+found are no one's;
+    # an empty checkpoints/ or tensorboard/ (often a link to scratch space, made ahead) is the run's to fill
+    others = sorted(p.name for p in out.iterdir() if p.name != "lost+found" and not p.name.startswith(".")
+                    and not _empty_run_folder(p))
     if others or folder.config.exists():
         what = f"it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}" if others else \
             "its config.json is not a run's"
         raise AlexnetError(f"{out} is not a training run's folder ({what}): choose another `out`",
                            mentions=("out",))
+
+
+def _empty_run_folder(path: Path) -> bool:
+    """Whether `path` is an empty checkpoints/ or tensorboard/ folder (or a link to one)."""
+    try:
+        return path.name in ("checkpoints", "tensorboard") and path.is_dir() and not any(path.iterdir())
+    except OSError:
+        return False
 
 
 CONFIG_SECTIONS = ("model", "train", "run")     # config.json's settings, each a JSON object

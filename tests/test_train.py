@@ -574,14 +574,18 @@ def test_out_must_be_new_empty_or_a_run(tiny_data, step_run, tmp_path):
     (notes / "todo.txt").write_text("x")
     result = runner.invoke(app, ["train", str(tiny_data), "--out", str(notes), "--max-steps", "1", *FAST])
     assert result.exit_code == 1 and "todo.txt" in result.stderr, result.output
+    scratch = tmp_path / "scratch"             # checkpoints/ made ahead as a link to scratch space: accepted
+    scratch.mkdir()
     for name, make in (("dotfiles", lambda d: (d / ".DS_Store").write_text("x")),          # harmless: accepted
+                       ("linked", lambda d: (d / "checkpoints").symlink_to(scratch, target_is_directory=True)),
                        ("theirs", lambda d: ((d / "checkpoints").mkdir(), (d / "checkpoints" / "my.pt").write_text(""))),
                        ("blank", lambda d: (d / "config.json").write_text("{}"))):
         folder = tmp_path / name
         folder.mkdir()
         make(folder)
         got = runner.invoke(app, ["train", str(tiny_data), "--out", str(folder), "--max-steps", "1", *FAST])
-        assert got.exit_code == (0 if name == "dotfiles" else 1), (name, got.output)
+        assert got.exit_code == (0 if name in ("dotfiles", "linked") else 1), (name, got.output)
+    assert (scratch / "last.pt").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
     assert runner.invoke(app, ["train", str(tiny_data), "--out", str(empty), "--max-steps", "1", *FAST]).exit_code == 0
