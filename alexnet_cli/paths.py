@@ -60,9 +60,28 @@ def check_output(path: str | os.PathLike | None, field: str,
             if _same_file(path, Path(read)):
                 raise UsageError(f"{field} {path} is {what} this command reads: choose another file",
                                  field=field, value=path)
-    problem = _owned_by_a_command(path)
+    problem = _owned_by_a_command(path) or _too_long(path)
     if problem is not None:
         raise UsageError(f"{field} {path} {problem}", field=field, value=path)
+
+
+# What the commands add to an output's name for the files they write beside it on the way:
+# `.NAME.PID.tmp` (alexnet_cli.atomic), `.NAME.lock` (locks), `NAME.partial`
+_NAME_ROOM = len("..4194304.tmp")
+
+
+def _too_long(path: Path) -> str | None:
+    """Why `path`'s name is too long for its file system once the temporaries' parts are added
+    to it (they would fail with the temporary's name, not the user's), or None."""
+    try:
+        limit = os.pathconf(path.parent if str(path.parent) else ".", "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):           # a folder not made yet, no pathconf: 255
+        limit = 255
+    size = len(os.fsencode(path.name))
+    if size + _NAME_ROOM <= limit:
+        return None
+    return (f"has a name of {size} bytes; this file system allows {limit}, and the command writes files named "
+            f"after it with up to {_NAME_ROOM} bytes more on the way: choose a shorter name")
 
 
 def _same_file(a: Path, b: Path) -> bool:

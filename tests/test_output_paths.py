@@ -189,3 +189,12 @@ def test_outputs_linked_to_a_features_file_or_checkpoint_are_refused(place):
     h5.symlink_to(last)
     _refused(["features", last, data, "--split", "val", "--out", h5], last,
              f"--out {h5} is the checkpoint this command reads: choose another file")
+
+
+def test_an_output_name_too_long_for_its_temporaries_is_refused_up_front(tmp_path):
+    """A name that fits the file system but not with `.NAME.PID.tmp` around it would fail late,
+    naming a hidden temporary the user never gave."""
+    fits, too_long = tmp_path / ("f" * 200 + ".h5"), tmp_path / ("f" * 240 + ".h5")
+    check_output(fits, "out")
+    with pytest.raises(UsageError, match=r"has a name of 243 bytes; this file system allows \d+.*choose a shorter name"):
+        check_output(too_long, "out")
