@@ -58,7 +58,7 @@ class PrepOptions:
     block_size: int = 32                  # images per HDF5 chunk = the loader's unit of reading
     limit_per_class: int | None = None    # the first N files (sorted) of each class, for subsets
     splits: list[str] | None = None       # None: every split found
-    workers: int | None = None            # None: all cores
+    workers: int | None = None            # None: one per core this process may use
     labels: LabelFiles = field(default_factory=LabelFiles)
 
     def check(self) -> None:
@@ -73,7 +73,7 @@ class PrepOptions:
             value = getattr(self, name)
             if not 1 <= value <= top:
                 raise UsageError(f"{name} must be in 1..{top}, got {value}", field=name, value=value)
-        for name in ("limit_per_class", "workers"):      # None: every file, all cores
+        for name in ("limit_per_class", "workers"):      # None: every file, every usable core
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"{name} must be positive, got {value}", field=name, value=value)
