@@ -4,6 +4,7 @@ run the real code paths and print their tables does)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def run(script: str, *args: str) -> str:
+def run(script: str, *args: str, env: dict | None = None) -> str:
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -37,5 +38,23 @@ def test_data_and_neighbors_benchmarks():
     assert any("ImageFolder" in r["what"] for r in data["rows"])
     assert {r["decoder"]: r["max_abs_diff_vs_pil"] for r in data["decoders"]}["simplejpeg (jpeg.decode_jpeg)"] == 0
     assert [r["threads"] for r in data["jpeg_scaling"]] == [1] and data["jpeg_scaling"][0]["loader_images_per_s"] > 0
+    assert data["simplejpeg"] is True and data["complete"] is True
     # layers.py: tests/test_benchmarks_json.py runs it (its table and its --json)
     assert "CPU" in run("neighbors.py", "--n", "2000", "--queries", "5", "--repeat", "1", "--devices", "cpu")
+
+
+def test_data_benchmark_names_the_pil_fallback_and_writes_its_json_file(tmp_path):
+    """Without simplejpeg, jpeg.decode_jpeg is PIL's: the rows say so (never labelled simplejpeg),
+    and --json-file holds the finished document."""
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "simplejpeg.py").write_text("raise ImportError('simplejpeg blocked by the test')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), *sys.path])}
+    out = run("data.py", "--n", "16", "--classes", "2", "--workers", "1", "--batch-size", "4", "--seconds", "0.2",
+              "--device", "cpu", "--only-jpeg", "--json-file", str(tmp_path / "d.json"), env=env)
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert data["simplejpeg"] is False and data["cpu_decoder"].startswith("PIL") and data["complete"] is True
+    assert data["sections"] == ["prep", "decoders", "jpeg_scaling"]
+    names = [r["decoder"] for r in data["decoders"]]
+    assert not any(name.startswith("simplejpeg") for name in names), names
+    assert "PIL fallback (jpeg.decode_jpeg; no simplejpeg)" in names and "PIL (simplejpeg is not installed)" in out
