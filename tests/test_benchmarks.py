@@ -32,7 +32,7 @@ def test_train_throughput_table(tmp_path):
     assert "/ ceiling" in out and "cores" in out
 
 
-def test_data_and_neighbors_benchmarks():
+def test_data_and_neighbors_benchmarks(tmp_path):
     data = json.loads(run("data.py", "--n", "24", "--classes", "2", "--workers", "1", "--batch-size", "4",
                           "--epochs", "1", "--device", "cpu", "--json"))       # one JSON document on stdout
     assert any("ImageFolder" in r["what"] for r in data["rows"])
@@ -41,6 +41,17 @@ def test_data_and_neighbors_benchmarks():
     assert data["simplejpeg"] is True and data["complete"] is True
     # layers.py: tests/test_benchmarks_json.py runs it (its table and its --json)
     assert "CPU" in run("neighbors.py", "--n", "2000", "--queries", "5", "--repeat", "1", "--devices", "cpu")
+    # --codes-n: codes timed at their own N, the exact search at --n and scaled to it (labelled)
+    out = run("neighbors.py", "--n", "1000", "--codes-n", "3000", "--queries", "5", "--repeat", "1", "--devices",
+              "cpu", "--rerank", "50", "--json", str(tmp_path / "nb.json"))
+    doc = json.loads((tmp_path / "nb.json").read_text())
+    rows = {r["search"]: r for r in doc["rows"]}
+    exact, scaled = rows["exact (fc7, float16)"], rows["exact, scaled x3.00 from N=1,000"]
+    assert (exact["n"], exact["scaled"], scaled["n"], scaled["scaled"]) == (1000, False, 3000, True)
+    assert abs(scaled["best_s"] - 3 * exact["best_s"]) < 1e-9 and doc["codes_n"] == 3000
+    for search in ("codes (256 bits)", "codes + rerank 50"):
+        assert rows[search]["n"] == 3000 and rows[search]["speedup"] == scaled["best_s"] / rows[search]["best_s"]
+    assert "scaled x3.00" in out
 
 
 def test_data_benchmark_names_the_pil_fallback_and_writes_its_json_file(tmp_path):
