@@ -74,7 +74,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if simplejpeg=$("$python" -c "import simplejpeg; print('simplejpeg', simplejpeg.__version__)" 2>&1); then
     say "$simplejpeg"
 else
-    decoder_warning="WARNING: simplejpeg cannot be imported ($(echo "$simplejpeg" | tail -1)): jpeg.decode_jpeg falls back to PIL, so every CPU-decode row of jpeg-loader and train-eager measures PIL, not libjpeg-turbo through simplejpeg"
+    decoder_warning="WARNING: simplejpeg cannot be imported ($(echo "$simplejpeg" | tail -1)): jpeg.decode_jpeg falls back to PIL, so the CPU-decode rows of jpeg-loader measure PIL, not libjpeg-turbo through simplejpeg"
     say "$decoder_warning"
     summary+=("$decoder_warning")
 fi
