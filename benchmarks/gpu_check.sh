@@ -87,7 +87,7 @@ if [[ "$SMOKE" == 1 ]]; then
     tpe=(--n 48 --steps 2 --warmup 1 --no-peer --no-compile --skip a-lrn)
     # CPU compiles take minutes: the compiled part's invocation runs eager, its ceiling row only
     tpc=(--n 48 --steps 2 --warmup 1 --no-peer --no-eval --no-compile --skip a-lrn,b-jpeg,c)
-    tp512=(--n 48 --steps 2 --warmup 1 --batch 8 --no-peer --no-eval --no-compile --skip b-jpeg,c)
+    tp512=(--n 48 --steps 2 --warmup 1 --batch 8 --no-peer --no-eval --no-compile --skip a-lrn,b-jpeg,c)
     prof=(--steps 2 --batch 4)
 else
     dev=cuda; workers=$(nproc)
@@ -96,7 +96,7 @@ else
     nb=(--n 300000 --codes-n 1281167 --queries 100 --devices cuda,cpu)
     tpe=(--n 2048 --steps 20 --no-peer --no-compile --skip a-lrn)
     tpc=(--n 2048 --steps 20 --no-peer --no-eval --no-eager --skip a-lrn)
-    tp512=(--n 4096 --batch 512 --steps 10 --no-peer --no-eval --no-compile --skip b-jpeg,c)
+    tp512=(--n 4096 --batch 512 --steps 10 --no-peer --no-eval --no-compile --skip a-lrn,b-jpeg,c)
     prof=(--steps 10)
 fi
 
