@@ -230,6 +230,8 @@ def time_loader_busy(data: Path, workers: int | None, batch: int, seconds: float
     after `warmup` seconds (page cache, CUDA context, allocator): a fixed time, not a number
     of epochs, so that a loader that serialises costs its row no more than a fast one."""
     loader = ShardLoader(data, "train", batch, shuffle=True, seed=0, device=device, workers=workers, decode=decode)
+    if len(loader) == 0:
+        raise ValueError(f"{data}: no batch of {batch} to time")
 
     def batches():
         e = 0
