@@ -76,12 +76,19 @@ def decode_jpeg(data, out: np.ndarray | None = None) -> np.ndarray:
 def gpu_jpeg_decoder():
     """A batched nvJPEG decoder, f(list of uint8 CPU tensors, device) -> list of (3, H, W)
     uint8 tensors on the device: TorchCodec's (torchvision's image codecs' successor) where it
-    is installed, else torchvision.io's (deprecated in torchvision 0.29); None if neither."""
+    is installed, else torchvision.io's (deprecated in torchvision 0.29); None if neither.
+    TorchCodec's is used through _CodecDecoder, which turns to torchvision's for good if the
+    installed TorchCodec refuses the call's arguments."""
+    vision = _vision_decoder()
     try:
         from torchcodec.decoders import decode_jpeg as codec_decode
-        return lambda blobs, device: codec_decode(blobs, mode="RGB", device=device)
     except (ImportError, OSError, RuntimeError):    # not installed, or its libraries do not load
-        pass
+        return vision
+    return _CodecDecoder(codec_decode, vision)
+
+
+def _vision_decoder():
+    """torchvision.io's batched decode, or None where torchvision lacks it."""
     try:
         from torchvision.io import ImageReadMode, decode_jpeg as vision_decode
     except ImportError:
@@ -91,6 +98,27 @@ def gpu_jpeg_decoder():
     # filters hide outside __main__. The caller's filters are left alone: no filter added (a
     # notebook's would change), no catch_warnings (not thread-safe: this runs in the loader's thread)
     return lambda blobs, device: vision_decode(blobs, mode=ImageReadMode.RGB, device=device)
+
+
+class _CodecDecoder:
+    """TorchCodec's decode_jpeg(blobs, mode="RGB", device=...), a young API: a version that
+    takes other arguments raises TypeError, and then torchvision's decoder (when there is one)
+    decodes this call and every later one, the choice remembered rather than tried per batch."""
+
+    def __init__(self, codec, fallback):
+        self.codec, self.fallback, self.refused = codec, fallback, False
+
+    def __call__(self, blobs, device):
+        if not self.refused:
+            try:
+                return self.codec(blobs, mode="RGB", device=device)
+            except TypeError as exc:
+                if self.fallback is None:
+                    raise UsageError(f"the installed torchcodec's decode_jpeg refuses the call ({exc}) and "
+                                     "torchvision has no decoder to use instead: use `decode` cpu",
+                                     mentions=("decode",)) from None
+                self.refused = True
+        return self.fallback(blobs, device)
 
 
 def resolve_decode(decode: str, fmt: str, device: str | torch.device) -> str:

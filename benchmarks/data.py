@@ -15,17 +15,25 @@ then times, in one run:
 Then jpeg shards alone:
 - each JPEG decoder there is (PIL, simplejpeg = `jpeg.decode_jpeg`, torchvision.io,
   TorchCodec) on one thread from bytes in memory: images/s, images per CPU-second (robust to
-  other processes on the machine) and the largest pixel difference from PIL's decode;
+  other processes on the machine) and the largest pixel difference from PIL's decode
+  (`jpeg.decode_jpeg` is PIL where simplejpeg is not installed: its row says which, and the
+  JSON's "simplejpeg" whether it was);
+- on CUDA, batched nvJPEG from memory, nvJPEG's pixel difference from libjpeg-turbo, the
+  loader with decode="gpu", and the loader with decode="cpu" delivering to the GPU (pinned
+  buffers, side-stream copy: what training on this host runs) with its default jpeg threads;
 - `jpeg.decode_jpeg` from memory with 1, 2, 4, ... --workers threads, and the ShardLoader
   from jpeg shards (decode="cpu") with as many worker threads: images/s and the cores each
   kept busy (process CPU time / wall time), beside a control (sha256, which releases the
   GIL, in as many threads: the cores the machine gives this process now). If images/s stops
   growing while "cores busy" stays below the control's, the threads serialise (the GIL or a
-  lock);
-- on CUDA, the loader with decode="gpu" (batched nvJPEG) and nvJPEG's pixel difference.
+  lock).
+The jpeg loader rows are each timed for --seconds after a short warm-up, however fast the
+loader is. Every row is printed to stderr as soon as it is measured, the tables at the end.
 Targets: prep >= 150 images/s per core; loader from raw shards >= 10x ImageFolder; the jpeg
 loader with 2 threads >= 1.8x its 1-thread rate and >= 90% of 2 threads' decode from memory.
-`--json` prints every row as one JSON document on stdout (the tables then go to stderr).
+`--json` prints every row as one JSON document on stdout (the tables then go to stderr);
+`--json-file PATH` writes the same document to PATH after each section ("complete": false
+until the end), so that a run stopped early keeps the rows it measured.
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ from rich.table import Table
 
 from alexnet_cli.config import TrainConfig
 from alexnet_cli.jpeg import decode_jpeg
-from alexnet_cli.loader import ShardLoader
+from alexnet_cli.loader import ShardLoader, default_workers
 from alexnet_cli.pca import compute_pca
 from alexnet_cli.prep import PrepOptions, prepare
 from alexnet_cli.shards import jpeg_index, open_shard, read_manifest, read_mean_image
@@ -89,6 +97,30 @@ def time_prep(src: Path, out: Path, fmt: str, workers: int, shard_size: int) -> 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def show(section: str, row: dict) -> None:
+    """One measured row on stderr at once: a run stopped at a time limit keeps what it printed."""
+    def fmt(v):
+        return f"{v:,.0f}" if isinstance(v, float) and abs(v) >= 100 else f"{v:.3g}" if isinstance(v, float) else str(v)
+    label = [str(v) for k, v in row.items() if k in ("what", "decoder")]
+    values = [f"{k} {fmt(v)}" for k, v in row.items() if k not in ("what", "decoder")]
+    print(f"  {section}: " + "; ".join(label + [", ".join(values)]), file=sys.stderr, flush=True)
+
+
+def simplejpeg_version() -> str | None:
+    """simplejpeg's version, None where it is not installed (then `jpeg.decode_jpeg` is PIL's)."""
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    return getattr(simplejpeg, "__version__", "?")
+
+
+def cpu_decoder_name() -> str:
+    """What `jpeg.decode_jpeg` decodes with here (the same import it tries)."""
+    version = simplejpeg_version()
+    return f"simplejpeg {version}" if version else "PIL (simplejpeg is not installed)"
 
 
 def time_loader(data: Path, device: torch.device, workers: int, batch: int, epochs: int, augment) -> float:
@@ -161,7 +193,8 @@ def _pil_decode(blob: np.ndarray) -> np.ndarray:
 
 def cpu_decoders() -> dict:
     """name -> f(uint8 vector) -> uint8 (256, 256, 3), for every decoder installed."""
-    found = {"PIL (Image.open + convert)": _pil_decode, "simplejpeg (jpeg.decode_jpeg)": lambda b: decode_jpeg(b)}
+    ours = "simplejpeg (jpeg.decode_jpeg)" if simplejpeg_version() else "PIL fallback (jpeg.decode_jpeg; no simplejpeg)"
+    found = {"PIL (Image.open + convert)": _pil_decode, ours: lambda b: decode_jpeg(b)}
     try:
         import warnings
         warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -187,26 +220,43 @@ def decoder_rows(blobs: list[np.ndarray]) -> list[dict]:
         rate, busy = _threaded(blobs, 1, fn, repeat)
         rows.append({"decoder": name, "images_per_s": rate, "cores_busy": busy,
                      "images_per_cpu_s": rate / max(busy, 1e-9), "max_abs_diff_vs_pil": diff})
+        show("decoder", rows[-1])
     return rows
 
 
-def time_loader_busy(data: Path, workers: int, batch: int, epochs: int, device: torch.device,
-                     decode: str = "cpu") -> tuple[float, float]:
-    """(images/s, cores busy) of the ShardLoader over `epochs` epochs after a warm-up one."""
+def time_loader_busy(data: Path, workers: int | None, batch: int, seconds: float, device: torch.device,
+                     decode: str = "cpu", warmup: float = 0.5) -> tuple[float, float]:
+    """(images/s, cores busy) of the ShardLoader's batches, epoch after epoch, over `seconds`
+    after `warmup` seconds (page cache, CUDA context, allocator): a fixed time, not a number
+    of epochs, so that a loader that serialises costs its row no more than a fast one."""
     loader = ShardLoader(data, "train", batch, shuffle=True, seed=0, device=device, workers=workers, decode=decode)
-    for _ in loader.epoch(0):
-        pass
-    _sync(device)
-    cpu0, t0, n = os.times(), time.perf_counter(), 0
-    for e in range(1, epochs + 1):
-        for b in loader.epoch(e):
-            n += len(b.labels)
-    _sync(device)
-    cpu1, wall = os.times(), time.perf_counter() - t0
+    if len(loader) == 0:
+        raise ValueError(f"{data}: no batch of {batch} to time")
+
+    def batches():
+        e = 0
+        while True:
+            yield from loader.epoch(e)
+            e += 1
+
+    stream = batches()
+    try:
+        t0, seen = time.perf_counter(), 0
+        while seen < 2 or time.perf_counter() - t0 < warmup:
+            next(stream)
+            seen += 1
+        _sync(device)
+        cpu0, t0, n = os.times(), time.perf_counter(), 0
+        while time.perf_counter() - t0 < seconds:
+            n += len(next(stream).labels)
+        _sync(device)
+        cpu1, wall = os.times(), time.perf_counter() - t0
+    finally:
+        stream.close()          # stops the epoch's threads
     return n / wall, (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall
 
 
-def jpeg_scaling(data: Path, blobs: list[np.ndarray], max_threads: int, batch: int, epochs: int,
+def jpeg_scaling(data: Path, blobs: list[np.ndarray], max_threads: int, batch: int, seconds: float,
                  rounds: int = 1) -> list[dict]:
     """jpeg.decode_jpeg from memory and the ShardLoader (decode="cpu") with 1, 2, 4, ... threads;
     each the best of `rounds` rounds (every thread count once per round), which filters out
@@ -224,7 +274,9 @@ def jpeg_scaling(data: Path, blobs: list[np.ndarray], max_threads: int, batch: i
 
             _, control = _threaded([chunk] * (4 * threads), threads, lambda c: hashlib.sha256(c).digest(), 1)
             mem, mem_busy = _threaded(blobs, threads, into_slot, repeat)
-            rate, busy = time_loader_busy(data, threads, batch, epochs, torch.device("cpu"))
+            rate, busy = time_loader_busy(data, threads, batch, seconds, torch.device("cpu"))
+            show("jpeg scaling", {"threads": threads, "control_cores_busy": control, "memory_images_per_s": mem,
+                                  "memory_cores_busy": mem_busy, "loader_images_per_s": rate, "loader_cores_busy": busy})
             row = best.setdefault(threads, {"threads": threads, "rounds": rounds, "control_cores_busy": 0.0,
                                             "memory_images_per_s": 0.0, "loader_images_per_s": 0.0})
             row["control_cores_busy"] = max(row["control_cores_busy"], control)
@@ -242,11 +294,17 @@ def jpeg_scaling(data: Path, blobs: list[np.ndarray], max_threads: int, batch: i
 
 
 def gpu_rows(data: Path, blobs: list[np.ndarray], device: torch.device, workers: int, batch: int,
-             epochs: int) -> list[dict]:
-    """On CUDA: batched nvJPEG from memory, the loader with decode="gpu", and nvJPEG's pixel
-    difference from libjpeg-turbo's (the CPU decode)."""
+             seconds: float) -> list[dict]:
+    """On CUDA: batched nvJPEG from memory, nvJPEG's pixel difference from the CPU decode's
+    (libjpeg-turbo, or PIL without simplejpeg), the loader with decode="gpu", and the loader
+    with decode="cpu" delivering to the device (its default jpeg threads: what `train` uses)."""
     from alexnet_cli.jpeg import decode_jpegs_on
     rows = []
+
+    def add(row: dict) -> None:
+        rows.append(row)
+        show("gpu decode", row)
+
     chunks = [blobs[i:i + batch] for i in range(0, len(blobs), batch)]
     decode_jpegs_on(chunks[0], device)
     torch.cuda.synchronize(device)
@@ -256,16 +314,20 @@ def gpu_rows(data: Path, blobs: list[np.ndarray], device: torch.device, workers:
         for c in chunks:
             decode_jpegs_on(c, device)
     torch.cuda.synchronize(device)
-    rows.append({"what": f"batched nvJPEG from memory (batches of {batch})",
-                 "images_per_s": repeat * len(blobs) / (time.perf_counter() - t0)})
-    rate, busy = time_loader_busy(data, workers, batch, epochs, device, decode="gpu")
-    rows.append({"what": f"ShardLoader, jpeg shards, decode=gpu, {workers} threads", "images_per_s": rate,
-                 "cores_busy": busy})
+    add({"what": f"batched nvJPEG from memory (batches of {batch})",
+         "images_per_s": repeat * len(blobs) / (time.perf_counter() - t0)})
     diffs = [(decode_jpegs_on(c, device).cpu().int() - torch.from_numpy(np.stack([decode_jpeg(b) for b in c])).int()
               ).abs() for c in chunks]
     d = torch.cat([x.flatten() for x in diffs]).float()
-    rows.append({"what": "nvJPEG vs libjpeg-turbo pixels", "mean_abs_diff": float(d.mean()),
-                 "max_abs_diff": int(d.max()), "share_differing": float((d > 0).float().mean())})
+    add({"what": f"nvJPEG vs {cpu_decoder_name()} pixels", "mean_abs_diff": float(d.mean()),
+         "max_abs_diff": int(d.max()), "share_differing": float((d > 0).float().mean())})
+    rate, busy = time_loader_busy(data, workers, batch, seconds, device, decode="gpu")
+    add({"what": f"ShardLoader, jpeg shards, decode=gpu, {workers} threads", "images_per_s": rate,
+         "cores_busy": busy})
+    cpu_workers = default_workers("jpeg")
+    rate, busy = time_loader_busy(data, None, batch, seconds, device, decode="cpu")
+    add({"what": f"ShardLoader, jpeg shards, decode=cpu ({cpu_decoder_name()}) to {device.type}, "
+                 f"{cpu_workers} threads (the default)", "images_per_s": rate, "cores_busy": busy})
     return rows
 
 
@@ -298,6 +360,61 @@ def hardware(device: torch.device) -> str:
     return f"{cpu_name()}, {cores} cores{gpu}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
+def write_json(path: Path, doc: dict) -> None:
+    """The document so far, replaced whole (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
+def print_tables(doc: dict, title: str, out: Console) -> None:
+    rows, base = doc["rows"], doc.get("imagefolder_images_per_s")
+    table = Table(title=title, title_justify="left")
+    for col in ("pipeline", "images/s", "per worker", "vs ImageFolder", "shard MB"):
+        table.add_column(col, justify="left" if col == "pipeline" else "right")
+    for r in rows:
+        table.add_row(r["what"], f"{r['images_per_s']:,.0f}", f"{r['per_core']:,.0f}" if "per_core" in r else "",
+                      "" if r["what"].startswith("prep") or not base else f"{r['images_per_s'] / base:.1f}x",
+                      f"{r['bytes'] / 2 ** 20:,.1f}" if "bytes" in r else "")
+    out.print(table)
+    table = Table(title=f"JPEG decoders, one thread, from memory ({doc['stored_jpegs']} stored 256x256 JPEGs)",
+                  title_justify="left")
+    for col in ("decoder", "images/s", "cores busy", "images per CPU-s", "max |diff| vs PIL"):
+        table.add_column(col, justify="left" if col == "decoder" else "right")
+    for r in doc["decoders"]:
+        table.add_row(r["decoder"], f"{r['images_per_s']:,.0f}", f"{r['cores_busy']:.2f}",
+                      f"{r['images_per_cpu_s']:,.0f}", str(r["max_abs_diff_vs_pil"]))
+    out.print(table)
+    if doc["gpu_decode"]:
+        table = Table(title="jpeg shards decoded on the GPU, and decoded on the CPU for the GPU", title_justify="left")
+        table.add_column("what")
+        table.add_column("result", justify="right")
+        for r in doc["gpu_decode"]:
+            value = (f"{r['images_per_s']:,.0f} images/s" if "images_per_s" in r else
+                     f"mean |diff| {r['mean_abs_diff']:.3f}, max {r['max_abs_diff']}, "
+                     f"{100 * r['share_differing']:.1f}% of values differ")
+            table.add_row(r["what"], value)
+        out.print(table)
+    rounds = doc["rounds"]
+    table = Table(title=f"jpeg shards by threads: jpeg.decode_jpeg ({doc['cpu_decoder']}) from memory, and the "
+                        f"ShardLoader (decode=cpu), {doc['seconds']:g} s per loader row"
+                        + (f", best of {rounds} rounds" if rounds > 1 else ""),
+                  title_justify="left")
+    table.caption = ("control: the cores busy of sha256 (no GIL) in as many threads, i.e. the cores this "
+                     "process can get now; per CPU-s: images per second of CPU time, which other processes on "
+                     "the machine change least")
+    for col in ("threads", "control", "memory, images/s", "cores busy", "per CPU-s", "loader, images/s", "cores busy",
+                "per CPU-s", "vs 1 thread", "vs memory"):
+        table.add_column(col, justify="right")
+    for r in doc["jpeg_scaling"]:
+        table.add_row(str(r["threads"]), f"{r['control_cores_busy']:.2f}", f"{r['memory_images_per_s']:,.0f}",
+                      f"{r['memory_cores_busy']:.2f}", f"{r['memory_images_per_cpu_s']:,.0f}",
+                      f"{r['loader_images_per_s']:,.0f}", f"{r['loader_cores_busy']:.2f}",
+                      f"{r['loader_images_per_cpu_s']:,.0f}", f"{r['loader_vs_1_thread']:.2f}x",
+                      f"{100 * r['loader_vs_memory']:.0f}%")
+    out.print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=300, help="generated images (default 300; use a few thousand)")
@@ -305,7 +422,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="workers for every pipeline")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=None,
-                    help="timed epochs per loader, after one warm-up (default: enough for 20,000 images)")
+                    help="timed epochs of the raw shard and ImageFolder loaders, after one warm-up (default: "
+                         "enough for 20,000 images)")
+    ap.add_argument("--seconds", type=float, default=2.0,
+                    help="timed seconds of each jpeg loader row, after half a second of warm-up (default 2)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="jpeg scaling rows: the best of this many rounds (3 on a machine shared with other jobs)")
     ap.add_argument("--shard-size", type=int, default=None,
@@ -315,17 +435,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one, removed)")
     ap.add_argument("--json", action="store_true",
                     help="print every row as one JSON document on stdout (the tables go to stderr)")
+    ap.add_argument("--json-file", type=Path, default=None,
+                    help="write the same document to this file after each section (\"complete\": false until "
+                         "the end): a run stopped early keeps its rows")
     ap.add_argument("--only-jpeg", action="store_true",
-                    help="only the jpeg rows: decoders, thread scaling, GPU decode (skips raw and ImageFolder)")
+                    help="only the jpeg rows: decoders, GPU decode, thread scaling (skips raw and ImageFolder)")
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.seconds <= 0:
+        ap.error(f"--seconds must be positive, got {args.seconds}")
     device = torch.device(args.device)
     epochs = args.epochs or max(2, -(-20_000 // args.n))
     shard_size = args.shard_size or max(8, args.n // (8 * args.workers))
     work = args.dir or Path(tempfile.mkdtemp(prefix="alexnet-bench-"))
     console = Console(stderr=True)
     load = list(os.getloadavg()) if hasattr(os, "getloadavg") else [0.0, 0.0, 0.0]
+    doc = {"hardware": hardware(device), "load_average": load, "n": args.n, "workers": args.workers,
+           "epochs": epochs, "seconds": args.seconds, "rounds": args.rounds, "shard_size": shard_size,
+           "simplejpeg": simplejpeg_version() is not None, "cpu_decoder": cpu_decoder_name(),
+           "complete": False, "sections": [], "rows": [], "decoders": [], "gpu_decode": [], "jpeg_scaling": []}
+
+    def done(section: str) -> None:
+        doc["sections"].append(section)
+        if args.json_file:
+            write_json(args.json_file, doc)
+
+    if not doc["simplejpeg"]:
+        console.log("simplejpeg is not installed: jpeg.decode_jpeg decodes with PIL, and so do the loader rows")
     try:
         src = work / "src"
         if not (src / "train").is_dir():
@@ -333,11 +470,14 @@ def main(argv: list[str] | None = None) -> int:
             kb = generate(src, args.n, args.classes, args.workers)
         else:
             kb = float(np.mean([p.stat().st_size for p in (src / "train").rglob("*.JPEG")])) / 1024
-        rows, base = [], None
+        doc["jpeg_kb"] = kb
+        rows = doc["rows"]
         for fmt in ("jpeg",) if args.only_jpeg else ("raw", "jpeg"):
             shutil.rmtree(work / fmt, ignore_errors=True)
             console.log(f"prep -> {fmt}")
             rows.append(time_prep(src, work / fmt, fmt, args.workers, shard_size))
+            show("prep", rows[-1])
+        done("prep")
         if not args.only_jpeg:
             augment = make_augment(work / "raw", device)
             for fmt in ("raw", "jpeg"):
@@ -346,70 +486,37 @@ def main(argv: list[str] | None = None) -> int:
                     console.log(label)
                     rows.append({"what": label, "images_per_s": time_loader(work / fmt, device, args.workers,
                                                                             args.batch_size, epochs, aug)})
+                    show("loader", rows[-1])
             console.log("ImageFolder + PIL")
             base = time_imagefolder(src, device, args.workers, args.batch_size, epochs)
             rows.append({"what": "ImageFolder + PIL (PyTorch ImageNet example)", "images_per_s": base})
+            show("loader", rows[-1])
+            doc["imagefolder_images_per_s"] = base
+            done("loaders")
         blobs = stored_jpegs(work / "jpeg")
+        doc["stored_jpegs"] = len(blobs)
         console.log("JPEG decoders, one thread, from memory")
-        decoders = decoder_rows(blobs)
+        doc["decoders"] = decoder_rows(blobs)
+        done("decoders")
+        if device.type == "cuda":      # before the scaling rows: the GPU rows are the ones only a GPU host gives
+            console.log("jpeg: decode on the GPU, and on the CPU for the GPU")
+            doc["gpu_decode"] = gpu_rows(work / "jpeg", blobs, device, args.workers, args.batch_size, args.seconds)
+            done("gpu_decode")
         console.log("jpeg: decode from memory and the loader, 1 to --workers threads")
-        scaling = jpeg_scaling(work / "jpeg", blobs, args.workers, args.batch_size, epochs, args.rounds)
-        gpu = []
-        if device.type == "cuda":
-            console.log("jpeg: decode on the GPU")
-            gpu = gpu_rows(work / "jpeg", blobs, device, args.workers, args.batch_size, epochs)
+        doc["jpeg_scaling"] = jpeg_scaling(work / "jpeg", blobs, args.workers, args.batch_size, args.seconds,
+                                           args.rounds)
+        doc["complete"] = True
+        done("jpeg_scaling")
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
     title = (f"{args.n} generated JPEGs (~{kb:.0f} KB, ~500x375), {args.workers} workers, shards of {shard_size}, "
-             f"batch {args.batch_size}, {epochs} timed epochs, device {device}\n{hardware(device)}\n"
-             f"load average before: {load[0]:.1f} (other processes share these cores)")
-    out = Console(width=140, stderr=args.json)
-    table = Table(title=title, title_justify="left")
-    for col in ("pipeline", "images/s", "per worker", "vs ImageFolder", "shard MB"):
-        table.add_column(col, justify="left" if col == "pipeline" else "right")
-    for r in rows:
-        table.add_row(r["what"], f"{r['images_per_s']:,.0f}", f"{r['per_core']:,.0f}" if "per_core" in r else "",
-                      "" if r["what"].startswith("prep") or not base else f"{r['images_per_s'] / base:.1f}x",
-                      f"{r['bytes'] / 2 ** 20:,.1f}" if "bytes" in r else "")
-    out.print(table)
-    table = Table(title=f"JPEG decoders, one thread, from memory ({len(blobs)} stored 256x256 JPEGs)",
-                  title_justify="left")
-    for col in ("decoder", "images/s", "cores busy", "images per CPU-s", "max |diff| vs PIL"):
-        table.add_column(col, justify="left" if col == "decoder" else "right")
-    for r in decoders:
-        table.add_row(r["decoder"], f"{r['images_per_s']:,.0f}", f"{r['cores_busy']:.2f}",
-                      f"{r['images_per_cpu_s']:,.0f}", str(r["max_abs_diff_vs_pil"]))
-    out.print(table)
-    table = Table(title="jpeg shards by threads: jpeg.decode_jpeg from memory, and the ShardLoader (decode=cpu)"
-                        + (f", best of {args.rounds} rounds" if args.rounds > 1 else ""),
-                  title_justify="left")
-    table.caption = ("control: the cores busy of sha256 (no GIL) in as many threads, i.e. the cores this "
-                     "process can get now; per CPU-s: images per second of CPU time, which other processes on "
-                     "the machine change least")
-    for col in ("threads", "control", "memory, images/s", "cores busy", "per CPU-s", "loader, images/s", "cores busy",
-                "per CPU-s", "vs 1 thread", "vs memory"):
-        table.add_column(col, justify="right")
-    for r in scaling:
-        table.add_row(str(r["threads"]), f"{r['control_cores_busy']:.2f}", f"{r['memory_images_per_s']:,.0f}", f"{r['memory_cores_busy']:.2f}",
-                      f"{r['memory_images_per_cpu_s']:,.0f}", f"{r['loader_images_per_s']:,.0f}",
-                      f"{r['loader_cores_busy']:.2f}", f"{r['loader_images_per_cpu_s']:,.0f}",
-                      f"{r['loader_vs_1_thread']:.2f}x", f"{100 * r['loader_vs_memory']:.0f}%")
-    out.print(table)
-    if gpu:
-        table = Table(title="jpeg shards decoded on the GPU", title_justify="left")
-        table.add_column("what")
-        table.add_column("result", justify="right")
-        for r in gpu:
-            value = (f"{r['images_per_s']:,.0f} images/s" if "images_per_s" in r else
-                     f"mean |diff| {r['mean_abs_diff']:.3f}, max {r['max_abs_diff']}, "
-                     f"{100 * r['share_differing']:.1f}% of values differ")
-            table.add_row(r["what"], value)
-        out.print(table)
+             f"batch {args.batch_size}, " + ("" if args.only_jpeg else f"{epochs} timed epochs (raw and ImageFolder), ")
+             + f"device {device}\n"
+             f"{hardware(device)}\nload average before: {load[0]:.1f} (other processes share these cores)")
+    print_tables(doc, title, Console(width=140, stderr=args.json))
     if args.json:
-        print(json.dumps({"hardware": hardware(device), "load_average": load, "n": args.n, "workers": args.workers,
-                          "epochs": epochs, "shard_size": shard_size, "rows": rows, "decoders": decoders,
-                          "jpeg_scaling": scaling, "gpu_decode": gpu}))
+        print(json.dumps(doc))
     return 0
 
 

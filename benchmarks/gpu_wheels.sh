@@ -7,7 +7,6 @@
 #   bash benchmarks/gpu_wheels.sh            # PYTHON_VERSION=3.12 by default (the GPU image's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
 python="${PYTHON:-python3}"
 "$python" -m pip download -q --no-deps --only-binary=:all: --python-version "${PYTHON_VERSION:-3.12}" \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \

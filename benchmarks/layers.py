@@ -1,9 +1,11 @@
 """Where the paper's network loses speed: LRN and the grouped (two-column) convolutions,
 forward + backward, at the shapes of a batch of 128, in bf16 channels_last on CUDA.
 
-    python benchmarks/layers.py --device cuda [--json]
+    python benchmarks/layers.py --device cuda [--json] [--no-compile]
 
-`--json` prints the rows as one JSON document on stdout (the table then goes to stderr).
+Each row is printed to stderr as soon as it is measured, the table at the end. `--json` prints
+the rows as one JSON document on stdout (the table then goes to stderr). `--no-compile` leaves
+out the torch.compile row (compiled once per shape: tens of seconds on a cold machine).
 
 LRN implementations (all the paper's formula, same values):
   reference   model.local_response_norm through autograd (a window sum over the channels)
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import torch
@@ -80,6 +83,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--warmup", type=int, default=5, help="untimed calls before each row's timings")
     ap.add_argument("--repeats", type=int, default=3, help="timings of --iters calls per row; the median is shown")
+    ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile LRN row")
     ap.add_argument("--json", action="store_true",
                     help="print the rows as one JSON document on stdout (the table goes to stderr)")
     args = ap.parse_args()
@@ -97,11 +101,12 @@ def main() -> None:
     def add(layer: str, impl: str, ms: float) -> None:
         rows.append({"layer": layer, "implementation": impl, "ms": ms})
         table.add_row(layer, impl, f"{ms:.3f}")
+        print(f"  {layer} {impl}: {ms:.3f} ms", file=sys.stderr, flush=True)
 
     lrns = {"reference": lambda x: local_response_norm(x, *LRN_ARGS, 2),
             "fused": lambda x: local_response_norm_fused(x, *LRN_ARGS, 2),
             "torch": torch_lrn}
-    if cuda:
+    if cuda and not args.no_compile:
         lrns["compiled"] = torch.compile(lambda x: local_response_norm(x, *LRN_ARGS, 2))
     if triton_available():
         lrns["triton"] = lambda x: lrn_triton(x, *LRN_ARGS, 2)

@@ -13,8 +13,17 @@ time does not depend on what the bits are), and with --rerank R the R nearest re
 exact distance (alexnet_cli.hamming.rerank: R rows per query read from the features file).
 "speed-up" is the exact search's best time over the row's, on the same device.
 
+--codes-n N times the codes at N images without writing N features: random codes are 32
+bytes each (ImageNet's 1,281,167: 41 MB, made at once), while the features file is 8 KB an
+image (10.5 GB, minutes to write). The exact search is then timed at --n and also shown
+scaled linearly to N, in a row labelled "scaled" (it streams the file once per query batch:
+its time is linear in the rows), and the codes rows' speed-up is over that scaled time.
+Re-ranking reads its R candidates per query from the --n rows of the file (candidate row
+modulo --n): R rows per query whatever N is.
+
     python benchmarks/neighbors.py                      # N = 20,000 (160 MB): seconds on a CPU
     python benchmarks/neighbors.py --n 200000           # 1.6 GB
+    python benchmarks/neighbors.py --n 300000 --codes-n 1281167 --devices cuda,cpu   # codes at ImageNet's N
     python benchmarks/neighbors.py --n 1281167          # ImageNet's training set: 10.5 GB of disk
 """
 
@@ -81,9 +90,10 @@ def time_search(path: Path, queries: torch.Tensor, k: int, memory_mb: float, rep
 
 
 def time_codes(codes: np.ndarray, queries: np.ndarray, k: int, device: str, repeat: int, *, path: Path,
-               float_queries: torch.Tensor, depth: int = 0) -> float:
+               float_queries: torch.Tensor, depth: int = 0, file_rows: int | None = None) -> float:
     """Best seconds of `repeat` (at least 1) Hamming searches after a warm-up one; with
-    `depth`, the `depth` nearest re-ranked exactly from the features file."""
+    `depth`, the `depth` nearest re-ranked exactly from the features file (candidate rows
+    modulo `file_rows` when there are more codes than stored features)."""
     times = []
     for _ in range(max(1, repeat) + 1):
         if device == "cuda":
@@ -91,7 +101,7 @@ def time_codes(codes: np.ndarray, queries: np.ndarray, k: int, device: str, repe
         t0 = time.perf_counter()
         _, cand = hamming_nearest(queries, codes, depth or k, device=device)
         if depth:
-            rerank(float_queries, path, cand, k)
+            rerank(float_queries, path, cand % file_rows if file_rows else cand, k)
         times.append(time.perf_counter() - t0)
     return min(times[1:])
 
@@ -106,9 +116,14 @@ def main() -> None:
     parser.add_argument("--devices", default="cpu,cuda", help="comma-separated; cuda is skipped without one")
     parser.add_argument("--file", type=Path, help="reuse (or keep) the random features file here")
     parser.add_argument("--codes-bits", type=int, default=256, help="bits of the codes rows (0: none)")
+    parser.add_argument("--codes-n", type=int, default=None,
+                        help="images of the codes rows (default: the file's); the exact search is also shown "
+                             "scaled linearly to it (ImageNet: 1281167)")
     parser.add_argument("--rerank", type=int, default=100, help="re-ranking depth of the last row (0: none)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     args = parser.parse_args()
+    if args.codes_n is not None and args.codes_n < 1:
+        parser.error(f"--codes-n must be at least 1, got {args.codes_n}")
 
     tmp = None
     path = args.file
@@ -124,38 +139,48 @@ def main() -> None:
         n = f["features"].shape[0]
     gb = n * DIM * 2 / 1e9
     queries = torch.randn(args.queries, DIM, generator=torch.Generator().manual_seed(1)).abs_()
+    codes_n = args.codes_n or n
     rng = np.random.default_rng(2)
-    codes = rng.integers(0, 256, (n, args.codes_bits // 8), dtype=np.uint8) if args.codes_bits else None
+    codes = rng.integers(0, 256, (codes_n, args.codes_bits // 8), dtype=np.uint8) if args.codes_bits else None
     query_codes = pack_codes(rng.integers(0, 2, (args.queries, args.codes_bits)).astype(bool)) if codes is not None else None
     print("\n".join(hardware()))
-    print(f"\n{args.queries} queries, k={args.k}, N={n:,} ({gb:.2f} GB float16), memory budget {args.memory_mb:g} MiB")
-    head = (f"{'device':<6} {'search':<26} {'bytes/image':>11} {'first pass s':>12} {'best s':>8} {'images/s':>14} "
-            f"{'per query ms':>12} {'speed-up':>8}")
+    print(f"\n{args.queries} queries, k={args.k}, N={n:,} stored features ({gb:.2f} GB float16), memory budget "
+          f"{args.memory_mb:g} MiB" + (f"; codes rows at N={codes_n:,} random codes" if codes_n != n else ""))
+    head = (f"{'device':<6} {'search':<34} {'N':>9} {'bytes/image':>11} {'first pass s':>12} {'best s':>8} "
+            f"{'images/s':>14} {'per query ms':>12} {'speed-up':>8}")
     print(head)
     rows = []
 
-    def row(device: str, search: str, nbytes: int, first: float | None, best: float, exact: float) -> None:
-        rows.append({"device": device, "search": search, "n": n, "queries": args.queries, "k": args.k,
-                     "bytes_per_image": nbytes, "first_s": first, "best_s": best, "images_per_s": n / best,
-                     "per_query_ms": 1000 * best / args.queries, "speedup": exact / best})
-        print(f"{device:<6} {search:<26} {nbytes:>11,} {'' if first is None else f'{first:.2f}':>12} {best:>8.3f} "
-              f"{n / best:>14,.0f} {1000 * best / args.queries:>12.2f} {exact / best:>7.1f}x", flush=True)
+    def row(device: str, search: str, size: int, nbytes: int, first: float | None, best: float, exact: float,
+            scaled: bool = False) -> None:
+        rows.append({"device": device, "search": search, "n": size, "queries": args.queries, "k": args.k,
+                     "bytes_per_image": nbytes, "first_s": first, "best_s": best, "images_per_s": size / best,
+                     "per_query_ms": 1000 * best / args.queries, "speedup": exact / best, "scaled": scaled})
+        print(f"{device:<6} {search:<34} {size:>9,} {nbytes:>11,} {'' if first is None else f'{first:.2f}':>12} "
+              f"{best:>8.3f} {size / best:>14,.0f} {1000 * best / args.queries:>12.2f} {exact / best:>7.1f}x",
+              flush=True)
 
     for name in args.devices.split(","):
         if name == "cuda" and not torch.cuda.is_available():
             continue
         first, best = time_search(path, queries.to(name), args.k, args.memory_mb, args.repeat)
-        row(name, "exact (fc7, float16)", DIM * 2, first, best, best)
+        row(name, "exact (fc7, float16)", n, DIM * 2, first, best, best)
+        if codes_n != n:      # the exact search streams the file: linear in its rows
+            best = best * codes_n / n
+            row(name, f"exact, scaled x{codes_n / n:.2f} from N={n:,}", codes_n, DIM * 2, None, best, best,
+                scaled=True)
         if codes is None:
             continue
         hb = time_codes(codes, query_codes, args.k, name, args.repeat, path=path, float_queries=queries.to(name))
-        row(name, f"codes ({args.codes_bits} bits)", args.codes_bits // 8, None, hb, best)
+        row(name, f"codes ({args.codes_bits} bits)", codes_n, args.codes_bits // 8, None, hb, best)
         if args.rerank:
+            depth = min(args.rerank, codes_n)
             rb = time_codes(codes, query_codes, args.k, name, args.repeat, path=path,
-                            float_queries=queries.to(name), depth=min(args.rerank, n))
-            row(name, f"codes + rerank {min(args.rerank, n)}", args.codes_bits // 8 + DIM * 2, None, rb, best)
+                            float_queries=queries.to(name), depth=depth, file_rows=n if codes_n > n else None)
+            row(name, f"codes + rerank {depth}", codes_n, args.codes_bits // 8 + DIM * 2, None, rb, best)
     if args.json:
-        args.json.write_text(json.dumps({"hardware": hardware(), "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"hardware": hardware(), "n": n, "codes_n": codes_n, "rows": rows},
+                                        indent=2) + "\n")
     if tmp is not None:
         tmp.cleanup()
 

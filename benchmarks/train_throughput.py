@@ -197,10 +197,11 @@ class _Rows(list):
 
 
 def prepare_data(tmp: Path, args) -> tuple[Path, dict[str, Path]]:
+    """The generated JPEGs, and the shards the rows read: raw always, jpeg unless --skip b-jpeg."""
     src = tmp / "src"
     generate(src, args.n, args.classes, args.workers)
     out = {}
-    for fmt in ("raw", "jpeg"):
+    for fmt in ("raw",) if "b-jpeg" in getattr(args, "skip", "") else ("raw", "jpeg"):
         out[fmt] = tmp / fmt
         prepare(src, out[fmt], PrepOptions(format=fmt, workers=args.workers, shard_size=1024))
         write_pca(out[fmt], compute_pca(out[fmt], sample=4096))

@@ -20,7 +20,7 @@ def run_json(script: str, *args: str) -> tuple[dict, str]:
 
 def test_layers_json_has_the_tables_rows():
     doc, table = run_json("layers.py", "--device", "cpu", "--batch", "1", "--iters", "1", "--warmup", "1",
-                          "--repeats", "1")
+                          "--repeats", "1", "--no-compile")
     rows = {(r["layer"], r["implementation"]): r["ms"] for r in doc["rows"]}
     for layer in ("lrn1", "lrn2"):
         assert {(layer, impl) for impl in ("reference", "fused", "torch")} <= rows.keys()
@@ -28,6 +28,8 @@ def test_layers_json_has_the_tables_rows():
         assert {(layer, impl) for impl in ("groups=2", "split", "dense")} <= rows.keys()
     assert all(ms > 0 for ms in rows.values()) and doc["batch"] == 1 and doc["device"] == "cpu"
     assert "conv4" in table and "groups=2" in table
+    assert "  lrn1 fused: " in table and "  conv5 dense: " in table       # each row as it was measured
+    assert not any(impl == "compiled" for _, impl in rows)
 
 
 def test_profile_step_json_has_the_tables_rows():

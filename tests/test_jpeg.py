@@ -215,6 +215,42 @@ def test_decode_choice_and_its_cpu_fallback(monkeypatch):
         resolve_decode("gpu", "jpeg", "cuda")
 
 
+@pytest.fixture
+def fake_torchcodec(monkeypatch):
+    """A torchcodec whose decode_jpeg takes other arguments than ours (a TypeError, as an older or
+    newer release would raise); the cached decoder choice is cleared before and after."""
+    import types
+    calls = []
+
+    def decode_jpeg(blobs, **options):           # no `mode` in this release
+        calls.append(sorted(options))
+        raise TypeError("decode_jpeg() got an unexpected keyword argument 'mode'")
+
+    package, decoders = types.ModuleType("torchcodec"), types.ModuleType("torchcodec.decoders")
+    decoders.decode_jpeg, package.decoders = decode_jpeg, decoders
+    monkeypatch.setitem(sys.modules, "torchcodec", package)
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", decoders)
+    jpeg_module.gpu_jpeg_decoder.cache_clear()
+    yield calls
+    jpeg_module.gpu_jpeg_decoder.cache_clear()
+
+
+def test_a_torchcodec_that_refuses_the_call_gives_way_to_torchvision_once(fake_torchcodec, monkeypatch):
+    image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    blob = torch.from_numpy(encode_jpeg(image, 90).copy())
+    decoder = jpeg_module.gpu_jpeg_decoder()
+    assert isinstance(decoder, jpeg_module._CodecDecoder)
+    vision = jpeg_module._vision_decoder()
+    for _ in range(3):
+        [chw] = decoder([blob], "cpu")
+        assert torch.equal(chw, vision([blob], "cpu")[0]) and chw.shape == (3, 256, 256)
+    assert fake_torchcodec == [["device", "mode"]]         # tried once, then torchvision's for good
+    monkeypatch.setattr(jpeg_module, "_vision_decoder", lambda: None)
+    jpeg_module.gpu_jpeg_decoder.cache_clear()
+    with pytest.raises(UsageError, match="refuses the call .*use `decode` cpu"):
+        jpeg_module.gpu_jpeg_decoder()([blob], "cpu")       # nothing to fall back on: said, not a TypeError
+
+
 def test_eval_uses_the_runs_decoder_unless_told():
     assert trained_decode({"run": {"decode": "cpu"}}) == "cpu"
     assert trained_decode({"run": {"decode": "gpu"}}) == "auto"            # gpu where it can, else cpu
