@@ -45,7 +45,7 @@ import h5py
 import numpy as np
 import torch
 
-from alexnet_cli.atomic import partial_path, publish
+from alexnet_cli.atomic import check_file_size, no_room, partial_path, publish, room_advice
 from alexnet_cli.augment import center_crop
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.errors import CheckpointError, DataError, UsageError
@@ -203,12 +203,16 @@ def create_features_file(path: str | Path, *, paths: Sequence[str], labels: np.n
                          class_names: Sequence[str], split: str, key: str, data: str = "", dim: int = DIM,
                          checkpoint: str = "", network: str = "") -> None:
     """An empty features file (done = 0) for len(paths) images, its rows' disk space reserved
-    (reserve_space); rows are written later. A disk too small is a DataError, and no file."""
+    (reserve_space); rows are written later. A disk too small, or a file larger than the
+    process or the file system allows (atomic.check_file_size: HDF5 must never meet EFBIG),
+    is a DataError, and no file."""
     path, n = Path(path), len(paths)
-    need_space(path, n * dim * 2 + sum(len(p) for p in paths) + 16 * n + (1 << 20))
+    size = file_bytes(n, dim, paths)
+    need_space(path, size)
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)           # the rows' place in the file now, not per write
     try:
+        check_file_size(path, size)
         with h5py.File(path, "w") as f:
             f.create_dataset("features", shape=(n, dim), dtype=np.float16, dcpl=dcpl, fill_time="never",
                              chunks=(max(1, min(n, CHUNK_ROWS)), dim) if n else None, track_times=False)
@@ -222,28 +226,17 @@ def create_features_file(path: str | Path, *, paths: Sequence[str], labels: np.n
         reserve_space(path)
     except BaseException as exc:
         path.unlink(missing_ok=True)
-        if _no_space(exc):
-            raise DataError(f"{path}: the disk is full ({_free(path)} free): free some space and run the "
-                            "command again") from None
+        room = no_room(exc)
+        if room is not None:
+            reason, remedy = room_advice(path, room)
+            raise DataError(f"{path}: {reason}: {remedy} and run the command again") from None
         raise
 
 
-def _free(path: Path) -> str:
-    try:
-        return f"{shutil.disk_usage(path.parent).free / 2**20:,.1f} MiB"
-    except OSError:
-        return "unknown space"
-
-
-def _no_space(exc: BaseException) -> bool:
-    """Whether `exc` (an OSError, or HDF5's error text inside another exception) is a full disk."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "errno = 28" in str(exc) or "No space left on device" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+def file_bytes(n: int, dim: int, paths: Sequence[str]) -> int:
+    """An upper bound on the size of a features file of `n` rows: the rows, then per image its
+    path, label and the path's place in HDF5's heap (about 44 bytes), and 1 MiB for the rest."""
+    return n * (dim * 2 + 64) + sum(len(p.encode()) for p in paths) + (1 << 20)
 
 
 def need_space(path: Path, nbytes: int) -> None:
@@ -458,6 +451,7 @@ def _write(encoder: Encoder, data_dir: str | Path, split: str, out: Path, manife
                                      data=data, checkpoint=encoder.checkpoint, network=encoder.network)
                 done = 0
             else:
+                check_file_size(partial, partial.stat().st_size, probe=False)   # under a lower `ulimit -f` now
                 reserve_space(partial)                          # a file of an older alexnet may be sparse
             if done < count:
                 loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False,
@@ -466,9 +460,11 @@ def _write(encoder: Encoder, data_dir: str | Path, split: str, out: Path, manife
                       f"fc7 features ({split})")
             publish(partial, out)
         except Exception as exc:
-            if _no_space(exc):
-                raise DataError(f"{partial}: the disk is full ({_free(partial)} free): free some space and run the "
-                                "same command again (it continues from the rows already written)") from None
+            room = no_room(exc)
+            if room is not None:
+                reason, remedy = room_advice(partial, room)
+                raise DataError(f"{partial}: {reason}: {remedy} and run the same command again (it continues "
+                                "from the rows already written)") from None
             raise
 
 
