@@ -224,3 +224,13 @@ def room_advice(path: Path, code: int) -> tuple[str, str]:
     except OSError:
         free = "unknown space free"
     return f"the disk is full ({free})", "free some space"
+
+
+def cannot_write(path: Path, exc: OSError) -> str:
+    """Why `exc` stopped a write to `path`, for the end of an error line: a want of room with
+    what to do (room_advice), else the system's words ("Permission denied")."""
+    room = no_room(exc)
+    if room is None:
+        return exc.strerror or str(exc)
+    reason, remedy = room_advice(path, room)
+    return f"{reason}: {remedy}"
