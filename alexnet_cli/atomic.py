@@ -5,7 +5,8 @@ Two kinds of temporaries, both beside their target (same folder, so the final re
 atomic on every POSIX file system):
 
 - `.NAME.PID.tmp` (`temporary_name`): a file written in one go (`write_atomic`, `replacing`:
-  the manifest, shards, the mean image, pca.json, run files, checkpoints, codes). It is
+  the manifest, shards, the mean image, pca.json, run files, checkpoints, codes; `write_output`:
+  the pictures and CSV files that commands write for their user). It is
   created by `claim`, which holds an exclusive flock on it while it is written; the lock
   dies with its process, so `abandoned` tells the temporaries of killed runs from those of
   live ones, and `remove_abandoned` deletes only the former.
@@ -33,6 +34,7 @@ import os
 import re
 import resource
 import shutil
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -133,6 +135,27 @@ def write_atomic(path: Path, data: bytes | memoryview) -> None:
                 view = view[os.write(fd, view):]
     except OSError as exc:
         if exc.filename is None:        # os.write and os.fsync name no file: say which
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
+
+
+def write_output(path: Path, data: bytes | memoryview) -> None:
+    """A command's output (a picture, a CSV file) into `path` as `write_atomic` writes it, where
+    that can be: through a symlink the target is replaced (the link is kept), and what is not a
+    regular file (/dev/stdout, a FIFO: nothing to keep, no folder to put a temporary in) is
+    written straight into."""
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:                         # nothing there yet (or a broken link: refused before)
+        regular = True
+    if regular:
+        write_atomic(Path(os.path.realpath(path)), data)
+        return
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        if exc.filename is None:
             raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
 

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from alexnet_cli.atomic import cannot_write, write_atomic
+from alexnet_cli.atomic import cannot_write, write_output
 from alexnet_cli.errors import AlexnetError, UsageError
 
 WHITE = (255, 255, 255)
@@ -144,7 +144,7 @@ def check_picture_path(path: str | Path, formats: Iterable[str] = PICTURE_FORMAT
 
 def save_picture(img: Image.Image, path: str | Path) -> Path:
     """Write `img` in the format its suffix names (PICTURE_FORMATS; PNG for any other suffix),
-    creating the folder: encoded in memory, then written atomically (atomic.write_atomic), so
+    creating the folder: encoded in memory, then written atomically (atomic.write_output), so
     a full disk leaves an earlier picture of that name as it was, and no half picture; a path
     that cannot be written is a user error."""
     path = Path(path)
@@ -153,7 +153,7 @@ def save_picture(img: Image.Image, path: str | Path) -> Path:
     try:
         img.convert("RGB").save(buf, format=fmt)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, buf.getbuffer())
+        write_output(path, buf.getbuffer())
     except OSError as exc:
         raise AlexnetError(f"{path}: cannot write the picture: {cannot_write(path, exc)}") from None
     return path
