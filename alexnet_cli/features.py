@@ -26,7 +26,11 @@ Disk space: the partial file's rows are allocated in full when it is created (HD
 allocation, then posix_fallocate), so a disk too small fails at once with one error that
 says how much is needed, before any image is computed, and a disk that fills up later
 cannot fail a row's write half-way (HDF5 on ENOSPC leaves its file handles broken: the old
-code crashed with a segfault at exit). A rerun after freeing space resumes from `done`.
+code crashed with a segfault at exit). A rerun after freeing space resumes from `done`. So
+for a file larger than the process or its file system allows (`ulimit -f`, FAT32's 4 GiB:
+EFBIG, atomic.check_file_size), compared before HDF5 writes. Should HDF5 meet either all the
+same (a limit lowered while it runs, a file system without posix_fallocate), `_writing`
+closes the file with its pending writes discarded, rather than leave it to crash at exit.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -213,16 +218,18 @@ def create_features_file(path: str | Path, *, paths: Sequence[str], labels: np.n
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)           # the rows' place in the file now, not per write
     try:
         check_file_size(path, size)
-        with h5py.File(path, "w") as f:
-            f.create_dataset("features", shape=(n, dim), dtype=np.float16, dcpl=dcpl, fill_time="never",
-                             chunks=(max(1, min(n, CHUNK_ROWS)), dim) if n else None, track_times=False)
-            f.create_dataset("paths", data=np.asarray(list(paths), dtype=object), dtype=_STR, track_times=False)
-            f.create_dataset("labels", data=np.asarray(labels, np.int64).reshape(n), track_times=False)
-            f.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=_STR)
-            f.create_dataset("class_names", data=np.asarray(list(class_names), dtype=object), dtype=_STR)
+        with _writing(path, "w") as f:
+            made = [         # kept open until _writing's flush: one written as it closes fails unseen (h5py)
+                f.create_dataset("features", shape=(n, dim), dtype=np.float16, dcpl=dcpl, fill_time="never",
+                                 chunks=(max(1, min(n, CHUNK_ROWS)), dim) if n else None, track_times=False),
+                f.create_dataset("paths", data=np.asarray(list(paths), dtype=object), dtype=_STR, track_times=False),
+                f.create_dataset("labels", data=np.asarray(labels, np.int64).reshape(n), track_times=False),
+                f.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=_STR),
+                f.create_dataset("class_names", data=np.asarray(list(class_names), dtype=object), dtype=_STR)]
             f.attrs.update({"format": FORMAT, "version": VERSION, "split": split, "count": n, "dim": dim,
                             "done": 0, "key": key, "data_key": data, "network": network, "checkpoint": checkpoint,
                             "layer": "fc7", "crop": "center"})
+        del made
         reserve_space(path)
     except BaseException as exc:
         path.unlink(missing_ok=True)
@@ -231,6 +238,40 @@ def create_features_file(path: str | Path, *, paths: Sequence[str], labels: np.n
             reason, remedy = room_advice(path, room)
             raise DataError(f"{path}: {reason}: {remedy} and run the command again") from None
         raise
+
+
+@contextmanager
+def _writing(path: Path, mode: str) -> Iterator[h5py.File]:
+    """h5py.File(path, mode), closed even when HDF5 cannot write it (a full disk, a file-size
+    limit met despite the checks: a limit lowered while it runs, a file system without
+    posix_fallocate). HDF5 keeps the handles of a file it could not flush, and then crashes the
+    interpreter at exit (a segfault after pages of tracebacks); so once a write failed for want
+    of room, the file's pending writes are sent to /dev/null, where none fails, before it is
+    closed, and the file keeps what was flushed before (the rows up to `done`, which a rerun
+    resumes from). The flush that ends the body is the last write that can fail."""
+    f = h5py.File(path, mode)
+    try:
+        yield f
+        f.flush()
+    except BaseException as exc:
+        if no_room(exc) is not None:
+            _discard_writes(f)
+        f.close()
+        raise
+    f.close()
+
+
+def _discard_writes(f: h5py.File) -> None:
+    """Every later write of `f` goes to /dev/null (_writing); only the sec2 driver's file
+    descriptor (h5py's default) can be redirected, and only before a close has failed: HDF5's
+    state after a failed close is past saving."""
+    if f.driver != "sec2":
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, f.id.get_vfd_handle())
+    finally:
+        os.close(null)
 
 
 def file_bytes(n: int, dim: int, paths: Sequence[str]) -> int:
@@ -501,7 +542,7 @@ def _fill(path: Path, encoder: Encoder, batches: Iterator[Batch], done: int, cou
           desc: str) -> None:
     """Rows done..count of the file from unshuffled `batches` that start at or before row
     `done`; each batch is flushed before `done` moves past it."""
-    with h5py.File(path, "r+") as f, progress.task(desc, total=count - done, unit="img") as task:
+    with _writing(path, "r+") as f, progress.task(desc, total=count - done, unit="img") as task:
         rows = f["features"]
         try:
             for batch in batches:

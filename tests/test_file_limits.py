@@ -161,3 +161,45 @@ def test_no_room_reads_oserrors_and_hdf5_text():
     except DataError as exc:
         assert no_room(exc) is None                           # `from None`: said already
     assert no_room(OSError(errno.EACCES, "Permission denied")) is None
+
+
+LOWERED = """
+import resource, sys
+import alexnet_cli.features as F
+from alexnet_cli.features import load_encoder, write_features
+checkpoint, data, out = sys.argv[1:]
+encoder = load_encoder(checkpoint, data, "cpu")
+F.check_file_size = lambda *a, **k: None       # as if the limit were lowered after the checks (prlimit)
+F.need_space = lambda *a, **k: None
+resource.setrlimit(resource.RLIMIT_FSIZE, (200 << 10, resource.RLIM_INFINITY))
+try:
+    write_features(encoder, data, "train", out, batch_size=8, workers=1)
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_hdf5_meeting_the_limit_after_all_closes_its_file_and_a_rerun_finishes(tiny_data, checkpoint, tmp_path,
+                                                                               started):
+    """The checks' last line of defence (features._writing): HDF5 meeting EFBIG while it creates
+    the file (`started` False) or writes its rows (True) crashed the interpreter at exit (exit
+    139, pages of tracebacks); now the error is a DataError, the process ends normally, and a
+    rerun without the limit resumes or starts afresh and finishes."""
+    from alexnet_cli.features import load_encoder
+    encoder = load_encoder(checkpoint, tiny_data, "cpu")
+    out = tmp_path / "feat.h5"
+    if started:                                  # the file made (its full size) before the limit
+        with pytest.raises(KeyboardInterrupt):
+            from test_features import Interrupt
+            write_features(encoder, tiny_data, "train", out, batch_size=8, progress=Interrupt(after=1))
+    run = subprocess.run([sys.executable, "-c", LOWERED, str(checkpoint), str(tiny_data), str(out)],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr[-3000:]
+    assert run.stdout.startswith("DataError ") and "file-size limit" in run.stdout, run.stdout
+    info = write_features(encoder, tiny_data, "train", out, batch_size=8)
+    assert info.complete and info.count == 48
+    with h5py.File(out) as f:
+        rows = f["features"][:]
+    assert np.isfinite(rows).all() and (rows != 0).any(axis=1).all()      # every row written
