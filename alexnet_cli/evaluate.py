@@ -16,6 +16,7 @@ Two levels:
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from alexnet_cli.atomic import cannot_write, write_output
 from alexnet_cli.augment import channel_mean, test_crops
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.config import check_crops
@@ -283,12 +285,7 @@ def write_predictions(result: EvalResult, path: str | Path, data_dir: str | Path
                              "top": [{"class": names[c], "index": int(c), "prob": round(float(q), 6)}
                                      for c, q in zip(p.top[i], p.probs[i])]}) + "\n"
                  for i in range(len(p.indices))]
-        _ensure_parent(path)
-        try:
-            path.write_text("".join(lines), encoding="utf-8")
-        except OSError as exc:
-            raise AlexnetError(f"{path}: cannot write ({exc})") from None
-        return path
+        return _write_file(path, "".join(lines).encode("utf-8"))
     k = p.top.shape[1]
     header = ["index", "path", "label"] + [f"{x}{j}" for j in range(1, k + 1) for x in ("class", "prob")]
     rows = [[int(p.indices[i]), paths[p.indices[i]], names[p.labels[i]]]
@@ -309,12 +306,19 @@ def _ensure_parent(path: Path) -> None:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return _write_file(path, text.getvalue().encode("utf-8"))
+
+
+def _write_file(path: Path, data: bytes) -> Path:
+    """`data` into `path` atomically (atomic.write_output): a full disk leaves an earlier file
+    of that name as it was, and no half file; a path that cannot be written is a user error."""
     _ensure_parent(path)
     try:
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
+        write_output(path, data)
     except OSError as exc:
-        raise AlexnetError(f"{path}: cannot write ({exc})") from None
+        raise AlexnetError(f"{path}: cannot write it: {cannot_write(path, exc)}") from None
     return path

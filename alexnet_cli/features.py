@@ -26,7 +26,11 @@ Disk space: the partial file's rows are allocated in full when it is created (HD
 allocation, then posix_fallocate), so a disk too small fails at once with one error that
 says how much is needed, before any image is computed, and a disk that fills up later
 cannot fail a row's write half-way (HDF5 on ENOSPC leaves its file handles broken: the old
-code crashed with a segfault at exit). A rerun after freeing space resumes from `done`.
+code crashed with a segfault at exit). A rerun after freeing space resumes from `done`. So
+for a file larger than the process or its file system allows (`ulimit -f`, FAT32's 4 GiB:
+EFBIG, atomic.check_file_size), compared before HDF5 writes. Should HDF5 meet either all the
+same (a limit lowered while it runs, a file system without posix_fallocate), `_writing`
+closes the file with its pending writes discarded, rather than leave it to crash at exit.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -45,7 +50,7 @@ import h5py
 import numpy as np
 import torch
 
-from alexnet_cli.atomic import partial_path, publish
+from alexnet_cli.atomic import check_file_size, no_room, partial_path, publish, room_advice
 from alexnet_cli.augment import center_crop
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.errors import CheckpointError, DataError, UsageError
@@ -203,47 +208,76 @@ def create_features_file(path: str | Path, *, paths: Sequence[str], labels: np.n
                          class_names: Sequence[str], split: str, key: str, data: str = "", dim: int = DIM,
                          checkpoint: str = "", network: str = "") -> None:
     """An empty features file (done = 0) for len(paths) images, its rows' disk space reserved
-    (reserve_space); rows are written later. A disk too small is a DataError, and no file."""
+    (reserve_space); rows are written later. A disk too small, or a file larger than the
+    process or the file system allows (atomic.check_file_size: HDF5 must never meet EFBIG),
+    is a DataError, and no file."""
     path, n = Path(path), len(paths)
-    need_space(path, n * dim * 2 + sum(len(p) for p in paths) + 16 * n + (1 << 20))
+    size = file_bytes(n, dim, paths)
+    need_space(path, size)
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)           # the rows' place in the file now, not per write
     try:
-        with h5py.File(path, "w") as f:
-            f.create_dataset("features", shape=(n, dim), dtype=np.float16, dcpl=dcpl, fill_time="never",
-                             chunks=(max(1, min(n, CHUNK_ROWS)), dim) if n else None, track_times=False)
-            f.create_dataset("paths", data=np.asarray(list(paths), dtype=object), dtype=_STR, track_times=False)
-            f.create_dataset("labels", data=np.asarray(labels, np.int64).reshape(n), track_times=False)
-            f.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=_STR)
-            f.create_dataset("class_names", data=np.asarray(list(class_names), dtype=object), dtype=_STR)
+        check_file_size(path, size)
+        with _writing(path, "w") as f:
+            made = [         # kept open until _writing's flush: one written as it closes fails unseen (h5py)
+                f.create_dataset("features", shape=(n, dim), dtype=np.float16, dcpl=dcpl, fill_time="never",
+                                 chunks=(max(1, min(n, CHUNK_ROWS)), dim) if n else None, track_times=False),
+                f.create_dataset("paths", data=np.asarray(list(paths), dtype=object), dtype=_STR, track_times=False),
+                f.create_dataset("labels", data=np.asarray(labels, np.int64).reshape(n), track_times=False),
+                f.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=_STR),
+                f.create_dataset("class_names", data=np.asarray(list(class_names), dtype=object), dtype=_STR)]
             f.attrs.update({"format": FORMAT, "version": VERSION, "split": split, "count": n, "dim": dim,
                             "done": 0, "key": key, "data_key": data, "network": network, "checkpoint": checkpoint,
                             "layer": "fc7", "crop": "center"})
+        del made
         reserve_space(path)
     except BaseException as exc:
         path.unlink(missing_ok=True)
-        if _no_space(exc):
-            raise DataError(f"{path}: the disk is full ({_free(path)} free): free some space and run the "
-                            "command again") from None
+        room = no_room(exc)
+        if room is not None:
+            reason, remedy = room_advice(path, room)
+            raise DataError(f"{path}: {reason}: {remedy} and run the command again") from None
         raise
 
 
-def _free(path: Path) -> str:
+@contextmanager
+def _writing(path: Path, mode: str) -> Iterator[h5py.File]:
+    """h5py.File(path, mode), closed even when HDF5 cannot write it (a full disk, a file-size
+    limit met despite the checks: a limit lowered while it runs, a file system without
+    posix_fallocate). HDF5 keeps the handles of a file it could not flush, and then crashes the
+    interpreter at exit (a segfault after pages of tracebacks); so once a write failed for want
+    of room, the file's pending writes are sent to /dev/null, where none fails, before it is
+    closed, and the file keeps what was flushed before (the rows up to `done`, which a rerun
+    resumes from). The flush that ends the body is the last write that can fail."""
+    f = h5py.File(path, mode)
     try:
-        return f"{shutil.disk_usage(path.parent).free / 2**20:,.1f} MiB"
-    except OSError:
-        return "unknown space"
+        yield f
+        f.flush()
+    except BaseException as exc:
+        if no_room(exc) is not None:
+            _discard_writes(f)
+        f.close()
+        raise
+    f.close()
 
 
-def _no_space(exc: BaseException) -> bool:
-    """Whether `exc` (an OSError, or HDF5's error text inside another exception) is a full disk."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "errno = 28" in str(exc) or "No space left on device" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+def _discard_writes(f: h5py.File) -> None:
+    """Every later write of `f` goes to /dev/null (_writing); only the sec2 driver's file
+    descriptor (h5py's default) can be redirected, and only before a close has failed: HDF5's
+    state after a failed close is past saving."""
+    if f.driver != "sec2":
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, f.id.get_vfd_handle())
+    finally:
+        os.close(null)
+
+
+def file_bytes(n: int, dim: int, paths: Sequence[str]) -> int:
+    """An upper bound on the size of a features file of `n` rows: the rows, then per image its
+    path, label and the path's place in HDF5's heap (about 44 bytes), and 1 MiB for the rest."""
+    return n * (dim * 2 + 64) + sum(len(p.encode()) for p in paths) + (1 << 20)
 
 
 def need_space(path: Path, nbytes: int) -> None:
@@ -458,6 +492,7 @@ def _write(encoder: Encoder, data_dir: str | Path, split: str, out: Path, manife
                                      data=data, checkpoint=encoder.checkpoint, network=encoder.network)
                 done = 0
             else:
+                check_file_size(partial, partial.stat().st_size, probe=False)   # under a lower `ulimit -f` now
                 reserve_space(partial)                          # a file of an older alexnet may be sparse
             if done < count:
                 loader = ShardLoader(data_dir, split, batch_size, shuffle=False, drop_last=False,
@@ -466,9 +501,11 @@ def _write(encoder: Encoder, data_dir: str | Path, split: str, out: Path, manife
                       f"fc7 features ({split})")
             publish(partial, out)
         except Exception as exc:
-            if _no_space(exc):
-                raise DataError(f"{partial}: the disk is full ({_free(partial)} free): free some space and run the "
-                                "same command again (it continues from the rows already written)") from None
+            room = no_room(exc)
+            if room is not None:
+                reason, remedy = room_advice(partial, room)
+                raise DataError(f"{partial}: {reason}: {remedy} and run the same command again (it continues "
+                                "from the rows already written)") from None
             raise
 
 
@@ -505,7 +542,7 @@ def _fill(path: Path, encoder: Encoder, batches: Iterator[Batch], done: int, cou
           desc: str) -> None:
     """Rows done..count of the file from unshuffled `batches` that start at or before row
     `done`; each batch is flushed before `done` moves past it."""
-    with h5py.File(path, "r+") as f, progress.task(desc, total=count - done, unit="img") as task:
+    with _writing(path, "r+") as f, progress.task(desc, total=count - done, unit="img") as task:
         rows = f["features"]
         try:
             for batch in batches:

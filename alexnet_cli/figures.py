@@ -7,6 +7,7 @@ array), and the helpers compose: `grid([hstack([labeled_tile(img, name), hbar_ch
 
 from __future__ import annotations
 
+import io
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -14,6 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from alexnet_cli.atomic import cannot_write, write_output
 from alexnet_cli.errors import AlexnetError, UsageError
 
 WHITE = (255, 255, 255)
@@ -142,12 +144,16 @@ def check_picture_path(path: str | Path, formats: Iterable[str] = PICTURE_FORMAT
 
 def save_picture(img: Image.Image, path: str | Path) -> Path:
     """Write `img` in the format its suffix names (PICTURE_FORMATS; PNG for any other suffix),
-    creating the folder; a path that cannot be written is a user error."""
+    creating the folder: encoded in memory, then written atomically (atomic.write_output), so
+    a full disk leaves an earlier picture of that name as it was, and no half picture; a path
+    that cannot be written is a user error."""
     path = Path(path)
     fmt = PICTURE_FORMATS.get(path.suffix.lower(), "PNG")
+    buf = io.BytesIO()
     try:
+        img.convert("RGB").save(buf, format=fmt)
         path.parent.mkdir(parents=True, exist_ok=True)
-        img.convert("RGB").save(path, format=fmt)
+        write_output(path, buf.getbuffer())
     except OSError as exc:
-        raise AlexnetError(f"{path}: cannot write the picture ({exc})") from None
+        raise AlexnetError(f"{path}: cannot write the picture: {cannot_write(path, exc)}") from None
     return path

@@ -83,3 +83,26 @@ def test_a_partial_file_is_published_under_its_name(tmp_path):
     partial.write_bytes(b"rows")
     publish(partial, out)
     assert out.read_bytes() == b"rows" and not partial.exists()
+
+
+def test_write_output_replaces_a_links_target_and_writes_into_a_fifo(tmp_path):
+    """An output given as a symlink keeps the link (its target is replaced, whole); a FIFO (or
+    /dev/stdout) has no folder for a temporary and nothing to keep: it is written straight."""
+    import threading
+    from alexnet_cli.atomic import cannot_write, write_output
+    target, link = tmp_path / "real.csv", tmp_path / "link.csv"
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    write_output(link, b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "real.csv"]
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    write_output(fifo, b"through the pipe")
+    reader.join(10)
+    assert got == [b"through the pipe"] and not list(tmp_path.glob(".*"))
+    assert cannot_write(link, OSError(errno.EACCES, "Permission denied")) == "Permission denied"
+    assert cannot_write(link, OSError(errno.ENOSPC, "x")).startswith("the disk is full (")

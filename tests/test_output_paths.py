@@ -9,6 +9,7 @@ untouched. Any other existing file is overwritten, as before.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -105,6 +106,7 @@ def test_eval_per_class_and_predictions_in_one_file_are_refused(place):
              f"--predictions {place / 'both.csv'} is also --per-class: the second would replace the first; "
              "choose two files")
 
+
 def test_kernels_out_through_a_link_to_its_checkpoint_is_refused(place):
     last = place / "run" / "checkpoints" / "last.pt"
     link = place / "kernels-link.png"
@@ -198,3 +200,46 @@ def test_an_output_name_too_long_for_its_temporaries_is_refused_up_front(tmp_pat
     check_output(fits, "out")
     with pytest.raises(UsageError, match=r"has a name of 243 bytes; this file system allows \d+.*choose a shorter name"):
         check_output(too_long, "out")
+# ---------------------------------------------------------------------------- a full disk
+
+
+def _fills_up(monkeypatch, folder: Path) -> None:
+    """Every os.write into `folder` fails as on a full disk (ENOSPC); other writes go through."""
+    real = os.write
+
+    def write(fd, data):
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(folder)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data)
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("name, args", [
+    ("per-class.csv", ["eval", "{last}", "{data}", "--device", "cpu", "--per-class", "{out}"]),
+    ("predictions.csv", ["eval", "{last}", "{data}", "--device", "cpu", "--predictions", "{out}"]),
+    ("predictions.jsonl", ["eval", "{last}", "{data}", "--device", "cpu", "--predictions", "{out}"]),
+    ("kernels.png", ["kernels", "{last}", "--out", "{out}"]),
+    ("predict.jpg", ["predict", "{last}", "{image}", "--device", "cpu", "--out", "{out}"]),
+    ("neighbors.png", ["neighbors", "{last}", "{data}", "--query", "{image}", "--split", "val", "--device", "cpu",
+                       "--out", "{out}"]),
+])
+
+
+def test_a_full_disk_keeps_an_earlier_output_whole_and_leaves_no_partial_file(place, tmp_path, monkeypatch,
+                                                                               name, args):
+    """Each output is written atomically (atomic.write_atomic): the old code left a truncated or
+    0-byte file where an earlier one had been. (report's figure was written so already.)"""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / name
+    out.write_bytes(b"an earlier result\n")
+    names = {"last": place / "run" / "checkpoints" / "last.pt", "data": place / "data", "image": place / "q.jpg",
+             "out": out}
+    _fills_up(monkeypatch, folder)
+    result = runner.invoke(app, [a.format(**{k: str(v) for k, v in names.items()}) for a in args])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]   # after progress lines
+    assert len(errors) == 1 and errors[0].startswith(f"Error: {out}: cannot write"), result.stderr
+    assert "disk is full" in errors[0] and "free some space" in errors[0] and "Traceback" not in result.stderr
+    assert out.read_bytes() == b"an earlier result\n"
+    assert [p.name for p in folder.iterdir()] == [name]          # no temporary left beside it
