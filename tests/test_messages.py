@@ -6,7 +6,9 @@ as the rest, and a wrong kind of path is bad usage (exit 2, docs/public-surface.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import shlex
 
 import h5py
@@ -279,3 +281,15 @@ def test_a_value_of_the_wrong_type_is_said_like_the_other_bad_values(tmp_path, a
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert _error_line(result) == f"Error: {said} (see `alexnet {args[0]} --help`)"
+
+
+@pytest.mark.parametrize("code, said", [(errno.ENOSPC, "the disk is full"), (errno.EFBIG, "ulimit -f"),
+                                        (errno.EACCES, "Permission denied")])
+def test_an_os_error_with_no_room_says_what_to_do_at_the_boundary(tmp_path, code, said):
+    """A write that found no room anywhere in a command (a checkpoint, a shard, the codes) says
+    why and what to do, as the commands' own checks do; other OS errors keep the system's words."""
+    from alexnet_cli.cli.app import _message
+
+    path = tmp_path / "run" / "last.pt"
+    line = _message(OSError(code, os.strerror(code), str(path)))
+    assert line.startswith(f"{path}: ") and said in line, line

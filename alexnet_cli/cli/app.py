@@ -32,6 +32,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from alexnet_cli import __version__
+from alexnet_cli.atomic import NO_ROOM, cannot_write
 from alexnet_cli.cli import (ablate, codes, demo, eval as eval_cmd, features, kernels, neighbors, pca, predict, prep,
                              report, stopped_by, summary, train)
 from alexnet_cli.cli.common import err_console
@@ -173,7 +174,10 @@ def _message(exc: Exception) -> str:
         return flag_message(exc)
     if isinstance(exc, OSError) and exc.strerror:
         names = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
-        return f"{names}: {exc.strerror}" if names else exc.strerror
+        reason = exc.strerror       # no room (disk full, quota, file-size limit): also what to do
+        if exc.filename is not None and exc.errno in NO_ROOM:
+            reason = cannot_write(Path(os.fsdecode(exc.filename)), exc)
+        return f"{names}: {reason}" if names else reason
     return (f"{type(exc).__name__}: {exc} (run `alexnet --debug <command> ...` or set ALEXNET_DEBUG=1 "
             "for the traceback)")
 
