@@ -53,7 +53,8 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     ns = argparse.Namespace(device=args.device, n=args.n, classes=min(10, max(2, args.n // 4)),
                             batch=args.batch or (128 if cuda else 4),
-                            log_every=10, workers=4, eval_batch=64, lrn_kernel=args.lrn_kernel)
+                            log_every=10, workers=4, eval_batch=64, lrn_kernel=args.lrn_kernel,
+                            skip="b-jpeg")                      # the raw shards only: no jpeg row here
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         _, data = prepare_data(tmp, ns)
