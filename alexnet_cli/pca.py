@@ -207,6 +207,7 @@ def _full_pass(manifest: Manifest, partial: Path, device, workers: int | None, b
 def _save_sums(partial: Path, state: dict, progress: Reporter) -> bool:
     """Write the pass's sums so far; False (said in a log line) where they cannot be written."""
     try:
+        partial.parent.mkdir(parents=True, exist_ok=True)        # beside an `out` in a folder to be made
         write_atomic(partial, (json_text(state) + "\n").encode("utf-8"))
     except OSError as exc:                                         # a read-only data folder
         progress.log(f"cannot save the pass's progress to {partial} ({exc.strerror or exc}): it goes "
@@ -281,6 +282,7 @@ def write_pca(data_dir: str | Path, stats: PcaStats, *, overwrite: bool = False,
         raise _would_replace(path, old, f"this one, of {_of(data['images'])}, has eigenvalues "
                              f"{_values(data['eigenvalues'])}")
     if old != data:                            # the same result in an older form is written again
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, data)
     if stats.partial is not None:              # the pass's sums are now safe in pca.json
         stats.partial.unlink(missing_ok=True)
