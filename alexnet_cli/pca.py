@@ -336,8 +336,9 @@ def check_pca_data(stats: PcaStats, manifest: Manifest, path: str | Path | None 
     data = shell_word(manifest.root)
     redo = (f"`alexnet pca {data} --overwrite`" if path is None else
             f"`alexnet pca {data} --out FILE` and train with `pca_file` FILE")
-    raise DataError(f"{pca_file(manifest.root, path)} is the PCA of other training shards (key {stats.data_key}) "
-                    f"than those of {manifest.root} ({key}): compute theirs with {redo}",
+    raise DataError(f"{pca_file(manifest.root, path)} is a PCA of other data: of training shards with key "
+                    f"{stats.data_key}, not {manifest.root}'s ({key}; another data set, or the shards changed since): "
+                    f"compute theirs with {redo}",
                     mentions=() if path is None else ("pca_file",))
 
 

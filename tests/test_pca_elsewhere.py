@@ -134,11 +134,11 @@ def test_a_pca_of_other_shards_is_refused(bare, tiny_data, three_step_data, tmp_
     theirs = json.loads(other.read_text())["data_key"]
     assert theirs != data_key(read_manifest(bare), "train")
     result = runner.invoke(app, ["train", str(bare), "--out", str(tmp_path / "run"), "--pca", str(other), *FAST])
-    _one_error(result, 1, f"{other} is the PCA of other training shards (key {theirs}) than those of {bare}",
+    _one_error(result, 1, f"{other} is a PCA of other data: of training shards with key {theirs}, not {bare}'s",
                f"`alexnet pca {bare} --out FILE` and train with --pca FILE")
     copied = _copy(tiny_data, tmp_path / "copied", _pca_doc(three_step_data))   # another folder's pca.json
     result = runner.invoke(app, ["train", str(copied), "--out", str(tmp_path / "run"), *FAST])
-    _one_error(result, 1, f"{copied / PCA_FILE} is the PCA of other training shards",
+    _one_error(result, 1, f"{copied / PCA_FILE} is a PCA of other data",
                f"`alexnet pca {copied} --overwrite`")
     assert not (tmp_path / "run").exists()
     # and `pca --out` onto it stops before the pass, as for any other result
@@ -175,7 +175,8 @@ def test_pca_on_a_read_only_data_folder_keeps_a_pca_of_its_shards(tiny_data, thr
         if doc is None:
             (data / PCA_FILE).unlink()
         result = runner.invoke(app, ["pca", str(data)])
-        _one_error(result, 2, f"Invalid value for DATA: cannot write {data / PCA_FILE}: " + fix.format(data, data, data))
+        _one_error(result, 2, f"Invalid value for DATA: cannot write {data / PCA_FILE}: "
+                   + fix.format(data, data, data))
     for args in (["--sample", "5"], ["--overwrite"]):                 # a pass that would give another result
         result = runner.invoke(app, ["pca", str(older), *args])
         _one_error(result, 2, "not a writable folder: compute the PCA into another file")
@@ -215,3 +216,15 @@ def test_resume_with_another_pca_is_refused(bare, tiny_data, tmp_path):
     shutil.copy(first, same)                                         # counts
     resumed = runner.invoke(app, [*args, "--pca", str(same), "--max-steps", "2", "--resume", "--json"])
     assert resumed.exit_code == 0 and json.loads(resumed.stdout)["step"] == 2, resumed.output
+
+
+def test_ablate_gives_its_pca_file_to_every_run(bare, tiny_data, tmp_path):
+    made = write_pca(bare, read_pca(tiny_data), out=tmp_path / "pca" / "mine.json")     # bare has no pca.json
+    out = tmp_path / "ablations"
+    result = runner.invoke(app, ["ablate", str(bare), "--out", str(out), "--variants", "no-pca-aug", "--pca", str(made),
+                                 "--max-steps", "1", "--batch-size", "4", "--crops", "1", "--device", "cpu",
+                                 "--log-every", "1", "--workers", "1", "--eval-batch-size", "16"])
+    assert result.exit_code == 0, result.output
+    recorded = {name: json.loads((out / name / "config.json").read_text())["run"]["pca_file"]
+                for name in ("full", "no-pca-aug")}
+    assert recorded == {"full": str(made), "no-pca-aug": None}          # without colour noise: no PCA read

@@ -108,8 +108,8 @@ def ablate_cmd(
     run = RunOptions(device=device, parallel=parallel, devices=devices_from_option(devices), seed=seed,
                      max_steps=max_steps, save_every=save_every, log_every=log_every, bf16=bf16,
                      channels_last=channels_last, compile=compile, compile_mode=compile_mode, lrn_kernel=lrn_kernel,
-                     workers=workers, decode=decode or "auto", pca_file=pca, stuck_steps=stuck_steps, tensorboard=tensorboard,
-                     epochs_given=epochs is not None)
+                     workers=workers, decode=decode or "auto", pca_file=pca, stuck_steps=stuck_steps,
+                     tensorboard=tensorboard, epochs_given=epochs is not None)
     try:
         doc = ablate(data, out, model_cfg, train_cfg, run, recipe=recipe,
                      variants=None if variants is None else variants.split(","), crops=crops,
