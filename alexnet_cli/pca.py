@@ -13,6 +13,11 @@ The pass over all of ImageNet reads 250 GB of raw shards, so it can be killed pa
 (atomically), and the next run over the same shards continues after them. Integer sums make
 the resumed result identical to an uninterrupted one; `write_pca` removes the file once
 `pca.json` holds the result.
+
+A shared data folder may be read-only: the PCA can then be written to any file (`out`), its
+partial sums beside it (`partial_file`), and training reads it from there. Each pca.json
+records the key of the training shards it was computed from (`data_key`), so that a PCA of
+other data is refused rather than silently used (`check_pca_data`).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class PcaStats:
     pixels: int = 0                      # how many pixels it was computed over
     images: int = 0
     partial: Path | None = None          # a full pass's saved sums, removed once pca.json is written
+    data_key: str | None = None          # the training shards' key (shards.data_key); None: an older file
 
     def to_json(self, path: str | Path | None = None) -> dict[str, Any]:
         """The document `alexnet pca --json` prints (docs/public-surface.md); `path`: where
@@ -126,33 +132,51 @@ def check_sample(sample: int | None) -> None:
         raise UsageError(f"sample must be positive, got {sample!r}", field="sample", value=sample)
 
 
+def pca_file(data_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Where a PCA is written and read: `out`, or by default DATA/pca.json."""
+    return Path(data_dir) / PCA_FILE if out is None else Path(out)
+
+
+def partial_file(out: str | Path) -> Path:
+    """Where the unfinished pass for the PCA file `out` keeps its sums: beside it, named after
+    it (DATA/pca.json's is DATA/pca.partial.json), so that a pass rerun with the same `out`
+    continues, and passes for two files in one folder keep apart."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.partial.json")
+
+
 def compute_pca(data_dir: str | Path, progress: Reporter = NullReporter(), sample: int | None = None,
                 seed: int = 0, device: str | torch.device | None = None, workers: int | None = None,
-                batch_size: int = BATCH_SIZE, save_every: int = SAVE_EVERY) -> PcaStats:
+                batch_size: int = BATCH_SIZE, save_every: int = SAVE_EVERY, out: str | Path | None = None) -> PcaStats:
     """PCA of all training pixels, read by the shard loader and summed on `device` (default:
     CUDA when there is one; the sums are exact, so every device gives the same result), resuming an interrupted pass (module
-    doc); or of `sample` images picked deterministically by `seed` (None: all of them)."""
+    doc); or of `sample` images picked deterministically by `seed` (None: all of them). `out`: the
+    file the result is for (default DATA/pca.json); a full pass saves its sums beside it."""
     check_sample(sample)
     check_seed(seed)
     manifest = read_manifest(data_dir)
+    partial = partial_file(pca_file(manifest.root, out))
     if sample:
         moments, images = _sample_pass(manifest, sample, seed, progress)
     else:
-        moments, images = _full_pass(manifest, resolve_device(device), workers, batch_size, save_every, progress)
+        moments, images = _full_pass(manifest, partial, resolve_device(device), workers, batch_size, save_every,
+                                     progress)
     mean, cov = moments.covariance()
     values, vectors = eigen(cov)
-    return PcaStats(values, vectors, mean, moments.n, images, None if sample else manifest.root / PARTIAL_FILE)
+    # a sample's key is the training shards' too: it was drawn from them
+    return PcaStats(values, vectors, mean, moments.n, images, None if sample else partial,
+                    data_key(manifest, "train"))
 
 
-def _full_pass(manifest: Manifest, device, workers: int | None, batch_size: int, save_every: int,
+def _full_pass(manifest: Manifest, partial: Path, device, workers: int | None, batch_size: int, save_every: int,
                progress: Reporter) -> tuple[PixelMoments, int]:
     """The sums over every training image, in the loader's order, saved every `save_every`
-    batches and at the end to the partial file, and continued from it."""
+    batches and at the end to the `partial` file, and continued from it."""
     if save_every < 1:
         raise UsageError(f"save_every must be at least 1, got {save_every}")
     loader = ShardLoader(manifest.root, "train", batch_size, shuffle=False, device=device, workers=workers)
-    total, partial = loader.num_images, manifest.root / PARTIAL_FILE
-    remove_abandoned(manifest.root, PARTIAL_FILE)                       # a save cut short by a kill
+    total = loader.num_images
+    remove_abandoned(partial.parent, partial.name)                      # a save cut short by a kill
     key = {"data": data_key(manifest, "train"), "batch_size": batch_size}
     moments, done = _resume(partial, key, total, progress)
     saving = True
@@ -183,6 +207,7 @@ def _full_pass(manifest: Manifest, device, workers: int | None, batch_size: int,
 def _save_sums(partial: Path, state: dict, progress: Reporter) -> bool:
     """Write the pass's sums so far; False (said in a log line) where they cannot be written."""
     try:
+        partial.parent.mkdir(parents=True, exist_ok=True)        # beside an `out` in a folder to be made
         write_atomic(partial, (json_text(state) + "\n").encode("utf-8"))
     except OSError as exc:                                         # a read-only data folder
         progress.log(f"cannot save the pass's progress to {partial} ({exc.strerror or exc}): it goes "
@@ -239,52 +264,93 @@ def _sample(index: SplitIndex, sample: int, seed: int) -> list[np.ndarray]:
     return index.rows_by_shard(chosen)
 
 
-def write_pca(data_dir: str | Path, stats: PcaStats, *, overwrite: bool = False) -> Path:
-    """Write `pca.json` (docs/public-surface.md) atomically; returns its path. A pca.json that
-    holds another result is replaced only with `overwrite` (training runs that used it could no
-    longer be resumed): DataError otherwise; one with the same result is left as it is."""
-    path = Path(data_dir) / PCA_FILE
+def write_pca(data_dir: str | Path, stats: PcaStats, *, overwrite: bool = False, out: str | Path | None = None) -> Path:
+    """Write `pca.json` (docs/public-surface.md) atomically to `out` (default DATA/pca.json);
+    returns its path. A file that holds another result is replaced only with `overwrite`
+    (training runs that used it could no longer be resumed): DataError otherwise; one with the
+    same result is left as it is."""
+    path = pca_file(data_dir, out)
     data = {"eigenvalues": [float(v) for v in stats.eigenvalues],
             "eigenvectors": [[float(v) for v in row] for row in stats.eigenvectors],
             "scale": "0-255",
             "columns_are_eigenvectors": True,
             "mean_rgb": None if stats.mean_rgb is None else [float(v) for v in stats.mean_rgb],
-            "pixels": int(stats.pixels), "images": int(stats.images)}
+            "pixels": int(stats.pixels), "images": int(stats.images),
+            **({} if stats.data_key is None else {"data_key": stats.data_key})}
     old = _existing(path)
-    if old is not None and any(k in old and old[k] != data[k] for k in _RESULT) and not overwrite:
+    if old is not None and any(k in old and k in data and old[k] != data[k] for k in _RESULT) and not overwrite:
         raise _would_replace(path, old, f"this one, of {_of(data['images'])}, has eigenvalues "
                              f"{_values(data['eigenvalues'])}")
     if old != data:                            # the same result in an older form is written again
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, data)
     if stats.partial is not None:              # the pass's sums are now safe in pca.json
         stats.partial.unlink(missing_ok=True)
     return path
 
 
-def check_replace(data_dir: str | Path, sample: int | None = None, *, overwrite: bool = False) -> None:
-    """Before a pass: DataError at once (not after hours of reading) when DATA's pca.json holds
-    a PCA of another number of images than the pass would use (`sample`, None: all of them),
-    whose result therefore differs; write_pca checks the result itself."""
-    path = Path(data_dir) / PCA_FILE
+def check_replace(data_dir: str | Path, sample: int | None = None, *, overwrite: bool = False,
+                  out: str | Path | None = None) -> None:
+    """Before a pass: DataError at once (not after hours of reading) when the pca.json at `out`
+    (default DATA/pca.json) holds a PCA of other training shards, or of another number of
+    images than the pass would use (`sample`, None: all of them), whose result therefore
+    differs; write_pca checks the result itself."""
+    path = pca_file(data_dir, out)
     old = None if overwrite else _existing(path)
     if old is None:
         return
-    total = split_index(read_manifest(data_dir), "train").count
+    manifest = read_manifest(data_dir)
+    if old.get("data_key") not in (None, data_key(manifest, "train")):
+        raise _would_replace(path, old, f"this pass is over other training shards, {manifest.root}'s")
+    total = split_index(manifest, "train").count
     images = total if sample is None else min(sample, total)
     if isinstance(old.get("images"), int) and old["images"] > 0 and old["images"] != images:
         kind = f"all {images:,} training images" if images == total else f"a sample of {images:,}"
         raise _would_replace(path, old, f"this pass would use {kind}")
 
 
+def kept_pca(data_dir: str | Path, sample: int | None = None) -> PcaStats | None:
+    """DATA/pca.json when it holds what a pass over all training images would give again (an
+    ImageNet pass takes hours): a PCA of DATA's training shards (by its key; a file older than
+    the key, by its image count) of all their images. None otherwise, and for a `sample` short
+    of them all, whose seed pca.json does not record."""
+    manifest = read_manifest(data_dir)
+    total = split_index(manifest, "train").count
+    if sample is not None and sample < total:
+        return None
+    try:
+        stats = read_pca(data_dir)
+    except DataError:
+        return None
+    same_data = stats.data_key == data_key(manifest, "train") if stats.data_key is not None else True
+    return stats if same_data and stats.images == total else None
+
+
+def check_pca_data(stats: PcaStats, manifest: Manifest, path: str | Path | None = None) -> None:
+    """DataError when the PCA `stats` (read from `path`, default DATA/pca.json) records other
+    training shards than `manifest`'s: another data set's colour noise would silently change
+    the augmentation. A file older than the key is taken as it is."""
+    key = data_key(manifest, "train")
+    if stats.data_key is None or stats.data_key == key:
+        return
+    data = shell_word(manifest.root)
+    redo = (f"`alexnet pca {data} --overwrite`" if path is None else
+            f"`alexnet pca {data} --out FILE` and train with `pca_file` FILE")
+    raise DataError(f"{pca_file(manifest.root, path)} is a PCA of other data: of training shards with key "
+                    f"{stats.data_key}, not {manifest.root}'s ({key}; another data set, or the shards changed since): "
+                    f"compute theirs with {redo}",
+                    mentions=() if path is None else ("pca_file",))
+
+
 # What a rerun must give again to leave pca.json as it is (an older file lacks some: not compared)
-_RESULT = ("eigenvalues", "eigenvectors", "mean_rgb", "pixels", "images")
+_RESULT = ("eigenvalues", "eigenvectors", "mean_rgb", "pixels", "images", "data_key")
 
 
 def _existing(path: Path) -> dict | None:
-    """The document in pca.json when it holds a readable PCA; None when there is none (a
-    corrupt one, which nothing can use, is replaced as if there were none)."""
+    """The document in the pca.json at `path` when it holds a readable PCA; None when there is
+    none (a corrupt one, which nothing can use, is replaced as if there were none)."""
     try:
-        read_pca(path.parent)
+        read_pca(path.parent, path)
         return json.loads(path.read_text(encoding="utf-8"))
     except (DataError, OSError, ValueError):
         return None
@@ -304,32 +370,42 @@ def _would_replace(path: Path, old: dict, new: str) -> DataError:
                      "resumed: pass `overwrite` to replace it", mentions=("overwrite",))
 
 
-def read_pca(data_dir: str | Path) -> PcaStats:
-    """The PCA that `alexnet pca` wrote; DataError if it is missing or malformed: 3 finite
-    eigenvalues in 0..MAX_EIGENVALUE, a finite orthonormal 3x3 eigenvector matrix, scale 0-255."""
-    path = Path(data_dir) / PCA_FILE
-    if not path.is_file():
-        raise DataError(f"{path} not found: run `alexnet pca {shell_word(Path(data_dir))}` first (or train with "
-                        "`pca_aug=False`)", mentions=("pca_aug=False",))
-    again = f"run `alexnet pca {shell_word(Path(data_dir))}` again"
+def read_pca(data_dir: str | Path, path: str | Path | None = None) -> PcaStats:
+    """The PCA that `alexnet pca` wrote to `path` (default DATA/pca.json); DataError if it is
+    missing or malformed: 3 finite eigenvalues in 0..MAX_EIGENVALUE, a finite orthonormal 3x3
+    eigenvector matrix, scale 0-255. It is not checked against DATA's shards (check_pca_data)."""
+    data_word = shell_word(Path(data_dir))
+    command = (f"`alexnet pca {data_word}`" if path is None else
+               f"`alexnet pca {data_word} --out {shell_word(path)}`")          # what writes `path`
+    file = pca_file(data_dir, path)
+    if not file.is_file() and path is None:
+        raise DataError(f"{file} not found (where {data_word} is read-only: compute the PCA into another file with "
+                        f"pca's `out` FILE, then train with `pca_file` FILE): run {command} first (or train "
+                        "with `pca_aug=False`)", mentions=("out", "pca_file", "pca_aug=False"))
+    if not file.is_file():
+        raise DataError(f"{file} not found: compute it with {command} first (or train with `pca_aug=False`)",
+                        mentions=("pca_aug=False",))
+    again = f"run {command} again"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(file.read_text(encoding="utf-8"))
         values = np.asarray(data["eigenvalues"], np.float64)
         vectors = np.asarray(data["eigenvectors"], np.float64)
         scale = data.get("scale", "0-255")
         mean = data.get("mean_rgb")
         mean = None if mean is None else np.asarray(mean, np.float64)
         pixels, images = int(data.get("pixels", 0)), int(data.get("images", 0))
+        key = data.get("data_key")                       # absent in files written before it was recorded
     except RecursionError:
-        raise DataError(f"{path} is corrupt (nested too deeply): {again}") from None
+        raise DataError(f"{file} is corrupt (nested too deeply): {again}") from None
     except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
-        raise DataError(f"{path} is corrupt ({exc}): {again}") from None
+        raise DataError(f"{file} is corrupt ({exc}): {again}") from None
     if values.shape != (3,) or vectors.shape != (3, 3) or scale != "0-255":
-        raise DataError(f"{path}: expected 3 eigenvalues, a 3x3 eigenvector matrix and scale 0-255: {again}")
-    why = _implausible(values, vectors, mean)
+        raise DataError(f"{file}: expected 3 eigenvalues, a 3x3 eigenvector matrix and scale 0-255: {again}")
+    why = _implausible(values, vectors, mean) or ("" if key is None or isinstance(key, str) else
+                                                  "data_key must be a string")
     if why:
-        raise DataError(f"{path} is corrupt ({why}): {again}")
-    return PcaStats(values, vectors, mean, pixels, images)
+        raise DataError(f"{file} is corrupt ({why}): {again}")
+    return PcaStats(values, vectors, mean, pixels, images, data_key=key)
 
 
 # The covariance of RGB values in 0..255: its trace, the sum of the eigenvalues, is at most

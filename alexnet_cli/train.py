@@ -41,7 +41,7 @@ from alexnet_cli.loader import ShardLoader
 from alexnet_cli.config import top5_is_trivial
 from alexnet_cli.model import LRN_IMPLEMENTATIONS, AlexNet, set_lrn_implementation
 from alexnet_cli.optim import PaperSGD, load_velocity_state, param_groups, velocity_state
-from alexnet_cli.pca import read_pca
+from alexnet_cli.pca import check_pca_data, pca_file, read_pca
 from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.replicas import make_replica, place
 from alexnet_cli.locks import CommandLock, missing_ancestor
@@ -75,6 +75,7 @@ class RunOptions:
     workers: int | None = None        # loader workers (None: the loader's default)
     decode: str = "auto"              # jpeg shards: cpu, gpu or auto (loader.resolve_decode)
     val_split: str = "val"
+    pca_file: str | Path | None = None   # the PCA of the colour noise (None: DATA/pca.json), e.g. for a read-only DATA
     stuck_steps: int = 2000           # warn when the loss stays at chance this many steps
     tensorboard: bool = False
     # whether the TrainConfig's `epochs` was chosen (resume may take a plateau run on to it), not
@@ -175,7 +176,8 @@ class Trainer:
         eig = {}
         self.augment_pca = None
         if cfg.pca_aug:
-            pca = read_pca(self.data_dir)
+            pca = read_pca(self.data_dir, run.pca_file)
+            check_pca_data(pca, self.manifest, run.pca_file)        # another data set's PCA: refused
             eig = dict(eigenvalues=torch.tensor(pca.eigenvalues, dtype=torch.float32),
                        eigenvectors=torch.tensor(pca.eigenvectors, dtype=torch.float32))
             self.augment_pca = (eig["eigenvalues"], eig["eigenvectors"])
@@ -191,6 +193,8 @@ class Trainer:
         del run["epochs_given"]                       # how this invocation was asked, not the run's
         run["parallel"] = self.mode
         run["decode"] = self.train_loader.decode     # as resolved: cpu, gpu, or none (raw shards)
+        # where the PCA came from (its content is `pca_key`, which resume compares); None: unused
+        run["pca_file"] = str(pca_file(self.data_dir, self.run.pca_file)) if self.augment_pca is not None else None
         val = self.run.val_split if self.val_loader is not None else None
         return {"recipe": self.recipe, "model": to_dict(self.model_cfg), "train": to_dict(self.train_cfg),
                 "run": run, "data": str(self.data_dir),

@@ -21,6 +21,7 @@ from alexnet_cli.cli.options import (AugChunkOpt, BatchSizeOpt, BiasInitOpt, Bia
                                      PlateauBestOpt, RecipeOpt, SaveEveryOpt, SeedOpt, StuckStepsOpt, TensorboardOpt,
                                      WeightDecayOpt, WithinMapNormOpt, devices_from_option, model_config_from_options)
 from alexnet_cli.cli.arguments import DataArg
+from alexnet_cli.cli.train import PcaFileOpt
 from alexnet_cli.config import resolve_train_config
 from alexnet_cli.errors import Interrupted, UsageError
 from alexnet_cli.variants import FULL, VARIANTS
@@ -57,6 +58,7 @@ def ablate_cmd(
     bias_lr_mult: BiasLrMultOpt = None,
     bias_weight_decay: BiasWeightDecayOpt = None,
     pca_scale: PcaScaleOpt = None,
+    pca: PcaFileOpt = None,
     aug_chunk: AugChunkOpt = None,
     crop_offsets: CropOffsetsOpt = None,
     mean_crop: MeanCropOpt = None,
@@ -106,8 +108,8 @@ def ablate_cmd(
     run = RunOptions(device=device, parallel=parallel, devices=devices_from_option(devices), seed=seed,
                      max_steps=max_steps, save_every=save_every, log_every=log_every, bf16=bf16,
                      channels_last=channels_last, compile=compile, compile_mode=compile_mode, lrn_kernel=lrn_kernel,
-                     workers=workers, decode=decode or "auto", stuck_steps=stuck_steps, tensorboard=tensorboard,
-                     epochs_given=epochs is not None)
+                     workers=workers, decode=decode or "auto", pca_file=pca, stuck_steps=stuck_steps,
+                     tensorboard=tensorboard, epochs_given=epochs is not None)
     try:
         doc = ablate(data, out, model_cfg, train_cfg, run, recipe=recipe,
                      variants=None if variants is None else variants.split(","), crops=crops,

@@ -66,6 +66,7 @@ FLAGS: dict[str, str] = {
     "decode": "--decode",
     "stuck_steps": "--stuck-steps",
     "tensorboard": "--tensorboard",
+    "pca_file": "--pca",
     "resume": "--resume",
     # PrepOptions (prep.py) and the data layout (layouts.py)
     "format": "--format",

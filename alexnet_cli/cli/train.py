@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.text import Text
@@ -21,8 +21,11 @@ from alexnet_cli.cli.options import (ActivationOpt, AugChunkOpt, BatchSizeOpt, B
                                      TensorboardOpt, WeightDecayOpt, WithinMapNormOpt, devices_from_option,
                                      model_config_from_options)
 from alexnet_cli.config import resolve_train_config
-from alexnet_cli.errors import Interrupted
+from alexnet_cli.errors import Interrupted, UsageError
 from alexnet_cli.progress import plural
+
+# train's and ablate's (every run): the PCA of the colour noise from another file than DATA/pca.json
+PcaFileOpt = Annotated[Optional[Path], typer.Option("--pca", help="Read the PCA of the colour noise from this file (made by `alexnet pca DATA --out FILE`, e.g. for a read-only DATA) instead of DATA/pca.json.", rich_help_panel="Running")]
 
 
 def train(
@@ -44,6 +47,7 @@ def train(
     bias_weight_decay: BiasWeightDecayOpt = None,
     pca_aug: PcaAugOpt = None,
     pca_scale: PcaScaleOpt = None,
+    pca: PcaFileOpt = None,
     aug_chunk: AugChunkOpt = None,
     crop_offsets: CropOffsetsOpt = None,
     mean_crop: MeanCropOpt = None,
@@ -93,11 +97,13 @@ def train(
         lr_schedule=lr_schedule, code_epoch_base=code_epoch_base, plateau_patience=patience, plateau_best=plateau_best,
         max_lr_drops=max_lr_drops, bias_lr_mult=bias_lr_mult, bias_weight_decay=bias_weight_decay, pca_aug=pca_aug,
         pca_scale=pca_scale, aug_chunk=aug_chunk, crop_offsets=crop_offsets, mean_crop=mean_crop)
+    if pca is not None and not train_cfg.pca_aug:       # the file would be read for nothing
+        raise UsageError("--pca FILE is the PCA of the colour noise, which --no-pca-aug turns off: give one of them")
     run = RunOptions(device=device, parallel=parallel,
                      devices=devices_from_option(devices),
                      seed=seed, resume=resume, max_steps=max_steps, save_every=save_every, log_every=log_every,
                      bf16=bf16, channels_last=channels_last, compile=compile, compile_mode=compile_mode, lrn_kernel=lrn_kernel, workers=workers,
-                     decode=decode or "auto",
+                     decode=decode or "auto", pca_file=pca,
                      stuck_steps=stuck_steps, tensorboard=tensorboard,
                      epochs_given=epochs is not None)      # left out: a resumed run keeps its own length
     try:
