@@ -17,11 +17,10 @@ from alexnet_cli.cli.options import (AugChunkOpt, BatchSizeOpt, BiasInitOpt, Bia
                                      ChannelsLastOpt, CodeEpochBaseOpt, CompileModeOpt, CompileOpt, Conv1OrderOpt,
                                      Conv1PaddingOpt, CropOffsetsOpt, DevicesOpt, DropoutStyleOpt, EpochsOpt, InitStdConv345Opt,
                                      LogEveryOpt, LrOpt, LrScheduleOpt, LrnAlphaOverNOpt, LrnKernelOpt, MaxLrDropsOpt,
-                                     MaxStepsOpt, MeanCropOpt, MomentumOpt, ParallelOpt, PatienceOpt, PcaScaleOpt,
+                                     MaxStepsOpt, MeanCropOpt, MomentumOpt, ParallelOpt, PatienceOpt, PcaFileOpt, PcaScaleOpt,
                                      PlateauBestOpt, RecipeOpt, SaveEveryOpt, SeedOpt, StuckStepsOpt, TensorboardOpt,
                                      WeightDecayOpt, WithinMapNormOpt, devices_from_option, model_config_from_options)
 from alexnet_cli.cli.arguments import DataArg
-from alexnet_cli.cli.train import PcaFileOpt
 from alexnet_cli.config import resolve_train_config
 from alexnet_cli.errors import Interrupted, UsageError
 from alexnet_cli.variants import FULL, VARIANTS

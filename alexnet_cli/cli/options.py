@@ -9,6 +9,7 @@ The network and recipe options default to None, meaning "the recipe's value":
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -68,7 +69,8 @@ CodeEpochBaseOpt = Annotated[Optional[int], _recipe_option("--code-epoch-base", 
 MaxLrDropsOpt = Annotated[Optional[int], _recipe_option("--max-lr-drops", help="plateau: at most this many drops (paper: 3).", rich_help_panel=_REC)]
 BiasLrMultOpt = Annotated[Optional[float], _recipe_option("--bias-lr-mult", help="Biases' rate / weights' initial rate (code: 2).", rich_help_panel=_REC)]
 BiasWeightDecayOpt = Annotated[Optional[bool], _recipe_option("--bias-weight-decay/--no-bias-weight-decay", help="Weight decay on biases (code: none).", rich_help_panel=_REC)]
-PcaAugOpt = Annotated[Optional[bool], _recipe_option("--pca-aug/--no-pca-aug", help="PCA colour augmentation (paper 5.1); needs DATA/pca.json.", rich_help_panel=_REC)]
+PcaAugOpt = Annotated[Optional[bool], _recipe_option("--pca-aug/--no-pca-aug", help="PCA colour augmentation (paper 5.1); needs DATA/pca.json or --pca FILE.", rich_help_panel=_REC)]
+PcaFileOpt = Annotated[Optional[Path], typer.Option("--pca", help="Read the PCA of the colour noise from this file (made by `alexnet pca DATA --out FILE`, e.g. for a read-only DATA) instead of DATA/pca.json.", rich_help_panel=_RUN)]
 PcaScaleOpt = Annotated[Optional[str], _recipe_option("--pca-scale", help="paper: eigenvalues of [0,1] pixels; code: 0.1*sqrt(eigenvalues), then /1.1.", rich_help_panel=_REC)]
 AugChunkOpt = Annotated[Optional[int], _recipe_option("--aug-chunk", help="Images sharing one crop offset and flip (paper 1; code 32).", rich_help_panel=_REC)]
 CropOffsetsOpt = Annotated[Optional[int], _recipe_option("--crop-offsets", help="Crop positions per axis: 32 (offsets 0..31, the paper's factor of 2048) or 33 (0..32, code).", rich_help_panel=_REC)]

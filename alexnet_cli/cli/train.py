@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.text import Text
@@ -16,7 +16,7 @@ from alexnet_cli.cli.options import (ActivationOpt, AugChunkOpt, BatchSizeOpt, B
                                      CompileOpt, Conv1OrderOpt, Conv1PaddingOpt, CropOffsetsOpt, DevicesOpt, DropoutOpt,
                                      DropoutStyleOpt, EpochsOpt, InitStdConv345Opt, LogEveryOpt, LrOpt, LrScheduleOpt,
                                      LrnAlphaOverNOpt, LrnKernelOpt, LrnOpt, MaxLrDropsOpt, MaxStepsOpt, MeanCropOpt,
-                                     MomentumOpt, NumClassesOpt, ParallelOpt, PatienceOpt, PcaAugOpt, PcaScaleOpt,
+                                     MomentumOpt, NumClassesOpt, ParallelOpt, PatienceOpt, PcaAugOpt, PcaFileOpt, PcaScaleOpt,
                                      PlateauBestOpt, PoolOpt, RecipeOpt, SaveEveryOpt, SeedOpt, StuckStepsOpt,
                                      TensorboardOpt, WeightDecayOpt, WithinMapNormOpt, devices_from_option,
                                      model_config_from_options)
@@ -25,7 +25,6 @@ from alexnet_cli.errors import Interrupted, UsageError
 from alexnet_cli.progress import plural
 
 # train's and ablate's (every run): the PCA of the colour noise from another file than DATA/pca.json
-PcaFileOpt = Annotated[Optional[Path], typer.Option("--pca", help="Read the PCA of the colour noise from this file (made by `alexnet pca DATA --out FILE`, e.g. for a read-only DATA) instead of DATA/pca.json.", rich_help_panel="Running")]
 
 
 def train(
