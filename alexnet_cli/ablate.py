@@ -38,6 +38,7 @@ from alexnet_cli.config import ModelConfig, TrainConfig, recipe_of, recorded_set
 from alexnet_cli.distributed import launched_by_torchrun
 from alexnet_cli.errors import AlexnetError, Interrupted, UsageError
 from alexnet_cli.evaluate import check_crops, evaluate
+from alexnet_cli.pca import read_pca
 from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.report import RunReport, plot_runs, read_run
 from alexnet_cli.runlog import RunFolder, write_json_atomic
@@ -162,7 +163,18 @@ def _settings(data_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, ru
     trained_model = fit_classes(model_cfg, len(manifest.classes))     # fc8 sized to the data, as train does
     return {"recipe": recipe, "data": str(data_dir), "data_keys": data_keys, "split": run.val_split,
             "seed": run.seed, "max_steps": run.max_steps, "model": dataclasses.asdict(trained_model),
-            "train": dataclasses.asdict(train_cfg)}
+            "train": dataclasses.asdict(train_cfg), "pca": _pca(data_dir, train_cfg, run)}
+
+
+def _pca(data_dir: Path, train_cfg: TrainConfig, run: RunOptions) -> dict[str, Any] | None:
+    """The PCA of the colour noise the runs train with (DATA/pca.json or --pca FILE) by its
+    values, so that one made again (`pca --overwrite`, another --pca) is not taken for the one
+    the finished runs used; None without colour noise."""
+    if not train_cfg.pca_aug:
+        return None
+    stats = read_pca(data_dir, run.pca_file)
+    return {"eigenvalues": [float(v) for v in stats.eigenvalues],
+            "eigenvectors": [[float(v) for v in row] for row in stats.eigenvectors]}
 
 
 def _train_all(plan: _Plan, settings: dict[str, Any], stop: StopRequests,
@@ -268,13 +280,17 @@ def _done_before(previous: dict[str, Any], settings: dict[str, Any], run_dir: Pa
     entry = next((v for v in previous.get("variants", []) if v.get("name") == run_dir.name), None)
     if launched_by_torchrun() or entry is None or "trained" not in entry or "eval" not in entry:
         return None
-    if any(_recorded(previous, k) != v for k, v in settings.items()):
+    if any(_recorded(previous, k) != v for k, v in settings.items() if k in previous or k not in _NEWER_SETTINGS):
         return None
     done = entry["trained"]
     complete = done.get("finished") or (settings["max_steps"] is not None and done.get("step") == settings["max_steps"])
     if not complete or entry["eval"].get("checkpoint") != _checkpoint_id(run_dir):
         return None
     return done
+
+
+# Settings an older ablations.json lacks, not compared with its runs' (they trained with what DATA held)
+_NEWER_SETTINGS = ("pca",)
 
 
 def _recorded(previous: dict[str, Any], key: str) -> Any:

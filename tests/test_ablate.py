@@ -256,3 +256,24 @@ def test_a_record_from_before_a_setting_existed_counts_at_the_value_it_had_then(
     for part, key, value in (("model", "dropout_style", "paper"), ("train", "crop_offsets", 32)):
         now = {**settings, part: {**settings[part], key: value}}
         assert _done_before(old, now, run_dir) is None
+
+
+def test_a_finished_run_counts_only_with_the_pca_it_trained_with(tmp_path):
+    """`pca --overwrite` or another `--pca FILE` changes the colour noise: the finished runs of an
+    earlier ablate are trained again, not reported beside runs of the other PCA. A record that
+    predates the setting trained with the PCA there is."""
+    from alexnet_cli.ablate import _checkpoint_id, _done_before
+
+    run_dir = tmp_path / "full"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"weights")
+    pca = {"eigenvalues": [3.0, 2.0, 1.0], "eigenvectors": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]}
+    settings = {"recipe": "paper", "max_steps": None, "pca": pca}
+    trained = {"step": 10, "finished": True}
+    record = {**json.loads(json.dumps(settings)),
+              "variants": [{"name": "full", "trained": trained, "eval": {"checkpoint": _checkpoint_id(run_dir)}}]}
+    assert _done_before(record, settings, run_dir) == trained
+    other = {**settings, "pca": {**pca, "eigenvalues": [3.0, 2.0, 0.5]}}
+    assert _done_before(record, other, run_dir) is None
+    older = {k: v for k, v in record.items() if k != "pca"}
+    assert _done_before(older, other, run_dir) == trained
