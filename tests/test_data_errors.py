@@ -168,3 +168,23 @@ def test_an_unreadable_shard_is_a_data_error(tiny_data, monkeypatch):
     loader = ShardLoader(tiny_data, "train", 8, shuffle=False, workers=1)
     with pytest.raises(DataError, match=r"shard .*train-00000\.h5 cannot be read \(.*Input/output error"):
         next(iter(loader.epoch(0)))
+
+
+def test_a_validation_failure_on_the_max_steps_step_is_validated_by_resume(three_step_data, tmp_path, monkeypatch):
+    """`--max-steps` reached on an epoch's last step leaves that epoch's validation to do: the
+    resumed run does it (and writes best.pt) rather than find "nothing left to train"."""
+    data, out = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(three_step_data, data)
+    evaluate = train_module.evaluate_model
+    monkeypatch.setattr(train_module, "evaluate_model", lambda *a, **k: (data.rename(tmp_path / "away"),
+                                                                         evaluate(*a, **k))[1])
+    args = ["--batch-size", "4", "--max-steps", "3"]                          # 3 steps an epoch
+    failed = _train(data, out, *args)
+    assert failed.exit_code == 1 and "at step 3 (epoch 1 trained, not yet validated)" in _error_line(failed)
+    monkeypatch.undo()
+    (tmp_path / "away").rename(data)
+    resumed = _train(data, out, *args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "Resuming from step 3 (epoch 1 trained, not yet validated)" in resumed.stderr
+    assert _trainer(out) == (1, 0, 3) and [r["step"] for r in _records(out, "epoch")] == [3]
+    assert (out / "checkpoints" / "best.pt").exists()
