@@ -33,6 +33,7 @@ from __future__ import annotations
 import bisect
 import collections
 import contextlib
+import errno
 import os
 import queue
 import threading
@@ -98,6 +99,8 @@ class _ShardReader:
         nowhere if rows[j] < 0. Raw shards: one scatter read (preadv) per chunk touched."""
         chunks = self.chunks[shard]
         if chunks is None:
+            if not self.paths[shard].exists():
+                raise self._gone(shard)
             with open_shard(self.manifest, self.names[shard]) as f:
                 data = read_images(f, start, stop)                           # (n, 256, 256, 3)
             for j, r in enumerate(rows.tolist()):
@@ -128,7 +131,7 @@ class _ShardReader:
                         views.append(memoryview(scratch))
                     else:
                         views.append(memoryview(out[r].reshape(-1)))
-                if os.preadv(fd, views, offset) != n * IMAGE_BYTES:
+                if self._preadv(shard, fd, views, offset) != n * IMAGE_BYTES:
                     raise DataError(f"shard {path} is truncated (images {i}..{i + n} are missing): "
                                     "run `alexnet prep` again")
                 i += n
@@ -139,7 +142,29 @@ class _ShardReader:
         try:
             return os.open(self.paths[shard], os.O_RDONLY)
         except OSError as exc:
-            raise DataError(f"shard {self.paths[shard]} cannot be opened ({exc}): run `alexnet prep` again") from None
+            raise self._unreadable(shard, exc) from None
+
+    def _preadv(self, shard: int, fd: int, buffers: list, offset: int) -> int:
+        try:
+            return os.preadv(fd, buffers, offset)
+        except OSError as exc:                           # EIO, ESTALE: a disk or a network mount failing
+            raise DataError(f"shard {self.paths[shard]} cannot be read ({exc.strerror or exc}): check the disk "
+                            f"or network mount {self.manifest.root} is on") from None
+
+    def _unreadable(self, shard: int, exc: OSError) -> DataError:
+        """A shard that was there when the loader was made cannot be opened now."""
+        if exc.errno == errno.ENOENT:
+            return self._gone(shard)
+        return DataError(f"shard {self.paths[shard]} cannot be opened ({exc.strerror or exc}): check it, and the "
+                         f"disk or network mount {self.manifest.root} is on")
+
+    def _gone(self, shard: int) -> DataError:
+        """A shard that was there when the loader was made is gone: it, or the whole data
+        folder, was moved or deleted while in use (prep would not help: the data was whole)."""
+        path, root = self.paths[shard], self.manifest.root
+        if not root.is_dir():
+            return DataError(f"shard {path} cannot be opened: {root} was moved or deleted while in use")
+        return DataError(f"shard {path} was moved or deleted while in use: put it back, or run `alexnet prep` again")
 
     def read_jpegs(self, shard: int, start: int, stop: int) -> list[np.ndarray]:
         """The stored JPEG files of images start..stop of a jpeg shard, as uint8 views of one
@@ -149,7 +174,7 @@ class _ShardReader:
         buf = np.empty(o[-1] - o[0], np.uint8)
         fd = self._open(shard)
         try:
-            got = os.preadv(fd, [buf], base + o[0]) if len(buf) else 0
+            got = self._preadv(shard, fd, [buf], base + o[0]) if len(buf) else 0
         finally:
             os.close(fd)
         if got != len(buf):

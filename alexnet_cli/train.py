@@ -22,7 +22,7 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -34,10 +34,10 @@ from alexnet_cli.augment import TrainAugment
 from alexnet_cli.checkpoint import all_finite, load_checkpoint
 from alexnet_cli.config import ModelConfig, TrainConfig, check_choice, check_seed, recipe_of, settings_changed, to_dict
 from alexnet_cli.distributed import launched_by_torchrun, shutdown
-from alexnet_cli.errors import AlexnetError, DataError, Interrupted, TrainingDiverged, UsageError
+from alexnet_cli.errors import AlexnetError, DataError, Interrupted, TrainingDiverged, UsageError, shell_word
 from alexnet_cli.evaluate import evaluate_model
 from alexnet_cli.jpeg import DECODES
-from alexnet_cli.loader import ShardLoader
+from alexnet_cli.loader import Batch, ShardLoader
 from alexnet_cli.config import top5_is_trivial
 from alexnet_cli.model import LRN_IMPLEMENTATIONS, AlexNet, set_lrn_implementation
 from alexnet_cli.optim import PaperSGD, load_velocity_state, param_groups, velocity_state
@@ -310,8 +310,9 @@ class Trainer:
                 "rank": self.dist.rank, "stop_signal": late_signal}
 
     def _work_left(self) -> bool:
-        """Whether steps are left to train (the same on every rank)."""
-        return self.state.pos.epoch < self.train_cfg.epochs and not self._step_limit_reached()
+        """Whether steps are left to train, or an epoch's validation (the same on every rank)."""
+        return self.state.pos.epoch < self.train_cfg.epochs and (not self._step_limit_reached()
+                                                                 or self._validation_left())
 
     def _prepare_run_dir(self) -> None:
         if self.dist.is_main:                               # left by a kill in the middle of a save
@@ -348,11 +349,11 @@ class Trainer:
             more = " (a larger `epochs` trains it on)" if self.train_cfg.lr_schedule == "plateau" else ""
             self.progress.log(f"Note: {last} finished its {plural(epochs, 'epoch')} at step {pos.step}: nothing "
                               f"left to train{more}", mentions=("epochs",) if more else ())
-        elif self._step_limit_reached():
+        elif not self._work_left():
             self.progress.log(f"Note: {last} is already at step {pos.step} (`max_steps` {self.run.max_steps}): "
                               "nothing left to train", mentions=("max_steps",))
         else:
-            self.progress.log(f"Resuming from step {pos.step} ({pos.where()}) of {last}")
+            self.progress.log(f"Resuming from step {pos.step} ({self._where()}) of {last}")
 
     def _step_limit_reached(self) -> bool:
         return self.run.max_steps is not None and self.state.pos.step >= self.run.max_steps
@@ -363,7 +364,7 @@ class Trainer:
         loader, run, pos = self.train_loader, self.run, self.state.pos
         with self.progress.task(f"epoch {epoch + 1}/{self.train_cfg.epochs}", total=len(loader),
                                 unit="batch", done=pos.batch) as task:       # a resume's done batches: not in the rate
-            for batch in loader.epoch(epoch, start_batch=pos.batch):
+            for batch in self._reading(loader.epoch(epoch, start_batch=pos.batch)):
                 seed = step_seed(run.seed, self.dist.rank, epoch, pos.batch)
                 gen = torch.Generator(device=self.device).manual_seed(seed)
                 x = self.augment(batch.images, gen, color_noise=color_noise)   # (B, 3, 224, 224) float32, as the net's layout
@@ -385,6 +386,53 @@ class Trainer:
                     self._stop_here()
         if pos.batch >= len(loader):
             pos.epoch, pos.batch = epoch + 1, 0
+
+    def _reading(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """The loader's batches; a read that fails (DATA moved or deleted, a shard gone, a mount
+        lost) stops the run saved at the last step done (_data_failed). The loop's own errors
+        are not seen here: only what the loader raises."""
+        try:
+            yield from batches
+        except (DataError, OSError) as exc:
+            self._data_failed(exc)
+
+    def _data_failed(self, exc: Exception, validating: int | None = None) -> NoReturn:
+        """Stop on a failed read of DATA, saved as a Ctrl-C saves (the position, unless it was
+        just saved), so that no work is lost: the error says what was saved and how to go on.
+        `validating`: the epoch whose validation failed; its training is done, and the position
+        saved is the one before its validation (every batch trained), which --resume
+        validates. Under DDP nothing is saved: the other ranks are inside a collective
+        of this step and cannot join a save (torchrun then stops them)."""
+        pos, last = self.state.pos, self.folder.last
+        if validating is not None:
+            pos.epoch, pos.batch = validating, len(self.train_loader)
+        what = str(exc) if isinstance(exc, AlexnetError) else f"{self.data_dir} cannot be read ({exc})"
+        again = "when the data is whole again, run the same command with `resume` to continue"
+        if not self.data_dir.is_dir():
+            again = (f"continue from where the data is now with the same command and `resume`: "
+                     f"`alexnet train NEWPATH --out {shell_word(self.out_dir)} ... --resume`")
+        if self.dist.world_size > 1:
+            kept = (f"{last} holds step {self.state.saved_step}" if self.state.saved_step is not None
+                    else "no checkpoint was written yet")
+            raise DataError(f"{what}: not saved (under `parallel` data every rank stops where it is); {kept}; "
+                            f"{again}", mentions=("parallel", "resume")) from None
+        if pos.step == 0:
+            raise DataError(f"{what}: no step was done, nothing was saved") from None
+        if self.state.saved_step != pos.step:
+            self._check_finite(before_save=True)
+            self.save()
+        raise DataError(f"{what}: saved {last} at step {pos.step} ({self._where()}); {again}",
+                        mentions=("resume",)) from None
+
+    def _validation_left(self) -> bool:
+        """Whether the position is an epoch's end before its validation: every batch of it
+        trained (a data error during the validation saves there, _data_failed)."""
+        return self.state.pos.batch >= len(self.train_loader)
+
+    def _where(self) -> str:
+        """The position in words (Position.where), or that the epoch awaits its validation."""
+        pos = self.state.pos
+        return f"epoch {pos.epoch + 1} trained, not yet validated" if self._validation_left() else pos.where()
 
     def _stop_requested(self, anywhere: bool = False) -> bool:
         """Whether a Ctrl-C or SIGTERM asks to stop here, after a whole step: at once in one
@@ -411,7 +459,7 @@ class Trainer:
         if self.state.saved_step != pos.step:
             self._check_finite(before_save=True)
             self.save()
-        raise Interrupted(f"{name}: stopped at step {pos.step} ({pos.where()}) and saved {self.folder.last}", signum)
+        raise Interrupted(f"{name}: stopped at step {pos.step} ({self._where()}) and saved {self.folder.last}", signum)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.run.bf16):
@@ -496,8 +544,11 @@ class Trainer:
         self._check_finite(before_save=True)
         monitored = train.top1_error
         if self.val_loader is not None:
-            val = evaluate_model(self.replica.net, self.val_loader, self.mean_image.to(self.device), crops=1,
-                                 mean_crop=self.train_cfg.mean_crop, bf16=self.run.bf16)
+            try:
+                val = evaluate_model(self.replica.net, self.val_loader, self.mean_image.to(self.device), crops=1,
+                                     mean_crop=self.train_cfg.mean_crop, bf16=self.run.bf16)
+            except (DataError, OSError) as exc:      # saved before the validation, which --resume does
+                self._data_failed(exc, validating=epoch)
             record.update(val_top1_error=val.top1_error, val_top5_error=val.top5_error, val_n=val.n)
             monitored = val.top1_error
         record["lr_dropped"] = state.schedule.observe(epoch, monitored)
