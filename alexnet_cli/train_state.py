@@ -246,6 +246,9 @@ def _what_differs(what: str, saved: dict[str, Any], now: dict[str, Any]) -> str:
     was at its last save, and the resolved decoder: none for raw shards): DATA's folder changed
     content, or it is another folder, of another format where that differs."""
     before, current = saved.get("data"), now["data"]
+    if what.startswith("the PCA") and _pca_elsewhere(saved, now):
+        was, given = saved.get("run", {}).get("pca_file"), now["run"]["pca_file"]
+        return (f"the PCA in {given} is not the one it trained with" + (f" (from {was})" if was and was != given else ""))
     if before is None or Path(before).resolve() == Path(current).resolve():
         return f"{what} in {current} changed since the run began"
     formats = [_shard_format(r.get("run", {}).get("decode")) for r in (saved, now)]
@@ -253,6 +256,14 @@ def _what_differs(what: str, saved: dict[str, Any], now: dict[str, Any]) -> str:
         return f"it last trained on {before} ({formats[0]} shards), not {current} ({formats[1]} shards)"
     verb = "differ" if what.endswith("shards") else "differs"
     return f"it last trained on {before}, not {current}, whose {what.removeprefix('the ')} {verb}"
+
+
+def _pca_elsewhere(saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether the run's PCA or this start's came from a file of its own (`--pca FILE`), not DATA's pca.json."""
+    def elsewhere(config: dict[str, Any]) -> bool:
+        given, data = config.get("run", {}).get("pca_file"), config.get("data")
+        return given is not None and data is not None and Path(given).resolve() != (Path(data) / "pca.json").resolve()
+    return now["run"].get("pca_file") is not None and (elsewhere(saved) or elsewhere(now))
 
 
 def _shard_format(decode: Any) -> str | None:

@@ -211,7 +211,8 @@ def test_resume_with_another_pca_is_refused(bare, tiny_data, tmp_path):
     doc = json.loads(first.read_text())
     other.write_text(json.dumps({**doc, "eigenvalues": [2 * v for v in doc["eigenvalues"]]}))
     refused = runner.invoke(app, [*args, "--pca", str(other), "--max-steps", "2", "--resume"])
-    _one_error(refused, 1, f"{run / 'checkpoints' / 'last.pt'} was trained on other data (the PCA")
+    _one_error(refused, 1, f"{run / 'checkpoints' / 'last.pt'} was trained on other data (the PCA in {other} is not "
+                           f"the one it trained with (from {first}))")
     same = tmp_path / "same.json"                                    # the same PCA under another name: its content
     shutil.copy(first, same)                                         # counts
     resumed = runner.invoke(app, [*args, "--pca", str(same), "--max-steps", "2", "--resume", "--json"])
