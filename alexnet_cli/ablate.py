@@ -190,6 +190,8 @@ def _train_all(plan: _Plan, settings: dict[str, Any], stop: StopRequests,
         if not launched_by_torchrun():     # under torchrun the run's training stops, all ranks together
             _check_stop(stop, f"before training {name}", names, trained, {})
         done = _done_before(plan.previous, settings, out_dir / name)
+        if not done:
+            _check_same_pca(plan.previous, settings, variant, out_dir / name)
         progress.log(f"ablate: {name} ({variant.what}), run {i} of {len(names)} in {out_dir / name}"
                      + (": finished before, skipped" if done else ""))
         try:
@@ -204,6 +206,16 @@ def _train_all(plan: _Plan, settings: dict[str, Any], stop: StopRequests,
         if trained[name]["rank"] != 0:                  # under torchrun, process 0 alone reports
             progress = NullReporter()
     return trained
+
+
+def _check_same_pca(previous: dict[str, Any], settings: dict[str, Any], variant: Variant, run_dir: Path) -> None:
+    """A run begun or finished with another PCA than this ablate's cannot go on with it (its
+    resume refuses another colour noise): said before any training, in ablate's terms."""
+    uses_pca = variant.train.get("pca_aug", True) and settings["pca"] is not None
+    if uses_pca and "pca" in previous and previous["pca"] != settings["pca"] and RunFolder(run_dir).last.is_file():
+        raise AlexnetError(f"{run_dir} was trained with another PCA than this one (`pca_file`, or DATA's pca.json "
+                           f"made again since): delete {run_dir} to train it again with this one, or choose another "
+                           "`out`", mentions=("pca_file", "out"))
 
 
 def _evaluate_all(plan: _Plan, settings: dict[str, Any], trained: dict[str, dict[str, Any]], stop: StopRequests,

@@ -66,8 +66,9 @@ def check_output(path: str | os.PathLike | None, field: str,
 
 
 # What the commands add to an output's name for the files they write beside it on the way:
-# `.NAME.PID.tmp` (alexnet_cli.atomic), `.NAME.lock` (locks), `NAME.partial`
-_NAME_ROOM = len("..4194304.tmp")
+# `.NAME.PID.tmp` (alexnet_cli.atomic), `.NAME.lock` (locks), `NAME.partial`, and the names made
+# from it: pca's `STEM.partial.json` and codes' `STEM.codes256.h5`, each with its temporary
+_NAME_ROOM = len(".partial") + len("..4194304.tmp") + 3
 
 
 def _too_long(path: Path) -> str | None:

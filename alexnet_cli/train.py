@@ -420,7 +420,10 @@ class Trainer:
             raise DataError(f"{what}: no step was done, nothing was saved") from None
         if self.state.saved_step != pos.step:
             self._check_finite(before_save=True)
-            self.save()
+            try:
+                self.save()
+            except AlexnetError as failed:      # DATA and RUN on one lost mount: say both
+                raise DataError(f"{what}; then saving failed too: {failed}", mentions=failed.mentions) from None
         raise DataError(f"{what}: saved {last} at step {pos.step} ({self._where()}); {again}",
                         mentions=("resume",)) from None
 
@@ -432,7 +435,10 @@ class Trainer:
     def _where(self) -> str:
         """The position in words (Position.where), or that the epoch awaits its validation."""
         pos = self.state.pos
-        return f"epoch {pos.epoch + 1} trained, not yet validated" if self._validation_left() else pos.where()
+        if not self._validation_left():
+            return pos.where()
+        return f"epoch {pos.epoch + 1} trained, " + ("not yet validated" if self.val_loader is not None else
+                                                     "its end not yet recorded")
 
     def _stop_requested(self, anywhere: bool = False) -> bool:
         """Whether a Ctrl-C or SIGTERM asks to stop here, after a whole step: at once in one

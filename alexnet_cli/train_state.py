@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,12 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any], *, ot
         raise CheckpointError(f"{path} holds weights but no training state (a best.pt, or a checkpoint for eval "
                               "and predict), so it cannot be resumed: start a new `out`", mentions=("out",))
     saved = ckpt.get("config") or {}
+    for part, kind in (("model", ModelConfig), ("train", TrainConfig)):
+        unknown = sorted(set(saved.get(part, {})) - {f.name for f in fields(kind)})
+        if unknown:                  # settings a newer version trained with: this one would drop them
+            raise CheckpointError(f"{path} was trained with {part} settings this version does not know "
+                                  f"({', '.join(unknown)}): it was probably written by a newer alexnet-cli; "
+                                  "upgrade alexnet-cli to resume it")
     parts, said = [], []       # every differing setting at once, with the value the run has (text, mention)
     too_short = None
     for part, kind in (("model", ModelConfig), ("train", TrainConfig)):

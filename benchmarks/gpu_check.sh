@@ -6,8 +6,9 @@
 # 20's last target). Then what no issue owes: the compiled training rows (ceiling, CUDA
 # graphs, end to end, no-LRN and dense ceilings), the LRN kernels and grouped convolutions,
 # batch 512 (eager), and a profile of the eager step. Every part runs under its own time
-# limit, taken from what is left of the total, so a slow part costs its own rows, never the
-# earlier parts or the run; every benchmark prints its rows as it measures them, and the
+# limit, taken from what is left of the total (the limits add up to more than the total: the
+# last parts, owed by no issue, are usually cut short), so a slow part costs its own rows, never
+# the earlier parts or the run; every benchmark prints its rows as it measures them, and the
 # JSON of data.py is rewritten after each of its sections, so a part stopped at its limit
 # keeps what it measured.
 #

@@ -153,6 +153,8 @@ def test_figure1_ratio_and_its_sentence():
     (["--crops", "3"], 2, "--crops must be 1"),
     (["--figure1-error", "0"], 2, "--figure1-error"),
 ])
+
+
 def test_bad_options_are_one_error_line_before_any_training(tiny_data, tmp_path, extra, code, words):
     out = tmp_path / "ablations"
     result = runner.invoke(app, ["ablate", str(tiny_data), "--out", str(out), *extra])
@@ -260,8 +262,8 @@ def test_a_record_from_before_a_setting_existed_counts_at_the_value_it_had_then(
 
 def test_a_finished_run_counts_only_with_the_pca_it_trained_with(tmp_path):
     """`pca --overwrite` or another `--pca FILE` changes the colour noise: the finished runs of an
-    earlier ablate are trained again, not reported beside runs of the other PCA. A record that
-    predates the setting trained with the PCA there is."""
+    earlier ablate no longer count as done (they are not reported beside runs of the other PCA).
+    A record that predates the setting trained with the PCA there is."""
     from alexnet_cli.ablate import _checkpoint_id, _done_before
 
     run_dir = tmp_path / "full"
@@ -277,3 +279,25 @@ def test_a_finished_run_counts_only_with_the_pca_it_trained_with(tmp_path):
     assert _done_before(record, other, run_dir) is None
     older = {k: v for k, v in record.items() if k != "pca"}
     assert _done_before(older, other, run_dir) == trained
+
+
+def test_a_rerun_with_another_pca_says_which_run_to_delete(tiny_data, tmp_path):
+    """The runs that trained with colour noise cannot go on with another PCA: said before any
+    training, naming the run; the run without colour noise is not in the way."""
+    import shutil
+
+    from alexnet_cli.pca import read_pca, write_pca
+
+    data, out = tmp_path / "data", tmp_path / "ablations"
+    shutil.copytree(tiny_data, data)
+    args = ["ablate", str(data), "--out", str(out), "--variants", "no-pca-aug", *TINY]
+    assert runner.invoke(app, args).exit_code == 0
+    stats = read_pca(data)
+    stats.eigenvalues = stats.eigenvalues / 2
+    write_pca(data, stats, overwrite=True)
+    before = _stamps(out)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and _error_line(again) == (
+        f"Error: {out / FULL} was trained with another PCA than this one (--pca, or DATA's pca.json made again since): "
+        f"delete {out / FULL} to train it again with this one, or choose another --out"), again.output
+    assert _stamps(out) == before

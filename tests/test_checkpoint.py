@@ -242,6 +242,7 @@ def test_a_network_setting_from_a_newer_version_says_to_upgrade(tmp_path, two_co
     with pytest.raises(CheckpointError, match=r"settings this version does not know \(conv6\).*upgrade alexnet-cli"):
         load_model(path)
 
+
 def test_a_text_file_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "notes.pt"
     path.write_text("hello\nworld\n")
@@ -271,6 +272,7 @@ def test_checkpoints_are_readable_as_the_umask_allows(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- hostile checkpoints (issue 21)
+
 
 class _Getpid:
     """A pickle whose loading calls os.getpid (harmless, but code: what weights_only refuses)."""
@@ -374,6 +376,8 @@ def test_a_truncated_checkpoint_is_one_short_line_cut_at_a_sentence(tmp_path):
     ("file model.pt is bad: read 3 of 7 bytes", "file model.pt is bad: read 3 of 7 bytes"),
     ("word " * 60, None),
 ])
+
+
 def test_the_reason_of_an_unreadable_checkpoint_ends_at_a_boundary(message, first):
     from alexnet_cli.checkpoint import _first_sentence
 
@@ -415,6 +419,8 @@ def test_weights_that_do_not_fit_are_named_by_key_and_shape(tmp_path, two_column
     ({"classes": CLASSES, "class_names": ["tench"]}, "lists 1 class_names for 5 classes"),
     ({"classes": CLASSES, "format": "someone-else/checkpoint"}, "not an alexnet checkpoint"),
 ])
+
+
 def test_class_lists_and_format_of_the_wrong_kind_are_refused(tmp_path, two_column_net, extra, words):
     path = tmp_path / "odd.pt"
     torch.save({"model": compact_state_dict(two_column_net), **extra}, path)

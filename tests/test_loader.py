@@ -195,7 +195,7 @@ def test_default_workers_by_format(monkeypatch):
     """Raw shards are read by at most 8 threads; jpeg shards, which decode, use all cores but two."""
     import alexnet_cli.loader as loader_module
     for cores, raw, jpeg in ((2, 1, 1), (16, 8, 14), (64, 8, 32), (1, 1, 1)):
-        monkeypatch.setattr(loader_module.os, "cpu_count", lambda c=cores: c)
+        monkeypatch.setattr(loader_module, "usable_cores", lambda c=cores: c)
         assert (default_workers("raw"), default_workers("jpeg")) == (raw, jpeg), cores
 
 

@@ -293,3 +293,4 @@ def test_an_os_error_with_no_room_says_what_to_do_at_the_boundary(tmp_path, code
     path = tmp_path / "run" / "last.pt"
     line = _message(OSError(code, os.strerror(code), str(path)))
     assert line.startswith(f"{path}: ") and said in line, line
+    assert _message(OSError(code, os.strerror(code), 3)) == f"3: {os.strerror(code)}"    # a descriptor, not a path

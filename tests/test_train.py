@@ -646,6 +646,7 @@ def test_devices_must_name_two(tiny_data, tmp_path):
 
 # ---------------------------------------------------------------- hostile input (issue 21)
 
+
 def test_a_second_train_on_the_same_out_fails_at_once(tiny_data, tmp_path):
     """F9: a run folder in use is locked; a lock left by a SIGKILLed run blocks nothing."""
     out = tmp_path / "run"
@@ -681,6 +682,8 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(tiny_data, tmp_path):
                                    ["--momentum", "nan"], ["--bias-lr-mult", "inf"], ["--bias-init", "nan"],
                                    ["--dropout", "nan"], ["--init-std-conv345", "inf"],
                                    ["--seed", "-1"], ["--seed", str(10**20)], ["--device", "meta"]])
+
+
 def test_out_of_range_settings_are_bad_usage_before_anything_is_written(tiny_data, tmp_path, extra):
     """F8, F6: a non-finite number or a seed no generator takes is exit 2, one line, nothing written."""
     out = tmp_path / "run"
@@ -1022,6 +1025,8 @@ def test_a_finished_run_trains_on_to_more_epochs_as_if_given_them_from_the_start
 
 @pytest.mark.parametrize("schedule, given, allowed", [("plateau", True, True), ("plateau", False, False),
                                                        ("code", True, False), ("code2010", True, False)])
+
+
 def test_another_length_is_a_resume_only_under_the_plateau_schedule_and_when_asked(tmp_path, schedule, given,
                                                                                     allowed):
     """The code's schedules place their drops by `epochs`: another length is another run."""
@@ -1042,7 +1047,6 @@ def test_another_length_is_a_resume_only_under_the_plateau_schedule_and_when_ask
             check_resumable(tmp_path / "last.pt", ckpt, config, other_epochs=given)
 
 
-
 def test_a_resume_too_short_is_said_with_every_other_difference(tmp_path):
     """`epochs` behind where a plateau run stands is one of the differences, not the first one
     said: fixing it should not reveal a second."""
@@ -1060,6 +1064,25 @@ def test_a_resume_too_short_is_said_with_every_other_difference(tmp_path):
     said = str(refused.value)
     assert "`epochs` 5 would have ended it before; give 8 or more" in said and "`momentum` 0.9, not 0.8" in said, said
     assert {"epochs", "momentum"} <= set(refused.value.mentions), refused.value.mentions
+
+
+@pytest.mark.parametrize("part", ["model", "train"])
+def test_a_run_from_a_newer_version_is_not_resumed_without_its_new_settings(tmp_path, part):
+    """A setting this version does not know would be dropped on resume: the run would go on as
+    another (a `--plateau-best since-drop` run resumed by a version without it goes on as `run`)."""
+    from alexnet_cli.errors import CheckpointError
+    from alexnet_cli.train_state import check_resumable
+
+    model, train = dataclasses.asdict(resolve_model_config("paper")), dataclasses.asdict(resolve_train_config("paper"))
+    saved = {"model": model, "train": train}
+    saved[part] = {**saved[part], "from_the_future": 1}
+    ckpt = {"optimizer": {}, "trainer": {"epoch": 1, "batch": 0}, "config": saved}
+    config = {"model": model, "train": train, "run": {"seed": 0, "decode": "none", "val_split": "val"},
+              "world_size": 1}
+    with pytest.raises(CheckpointError, match=f"{part} settings this version does not know \\(from_the_future\\).*"
+                                              "upgrade alexnet-cli"):
+        check_resumable(tmp_path / "last.pt", ckpt, config)
+
 
 def test_the_run_says_what_it_trains_before_the_first_step(step_run):
     """One line on stderr before training: the recipe and what differs from it, as the flags

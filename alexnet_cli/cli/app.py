@@ -175,7 +175,7 @@ def _message(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         names = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
         reason = exc.strerror       # no room (disk full, quota, file-size limit): also what to do
-        if exc.filename is not None and exc.errno in NO_ROOM:
+        if isinstance(exc.filename, (str, bytes, os.PathLike)) and exc.errno in NO_ROOM:
             reason = cannot_write(Path(os.fsdecode(exc.filename)), exc)
         return f"{names}: {reason}" if names else reason
     return (f"{type(exc).__name__}: {exc} (run `alexnet --debug <command> ...` or set ALEXNET_DEBUG=1 "

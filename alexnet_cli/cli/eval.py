@@ -79,7 +79,8 @@ def eval_cmd(
     reads = [("the checkpoint" if len(checkpoints) == 1 else "a checkpoint", checkpoints)]
     check_output(per_class, "per_class", reads)          # never an input, a data folder's or a run's file
     check_output(predictions, "predictions", reads)
-    if per_class is not None and predictions is not None and per_class.resolve() == predictions.resolve():
+    if (per_class is not None and predictions is not None and per_class.resolve() == predictions.resolve()
+            and (predictions.is_file() or not predictions.exists())):      # /dev/stdout twice: both written
         raise UsageError(f"predictions {predictions} is also `per_class`: the second would replace the first; "
                          "choose two files", field="predictions", value=predictions, mentions=("per_class",))
     result = evaluate(checkpoints, data, split=split, crops=crops, batch_size=batch_size, device=device,

@@ -24,8 +24,6 @@ from alexnet_cli.config import resolve_train_config
 from alexnet_cli.errors import Interrupted, UsageError
 from alexnet_cli.progress import plural
 
-# train's and ablate's (every run): the PCA of the colour noise from another file than DATA/pca.json
-
 
 def train(
     data: DataArg,
