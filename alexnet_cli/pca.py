@@ -382,6 +382,9 @@ def read_pca(data_dir: str | Path, path: str | Path | None = None) -> PcaStats:
         raise DataError(f"{file} not found (where {data_word} is read-only: compute the PCA into another file with "
                         f"pca's `out` FILE, then train with `pca_file` FILE): run {command} first (or train "
                         "with `pca_aug=False`)", mentions=("out", "pca_file", "pca_aug=False"))
+    if file.is_dir():
+        raise DataError(f"{file} is a folder, not a PCA file: give the file `alexnet pca` wrote (its `out`)",
+                        mentions=("out",))
     if not file.is_file():
         raise DataError(f"{file} not found: compute it with {command} first (or train with `pca_aug=False`)",
                         mentions=("pca_aug=False",))

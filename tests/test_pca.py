@@ -287,5 +287,5 @@ def test_a_read_only_data_folder_keeps_its_pca_without_a_pass(tiny_data, monkeyp
     result = runner.invoke(app, ["pca", str(tiny_data), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["eigenvalues"] == json.loads((tiny_data / "pca.json").read_text())["eigenvalues"]
-    assert result.stderr.strip() == (f"Note: {tiny_data} is read-only: its pca.json, a PCA of these training "
-                                     "shards, is kept as it is")
+    assert result.stderr.strip() == (f"Note: {tiny_data} is read-only: its pca.json, a PCA of all its training "
+                                     "images, is kept as it is")

@@ -97,7 +97,20 @@ def test_pca_out_elsewhere_then_train_with_it(bare, tiny_data, tmp_path):
     both = runner.invoke(app, ["train", str(bare), "--out", str(tmp_path / "r4"), "--pca", str(made),
                                "--no-pca-aug", *FAST])
     _one_error(both, 2, "--pca FILE is the PCA of the colour noise, which --no-pca-aug turns off")
-    assert not any((tmp_path / r).exists() for r in ("r2", "r3", "r4"))
+    folder = runner.invoke(app, ["train", str(bare), "--out", str(tmp_path / "r5"), "--pca", str(made.parent), *FAST])
+    _one_error(folder, 1, f"{made.parent} is a folder, not a PCA file: give the file `alexnet pca` wrote (its --out)")
+    assert not any((tmp_path / r).exists() for r in ("r2", "r3", "r4", "r5"))
+
+
+def test_a_sample_pca_of_the_shards_trains(bare, tmp_path):
+    """`pca --sample N` records the training shards' key too (its images are drawn from them), so
+    train takes it; it is not mistaken for another data set's."""
+    made = tmp_path / "sample.json"
+    assert runner.invoke(app, ["pca", str(bare), "--sample", "6", "--out", str(made)]).exit_code == 0
+    assert json.loads(made.read_text())["data_key"] == data_key(read_manifest(bare), "train")
+    trained = runner.invoke(app, ["train", str(bare), "--out", str(tmp_path / "run"), "--pca", str(made),
+                                  "--max-steps", "1", *FAST])
+    assert trained.exit_code == 0, trained.output
 
 
 def test_pca_out_is_no_file_of_the_data_folder_but_its_own_pca_json(bare, tmp_path):
@@ -164,7 +177,7 @@ def test_pca_on_a_read_only_data_folder_keeps_a_pca_of_its_shards(tiny_data, thr
     result = runner.invoke(app, ["pca", str(older)])                  # an older file: by its image count
     assert result.exit_code == 0, result.output
     assert f"kept in {older / PCA_FILE}" in result.stdout and "eigenvector" in result.stdout
-    assert result.stderr.strip() == f"Note: {older} is read-only: its pca.json, a PCA of these training shards, " \
+    assert result.stderr.strip() == f"Note: {older} is read-only: its pca.json, a PCA of all its training images, " \
                                     "is kept as it is"
     fix = ("{} is not a writable folder: compute the PCA into another file with `alexnet pca {} --out FILE`, "
            "then train with `alexnet train {} --pca FILE`")

@@ -74,7 +74,7 @@ def _kept_if_read_only(data: Path, sample: int | None, overwrite: bool) -> PcaSt
             raise typer.BadParameter(f"{exc.message}: compute the PCA into another file with `alexnet pca {word} "
                                      f"--out FILE`, then train with `alexnet train {word} --pca FILE`",
                                      param_hint="DATA") from None
-    err_console.print(f"Note: {data} is read-only: its {PCA_FILE}, a PCA of these training shards, is kept as it is",
+    err_console.print(f"Note: {data} is read-only: its {PCA_FILE}, a PCA of all its training images, is kept as it is",
                       highlight=False)
     return kept
 
