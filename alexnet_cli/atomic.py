@@ -39,6 +39,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from alexnet_cli.errors import AlexnetError
+
 # The names temporary_name gives (.NAME.PID.tmp), and those of checkpoints saved by versions
 # before it (tempfile.mkstemp: .NAME.<8 random characters>.tmp), which killed runs left too.
 _TEMPORARY = re.compile(r"\..+\.(\d+|[a-z0-9_]{8})\.tmp")
@@ -158,6 +160,19 @@ def write_output(path: Path, data: bytes | memoryview) -> None:
         if exc.filename is None:
             raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
+
+
+def save_output(path: Path, data: bytes | memoryview, what: str) -> Path:
+    """A command's output for its user (`what` it is: "it", "the picture") into `path` by
+    `write_output`, its folder made if need be: a full disk leaves an earlier file of that name
+    as it was, and no half file; a path that cannot be written is one AlexnetError line, a want
+    of room said with what to do (cannot_write)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_output(path, data)
+    except OSError as exc:
+        raise AlexnetError(f"{path}: cannot write {what}: {cannot_write(path, exc)}") from None
+    return path
 
 
 def partial_path(path: str | Path) -> Path:

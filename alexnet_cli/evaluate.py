@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from alexnet_cli.atomic import cannot_write, write_output
+from alexnet_cli.atomic import save_output
 from alexnet_cli.augment import channel_mean, test_crops
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.config import check_crops
@@ -314,11 +314,6 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
 
 
 def _write_file(path: Path, data: bytes) -> Path:
-    """`data` into `path` atomically (atomic.write_output): a full disk leaves an earlier file
-    of that name as it was, and no half file; a path that cannot be written is a user error."""
+    """`data` into `path` atomically (atomic.save_output); a folder that cannot be made is said so."""
     _ensure_parent(path)
-    try:
-        write_output(path, data)
-    except OSError as exc:
-        raise AlexnetError(f"{path}: cannot write it: {cannot_write(path, exc)}") from None
-    return path
+    return save_output(path, data, "it")

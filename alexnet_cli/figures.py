@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from alexnet_cli.atomic import cannot_write, write_output
+from alexnet_cli.atomic import cannot_write, save_output
 from alexnet_cli.errors import AlexnetError, UsageError
 
 WHITE = (255, 255, 255)
@@ -144,7 +144,7 @@ def check_picture_path(path: str | Path, formats: Iterable[str] = PICTURE_FORMAT
 
 def save_picture(img: Image.Image, path: str | Path) -> Path:
     """Write `img` in the format its suffix names (PICTURE_FORMATS; PNG for any other suffix),
-    creating the folder: encoded in memory, then written atomically (atomic.write_output), so
+    creating the folder: encoded in memory, then written atomically (atomic.save_output), so
     a full disk leaves an earlier picture of that name as it was, and no half picture; a path
     that cannot be written is a user error."""
     path = Path(path)
@@ -152,8 +152,6 @@ def save_picture(img: Image.Image, path: str | Path) -> Path:
     buf = io.BytesIO()
     try:
         img.convert("RGB").save(buf, format=fmt)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_output(path, buf.getbuffer())
-    except OSError as exc:
+    except OSError as exc:                  # an encoder's own error
         raise AlexnetError(f"{path}: cannot write the picture: {cannot_write(path, exc)}") from None
-    return path
+    return save_output(path, buf.getbuffer(), "the picture")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from alexnet_cli.atomic import cannot_write, write_output
+from alexnet_cli.atomic import save_output
 from alexnet_cli.config import RECIPE_NAMES, ModelConfig, settings_changed
 from alexnet_cli.errors import AlexnetError, DataError, UsageError, shell_word
 from alexnet_cli.figures import check_picture_path
@@ -343,11 +343,7 @@ def _save_figure(fig, path: Path) -> None:
     folder made if need be); a path that cannot be written is a user error."""
     buf = io.BytesIO()
     fig.savefig(buf, format=path.suffix.lower().lstrip("."))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_output(path, buf.getvalue())
-    except OSError as exc:
-        raise AlexnetError(f"{path}: cannot write the picture: {cannot_write(path, exc)}") from None
+    save_output(path, buf.getvalue(), "the picture")
 
 
 def report(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None) -> list[RunReport]:
