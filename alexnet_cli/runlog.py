@@ -30,6 +30,7 @@ from alexnet_cli.errors import AlexnetError, DataError, UsageError, shell_word
 from alexnet_cli.images import special_kind
 from alexnet_cli.layouts import looks_like_source
 from alexnet_cli.locks import CommandLock
+from alexnet_cli.paths import RUN_SUBFOLDERS
 from alexnet_cli.shards import MANIFEST
 
 def json_text(data: Any, *, indent: int | None = None) -> str:
@@ -149,7 +150,7 @@ def check_run_dir(out: Path, *, resume: bool = False) -> None:
 def _empty_run_folder(path: Path) -> bool:
     """Whether `path` is an empty checkpoints/ or tensorboard/ folder (or a link to one)."""
     try:
-        return path.name in ("checkpoints", "tensorboard") and path.is_dir() and not any(path.iterdir())
+        return path.name in RUN_SUBFOLDERS and path.is_dir() and not any(path.iterdir())
     except OSError:
         return False
 
