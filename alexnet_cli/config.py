@@ -290,13 +290,18 @@ def to_dict(config) -> dict[str, Any]:
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     """Rebuild a ModelConfig from a checkpoint's plain data (unknown keys are an error). A field
     the file predates takes the value it had then (LEGACY_MODEL_FIELDS), else its default."""
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = set(data) - known
+    unknown = unknown_settings(data, ModelConfig)
     if unknown:
         raise AlexnetError(f"checkpoint's model config has settings this version does not know "
-                           f"({', '.join(sorted(unknown))}): it was probably written by a newer alexnet-cli; "
+                           f"({', '.join(unknown)}): it was probably written by a newer alexnet-cli; "
                            "upgrade alexnet-cli")
     return ModelConfig(**recorded_settings(data, ModelConfig()))
+
+
+def unknown_settings(recorded: dict[str, Any], kind: type) -> list[str]:
+    """The names in a file's "model" or "train" settings that `kind` (ModelConfig, TrainConfig)
+    has no field for: settings of a newer version, which this one would drop."""
+    return sorted(set(recorded) - {f.name for f in fields(kind)})
 
 
 def recorded_settings(recorded: dict[str, Any], base: ModelConfig | TrainConfig) -> dict[str, Any]:

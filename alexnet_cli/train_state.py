@@ -14,14 +14,14 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from alexnet_cli.config import ModelConfig, TrainConfig, recorded_settings
+from alexnet_cli.config import ModelConfig, TrainConfig, recorded_settings, unknown_settings
 from alexnet_cli.distributed import DistInfo
 from alexnet_cli.errors import AlexnetError, CheckpointError
 from alexnet_cli.metrics import TopKCounts, TopKMeter
@@ -176,7 +176,7 @@ def check_resumable(path: Path, ckpt: dict[str, Any], now: dict[str, Any], *, ot
                               "and predict), so it cannot be resumed: start a new `out`", mentions=("out",))
     saved = ckpt.get("config") or {}
     for part, kind in (("model", ModelConfig), ("train", TrainConfig)):
-        unknown = sorted(set(saved.get(part, {})) - {f.name for f in fields(kind)})
+        unknown = unknown_settings(saved.get(part, {}), kind)
         if unknown:                  # settings a newer version trained with: this one would drop them
             raise CheckpointError(f"{path} was trained with {part} settings this version does not know "
                                   f"({', '.join(unknown)}): it was probably written by a newer alexnet-cli; "
