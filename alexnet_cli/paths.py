@@ -75,7 +75,7 @@ def _too_long(path: Path) -> str | None:
     """Why `path`'s name is too long for its file system once the temporaries' parts are added
     to it (they would fail with the temporary's name, not the user's), or None."""
     try:
-        limit = os.pathconf(path.parent if str(path.parent) else ".", "PC_NAME_MAX")
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")       # Path("x").parent is "."
     except (OSError, ValueError, AttributeError):           # a folder not made yet, no pathconf: 255
         limit = 255
     size = len(os.fsencode(path.name))
