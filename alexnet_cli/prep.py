@@ -34,7 +34,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from alexnet_cli.atomic import remove_abandoned, write_atomic
+from alexnet_cli.atomic import remove_abandoned, room_advice, write_atomic
 from alexnet_cli.errors import AlexnetError, DataError, UsageError
 from alexnet_cli.images import SIZE, UnreadableImage, load_image
 from alexnet_cli.jpeg import decode_jpeg, encode_jpeg
@@ -224,6 +224,10 @@ def _prepare(src: Path, out: Path, options: PrepOptions, progress: Reporter, ver
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DataError(f"no space left on the disk of {out} ({exc.strerror}): free some space and run the "
                                 "same command again; the shards already finished are kept") from None
+            if exc.errno == errno.EFBIG:    # a file-size limit (`ulimit -f`, FAT32)
+                reason, remedy = room_advice(Path(exc.filename or out), errno.EFBIG)
+                raise DataError(f"{exc.filename or out}: {reason}: {remedy}, then run the same command again; the "
+                                "shards already finished are kept") from None
             raise
     return PrepResult(manifest, False, len(written), len(shards) - len(written),
                       sum(s.count for s in manifest.splits.values()), time.perf_counter() - t0, workers,

@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
-from alexnet_cli.atomic import write_atomic
+from alexnet_cli.atomic import room_advice, write_atomic
 from alexnet_cli.errors import AlexnetError, DataError, UsageError, shell_word
 from alexnet_cli.images import special_kind
 from alexnet_cli.layouts import looks_like_source
@@ -258,6 +258,9 @@ def save_error(exc: Exception, folder: Path, step: int, saved_step: int | None) 
     OSError behind it (torch.save's own RuntimeError) is called a full disk when the disk is."""
     if isinstance(exc, OSError):
         full, reason, name = exc.errno in (errno.ENOSPC, errno.EDQUOT), exc.strerror or str(exc), exc.filename
+        if exc.errno == errno.EFBIG:     # a file-size limit (`ulimit -f`, FAT32): said with how to lift it
+            reason, remedy = room_advice(Path(name or folder), errno.EFBIG)
+            reason = f"{reason}: {remedy}"
     elif isinstance(exc, RuntimeError):
         try:
             free = shutil.disk_usage(folder).free

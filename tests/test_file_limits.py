@@ -203,3 +203,16 @@ def test_hdf5_meeting_the_limit_after_all_closes_its_file_and_a_rerun_finishes(t
     with h5py.File(out) as f:
         rows = f["features"][:]
     assert np.isfinite(rows).all() and (rows != 0).any(axis=1).all()      # every row written
+
+
+def test_prep_beyond_ulimit_is_one_error_line_and_a_rerun_without_it_finishes(tiny_tree, tmp_path):
+    """A shard larger than `ulimit -f` (raw shards of 16 images: 3 MiB each): one line that says
+    how to lift the limit and to run the same command again, which then finishes."""
+    out = tmp_path / "data"
+    args = ("prep", str(tiny_tree), str(out), "--shard-size", "16", "--workers", "1")
+    line = _one_error_line(_cli(*args))
+    assert "file-size limit" in line and "ulimit -f unlimited" in line and "run the same command again" in line, line
+    run = _cli(*args, limit=None)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (out / "manifest.json").is_file() and len(list(out.glob("train-*.h5"))) == 3
+    assert not list(out.glob(".*"))

@@ -824,7 +824,8 @@ def test_a_one_class_data_set_is_a_data_error(tmp_path):
 
 def test_save_errors_in_the_users_terms(tmp_path, monkeypatch):
     """F12: torch.save's own RuntimeError on a full disk (no OSError behind it) is still said as
-    a full disk; any other error is left as it is (a bug, shown with its type)."""
+    a full disk; a file-size limit says how to lift it; any other error is left as it is (a bug,
+    shown with its type)."""
     import errno
     from types import SimpleNamespace
 
@@ -844,6 +845,10 @@ def test_save_errors_in_the_users_terms(tmp_path, monkeypatch):
     assert "Input/output error; the checkpoint of step 5 is kept: continue with `resume` once" in str(failed)
     assert "Input/output error; the checkpoint of step 5 is kept: continue with --resume once" in \
         flag_message(failed)                                         # the CLI's flag (cli/flags.py)
+    efbig = OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(tmp_path / "last.pt"))   # `ulimit -f`, FAT32
+    said = str(runlog.save_error(efbig, tmp_path, 7, 5))
+    assert "last.pt at step 7: the file would exceed the file-size limit" in said and "ulimit -f" in said, said
+    assert "the checkpoint of step 5 is kept: continue with `resume` once it can be written" in said, said
 
 
 def test_resume_says_where_it_continues(tiny_data, step_run, tmp_path):
