@@ -2,8 +2,10 @@
 (paper section 7.1, figure 3).
 
 Figure 3 shows the 96 conv1 kernels (11x11x3) as colour tiles: the 48 of column A (GPU 1)
-above the 48 of column B (GPU 2). The paper observes that column A's kernels come out
-largely colour-agnostic (frequency and orientation) and column B's colour-specific. The
+above the 48 of column B (GPU 2). The paper observes that GPU 1's kernels come out
+largely colour-agnostic (frequency and orientation) and GPU 2's colour-specific, in every
+run "modulo a renumbering of the GPUs": one column of a run specialises in colour, and
+which one is a matter of chance, so a run with column A colour-specific is as expected. The
 score here makes that checkable on any checkpoint: the share of a kernel's energy that is
 NOT along the grey axis (1, 1, 1) of RGB space. A grey kernel scores 0, a kernel that
 sees one channel only 2/3, a red-green opponent kernel 1; a kernel of independent random

@@ -28,8 +28,9 @@ def kernels(
     Each kernel is drawn scaled to its own range: its lowest weight black, its
     highest white, one scale for its three channels so that its colours keep their balance (so
     tiles do not compare in brightness). The score is the share of a kernel's energy off the
-    grey axis of RGB: 0 for a grey kernel, about 0.67 for random weights. The paper finds column
-    A colour-agnostic, column B colour-specific.
+    grey axis of RGB: 0 for a grey kernel, about 0.67 for random weights. The paper finds one
+    column colour-agnostic and the other colour-specific in every run; which one is which varies
+    from run to run.
     """
     from alexnet_cli.kernels import kernel_report
     check_picture_out(out)                 # kernel_report refuses the checkpoint itself (paths.check_output)
