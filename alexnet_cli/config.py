@@ -18,6 +18,7 @@ command starts without it (docs/performance.md, start-up).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -209,12 +210,23 @@ def check_seed(seed: int) -> None:
 
 def _resolve(cls, recipe: str, part: str, overrides: dict[str, Any]):
     check_choice("recipe", recipe, RECIPE_NAMES)
-    known = {f.name for f in fields(cls)}
-    unknown = set(overrides) - known
+    known = [f.name for f in fields(cls)]
+    unknown = set(overrides) - set(known)
     if unknown:
-        raise UsageError(f"unknown {part} option(s): {', '.join(sorted(unknown))}")
+        raise UsageError(f"unknown {part} option(s): {', '.join(_with_suggestion(name, known) for name in sorted(unknown))}")
     values = {**RECIPES[recipe][part], **{k: v for k, v in overrides.items() if v is not None}}
     return cls(**values)
+
+
+def _with_suggestion(name: str, known: list[str]) -> str:
+    """`name`, and the known options it may be a slip for, closest first, ties in field order
+    (`pool`: pool_kernel or pool_stride). Cutoff 0.5, not difflib's 0.6: `pool` scores 0.53."""
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    if not close:
+        return name
+    close.sort(key=lambda k: (-round(difflib.SequenceMatcher(None, k, name).ratio(), 6), known.index(k)))
+    names = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
+    return f"{name} (did you mean {names}?)"
 
 
 def resolve_model_config(recipe: str = "paper", **overrides: Any) -> ModelConfig:

@@ -95,6 +95,20 @@ def test_unknown_recipe_raises_with_the_choices():
         resolve_train_config("caffe")
 
 
+def test_an_unknown_option_names_the_close_ones():
+    """`AlexNet(pool=2)`: the message suggests pool_kernel (and pool_stride); a slip of one letter
+    its field; a name like no field none."""
+    from alexnet_cli.model import AlexNet
+    with pytest.raises(AlexnetError, match=r"^unknown model option\(s\): pool \(did you mean pool_kernel or "
+                                           r"pool_stride\?\)$"):
+        AlexNet(num_classes=10, pool=2)
+    with pytest.raises(AlexnetError, match=r"^unknown train option\(s\): lr_shedule \(did you mean lr_schedule\?\), "
+                                           r"xyzzy$"):
+        resolve_train_config("paper", xyzzy=1, lr_shedule="code")
+    with pytest.raises(AlexnetError, match=r"lrn_alpa \(did you mean lrn_alpha, "):      # the closest first
+        resolve_model_config("paper", lrn_alpa=1e-4)
+
+
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         resolve_model_config().lrn = False
