@@ -96,10 +96,11 @@ def test_report_table_names_runs_settings_and_states(two_runs):
     for text in ("paper", "no-lrn", "--no-lrn", "1/1", "0/1", "finished"):
         assert text in result.stdout, text
     assert "[bold]" not in result.stdout and "[/]" not in result.stdout    # styles, not markup printed as text
-    # 4 classes: every label is in the top 5, so no top-5 figure (it read 0.00 whatever the network)
+    # 4 classes: every label is in the top 5, so the top-5 error reads 0.00 whatever the network,
+    # marked as `eval` marks it
     best = read_run(two_runs[0]).best_val_top1_error
-    assert f"{100 * best:.2f}/-" in result.stdout and "/0.00" not in result.stdout
-    assert "top-5 '-': a run of at most 5 classes" in " ".join(result.stdout.split())
+    assert f"{100 * best:.2f}/0.00" in result.stdout and "/-" not in result.stdout and "(trivial)" in result.stdout
+    assert "top-5 (trivial): a run of at most 5 classes" in " ".join(result.stdout.split())
     assert json.loads(runner.invoke(app, ["report", str(two_runs[0]), "--json"]).stdout)[0]["num_classes"] == 4
 
 
@@ -270,13 +271,14 @@ def test_report_table_labels_each_run_on_its_own_section_within_80_columns(two_r
     assert header.split() == ["run", "state", "epochs", "best", "(epoch)", "last", "lr/10", "after", "img/s", "time"]
     first = next(i for i, line in enumerate(lines) if line.startswith("paper "))
     best = read_run(paper)
-    assert lines[first].split()[:5] == ["paper", "finished", "1/1", f"{100 * best.best_val_top1_error:.2f}/-",
-                                        f"({best.best_epoch})"]
+    assert lines[first].split()[:6] == ["paper", "finished", "1/1", f"{100 * best.best_val_top1_error:.2f}/0.00",
+                                        f"({best.best_epoch})", f"{100 * best.last_val_top1_error:.2f}/0.00"]
     assert header.index("state") == lines[first].index("finished")          # under its label
-    assert lines[first + 1] == "  recipe paper; changed: --batch-size 24"
-    assert set(lines[first + 2]) == {"─"}                                   # the rule between the runs
-    assert lines[first + 3].split()[:3] == ["no-lrn", "stopped", "0/1"]
-    assert lines[first + 4] == "  recipe paper; changed: --no-lrn, --batch-size 24"
+    assert lines[first + 1].split() == ["(trivial)", "(trivial)"]           # 4 classes: under best and last
+    assert lines[first + 2] == "  recipe paper; changed: --batch-size 24"
+    assert set(lines[first + 3]) == {"─"}                                   # the rule between the runs
+    assert lines[first + 4].split()[:3] == ["no-lrn", "stopped", "0/1"]     # no epoch: nothing to mark
+    assert lines[first + 5] == "  recipe paper; changed: --no-lrn, --batch-size 24"
     assert "no val split" not in shown.stdout                               # both runs validate
 
 
@@ -309,6 +311,51 @@ def test_report_table_of_imagenet_runs_fits_the_width_with_every_number_whole(wi
     assert ("ablations/no-pca-aug" in rows[1]) == (width >= 100)   # whole where the width allows
     assert "  recipe paper; changed: --no-pca-aug" in lines
     assert sum(set(line) == {"─"} for line in lines) == 2             # under the header, between the runs
+
+
+@pytest.mark.parametrize("width", [50, 60, 80])
+def test_a_narrow_terminal_never_parts_a_flag_from_its_value(width):
+    """The settings line wraps between settings, never inside one: `--lr` and `0.0025` stay on
+    one line at 60 columns and at 50 (a setting in words too)."""
+    from rich.console import Console
+
+    from alexnet_cli.cli.common import setting_text
+    from alexnet_cli.cli.report import table
+    changed = {"lr": 0.0025, "batch_size": 24, "lrn": False, "pool_kernel": 2, "bias_fill": 0.1, "pca_std": 0.2,
+               "dropout_style": "inverted", "momentum": 0.95, "weight_decay": 0.001, "bias_lr_mult": 2.0}
+    console = Console(width=width, record=True, markup=False)
+    console.print(table([_report_of("paper", changed=changed)]))
+    lines = _lines(console.export_text())
+    start = next(i for i, line in enumerate(lines) if line.startswith("  recipe paper; changed:"))
+    settings = [lines[start]]
+    for line in lines[start + 1:]:
+        if not line.startswith("  "):
+            break
+        settings.append(line)
+    assert max(map(len, settings)) <= width and len(settings) > 1                       # it did wrap
+    for field, value in changed.items():
+        assert any(setting_text(field, value) in line for line in settings), setting_text(field, value)
+    assert " ".join(line.strip() for line in settings) == \
+        "recipe paper; changed: " + ", ".join(setting_text(k, v) for k, v in changed.items())
+
+
+def test_a_trivial_top5_error_is_shown_as_eval_shows_it():
+    """At most 5 classes: the top-5 error, 0.00, marked `(trivial)` under best and last, as `eval`
+    prints it (`0.00% (trivial)`); 6 classes or more: no mark."""
+    from rich.console import Console
+
+    from alexnet_cli.cli.report import table
+    runs = [_report_of("five", num_classes=5, best_val_top5_error=0.0, last_val_top5_error=0.0),
+            _report_of("six", num_classes=6)]
+    console = Console(width=80, record=True, markup=False)
+    console.print(table(runs))
+    lines = _lines(console.export_text())
+    five = next(i for i, line in enumerate(lines) if line.startswith("five "))
+    assert "40.12/0.00 (88)" in lines[five] and "40.31/0.00" in lines[five]
+    assert lines[five + 1].split() == ["(trivial)", "(trivial)"]
+    six = next(i for i, line in enumerate(lines) if line.startswith("six "))
+    assert "40.12/18.34 (88)" in lines[six] and "(trivial)" not in lines[six + 1]
+    assert "top-5 (trivial): a run of at most 5 classes" in " ".join(" ".join(lines).split())
 
 
 def test_a_run_without_a_validation_split_shows_its_training_error(two_runs, tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 from rich.text import Text
@@ -39,16 +40,20 @@ def report_cmd(
         err_console.print(f"curves: {out}", highlight=False)
 
 
-def _pair(top1: float | None, top5: float | None, trivial: bool) -> str:
-    if top1 is None:
-        return ""
-    return f"{100 * top1:.2f}/{'-' if trivial else f'{100 * (top5 or 0):.2f}'}"
+TRIVIAL = "(trivial)"     # under a trivial top-5 error, as `eval` marks it (`table`'s note says why)
 
 
-def _settings(r: RunReport) -> str:
-    """The run's second line: its recipe and the settings changed from it, as the user sets them."""
-    changed = ", ".join(setting_text(k, v) for k, v in r.changed.items())
-    return f"recipe {r.recipe}; " + (f"changed: {changed}" if changed else "no setting changed")
+def _pair(top1: float | None, top5: float | None) -> str:
+    return "" if top1 is None else f"{100 * top1:.2f}/{100 * (top5 or 0):.2f}"
+
+
+def _settings(r: RunReport) -> list[str]:
+    """The run's second line: its recipe and the settings changed from it, as the user sets them,
+    in the pieces that `packed` never breaks (a flag and its value: `--lr 0.0025`)."""
+    changed = [setting_text(k, v) for k, v in r.changed.items()]
+    if not changed:
+        return [f"recipe {r.recipe};", "no setting changed"]
+    return [f"recipe {r.recipe};", "changed:", *(f"{text}," for text in changed[:-1]), changed[-1]]
 
 
 def _rate(images_per_s: float | None) -> str:
@@ -70,16 +75,18 @@ MIN_DROPS_WIDTH = 6      # and so does a list of rate drops ("30, 60, 80" on two
 
 def _cells(r: RunReport) -> list[str]:
     """A run's first line: its numbers under COLUMNS. A run without a validation split shows that
-    in place of the best error, and its last training error, marked `train`, in place of the last."""
+    in place of the best error, and its last training error, marked `train`, in place of the last.
+    A trivial top-5 error (at most 5 classes) is marked on a second line, as `eval` marks it."""
     from alexnet_cli.config import top5_is_trivial
-    trivial_5 = top5_is_trivial(r.num_classes)
     if r.val_split is None:
         best = "no val split"
         last = "" if r.last_train_top1_error is None else f"train {100 * r.last_train_top1_error:.2f}"
     else:
-        best = _pair(r.best_val_top1_error, r.best_val_top5_error, trivial_5)
+        best = _pair(r.best_val_top1_error, r.best_val_top5_error)
         best = f"{best} ({r.best_epoch})" if best else ""
-        last = _pair(r.last_val_top1_error, r.last_val_top5_error, trivial_5)
+        last = _pair(r.last_val_top1_error, r.last_val_top5_error)
+        if top5_is_trivial(r.num_classes):
+            best, last = (f"{cell}\n{TRIVIAL}" if cell else "" for cell in (best, last))
     return [r.name, r.state, f"{r.epochs_done}/{r.epochs_total}", best, last, ", ".join(map(str, r.lr_drops)),
             _rate(r.images_per_s), _time(r.time_s)]
 
@@ -96,7 +103,8 @@ class RunsTable:
         self.rows = [_cells(r) for r in reports]
 
     def _fitted(self, headers: list[str]) -> list[int]:
-        return [max([len(h)] + [len(row[i]) for row in self.rows]) for i, h in enumerate(headers)]
+        return [max([len(h)] + [len(line) for row in self.rows for line in row[i].split("\n")])
+                for i, h in enumerate(headers)]
 
     def layout(self, max_width: int) -> tuple[list[int], int]:
         """The columns' widths and the spaces between them, for `max_width` columns: the first of
@@ -126,7 +134,7 @@ class RunsTable:
             if i:
                 yield rule
             yield _line(widths, gap, [Text(cells[0], style="bold"), *cells[1:]])   # user text: no markup
-            yield wrapped(_settings(r), width, indent=2, style="dim")
+            yield packed(_settings(r), width, indent=2, style="dim")
         if self.notes:
             yield Text("")
         for note in self.notes:
@@ -155,13 +163,26 @@ def wrapped(text: str, width: int, *, indent: int = 0, style: str = "") -> Table
     return grid
 
 
+def packed(pieces: list[str], width: int, *, indent: int = 0, style: str = "") -> Table:
+    """`pieces` joined by spaces and wrapped at `width` only between pieces, so that a narrow
+    terminal never parts a flag from its value; a piece wider than a whole line folds (`wrapped`)."""
+    room, lines = max(width - indent, 20) - indent, []     # wrapped's column holds the indent as well
+    for piece in pieces:
+        if lines and cell_len(lines[-1]) + 1 + cell_len(piece) <= room:
+            lines[-1] += " " + piece
+        else:
+            lines.append(piece)
+    return wrapped("\n".join(lines), width, indent=indent, style=style)
+
+
 def table(reports: list[RunReport]) -> Group:
-    """The title, then the runs (RunsTable) with, under them, what a `-` or a `train` figure means."""
+    """The title, then the runs (RunsTable) with, under them, what a `(trivial)` or a `train`
+    figure means."""
     from alexnet_cli.config import TOP_K, top5_is_trivial
     notes = []
     if any(top5_is_trivial(r.num_classes) for r in reports):
-        notes.append(f"top-5 '-': a run of at most {TOP_K} classes, whose every label is among the top {TOP_K} "
-                     "(its top-5 error is 0 whatever the network)")
+        notes.append(f"top-5 {TRIVIAL}: a run of at most {TOP_K} classes, whose every label is among the top "
+                     f"{TOP_K}, so its top-5 error is 0 whatever the network")
     if any(r.val_split is None for r in reports):
         notes.append("no val split: the run's data had no validation split; 'train' is its last epoch's training "
                      "top-1 error (augmented crops, dropout on), the error that picked its best.pt")
