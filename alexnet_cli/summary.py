@@ -9,7 +9,8 @@ The paper (section 4.5, figure 2; the abstract) counts a network of "60 million 
 4096-4096-1000 (the NIPS 2012 text prints 253,440 for conv1, a misprint: 55x55x96 = 290,400).
 Those are the rows conv1..conv5 (a conv layer's output, the same size after its ReLU) and
 fc6..fc8 here; the rows of the LRN and pooling stages are outputs the paper does not count.
-`paper_neurons` sums the eight from the measured rows."""
+`paper_neurons` sums the eight from the measured rows. The input, 224x224x3 = 150,528 values (4.5:
+"the network's input is 150,528-dimensional"), is INPUT_SHAPE."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from alexnet_cli.model import LAYERS, AlexNet, LocalResponseNorm, WithinMapNorm
 # Stages in the order of the forward pass; parameter-free stages appear only when present.
 STAGES = ("conv1", "lrn1", "pool1", "conv2", "lrn2", "rnorm2", "pool2", "conv3", "conv4", "conv5",
           "pool5", "fc6", "fc7", "fc8")
+INPUT_SHAPE = (3, 224, 224)   # one crop: channels, height, width (4.5: 150,528 values)
 MAX_CPU_WEIGHTS = 1 << 27     # _forward: the most weights of a layer run on the CPU (fc6 has 37.7 M; 512 MiB)
 
 # The paper's own figures, to show beside the measured ones (module docstring).
@@ -34,19 +36,31 @@ PAPER_STATED_PARAMS = 60_000_000                # the abstract: "60 million para
 
 
 @dataclass(frozen=True)
+class LrnParams:
+    """An LRN's constants of 4.3, b = a / (k + alpha * sum of n adjacent a^2)^beta: the paper's
+    n=5, k=2, alpha=1e-4, beta=0.75. `alpha` is the one the layer multiplies by: the code
+    recipe's is lrn_alpha / n (2e-5)."""
+    n: int
+    k: float
+    alpha: float
+    beta: float
+
+
+@dataclass(frozen=True)
 class LayerRow:
     name: str
     kind: str
     output_shape: tuple[int, ...]
     neurons: int    # output elements per image
     params: int
-    # The geometry, None where the layer has none (an LRN has no kernel; a fully connected
-    # layer no kernel, stride or padding; a pool or the within-map norm no groups).
+    # The geometry, None where the layer has none (an LRN has no kernel but `lrn`; a fully
+    # connected layer no kernel, stride or padding; a pool or the within-map norm no groups).
     kernel: str | None = None       # as the paper writes it: height x width (x input maps per column for a conv)
     stride: int | None = None
     padding: tuple[int, int, int, int] | None = None    # zeros added (top, bottom, left, right)
     groups: int | None = None       # input groups: 2 = each column sees only its own maps (paper 4.2)
     inputs: str | None = None       # which inputs one output sees, in words: "image", "own column", ...
+    lrn: LrnParams | None = None    # an LRN's constants, as it computes with them
 
 
 def meta_network(config: ModelConfig) -> AlexNet:
@@ -56,7 +70,7 @@ def meta_network(config: ModelConfig) -> AlexNet:
 
 
 def summarize(model: AlexNet) -> list[LayerRow]:
-    """One row per layer of `model`, from a forward pass of one 224x224 image."""
+    """One row per layer of `model`, from a forward pass of one 224x224 image (INPUT_SHAPE)."""
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
     for name in STAGES:
@@ -69,7 +83,7 @@ def summarize(model: AlexNet) -> list[LayerRow]:
     try:
         model.eval()
         with torch.no_grad():
-            _forward(model, torch.zeros(1, 3, 224, 224))
+            _forward(model, torch.zeros(1, *INPUT_SHAPE))
     finally:
         model.train(was_training)
         for h in hooks:
@@ -104,7 +118,8 @@ def _geometry(model: AlexNet, name: str, module: nn.Module) -> dict:
     if isinstance(module, nn.Linear):
         return dict(groups=1, inputs=_inputs(1, columns))
     if isinstance(module, LocalResponseNorm):      # across n adjacent maps, clipped at its column's edges
-        return dict(groups=module.groups, inputs=_inputs(module.groups, columns))
+        return dict(groups=module.groups, inputs=_inputs(module.groups, columns),
+                    lrn=LrnParams(module.size, module.k, module.alpha, module.beta))
     if isinstance(module, nn.MaxPool2d):
         k, s, p = (_square(v) for v in (module.kernel_size, module.stride, module.padding))
         return dict(kernel=f"{k}x{k}", stride=s, padding=(p, p, p, p), inputs="own map")

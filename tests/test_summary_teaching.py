@@ -117,6 +117,57 @@ def test_the_table_fits_80_columns_and_shows_the_paper_beside_it(runner):
     assert "LRN" in lines["lrn1"] and "60,965,224" in lines["total"]
 
 
+def _rows(runner: CliRunner, *args: str) -> dict[str, list[str]]:
+    """The table's rows by layer name, each a list of its lines' cells (an LRN's take three lines)."""
+    result = runner.invoke(app, ["summary", *args])
+    assert result.exit_code == 0, result.output
+    rows: dict[str, list[list[str]]] = {}
+    name = None
+    for line in result.stdout.splitlines():
+        if not line.startswith("│"):
+            continue
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        name = cells[0] or name
+        rows.setdefault(name, []).append(cells)
+    return rows
+
+
+def test_the_table_starts_at_the_input_of_150528_values(runner):
+    """4.5: "the network's input is 150,528-dimensional": the first row, above conv1."""
+    rows = _rows(runner)
+    assert list(rows)[:2] == ["input", "conv1"]
+    [cells] = rows["input"]
+    assert cells[6:8] == ["3x224x224", "150,528"] and cells[8] == "" and 3 * 224 * 224 == 150_528
+    assert summary_doc(runner)["input_shape"] == [3, 224, 224]       # --json: unchanged, no input layer
+    assert "input" not in by_name(summary_doc(runner))
+
+
+def test_the_lrn_rows_show_the_constants_the_network_uses(runner):
+    """4.3: n=5, k=2, alpha=1e-4, beta=0.75 in the kernel column; the code's alpha / n = 2e-5
+    under --recipe code (or --lrn-alpha-over-n), said under the table; the JSON's kernel stays null."""
+    for name in ("lrn1", "lrn2"):
+        assert [cells[2] for cells in _rows(runner)[name]] == ["n=5 k=2", "α=1e-4", "β=0.75"]
+    code = _rows(runner, "--recipe", "code")
+    assert [cells[2] for cells in code["lrn1"]] == ["n=5 k=2", "α=2e-5", "β=0.75"]
+    assert [cells[2] for cells in _rows(runner, "--lrn-alpha-over-n")["lrn2"]] == ["n=5 k=2", "α=2e-5", "β=0.75"]
+    shown = runner.invoke(app, ["summary", "--recipe", "code"]).stdout
+    assert "α is the code's 1e-4 / n (--lrn-alpha-over-n)" in " ".join(shown.split())
+    assert "α is the code's" not in runner.invoke(app, ["summary"]).stdout
+    assert "lrn1" not in _rows(runner, "--no-lrn")
+    assert by_name(summary_doc(runner))["lrn1"]["kernel"] is None
+
+
+def test_the_lrn_constants_are_read_from_the_network():
+    from alexnet_cli.config import ModelConfig
+    from alexnet_cli.summary import LrnParams, meta_network, summarize
+    rows = {r.name: r for r in summarize(meta_network(ModelConfig(lrn_size=3, lrn_k=1.0, lrn_alpha=5e-4,
+                                                                  lrn_beta=0.5)))}
+    assert rows["lrn1"].lrn == rows["lrn2"].lrn == LrnParams(n=3, k=1.0, alpha=5e-4, beta=0.5)
+    assert rows["conv1"].lrn is None and rows["pool1"].lrn is None
+    code = {r.name: r for r in summarize(meta_network(ModelConfig(lrn_alpha_over_n=True)))}
+    assert code["lrn1"].lrn.alpha == pytest.approx(2e-5)                # the one it multiplies by
+
+
 def test_a_checkpoint_is_summarised_as_saved(runner, tmp_path, make_checkpoint):
     path = make_checkpoint(tmp_path / "model.pt", columns=1)
     doc = summary_doc(runner, str(path))

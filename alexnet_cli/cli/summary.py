@@ -19,8 +19,9 @@ from alexnet_cli.config import RECIPE_NAMES, changed_settings
 from alexnet_cli.errors import CheckpointError, UsageError
 
 if TYPE_CHECKING:
+    from alexnet_cli.config import ModelConfig
     from alexnet_cli.model import AlexNet
-    from alexnet_cli.summary import LayerRow
+    from alexnet_cli.summary import LayerRow, LrnParams
 
 # The parameters that do not set the network: every other one does, and a checkpoint's own
 # settings leave no room for it.
@@ -55,8 +56,9 @@ def summary(
     init_std_conv345: InitStdConv345Opt = None,
     bias_init: BiasInitOpt = None,
 ) -> None:
-    """Show the network layer by layer: kernel, stride, padding, which inputs each layer sees,
-    output shape, neurons (outputs per image) and parameters, beside the paper's totals."""
+    """Show the network layer by layer from its 3x224x224 input: kernel (an LRN's n, k, alpha,
+    beta), stride, padding, which inputs each layer sees, output shape, neurons (outputs per
+    image) and parameters, beside the paper's totals."""
     from alexnet_cli.summary import meta_network, summarize
     if checkpoint is not None:
         model, recipe = _checkpoint_network(ctx, checkpoint)
@@ -73,7 +75,7 @@ def summary(
         return
     variant = "".join(f", {setting_text(k, v)}" for k, v in changed.items())   # the ablation switches given
     source = "" if checkpoint is None else f" of {checkpoint}"
-    console.print(_table(rows, f"AlexNet{source} ({recipe} recipe{variant}), input 3x224x224"))
+    console.print(_table(rows, f"AlexNet{source} ({recipe} recipe{variant}), input 3x224x224", model.config))
 
 
 def _checkpoint_network(ctx: typer.Context, path: Path) -> tuple[AlexNet, str]:
@@ -100,13 +102,13 @@ def _flag(param, value) -> str:
 
 
 def _document(rows: list[LayerRow], recipe: str, changed: dict, checkpoint: Path | None) -> dict:
-    from alexnet_cli.summary import PAPER_STATED_NEURONS, PAPER_STATED_PARAMS, paper_neurons
+    from alexnet_cli.summary import INPUT_SHAPE, PAPER_STATED_NEURONS, PAPER_STATED_PARAMS, paper_neurons
     return {"recipe": recipe, "changed": changed, "checkpoint": None if checkpoint is None else str(checkpoint),
             "layers": [{"name": r.name, "kind": r.kind, "output_shape": list(r.output_shape),
                         "neurons": r.neurons, "params": r.params, "kernel": r.kernel, "stride": r.stride,
                         "padding": None if r.padding is None else list(r.padding), "groups": r.groups,
                         "inputs": r.inputs} for r in rows],
-            "params": sum(r.params for r in rows), "input_shape": [3, 224, 224],
+            "params": sum(r.params for r in rows), "input_shape": list(INPUT_SHAPE),
             "paper_neurons": paper_neurons(rows),
             "paper_stated": {"neurons": PAPER_STATED_NEURONS, "params": PAPER_STATED_PARAMS}}
 
@@ -114,12 +116,19 @@ def _document(rows: list[LayerRow], recipe: str, changed: dict, checkpoint: Path
 SHORT_KINDS = {"LocalResponseNorm": "LRN"}     # the table's; --json keeps the class name
 
 
-def _table(rows: list[LayerRow], title: str) -> Table:
-    """The layer table; at 80 columns a long type or a "both columns" takes two lines."""
-    from alexnet_cli.summary import PAPER_STATED_NEURONS, PAPER_STATED_PARAMS, paper_neurons
+def _table(rows: list[LayerRow], title: str, config: ModelConfig) -> Table:
+    """The layer table, the input first; at 80 columns a long type or a "both columns" takes two
+    lines, and an LRN's constants take three in the kernel column (as wide as conv3's 3x3x256).
+    No per-layer column of the paper's neurons: the table is 80 columns already, and each of the
+    eight would repeat the neurons beside it; the "paper" rows compare the sums."""
+    from alexnet_cli.summary import INPUT_SHAPE, PAPER_STATED_NEURONS, PAPER_STATED_PARAMS, paper_neurons
     total = sum(r.params for r in rows)
     notes = ["paper, as counted: the outputs of conv1-conv5 and fc6-fc8 here, the neurons the paper counts "
              "(4.5); as stated: the paper's abstract."]
+    if any(r.lrn for r in rows):
+        notes.append("LRN (4.3): b = a / (k + α·sum of a² over n adjacent maps)^β"
+                     + (f"; α is the code's {_number(config.lrn_alpha)} / n (--lrn-alpha-over-n)."
+                        if config.lrn_alpha_over_n else "."))
     if any(r.padding and len(set(r.padding)) > 1 for r in rows):
         notes.append("pad a/b: a zeros before (top, left), b after (bottom, right).")
     table = Table(title=title, title_justify="left", padding=0, caption=" ".join(notes), caption_justify="left")
@@ -127,8 +136,10 @@ def _table(rows: list[LayerRow], title: str) -> Table:
                          ("pad", "right"), ("sees", "left"), ("output", "right"), ("neurons", "right"),
                          ("params", "right")):
         table.add_column(col, justify=justify, overflow="fold", no_wrap=col not in ("type", "sees"))
+    table.add_row("input", "image", "", "", "", "", "x".join(map(str, INPUT_SHAPE)), f"{_prod(INPUT_SHAPE):,}", "")
     for r in rows:
-        table.add_row(r.name, SHORT_KINDS.get(r.kind, r.kind), r.kernel or "", "" if r.stride is None else str(r.stride),
+        kernel = _lrn_text(r.lrn) if r.lrn else r.kernel or ""
+        table.add_row(r.name, SHORT_KINDS.get(r.kind, r.kind), kernel, "" if r.stride is None else str(r.stride),
                       _padding_text(r.padding), r.inputs or "", "x".join(map(str, r.output_shape)),
                       f"{r.neurons:,}", f"{r.params:,}" if r.params else "")
     table.add_section()
@@ -137,6 +148,26 @@ def _table(rows: list[LayerRow], title: str) -> Table:
     table.add_row("", "as stated", "", "", "", "", "", f"{PAPER_STATED_NEURONS:,}",
                   f"{PAPER_STATED_PARAMS // 1_000_000} million")
     return table
+
+
+def _lrn_text(lrn: LrnParams) -> str:
+    """An LRN's constants in the kernel column, on three lines: `n=5 k=2`, `α=1e-4`, `β=0.75`."""
+    return f"n={lrn.n} k={_number(lrn.k)}\nα={_number(lrn.alpha)}\nβ={_number(lrn.beta)}"
+
+
+def _number(x: float) -> str:
+    """`x` as the paper writes it: 2, 0.75, 1e-4 (not 0.0001), 2e-5."""
+    if x and abs(x) < 1e-3:
+        mantissa, exponent = f"{x:.3e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return f"{x:g}"
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
 
 
 def _padding_text(padding: tuple[int, int, int, int] | None) -> str:
