@@ -213,7 +213,8 @@ def _resolve(cls, recipe: str, part: str, overrides: dict[str, Any]):
     known = [f.name for f in fields(cls)]
     unknown = set(overrides) - set(known)
     if unknown:
-        raise UsageError(f"unknown {part} option(s): {', '.join(_with_suggestion(name, known) for name in sorted(unknown))}")
+        names = ", ".join(_with_suggestion(name, known) for name in sorted(unknown))
+        raise UsageError(f"unknown {part} option(s): {names}")
     values = {**RECIPES[recipe][part], **{k: v for k, v in overrides.items() if v is not None}}
     return cls(**values)
 
@@ -224,7 +225,7 @@ def _with_suggestion(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     if not close:
         return name
-    close.sort(key=lambda k: (-round(difflib.SequenceMatcher(None, k, name).ratio(), 6), known.index(k)))
+    close.sort(key=lambda k: (-difflib.SequenceMatcher(None, k, name).ratio(), known.index(k)))
     names = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
     return f"{name} (did you mean {names}?)"
 

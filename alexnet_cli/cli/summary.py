@@ -3,6 +3,7 @@ switches given or of a checkpoint."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -136,7 +137,7 @@ def _table(rows: list[LayerRow], title: str, config: ModelConfig) -> Table:
                          ("pad", "right"), ("sees", "left"), ("output", "right"), ("neurons", "right"),
                          ("params", "right")):
         table.add_column(col, justify=justify, overflow="fold", no_wrap=col not in ("type", "sees"))
-    table.add_row("input", "image", "", "", "", "", "x".join(map(str, INPUT_SHAPE)), f"{_prod(INPUT_SHAPE):,}", "")
+    table.add_row("input", "image", "", "", "", "", "x".join(map(str, INPUT_SHAPE)), f"{math.prod(INPUT_SHAPE):,}", "")
     for r in rows:
         kernel = _lrn_text(r.lrn) if r.lrn else r.kernel or ""
         table.add_row(r.name, SHORT_KINDS.get(r.kind, r.kind), kernel, "" if r.stride is None else str(r.stride),
@@ -161,13 +162,6 @@ def _number(x: float) -> str:
         mantissa, exponent = f"{x:.3e}".split("e")
         return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
     return f"{x:g}"
-
-
-def _prod(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def _padding_text(padding: tuple[int, int, int, int] | None) -> str:
