@@ -407,14 +407,14 @@ def _pct(x: float | None, sign: bool = False) -> str:
 
 def trivial_top5(doc: dict[str, Any]) -> bool:
     """Whether the runs have at most TOP_K classes: their top-5 errors are 0 whatever the network,
-    so the table shows '-' for them and `top5_footnote` says why (ablations.json keeps the 0)."""
+    so the table marks them `(trivial)`, as `eval` and `report` do, and `top5_footnote` says why."""
     num_classes = doc.get("model", {}).get("num_classes")     # every ablations.json has it
     return isinstance(num_classes, int) and top5_is_trivial(num_classes)
 
 
 def top5_footnote(doc: dict[str, Any]) -> str | None:
     """The line under the table on a trivial top-5 (as report's), or None."""
-    return f"top-5 '-': {top5_note(doc['model']['num_classes'])}" if trivial_top5(doc) else None
+    return f"top-5 (trivial): {top5_note(doc['model']['num_classes'])}" if trivial_top5(doc) else None
 
 
 def table_rows(doc: dict[str, Any]) -> list[list[str]]:
@@ -423,9 +423,10 @@ def table_rows(doc: dict[str, Any]) -> list[list[str]]:
     trivial = trivial_top5(doc)
     for v in doc["variants"]:
         full = v["name"] == FULL
-        rows.append([v["name"], v["what"], _pct(v["top1_error"]), "-" if trivial else _pct(v["top5_error"]),
+        mark = " (trivial)" if trivial else ""
+        rows.append([v["name"], v["what"], _pct(v["top1_error"]), _pct(v["top5_error"]) + mark,
                      "" if full else _pct(v["delta_top1"], True),
-                     "" if full else "-" if trivial else _pct(v["delta_top5"], True),
+                     "" if full else _pct(v["delta_top5"], True) + mark,
                      "reference" if full else v["paper"], _pct(v["train_val_gap"], True),
                      f"{v['epochs_done']}/{v['epochs']}", v["state"]])
     return rows

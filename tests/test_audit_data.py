@@ -187,17 +187,17 @@ def _render(table) -> str:
     return console.file.getvalue()
 
 
-def test_ablate_table_shows_a_trivial_top5_as_a_dash_with_a_note():
-    """Was: a plain 0.00 top-5 (and Δ) with no note, unlike report's '-' and eval's '(trivial)'."""
+def test_ablate_table_marks_a_trivial_top5_as_eval_does_with_a_note():
+    """Was: a plain 0.00 top-5 (and Δ) with no note; then '-'; now `(trivial)`, as eval and report."""
     doc = _doc(3)
     rows = table_rows(doc)
-    assert [r[3] for r in rows] == ["-", "-"] and [r[5] for r in rows] == ["", "-"]
+    assert [r[3] for r in rows] == ["0.00% (trivial)"] * 2 and [r[5] for r in rows] == ["", "+0.00 (trivial)"]
     md = markdown(doc)
-    assert "top-5 '-': only 3 classes: every label is among the top 5" in md and "| 0.00%" not in md
+    assert "top-5 (trivial): only 3 classes: every label is among the top 5" in md
     shown = _render(ablate_table(doc))
-    assert "50.00/-" in shown and "+10.00/-" in shown and "only 3 classes" in shown
+    assert "50.00/0.00" in shown and "+10.00/+0.00" in shown and "(trivial)" in shown and "only 3 classes" in shown
     many = _doc(10)                                                 # more than 5 classes: figures, no note
-    assert [r[3] for r in table_rows(many)] == ["0.00%", "0.00%"] and "top-5 '-'" not in markdown(many)
+    assert [r[3] for r in table_rows(many)] == ["0.00%", "0.00%"] and "trivial" not in markdown(many)
     assert "50.00/0.00" in _render(ablate_table(many)) and "only" not in _render(ablate_table(many))
 
 

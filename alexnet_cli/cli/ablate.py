@@ -140,15 +140,14 @@ def table(doc: dict) -> Table:
                          ("paper Δ", "left"), (VAL_MINUS_TRAIN, "right"), ("epochs", "right")):
         t.add_column(col, justify=justify, no_wrap=col not in ("paper Δ", VAL_MINUS_TRAIN),
                      min_width=9 if col == "paper Δ" else None)
-    trivial = trivial_top5(doc)              # '-' for a top-5 of at most 5 classes; the caption says why
+    trivial = trivial_top5(doc)   # a top-5 of at most 5 classes marked (trivial), as eval; the caption says why
     if trivial:
         t.caption, t.caption_justify = top5_footnote(doc), "left"
     for v in doc["variants"]:
         full = v["name"] == FULL
-        top5 = "-" if trivial else _pct(v["top5_error"])
-        delta5 = "-" if trivial else _pct(v["delta_top5"], True)
-        t.add_row(v["name"], f"{_pct(v['top1_error'])}/{top5}",
-                  "" if full else f"{_pct(v['delta_top1'], True)}/{delta5}",
+        mark = "\n(trivial)" if trivial else ""
+        t.add_row(v["name"], f"{_pct(v['top1_error'])}/{_pct(v['top5_error'])}{mark}",
+                  "" if full else f"{_pct(v['delta_top1'], True)}/{_pct(v['delta_top5'], True)}{mark}",
                   "reference" if full else v["paper"], _pct(v["train_val_gap"], True),
                   Text.assemble(f"{v['epochs_done']}/{v['epochs']}\n", (v["state"], "dim")))
     return t
