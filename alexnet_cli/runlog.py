@@ -74,7 +74,9 @@ class RunFolder:
         if self.best.exists():      # last.pt went missing: starting again would overwrite best.pt and the log
             raise DataError(f"{self.last} is missing but {self.best} exists: the run saved checkpoints, so it "
                             "cannot start again here; restore last.pt (best.pt holds no training state to continue "
-                            "from, only the weights for eval and predict), or choose another `out`",
+                            "from, only the weights for eval and predict), or choose another `out` (a run of an "
+                            "older version killed while writing its first checkpoints: delete best.pt to start "
+                            "again)",
                             mentions=("out",))
         if self.config.exists():    # killed before its first checkpoint
             note(f"Note: the run in {self.path} stopped before its first checkpoint: starting it "
@@ -101,12 +103,18 @@ class RunFolder:
 
     def write_checkpoints(self, payload: dict[str, Any], *, best: bool) -> None:
         """last.pt, and best.pt when `best`: first, so that a kill between the two leaves the
-        older last.pt behind, and resuming redoes both. best.pt is for eval and the other
-        tools: no velocities (half the size of last.pt)."""
+        older last.pt behind, and resuming redoes both. At the run's first save there is no older
+        last.pt, and a best.pt alone would leave a folder that can neither resume nor start
+        again (`resuming`): last.pt comes first then, and a kill between the two leaves last.pt,
+        from which resuming writes best.pt again (Trainer._replace_lost_best: same weights).
+        best.pt is for eval and the other tools: no velocities (half the size of last.pt)."""
         from alexnet_cli.checkpoint import save_checkpoint    # imports torch: not for the CLI's argument checks
-        if best:
+        first = not self.last.exists()
+        if best and not first:
             self.write_best(payload)
         save_checkpoint(self.last, payload)
+        if best and first:
+            self.write_best(payload)
 
     def write_best(self, payload: dict[str, Any]) -> None:
         """best.pt: last.pt's `payload` without the velocities."""

@@ -167,6 +167,36 @@ def test_resume_writes_a_deleted_best_pt_again_from_last_pt(mini_data, epoch_run
     assert after["trainer"]["best_step"] == after["trainer"]["step"] == 1
 
 
+KILLED_AT_FIRST_BEST = """
+import os, sys
+from pathlib import Path
+from alexnet_cli import runlog
+from alexnet_cli.cli.app import app
+runlog.RunFolder.write_best = lambda self, payload: os._exit(9)     # SIGKILL between the two files
+app(sys.argv[1:])
+"""
+
+
+def test_a_kill_during_the_first_save_leaves_a_run_that_resumes(mini_data, epoch_run, tmp_path):
+    """The kill audit: the first save wrote best.pt, then last.pt, so a kill between them left
+    best.pt alone, a folder that could neither resume nor start again. Now the first save writes
+    last.pt first; killed before best.pt, the run resumes, writes best.pt again, and both hold
+    the weights of the uninterrupted run."""
+    import subprocess
+    import sys
+    run = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_FIRST_BEST, *_train_args(mini_data, run, "--max-steps", "1")],
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == 9, killed.stderr[-3000:]
+    assert (run / "checkpoints" / "last.pt").is_file() and not (run / "checkpoints" / "best.pt").exists()
+    result = runner.invoke(app, _train_args(mini_data, run, "--max-steps", "1", "--resume"))
+    assert result.exit_code == 0, result.output
+    assert "best.pt was missing: written again from" in result.stderr, result.stderr
+    for name in ("last.pt", "best.pt"):
+        want, got = load_checkpoint(epoch_run / "checkpoints" / name), load_checkpoint(run / "checkpoints" / name)
+        assert all(torch.equal(got["model"][k], v) for k, v in want["model"].items()), name
+
+
 def test_resume_from_a_checkpoint_without_the_best_epochs_weights_writes_best_pt_at_the_next_epoch(
         mini_data, epoch_run, tmp_path):
     """A last.pt that cannot tell it holds best.pt's weights (a version before `best_step`, or
