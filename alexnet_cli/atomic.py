@@ -113,7 +113,8 @@ def remove_abandoned(folder: Path, target: str | None = None) -> None:
 def replacing(path: Path) -> Iterator[int]:
     """Write `path` through a claimed temporary beside it: the body writes to the yielded file
     descriptor; on success it is fsynced and renamed onto `path` (os.replace), on any error
-    removed. Never half a file at `path`."""
+    removed. Never half a file at `path`. Once it is written, temporaries of `path` that killed
+    writers left beside it are removed (a rerun after a kill leaves nothing behind)."""
     tmp = temporary_name(path)
     fd = claim(tmp)
     try:
@@ -125,6 +126,10 @@ def replacing(path: Path) -> Iterator[int]:
         raise
     finally:
         os.close(fd)
+    try:
+        remove_abandoned(path.parent, path.name)
+    except OSError:                      # the write succeeded; leftovers are only untidy
+        pass
 
 
 def write_atomic(path: Path, data: bytes | memoryview) -> None:

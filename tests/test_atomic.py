@@ -54,6 +54,23 @@ def test_only_the_temporaries_of_dead_writers_are_removed(tmp_path):
         os.close(fd)
 
 
+def test_a_write_removes_the_temporaries_killed_writers_left_of_that_file_only(tmp_path):
+    """The kill audit: `eval --predictions F`, `pca --out F` killed before their rename left
+    .F.PID.tmp, and the rerun that wrote F kept it forever."""
+    dead = tmp_path / ".pred.csv.123.tmp"
+    os.close(claim(dead))                               # killed before its rename
+    live = tmp_path / ".pred.csv.456.tmp"
+    fd = claim(live)                                    # another process writing it now
+    other = tmp_path / ".pc.csv.789.tmp"
+    os.close(claim(other))                              # another file's: its own writer's business
+    try:
+        write_atomic(tmp_path / "pred.csv", b"rows")
+        assert not dead.exists() and live.exists() and other.exists()
+        assert (tmp_path / "pred.csv").read_bytes() == b"rows"
+    finally:
+        os.close(fd)
+
+
 def test_a_checkpoint_temporary_of_an_older_version_is_removed_too(tmp_path):
     import tempfile
     fd, old = tempfile.mkstemp(prefix=".last.pt.", suffix=".tmp", dir=tmp_path)   # a checkpoint temporary before atomic.py
