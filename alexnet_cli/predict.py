@@ -1,7 +1,9 @@
 """`alexnet predict`: the top-k classes of the user's own images (paper section 7.1, figure 4
 left), through exactly the preprocessing of the training data: any image mode to RGB, shorter
-side to 256, the central 256x256 patch (alexnet_cli.images, as `prep`), then the centre crop
-of (image - mean image) or the average softmax of the ten test crops (section 5.1).
+side to 256, the central 256x256 patch (alexnet_cli.images, as `prep`; a photo is first turned
+upright as its EXIF orientation says), then the centre crop of (image - mean image) or the
+average softmax of the ten test crops (section 5.1). With one crop that is
+LoadedModel.preprocess, the same load and crop for one image in Python.
 """
 
 from __future__ import annotations
