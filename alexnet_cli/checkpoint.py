@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from alexnet_cli.atomic import replacing
-from alexnet_cli.augment import MEAN_CROPS
+from alexnet_cli.augment import MEAN_CROPS, test_crops
 from alexnet_cli.config import LEGACY_MODEL_FIELDS, ModelConfig, model_config_from_dict, resolve_model_config
-from alexnet_cli.errors import AlexnetError, CheckpointError
-from alexnet_cli.images import not_regular
+from alexnet_cli.errors import AlexnetError, CheckpointError, UsageError
+from alexnet_cli.images import not_regular, user_image
 from alexnet_cli.model import AlexNet
 from alexnet_cli.progress import Reporter, plural
 from alexnet_cli.shards import read_mean_image
@@ -231,6 +231,26 @@ class LoadedModel:
         if mean is not None and tuple(mean.shape) != (256, 256, 3):
             raise CheckpointError(f"{self.path}: mean_image has shape {tuple(mean.shape)}, expected (256, 256, 3)")
         return mean
+
+    def needed_mean(self, data_dir: str | Path | None) -> torch.Tensor:
+        """mean_or_data's mean image, or a UsageError when there is none: the caller lacks what
+        this checkpoint needs, as a missing argument would."""
+        mean = self.mean_or_data(data_dir)
+        if mean is None:
+            raise UsageError(f"data_dir is needed: {self.path} holds no mean image (a bare state_dict?); give "
+                             "the prepared data folder it was trained on", field="data_dir", value=None)
+        return mean
+
+    def preprocess(self, image: str | Path | Any, data_dir: str | Path | None = None) -> torch.Tensor:
+        """One image of your own as the network's input, float32 (1, 3, 224, 224) on its device:
+        what `predict` feeds it with one crop. `image`: a path, a PIL image or a uint8 (H, W, 3)
+        array, read as predict reads it (images.user_image: EXIF orientation, RGB, 256x256), then
+        the centre crop minus the mean image the way this network was trained (`mean_crop`).
+        `data_dir`: the prepared data whose mean image a bare state_dict needs."""
+        mean = self.needed_mean(data_dir)
+        device = next(self.model.parameters()).device
+        pixels = torch.from_numpy(user_image(image))[None].to(device)                 # (1, 256, 256, 3) uint8
+        return next(test_crops(pixels, mean.to(device, torch.float32), 1, mean_crop=self.mean_crop))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:

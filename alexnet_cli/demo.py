@@ -88,6 +88,7 @@ class DemoResult:
     prep: PrepResult | None = None
     pca: PcaStats | None = None
     train: dict[str, Any] = field(default_factory=dict)      # train()'s summary
+    trained: bool = True                              # False: the run had finished before, nothing was trained
     epochs: list[dict[str, Any]] = field(default_factory=list)  # the run's per-epoch records
     evals: dict[int, EvalResult] = field(default_factory=dict)   # crops -> result
     kernels: KernelReport | None = None
@@ -251,8 +252,10 @@ def run_demo(out: str | Path = DEFAULT_OUT, config: DemoConfig = DemoConfig(), *
         result.pca = pca_step(data_dir, progress)
 
     def fit() -> None:
+        done_before = len(epoch_records(run_dir)) if checkpoint.exists() else -1
         result.train = train_step(data_dir, run_dir, config, progress)
         result.run, result.checkpoint, result.epochs = run_dir, checkpoint, epoch_records(run_dir)
+        result.trained = len(result.epochs) != done_before          # a finished run, resumed: no new epoch
 
     def evaluation(crops: int) -> Callable[[], None]:
         def run() -> None:
@@ -274,7 +277,8 @@ def run_demo(out: str | Path = DEFAULT_OUT, config: DemoConfig = DemoConfig(), *
 
     def predictions() -> None:
         result.predictions = predict(checkpoint, queries, k=min(5, config.classes), device=config.device)
-        result.figures["predictions"] = draw_predictions(result.predictions, out / PREDICTIONS_PNG)
+        result.figures["predictions"] = draw_predictions(result.predictions, out / PREDICTIONS_PNG,
+                                                         true_classes=[q.parent.name for q in queries])  # val/<wnid>/
 
     for name, fn in (("data", data), ("prep", prep), ("pca", pca), ("train", fit),
                      ("eval_1crop", evaluation(1)), ("eval_10crop", evaluation(10)), ("kernels", kernels),

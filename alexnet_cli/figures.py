@@ -45,13 +45,17 @@ def to_image(img: Image.Image | np.ndarray) -> Image.Image:
 
 
 def fit_text(text: str, width: int, fnt=None) -> str:
-    """`text`, shortened with an ellipsis until it fits in `width` pixels."""
+    """`text`, shortened in the middle with an ellipsis until it fits in `width` pixels: the end
+    stays (a file's suffix and the digits that tell ILSVRC2012_val_00000001.JPEG from ..._00000002)."""
     fnt = fnt or font()
     if fnt.getlength(text) <= width:
         return text
-    while text and fnt.getlength(text + "...") > width:
-        text = text[:-1]
-    return text + "..."
+    for keep in range(len(text) - 1, 0, -1):
+        head = keep // 2                      # the end gets the odd character
+        short = text[:head] + "..." + text[len(text) - (keep - head):]
+        if fnt.getlength(short) <= width:
+            return short
+    return "..."
 
 
 def labeled_tile(img: Image.Image | np.ndarray, text: str, *, size: int | None = None,

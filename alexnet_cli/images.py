@@ -2,19 +2,22 @@
 shorter side to 256, the central 256x256 patch.
 
 `predict` and `neighbors` use the same function on the user's own images, so a query goes
-through exactly the preprocessing of the training data.
+through exactly the preprocessing of the training data; for those alone it first applies the
+file's EXIF orientation (`exif=True`), so a phone photo is seen upright. `prep` does not: the
+paper's pipeline reads ImageNet's files as they are stored.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import struct
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from alexnet_cli.errors import DataError
 
@@ -46,7 +49,17 @@ def resize_center_crop(img: Image.Image, size: int = SIZE) -> np.ndarray:
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
     img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
     left, top = (new_w - size) // 2, (new_h - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    # np.array, not np.asarray: a writable copy (196 KB), so torch.from_numpy takes it without a warning
+    return np.array(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """`img` turned as its EXIF Orientation tag says (ImageOps.exif_transpose); as stored when it
+    has no tag, or an EXIF block too damaged to read one (the pixels are still good)."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except (KeyError, TypeError, ValueError, SyntaxError, struct.error):
+        return img
 
 
 class UnreadableImage(DataError):
@@ -58,11 +71,15 @@ class UnreadableImage(DataError):
         self.reason = reason
 
 
-def load_image(path: str | Path, size: int = SIZE) -> np.ndarray:
-    """An image file as uint8 (size, size, 3) RGB, whatever its mode or real format (a PNG
-    named .JPEG is read as the PNG it is). Raises UnreadableImage (a DataError) otherwise,
-    also for what is not a regular file (a FIFO would block forever) and for an image whose
-    decoded or resized size exceeds the bounds below (a 300-byte PNG can decode to gigabytes)."""
+def load_image(path: str | Path, size: int = SIZE, *, exif: bool = False) -> np.ndarray:
+    """An image file as a writable uint8 (size, size, 3) RGB array, whatever its mode or real
+    format (a PNG named .JPEG is read as the PNG it is). Raises UnreadableImage (a DataError)
+    otherwise, also for what is not a regular file (a FIFO would block forever) and for an image
+    whose decoded or resized size exceeds the bounds below (a 300-byte PNG can decode to gigabytes).
+
+    `exif`: turn the image as its EXIF Orientation tag says (a phone photo stored sideways),
+    for the user's own images (predict, neighbors' queries); off for `prep`, whose output stays
+    the paper's pipeline."""
     try:
         with _open_regular(path) as file, warnings.catch_warnings():
             # PIL warns above 89 M pixels (and refuses above 179 M): the bound that matters is
@@ -76,7 +93,9 @@ def load_image(path: str | Path, size: int = SIZE) -> np.ndarray:
                     img.draft(img.mode, (max(1, w * 2 * size // min(w, h)), max(1, h * 2 * size // min(w, h))))
                 _check_size(path, *img.size, size)
                 img.load()
-                return resize_center_crop(to_rgb(img), size)
+                # turned after the draft scale-down: that keeps the shorter side >= 2 * size,
+                # which turning the image does not change
+                return resize_center_crop(to_rgb(upright(img) if exif else img), size)
     except FileNotFoundError:
         raise UnreadableImage(path, "no such file") from None
     except IsADirectoryError:
@@ -85,19 +104,36 @@ def load_image(path: str | Path, size: int = SIZE) -> np.ndarray:
         raise UnreadableImage(path, _reason(path, exc)) from None
 
 
+def user_image(image: str | Path | Image.Image | np.ndarray, size: int = SIZE) -> np.ndarray:
+    """A user's own image as predict and neighbors read it, uint8 (size, size, 3): a file through
+    load_image(exif=True); a PIL image or a uint8 (H, W, 3) / (H, W) array, already in memory,
+    through the same steps (EXIF orientation, RGB, shorter side to `size`, central patch)."""
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image, size, exif=True)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+            raise DataError(f"an image array must be uint8 (H, W, 3) or (H, W), got {image.dtype} {image.shape}")
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise DataError(f"not an image: {type(image).__name__} (give a path, a PIL image or a uint8 array)")
+    return resize_center_crop(to_rgb(upright(image)), size)
+
+
 # Bounds on the work per image (memory: 3 bytes a pixel, a few copies while converting).
 MAX_DECODED_PIXELS = 1 << 26   # 67 M pixels (8192 x 8192), counted after the JPEG draft scale-down
 MAX_RESIZED_PIXELS = 1 << 24   # 16.7 M pixels: 256 x 65,536, an aspect ratio of 256:1
 
 
-def load_images(images: Sequence[str | Path], undone: str = "no image was predicted") -> list[np.ndarray]:
-    """Every image, each uint8 (256, 256, 3), or one DataError that names every file that is not
-    a readable image and, when others were given with it, says that none was used (`undone`):
-    a bad file stops the whole command, it is never skipped (predict's images, neighbors' queries)."""
+def load_images(images: Sequence[str | Path], undone: str = "no image was predicted", *,
+                exif: bool = False) -> list[np.ndarray]:
+    """Every image, each uint8 (256, 256, 3) (`exif`: turned upright, as load_image), or one
+    DataError that names every file that is not a readable image and, when others were given
+    with it, says that none was used (`undone`): a bad file stops the whole command, it is never
+    skipped (predict's images, neighbors' queries)."""
     pixels, bad = [], []
     for path in images:
         try:
-            pixels.append(load_image(path))
+            pixels.append(load_image(path, exif=exif))
         except DataError as exc:
             bad.append(str(exc))
     if len(bad) == 1 and len(images) == 1:

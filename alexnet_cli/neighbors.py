@@ -12,8 +12,8 @@ chunks that fit a memory budget, keeping a running top-k per query, so it works 
 3. merged with the running top-k (exact distances only, so the final order is exact).
 
 The query images go through the training data's preprocessing (alexnet_cli.images.load_image,
-as `prep` does) and the same network and centre crop as the stored features; the query
-feature is rounded to float16 like the stored ones.
+as `prep` does, once turned upright as their EXIF orientation says) and the same network and
+centre crop as the stored features; the query feature is rounded to float16 like the stored ones.
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def find_neighbors(checkpoint: str | Path, data_dir: str | Path, queries: str | 
     queries = path_list(queries)
     bits = _check_search(queries, k, codes, bits, rerank, memory_mb)
     data_dir = Path(data_dir)
-    images = load_images(queries, "no query was searched")   # unreadable queries fail before any work
+    images = load_images(queries, "no query was searched", exif=True)   # unreadable queries fail before any work
     encoder = load_encoder(checkpoint, data_dir, device, progress)
     if codes:                                            # before the features, which can take hours
         bits = _codes_bits(checkpoint, data_dir, split, features, encoder, bits)
@@ -390,6 +390,11 @@ def read_split_images(data_dir: str | Path, split: str, indices: Sequence[int]) 
     return [found[i] for i in indices]
 
 
+# what the number in a neighbour's caption measures, for the figure's title
+DISTANCE_TITLES = {"euclidean": "Euclidean distance of its 4096-d fc7 features to the query's",
+                   "hamming": "Hamming distance of its binary code to the query's, in bits"}
+
+
 def draw_neighbors(results: Sequence[QueryResult], data_dir: str | Path, out: str | Path, *,
                    thumb: int = 128) -> Path:
     """Figure 4 (right): one row per query, the query image then its neighbours, nearest first,
@@ -403,8 +408,11 @@ def draw_neighbors(results: Sequence[QueryResult], data_dir: str | Path, out: st
         pictures.update(zip([(split, i) for i in indices], read_split_images(data_dir, split, indices)))
     rows = []
     for r in results:
-        tiles = [labeled_tile(pictures[r.split, n.index], f"{n.label_name} ({n.distance:.2f})", size=thumb)
+        form = "{:.0f}" if r.distance_kind == "hamming" else "{:.2f}"     # bits are whole, as in the table
+        tiles = [labeled_tile(pictures[r.split, n.index], f"{n.label_name} ({form.format(n.distance)})", size=thumb)
                  for n in r.neighbors]
-        query = labeled_tile(load_image(r.query), f"query: {Path(r.query).name}", size=thumb)
+        query = labeled_tile(load_image(r.query, exif=True), f"query: {Path(r.query).name}", size=thumb)
         rows.append(hstack([query, hstack(tiles, pad=4)], pad=16))
-    return save_picture(grid(rows, 1), out)
+    kinds = dict.fromkeys(r.distance_kind for r in results)      # said once, over the figure
+    said = "; ".join(f"label ({DISTANCE_TITLES.get(kind, f'{kind} distance')})" for kind in kinds)
+    return save_picture(labeled_tile(grid(rows, 1), f"each neighbour: {said}", above=True, pad=8), out)

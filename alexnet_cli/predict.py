@@ -1,7 +1,9 @@
 """`alexnet predict`: the top-k classes of the user's own images (paper section 7.1, figure 4
 left), through exactly the preprocessing of the training data: any image mode to RGB, shorter
-side to 256, the central 256x256 patch (alexnet_cli.images, as `prep`), then the centre crop
-of (image - mean image) or the average softmax of the ten test crops (section 5.1).
+side to 256, the central 256x256 patch (alexnet_cli.images, as `prep`; a photo is first turned
+upright as its EXIF orientation says), then the centre crop of (image - mean image) or the
+average softmax of the ten test crops (section 5.1). With one crop that is
+LoadedModel.preprocess, the same load and crop for one image in Python.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Prediction:
 def _mean_and_names(loaded: LoadedModel, data_dir: Path | None) -> tuple[torch.Tensor, list[str], list[str]]:
     """The checkpoint's mean image and class names; one without them (a bare state_dict, or
     weights saved with their config alone) takes them from `data_dir`."""
-    classes, names, mean = loaded.classes, loaded.class_names, loaded.mean_image
+    classes, names = loaded.classes, loaded.class_names
     if data_dir is not None:
         manifest = read_manifest(data_dir)
         if len(manifest.classes) != len(classes):
@@ -56,11 +58,7 @@ def _mean_and_names(loaded: LoadedModel, data_dir: Path | None) -> tuple[torch.T
                                   f"{len(manifest.classes)}")
         if not loaded.lists_classes:    # no names of its own
             classes, names = list(manifest.classes), list(manifest.class_names)
-    mean = loaded.mean_or_data(data_dir)
-    if mean is None:       # the command line lacks what this checkpoint needs: a usage error, as a missing argument
-        raise UsageError(f"data_dir is needed: {loaded.path} holds no mean image (a bare state_dict?); give "
-                         "the prepared data folder it was trained on", field="data_dir", value=None)
-    return mean, classes, names
+    return loaded.needed_mean(data_dir), classes, names
 
 
 def predict(checkpoint: str | Path, images: str | Path | Sequence[str | Path], *, k: int | None = None, crops: int = 1,
@@ -79,7 +77,7 @@ def predict(checkpoint: str | Path, images: str | Path | Sequence[str | Path], *
     if batch_size < 1:
         raise UsageError(f"batch_size must be positive, got {batch_size}", field="batch_size", value=batch_size)
     dev = resolve_device(device)
-    pixels = load_images(images)                                      # each uint8 (256, 256, 3)
+    pixels = load_images(images, exif=True)               # each uint8 (256, 256, 3), upright as LoadedModel.preprocess
     loaded = load_model(checkpoint, dev)
     mean, classes, names = _mean_and_names(loaded, None if data_dir is None else Path(data_dir))
     loaded.tell_assumptions(progress)
@@ -106,17 +104,29 @@ def predict(checkpoint: str | Path, images: str | Path | Sequence[str | Path], *
 
 
 def draw_predictions(predictions: Sequence[Prediction], out: str | Path, *, cols: int = 2,
-                     thumb: int = 160) -> Path:
+                     thumb: int = 160, true_classes: Sequence[str | None] | None = None) -> Path:
     """The paper's figure 4 (left): each image beside bars for its five most probable classes;
     `out`'s suffix names the format (figures.check_picture_path, checked before the work); it is
-    none of the images (paths.check_output)."""
+    none of the images (paths.check_output).
+
+    `true_classes`: each image's correct class (its id, TopClass.wnid; None where unknown), shown
+    under the image and, as in the paper, its bar drawn red when it is among the five."""
     check_picture_path(out)
     check_output(out, "out", [("an image", [pred.image for pred in predictions])])
+    if true_classes is not None and len(true_classes) != len(predictions):
+        raise UsageError(f"true_classes has {len(true_classes)} entries for {len(predictions)} predictions",
+                         field="true_classes", value=len(true_classes))
     panels = []
-    for pred in predictions:
+    for i, pred in enumerate(predictions):
         top = pred.top[:5]
-        tile = labeled_tile(load_image(pred.image), Path(pred.image).name, size=thumb)
+        tile = labeled_tile(load_image(pred.image, exif=True), Path(pred.image).name, size=thumb)
+        truth = None if true_classes is None else true_classes[i]
+        ranks = [j for j, t in enumerate(top) if t.wnid == truth]
+        if truth is not None:
+            shown = top[ranks[0]].name if ranks else f"{truth} (not in the top {len(top)})"
+            tile = labeled_tile(tile, f"true: {shown}")                   # a second line under the image
         bars = hbar_chart([t.name for t in top], [t.prob for t in top], width=2 * thumb,
-                          bar_height=(thumb - 24) // 5)
+                          bar_height=(thumb - 24) // 5, highlight=ranks[0] if ranks else None,
+                          value_format="{:.2%}")             # as the predict table: 99.99% is not 100.0%
         panels.append(hstack([tile, bars]))
     return save_picture(grid(panels, cols), out)

@@ -89,11 +89,16 @@ def test_cli_json_reuses_the_folder(demo_run):
 
 
 def test_the_eval_lines_say_a_top5_error_of_two_classes_is_no_measure(demo_run):
-    out, _, _ = demo_run
+    out, first, _ = demo_run
+    assert first.trained
     res = CliRunner().invoke(app, ["demo", "--out", str(out), *TINY_FLAGS])
     assert res.exit_code == 0, res.output
     lines = [" ".join(line.split()) for line in res.stdout.splitlines() if line.lstrip().startswith("eval")]
-    assert len(lines) == 2 and all("(chance 50%), no top-5 error (only 2 classes)," in line for line in lines), lines
+    # as `eval` says it: the figure, "trivial"
+    assert len(lines) == 2 and all("(chance 50%), top-5 error 0.0% (trivial: only 2 classes)," in line
+                                   for line in lines), lines
+    train = [line for line in res.stdout.splitlines() if line.lstrip().startswith("train:")]
+    assert len(train) == 1 and "on cpu (already trained) (" in train[0], train    # a rerun trains nothing
 
 
 def test_other_settings_clear_only_the_demos_own_files(tmp_path):

@@ -86,8 +86,8 @@ def _show(step: str, r: DemoResult) -> None:
     elif step.startswith("eval"):
         e = r.evals[1 if step == "eval_1crop" else 10]
         classes = r.config.classes
-        top5 = (f"no top-5 error (only {classes} classes)" if top5_is_trivial(classes) else
-                f"top-5 error {e.top5_error:.1%} (chance {r.chance_top5_error:.0%})")
+        top5 = f"top-5 error {e.top5_error:.1%} " + (f"(trivial: only {classes} classes)" if top5_is_trivial(classes)
+                                                     else f"(chance {r.chance_top5_error:.0%})")   # as `eval` says it
         console.print(f"[bold]eval[/] {e.crops:>2} crop{'s' if e.crops > 1 else ' '}: top-1 error "
                       f"[bold]{e.top1_error:.1%}[/] (chance {r.chance_top1_error:.0%}), {top5}, {e.n} images", seconds,
                       highlight=False, markup=True)
@@ -102,7 +102,9 @@ def _show(step: str, r: DemoResult) -> None:
 
 
 def _epochs_table(r: DemoResult, seconds: str) -> Table:
-    table = Table(title=f"train: {plural(r.train.get('step') or 0, 'step')} on {r.train.get('device')} {seconds}",
+    done = "" if r.trained else " (already trained)"          # as prep's "(already prepared)"
+    steps = plural(r.train.get('step') or 0, 'step')
+    table = Table(title=f"train: {steps} on {r.train.get('device')}{done} {seconds}",
                   title_justify="left")
     for col in ("epoch", "train top-1 err", "val top-1 err", "lr", "s"):
         table.add_column(col, justify="right")
