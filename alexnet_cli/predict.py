@@ -42,9 +42,20 @@ class TopClass:
 class Prediction:
     image: str               # the path as given
     top: list[TopClass]      # most probable first
+    true_class: TopClass | None = None   # the image's class when its folder is named so (`folder_class`)
 
     def to_json(self) -> dict[str, Any]:
-        return {"image": self.image, "top": [t.to_json() for t in self.top]}
+        truth = None if self.true_class is None else self.true_class.to_json()
+        return {"image": self.image, "top": [t.to_json() for t in self.top], "true_class": truth}
+
+
+def folder_class(path: Path, classes: Sequence[str]) -> int | None:
+    """The index of the class an image's folder is named after (`val/n01440764/x.JPEG`, the
+    layout `prep` reads), or None: an image of a labelled tree says its own true class."""
+    try:
+        return list(classes).index(path.parent.name)
+    except ValueError:
+        return None
 
 
 def _mean_and_names(loaded: LoadedModel, data_dir: Path | None) -> tuple[torch.Tensor, list[str], list[str]]:
@@ -98,8 +109,13 @@ def predict(checkpoint: str | Path, images: str | Path | Sequence[str | Path], *
             raise NotFiniteError(f"{checkpoint}: the network's outputs are NaN or infinite for {image} (its "
                                  "weights are finite but too large: the training diverged?)")
         top = probs.topk(k, dim=1)                                                       # (B, k)
-        for path, idx, prob in zip(images[start:start + batch_size], top.indices.tolist(), top.values.tolist()):
-            out.append(Prediction(str(path), [TopClass(classes[i], names[i], i, p) for i, p in zip(idx, prob)]))
+        rows = probs.tolist() if any(folder_class(Path(p), classes) is not None
+                                     for p in images[start:start + batch_size]) else None      # host sync
+        for j, (path, idx, prob) in enumerate(zip(images[start:start + batch_size], top.indices.tolist(),
+                                                  top.values.tolist())):
+            c = folder_class(Path(path), classes)
+            truth = None if c is None else TopClass(classes[c], names[c], c, rows[j][c])
+            out.append(Prediction(str(path), [TopClass(classes[i], names[i], i, p) for i, p in zip(idx, prob)], truth))
     return out
 
 
@@ -110,9 +126,12 @@ def draw_predictions(predictions: Sequence[Prediction], out: str | Path, *, cols
     none of the images (paths.check_output).
 
     `true_classes`: each image's correct class (its id, TopClass.wnid; None where unknown), shown
-    under the image and, as in the paper, its bar drawn red when it is among the five."""
+    under the image and, as in the paper, its bar drawn red when it is among the five; by
+    default each prediction's own `true_class` (its folder's class, `folder_class`)."""
     check_picture_path(out)
     check_output(out, "out", [("an image", [pred.image for pred in predictions])])
+    if true_classes is None and any(p.true_class is not None for p in predictions):
+        true_classes = [None if p.true_class is None else p.true_class.wnid for p in predictions]
     if true_classes is not None and len(true_classes) != len(predictions):
         raise UsageError(f"true_classes has {len(true_classes)} entries for {len(predictions)} predictions",
                          field="true_classes", value=len(true_classes))

@@ -270,7 +270,7 @@ def test_every_json_skeleton_parses(surface):
     prep, kernels, predict = shapes["prep"], shapes["kernels"], shapes["predict"]
     assert prep.keys["splits"].varying and set(prep.keys["splits"].any_value.keys) == {"count", "shards"}
     assert isinstance(kernels.keys["image_size"], Seq) and set(kernels.keys["columns"].item.keys) >= {"name", "color_scores"}
-    assert set(predict.item.keys) == {"image", "top"} and set(predict.item.keys["top"].item.keys) == {"class", "name", "index", "prob"}
+    assert set(predict.item.keys) == {"image", "top", "true_class"} and set(predict.item.keys["top"].item.keys) == {"class", "name", "index", "prob"}
     assert set(shapes["summary"].keys["layers"].item.keys) >= {"name", "output_shape", "neurons", "params"}
 
 

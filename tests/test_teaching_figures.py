@@ -196,3 +196,36 @@ def test_preprocess_gives_predicts_probabilities(tmp_path, mean_crop):
     upright = np.asarray(Image.open(photo).convert("RGB").transpose(Image.Transpose.ROTATE_270))
     assert torch.equal(loaded.preprocess(upright), x)
     assert np.array_equal(user_image(photo), load_image(photo, exif=True))
+
+
+def test_an_image_in_a_folder_named_after_a_class_says_its_true_class(tmp_path):
+    """val/<class>/x.JPEG, the layout prep reads: predict knows each image's class, says its
+    probability and rank (table caption, JSON "true_class") and draws its bar red by default."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from alexnet_cli.cli.app import app
+    ckpt = _checkpoint(tmp_path / "m.pt", "crop")                 # classes a, b, c
+    pixels = _stripes(300, 260)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "other").mkdir()
+    labelled, loose = tmp_path / "b" / "x.png", tmp_path / "other" / "y.png"
+    Image.fromarray(pixels).save(labelled)
+    Image.fromarray(pixels).save(loose)
+    known, unknown = predict(ckpt, [labelled, loose], k=3, device="cpu")
+    assert unknown.true_class is None and unknown.to_json()["true_class"] is None
+    truth = known.true_class
+    assert truth is not None and (truth.wnid, truth.index) == ("b", 1)
+    assert truth.prob == next(t.prob for t in known.top if t.index == 1)
+    assert known.to_json()["true_class"] == truth.to_json()
+    red = Image.open(draw_predictions([known], tmp_path / "f.png"))
+    assert (_red_pixels(red) > 100) == (truth.index in [t.index for t in known.top[:5]])
+    result = CliRunner().invoke(app, ["predict", str(ckpt), str(labelled), str(loose), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rank = [t.index for t in known.top].index(1) + 1
+    assert f"true class (its folder): b, {100 * truth.prob:.2f}%, #{rank}" in result.stdout
+    assert result.stdout.count("true class") == 1
+    shown = json.loads(CliRunner().invoke(app, ["predict", str(ckpt), str(labelled), "--device", "cpu",
+                                                "--json"]).stdout)
+    assert shown[0]["true_class"]["class"] == "b"

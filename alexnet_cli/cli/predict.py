@@ -38,7 +38,12 @@ def predict_cmd(
     device: DeviceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Top-k classes and probabilities of each IMAGE under CHECKPOINT."""
+    """Top-k classes and probabilities of each IMAGE under CHECKPOINT.
+
+    An image in a folder named after one of the network's classes (val/n01440764/x.JPEG, as
+    `prep` reads them) is taken to be of that class: its probability and rank are said, and
+    the figure draws its bar red, as the paper's figure 4.
+    """
     from alexnet_cli.paths import check_output
     from alexnet_cli.predict import draw_predictions, predict
     check_picture_out(out)
@@ -58,13 +63,22 @@ def predict_cmd(
 
 def predictions_table(pred: Prediction, named: bool = True) -> Table:
     """One image's top classes. Without `named` (every class name is its class: a data folder
-    with no synset mapping, whose classes are plain folder names) one column says both."""
+    with no synset mapping, whose classes are plain folder names) one column says both. An
+    image whose folder names its class (predict.folder_class) has that class's row in bold and
+    a caption with its probability."""
     table = Table(title=pred.image, title_justify="left")
+    truth = pred.true_class
+    if truth is not None:
+        rank = next((r for r, t in enumerate(pred.top, 1) if t.index == truth.index), None)
+        where = f"#{rank}" if rank is not None else f"not in the top {len(pred.top)}"
+        said = truth.wnid if not named or truth.name == truth.wnid else f"{truth.wnid} {truth.name}"
+        table.caption, table.caption_justify = f"true class (its folder): {said}, {100 * truth.prob:.2f}%, {where}", "left"
     table.add_column("#", justify="right")
     table.add_column("class")
     if named:
         table.add_column("name")
     table.add_column("probability", justify="right")
     for rank, t in enumerate(pred.top, 1):
-        table.add_row(str(rank), t.wnid, *([t.name] if named else []), f"{100 * t.prob:.2f}%")
+        table.add_row(str(rank), t.wnid, *([t.name] if named else []), f"{100 * t.prob:.2f}%",
+                      style="bold" if truth is not None and t.index == truth.index else None)
     return table
