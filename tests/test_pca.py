@@ -118,13 +118,19 @@ def test_a_sample_of_data_with_an_older_manifest_is_the_same_sample(known, tmp_p
     np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
 
 
-def test_pca_json_round_trip_and_errors(tmp_path, tiny_data):
+def test_pca_json_round_trip_and_errors(tmp_path, tiny_data, monkeypatch):
+    with pytest.raises(DataError) as missing:                            # a folder that can be written: no aside
+        read_pca(tmp_path)
+    assert str(missing.value) == f"{tmp_path / 'pca.json'} not found: run `alexnet pca {tmp_path}` first (or train " \
+                                 "with `pca_aug=False`)"
+    monkeypatch.setattr("alexnet_cli.pca._read_only", lambda folder: True)      # as on a read-only mount
     with pytest.raises(DataError, match=r"pca.json not found \(where .* is read-only: compute the PCA into another "
                                         r"file with pca's `out` FILE, then train with `pca_file` FILE\): run "
                                         r"`alexnet pca .*` first \(or train with `pca_aug=False`\)") as missing:
         read_pca(tmp_path)                                                             # the library's terms
     assert flag_message(missing.value).endswith("pca's --out FILE, then train with --pca FILE): run "   # the CLI's
                                                 f"`alexnet pca {tmp_path}` first (or train with --no-pca-aug)")
+    monkeypatch.undo()
     stats = read_pca(tiny_data)
     path = write_pca(tmp_path, stats)
     data = json.loads(path.read_text())
