@@ -266,7 +266,7 @@ def test_a_read_only_data_folder_still_gets_its_pca(known, monkeypatch):
     assert got.images == 6 and sum("cannot save" in line for line in said.lines) == 1
 
 
-def test_cli_pca_seed_is_checked_like_every_commands(known):
+def test_cli_pca_seed_is_checked_like_every_commands(known, tmp_path):
     """--seed -5 --sample 3 was a ValueError from NumPy ("run alexnet --debug"), exit 1; without
     --sample it was accepted. Now: train's range and message, exit 2, before anything is read."""
     data, _ = known
@@ -275,7 +275,9 @@ def test_cli_pca_seed_is_checked_like_every_commands(known):
         assert bad.exit_code == 2, bad.output
         assert bad.stderr.startswith("Error: --seed must be a whole number from 0 to 9223372036854775807, got ")
         assert len(bad.stderr.splitlines()) == 1
-    big = runner.invoke(app, ["pca", str(data), "--sample", "3", "--seed", str(2**63 - 1), "--overwrite", "--json"])
+    # into a file of its own: a sample in the module's DATA/pca.json made test_cli_pca, run after it, fail
+    big = runner.invoke(app, ["pca", str(data), "--sample", "3", "--seed", str(2**63 - 1), "--out",
+                              str(tmp_path / "sample.json"), "--json"])
     assert big.exit_code == 0 and json.loads(big.stdout)["images"] == 3, big.output
     with pytest.raises(UsageError, match="seed must be a whole number"):
         compute_pca(data, sample=3, seed=-1)
