@@ -280,7 +280,8 @@ def write_pca(data_dir: str | Path, stats: PcaStats, *, overwrite: bool = False,
     """Write `pca.json` (docs/public-surface.md) atomically to `out` (default DATA/pca.json);
     returns its path. A file that holds another result is replaced only with `overwrite`
     (training runs that used it could no longer be resumed): DataError otherwise; one with the
-    same result is left as it is."""
+    same result is left as it is. What pca may not replace at all (a device, a file that is no
+    PCA: module doc) is refused, and a link's target is written."""
     path = pca_file(data_dir, out)
     data = {"eigenvalues": [float(v) for v in stats.eigenvalues],
             "eigenvectors": [[float(v) for v in row] for row in stats.eigenvectors],
