@@ -100,7 +100,7 @@ def _unpickled(path: Path, map_location: str | torch.device) -> Any:
         found = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(exc), re.IGNORECASE)
         if not found:
             raise CheckpointError(f"{path}: not a readable checkpoint (corrupt, or not a torch.save file: a plain "
-                                  "pickle?)") from None
+                                  f"pickle?){_restore(path)}") from None
         raise CheckpointError(f"{path}: refused: it holds Python objects ({found.group(1)}) that only "
                               "unpickling code could load; alexnet loads weights only (weights_only=True)") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
@@ -110,8 +110,17 @@ def _unpickled(path: Path, map_location: str | torch.device) -> Any:
             reason = "not a torch.save file"                 # the legacy reader's KeyError: 101 says nothing
         elif isinstance(exc, EOFError):                     # the legacy reader ran out of bytes
             reason = "an empty file" if path.stat().st_size == 0 else "it ends too soon: truncated?"
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason}){_restore(path)}") from None
     return data
+
+
+def _restore(path: Path) -> str:
+    """What to do about a damaged run's last.pt, for the end of its error line ("" for another
+    file): only a copy continues the run, best.pt holding the weights but no training state."""
+    if path.name != "last.pt" or path.parent.name != "checkpoints":
+        return ""
+    return (": restore it from a copy to continue the run, or train anew into another run folder (best.pt holds "
+            "the weights, not the state to continue from)")
 
 
 def _checked(path: Path, data: Any) -> dict[str, Any]:

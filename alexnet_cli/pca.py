@@ -18,11 +18,21 @@ A shared data folder may be read-only: the PCA can then be written to any file (
 partial sums beside it (`partial_file`), and training reads it from there. Each pca.json
 records the key of the training shards it was computed from (`data_key`), so that a PCA of
 other data is refused rather than silently used (`check_pca_data`).
+
+Which files `pca` replaces (`_check_target`): a PCA file is written to be read later by `train
+--pca FILE`, so what is not a regular file (a device, a FIFO) is refused, never replaced, and a
+link's target is written (the link is kept). An existing file is replaced only when it holds a
+PCA, or a damaged one: a data folder's own pca.json whatever it holds (only `pca` writes it),
+elsewhere a JSON object with a PCA's keys, or the start of the text `write_pca` writes (a copy cut
+short). Any other file (a user's notes, a picture, a checkpoint) is refused unless `overwrite`;
+`read_pca` calls it "not a PCA file" rather than advising to write one over it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -31,15 +41,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from alexnet_cli.atomic import remove_abandoned, write_atomic
+from alexnet_cli.atomic import remove_abandoned, write_atomic, write_output
 from alexnet_cli.config import check_seed
 from alexnet_cli.devices import resolve_device
-from alexnet_cli.errors import DataError, Interrupted, UsageError, shell_word
+from alexnet_cli.errors import AlexnetError, DataError, Interrupted, UsageError, shell_word
+from alexnet_cli.images import special_kind
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.progress import NullReporter, Reporter
-from alexnet_cli.runlog import json_text, write_json_atomic
-from alexnet_cli.shards import (IMAGE_SHAPE, Manifest, SplitIndex, data_key, open_shard, read_images, read_manifest,
-                                split_index)
+from alexnet_cli.runlog import json_text
+from alexnet_cli.shards import (IMAGE_SHAPE, MANIFEST, Manifest, SplitIndex, data_key, open_shard, read_images,
+                                read_manifest, split_index)
 from alexnet_cli.stopping import StopRequests, signal_name
 
 PCA_FILE = "pca.json"
@@ -155,6 +166,7 @@ def compute_pca(data_dir: str | Path, progress: Reporter = NullReporter(), sampl
     check_sample(sample)
     check_seed(seed)
     manifest = read_manifest(data_dir)
+    _check_target(pca_file(manifest.root, out), out, overwrite=True)    # a device: before its sums go beside it
     partial = partial_file(pca_file(manifest.root, out))
     if sample:
         moments, images = _sample_pass(manifest, sample, seed, progress)
@@ -268,7 +280,8 @@ def write_pca(data_dir: str | Path, stats: PcaStats, *, overwrite: bool = False,
     """Write `pca.json` (docs/public-surface.md) atomically to `out` (default DATA/pca.json);
     returns its path. A file that holds another result is replaced only with `overwrite`
     (training runs that used it could no longer be resumed): DataError otherwise; one with the
-    same result is left as it is."""
+    same result is left as it is. What pca may not replace at all (a device, a file that is no
+    PCA: module doc) is refused, and a link's target is written."""
     path = pca_file(data_dir, out)
     data = {"eigenvalues": [float(v) for v in stats.eigenvalues],
             "eigenvectors": [[float(v) for v in row] for row in stats.eigenvectors],
@@ -277,13 +290,13 @@ def write_pca(data_dir: str | Path, stats: PcaStats, *, overwrite: bool = False,
             "mean_rgb": None if stats.mean_rgb is None else [float(v) for v in stats.mean_rgb],
             "pixels": int(stats.pixels), "images": int(stats.images),
             **({} if stats.data_key is None else {"data_key": stats.data_key})}
-    old = _existing(path)
+    old = _existing(path, out, overwrite)
     if old is not None and any(k in old and k in data and old[k] != data[k] for k in _RESULT) and not overwrite:
         raise _would_replace(path, old, f"this one, of {_of(data['images'])}, has eigenvalues "
                              f"{_values(data['eigenvalues'])}")
     if old != data:                            # the same result in an older form is written again
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, data)
+        write_output(path, (json_text(data, indent=2) + "\n").encode("utf-8"))     # a link: its target
     if stats.partial is not None:              # the pass's sums are now safe in pca.json
         stats.partial.unlink(missing_ok=True)
     return path
@@ -296,8 +309,8 @@ def check_replace(data_dir: str | Path, sample: int | None = None, *, overwrite:
     images than the pass would use (`sample`, None: all of them), whose result therefore
     differs; write_pca checks the result itself."""
     path = pca_file(data_dir, out)
-    old = None if overwrite else _existing(path)
-    if old is None:
+    old = _existing(path, out, overwrite)
+    if old is None or overwrite:
         return
     manifest = read_manifest(data_dir)
     if old.get("data_key") not in (None, data_key(manifest, "train")):
@@ -346,14 +359,82 @@ def check_pca_data(stats: PcaStats, manifest: Manifest, path: str | Path | None 
 _RESULT = ("eigenvalues", "eigenvectors", "mean_rgb", "pixels", "images", "data_key")
 
 
-def _existing(path: Path) -> dict | None:
+def _existing(path: Path, out: str | Path | None, overwrite: bool) -> dict | None:
     """The document in the pca.json at `path` when it holds a readable PCA; None when there is
-    none (a corrupt one, which nothing can use, is replaced as if there were none)."""
+    none (a damaged one, which nothing can use, is replaced as if there were none). What pca
+    must not replace is refused (`_check_target`; `out`: the file was given as `out`)."""
+    _check_target(path, out, overwrite)
     try:
         read_pca(path.parent, path)
         return json.loads(path.read_text(encoding="utf-8"))
-    except (DataError, OSError, ValueError):
+    except (AlexnetError, OSError, ValueError, RecursionError):
         return None
+
+
+def _check_target(path: Path, out: str | Path | None, overwrite: bool) -> None:
+    """Refuse a `path` that pca may not write (module doc): what is not a regular file, always;
+    a file that is no PCA, nor a damaged one, unless `overwrite`. UsageError naming `out` when
+    the file was given as `out`, else DataError (a data folder's pca.json). Links are followed."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:                  # nothing there yet (a broken link is check_writable's to refuse)
+        return
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else special_kind(mode)
+        advice = "remove it to have the PCA written there" if out is None else "give a file's path"
+        raise _refused(path, out, f"is {kind}, not a regular file: the PCA is a file for training to read "
+                                  f"later: {advice}")
+    if overwrite:
+        return
+    try:
+        _document(path)
+    except _Foreign as exc:
+        raise _refused(path, out, f"is not a PCA file ({exc}), and pca replaces only a PCA file: choose another "
+                                  "file, or pass `overwrite` to replace it", ("overwrite",)) from None
+    except (OSError, ValueError, RecursionError):           # a damaged PCA: replaced
+        pass
+
+
+def _refused(path: Path, out: str | Path | None, why: str, mentions: tuple[str, ...] = ()) -> AlexnetError:
+    if out is None:
+        return DataError(f"{path} {why}", mentions=mentions)
+    return UsageError(f"out {path} {why}", field="out", value=path, mentions=mentions)
+
+
+class _Foreign(Exception):
+    """A file that is no PCA, nor a damaged one; its message says what it is instead."""
+
+
+# What the text `write_pca` writes begins with, without its whitespace (json_text, indent 2)
+_HEAD = b'{"eigenvalues"'
+_KEYS = ("eigenvalues", "eigenvectors")      # a JSON object with one of these was a PCA
+
+
+def _document(file: Path) -> Any:
+    """The JSON in the PCA file `file`: ValueError (or RecursionError) where it is damaged,
+    _Foreign where it is no PCA at all (module doc). A data folder's own pca.json is always a
+    PCA, if a damaged one."""
+    raw = file.read_bytes()
+    target = file.resolve()
+    own = target.name == PCA_FILE and (target.parent / MANIFEST).is_file()
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):               # UnicodeDecodeError is a ValueError
+        start = b"".join(raw[:64].split())
+        if own or _HEAD.startswith(start) or start.startswith(_HEAD):    # empty, or cut short
+            raise
+        raise _Foreign("not JSON") from None
+    if not own and not isinstance(data, dict):
+        raise _Foreign("JSON, but not an object")
+    if not own and not any(k in data for k in _KEYS):
+        raise _Foreign("JSON without eigenvalues")
+    return data
+
+
+def _read_only(folder: Path) -> bool:
+    """Whether no file can be made in `folder`: a read-only mount (the kernel says so to root
+    too), or a folder this user may not write."""
+    return folder.is_dir() and not os.access(folder, os.W_OK)
 
 
 def _of(images: Any) -> str:
@@ -378,19 +459,10 @@ def read_pca(data_dir: str | Path, path: str | Path | None = None) -> PcaStats:
     command = (f"`alexnet pca {data_word}`" if path is None else
                f"`alexnet pca {data_word} --out {shell_word(path)}`")          # what writes `path`
     file = pca_file(data_dir, path)
-    if not file.is_file() and path is None:
-        raise DataError(f"{file} not found (where {data_word} is read-only: compute the PCA into another file with "
-                        f"pca's `out` FILE, then train with `pca_file` FILE): run {command} first (or train "
-                        "with `pca_aug=False`)", mentions=("out", "pca_file", "pca_aug=False"))
-    if file.is_dir():
-        raise DataError(f"{file} is a folder, not a PCA file: give the file `alexnet pca` wrote (its `out`)",
-                        mentions=("out",))
-    if not file.is_file():
-        raise DataError(f"{file} not found: compute it with {command} first (or train with `pca_aug=False`)",
-                        mentions=("pca_aug=False",))
+    _check_kind(file, Path(data_dir), path, command)
     again = f"run {command} again"
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = _document(file)
         values = np.asarray(data["eigenvalues"], np.float64)
         vectors = np.asarray(data["eigenvectors"], np.float64)
         scale = data.get("scale", "0-255")
@@ -398,6 +470,10 @@ def read_pca(data_dir: str | Path, path: str | Path | None = None) -> PcaStats:
         mean = None if mean is None else np.asarray(mean, np.float64)
         pixels, images = int(data.get("pixels", 0)), int(data.get("images", 0))
         key = data.get("data_key")                       # absent in files written before it was recorded
+    except _Foreign as exc:                              # never advised to be written over
+        wrong = DataError if path is None else UsageError
+        raise wrong(f"{file} is not a PCA file ({exc}): give one made by `alexnet pca {data_word} --out FILE`") \
+            from None
     except RecursionError:
         raise DataError(f"{file} is corrupt (nested too deeply): {again}") from None
     except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
@@ -409,6 +485,30 @@ def read_pca(data_dir: str | Path, path: str | Path | None = None) -> PcaStats:
     if why:
         raise DataError(f"{file} is corrupt ({why}): {again}")
     return PcaStats(values, vectors, mean, pixels, images, data_key=key)
+
+
+def _check_kind(file: Path, data_dir: Path, path: str | Path | None, command: str) -> None:
+    """DataError where the PCA `file` is missing; where it is not a regular file, UsageError
+    when it was given (`path`: a wrong kind of path), DataError for DATA/pca.json."""
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        mode = None
+    if mode is None and path is None:
+        aside = (f" (where {shell_word(data_dir)} is read-only: compute the PCA into another file with pca's `out` "
+                 "FILE, then train with `pca_file` FILE)" if _read_only(data_dir) else "")
+        raise DataError(f"{file} not found{aside}: run {command} first (or train with `pca_aug=False`)",
+                        mentions=("out", "pca_file", "pca_aug=False") if aside else ("pca_aug=False",))
+    if mode is None:
+        raise DataError(f"{file} not found: compute it with {command} first (or train with `pca_aug=False`)",
+                        mentions=("pca_aug=False",))
+    if stat.S_ISREG(mode):
+        return
+    kind = "a folder" if stat.S_ISDIR(mode) else special_kind(mode)
+    if path is None:
+        raise DataError(f"{file} is {kind}, not a PCA file: remove it and run {command}")
+    raise UsageError(f"{file} is {kind}, not a PCA file: give the file `alexnet pca` wrote (its `out`)",
+                     mentions=("out",))
 
 
 # The covariance of RGB values in 0..255: its trace, the sum of the eigenvalues, is at most

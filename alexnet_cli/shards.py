@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -44,7 +45,7 @@ import numpy as np
 
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.errors import DataError, shell_word
-from alexnet_cli.images import IMAGE_SHAPE
+from alexnet_cli.images import IMAGE_SHAPE, special_kind
 from alexnet_cli.progress import NullReporter, Reporter
 
 FORMAT_VERSION = 2                         # the manifest's: the highest layout version below
@@ -133,6 +134,18 @@ def check_block_size(block_size: int) -> None:
         raise DataError(f"block size must be in 1..{MAX_BLOCK_SIZE} images, got {block_size}")
 
 
+def _manifest_missing(path: Path, root: Path) -> str:
+    """Why there is no manifest to read at `path`: none there, or something that is not a file
+    (a link to a device, a FIFO, a folder), which prep writes over once it is removed."""
+    prep = f"`alexnet prep SRC {shell_word(root)}`"
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return f"{path} not found: run {prep} first"
+    what = "a folder" if stat.S_ISDIR(mode) else special_kind(mode)
+    return f"{path} is {what}, not a manifest file: remove it, then run {prep}"
+
+
 class OlderFormat(DataError):
     """jpeg shards of an older layout: `alexnet prep` converts them in place (bytes copied)."""
 
@@ -144,7 +157,7 @@ def read_manifest(data_dir: str | Path) -> Manifest:
     root = Path(data_dir)
     path = root / MANIFEST
     if not path.is_file():
-        raise DataError(f"{path} not found: run `alexnet prep SRC {shell_word(root)}` first")
+        raise DataError(_manifest_missing(path, root))
     rerun = f"run `alexnet prep SRC {shell_word(root)}` again to write it anew from the shards"
 
     def corrupt(what: str) -> DataError:

@@ -118,13 +118,19 @@ def test_a_sample_of_data_with_an_older_manifest_is_the_same_sample(known, tmp_p
     np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
 
 
-def test_pca_json_round_trip_and_errors(tmp_path, tiny_data):
+def test_pca_json_round_trip_and_errors(tmp_path, tiny_data, monkeypatch):
+    with pytest.raises(DataError) as missing:                            # a folder that can be written: no aside
+        read_pca(tmp_path)
+    assert str(missing.value) == f"{tmp_path / 'pca.json'} not found: run `alexnet pca {tmp_path}` first (or train " \
+                                 "with `pca_aug=False`)"
+    monkeypatch.setattr("alexnet_cli.pca._read_only", lambda folder: True)      # as on a read-only mount
     with pytest.raises(DataError, match=r"pca.json not found \(where .* is read-only: compute the PCA into another "
                                         r"file with pca's `out` FILE, then train with `pca_file` FILE\): run "
                                         r"`alexnet pca .*` first \(or train with `pca_aug=False`\)") as missing:
         read_pca(tmp_path)                                                             # the library's terms
     assert flag_message(missing.value).endswith("pca's --out FILE, then train with --pca FILE): run "   # the CLI's
                                                 f"`alexnet pca {tmp_path}` first (or train with --no-pca-aug)")
+    monkeypatch.undo()
     stats = read_pca(tiny_data)
     path = write_pca(tmp_path, stats)
     data = json.loads(path.read_text())
@@ -260,7 +266,7 @@ def test_a_read_only_data_folder_still_gets_its_pca(known, monkeypatch):
     assert got.images == 6 and sum("cannot save" in line for line in said.lines) == 1
 
 
-def test_cli_pca_seed_is_checked_like_every_commands(known):
+def test_cli_pca_seed_is_checked_like_every_commands(known, tmp_path):
     """--seed -5 --sample 3 was a ValueError from NumPy ("run alexnet --debug"), exit 1; without
     --sample it was accepted. Now: train's range and message, exit 2, before anything is read."""
     data, _ = known
@@ -269,7 +275,9 @@ def test_cli_pca_seed_is_checked_like_every_commands(known):
         assert bad.exit_code == 2, bad.output
         assert bad.stderr.startswith("Error: --seed must be a whole number from 0 to 9223372036854775807, got ")
         assert len(bad.stderr.splitlines()) == 1
-    big = runner.invoke(app, ["pca", str(data), "--sample", "3", "--seed", str(2**63 - 1), "--overwrite", "--json"])
+    # into a file of its own: a sample in the module's DATA/pca.json made test_cli_pca, run after it, fail
+    big = runner.invoke(app, ["pca", str(data), "--sample", "3", "--seed", str(2**63 - 1), "--out",
+                              str(tmp_path / "sample.json"), "--json"])
     assert big.exit_code == 0 and json.loads(big.stdout)["images"] == 3, big.output
     with pytest.raises(UsageError, match="seed must be a whole number"):
         compute_pca(data, sample=3, seed=-1)

@@ -40,6 +40,7 @@ def read_only(monkeypatch):
     not stop); the pass must not run."""
     from alexnet_cli.cli import common
     monkeypatch.setattr(common, "_can_create_in", lambda folder: False)
+    monkeypatch.setattr("alexnet_cli.pca._read_only", lambda folder: True)
     monkeypatch.setattr("alexnet_cli.pca.compute_pca", lambda *a, **k: pytest.fail("the pass ran"))
 
 
@@ -88,8 +89,8 @@ def test_pca_out_elsewhere_then_train_with_it(bare, tiny_data, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["run"]["pca_file"] == str(made) and config["pca_key"] is not None
     missing = runner.invoke(app, ["train", str(bare), "--out", str(tmp_path / "r2"), *FAST])
-    _one_error(missing, 1, f"{bare / PCA_FILE} not found (where {bare} is read-only: compute the PCA into another "
-               "file with pca's --out FILE, then train with --pca FILE): run `alexnet pca", "--no-pca-aug")
+    # bare can be written: no aside on read-only folders (test_the_read_only_aside_only_where_data_is_read_only)
+    _one_error(missing, 1, f"{bare / PCA_FILE} not found: run `alexnet pca {bare}` first (or train with --no-pca-aug)")
     nowhere = runner.invoke(app, ["train", str(bare), "--out", str(tmp_path / "r3"), "--pca", str(tmp_path / "no"),
                                   *FAST])
     _one_error(nowhere, 1, f"{tmp_path / 'no'} not found: compute it with `alexnet pca {bare} --out "
@@ -98,7 +99,7 @@ def test_pca_out_elsewhere_then_train_with_it(bare, tiny_data, tmp_path):
                                "--no-pca-aug", *FAST])
     _one_error(both, 2, "--pca FILE is the PCA of the colour noise, which --no-pca-aug turns off")
     folder = runner.invoke(app, ["train", str(bare), "--out", str(tmp_path / "r5"), "--pca", str(made.parent), *FAST])
-    _one_error(folder, 1, f"{made.parent} is a folder, not a PCA file: give the file `alexnet pca` wrote (its --out)")
+    _one_error(folder, 2, f"{made.parent} is a folder, not a PCA file: give the file `alexnet pca` wrote (its --out)")
     assert not any((tmp_path / r).exists() for r in ("r2", "r3", "r4", "r5"))
 
 
@@ -242,3 +243,12 @@ def test_ablate_gives_its_pca_file_to_every_run(bare, tiny_data, tmp_path):
     recorded = {name: json.loads((out / name / "config.json").read_text())["run"]["pca_file"]
                 for name in ("full", "no-pca-aug")}
     assert recorded == {"full": str(made), "no-pca-aug": None}          # without colour noise: no PCA read
+
+
+def test_the_read_only_aside_only_where_data_is_read_only(bare, tmp_path, monkeypatch):
+    """"not found (where DATA is read-only: ...)" was said of every DATA, writable or not
+    (test_pca_out_elsewhere_then_train_with_it: a writable one)."""
+    monkeypatch.setattr("alexnet_cli.pca._read_only", lambda folder: folder == bare)     # as a read-only mount
+    missing = runner.invoke(app, ["train", str(bare), "--out", str(tmp_path / "run"), *FAST])
+    _one_error(missing, 1, f"{bare / PCA_FILE} not found (where {bare} is read-only: compute the PCA into another "
+               "file with pca's --out FILE, then train with --pca FILE): run `alexnet pca", "--no-pca-aug")

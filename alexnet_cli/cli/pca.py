@@ -27,7 +27,7 @@ def pca(
     seed: _SeedOpt = 0,
     device: DeviceOpt = None,
     workers: WorkersOpt = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a pca.json that holds another result (runs trained with it could no longer be resumed).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a pca.json that holds another result (runs trained with it could no longer be resumed), or an --out FILE that holds no PCA.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Compute the PCA of all training RGB pixels (0-255) and write DATA/pca.json (or --out FILE)."""
