@@ -38,6 +38,7 @@ from alexnet_cli.config import ModelConfig, TrainConfig, recipe_of, recorded_set
 from alexnet_cli.distributed import launched_by_torchrun
 from alexnet_cli.errors import AlexnetError, Interrupted, UsageError
 from alexnet_cli.evaluate import check_crops, evaluate
+from alexnet_cli.paths import check_output_folder
 from alexnet_cli.pca import read_pca
 from alexnet_cli.progress import NullReporter, Reporter, plural
 from alexnet_cli.report import RunReport, plot_runs, read_run
@@ -88,12 +89,14 @@ def variant_configs(variant: Variant, model_cfg: ModelConfig,
 
 
 def check_ablation_dir(out_dir: Path) -> None:
-    """DIR holds run folders; a run folder itself (or a file) is not a place for them."""
+    """DIR holds run folders; a run folder itself (or a file) is not a place for them, nor a folder
+    inside a data folder or a run's folder (paths.check_output_folder)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"out_dir {out_dir} is a file; give a folder for the runs", field="out_dir", value=out_dir)
     if (out_dir / "config.json").exists():
         raise AlexnetError(f"{out_dir} is a training run's folder; give ablate a folder of its own "
                            "(it makes one run folder per variant in it)")
+    check_output_folder(out_dir, "out_dir")      # not inside a data folder or a run's folder
 
 
 def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,

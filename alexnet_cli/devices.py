@@ -8,9 +8,13 @@ from alexnet_cli.errors import AlexnetError, UsageError
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """`device`, or cuda when available else cpu; a clear error for an unusable name."""
-    if device is None or device == "":
+    """`device`, or cuda when available else cpu; a clear error for an unusable name (an empty
+    one too: `--device ""`, an unset shell variable, is no request for the default)."""
+    if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, str) and not device.strip():
+        raise UsageError(f"device {device!r} is empty: use cpu, cuda or cuda:N (or leave the option out for the "
+                         "default)", field="device", value=device)
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):

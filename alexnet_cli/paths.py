@@ -9,6 +9,8 @@ iterated letter by letter (`/` read as a checkpoint, `s` as an image) and a Path
 --per-class and --predictions, the pictures of predict, kernels, neighbors and report, features'
 --out): never one of the command's own inputs, nor a file of a prepared data folder or of a
 training run's checkpoints (the folders of train, prep, ablate and demo have rules of their own).
+`check_output_folder` is the rule for the folders train, ablate and prep make: never inside a data
+folder or a training run's folder.
 """
 
 from __future__ import annotations
@@ -118,6 +120,44 @@ def _owned_by_a_command(path: Path) -> str | None:
             return (f"is inside the {parent.name}/ folder of the training run in {_shown(parent.parent, path)}, "
                     "which `alexnet train` wrote: choose a path outside it")
     return None
+
+
+def check_output_folder(path: str | os.PathLike, field: str) -> None:
+    """Refuse, before any work, a folder a command makes and fills (train's and ablate's --out,
+    prep's OUT) inside another command's folder: a data folder made by `alexnet prep` (its
+    files are prep's, and `train data --out data/run` would put a run among its shards) or a
+    training run's folder (`--out run1/checkpoints/x`). UsageError (exit 2), naming `field` and the
+    folder it is inside. The folder itself is the command's to judge (a run's own folder is
+    resumed, a data folder prepared again, an ablation's folder rerun): only the folders above
+    it are looked at, those of its resolved path as `_owned_by_a_command` does."""
+    from alexnet_cli.runlog import RunFolder          # h5py: imported when a command checks its outputs
+    from alexnet_cli.shards import MANIFEST
+    path = Path(path)
+    try:
+        folder = path.resolve()
+    except OSError:                                   # a loop of links: the command's own checks say so
+        return
+    for parent in folder.parents:
+        if (parent / MANIFEST).is_file():
+            owner = f"the data folder {_shown(parent, path)}, which `alexnet prep` wrote"
+        elif _is_run(RunFolder(parent)):
+            owner = f"the training run's folder {_shown(parent, path)}, which `alexnet train` wrote"
+        else:
+            continue
+        raise UsageError(f"{field} {path} is inside {owner}: choose a folder outside it", field=field, value=path)
+
+
+def _is_run(run) -> bool:
+    """Whether `run` (a RunFolder) is a training run's folder: it holds a checkpoint, or a run's
+    config.json (its shape checked: a folder holding some other program's config.json is no run)."""
+    from alexnet_cli.runlog import config_problem
+    if run.last.is_file() or run.best.is_file():
+        return True
+    try:
+        small = run.config.is_file() and run.config.stat().st_size <= 2**20   # never a FIFO or a huge file read
+    except OSError:
+        return False
+    return small and config_problem(run.config) is None
 
 
 def _shown(folder: Path, path: Path) -> Path:

@@ -48,12 +48,18 @@ class Placement:
 
 def place(mode: str, device: str | None, devices: tuple[str, ...], batch_size: int) -> Placement:
     """The devices of a run in `mode` (train.resolve_parallel); in data mode this joins the
-    process group torchrun set up, and each process takes its own GPU."""
+    process group torchrun set up, and each process takes its own GPU. `devices` are model
+    mode's only: given to another mode (`--parallel single`, or auto under torchrun, which is
+    data) they are refused, not ignored."""
     if mode == "model":
         if len(devices) != 2:
             raise UsageError("parallel model needs two devices: `devices` cuda:0,cuda:1 (or cpu,cpu)",
                              field="parallel", value=mode, mentions=("devices",))
         return Placement(tuple(resolve_device(d) for d in devices), DistInfo())
+    if devices:          # given and unused, they were ignored without a word: the run was not where asked
+        raise UsageError(f"devices is for `parallel` model (one device per column); this run is {mode} "
+                         "(use `device` for a single or data parallel run)", field="devices", value=devices,
+                         mentions=("parallel", "device"))
     dev = resolve_device(device)
     if mode != "data":
         return Placement((dev,), DistInfo())

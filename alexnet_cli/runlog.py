@@ -18,19 +18,20 @@ infinity is an error here rather than a file or an output other programs cannot 
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import shutil
 import stat
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from alexnet_cli.atomic import room_advice, write_atomic
 from alexnet_cli.errors import AlexnetError, DataError, UsageError, shell_word
 from alexnet_cli.images import special_kind
 from alexnet_cli.layouts import looks_like_source
 from alexnet_cli.locks import CommandLock
-from alexnet_cli.paths import RUN_SUBFOLDERS
+from alexnet_cli.paths import RUN_SUBFOLDERS, check_output_folder
 from alexnet_cli.shards import MANIFEST
 
 def json_text(data: Any, *, indent: int | None = None) -> str:
@@ -128,7 +129,9 @@ def check_run_dir(out: Path, *, resume: bool = False) -> None:
     eval's outputs). A folder of other files is refused, never overwritten. A folder with a
     run's checkpoints whose config.json is missing or damaged is a run's: continued with
     `resume` from last.pt (which holds the settings; resuming checks them and writes config.json
-    again), else refused with what to do."""
+    again), else refused with what to do. A folder inside a data folder or another run's folder
+    is refused (paths.check_output_folder)."""
+    check_output_folder(out, "out")
     if not out.is_dir():
         parent = out
         while not parent.exists() and parent != parent.parent:
@@ -437,36 +440,66 @@ class _Order:
         return None
 
 
+# The longest line read_metrics takes: a record is a few hundred bytes (a few KB at most); a
+# longer line is damage (a file of zeros, a log joined with some binary file), never read whole.
+MAX_RECORD_LINE = 2**20
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of RUN/metrics.jsonl. A last line without its newline is being written by a
-    run in progress and is left out. Any other line that is not JSON, a record whose fields
-    are missing or of the wrong type (RECORD_FIELDS), and records repeated or out of order
-    (`_Order`) are errors naming the file and the line."""
+    """The records of RUN/metrics.jsonl, read line by line. A last line without its newline is
+    being written by a run in progress and is left out. Any other line that is not JSON, a
+    line over MAX_RECORD_LINE bytes, a record whose fields are missing or of the wrong type
+    (RECORD_FIELDS), and records repeated or out of order (`_Order`) are errors naming the file
+    and the line; so is a metrics.jsonl that is no regular file (a link to /dev/zero, a FIFO:
+    read whole, it filled the memory or waited for ever)."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
+    records, order = [], _Order()
     try:
-        lines = path.read_text(encoding="utf-8").split("\n")
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise DataError(f"{path}: not a regular file but {special_kind(mode)}: a run writes its log as a file")
+        with open(path, "rb") as log:
+            for number, line in _log_lines(path, log):
+                if line.strip():
+                    records.append(_record(path, number, line, order))
     except OSError as exc:
         raise AlexnetError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not text (byte {exc.start:,} is not UTF-8): the log is damaged") from None
-    lines = lines[:-1]                              # "" after the last newline, or a partial line
-    records, order = [], _Order()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            raise AlexnetError(f"{path}: line {number} is not JSON ({line[:60]!r})") from None
-        problem = record_problem(record)
-        if problem is not None:
-            raise DataError(f"{path}: line {number}: {problem}")
-        problem = order.problem(record, number)
-        if problem is not None:
-            raise DataError(f"{path}: line {number}: {problem}: records repeated or out of order, while a run "
-                            "logs each step once and in order (a resumed one cuts the log back to its checkpoint): "
-                            "the log was edited, or two logs were joined")
-        records.append(record)
     return records
+
+
+def _log_lines(path: Path, log) -> Iterator[tuple[int, str]]:
+    """The numbered, whole (newline-ended) lines of the open log `log`, as text; a line too long
+    or not UTF-8 is a DataError."""
+    offset = 0
+    for number in itertools.count(1):
+        raw = log.readline(MAX_RECORD_LINE + 1)
+        if not raw.endswith(b"\n"):
+            if len(raw) > MAX_RECORD_LINE:
+                raise DataError(f"{path}: line {number} is longer than {MAX_RECORD_LINE // 2**20} MiB, "
+                                "while a record is a few hundred bytes: the log is damaged")
+            return                                  # the end, or a partial line being written
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not text (byte {offset + exc.start:,} is not UTF-8): the log is damaged") from None
+        yield number, text
+        offset += len(raw)
+
+
+def _record(path: Path, number: int, line: str, order: _Order) -> dict[str, Any]:
+    """Line `number` of the log `path` as a record, checked (read_metrics)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        raise AlexnetError(f"{path}: line {number} is not JSON ({line[:60]!r})") from None
+    problem = record_problem(record)
+    if problem is not None:
+        raise DataError(f"{path}: line {number}: {problem}")
+    problem = order.problem(record, number)
+    if problem is not None:
+        raise DataError(f"{path}: line {number}: {problem}: records repeated or out of order, while a run "
+                        "logs each step once and in order (a resumed one cuts the log back to its checkpoint): "
+                        "the log was edited, or two logs were joined")
+    return record

@@ -134,3 +134,36 @@ def test_a_memory_budget_that_is_no_budget_is_one_line_before_any_work(tmp_path,
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert f"--memory-mb: must be a finite number of MiB, at least 16, got {shown} " in lines[0], lines
+
+
+@pytest.mark.parametrize("args, where", [
+    (["train", "{data}", "--out", "", "--device", "cpu"], "'--out'"),
+    (["predict", "{ckpt}", ""], "'IMAGE'"),
+    (["prep", "{data}", ""], "'OUT'"),
+])
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tiny_data, make_checkpoint, tmp_path, args, where):
+    """`--out ''` (an unset shell variable) became "." ("Error: . is not a training run's folder")."""
+    names = {"data": tiny_data, "ckpt": make_checkpoint(tmp_path / "net.pt", tiny_data)}
+    result = runner.invoke(app, [a.format(**names) for a in args])
+    assert result.exit_code == 2, result.output
+    command = args[0]
+    assert result.stderr == (f"Error: Invalid value for {where}: an empty path: give a file or folder "
+                             f"(see `alexnet {command} --help`)\n"), result.stderr
+
+
+def test_a_symbolic_link_loop_is_named_as_one(tmp_path):
+    """click said "path 'loop1' does not exist." of a link that leads back to itself."""
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    result = runner.invoke(app, ["report", str(tmp_path / "loop1")])
+    assert result.exit_code == 2, result.output
+    assert f"{tmp_path / 'loop1'} is a symbolic link loop" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_an_empty_device_is_refused_not_taken_as_the_default(tiny_data, tmp_path):
+    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--device", ""])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == ("Error: --device '' is empty: use cpu, cuda or cuda:N (or leave the option out for "
+                             "the default)\n")
+    assert not (tmp_path / "run").exists()

@@ -243,3 +243,57 @@ def test_a_full_disk_keeps_an_earlier_output_whole_and_leaves_no_partial_file(pl
     assert "disk is full" in errors[0] and "free some space" in errors[0] and "Traceback" not in result.stderr
     assert out.read_bytes() == b"an earlier result\n"
     assert [p.name for p in folder.iterdir()] == [name]          # no temporary left beside it
+
+
+@pytest.fixture
+def full_device(tmp_path) -> Path:
+    """A device that is always full, as /dev/full (made here, never the real one)."""
+    path = tmp_path / "full"
+    try:
+        os.mknod(path, 0o600 | 0o020000, os.makedev(1, 7))        # S_IFCHR
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot make a device node here ({exc})")
+    return path
+
+
+def test_a_full_device_is_not_called_a_full_disk(place, full_device):
+    """`eval --predictions DEV` on a full device said "the disk is full (12,045.0 MiB free)"."""
+    result = runner.invoke(app, ["eval", str(place / "run" / "checkpoints" / "last.pt"), str(place / "data"),
+                                 "--device", "cpu", "--predictions", str(full_device)])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: {full_device}: cannot write it: the device is full (No space left on device): "
+                      "choose another file"]
+
+
+@pytest.mark.parametrize("args, inside", [
+    (["prep", "{tree}", "{data}/sub"], "the data folder {data}, which `alexnet prep` wrote"),
+    (["train", "{data}", "--out", "{data}/myrun"], "the data folder {data}, which `alexnet prep` wrote"),
+    (["train", "{data}", "--out", "{run}/sub"], "the training run's folder {run}, which `alexnet train` wrote"),
+    (["train", "{data}", "--out", "{run}/checkpoints/sub"],
+     "the training run's folder {run}, which `alexnet train` wrote"),
+    (["ablate", "{data}", "--out", "{data}/abl"], "the data folder {data}, which `alexnet prep` wrote"),
+    (["ablate", "{data}", "--out", "{run}/abl"], "the training run's folder {run}, which `alexnet train` wrote"),
+])
+def test_a_new_folder_inside_a_data_or_run_folder_is_refused(place, args, inside):
+    """train's and ablate's --out and prep's OUT made runs or shards inside another command's folder."""
+    names = {"tree": place / "tree", "data": place / "data", "run": place / "run"}
+    argv = [a.format(**names) for a in args]
+    out = Path(argv[2] if args[0] == "prep" else argv[3])
+    result = runner.invoke(app, argv + ["--device", "cpu"] * (args[0] != "prep"))
+    assert result.exit_code == 2, result.output
+    flag = "OUT" if args[0] == "prep" else "--out"
+    assert result.stderr == f"Error: {flag} {out} is inside {inside.format(**names)}: choose a folder outside it\n"
+    assert not out.exists()
+
+
+def test_a_folder_beside_another_programs_config_json_is_no_run(tmp_path):
+    """Only a run's config.json (or its checkpoints) makes a run's folder: a project folder holding
+    some tool's config.json takes runs."""
+    from alexnet_cli.paths import check_output_folder
+    (tmp_path / "config.json").write_text('{"editor": "vim"}')
+    check_output_folder(tmp_path / "runs" / "run1", "out")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"x")
+    with pytest.raises(UsageError, match="is inside the training run's folder"):
+        check_output_folder(tmp_path / "runs" / "run1", "out")

@@ -4,6 +4,7 @@ is drawn; a run being written and bad input are handled."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 
 from alexnet_cli.cli.app import app
 from alexnet_cli.config import resolve_model_config, resolve_train_config
-from alexnet_cli.errors import TrainingDiverged
+from alexnet_cli.errors import DataError, TrainingDiverged
 from alexnet_cli.report import RunReport, read_run, read_runs
 from alexnet_cli.runlog import read_metrics
 from alexnet_cli.train import RunOptions, train
@@ -385,3 +386,39 @@ def test_a_run_without_a_validation_split_shows_its_training_error(two_runs, tmp
     assert read_run(run).val_split is None
     (run / "metrics.jsonl").write_text("")
     assert read_run(run).val_split == "val"
+
+
+def _run_with_log(run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of `run`, and its metrics.jsonl (removed, for the test to put something in its place)."""
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*.pt", ".lock"))
+    (copy / "metrics.jsonl").unlink()
+    return copy, copy / "metrics.jsonl"
+
+
+def test_a_log_line_too_long_for_a_record_is_damage(two_runs, tmp_path):
+    """A metrics.jsonl ending in megabytes without a newline (joined with a binary file, zeros) was
+    read whole into memory; a run's last partial line is a few hundred bytes."""
+    run, log = _run_with_log(two_runs[0], tmp_path)
+    lines = (two_runs[0] / "metrics.jsonl").read_bytes()
+    log.write_bytes(lines + b"\0" * (2**20 + 1))
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 1
+    number = lines.count(b"\n") + 1
+    assert _error_line(result) == (f"Error: {log}: line {number} is longer than 1 MiB, while a record is a few "
+                                   "hundred bytes: the log is damaged")
+    log.write_bytes(lines + b"{" + b" " * (2**20 - 3) + b"}\n")          # a line of just 1 MiB: read, as JSON
+    with pytest.raises(DataError, match=f"line {number}: a record without its \"kind\""):
+        read_metrics(run)
+
+
+def test_a_log_that_is_no_regular_file_is_refused(two_runs, tmp_path):
+    """A metrics.jsonl linked to /dev/zero filled the memory; a FIFO waited for ever."""
+    run, log = _run_with_log(two_runs[0], tmp_path)
+    try:
+        os.mknod(log, 0o600 | 0o020000, os.makedev(1, 3))         # a device (reads as /dev/null), made here
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot make a device node here ({exc})")
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 1
+    assert _error_line(result) == (f"Error: {log}: not a regular file but a device: a run writes its log as a file")

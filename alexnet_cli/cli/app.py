@@ -33,6 +33,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from alexnet_cli import __version__
 from alexnet_cli.atomic import NO_ROOM, cannot_write
+from alexnet_cli.cli.arguments import path_word_problem
 from alexnet_cli.cli import (ablate, codes, demo, eval as eval_cmd, features, kernels, neighbors, pca, predict, prep,
                              report, stopped_by, summary, train)
 from alexnet_cli.cli.common import err_console
@@ -97,9 +98,39 @@ class AlexnetCommand(_PlainFlags, TyperCommand):
     def parse_args(self, ctx, args):
         given = list(args)          # click's parser consumes the list
         try:
+            _check_path_words(self, ctx, given)
             return super().parse_args(ctx, args)
         except ClickError as exc:
             raise _missing_argument(exc, self, ctx, given) from None
+
+
+def _check_path_words(command, ctx, args: list[str]) -> None:
+    """Each path the user gave, as typed, checked before click turns it into a Path
+    (arguments.path_word_problem: `''` became ".", a link loop "does not exist"): a usage error
+    naming the parameter. Arguments click cannot parse are left to its own error."""
+    try:
+        values = command.make_parser(ctx).parse_args(args=list(args))[0]
+    except ClickError:
+        return
+    for param in command.params:
+        if not _takes_paths(param):
+            continue
+        given = values.get(param.name)
+        for word in (given if isinstance(given, (list, tuple)) else [given]):
+            if isinstance(word, str) and (problem := path_word_problem(word)):
+                raise typer.BadParameter(problem, ctx=ctx, param=param)
+
+
+def _takes_paths(param) -> bool:
+    """Whether `param` is a path, an optional one or a list of them (its annotation)."""
+    descriptor = getattr(param, "type_descriptor", None)
+    kinds = [getattr(descriptor, "annotation", None)]
+    while kinds:
+        kind = kinds.pop()
+        if isinstance(kind, type) and issubclass(kind, PurePath):
+            return True
+        kinds.extend(typing.get_args(kind))
+    return False
 
 
 def _missing_argument(exc, command, ctx, args: list[str]):

@@ -9,6 +9,8 @@ The checks import alexnet_cli.runlog (NumPy, h5py) when they run, not with this 
 
 from __future__ import annotations
 
+import errno
+import os
 from collections import Counter
 from itertools import islice
 from pathlib import Path
@@ -66,6 +68,22 @@ def image_pattern(folder: Path, look: int = 1000) -> str:
     except OSError:
         pass
     return f"{shell_word(folder)}/*.JPEG"
+
+
+def path_word_problem(word: str) -> str | None:
+    """What is wrong with a path as the user typed it, before click reads it, or None: an empty
+    one (an unset shell variable) became "." (`--out ''` was read as the current folder), and a
+    loop of symbolic links was said not to exist."""
+    if word == "":
+        return "an empty path: give a file or folder"
+    try:
+        os.stat(word)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{word} is a symbolic link loop (a link that leads back to itself): give another path"
+    except ValueError:                  # a NUL byte: click's own error says so
+        pass
+    return None
 
 
 def _checkpoint_argument(value: Path) -> Path:

@@ -10,9 +10,11 @@ is imported where a function needs it), so that `alexnet --help` starts fast (do
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -21,6 +23,7 @@ from rich.console import Console
 
 from alexnet_cli.cli.flags import FLAGS, NAMES, OFF_FLAGS
 from alexnet_cli.config import check_crops, check_seed
+from alexnet_cli.errors import AlexnetError
 from alexnet_cli.progress import ConsoleReporter
 
 class _Console(Console):
@@ -36,6 +39,47 @@ class _Console(Console):
     @soft_wrap.setter
     def soft_wrap(self, value: bool) -> None:      # Console.__init__ sets it: the stream decides instead
         pass
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """rich's print, which writes nothing when stdout is closed (`alexnet summary >&-` exited 0
+        having shown nothing): the output a command prints is its point, so that is an error, as a
+        full stdout is (`writing_stdout`)."""
+        with writing_stdout("the output", self.stderr or self._file is not None):
+            super().print(*args, **kwargs)
+
+
+@contextmanager
+def writing_stdout(what: str, elsewhere: bool = False):
+    """Writes to standard output (`what` is written: "the JSON"), its failures said as one line
+    naming it: a closed stdout (`>&-`: Python's sys.stdout is None, where a write raised an
+    AttributeError) and an OSError without a file name (`> /dev/full`: "No space left on device",
+    no file named). A broken pipe (`| head -1`) is left as it was handled. `elsewhere`: the
+    output does not go to stdout (stderr, a file), nothing to check."""
+    if elsewhere:
+        yield
+        return
+    if sys.stdout is None:
+        raise AlexnetError(f"standard output is closed: nothing to write {what} to")
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if exc.filename is not None or not exc.strerror:
+            raise
+        raise AlexnetError(f"cannot write {what} to standard output: {_stdout_reason(exc)}") from exc
+
+
+def _stdout_reason(exc: OSError) -> str:
+    """The system's words for a failed write to stdout; a full disk named as such when stdout is a
+    regular file (`> out.txt` on a full file system), a full device otherwise (/dev/full)."""
+    if exc.errno != errno.ENOSPC:
+        return exc.strerror
+    try:
+        regular = os.path.isfile(f"/proc/self/fd/{sys.stdout.fileno()}")
+    except (OSError, ValueError, AttributeError):
+        regular = False
+    return "the disk is full: free some space" if regular else f"the device is full ({exc.strerror})"
 
 
 # markup=False: paths, class names and messages are the user's text, never rich markup (a class
@@ -119,8 +163,9 @@ def print_json(data: Any) -> None:
     """Print one JSON document on stdout, nothing else."""
     from alexnet_cli.runlog import json_text
     text = json_text(data, indent=2)          # strict: a NaN is an error, never invalid JSON
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    with writing_stdout("the JSON"):
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def _checked_seed(value: int) -> int:
