@@ -96,7 +96,8 @@ def check_ablation_dir(out_dir: Path) -> None:
     if (out_dir / "config.json").exists():
         raise AlexnetError(f"{out_dir} is a training run's folder; give ablate a folder of its own "
                            "(it makes one run folder per variant in it)")
-    check_output_folder(out_dir, "out_dir")      # not inside a data folder or a run's folder
+    if not (out_dir / "ablations.json").is_file():   # one an older version made there is rerun, not stranded
+        check_output_folder(out_dir, "out_dir")      # not inside a data folder or a run's folder
 
 
 def ablate(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,

@@ -130,8 +130,12 @@ def check_run_dir(out: Path, *, resume: bool = False) -> None:
     run's checkpoints whose config.json is missing or damaged is a run's: continued with
     `resume` from last.pt (which holds the settings; resuming checks them and writes config.json
     again), else refused with what to do. A folder inside a data folder or another run's folder
-    is refused (paths.check_output_folder)."""
-    check_output_folder(out, "out")
+    is refused (paths.check_output_folder), unless it already holds a run (made there by an
+    older version, which did not refuse it: it is resumed, not stranded)."""
+    holds_run = out.is_dir() and (RunFolder(out).last.is_file() or RunFolder(out).best.is_file()
+                                  or config_problem(RunFolder(out).config) is None)
+    if not holds_run:
+        check_output_folder(out, "out")
     if not out.is_dir():
         parent = out
         while not parent.exists() and parent != parent.parent:
@@ -176,9 +180,21 @@ def config_problem(path: Path, *, optional: tuple[str, ...] = ()) -> str | None:
     return read_config_json(path, optional=optional)[1]
 
 
+MAX_CONFIG_BYTES = 1 << 20     # a run's config.json is about 2 KB
+
+
 def read_config_json(path: Path, *, optional: tuple[str, ...] = ()) -> tuple[dict[str, Any] | None, str | None]:
-    """A run's config.json and None, or None and what is wrong with it (`config_problem`)."""
+    """A run's config.json and None, or None and what is wrong with it (`config_problem`). Only
+    a regular file of at most MAX_CONFIG_BYTES is read (a link to /dev/zero, a FIFO or a huge
+    file would take all memory or block)."""
     try:
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            return None, "is a folder, not a file"
+        if not stat.S_ISREG(st.st_mode):
+            return None, f"is not a regular file but {special_kind(st.st_mode)}"
+        if st.st_size > MAX_CONFIG_BYTES:
+            return None, f"is {st.st_size:,} bytes, not a run's settings (at most {MAX_CONFIG_BYTES:,})"
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None, "is missing"

@@ -297,3 +297,23 @@ def test_a_folder_beside_another_programs_config_json_is_no_run(tmp_path):
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"x")
     with pytest.raises(UsageError, match="is inside the training run's folder"):
         check_output_folder(tmp_path / "runs" / "run1", "out")
+
+
+def test_a_run_ablation_or_data_folder_made_inside_by_an_older_version_is_not_stranded(place, tmp_path):
+    """The rule refuses NEW folders only: a run an older version let a user start in data/run
+    still resumes, an ablation folder there reruns, a data folder prepared there is checked."""
+    from alexnet_cli.ablate import check_ablation_dir
+    from alexnet_cli.paths import check_output_folder
+    from alexnet_cli.runlog import check_run_dir
+    data = Path(shutil.copytree(place / "data", tmp_path / "data"))
+    old_run = Path(shutil.copytree(place / "run", data / "oldrun"))
+    check_run_dir(old_run, resume=True)                              # was refused: "inside the data folder"
+    with pytest.raises(UsageError, match="is inside the data folder"):
+        check_run_dir(data / "newrun")
+    (data / "abl").mkdir()
+    (data / "abl" / "ablations.json").write_text("{}")
+    check_ablation_dir(data / "abl")
+    with pytest.raises(UsageError, match="is inside the data folder"):
+        check_ablation_dir(data / "abl2")
+    with pytest.raises(UsageError, match="is inside the data folder"):
+        check_output_folder(data / "sub", "OUT")

@@ -242,3 +242,23 @@ def test_a_damaged_config_json_beside_last_pt_is_said_and_resume_writes_it_again
     written = json.loads(config.read_text())
     saved = load_checkpoint(run / "checkpoints" / "last.pt")["config"]
     assert written["model"] == saved["model"] and written["train"] == saved["train"]
+
+
+def test_a_config_json_that_is_no_regular_file_or_too_large_is_not_read(tmp_path):
+    """Reading a config.json linked to /dev/zero took all memory (the error-contract audit's
+    report finding, the same read in every run-folder check); a FIFO blocked."""
+    import os
+
+    from alexnet_cli.runlog import MAX_CONFIG_BYTES, config_problem
+    zero = tmp_path / "zero.json"
+    zero.symlink_to("/dev/zero")
+    assert config_problem(zero) == "is not a regular file but a device"
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    assert config_problem(fifo) == "is not a regular file but a FIFO"
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:
+        f.truncate(MAX_CONFIG_BYTES + 1)
+    assert config_problem(big).startswith(f"is {MAX_CONFIG_BYTES + 1:,} bytes, not a run's settings")
+    (tmp_path / "dir.json").mkdir()
+    assert config_problem(tmp_path / "dir.json") == "is a folder, not a file"

@@ -54,7 +54,8 @@ def prep(
     from alexnet_cli.prep import PrepOptions, prepare
     from alexnet_cli.shards import MANIFEST
     from alexnet_cli.paths import check_output_folder
-    check_output_folder(out, "OUT")        # not inside another data folder or a run's folder
+    if not (out / MANIFEST).is_file():     # one an older version prepared there is checked, not stranded
+        check_output_folder(out, "OUT")    # not inside another data folder or a run's folder
     if not (out / MANIFEST).is_file():     # an existing preparation is checked by prepare: intact, it writes nothing
         check_writable(out, "OUT", folder=True)              # (so --verify works on a read-only data folder)
     options = PrepOptions(
