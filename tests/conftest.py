@@ -84,3 +84,14 @@ def make_checkpoint():
                                           "train": {"mean_crop": "crop"}}})
         return path
     return make
+
+
+@pytest.fixture
+def full_device(tmp_path) -> Path:
+    """A device that is always full, as /dev/full (made here, never the real one)."""
+    path = tmp_path / "full"
+    try:
+        os.mknod(path, 0o600 | 0o020000, os.makedev(1, 7))        # S_IFCHR
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot make a device node here ({exc})")
+    return path

@@ -245,17 +245,6 @@ def test_a_full_disk_keeps_an_earlier_output_whole_and_leaves_no_partial_file(pl
     assert [p.name for p in folder.iterdir()] == [name]          # no temporary left beside it
 
 
-@pytest.fixture
-def full_device(tmp_path) -> Path:
-    """A device that is always full, as /dev/full (made here, never the real one)."""
-    path = tmp_path / "full"
-    try:
-        os.mknod(path, 0o600 | 0o020000, os.makedev(1, 7))        # S_IFCHR
-    except (PermissionError, OSError) as exc:
-        pytest.skip(f"cannot make a device node here ({exc})")
-    return path
-
-
 def test_a_full_device_is_not_called_a_full_disk(place, full_device):
     """`eval --predictions DEV` on a full device said "the disk is full (12,045.0 MiB free)"."""
     result = runner.invoke(app, ["eval", str(place / "run" / "checkpoints" / "last.pt"), str(place / "data"),

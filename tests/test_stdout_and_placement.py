@@ -38,17 +38,6 @@ def test_a_closed_stdout_is_one_error_line(json_flag, what):
     assert result.stderr == f"Error: standard output is closed: nothing to write {what} to\n"
 
 
-@pytest.fixture
-def full_device(tmp_path) -> Path:
-    """A device that is always full, as /dev/full (made here, never the real one)."""
-    path = tmp_path / "full"
-    try:
-        os.mknod(path, 0o600 | 0o020000, os.makedev(1, 7))        # S_IFCHR
-    except (PermissionError, OSError) as exc:
-        pytest.skip(f"cannot make a device node here ({exc})")
-    return path
-
-
 @pytest.mark.parametrize("json_flag, what", [(["--json"], "the JSON"), ([], "the output")])
 def test_a_full_stdout_is_named(full_device, json_flag, what):
     with open(full_device, "w") as stdout:
