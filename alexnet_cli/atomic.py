@@ -262,7 +262,11 @@ def room_advice(path: Path, code: int) -> tuple[str, str]:
                 "process's limit (`ulimit -f unlimited`)")
     if code == errno.EDQUOT:
         return "the disk quota is exceeded", "free some space"
-    if path.exists() and not path.is_file():      # /dev/full, a FIFO: no disk to free space on
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = 0
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):   # /dev/full: no disk to free space on
         return f"the device is full ({os.strerror(code)})", "choose another file"
     try:
         free = f"{shutil.disk_usage(path.parent).free / 2**20:,.1f} MiB free"

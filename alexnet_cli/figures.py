@@ -95,6 +95,8 @@ def hbar_chart(labels: Sequence[str], values: Sequence[float], *, width: int = 3
         if filled:
             draw.rectangle((pad, y, pad + filled, y + bar_height - 1),
                            fill=BAR_HIGHLIGHT if i == highlight else BAR)
+        if i == highlight:           # outlined too: a bar of 0.19% fills no pixel and would not show
+            draw.rectangle((pad, y, pad + track_w, y + bar_height - 1), outline=BAR_HIGHLIGHT, width=2)
         text_y = y + (bar_height - font_size) // 2 - 1
         draw.text((2 * pad, text_y), fit_text(label, track_w - 2 * pad, fnt), fill=BLACK, font=fnt)
         draw.text((2 * pad + track_w, text_y), value_format.format(value), fill=BLACK, font=fnt)

@@ -103,7 +103,6 @@ def _owned_by_a_command(path: Path) -> str | None:
     above it are those of its resolved path (a link to a folder is followed; `DATA/../x.csv` is
     not in DATA), each named in the message as `path` names it where it can be."""
     from alexnet_cli.runlog import RunFolder          # h5py: imported when a command checks its outputs
-    from alexnet_cli.shards import MANIFEST
     try:
         file = path.resolve()
     except OSError:                                   # a loop of links: check_writable's to refuse
@@ -112,7 +111,7 @@ def _owned_by_a_command(path: Path) -> str | None:
         return (f"is the {file.name} of the training run in {_shown(file.parent, path)}, which `alexnet train` "
                 "wrote: choose another file")
     for parent in file.parents:
-        if (parent / MANIFEST).is_file():
+        if is_data_folder(parent):
             return (f"is inside the data folder {_shown(parent, path)}, which `alexnet prep` wrote: choose a path "
                     "outside it")
         run = RunFolder(parent.parent)
@@ -131,14 +130,13 @@ def check_output_folder(path: str | os.PathLike, field: str) -> None:
     resumed, a data folder prepared again, an ablation's folder rerun): only the folders above
     it are looked at, those of its resolved path as `_owned_by_a_command` does."""
     from alexnet_cli.runlog import RunFolder          # h5py: imported when a command checks its outputs
-    from alexnet_cli.shards import MANIFEST
     path = Path(path)
     try:
         folder = path.resolve()
     except OSError:                                   # a loop of links: the command's own checks say so
         return
     for parent in folder.parents:
-        if (parent / MANIFEST).is_file():
+        if is_data_folder(parent):
             owner = f"the data folder {_shown(parent, path)}, which `alexnet prep` wrote"
         elif _is_run(RunFolder(parent)):
             owner = f"the training run's folder {_shown(parent, path)}, which `alexnet train` wrote"
@@ -148,16 +146,30 @@ def check_output_folder(path: str | os.PathLike, field: str) -> None:
 
 
 def _is_run(run) -> bool:
-    """Whether `run` (a RunFolder) is a training run's folder: it holds a checkpoint, or a run's
-    config.json (its shape checked: a folder holding some other program's config.json is no run)."""
+    """Whether `run` (a RunFolder) is a training run's folder: its config.json is a run's (its
+    shape checked, a regular file of at most 1 MiB: another program's config.json, or its
+    checkpoints/best.pt, make no run)."""
     from alexnet_cli.runlog import config_problem
-    if run.last.is_file() or run.best.is_file():
-        return True
+    return config_problem(run.config) is None
+
+
+MAX_MANIFEST_BYTES = 64 << 20     # ImageNet's manifest.json is about 0.3 MB
+
+
+def is_data_folder(folder: Path) -> bool:
+    """Whether `folder` is a data folder `alexnet prep` wrote: its manifest.json is a regular file
+    holding prep's fields (a web app's or another tool's manifest.json makes no data folder)."""
+    import json
+
+    from alexnet_cli.shards import MANIFEST
+    path = folder / MANIFEST
     try:
-        small = run.config.is_file() and run.config.stat().st_size <= 2**20   # never a FIFO or a huge file read
-    except OSError:
+        if not path.is_file() or path.stat().st_size > MAX_MANIFEST_BYTES:
+            return False
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return False
-    return small and config_problem(run.config) is None
+    return isinstance(doc, dict) and all(key in doc for key in ("classes", "splits", "format"))
 
 
 def _shown(folder: Path, path: Path) -> Path:

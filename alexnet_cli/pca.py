@@ -408,15 +408,20 @@ class _Foreign(Exception):
 # What the text `write_pca` writes begins with, without its whitespace (json_text, indent 2)
 _HEAD = b'{"eigenvalues"'
 _KEYS = ("eigenvalues", "eigenvectors")      # a JSON object with one of these was a PCA
+MAX_PCA_BYTES = 1 << 20                       # a pca.json is about 1 KB: a larger file is no PCA, never read whole
 
 
 def _document(file: Path) -> Any:
     """The JSON in the PCA file `file`: ValueError (or RecursionError) where it is damaged,
     _Foreign where it is no PCA at all (module doc). A data folder's own pca.json is always a
-    PCA, if a damaged one."""
-    raw = file.read_bytes()
+    PCA, if a damaged one. A file larger than MAX_PCA_BYTES is not read (a PCA is about 1 KB)."""
     target = file.resolve()
     own = target.name == PCA_FILE and (target.parent / MANIFEST).is_file()
+    if not own and file.stat().st_size > MAX_PCA_BYTES:
+        with open(file, "rb") as f:
+            json_like = f.read(64).lstrip().startswith(b"{")
+        raise _Foreign(f"{file.stat().st_size:,} bytes: too large for one" if json_like else "not JSON")
+    raw = file.read_bytes()
     try:
         data = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):               # UnicodeDecodeError is a ValueError

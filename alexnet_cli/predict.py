@@ -142,7 +142,8 @@ def draw_predictions(predictions: Sequence[Prediction], out: str | Path, *, cols
         truth = None if true_classes is None else true_classes[i]
         ranks = [j for j, t in enumerate(top) if t.wnid == truth]
         if truth is not None:
-            shown = top[ranks[0]].name if ranks else f"{truth} (not in the top {len(top)})"
+            named = pred.true_class.name if pred.true_class is not None and pred.true_class.wnid == truth else truth
+            shown = top[ranks[0]].name if ranks else f"{named} (not in the top {len(top)})"
             tile = labeled_tile(tile, f"true: {shown}")                   # a second line under the image
         bars = hbar_chart([t.name for t in top], [t.prob for t in top], width=2 * thumb,
                           bar_height=(thumb - 24) // 5, highlight=ranks[0] if ranks else None,

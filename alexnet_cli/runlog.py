@@ -134,7 +134,8 @@ def check_run_dir(out: Path, *, resume: bool = False) -> None:
     older version, which did not refuse it: it is resumed, not stranded)."""
     holds_run = out.is_dir() and (RunFolder(out).last.is_file() or RunFolder(out).best.is_file()
                                   or config_problem(RunFolder(out).config) is None)
-    if not holds_run:
+    in_ablation = (out.parent / "ablations.json").is_file()   # ablate checked its folder (check_ablation_dir)
+    if not (holds_run or in_ablation):
         check_output_folder(out, "out")
     if not out.is_dir():
         parent = out

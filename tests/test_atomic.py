@@ -123,3 +123,14 @@ def test_write_output_replaces_a_links_target_and_writes_into_a_fifo(tmp_path):
     assert got == [b"through the pipe"] and not list(tmp_path.glob(".*"))
     assert cannot_write(link, OSError(errno.EACCES, "Permission denied")) == "Permission denied"
     assert cannot_write(link, OSError(errno.ENOSPC, "x")).startswith("the disk is full (")
+
+
+def test_a_full_disk_met_making_a_folder_is_a_full_disk_not_a_full_device(tmp_path):
+    """The diff review: a folder (a mkdir on a full disk) is no regular file, and was said to be
+    "the device is full ... choose another file"; only a device or a FIFO is."""
+    from alexnet_cli.atomic import cannot_write
+    said = cannot_write(tmp_path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path)))
+    assert said.startswith("the disk is full (") and said.endswith("free some space"), said
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert cannot_write(fifo, OSError(errno.ENOSPC, "x")).startswith("the device is full")

@@ -149,6 +149,8 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(tiny_data, make
     command = args[0]
     assert result.stderr == (f"Error: Invalid value for {where}: an empty path: give a file or folder "
                              f"(see `alexnet {command} --help`)\n"), result.stderr
+    helped = runner.invoke(app, [a.format(**names) for a in args] + ["--help"])   # help still wins
+    assert helped.exit_code == 0 and "Usage:" in helped.stdout, helped.output
 
 
 def test_a_symbolic_link_loop_is_named_as_one(tmp_path):

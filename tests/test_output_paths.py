@@ -39,7 +39,7 @@ def place(tiny_data, make_checkpoint, tmp_path_factory) -> Path:
     shutil.copytree(tiny_data, root / "data")
     run = root / "run"
     (run / "checkpoints").mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"recipe": "paper"}))
+    (run / "config.json").write_text(json.dumps({"recipe": "paper", "model": {}, "train": {}, "run": {}}))
     (run / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n')
     manifest = read_manifest(root / "data")
     for name in ("last.pt", "best.pt"):            # the data's classes, so that eval runs on it
@@ -277,14 +277,21 @@ def test_a_new_folder_inside_a_data_or_run_folder_is_refused(place, args, inside
 
 
 def test_a_folder_beside_another_programs_config_json_is_no_run(tmp_path):
-    """Only a run's config.json (or its checkpoints) makes a run's folder: a project folder holding
-    some tool's config.json takes runs."""
+    """Only a run's config.json makes a run's folder, and only prep's manifest.json a data folder:
+    a project folder holding some tool's config.json, a web app's manifest.json or its own
+    checkpoints/best.pt takes runs (the diff review: `alexnet demo` failed under a web app)."""
     from alexnet_cli.paths import check_output_folder
     (tmp_path / "config.json").write_text('{"editor": "vim"}')
-    check_output_folder(tmp_path / "runs" / "run1", "out")
+    (tmp_path / "manifest.json").write_text('{"name": "my-web-app"}')
     (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"x")
+    (tmp_path / "checkpoints" / "best.pt").write_bytes(b"x")
+    check_output_folder(tmp_path / "runs" / "run1", "out")
+    (tmp_path / "config.json").write_text(json.dumps({"recipe": "paper", "model": {}, "train": {}, "run": {}}))
     with pytest.raises(UsageError, match="is inside the training run's folder"):
+        check_output_folder(tmp_path / "runs" / "run1", "out")
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "manifest.json").write_text(json.dumps({"classes": [], "splits": {}, "format": "raw"}))
+    with pytest.raises(UsageError, match="is inside the data folder"):
         check_output_folder(tmp_path / "runs" / "run1", "out")
 
 
@@ -302,6 +309,7 @@ def test_a_run_ablation_or_data_folder_made_inside_by_an_older_version_is_not_st
     (data / "abl").mkdir()
     (data / "abl" / "ablations.json").write_text("{}")
     check_ablation_dir(data / "abl")
+    check_run_dir(data / "abl" / "pool2")             # a variant the rerun adds (was refused after the others ran)
     with pytest.raises(UsageError, match="is inside the data folder"):
         check_ablation_dir(data / "abl2")
     with pytest.raises(UsageError, match="is inside the data folder"):

@@ -229,3 +229,24 @@ def test_an_image_in_a_folder_named_after_a_class_says_its_true_class(tmp_path):
     shown = json.loads(CliRunner().invoke(app, ["predict", str(ckpt), str(labelled), "--device", "cpu",
                                                 "--json"]).stdout)
     assert shown[0]["true_class"]["class"] == "b"
+
+
+def test_a_true_class_of_tiny_probability_still_shows_red_and_one_outside_the_top_by_name(pictures, tmp_path,
+                                                                                       monkeypatch):
+    """The diff review: only the filled part of the bar was red, so a true class at 0.19% showed
+    none; and one outside the top five was named by its wnid though its name was known."""
+    low = _prediction(pictures[0], [0.998, 0.0019, 0.0001])
+    marked = Image.open(draw_predictions([low], tmp_path / "low.png", true_classes=["n01"]))
+    assert _red_pixels(marked) > 50
+    outside = Prediction(str(pictures[1]), [TopClass(f"n0{i}", f"class {i}", i, 0.2) for i in range(5)],
+                         TopClass("n09", "class 9", 9, 0.0))
+    said = []
+    from alexnet_cli import predict as predict_module
+    real = predict_module.labeled_tile
+
+    def tile(img, text, **kw):
+        said.append(text)
+        return real(img, text, **kw)
+    monkeypatch.setattr(predict_module, "labeled_tile", tile)
+    draw_predictions([outside], tmp_path / "out.png")
+    assert "true: class 9 (not in the top 5)" in said, said

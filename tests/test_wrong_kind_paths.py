@@ -183,3 +183,20 @@ def test_a_truncated_last_pt_says_what_to_do(tiny_data, tmp_path):
     result = runner.invoke(app, [*args, "--max-steps", "2", "--resume"])
     _one_error(result, 1, f"{last}: not a readable checkpoint (", "): restore it from a copy to continue the run, "
                "or train anew into another run folder (best.pt holds the weights, not the state to continue from)")
+
+
+def test_a_large_file_is_refused_as_no_pca_without_being_read(tmp_path, monkeypatch):
+    """The diff review: `pca --out big.bin` read a 500 MB file whole (1.5 GB of memory) before
+    refusing it; a PCA is about 1 KB."""
+    from pathlib import Path
+
+    from alexnet_cli import pca as pca_module
+    big, text = tmp_path / "big.bin", tmp_path / "big.json"
+    with open(big, "wb") as f:
+        f.truncate(pca_module.MAX_PCA_BYTES + 1)
+    text.write_text('{"rows": [' + "0, " * pca_module.MAX_PCA_BYTES + "0]}")
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("read whole"))
+    with pytest.raises(pca_module._Foreign, match="^not JSON$"):
+        pca_module._document(big)
+    with pytest.raises(pca_module._Foreign, match="bytes: too large for one"):
+        pca_module._document(text)

@@ -107,7 +107,10 @@ class AlexnetCommand(_PlainFlags, TyperCommand):
 def _check_path_words(command, ctx, args: list[str]) -> None:
     """Each path the user gave, as typed, checked before click turns it into a Path
     (arguments.path_word_problem: `''` became ".", a link loop "does not exist"): a usage error
-    naming the parameter. Arguments click cannot parse are left to its own error."""
+    naming the parameter. Arguments click cannot parse are left to its own error, and a line
+    asking for help gets it."""
+    if any(word in ctx.help_option_names for word in args):
+        return
     try:
         values = command.make_parser(ctx).parse_args(args=list(args))[0]
     except ClickError:

@@ -41,10 +41,14 @@ class _Console(Console):
         pass
 
     def print(self, *args: Any, **kwargs: Any) -> None:
-        """rich's print, which writes nothing when stdout is closed (`alexnet summary >&-` exited 0
-        having shown nothing): the output a command prints is its point, so that is an error, as a
-        full stdout is (`writing_stdout`)."""
-        with writing_stdout("the output", self.stderr or self._file is not None):
+        """rich's print; a failed write to stdout said as one line naming it (`writing_stdout`: a
+        full stdout). A closed stdout (`>&-`) takes the tables for people silently, as before: a
+        run started detached must not end in an error after its work is saved; `--json`, a
+        script's input, is an error there (print_json)."""
+        elsewhere = self.stderr or self._file is not None
+        if not elsewhere and sys.stdout is None:
+            return
+        with writing_stdout("the output", elsewhere):
             super().print(*args, **kwargs)
 
 
