@@ -277,8 +277,8 @@ def run_demo(out: str | Path = DEFAULT_OUT, config: DemoConfig = DemoConfig(), *
 
     def predictions() -> None:
         result.predictions = predict(checkpoint, queries, k=min(5, config.classes), device=config.device)
-        result.figures["predictions"] = draw_predictions(result.predictions, out / PREDICTIONS_PNG,
-                                                         true_classes=[q.parent.name for q in queries])  # val/<wnid>/
+        # each query's true class comes from its folder, val/<wnid>/ (predict.folder_class)
+        result.figures["predictions"] = draw_predictions(result.predictions, out / PREDICTIONS_PNG)
 
     for name, fn in (("data", data), ("prep", prep), ("pca", pca), ("train", fit),
                      ("eval_1crop", evaluation(1)), ("eval_10crop", evaluation(10)), ("kernels", kernels),

@@ -41,7 +41,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +55,7 @@ from alexnet_cli.augment import center_crop
 from alexnet_cli.checkpoint import LoadedModel, load_model
 from alexnet_cli.errors import CheckpointError, DataError, UsageError
 from alexnet_cli.figures import check_picture_path
-from alexnet_cli.images import special_kind
+from alexnet_cli.images import path_kind
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.loader import Batch, ShardLoader, trained_decode
 from alexnet_cli.progress import NullReporter, Reporter
@@ -323,8 +322,7 @@ def read_checked(path: str | Path, *, kind: str, fmt: str, dataset: str, version
             mode = path.stat().st_mode
         except OSError:
             raise DataError(f"{path}: no such {kind} file") from None
-        what = "a folder" if stat.S_ISDIR(mode) else special_kind(mode)
-        raise UsageError(f"{path} is {what}, not a {kind} file")
+        raise UsageError(f"{path} is {path_kind(mode)}, not a {kind} file")
     try:
         with h5py.File(path, "r", locking=False) as f:
             if f.attrs.get("format") != fmt or dataset not in f:

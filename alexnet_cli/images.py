@@ -182,6 +182,11 @@ def special_kind(mode: int) -> str:
             else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
 
 
+def path_kind(mode: int) -> str:
+    """What a path of this st_mode that is no regular file is: "a folder", or special_kind's."""
+    return "a folder" if stat.S_ISDIR(mode) else special_kind(mode)
+
+
 def not_regular(mode: int) -> str:
     """Why a path of this st_mode, neither a regular file nor a folder, is not read."""
     return f"not a regular file ({special_kind(mode)})"

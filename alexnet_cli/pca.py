@@ -45,7 +45,7 @@ from alexnet_cli.atomic import remove_abandoned, write_atomic, write_output
 from alexnet_cli.config import check_seed
 from alexnet_cli.devices import resolve_device
 from alexnet_cli.errors import AlexnetError, DataError, Interrupted, UsageError, shell_word
-from alexnet_cli.images import special_kind
+from alexnet_cli.images import path_kind
 from alexnet_cli.loader import ShardLoader
 from alexnet_cli.progress import NullReporter, Reporter
 from alexnet_cli.runlog import json_text
@@ -380,7 +380,7 @@ def _check_target(path: Path, out: str | Path | None, overwrite: bool) -> None:
     except OSError:                  # nothing there yet (a broken link is check_writable's to refuse)
         return
     if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else special_kind(mode)
+        kind = path_kind(mode)
         advice = "remove it to have the PCA written there" if out is None else "give a file's path"
         raise _refused(path, out, f"is {kind}, not a regular file: the PCA is a file for training to read "
                                   f"later: {advice}")
@@ -509,7 +509,7 @@ def _check_kind(file: Path, data_dir: Path, path: str | Path | None, command: st
                         mentions=("pca_aug=False",))
     if stat.S_ISREG(mode):
         return
-    kind = "a folder" if stat.S_ISDIR(mode) else special_kind(mode)
+    kind = path_kind(mode)
     if path is None:
         raise DataError(f"{file} is {kind}, not a PCA file: remove it and run {command}")
     raise UsageError(f"{file} is {kind}, not a PCA file: give the file `alexnet pca` wrote (its `out`)",

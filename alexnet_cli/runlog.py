@@ -132,8 +132,9 @@ def check_run_dir(out: Path, *, resume: bool = False) -> None:
     again), else refused with what to do. A folder inside a data folder or another run's folder
     is refused (paths.check_output_folder), unless it already holds a run (made there by an
     older version, which did not refuse it: it is resumed, not stranded)."""
-    holds_run = out.is_dir() and (RunFolder(out).last.is_file() or RunFolder(out).best.is_file()
-                                  or config_problem(RunFolder(out).config) is None)
+    folder = RunFolder(out)
+    problem = config_problem(folder.config) if out.is_dir() else "is missing"
+    holds_run = out.is_dir() and (folder.last.is_file() or folder.best.is_file() or problem is None)
     in_ablation = (out.parent / "ablations.json").is_file()   # ablate checked its folder (check_ablation_dir)
     if not (holds_run or in_ablation):
         check_output_folder(out, "out")
@@ -144,8 +145,6 @@ def check_run_dir(out: Path, *, resume: bool = False) -> None:
         if not parent.is_dir():
             raise UsageError(f"out {out}: {parent} is a file, not a folder", field="out", value=out)
         return
-    folder = RunFolder(out)
-    problem = config_problem(folder.config)
     if problem is None:
         return
     if folder.last.is_file() or folder.best.is_file():

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -45,7 +44,7 @@ import numpy as np
 
 from alexnet_cli.atomic import write_atomic
 from alexnet_cli.errors import DataError, shell_word
-from alexnet_cli.images import IMAGE_SHAPE, special_kind
+from alexnet_cli.images import IMAGE_SHAPE, path_kind
 from alexnet_cli.progress import NullReporter, Reporter
 
 FORMAT_VERSION = 2                         # the manifest's: the highest layout version below
@@ -142,8 +141,7 @@ def _manifest_missing(path: Path, root: Path) -> str:
         mode = path.stat().st_mode
     except OSError:
         return f"{path} not found: run {prep} first"
-    what = "a folder" if stat.S_ISDIR(mode) else special_kind(mode)
-    return f"{path} is {what}, not a manifest file: remove it, then run {prep}"
+    return f"{path} is {path_kind(mode)}, not a manifest file: remove it, then run {prep}"
 
 
 class OlderFormat(DataError):
